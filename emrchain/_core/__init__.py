@@ -1,0 +1,111 @@
+"""The hot path: batch transaction checks, merkle trees, batched Ed25519 verification.
+
+Two twins implement the same functions with the same names, signatures, results and exception
+types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`) and the pure-Python
+modules in `fallback/`. Importing this package picks the compiled twin unless
+``EMRCHAIN_PUREPYTHON=1`` is set or the extension is missing; `IMPLEMENTATION` says which one
+loaded and `IMPORT_ERROR` why the compiled one did not.
+
+Callers use only the names re-exported here; they never import `_txcheck` & co. directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import SimpleNamespace
+
+from emrchain._core.codes import (
+    CoreError,
+    LimitError,
+    MerkleError,
+    TxDecodeError,
+    Verdict,
+)
+
+PUBLIC_FUNCTIONS = (
+    "check_transactions",
+    "verify_batch",
+    "verify_transactions",
+    "merkle_root",
+    "merkle_proof",
+    "verify_merkle_proof",
+)
+
+CYTHON = "cython"
+PYTHON = "python"
+
+
+def _load_compiled() -> SimpleNamespace:
+    # import_module (not `from . import`) so a missing extension is reported by its module name
+    # rather than as a "partially initialized module" error.
+    _txcheck = importlib.import_module("emrchain._core._txcheck")
+    _merkle = importlib.import_module("emrchain._core._merkle")
+    _ed25519 = importlib.import_module("emrchain._core._ed25519")
+
+    return SimpleNamespace(
+        name=CYTHON,
+        check_transactions=_txcheck.check_transactions,
+        verify_batch=_ed25519.verify_batch,
+        verify_transactions=_ed25519.verify_transactions,
+        merkle_root=_merkle.merkle_root,
+        merkle_proof=_merkle.merkle_proof,
+        verify_merkle_proof=_merkle.verify_merkle_proof,
+    )
+
+
+def _load_pure() -> SimpleNamespace:
+    from emrchain._core.fallback import ed25519, merkle, txcodec
+
+    return SimpleNamespace(
+        name=PYTHON,
+        check_transactions=txcodec.check_transactions,
+        verify_batch=ed25519.verify_batch,
+        verify_transactions=ed25519.verify_transactions,
+        merkle_root=merkle.merkle_root,
+        merkle_proof=merkle.merkle_proof,
+        verify_merkle_proof=merkle.verify_merkle_proof,
+    )
+
+
+def implementation(name: str) -> SimpleNamespace:
+    """Return one twin explicitly (tests and benchmarks compare both in one process)."""
+    if name == CYTHON:
+        return _load_compiled()
+    if name == PYTHON:
+        return _load_pure()
+    raise ValueError(f"unknown implementation {name!r}; expected 'cython' or 'python'")
+
+
+IMPORT_ERROR: str | None = None
+if os.environ.get("EMRCHAIN_PUREPYTHON") == "1":
+    _active = _load_pure()
+    IMPORT_ERROR = "EMRCHAIN_PUREPYTHON=1"
+else:
+    try:
+        _active = _load_compiled()
+    except ImportError as error:
+        IMPORT_ERROR = f"{type(error).__name__}: {error}"
+        _active = _load_pure()
+
+IMPLEMENTATION: str = _active.name
+check_transactions = _active.check_transactions
+verify_batch = _active.verify_batch
+verify_transactions = _active.verify_transactions
+merkle_root = _active.merkle_root
+merkle_proof = _active.merkle_proof
+verify_merkle_proof = _active.verify_merkle_proof
+
+__all__ = [
+    "CYTHON",
+    "IMPLEMENTATION",
+    "IMPORT_ERROR",
+    "PYTHON",
+    "CoreError",
+    "LimitError",
+    "MerkleError",
+    "TxDecodeError",
+    "Verdict",
+    "implementation",
+    *PUBLIC_FUNCTIONS,
+]

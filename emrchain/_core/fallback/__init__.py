@@ -1,0 +1,1 @@
+"""Pure-Python twins of the compiled core modules (same names, results and exceptions)."""

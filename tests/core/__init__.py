@@ -1,0 +1,1 @@
+"""Tests of the compiled core and its pure-Python twin."""

@@ -1,0 +1,72 @@
+"""Fixtures giving both twins of `check_transactions`.
+
+The compiled twin is required in CI: with ``CI=true`` (or ``CI=1``) a missing extension makes
+the tests that need it fail; elsewhere they are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+
+import emrchain._core as core
+
+CheckFn = Callable[..., tuple[bytes, list[bytes]]]
+
+# The module each twin's check_transactions lives in. The selector (`implementation`) imports
+# all three modules of a twin at once; if only a sibling (merkle, ed25519) is missing, these
+# tests still exercise the one module they are about.
+_MODULES = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: "emrchain._core.fallback.txcodec"}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def import_twin_module(module: str, *, compiled: bool) -> ModuleType:
+    """Import one twin's module. A missing compiled module skips the test, except in CI
+    (CI=true/1) where it fails; a missing pure-Python module always fails."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        reason = f"{module} cannot be imported ({error})"
+        if compiled:
+            reason += "; build it with `python setup.py build_ext --inplace`"
+        if not compiled or in_ci():
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def load_check(name: str) -> CheckFn:
+    """`implementation(name).check_transactions`; skip (fail in CI) if its module is missing."""
+    try:
+        return core.implementation(name).check_transactions
+    except ImportError:
+        pass
+    return import_twin_module(_MODULES[name], compiled=name == core.CYTHON).check_transactions
+
+
+@pytest.fixture(scope="session")
+def cython_check() -> CheckFn:
+    return load_check(core.CYTHON)
+
+
+@pytest.fixture(scope="session")
+def python_check() -> CheckFn:
+    return load_check(core.PYTHON)
+
+
+@pytest.fixture(scope="session", params=[core.CYTHON, core.PYTHON])
+def check(request: pytest.FixtureRequest) -> CheckFn:
+    """Each twin in turn (explicit-example tests run against both)."""
+    return load_check(request.param)
+
+
+@pytest.fixture(scope="session")
+def twins(cython_check: CheckFn, python_check: CheckFn) -> tuple[CheckFn, CheckFn]:
+    """(compiled, reference) for differential tests."""
+    return cython_check, python_check
