@@ -1,0 +1,190 @@
+"""Build the canonical-encoding vectors in `types.json` and `transactions.json`.
+
+Run `python -m tests.vectors.generate_types --write` only when the encoding deliberately changes
+(a new version); the tests rebuild the same objects and require byte-identical encodings.
+Keys are derived from fixed seeds, and Ed25519 signing is deterministic, so output is stable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from emrchain._core import schema
+from emrchain.crypto.keys import Ed25519Signer
+from emrchain.types import (
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    DuplicateVoteEvidence,
+    Proposal,
+    Transaction,
+    TxKind,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteType,
+)
+from emrchain.types.block import evidence_root, tx_ids
+
+CHAIN_ID = b"emrchain-vectors"
+HERE = Path(__file__).parent
+
+
+def key(index: int) -> Ed25519Signer:
+    return Ed25519Signer(hashlib.sha256(b"emrchain-vector-key-%d" % index).digest())
+
+
+def digest(label: str) -> bytes:
+    return hashlib.sha256(label.encode()).digest()
+
+
+def sample_fields() -> dict[TxKind, dict[str, Any]]:
+    """One valid payload per kind, touching every field type."""
+    return {
+        TxKind.REGISTER_ORGANIZATION: {
+            "organization_id": "st-mary.hospital",
+            "name": "St. Mary's — Cardiología",
+            "encryption_key": digest("org-x25519"),
+        },
+        TxKind.REGISTER_MEMBER: {
+            "organization_id": "st-mary.hospital",
+            "member_key": key(10).public_key,
+            "encryption_key": digest("member-x25519"),
+            "role": schema.Role.PATIENT,
+            "patient_id": digest("patient-1"),
+        },
+        TxKind.REVOKE_MEMBER: {"member_key": key(10).public_key, "reason": "left the hospital"},
+        TxKind.ROTATE_KEY: {
+            "new_member_key": key(11).public_key,
+            "new_encryption_key": digest("member-x25519-2"),
+            "proof": key(11).sign(b"\x05proof"),
+        },
+        TxKind.ANCHOR_RECORD: {
+            "record_id": digest("record-1"),
+            "patient_id": digest("patient-1"),
+            "ciphertext_sha256": digest("ciphertext-1"),
+            "cid": bytes.fromhex("01551220") + digest("ciphertext-1"),
+            "record_type": schema.RecordType.LAB_RESULT,
+            "size_bytes": 4096,
+        },
+        TxKind.GRANT_ACCESS: {
+            "scope": schema.GrantScope.RECORD,
+            "target": digest("record-1"),
+            "grantee_kind": schema.GranteeKind.ORGANIZATION,
+            "grantee_member": bytes(32),
+            "grantee_organization": "city-clinic",
+            "expires_at_ms": 1_800_000_000_000,
+            "wrapped_key": bytes(range(80)),
+        },
+        TxKind.REVOKE_ACCESS: {"grant_id": digest("grant-1")},
+        TxKind.ACCESS_EVENT: {
+            "record_id": digest("record-1"),
+            "action": schema.AccessAction.READ,
+            "grant_id": digest("grant-1"),
+        },
+        TxKind.BREAK_GLASS: {
+            "patient_id": digest("patient-1"),
+            "record_id": bytes(32),
+            "reason": "unconscious patient in the emergency room",
+            "duration_ms": 3_600_000,
+        },
+        TxKind.ERASE_RECORD: {
+            "record_id": digest("record-1"),
+            "reason": schema.ErasureReason.PATIENT_REQUEST,
+        },
+        TxKind.VALIDATOR_UPDATE: {
+            "validator_key": key(20).public_key,
+            "power": 10,
+            "epoch": 1,
+        },
+    }
+
+
+def transactions() -> dict[str, Transaction]:
+    signer = key(1)
+    return {
+        kind.name.lower(): Transaction.create(signer, CHAIN_ID, kind, 1000 + int(kind), fields)
+        for kind, fields in sample_fields().items()
+    }
+
+
+def structures() -> dict[str, Any]:
+    """Named instances of every consensus structure."""
+    validator_set = ValidatorSet([Validator(key(i).public_key, 10 + i) for i in range(4)])
+    block_one_id = digest("block-1")
+    precommits = [
+        Vote.create(key(i), CHAIN_ID, VoteType.PRECOMMIT, 1, 0, block_one_id) for i in range(3)
+    ]
+    commit = CommitCertificate.from_precommits(precommits)
+    evidence = DuplicateVoteEvidence.from_votes(
+        Vote.create(key(2), CHAIN_ID, VoteType.PREVOTE, 2, 1, digest("a")),
+        Vote.create(key(2), CHAIN_ID, VoteType.PREVOTE, 2, 1, digest("b")),
+    )
+    txs = tuple(tx.encode() for tx in transactions().values())
+    header = BlockHeader(
+        chain_id=CHAIN_ID,
+        height=2,
+        time_ms=1_764_000_000_000,
+        previous_block_id=block_one_id,
+        last_commit_hash=commit.hash,
+        tx_root=_merkle_root(tx_ids(txs)),
+        tx_count=len(txs),
+        app_hash=digest("app-state"),
+        validators_hash=validator_set.hash,
+        next_validators_hash=validator_set.hash,
+        evidence_hash=evidence_root((evidence,)),
+        proposer=key(0).public_key,
+    )
+    return {
+        "validator": Validator(key(0).public_key, 10),
+        "validator_set": validator_set,
+        "prevote": Vote.create(key(0), CHAIN_ID, VoteType.PREVOTE, 7, 2, digest("block-7")),
+        "precommit_nil": Vote.create(key(1), CHAIN_ID, VoteType.PRECOMMIT, 7, 3, bytes(32)),
+        "proposal": Proposal.create(key(0), CHAIN_ID, 7, 2, 1, digest("block-7")),
+        "commit": commit,
+        "evidence": evidence,
+        "header": header,
+        "block": Block(header, txs, commit, (evidence,)),
+    }
+
+
+def _merkle_root(leaves: list[bytes]) -> bytes:
+    from emrchain import _core
+
+    return _core.merkle_root(leaves)
+
+
+def build() -> tuple[dict[str, Any], dict[str, Any]]:
+    types_vectors = {}
+    for name, value in structures().items():
+        entry: dict[str, Any] = {"hex": value.encode().hex()}
+        for attribute in ("hash", "block_id"):
+            if hasattr(type(value), attribute):
+                entry[attribute] = getattr(value, attribute).hex()
+        types_vectors[name] = entry
+    tx_vectors = {
+        "chain_id": CHAIN_ID.decode(),
+        "sender_seed": key(1).seed.hex(),
+        "transactions": {
+            name: {"kind": int(tx.kind), "hex": tx.encode().hex(), "tx_id": tx.tx_id.hex()}
+            for name, tx in transactions().items()
+        },
+    }
+    return types_vectors, tx_vectors
+
+
+def main() -> None:
+    types_vectors, tx_vectors = build()
+    if "--write" not in sys.argv:
+        print(json.dumps({"types": types_vectors, "transactions": tx_vectors}, indent=2))
+        return
+    (HERE / "types.json").write_text(json.dumps(types_vectors, indent=2) + "\n")
+    (HERE / "transactions.json").write_text(json.dumps(tx_vectors, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
