@@ -1,0 +1,1 @@
+"""Deterministic simulator of emrchain consensus: faults, byzantine validators, checkers."""

@@ -1,0 +1,182 @@
+"""Byzantine validators: at most f of them (by power), colluding through one `Adversary`.
+
+Each runs a correct core (so it follows the rounds plausibly) but replaces what it signs:
+- SILENT: sends nothing at all;
+- EQUIVOCATE: as proposer, two different blocks to two halves of the correct nodes; as voter,
+  votes for one value to one half and another (or nil) to the other half;
+- DOUBLE_VOTE: proposes honestly, splits its votes like EQUIVOCATE;
+- INVALID_BLOCKS: proposes blocks the application rejects and prevotes/precommits for them.
+It never consults the signing guard, never crashes and is never checked by I3.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from emrchain.consensus.events import Event, ProposalReceived, VoteReceived
+from emrchain.consensus.state_machine import TendermintCore
+from emrchain.crypto.keys import Ed25519Signer
+from emrchain.sim.application import block_id_of, make_block
+from emrchain.sim.messages import Message, ProposalMessage, VoteMessage
+from emrchain.sim.node import SimNode
+from emrchain.sim.scenario import Behaviour
+from emrchain.types.vote import NIL_BLOCK_ID, Proposal, Vote, VoteType
+
+if TYPE_CHECKING:
+    from emrchain.sim.simulation import Simulation
+
+
+class Adversary:
+    """What the colluding byzantine validators share: who gets which value."""
+
+    def __init__(self, seed: int, correct: list[int]) -> None:
+        self._seed = seed
+        self._correct = correct
+        self._groups: dict[tuple[int, int, int], tuple[frozenset[int], frozenset[int]]] = {}
+        self.split_values: dict[tuple[int, int], tuple[bytes, bytes]] = {}
+        self.invalid_values: dict[tuple[int, int], bytes] = {}
+        self.seen_proposals: dict[tuple[int, int], bytes] = {}
+
+    def groups(
+        self, height: int, round_number: int, step: int
+    ) -> tuple[frozenset[int], frozenset[int]]:
+        """A split of the correct nodes, drawn afresh per (height, round, step): proposals and
+        prevotes share the prevote split, precommits get their own, so that the halves that
+        lock and the halves that decide can differ (what an attack on the lock rule needs)."""
+        key = (height, round_number, step)
+        groups = self._groups.get(key)
+        if groups is None:
+            nodes = list(self._correct)
+            random.Random(
+                f"emrchain-sim/adversary/{self._seed}/{height}/{round_number}/{step}"
+            ).shuffle(nodes)
+            cut = len(nodes) // 2
+            groups = self._groups[key] = (frozenset(nodes[:cut]), frozenset(nodes[cut:]))
+        return groups
+
+    def vote_value(
+        self, height: int, round_number: int, vote_type: VoteType, destination: int
+    ) -> bytes:
+        """The block id a splitting byzantine votes for towards `destination`.
+
+        It ignores its own lock and backs whatever value `destination` was proposed (each half
+        its own value when a byzantine proposer equivocated), so that correct nodes can form
+        polkas they should not; precommits for that value go to one half only and nil to the
+        other, so that one half may decide while the other moves to the next round.
+        """
+        split = self.split_values.get((height, round_number))
+        if split is not None:
+            group_a, _ = self.groups(height, round_number, int(VoteType.PREVOTE))
+            proposed = split[0] if destination in group_a else split[1]
+        else:
+            proposed = self.seen_proposals.get((height, round_number), NIL_BLOCK_ID)
+        if vote_type == VoteType.PRECOMMIT:
+            group_a, _ = self.groups(height, round_number, int(VoteType.PRECOMMIT))
+            if destination not in group_a:
+                return NIL_BLOCK_ID
+        return proposed
+
+
+class ByzantineNode(SimNode):
+    correct = False
+
+    def __init__(
+        self,
+        index: int,
+        signer: Ed25519Signer,
+        simulation: Simulation,
+        make_core: Callable[[bytes], TendermintCore],
+        *,
+        behaviour: Behaviour,
+        adversary: Adversary,
+    ) -> None:
+        super().__init__(index, signer, simulation, make_core)
+        self.behaviour = behaviour
+        self.adversary = adversary
+
+    def deliver(self, source: int, message: Message) -> None:
+        if self.behaviour == Behaviour.SILENT:
+            return
+        if isinstance(message, ProposalMessage):
+            proposal = message.proposal
+            self.adversary.seen_proposals.setdefault(
+                (proposal.height, proposal.round), proposal.block_id
+            )
+        super().deliver(source, message)
+
+    def tick(self) -> None:
+        if self.behaviour != Behaviour.SILENT:
+            super().tick()
+
+    def _send_split(
+        self, height: int, round_number: int, step: int, first: Message, second: Message
+    ) -> None:
+        group_a, _group_b = self.adversary.groups(height, round_number, step)
+        for destination in range(self.sim.validators):
+            if destination == self.index:
+                continue
+            chosen = first if destination in group_a else second
+            self.sim.send(self.index, destination, chosen)
+
+    def _sign_vote(self, vote: Vote, queue: deque[Event]) -> None:
+        if self.behaviour == Behaviour.SILENT:
+            return
+        chain_id = self.sim.chain_id
+        signed: dict[bytes, Vote] = {}
+
+        def signed_for(block_id: bytes) -> Vote:
+            if block_id not in signed:
+                signed[block_id] = Vote.create(
+                    self.signer, chain_id, vote.type, vote.height, vote.round, block_id
+                )
+            return signed[block_id]
+
+        if self.behaviour == Behaviour.INVALID_BLOCKS:
+            key = (vote.height, vote.round)
+            own = signed_for(self.adversary.invalid_values.get(key, vote.block_id))
+            self.sim.broadcast(self.index, VoteMessage.of(own))
+        else:
+            own = signed_for(vote.block_id)
+            for destination in range(self.sim.validators):
+                if destination == self.index:
+                    continue
+                block_id = self.adversary.vote_value(
+                    vote.height, vote.round, vote.type, destination
+                )
+                self.sim.send(self.index, destination, VoteMessage.of(signed_for(block_id)))
+        self.own_messages.append(VoteMessage.of(own))
+        queue.append(VoteReceived(own))
+
+    def _sign_proposal(self, proposal: Proposal, queue: deque[Event]) -> None:
+        if self.behaviour == Behaviour.SILENT:
+            return
+        if self.behaviour not in (Behaviour.EQUIVOCATE, Behaviour.INVALID_BLOCKS):
+            super()._sign_proposal(proposal, queue)
+            return
+        height, round_number = proposal.height, proposal.round
+        chain_id = self.sim.chain_id
+        if self.behaviour == Behaviour.INVALID_BLOCKS:
+            payloads = [make_block(height, round_number, self.key, valid=False)]
+        else:
+            payloads = [make_block(height, round_number, self.key, variant=v) for v in (1, 2)]
+        messages = []
+        for payload in payloads:
+            block_id = block_id_of(payload)
+            self.payloads[block_id] = payload
+            signed = Proposal.create(self.signer, chain_id, height, round_number, -1, block_id)
+            self.sim.checker.on_proposal_signed(self.sim.now, self.index, signed, payload)
+            messages.append(ProposalMessage.of(signed, payload))
+        if self.behaviour == Behaviour.INVALID_BLOCKS:
+            self.adversary.invalid_values[(height, round_number)] = messages[0].proposal.block_id
+            self.sim.broadcast(self.index, messages[0])
+        else:
+            self.adversary.split_values[(height, round_number)] = (
+                messages[0].proposal.block_id,
+                messages[1].proposal.block_id,
+            )
+            self._send_split(height, round_number, int(VoteType.PREVOTE), messages[0], messages[1])
+        self.own_messages.append(messages[0])
+        queue.append(ProposalReceived(messages[0].proposal))

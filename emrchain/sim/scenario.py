@@ -1,0 +1,174 @@
+"""A run's fault plan, drawn entirely from (seed, validator count, fault classes).
+
+Everything random about a run is decided here or by the network's PRNG seeded from the same
+inputs, so one seed replays bit for bit (`scripts/simulate --seed S --validators N`).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+FAULT_CLASSES = ("network", "crash", "byzantine")
+# Not part of "mixed": every seed has f equal-power equivocators and a lossy network. It is the
+# profile that finds the deliberately broken variants quickly (tests/sim/test_broken_variants).
+ATTACK = "attack"
+
+
+class Behaviour(Enum):
+    """What a byzantine validator does (docs/spec/consensus.md §6)."""
+
+    SILENT = "silent"
+    EQUIVOCATE = "equivocate"  # two proposals when proposer; split votes otherwise
+    DOUBLE_VOTE = "double-vote"  # proposes honestly, votes differently to two groups
+    INVALID_BLOCKS = "invalid-blocks"  # proposes invalid blocks and votes for them
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    start_ms: int
+    end_ms: int
+    groups: tuple[frozenset[int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    node: int
+    at_ms: int
+    restart_ms: int
+    # Crash right after persisting the signing state of the next signature, before it leaves.
+    after_persist: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    seed: int
+    validators: int
+    faults: tuple[str, ...]
+    heights: int
+    powers: tuple[int, ...]
+    byzantine: tuple[tuple[int, Behaviour], ...]
+    network_heal_ms: int
+    delay_max_ms: int
+    drop_probability: float
+    duplicate_probability: float
+    partitions: tuple[Partition, ...]
+    crashes: tuple[Crash, ...]
+    delay_after_gst_max_ms: int = 50
+    # Adversarial scheduling (attack profile): before GST, hold back every message from a node
+    # that has decided more heights than its destination until GST, so a lone early decider
+    # cannot warn the others. Any delay is allowed before GST in the partial synchrony model.
+    hold_leaders_until_gst: bool = False
+
+    @property
+    def gst_ms(self) -> int:
+        """Global stabilisation time: the network is synchronous and every node is up."""
+        restarts = [crash.restart_ms for crash in self.crashes]
+        return max([self.network_heal_ms, *restarts])
+
+    @property
+    def byzantine_nodes(self) -> dict[int, Behaviour]:
+        return dict(self.byzantine)
+
+    def describe(self) -> str:
+        parts = [f"n={self.validators}", f"powers={list(self.powers)}", f"gst={self.gst_ms}ms"]
+        if self.byzantine:
+            parts.append("byzantine=" + ",".join(f"{i}:{b.value}" for i, b in self.byzantine))
+        if self.crashes:
+            parts.append(f"crashes={len(self.crashes)}")
+        if self.partitions:
+            parts.append(f"partitions={len(self.partitions)}")
+        parts.append(f"drop={self.drop_probability:.2f} delay<={self.delay_max_ms}ms")
+        return " ".join(parts)
+
+
+def parse_faults(text: str) -> tuple[str, ...]:
+    """'mixed' (all classes) | 'none' | a comma list of network, crash, byzantine."""
+    if text == "mixed":
+        return FAULT_CLASSES
+    if text == "none":
+        return ()
+    classes = tuple(part.strip() for part in text.split(",") if part.strip())
+    for name in classes:
+        if name not in (*FAULT_CLASSES, ATTACK):
+            raise ValueError(
+                f"unknown fault class {name!r}; expected mixed, none or {FAULT_CLASSES}"
+            )
+    return classes
+
+
+def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: int) -> Scenario:
+    """Draw the fault plan of one run. Each enabled class is present in most seeds, absent in
+    some, so runs mix fault combinations."""
+    rng = random.Random(f"emrchain-sim/scenario/{seed}/{validators}/{','.join(faults)}")
+    f = (validators - 1) // 3
+    attack = ATTACK in faults
+    if attack or rng.random() < 0.5:
+        powers = tuple([1] * validators)
+    else:
+        powers = tuple(rng.randint(1, 3) for _ in range(validators))
+    total = sum(powers)
+
+    byzantine: list[tuple[int, Behaviour]] = []
+    if attack and f > 0:
+        chosen = rng.sample(range(validators), f)
+        byzantine = sorted((index, Behaviour.EQUIVOCATE) for index in chosen)
+    elif "byzantine" in faults and f > 0 and rng.random() < 0.85:
+        count = rng.randint(1, f)
+        chosen = rng.sample(range(validators), count)
+        # Keep the assumption f < n/3 by voting power: drop the heaviest until it holds.
+        chosen.sort(key=lambda index: (-powers[index], index))
+        while chosen and 3 * sum(powers[index] for index in chosen) >= total:
+            chosen.pop(0)
+        behaviours = list(Behaviour)
+        byzantine = sorted((index, rng.choice(behaviours)) for index in chosen)
+
+    network_heal_ms = 0
+    delay_max_ms = 20
+    drop_probability = 0.0
+    duplicate_probability = 0.0
+    partitions: list[Partition] = []
+    if attack:
+        network_heal_ms = rng.randint(2_000, 8_000)
+        delay_max_ms = rng.choice((60, 200))
+        drop_probability = rng.choice((0.05, 0.15))
+    elif "network" in faults:
+        network_heal_ms = rng.randint(300, 6_000)
+        delay_max_ms = rng.choice((60, 200, 600, 1_500))
+        drop_probability = rng.choice((0.0, 0.05, 0.15, 0.3))
+        duplicate_probability = rng.choice((0.0, 0.05, 0.2))
+        for _ in range(rng.randint(0, 2)):
+            start = rng.randint(0, network_heal_ms - 1)
+            end = rng.randint(start + 1, network_heal_ms)
+            nodes = list(range(validators))
+            rng.shuffle(nodes)
+            cut = rng.randint(1, validators - 1)
+            partitions.append(
+                Partition(start, end, (frozenset(nodes[:cut]), frozenset(nodes[cut:])))
+            )
+
+    crashes: list[Crash] = []
+    if "crash" in faults and rng.random() < 0.7:
+        horizon = max(network_heal_ms, 2_000)
+        correct = [index for index in range(validators) if index not in dict(byzantine)]
+        for node in rng.sample(correct, min(len(correct), rng.randint(1, 2))):
+            at_ms = rng.randint(0, horizon - 1)
+            restart_ms = rng.randint(at_ms + 1, at_ms + 1 + rng.choice((50, 500, 2_000)))
+            crashes.append(Crash(node, at_ms, restart_ms, rng.random() < 0.5))
+
+    return Scenario(
+        seed=seed,
+        validators=validators,
+        faults=faults,
+        heights=heights,
+        powers=powers,
+        byzantine=tuple(byzantine),
+        network_heal_ms=network_heal_ms,
+        delay_max_ms=delay_max_ms,
+        drop_probability=drop_probability,
+        duplicate_probability=duplicate_probability,
+        partitions=tuple(partitions),
+        crashes=tuple(sorted(crashes, key=lambda crash: (crash.at_ms, crash.node))),
+        hold_leaders_until_gst=attack,
+    )
