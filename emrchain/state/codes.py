@@ -1,0 +1,71 @@
+"""Transaction result codes: one numbering for the mempool (check_tx) and block execution.
+
+0 is "applied". 1..15 are the stateless verdicts of `emrchain._core.codes.Verdict` with the same
+numbers (a transaction in a block that fails decoding or its signature is recorded with its
+verdict). 32 and up are stateful refusals. The numbers are stable API.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from emrchain._core.codes import Verdict
+
+FIRST_STATEFUL_CODE = 32
+
+
+class ResultCode(IntEnum):
+    OK = 0
+    NONCE_USED = 32
+    NONCE_GAP = 33
+    DUPLICATE_RECORD = 34
+    NOT_A_VALIDATOR = 35
+    STALE_EPOCH = 36
+    DUPLICATE_APPROVAL = 37
+    TOO_MANY_PROPOSALS = 38
+    INVALID_VALIDATOR_SET = 39
+    # EMR rules (`docs/spec/access-control.md`): who the sender is.
+    NOT_A_MEMBER = 40
+    KEY_ROTATED = 41
+    MEMBER_REVOKED = 42
+    ROLE_NOT_PERMITTED = 43
+    NOT_AUTHORIZED = 44
+    # Organisations and members.
+    ORGANIZATION_NOT_FOUND = 45
+    DUPLICATE_ORGANIZATION = 46
+    ORGANIZATION_LIMIT_REACHED = 47
+    KEY_IN_USE = 48
+    INVALID_MEMBER_KEY = 49
+    PATIENT_ID_MISMATCH = 50
+    PATIENT_ID_IN_USE = 51
+    MEMBER_LIMIT_REACHED = 52
+    MEMBER_NOT_FOUND = 53
+    MEMBER_ALREADY_REVOKED = 54
+    LAST_ADMIN = 55
+    INVALID_ROTATION_PROOF = 56
+    KEY_HISTORY_FULL = 57
+    # Records.
+    PATIENT_NOT_REGISTERED = 58
+    RECORD_LIMIT_REACHED = 59
+    RECORD_NOT_FOUND = 60
+    RECORD_ERASED = 61
+    RECORD_PATIENT_MISMATCH = 62
+    # Consent, access and break-glass.
+    INVALID_GRANTEE = 63
+    GRANTEE_NOT_FOUND = 64
+    EXPIRY_NOT_IN_FUTURE = 65
+    INVALID_WRAPPED_KEY = 66
+    TOO_MANY_GRANTS = 67
+    GRANT_NOT_FOUND = 68
+    ACCESS_DENIED = 69
+    GRANT_NOT_APPLICABLE = 70
+    TOO_MANY_BREAK_GLASS = 71
+
+
+def code_name(code: int) -> str:
+    """The symbolic name of any result code (stateless verdict or stateful)."""
+    if code in ResultCode._value2member_map_:
+        return ResultCode(code).name
+    if code in Verdict._value2member_map_:
+        return Verdict(code).name
+    return f"UNKNOWN_{code}"

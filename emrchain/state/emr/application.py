@@ -1,0 +1,40 @@
+"""`EmrApplication`: the block pipeline of `NonceAnchorApplication` with the EMR handler table.
+
+The pipeline (envelope, signature, nonce, handler, app hash) is unchanged; only the rules per
+kind differ. Genesis organisations and their admins are passed to `init_chain` as
+`organizations=` (see `emrchain.state.emr.genesis`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from emrchain._core.schema import TxKind
+from emrchain.state.application import ApplicationRules, Handler
+from emrchain.state.emr.handlers import EMR_HANDLERS
+from emrchain.state.nonce_anchor import NonceAnchorApplication
+from emrchain.state.view import CommittedState
+from emrchain.types.limits import DEFAULT_LIMITS, Limits
+
+
+class EmrApplication(NonceAnchorApplication):
+    """Organisations, members, anchors, consent, audit and validator updates."""
+
+    def __init__(
+        self,
+        chain_id: bytes,
+        committed: CommittedState,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        rules: ApplicationRules | None = None,
+        handlers: Mapping[TxKind, Handler] = EMR_HANDLERS,
+        signature_threads: int = 0,
+    ) -> None:
+        super().__init__(
+            chain_id,
+            committed,
+            limits=limits,
+            rules=rules,
+            handlers=handlers,
+            signature_threads=signature_threads,
+        )

@@ -1,0 +1,187 @@
+"""Access events and the bounded trails that hold them in state.
+
+A trail is a ring buffer: a count of events ever appended (u64) and `capacity` slots, event
+number n in slot n mod capacity. Once full, each new event replaces the oldest one in state and
+the trail reports how many were dropped; a dropped event is still in its block (blocks are kept
+forever and indexed by transaction id), so the audit history is complete, only the in-state
+window is bounded. Layouts: `docs/spec/state.md` §3.1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from emrchain.state import keys
+from emrchain.state.emr.entities import read_ident, read_text
+from emrchain.state.emr.limits import (
+    BREAK_GLASS_REASON_MAX_BYTES,
+    PATIENT_TRAIL_CAPACITY,
+    RECORD_TRAIL_CAPACITY,
+    REVIEW_QUEUE_CAPACITY,
+)
+from emrchain.state.validators import StateCorruptionError
+from emrchain.state.view import OverlayStateView, StateView
+from emrchain.types.codec import DecodeError, Reader, Writer
+
+
+class EventKind(IntEnum):
+    ACCESS = 1
+    """A served read or export, submitted by the reader (ACCESS_EVENT transaction)."""
+    BREAK_GLASS = 2
+    """An emergency access declaration (BREAK_GLASS transaction)."""
+
+
+class AccessBasis(IntEnum):
+    """Why a reader may read a record; `label` is the `Decision.via` string."""
+
+    NONE = 0
+    AUTHOR = 1
+    AUTHOR_ORGANIZATION = 2
+    PATIENT = 3
+    GRANT = 4
+    BREAK_GLASS = 5
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEvent:
+    event_kind: EventKind
+    event_id: bytes
+    """Id of the transaction that recorded the event."""
+    patient_id: bytes
+    record_id: bytes
+    """NO_KEY for a break-glass declaration over all of the patient's records."""
+    actor: bytes
+    """Member id of the reader or of the clinician who broke the glass."""
+    actor_organization: str
+    action: int
+    """AccessAction (1 read, 2 export) for ACCESS, 0 for BREAK_GLASS."""
+    basis: AccessBasis
+    grant_id: bytes
+    """The grant (basis GRANT) or break-glass transaction (basis BREAK_GLASS) it relied on."""
+    expires_at_ms: int
+    """End of the break-glass session (BREAK_GLASS), else 0."""
+    reason: str
+    """The mandatory break-glass reason (BREAK_GLASS), else empty."""
+    height: int
+    time_ms: int
+
+    @property
+    def flagged_for_review(self) -> bool:
+        """Break-glass declarations and every read made under one are flagged."""
+        return self.event_kind == EventKind.BREAK_GLASS or self.basis == AccessBasis.BREAK_GLASS
+
+    def encode(self) -> bytes:
+        writer = Writer().u8(self.event_kind).fixed(self.event_id, 32)
+        writer.fixed(self.patient_id, 32).fixed(self.record_id, 32).fixed(self.actor, 32)
+        writer.var_bytes(self.actor_organization.encode("ascii"), 1).u8(self.action)
+        writer.u8(self.basis).fixed(self.grant_id, 32).u64(self.expires_at_ms)
+        writer.var_bytes(self.reason.encode("utf-8"), 2)
+        return writer.u64(self.height).u64(self.time_ms).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> AccessEvent:
+        reader = Reader(data, "AccessEvent")
+        try:
+            event_kind = EventKind(reader.u8("event_kind"))
+        except ValueError:
+            raise DecodeError("AccessEvent.event_kind: unknown kind") from None
+        event_id = reader.fixed(32, "event_id")
+        patient_id = reader.fixed(32, "patient_id")
+        record_id = reader.fixed(32, "record_id")
+        actor = reader.fixed(32, "actor")
+        actor_organization = read_ident(reader, "actor_organization", 1)
+        action = reader.u8("action")
+        try:
+            basis = AccessBasis(reader.u8("basis"))
+        except ValueError:
+            raise DecodeError("AccessEvent.basis: unknown basis") from None
+        event = cls(
+            event_kind=event_kind,
+            event_id=event_id,
+            patient_id=patient_id,
+            record_id=record_id,
+            actor=actor,
+            actor_organization=actor_organization,
+            action=action,
+            basis=basis,
+            grant_id=reader.fixed(32, "grant_id"),
+            expires_at_ms=reader.u64("expires_at_ms"),
+            reason=read_text(reader, 2, BREAK_GLASS_REASON_MAX_BYTES, "reason"),
+            height=reader.u64("height"),
+            time_ms=reader.u64("time_ms"),
+        )
+        reader.finish()
+        return event
+
+
+@dataclass(frozen=True, slots=True)
+class Trail:
+    """Where one ring buffer lives in state."""
+
+    count_key: bytes
+    slot_prefix: bytes
+    capacity: int
+
+    def slot_key(self, sequence: int) -> bytes:
+        return self.slot_prefix + (sequence % self.capacity).to_bytes(4, "big")
+
+
+def patient_trail(patient_id: bytes) -> Trail:
+    return Trail(
+        keys.PATIENT_TRAIL_COUNT_PREFIX + patient_id,
+        keys.PATIENT_TRAIL_PREFIX + patient_id,
+        PATIENT_TRAIL_CAPACITY,
+    )
+
+
+def record_trail(record_id: bytes) -> Trail:
+    return Trail(
+        keys.RECORD_TRAIL_COUNT_PREFIX + record_id,
+        keys.RECORD_TRAIL_PREFIX + record_id,
+        RECORD_TRAIL_CAPACITY,
+    )
+
+
+REVIEW_TRAIL = Trail(keys.REVIEW_COUNT, keys.REVIEW_PREFIX, REVIEW_QUEUE_CAPACITY)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTrail:
+    """A page of a trail: `events` newest first; `total` events were ever appended, of which
+    `dropped` are no longer in state (the oldest ones, still in their blocks)."""
+
+    events: tuple[AccessEvent, ...]
+    total: int
+    dropped: int
+
+
+def _count(view: StateView, trail: Trail) -> int:
+    raw = view.get(trail.count_key)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
+def append_event(state: OverlayStateView, trail: Trail, event: AccessEvent) -> None:
+    """Add `event` as the trail's newest; when full, it overwrites the oldest slot."""
+    sequence = _count(state, trail)
+    state.put(trail.slot_key(sequence), event.encode())
+    state.put(trail.count_key, (sequence + 1).to_bytes(8, "big"))
+
+
+def read_trail(view: StateView, trail: Trail, limit: int) -> AccessTrail:
+    """Up to `limit` of the newest events still in state, newest first."""
+    if limit < 0:
+        raise ValueError("limit must be >= 0")
+    total = _count(view, trail)
+    kept = min(total, trail.capacity)
+    events = []
+    for sequence in range(total - 1, total - 1 - min(kept, limit), -1):
+        raw = view.get(trail.slot_key(sequence))
+        if raw is None:
+            raise StateCorruptionError(f"access trail slot {sequence} is missing")
+        events.append(AccessEvent.decode(raw))
+    return AccessTrail(tuple(events), total, total - kept)

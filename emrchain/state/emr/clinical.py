@@ -1,0 +1,267 @@
+"""Records and their use: ANCHOR_RECORD, ERASE_RECORD, ACCESS_EVENT, BREAK_GLASS.
+
+Rules: `docs/spec/access-control.md` §3.5, §3.8–3.10. Access events and break-glass
+declarations are appended to the patient's trail and (when they concern one record) to the
+record's; break-glass declarations also to the auditors' review queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from emrchain._core.fallback.txcodec import DecodedTransaction
+from emrchain._core.schema import ErasureReason, RecordType, Role
+from emrchain.state.application import BlockContext
+from emrchain.state.codes import ResultCode
+from emrchain.state.emr.access import Decision, decide_read, grant_authorizes
+from emrchain.state.emr.audit import (
+    REVIEW_TRAIL,
+    AccessBasis,
+    AccessEvent,
+    EventKind,
+    append_event,
+    patient_trail,
+    record_trail,
+)
+from emrchain.state.emr.consent import remove_grant
+from emrchain.state.emr.context import (
+    emr_handler,
+    require_role,
+    require_sender,
+    short,
+    transaction_id,
+)
+from emrchain.state.emr.entities import NO_KEY, Member
+from emrchain.state.emr.limits import (
+    MAX_BREAK_GLASS_SESSIONS_PER_PATIENT,
+    MAX_RECORDS_PER_PATIENT,
+)
+from emrchain.state.emr.records import BreakGlassSession, EmrRecord
+from emrchain.state.emr.tables import (
+    TransactionRefusedError,
+    read_grant,
+    read_patient,
+    read_record,
+    read_record_grant_ids,
+    read_sessions,
+    write_patient,
+    write_record,
+    write_sessions,
+)
+from emrchain.state.result import TxResult
+from emrchain.state.validators import StateCorruptionError
+from emrchain.state.view import OverlayStateView
+
+
+@emr_handler
+def anchor_record(
+    tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
+) -> TxResult:
+    sender = require_sender(state, tx)
+    require_role(sender, {Role.CLINICIAN, Role.ADMIN}, "anchor records")
+    record_id = tx.fields["record_id"]
+    if read_record(state, record_id) is not None:
+        raise TransactionRefusedError(
+            ResultCode.DUPLICATE_RECORD, f"record {record_id.hex()} is already anchored"
+        )
+    patient_id = tx.fields["patient_id"]
+    patient = read_patient(state, patient_id)
+    if patient is None:
+        raise TransactionRefusedError(
+            ResultCode.PATIENT_NOT_REGISTERED, f"patient id {short(patient_id)} is not registered"
+        )
+    if patient.record_count >= MAX_RECORDS_PER_PATIENT:
+        raise TransactionRefusedError(
+            ResultCode.RECORD_LIMIT_REACHED,
+            f"{patient.record_count} records are anchored for this patient "
+            f"(limit {MAX_RECORDS_PER_PATIENT})",
+        )
+    write_record(
+        state,
+        EmrRecord(
+            record_id=record_id,
+            patient_id=patient_id,
+            ciphertext_sha256=tx.fields["ciphertext_sha256"],
+            cid=tx.fields["cid"],
+            record_type=RecordType(tx.fields["record_type"]),
+            size_bytes=tx.fields["size_bytes"],
+            author=sender.member_id,
+            author_organization=sender.organization_id,
+            height=context.height,
+            time_ms=context.time_ms,
+        ),
+    )
+    write_patient(state, patient_id, replace(patient, record_count=patient.record_count + 1))
+    return TxResult.make(ResultCode.OK, f"record {short(record_id)} anchored")
+
+
+def _live_record(state: OverlayStateView, record_id: bytes) -> EmrRecord:
+    """The record, which must exist and not be erased."""
+    record = read_record(state, record_id)
+    if record is None:
+        raise TransactionRefusedError(
+            ResultCode.RECORD_NOT_FOUND, f"record {short(record_id)} is not anchored"
+        )
+    if record.is_erased:
+        raise TransactionRefusedError(
+            ResultCode.RECORD_ERASED,
+            f"record {short(record_id)} was erased at height {record.erased_height}",
+        )
+    return record
+
+
+def _check_eraser(sender: Member, record: EmrRecord, reason: ErasureReason) -> None:
+    """The patient erases on request; an admin of the author organisation for a legal order or
+    an entry in error."""
+    if sender.role == Role.PATIENT:
+        if sender.patient_id != record.patient_id:
+            raise TransactionRefusedError(
+                ResultCode.NOT_AUTHORIZED, "the record belongs to another patient"
+            )
+        if reason != ErasureReason.PATIENT_REQUEST:
+            raise TransactionRefusedError(
+                ResultCode.NOT_AUTHORIZED,
+                "a patient erases with reason patient request; legal orders and entries in "
+                "error are erased by an admin of the author organisation",
+            )
+        return
+    if sender.organization_id != record.author_organization:
+        raise TransactionRefusedError(
+            ResultCode.NOT_AUTHORIZED,
+            f"the record was authored by {record.author_organization}; only its admins erase it",
+        )
+    if reason == ErasureReason.PATIENT_REQUEST:
+        raise TransactionRefusedError(
+            ResultCode.NOT_AUTHORIZED,
+            "a patient request is made by the patient; an admin erases for a legal order or an "
+            "entry in error",
+        )
+
+
+@emr_handler
+def erase_record(
+    tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
+) -> TxResult:
+    sender = require_sender(state, tx)
+    require_role(sender, {Role.PATIENT, Role.ADMIN}, "erase records")
+    record = _live_record(state, tx.fields["record_id"])
+    reason = ErasureReason(tx.fields["reason"])
+    _check_eraser(sender, record, reason)
+    write_record(state, record.erased(reason, sender.member_id, context.height, context.time_ms))
+    # Record grants carry the record key wrapped for their grantees: they go with the record.
+    for grant_id in read_record_grant_ids(state, record.record_id):
+        grant = read_grant(state, grant_id)
+        if grant is None:
+            raise StateCorruptionError("a record grant list names a grant that is not stored")
+        remove_grant(state, grant)
+    return TxResult.make(
+        ResultCode.OK,
+        f"record {short(record.record_id)} erased ({reason.name.lower()}); its anchor hash "
+        "remains, its CID and record grants are gone",
+    )
+
+
+def _append(state: OverlayStateView, event: AccessEvent) -> None:
+    append_event(state, patient_trail(event.patient_id), event)
+    if event.record_id != NO_KEY:
+        append_event(state, record_trail(event.record_id), event)
+
+
+@emr_handler
+def access_event(
+    tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
+) -> TxResult:
+    """The reader records a read (or export) it was served. Only a read the rules allow at
+    block time is recorded; a named grant must be one that authorises this reader."""
+    reader = require_sender(state, tx)
+    record = _live_record(state, tx.fields["record_id"])
+    grant_id = tx.fields["grant_id"]
+    if grant_id != NO_KEY:
+        grant = read_grant(state, grant_id)
+        if grant is None or not grant_authorizes(grant, record, reader, context.time_ms):
+            raise TransactionRefusedError(
+                ResultCode.GRANT_NOT_APPLICABLE,
+                f"grant {short(grant_id)} does not authorise this reader for this record now",
+            )
+        decision = Decision.granted(AccessBasis.GRANT.label, grant_id)
+    else:
+        decision = decide_read(state, record, reader, context.time_ms)
+        if not decision.allowed:
+            raise TransactionRefusedError(
+                ResultCode.ACCESS_DENIED,
+                f"member {short(reader.member_id)} may not read record {short(record.record_id)}",
+            )
+    basis = AccessBasis[decision.via.upper()]
+    _append(
+        state,
+        AccessEvent(
+            event_kind=EventKind.ACCESS,
+            event_id=transaction_id(tx),
+            patient_id=record.patient_id,
+            record_id=record.record_id,
+            actor=reader.member_id,
+            actor_organization=reader.organization_id,
+            action=tx.fields["action"],
+            basis=basis,
+            grant_id=decision.grant_id,
+            expires_at_ms=0,
+            reason="",
+            height=context.height,
+            time_ms=context.time_ms,
+        ),
+    )
+    return TxResult.make(ResultCode.OK, f"access recorded (via {decision.via})")
+
+
+@emr_handler
+def break_glass(tx: DecodedTransaction, state: OverlayStateView, context: BlockContext) -> TxResult:
+    """A clinician opens time-boxed emergency read access, flagged for review."""
+    clinician = require_sender(state, tx)
+    require_role(clinician, {Role.CLINICIAN}, "break the glass")
+    patient_id = tx.fields["patient_id"]
+    if read_patient(state, patient_id) is None:
+        raise TransactionRefusedError(
+            ResultCode.PATIENT_NOT_REGISTERED, f"patient id {short(patient_id)} is not registered"
+        )
+    record_id = tx.fields["record_id"]
+    if record_id != NO_KEY:
+        record = _live_record(state, record_id)
+        if record.patient_id != patient_id:
+            raise TransactionRefusedError(
+                ResultCode.RECORD_PATIENT_MISMATCH,
+                f"record {short(record_id)} belongs to another patient",
+            )
+    sessions = [s for s in read_sessions(state, patient_id) if s.in_force(context.time_ms)]
+    if len(sessions) >= MAX_BREAK_GLASS_SESSIONS_PER_PATIENT:
+        raise TransactionRefusedError(
+            ResultCode.TOO_MANY_BREAK_GLASS,
+            f"{len(sessions)} break-glass sessions are open on this patient "
+            f"(limit {MAX_BREAK_GLASS_SESSIONS_PER_PATIENT})",
+        )
+    event_id = transaction_id(tx)
+    expires_at_ms = context.time_ms + tx.fields["duration_ms"]
+    write_sessions(
+        state,
+        patient_id,
+        [*sessions, BreakGlassSession(clinician.member_id, record_id, expires_at_ms, event_id)],
+    )
+    event = AccessEvent(
+        event_kind=EventKind.BREAK_GLASS,
+        event_id=event_id,
+        patient_id=patient_id,
+        record_id=record_id,
+        actor=clinician.member_id,
+        actor_organization=clinician.organization_id,
+        action=0,
+        basis=AccessBasis.BREAK_GLASS,
+        grant_id=event_id,
+        expires_at_ms=expires_at_ms,
+        reason=tx.fields["reason"],
+        height=context.height,
+        time_ms=context.time_ms,
+    )
+    _append(state, event)
+    append_event(state, REVIEW_TRAIL, event)
+    return TxResult.make(
+        ResultCode.OK, f"break-glass open until {expires_at_ms} ms, flagged for review"
+    )

@@ -1,0 +1,38 @@
+"""The EMR handler table: every transaction kind with its access-control rules.
+
+VALIDATOR_UPDATE keeps the milestone-1 approval rule (validators, not members, send it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from emrchain._core.schema import TxKind
+from emrchain.state.application import Handler
+from emrchain.state.emr.clinical import access_event, anchor_record, break_glass, erase_record
+from emrchain.state.emr.consent import grant_access, revoke_access
+from emrchain.state.emr.membership import (
+    register_member,
+    register_organization,
+    revoke_member,
+    rotate_key,
+)
+from emrchain.state.handlers import validator_update
+
+EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
+    {
+        TxKind.REGISTER_ORGANIZATION: register_organization,
+        TxKind.REGISTER_MEMBER: register_member,
+        TxKind.REVOKE_MEMBER: revoke_member,
+        TxKind.ROTATE_KEY: rotate_key,
+        TxKind.ANCHOR_RECORD: anchor_record,
+        TxKind.GRANT_ACCESS: grant_access,
+        TxKind.REVOKE_ACCESS: revoke_access,
+        TxKind.ACCESS_EVENT: access_event,
+        TxKind.BREAK_GLASS: break_glass,
+        TxKind.ERASE_RECORD: erase_record,
+        TxKind.VALIDATOR_UPDATE: validator_update,
+    }
+)
+"""Every kind's handler under the EMR rules (`docs/spec/access-control.md`)."""

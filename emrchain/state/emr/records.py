@@ -1,0 +1,214 @@
+"""Stored forms of anchored records, grants and break-glass sessions.
+
+Layouts: `docs/spec/state.md` §3.1. An erased record keeps its anchor (ciphertext hash, type,
+size, author, heights) and loses its CID: nothing left in state locates the ciphertext through
+the chain, and the erasure fields say who erased it, when and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from emrchain._core.schema import ErasureReason, GranteeKind, GrantScope, RecordType
+from emrchain.state.emr.entities import NO_KEY, read_ident
+from emrchain.state.emr.limits import CID_MAX_BYTES
+from emrchain.types.codec import DecodeError, Reader, Writer
+
+NOT_ERASED = 0
+"""`erasure_reason` of a record that is not erased (reasons are 1..3)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmrRecord:
+    record_id: bytes
+    patient_id: bytes
+    ciphertext_sha256: bytes
+    cid: bytes
+    """The binary CID; empty once the record is erased."""
+    record_type: RecordType
+    size_bytes: int
+    author: bytes
+    """Member id of the clinician or admin who anchored it."""
+    author_organization: str
+    height: int
+    time_ms: int
+    erasure_reason: int = NOT_ERASED
+    erased_by: bytes = NO_KEY
+    erased_height: int = 0
+    erased_time_ms: int = 0
+
+    @property
+    def is_erased(self) -> bool:
+        return self.erasure_reason != NOT_ERASED
+
+    def erased(self, reason: ErasureReason, by: bytes, height: int, time_ms: int) -> EmrRecord:
+        """The tombstone: same anchor, no CID, and who erased it when and why."""
+        return replace(
+            self,
+            cid=b"",
+            erasure_reason=int(reason),
+            erased_by=by,
+            erased_height=height,
+            erased_time_ms=time_ms,
+        )
+
+    def encode(self) -> bytes:
+        writer = Writer().fixed(self.patient_id, 32).fixed(self.ciphertext_sha256, 32)
+        writer.var_bytes(self.cid, 1).u8(self.record_type).u64(self.size_bytes)
+        writer.fixed(self.author, 32).var_bytes(self.author_organization.encode("ascii"), 1)
+        writer.u64(self.height).u64(self.time_ms).u8(self.erasure_reason)
+        writer.fixed(self.erased_by, 32).u64(self.erased_height).u64(self.erased_time_ms)
+        return writer.bytes()
+
+    @classmethod
+    def decode(cls, record_id: bytes, data: bytes) -> EmrRecord:
+        reader = Reader(data, "EmrRecord")
+        patient_id = reader.fixed(32, "patient_id")
+        ciphertext_sha256 = reader.fixed(32, "ciphertext_sha256")
+        cid = reader.var_bytes(1, CID_MAX_BYTES, "cid")
+        try:
+            record_type = RecordType(reader.u8("record_type"))
+        except ValueError:
+            raise DecodeError("EmrRecord.record_type: unknown type") from None
+        record = cls(
+            record_id=record_id,
+            patient_id=patient_id,
+            ciphertext_sha256=ciphertext_sha256,
+            cid=cid,
+            record_type=record_type,
+            size_bytes=reader.u64("size_bytes"),
+            author=reader.fixed(32, "author"),
+            author_organization=read_ident(reader, "author_organization", 1),
+            height=reader.u64("height"),
+            time_ms=reader.u64("time_ms"),
+            erasure_reason=reader.u8("erasure_reason"),
+            erased_by=reader.fixed(32, "erased_by"),
+            erased_height=reader.u64("erased_height"),
+            erased_time_ms=reader.u64("erased_time_ms"),
+        )
+        reader.finish()
+        if record.erasure_reason not in (NOT_ERASED, *ErasureReason):
+            raise DecodeError("EmrRecord.erasure_reason: unknown reason")
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Consent for a grantee (one member, or the clinicians of one organisation) to read one
+    record or every record of one patient, until `expires_at_ms` (0 = no expiry)."""
+
+    grant_id: bytes
+    """The id of the GRANT_ACCESS transaction that created it."""
+    scope: GrantScope
+    target: bytes
+    """The record id (scope RECORD) or the patient id (scope PATIENT)."""
+    patient_id: bytes
+    grantee_kind: GranteeKind
+    grantee_member: bytes
+    """Member id of the grantee (kind MEMBER), else NO_KEY."""
+    grantee_organization: str
+    """Organisation id of the grantee (kind ORGANIZATION), else empty."""
+    grantor: bytes
+    expires_at_ms: int
+    wrapped_key: bytes
+    height: int
+    time_ms: int
+
+    def in_force(self, time_ms: int) -> bool:
+        """Expiry is compared with block time: a grant is over at time >= expires_at_ms."""
+        return self.expires_at_ms == 0 or time_ms < self.expires_at_ms
+
+    def encode(self) -> bytes:
+        writer = Writer().u8(self.scope).fixed(self.target, 32).fixed(self.patient_id, 32)
+        writer.u8(self.grantee_kind).fixed(self.grantee_member, 32)
+        writer.var_bytes(self.grantee_organization.encode("ascii"), 1)
+        writer.fixed(self.grantor, 32).u64(self.expires_at_ms).var_bytes(self.wrapped_key, 1)
+        return writer.u64(self.height).u64(self.time_ms).bytes()
+
+    @classmethod
+    def decode(cls, grant_id: bytes, data: bytes) -> Grant:
+        reader = Reader(data, "Grant")
+        try:
+            scope = GrantScope(reader.u8("scope"))
+            target = reader.fixed(32, "target")
+            patient_id = reader.fixed(32, "patient_id")
+            grantee_kind = GranteeKind(reader.u8("grantee_kind"))
+        except ValueError as error:
+            raise DecodeError(f"Grant: {error}") from None
+        grant = cls(
+            grant_id=grant_id,
+            scope=scope,
+            target=target,
+            patient_id=patient_id,
+            grantee_kind=grantee_kind,
+            grantee_member=reader.fixed(32, "grantee_member"),
+            grantee_organization=read_ident(reader, "grantee_organization", 0),
+            grantor=reader.fixed(32, "grantor"),
+            expires_at_ms=reader.u64("expires_at_ms"),
+            wrapped_key=reader.var_bytes(1, 128, "wrapped_key"),
+            height=reader.u64("height"),
+            time_ms=reader.u64("time_ms"),
+        )
+        reader.finish()
+        return grant
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassSession:
+    """Temporary emergency read of one patient's records (or one record) by one clinician."""
+
+    member_id: bytes
+    record_id: bytes
+    """NO_KEY = every record of the patient."""
+    expires_at_ms: int
+    event_id: bytes
+    """The id of the BREAK_GLASS transaction (also the access-trail event id)."""
+
+    def in_force(self, time_ms: int) -> bool:
+        return time_ms < self.expires_at_ms
+
+    def covers(self, record_id: bytes) -> bool:
+        return self.record_id in (NO_KEY, record_id)
+
+
+def encode_ids(ids: Iterable[bytes]) -> bytes:
+    """list16 of 32-byte ids, in the order given (insertion order: oldest first)."""
+    items = list(ids)
+    writer = Writer().u16(len(items))
+    for item in items:
+        writer.fixed(item, 32)
+    return writer.bytes()
+
+
+def decode_ids(data: bytes, maximum: int) -> list[bytes]:
+    reader = Reader(data, "IdList")
+    count = reader.count(2, maximum, "count")
+    ids = [reader.fixed(32, "id") for _ in range(count)]
+    reader.finish()
+    return ids
+
+
+def encode_sessions(sessions: Iterable[BreakGlassSession]) -> bytes:
+    items = list(sessions)
+    writer = Writer().u16(len(items))
+    for session in items:
+        writer.fixed(session.member_id, 32).fixed(session.record_id, 32)
+        writer.u64(session.expires_at_ms).fixed(session.event_id, 32)
+    return writer.bytes()
+
+
+def decode_sessions(data: bytes, maximum: int) -> list[BreakGlassSession]:
+    reader = Reader(data, "BreakGlassSessions")
+    count = reader.count(2, maximum, "count")
+    sessions = [
+        BreakGlassSession(
+            reader.fixed(32, "member_id"),
+            reader.fixed(32, "record_id"),
+            reader.u64("expires_at_ms"),
+            reader.fixed(32, "event_id"),
+        )
+        for _ in range(count)
+    ]
+    reader.finish()
+    return sessions

@@ -1,0 +1,122 @@
+"""Application state key layout (`docs/spec/state.md` §3).
+
+Every key starts with a one-byte namespace. Keys are application keys: the store adds its own
+prefix in front of them. Namespaces 0x20..0x7F are reserved for the EMR rules (organisations,
+members, grants, audit events); their layout follows the milestone-1 keys below and is
+specified in `docs/spec/state.md` §3.1. Every EMR key is a namespace byte and fixed-width fields,
+so no key is a prefix of a key of another kind.
+"""
+
+from __future__ import annotations
+
+PROGRESS = b"\x01"
+"""-> last executed height u64 | that block's time_ms u64."""
+VALIDATORS_NEXT = b"\x02"
+"""-> ValidatorSet encoding: the set that signs the next block (height + 1)."""
+VALIDATORS_AFTER_NEXT = b"\x03"
+"""-> ValidatorSet encoding: the set for height + 2 (already fixed, updates go after it)."""
+VALIDATOR_PROPOSALS = b"\x04"
+"""-> the open validator-update proposals and their approvals (`validators.py`)."""
+NONCE_PREFIX = b"\x10"
+"""0x10 | sender key (32) -> last applied nonce u64."""
+VALIDATOR_EPOCH_PREFIX = b"\x11"
+"""0x11 | validator key (32) -> epoch u64 of the last update applied to that key."""
+RECORD_PREFIX = b"\x12"
+"""0x12 | record id (32) -> AnchorRecord encoding (`records.py`)."""
+
+
+def nonce_key(sender: bytes) -> bytes:
+    return NONCE_PREFIX + sender
+
+
+def validator_epoch_key(validator_key: bytes) -> bytes:
+    return VALIDATOR_EPOCH_PREFIX + validator_key
+
+
+def record_key(record_id: bytes) -> bytes:
+    return RECORD_PREFIX + record_id
+
+
+# --- EMR rules (`emrchain/state/emr/`), namespaces 0x20..0x7F ---------------------------------
+
+ORGANIZATION_PREFIX = b"\x20"
+"""0x20 | organization id padded with 0x00 to 64 bytes -> Organization."""
+ORGANIZATION_COUNT = b"\x21"
+"""-> number of registered organisations u32 (bounds the organisation table)."""
+MEMBER_PREFIX = b"\x22"
+"""0x22 | member id (32, the key the member was registered with) -> Member."""
+MEMBER_KEY_PREFIX = b"\x23"
+"""0x23 | member key (32) -> member id: every key a member ever had, current or rotated away."""
+KEY_HISTORY_PREFIX = b"\x24"
+"""0x24 | member id (32) | index u16 -> KeyHistoryEntry (the member's n-th key)."""
+PATIENT_PREFIX = b"\x25"
+"""0x25 | patient id (32) -> PatientEntry (the patient member holding it, record count)."""
+EMR_RECORD_PREFIX = b"\x30"
+"""0x30 | record id (32) -> EmrRecord (anchor, author, erasure tombstone)."""
+GRANT_PREFIX = b"\x40"
+"""0x40 | grant id (32) -> Grant, while the grant is in force (deleted when revoked, expired
+and pruned, or its record erased)."""
+PATIENT_GRANTS_PREFIX = b"\x41"
+"""0x41 | patient id (32) -> list of grant ids naming this patient (both scopes)."""
+RECORD_GRANTS_PREFIX = b"\x42"
+"""0x42 | record id (32) -> list of grant ids of record scope for this record."""
+BREAK_GLASS_PREFIX = b"\x50"
+"""0x50 | patient id (32) -> the patient's break-glass sessions not yet pruned."""
+PATIENT_TRAIL_COUNT_PREFIX = b"\x60"
+"""0x60 | patient id (32) -> events ever appended to the patient's access trail u64."""
+PATIENT_TRAIL_PREFIX = b"\x61"
+"""0x61 | patient id (32) | slot u32 -> AccessEvent (ring buffer slot = sequence mod cap)."""
+RECORD_TRAIL_COUNT_PREFIX = b"\x62"
+"""0x62 | record id (32) -> events ever appended to the record's access trail u64."""
+RECORD_TRAIL_PREFIX = b"\x63"
+"""0x63 | record id (32) | slot u32 -> AccessEvent."""
+REVIEW_COUNT = b"\x64"
+"""-> break-glass events ever appended to the review queue u64."""
+REVIEW_PREFIX = b"\x65"
+"""0x65 | slot u32 -> AccessEvent of kind break-glass, for auditors' review."""
+
+ORGANIZATION_ID_FIELD_BYTES = 64
+
+
+def organization_key(organization_id: str) -> bytes:
+    """The organisation id is [a-z0-9._-]{1,64}; 0x00 padding cannot collide with it."""
+    raw = organization_id.encode("ascii")
+    if not 1 <= len(raw) <= ORGANIZATION_ID_FIELD_BYTES:
+        raise ValueError("organization id must be 1..64 bytes")
+    return ORGANIZATION_PREFIX + raw.ljust(ORGANIZATION_ID_FIELD_BYTES, b"\x00")
+
+
+def member_key(member_id: bytes) -> bytes:
+    return MEMBER_PREFIX + member_id
+
+
+def member_key_index_key(key: bytes) -> bytes:
+    return MEMBER_KEY_PREFIX + key
+
+
+def key_history_key(member_id: bytes, index: int) -> bytes:
+    return KEY_HISTORY_PREFIX + member_id + index.to_bytes(2, "big")
+
+
+def patient_key(patient_id: bytes) -> bytes:
+    return PATIENT_PREFIX + patient_id
+
+
+def emr_record_key(record_id: bytes) -> bytes:
+    return EMR_RECORD_PREFIX + record_id
+
+
+def grant_key(grant_id: bytes) -> bytes:
+    return GRANT_PREFIX + grant_id
+
+
+def patient_grants_key(patient_id: bytes) -> bytes:
+    return PATIENT_GRANTS_PREFIX + patient_id
+
+
+def record_grants_key(record_id: bytes) -> bytes:
+    return RECORD_GRANTS_PREFIX + record_id
+
+
+def break_glass_key(patient_id: bytes) -> bytes:
+    return BREAK_GLASS_PREFIX + patient_id

@@ -1,0 +1,286 @@
+"""`NonceAnchorApplication`: the application of this milestone.
+
+Block pipeline (identical on every node): begin block (record height and time, rotate the
+validator sets) → deliver every transaction in order → end block (validator updates, app hash).
+Each transaction runs in its own overlay on top of the block's: envelope and signature verdict,
+then the sender's nonce (previous + 1, the first is 1), then the kind's handler; a refusal
+discards the overlay, so a refused transaction changes nothing, and the block still commits.
+
+The application keeps no state of its own: everything lives in the state it reads through
+views and the writes it returns; the only memory it has is a cache of decoded validator sets.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, cast
+
+from emrchain import _core
+from emrchain._core.codes import TxDecodeError, Verdict
+from emrchain._core.fallback import txcodec
+from emrchain._core.fallback.txcodec import DecodedTransaction
+from emrchain._core.schema import TxKind
+from emrchain.state import keys
+from emrchain.state.application import (
+    ApplicationRules,
+    BlockContext,
+    BlockExecutionError,
+    Handler,
+)
+from emrchain.state.codes import ResultCode
+from emrchain.state.handlers import DEFAULT_HANDLERS, read_u64
+from emrchain.state.result import (
+    GENESIS_PREVIOUS_APP_HASH,
+    ExecutionResult,
+    TxResult,
+    compute_app_hash,
+)
+from emrchain.state.validators import StateCorruptionError, validator_set_changes
+from emrchain.state.view import CommittedState, OverlayStateView, StateView
+from emrchain.types.block import Block
+from emrchain.types.codec import DecodeError
+from emrchain.types.limits import DEFAULT_LIMITS, Limits
+from emrchain.types.validator import ValidatorSet
+
+if TYPE_CHECKING:
+    from emrchain.state.emr.genesis import GenesisOrganization
+
+_PROGRESS = struct.Struct(">QQ")
+_U64 = struct.Struct(">Q")
+_VALIDATOR_CACHE_ENTRIES = 4
+_MAX_TIME_MS = (1 << 63) - 1
+
+
+def read_progress(view: StateView) -> tuple[int, int]:
+    """(last executed height, its block time in ms) recorded in application state."""
+    raw = view.get(keys.PROGRESS)
+    if raw is None or len(raw) != _PROGRESS.size:
+        raise StateCorruptionError("the progress record is missing or malformed (no genesis?)")
+    height, time_ms = _PROGRESS.unpack(raw)
+    return height, time_ms
+
+
+class NonceAnchorApplication:
+    """Per-sender nonces, record anchors and validator updates by >2/3 approval."""
+
+    def __init__(
+        self,
+        chain_id: bytes,
+        committed: CommittedState,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        rules: ApplicationRules | None = None,
+        handlers: Mapping[TxKind, Handler] = DEFAULT_HANDLERS,
+        signature_threads: int = 0,
+    ) -> None:
+        limits.validate_basic()
+        txcodec.check_arguments(chain_id, limits.max_tx_bytes)
+        rules = rules or ApplicationRules()
+        rules.validate_basic()
+        missing = sorted(kind.name for kind in TxKind if kind not in handlers)
+        if missing:
+            raise ValueError(f"no handler for transaction kinds {missing}")
+        if not 0 <= signature_threads <= 256:
+            raise ValueError("signature_threads must be within 0..256 (0 = every core)")
+        self._chain_id = chain_id
+        self._committed = committed
+        self._limits = limits
+        self._rules = rules
+        self._handlers = dict(handlers)
+        self._signature_threads = signature_threads
+        self._validator_cache: dict[bytes, ValidatorSet] = {}
+
+    @property
+    def chain_id(self) -> bytes:
+        return self._chain_id
+
+    def info(self) -> tuple[int, bytes]:
+        return self._committed.last_height(), self._committed.last_app_hash()
+
+    def init_chain(
+        self,
+        validators: ValidatorSet,
+        genesis_time_ms: int,
+        *,
+        organizations: Sequence[GenesisOrganization] = (),
+    ) -> ExecutionResult:
+        """Genesis state: progress (0, genesis time), `validators` for heights 1 and 2, and the
+        genesis `organizations` with their admins (the EMR rules need at least one to start;
+        without any the state is exactly the milestone-1 genesis)."""
+        try:
+            validators.validate_basic(self._limits)
+        except ValueError as error:
+            raise BlockExecutionError(f"genesis validator set is invalid: {error}") from None
+        if not isinstance(genesis_time_ms, int) or not 0 <= genesis_time_ms <= _MAX_TIME_MS:
+            raise BlockExecutionError("genesis_time_ms must be within 0..2^63-1")
+        encoded = validators.encode()
+        writes: dict[bytes, bytes | None] = {
+            keys.PROGRESS: _PROGRESS.pack(0, genesis_time_ms),
+            keys.VALIDATORS_NEXT: encoded,
+            keys.VALIDATORS_AFTER_NEXT: encoded,
+        }
+        if organizations:
+            # Imported here: the EMR package imports this module for EmrApplication.
+            from emrchain.state.emr.genesis import genesis_writes
+
+            try:
+                writes.update(genesis_writes(organizations, genesis_time_ms))
+            except ValueError as error:
+                raise BlockExecutionError(f"genesis organisations are invalid: {error}") from None
+        return ExecutionResult(writes, compute_app_hash(GENESIS_PREVIOUS_APP_HASH, 0, writes))
+
+    def check_tx(self, tx: DecodedTransaction, view: StateView) -> TxResult:
+        """Would `tx` apply on top of `view` in the next block? Nothing is written.
+
+        A nonce above the next one is NONCE_GAP (it may become valid once the gap is filled);
+        a used one is NONCE_USED (it never will)."""
+        if tx.chain_id != self._chain_id:
+            return TxResult.make(Verdict.WRONG_CHAIN, "transaction is for another chain")
+        height, time_ms = read_progress(view)
+        context = self._context(
+            height + 1, time_ms, lambda: self._read_set(view, keys.VALIDATORS_NEXT)
+        )
+        return self._deliver(tx, OverlayStateView(view), context)
+
+    def execute_block(
+        self, block: Block, view: StateView, *, signature_verdicts: bytes | None = None
+    ) -> ExecutionResult:
+        """Execute `block` on `view`. `signature_verdicts` (one byte per transaction, 1 =
+        valid, as `_core.verify_transactions` returns them) lets a node that already verified
+        the proposal skip verifying again; without it every signature is verified here.
+
+        The previous app hash of the chain step is `header.app_hash`; committing the result
+        (store or MemoryState) refuses a block whose app_hash is not the committed one."""
+        header = block.header
+        if signature_verdicts is not None and len(signature_verdicts) != len(block.txs):
+            raise BlockExecutionError(
+                f"{len(signature_verdicts)} signature verdicts for {len(block.txs)} transactions"
+            )
+        if header.chain_id != self._chain_id:
+            raise BlockExecutionError("the block is for another chain")
+        last_height, _ = read_progress(view)
+        if header.height != last_height + 1:
+            raise BlockExecutionError(
+                f"block height {header.height} does not follow the executed height {last_height}"
+            )
+        if len(block.txs) > self._limits.max_block_txs:
+            raise BlockExecutionError(f"more than {self._limits.max_block_txs} transactions")
+        current_raw = view.get(keys.VALIDATORS_NEXT)
+        following_raw = view.get(keys.VALIDATORS_AFTER_NEXT)
+        current = self._read_set(view, keys.VALIDATORS_NEXT)
+        following = self._read_set(view, keys.VALIDATORS_AFTER_NEXT)
+        if header.validators_hash != current.hash:
+            raise BlockExecutionError("validators_hash does not match the state's validator set")
+        if header.next_validators_hash != following.hash:
+            raise BlockExecutionError(
+                "next_validators_hash does not match the state's next validator set"
+            )
+        block_state = OverlayStateView(view)
+        # Begin block: record progress; the set fixed for height + 1 moves up one slot, and
+        # the after-next slot becomes the working copy this block's approved updates change.
+        block_state.put(keys.PROGRESS, _PROGRESS.pack(header.height, header.time_ms))
+        if following_raw != current_raw:
+            block_state.put(keys.VALIDATORS_NEXT, following_raw)
+        context = self._context(header.height, header.time_ms, lambda: current)
+        tx_results = self._deliver_all(block.txs, block_state, context, signature_verdicts)
+        # End block: whatever the approvals changed in the working copy takes effect at h + 2.
+        after_raw = block_state.get(keys.VALIDATORS_AFTER_NEXT)
+        updates = []
+        if after_raw != following_raw:
+            updates = validator_set_changes(
+                following, self._read_set(block_state, keys.VALIDATORS_AFTER_NEXT)
+            )
+        writes = block_state.writes()
+        app_hash = compute_app_hash(header.app_hash, header.height, writes)
+        return ExecutionResult(writes, app_hash, tx_results, updates)
+
+    def _deliver_all(
+        self,
+        txs: tuple[bytes, ...],
+        block_state: OverlayStateView,
+        context: BlockContext,
+        signature_verdicts: bytes | None,
+    ) -> list[TxResult]:
+        results: list[TxResult | None] = [None] * len(txs)
+        decoded: list[tuple[int, DecodedTransaction]] = []
+        # One compiled batch check, then a check-free decode of the accepted transactions
+        # (the same result as decode_transaction for them, at a fraction of the cost); only a
+        # refused one is decoded the slow way, for its exact verdict message.
+        verdicts, _ = _core.check_transactions(list(txs), self._chain_id, self._limits.max_tx_bytes)
+        decode_accepted = txcodec.decode_accepted
+        for index, raw in enumerate(txs):
+            if not verdicts[index]:
+                decoded.append((index, decode_accepted(raw)))
+                continue
+            try:
+                tx = txcodec.decode_transaction(raw, self._chain_id, self._limits.max_tx_bytes)
+            except TxDecodeError as error:
+                results[index] = TxResult.make(error.verdict, str(error))
+            else:  # the twins agree on every input (tests/core); kept for robustness
+                decoded.append((index, tx))
+        if signature_verdicts is None:
+            verdicts = _core.verify_transactions(
+                [txs[index] for index, _ in decoded], self._signature_threads
+            )
+        else:
+            verdicts = bytes(signature_verdicts[index] for index, _ in decoded)
+        for (index, tx), valid in zip(decoded, verdicts, strict=True):
+            if valid != 1:
+                results[index] = TxResult.make(
+                    Verdict.BAD_SIGNATURE, "signature does not verify under the sender key"
+                )
+            else:
+                results[index] = self._deliver(tx, block_state, context)
+        return cast(list[TxResult], results)  # every index was filled above
+
+    def _deliver(
+        self, tx: DecodedTransaction, parent: OverlayStateView, context: BlockContext
+    ) -> TxResult:
+        nonce_key = keys.nonce_key(tx.sender)
+        last_nonce = read_u64(parent, nonce_key)
+        if tx.nonce == 0:
+            return TxResult.make(ResultCode.NONCE_USED, "nonce 0 is never valid; nonces start at 1")
+        if tx.nonce <= last_nonce:
+            return TxResult.make(
+                ResultCode.NONCE_USED,
+                f"nonce {tx.nonce} is already used; the sender's next nonce is {last_nonce + 1}",
+            )
+        if tx.nonce > last_nonce + 1:
+            return TxResult.make(
+                ResultCode.NONCE_GAP,
+                f"nonce {tx.nonce} is ahead; the sender's next nonce is {last_nonce + 1}",
+            )
+        tx_state = OverlayStateView(parent)
+        result = self._handlers[tx.kind](tx, tx_state, context)
+        if result.code == ResultCode.OK:
+            tx_state.merge_into(parent)
+        # A transaction with the right nonce consumes it even when a rule refuses it (as in
+        # Ethereum and Cosmos): otherwise the same signed bytes could be included again and
+        # again, each time costing every node block space and verification.
+        parent.put(nonce_key, _U64.pack(tx.nonce))
+        return result
+
+    def _context(
+        self, height: int, time_ms: int, load_validators: Callable[[], ValidatorSet]
+    ) -> BlockContext:
+        return BlockContext(
+            self._chain_id, height, time_ms, self._rules, self._limits, load_validators
+        )
+
+    def _read_set(self, view: StateView, key: bytes) -> ValidatorSet:
+        """Decode a validator set from state, through a small cache keyed by its bytes."""
+        raw = view.get(key)
+        if raw is None:
+            raise StateCorruptionError("a validator set is missing from state (no genesis?)")
+        cached = self._validator_cache.get(raw)
+        if cached is not None:
+            return cached
+        try:
+            validator_set = ValidatorSet.decode(raw, self._limits)
+        except DecodeError as error:
+            raise StateCorruptionError(f"a stored validator set is undecodable: {error}") from None
+        if len(self._validator_cache) >= _VALIDATOR_CACHE_ENTRIES:
+            self._validator_cache.clear()
+        self._validator_cache[raw] = validator_set
+        return validator_set

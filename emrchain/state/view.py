@@ -1,0 +1,115 @@
+"""Read access to application state, and the overlay that collects a block's pending writes.
+
+The application never touches storage: it reads through a `StateView` and writes into an
+`OverlayStateView` layered over it. Overlays nest (a transaction's overlay sits on the block's),
+so a transaction that fails is dropped by discarding its overlay, and nothing it wrote survives.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+MAX_STATE_KEY_BYTES = 256
+"""Longest application state key (the canonical writes encoding uses a u16 length prefix)."""
+MAX_STATE_VALUE_BYTES = 1 << 20
+"""Longest application state value (1 MiB; the largest value, the open validator-update
+proposals, stays far below it)."""
+DEFAULT_MAX_PENDING_WRITES = 1_000_000
+"""Default cap on the distinct keys one overlay may hold before it refuses more writes."""
+
+
+class StateLimitError(ValueError):
+    """A state key, value or overlay exceeded its limit (a bug in the application, never input)."""
+
+
+@runtime_checkable
+class StateView(Protocol):
+    """Read-only access to application state."""
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value stored under `key`, or None if there is none."""
+        ...
+
+
+@runtime_checkable
+class CommittedState(StateView, Protocol):
+    """The last committed state, together with the height and app hash it corresponds to."""
+
+    def last_height(self) -> int:
+        """Height of the last executed block (0 after genesis)."""
+        ...
+
+    def last_app_hash(self) -> bytes:
+        """App hash after the last executed block (the genesis app hash at height 0)."""
+        ...
+
+
+def check_key(key: bytes) -> None:
+    """Raise StateLimitError unless `key` is 1..MAX_STATE_KEY_BYTES bytes."""
+    if not isinstance(key, bytes):
+        raise StateLimitError(f"state keys are bytes, not {type(key).__name__}")
+    if not 1 <= len(key) <= MAX_STATE_KEY_BYTES:
+        raise StateLimitError(f"state key length {len(key)} outside 1..{MAX_STATE_KEY_BYTES}")
+
+
+def check_value(value: bytes) -> None:
+    """Raise StateLimitError unless `value` is bytes of at most MAX_STATE_VALUE_BYTES."""
+    if not isinstance(value, bytes):
+        raise StateLimitError(f"state values are bytes, not {type(value).__name__}")
+    if len(value) > MAX_STATE_VALUE_BYTES:
+        raise StateLimitError(f"state value of {len(value)} bytes exceeds {MAX_STATE_VALUE_BYTES}")
+
+
+class OverlayStateView:
+    """Pending writes layered over a base view: reads see the writes first, then the base.
+
+    `writes()` returns what would change in the base (None = delete). `merge_into()` pushes the
+    writes down into a parent overlay, which is how a successful transaction joins its block.
+    """
+
+    __slots__ = ("_base", "_max_pending_writes", "_pending")
+
+    def __init__(
+        self, base: StateView, max_pending_writes: int = DEFAULT_MAX_PENDING_WRITES
+    ) -> None:
+        if not 1 <= max_pending_writes <= 100_000_000:
+            raise ValueError("max_pending_writes must be within 1..100000000")
+        self._base = base
+        self._max_pending_writes = max_pending_writes
+        self._pending: dict[bytes, bytes | None] = {}
+
+    @property
+    def base(self) -> StateView:
+        return self._base
+
+    def get(self, key: bytes) -> bytes | None:
+        pending = self._pending
+        if key in pending:
+            return pending[key]
+        return self._base.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        check_key(key)
+        check_value(value)
+        self._record(key, value)
+
+    def delete(self, key: bytes) -> None:
+        check_key(key)
+        self._record(key, None)
+
+    def _record(self, key: bytes, value: bytes | None) -> None:
+        if key not in self._pending and len(self._pending) >= self._max_pending_writes:
+            raise StateLimitError(f"more than {self._max_pending_writes} pending writes")
+        self._pending[key] = value
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def writes(self) -> dict[bytes, bytes | None]:
+        """A copy of the pending writes (key -> value, None = delete)."""
+        return dict(self._pending)
+
+    def merge_into(self, parent: OverlayStateView) -> None:
+        """Apply these writes to `parent` (normally this overlay's own base)."""
+        for key, value in self._pending.items():
+            parent._record(key, value)  # keys and values were checked when first written

@@ -1,0 +1,181 @@
+"""Build real, valid chains for tests: signed transactions, blocks whose headers follow the
+application state, and commit certificates signed by the validators of each height.
+
+`ChainBuilder` runs the real application on a `MemoryState`, exactly as a proposer and the
+network would; the store tests commit what it builds and compare against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from emrchain import _core
+from emrchain._core.schema import TxKind
+from emrchain.crypto.keys import Ed25519Signer
+from emrchain.state import (
+    DEFAULT_HANDLERS,
+    ApplicationRules,
+    ExecutionResult,
+    Handler,
+    MemoryState,
+    NonceAnchorApplication,
+    ResultCode,
+    keys,
+    read_validator_sets,
+)
+from emrchain.state.codes import FIRST_STATEFUL_CODE
+from emrchain.state.emr.genesis import GenesisOrganization
+from emrchain.types import (
+    Block,
+    BlockHeader,
+    CommitCertificate,
+    Transaction,
+    Validator,
+    ValidatorSet,
+    Vote,
+    VoteType,
+)
+from emrchain.types.block import EMPTY_MERKLE_ROOT, ZERO_HASH, tx_ids
+from emrchain.workload import anchor_fields
+
+CHAIN_ID = b"emrchain-test"
+GENESIS_TIME_MS = 1_700_000_000_000
+BLOCK_INTERVAL_MS = 1_000
+
+# Refusals that come before the nonce is consumed: the transaction changes nothing at all.
+NONCE_NOT_CONSUMED = frozenset({ResultCode.NONCE_USED, ResultCode.NONCE_GAP})
+
+
+def consumes_nonce(code: int) -> bool:
+    """Whether a transaction with result `code` used up its nonce: applied, or refused by a
+    rule after its nonce checked out. Only refusals for the nonce itself, the signature or a
+    stateless verdict (codes 1..15) leave the nonce to be used again."""
+    return code not in NONCE_NOT_CONSUMED and not 0 < code < FIRST_STATEFUL_CODE
+
+
+def refused_writes(sender_key: bytes) -> set[bytes]:
+    """The exact keys a block holding one rule-refused transaction writes: the block's
+    progress, and the sender's nonce, which the refused transaction consumes."""
+    return {keys.PROGRESS, keys.nonce_key(sender_key)}
+
+
+def signer(label: str | int) -> Ed25519Signer:
+    """A deterministic key; validators use ints, clients use strings."""
+    return Ed25519Signer(hashlib.sha256(b"emrchain-state-test/%s" % str(label).encode()).digest())
+
+
+def signed_tx(
+    key: Ed25519Signer, kind: TxKind, nonce: int, fields: dict[str, Any], chain_id: bytes = CHAIN_ID
+) -> bytes:
+    return Transaction.create(key, chain_id, kind, nonce, fields).encode()
+
+
+def anchor_tx(key: Ed25519Signer, nonce: int, label: int = 0, **overrides: Any) -> bytes:
+    """A valid anchor; `label` selects the record id (same label = same record)."""
+    fields = anchor_fields(7, label, 0)
+    fields.update(overrides)
+    return signed_tx(key, TxKind.ANCHOR_RECORD, nonce, fields)
+
+
+def validator_update_tx(
+    approver: Ed25519Signer, nonce: int, validator_key: bytes, power: int, epoch: int
+) -> bytes:
+    fields = {"validator_key": validator_key, "power": power, "epoch": epoch}
+    return signed_tx(approver, TxKind.VALIDATOR_UPDATE, nonce, fields)
+
+
+@dataclass(frozen=True)
+class BuiltBlock:
+    block: Block
+    commit: CommitCertificate
+    result: ExecutionResult
+
+
+class ChainBuilder:
+    """Produce consecutive blocks on the application's in-memory state."""
+
+    def __init__(
+        self,
+        powers: Sequence[int] = (1, 1, 1, 1),
+        *,
+        chain_id: bytes = CHAIN_ID,
+        rules: ApplicationRules | None = None,
+        handlers: Mapping[TxKind, Handler] = DEFAULT_HANDLERS,
+        organizations: Sequence[GenesisOrganization] = (),
+    ) -> None:
+        self.chain_id = chain_id
+        self.keys = {signer(index).public_key: signer(index) for index in range(16)}
+        self.validator_keys = [signer(index) for index in range(len(powers))]
+        self.genesis_validators = ValidatorSet(
+            Validator(key.public_key, power)
+            for key, power in zip(self.validator_keys, powers, strict=True)
+        )
+        self.state = MemoryState()
+        self.app = NonceAnchorApplication(chain_id, self.state, rules=rules, handlers=handlers)
+        self.genesis = self.app.init_chain(
+            self.genesis_validators, GENESIS_TIME_MS, organizations=organizations
+        )
+        self.state.apply_genesis(self.genesis)
+        self.built: list[BuiltBlock] = []
+
+    @property
+    def height(self) -> int:
+        return self.state.last_height()
+
+    @staticmethod
+    def block_time_ms(height: int) -> int:
+        """The header time of block `height` (blocks are BLOCK_INTERVAL_MS apart)."""
+        return GENESIS_TIME_MS + height * BLOCK_INTERVAL_MS
+
+    def propose(self, txs: Iterable[bytes]) -> Block:
+        """The next block for `txs`, with a header that follows the current state."""
+        txs = tuple(txs)
+        height = self.height + 1
+        validators, next_validators = read_validator_sets(self.state)
+        last = self.built[-1] if self.built else None
+        header = BlockHeader(
+            chain_id=self.chain_id,
+            height=height,
+            time_ms=self.block_time_ms(height),
+            previous_block_id=last.block.block_id if last else ZERO_HASH,
+            last_commit_hash=last.commit.hash if last else ZERO_HASH,
+            tx_root=_core.merkle_root(tx_ids(txs)),
+            tx_count=len(txs),
+            app_hash=self.state.last_app_hash(),
+            validators_hash=validators.hash,
+            next_validators_hash=next_validators.hash,
+            evidence_hash=EMPTY_MERKLE_ROOT,
+            proposer=validators.validators[0].public_key,
+        )
+        block = Block(header, txs, last.commit if last else None)
+        block.validate_basic()
+        return block
+
+    def certify(self, block: Block) -> CommitCertificate:
+        """Precommits of every validator of the block's height."""
+        validators, _ = read_validator_sets(self.state)
+        votes = [
+            Vote.create(
+                self.keys[validator.public_key],
+                self.chain_id,
+                VoteType.PRECOMMIT,
+                block.height,
+                0,
+                block.block_id,
+            )
+            for validator in validators
+        ]
+        return CommitCertificate.from_precommits(votes)
+
+    def add_block(self, txs: Iterable[bytes] = ()) -> BuiltBlock:
+        """Propose, execute and apply the next block; return it with its certificate."""
+        block = self.propose(txs)
+        commit = self.certify(block)
+        result = self.app.execute_block(block, self.state)
+        self.state.apply(block, result)
+        built = BuiltBlock(block, commit, result)
+        self.built.append(built)
+        return built
