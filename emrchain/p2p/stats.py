@@ -1,0 +1,48 @@
+"""Counters of the p2p layer: traffic, drops, handshake failures and disconnects by reason."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class PeerStats:
+    """Traffic of the current and past connections to one peer (wire bytes, prefix included)."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    # Messages refused because this peer's send queue was full (the newest is dropped).
+    send_queue_drops: int = 0
+
+
+@dataclass(slots=True)
+class P2PStats:
+    """Totals over all peers; `PeerManager.stats()` returns a snapshot (a deep copy)."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    send_queue_drops: int = 0
+    # `send` to a peer that is not connected: not queued anywhere.
+    send_not_connected: int = 0
+    dial_failures: int = 0
+    connections_established: int = 0
+    # Keys are `HandshakeFailure` / `CloseReason` values.
+    handshake_failures: Counter[str] = field(default_factory=Counter)
+    disconnects: Counter[str] = field(default_factory=Counter)
+    peers: dict[str, PeerStats] = field(default_factory=dict)
+
+    def peer(self, peer_id: str) -> PeerStats:
+        """The counters of `peer_id`, created on first use (only allowed peers ever get here)."""
+        stats = self.peers.get(peer_id)
+        if stats is None:
+            stats = self.peers[peer_id] = PeerStats()
+        return stats
+
+    def snapshot(self) -> P2PStats:
+        return copy.deepcopy(self)

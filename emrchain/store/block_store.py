@@ -1,0 +1,366 @@
+"""`BlockStore`: committed blocks, their certificates, the tx index and application state.
+
+Everything one block changes — block, commit certificate, tx index, tx results, state writes,
+app hash, a changed future validator set and the new head — goes into ONE LevelDB write batch
+written with sync=True. LevelDB applies a batch entirely or not at all, also across a crash, so
+the store never holds half a block. Every check happens before the batch is built: a refused
+block writes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import plyvel
+
+from emrchain import _core
+from emrchain.state.result import ExecutionResult, TxResult, compute_app_hash
+from emrchain.state.validators import ValidatorUpdateError, apply_validator_updates
+from emrchain.store import layout
+from emrchain.store.committed_view import CommittedStateView
+from emrchain.store.database import ChainDatabase, translate_error
+from emrchain.store.errors import (
+    BlockRefusedError,
+    NotInitializedError,
+    StoreCorruptionError,
+    StoreError,
+)
+from emrchain.store.tx_results import decode_tx_results, encode_tx_results
+from emrchain.types.block import Block, tx_ids
+from emrchain.types.codec import DecodeError, Reader, Writer
+from emrchain.types.commit import CommitCertificate
+from emrchain.types.limits import DEFAULT_LIMITS, Limits
+from emrchain.types.validator import ValidatorSet
+
+ZERO_ID = bytes(32)
+
+
+class TxProof(NamedTuple):
+    """Where a transaction is and the audit path proving it is under the header's tx_root:
+    `verify_merkle_proof(header.tx_root, tx_id, index, total, audit_path)`."""
+
+    height: int
+    index: int
+    total: int
+    audit_path: list[bytes]
+
+
+class Head(NamedTuple):
+    height: int
+    block_id: bytes
+    app_hash: bytes
+
+
+class BlockStore:
+    """Blocks and application state of one chain, in the node's database."""
+
+    def __init__(self, database: ChainDatabase, limits: Limits = DEFAULT_LIMITS) -> None:
+        limits.validate_basic()
+        self._database = database
+        self._limits = limits
+        self._chain_id = self._read_chain_id()
+        self._head = self._read_head() if self._chain_id is not None else None
+
+    # -- metadata -----------------------------------------------------------------------------
+
+    def _read_chain_id(self) -> bytes | None:
+        raw = self._database.get(layout.META_CHAIN)
+        if raw is None:
+            return None
+        try:
+            reader = Reader(raw, "ChainMetadata")
+            store_format = reader.u8("format")
+            chain_id = reader.var_bytes(1, 50, "chain_id")
+            reader.finish()
+        except DecodeError as error:
+            raise StoreCorruptionError(f"chain metadata is undecodable: {error}") from None
+        if store_format != layout.STORE_FORMAT:
+            raise StoreError(
+                f"store format {store_format} is not supported (this node reads format "
+                f"{layout.STORE_FORMAT})"
+            )
+        return chain_id
+
+    def _read_head(self) -> Head:
+        raw = self._database.get(layout.META_HEAD)
+        if raw is None or len(raw) != layout.HEAD.size:
+            raise StoreCorruptionError("the chain metadata exists but the head record does not")
+        return Head(*layout.HEAD.unpack(raw))
+
+    @property
+    def database(self) -> ChainDatabase:
+        return self._database
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def chain_id(self) -> bytes | None:
+        """The chain this store holds, or None before `initialize`."""
+        return self._chain_id
+
+    def is_initialized(self) -> bool:
+        return self._chain_id is not None
+
+    def _require_head(self) -> Head:
+        if self._head is None:
+            raise NotInitializedError("the store holds no chain yet; initialize it from genesis")
+        return self._head
+
+    def last_height(self) -> int:
+        return self._require_head().height
+
+    def last_block_id(self) -> bytes:
+        """The id of the last committed block (32 zero bytes at genesis)."""
+        return self._require_head().block_id
+
+    def last_app_hash(self) -> bytes:
+        return self._require_head().app_hash
+
+    def state_view(self) -> CommittedStateView:
+        """A `CommittedState` over the application state as of the last commit."""
+        return CommittedStateView(self._database, self.last_height, self.last_app_hash)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def initialize(
+        self, chain_id: bytes, validators: ValidatorSet, genesis: ExecutionResult
+    ) -> None:
+        """Record genesis: chain id, the genesis state writes and app hash (height 0), and
+        `validators` as the set of heights 1 and 2. Refused if the store already has a chain."""
+        if self._chain_id is not None:
+            raise StoreError(
+                f"the store already holds chain {self._chain_id.decode()!r} at height "
+                f"{self.last_height()}; reset it before initializing again"
+            )
+        if not 1 <= len(chain_id) <= 50:
+            raise StoreError("chain id must be 1..50 bytes")
+        try:
+            validators.validate_basic(self._limits)
+        except ValueError as error:
+            raise StoreError(f"genesis validator set is invalid: {error}") from None
+        self._check_result(genesis, ZERO_ID, 0)
+        head = Head(0, ZERO_ID, genesis.app_hash)
+        batch = self._database.db.write_batch(sync=True)
+        batch.put(
+            layout.META_CHAIN, Writer().u8(layout.STORE_FORMAT).var_bytes(chain_id, 1).bytes()
+        )
+        batch.put(layout.META_HEAD, layout.HEAD.pack(*head))
+        batch.put(layout.app_hash_key(0), genesis.app_hash)
+        batch.put(layout.validator_set_key(1), validators.encode())
+        self._put_state(batch, genesis)
+        self._write(batch)
+        self._chain_id = chain_id
+        self._head = head
+
+    def commit_block(
+        self, block: Block, commit: CommitCertificate, result: ExecutionResult
+    ) -> None:
+        """Commit `block`, the certificate that committed it and its execution `result`
+        atomically. BlockRefusedError (nothing written) if the block is not the next one, does
+        not extend the last block, or the certificate or result does not belong to it."""
+        head = self._require_head()
+        header = block.header
+        height = header.height
+        if header.chain_id != self._chain_id:
+            raise BlockRefusedError("the block is for another chain")
+        if height != head.height + 1:
+            raise BlockRefusedError(
+                f"block height {height} is not the next height {head.height + 1}"
+            )
+        if header.previous_block_id != head.block_id:
+            raise BlockRefusedError(
+                f"block {height} does not extend the last block: previous_block_id "
+                f"{header.previous_block_id.hex()[:16]} != {head.block_id.hex()[:16]}"
+            )
+        if header.app_hash != head.app_hash:
+            raise BlockRefusedError(
+                f"block {height} carries app hash {header.app_hash.hex()[:16]}, but the state "
+                f"after height {head.height} has {head.app_hash.hex()[:16]}"
+            )
+        try:
+            block.validate_basic(self._limits)
+        except ValueError as error:
+            raise BlockRefusedError(f"block {height} is malformed: {error}") from None
+        block_id = block.block_id
+        try:
+            commit.validate_basic(self._limits)
+        except ValueError as error:
+            raise BlockRefusedError(f"commit certificate is malformed: {error}") from None
+        if commit.height != height or commit.block_id != block_id:
+            raise BlockRefusedError("the commit certificate is for another block")
+        validators = self.validator_set(height)
+        next_validators = self.validator_set(height + 1)
+        if validators is None or next_validators is None:
+            raise StoreCorruptionError(f"validator sets for heights {height}, {height + 1} missing")
+        if header.validators_hash != validators.hash:
+            raise BlockRefusedError("validators_hash is not the hash of the stored validator set")
+        if header.next_validators_hash != next_validators.hash:
+            raise BlockRefusedError(
+                "next_validators_hash is not the hash of the stored next validator set"
+            )
+        if len(result.tx_results) != len(block.txs):
+            raise BlockRefusedError(
+                f"{len(result.tx_results)} results for {len(block.txs)} transactions"
+            )
+        self._check_result(result, header.app_hash, height)
+        after_next: ValidatorSet | None = None
+        if result.validator_updates:
+            try:
+                after_next = apply_validator_updates(
+                    next_validators, result.validator_updates, self._limits
+                )
+            except ValidatorUpdateError as error:
+                raise BlockRefusedError(f"validator updates cannot apply: {error}") from None
+        try:
+            results_bytes = encode_tx_results(result.tx_results)
+        except ValueError as error:
+            raise BlockRefusedError(f"transaction results are invalid: {error}") from None
+
+        ids = tx_ids(block.txs)
+        batch = self._database.db.write_batch(sync=True)
+        batch.put(layout.block_key(height), block.encode())
+        batch.put(layout.block_height_key(block_id), layout.u64(height))
+        batch.put(layout.commit_key(height), commit.encode())
+        batch.put(layout.tx_results_key(height), results_bytes)
+        batch.put(layout.app_hash_key(height), result.app_hash)
+        for tx_id, location in self._tx_locations(height, ids, result).items():
+            batch.put(layout.tx_location_key(tx_id), location)
+        if after_next is not None and after_next != next_validators:
+            batch.put(layout.validator_set_key(height + 2), after_next.encode())
+        self._put_state(batch, result)
+        new_head = Head(height, block_id, result.app_hash)
+        batch.put(layout.META_HEAD, layout.HEAD.pack(*new_head))
+        self._write(batch)
+        self._head = new_head
+
+    def _tx_locations(
+        self, height: int, ids: list[bytes], result: ExecutionResult
+    ) -> dict[bytes, bytes]:
+        """Index entries to write. The same bytes can be included again only if they changed
+        nothing the first time, so: an applied inclusion always wins, otherwise the first."""
+        locations: dict[bytes, bytes] = {}
+        for index, (tx_id, tx_result) in enumerate(zip(ids, result.tx_results, strict=True)):
+            value = layout.TX_LOCATION_VALUE.pack(height, index)
+            # Short-circuit order matters: only refused transactions pay for a lookup.
+            if tx_result.code == 0 or (
+                tx_id not in locations and self._database.get(layout.tx_location_key(tx_id)) is None
+            ):
+                locations[tx_id] = value
+        return locations
+
+    @staticmethod
+    def _check_result(result: ExecutionResult, previous_app_hash: bytes, height: int) -> None:
+        """The writes must be valid keys and values, and the result's app hash must be the hash
+        chain step over them (so the stored app hash always describes the stored state)."""
+        try:
+            expected = compute_app_hash(previous_app_hash, height, result.writes)
+        except ValueError as error:  # StateLimitError, or a malformed previous app hash
+            raise BlockRefusedError(f"execution result has an invalid write: {error}") from None
+        if result.app_hash != expected:
+            raise BlockRefusedError(
+                f"the execution result's app hash does not match its writes at height {height}"
+            )
+
+    @staticmethod
+    def _put_state(batch: plyvel.WriteBatch, result: ExecutionResult) -> None:
+        for key, value in result.writes.items():
+            if value is None:
+                batch.delete(layout.state_key(key))
+            else:
+                batch.put(layout.state_key(key), value)
+
+    def _write(self, batch: plyvel.WriteBatch) -> None:
+        try:
+            batch.write()
+        except plyvel.Error as error:
+            raise translate_error(error, self._database.path) from None
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def block(self, height: int) -> Block | None:
+        raw = self._database.get(layout.block_key(height))
+        if raw is None:
+            return None
+        try:
+            return Block.decode(raw, self._limits)
+        except DecodeError as error:
+            raise StoreCorruptionError(f"stored block {height} is undecodable: {error}") from None
+
+    def block_by_id(self, block_id: bytes) -> Block | None:
+        height = self.height_of(block_id)
+        return None if height is None else self.block(height)
+
+    def height_of(self, block_id: bytes) -> int | None:
+        raw = self._database.get(layout.block_height_key(block_id))
+        return None if raw is None else layout.read_u64(raw)
+
+    def commit(self, height: int) -> CommitCertificate | None:
+        """The certificate that committed block `height`."""
+        raw = self._database.get(layout.commit_key(height))
+        if raw is None:
+            return None
+        try:
+            return CommitCertificate.decode(raw, self._limits)
+        except DecodeError as error:
+            raise StoreCorruptionError(f"stored commit {height} is undecodable: {error}") from None
+
+    def tx_results(self, height: int) -> list[TxResult] | None:
+        """The (code, message) of every transaction of block `height`."""
+        raw = self._database.get(layout.tx_results_key(height))
+        if raw is None:
+            return None
+        try:
+            return decode_tx_results(raw, self._limits.max_block_txs)
+        except DecodeError as error:
+            raise StoreCorruptionError(
+                f"stored results {height} are undecodable: {error}"
+            ) from None
+
+    def app_hash(self, height: int) -> bytes | None:
+        """The app hash after executing `height` (0 = genesis)."""
+        return self._database.get(layout.app_hash_key(height))
+
+    def tx_location(self, tx_id: bytes) -> tuple[int, int] | None:
+        """(height, index) of the indexed inclusion of `tx_id`, or None."""
+        raw = self._database.get(layout.tx_location_key(tx_id))
+        if raw is None:
+            return None
+        height, index = layout.TX_LOCATION_VALUE.unpack(raw)
+        return height, index
+
+    def tx_proof(self, tx_id: bytes) -> TxProof | None:
+        """The inclusion proof of `tx_id` against its block header's tx_root, or None."""
+        location = self.tx_location(tx_id)
+        if location is None:
+            return None
+        height, index = location
+        block = self.block(height)
+        if block is None:
+            raise StoreCorruptionError(f"tx index points at missing block {height}")
+        ids = tx_ids(block.txs)
+        if index >= len(ids) or ids[index] != tx_id:
+            raise StoreCorruptionError(f"tx index entry for {tx_id.hex()[:16]} is wrong")
+        return TxProof(height, index, len(ids), _core.merkle_proof(ids, index))
+
+    def validator_set(self, height: int) -> ValidatorSet | None:
+        """The validator set of `height` (known up to last height + 2), or None."""
+        if self._head is None or not 1 <= height <= self._head.height + 2:
+            return None
+        try:
+            iterator = self._database.db.iterator(
+                start=layout.VALIDATOR_SET,
+                stop=layout.validator_set_key(height + 1),
+                reverse=True,
+            )
+            with iterator:
+                entry = next(iterator, None)
+        except plyvel.Error as error:
+            raise translate_error(error, self._database.path) from None
+        if entry is None:
+            raise StoreCorruptionError(f"no validator set recorded at or below height {height}")
+        try:
+            return ValidatorSet.decode(entry[1], self._limits)
+        except DecodeError as error:
+            raise StoreCorruptionError(f"stored validator set is undecodable: {error}") from None
