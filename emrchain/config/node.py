@@ -1,0 +1,615 @@
+"""The node configuration, `<home>/config/node.toml`: one frozen dataclass per section.
+
+Every key has a default, so an empty file is a valid config. Loading is strict: an unknown
+section or key, a value of the wrong type or outside its range, or settings that contradict
+each other are refused with a `ConfigError` naming the file and the key. The full reference is
+`docs/spec/config.md`; `configs/node.toml` is the same content as a commented example.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from emrchain._core import schema
+from emrchain.config import toml_writer
+from emrchain.config.address import Address, PeerAddress
+from emrchain.config.errors import ConfigError
+from emrchain.config.settings import (
+    Boolean,
+    Choice,
+    HomePath,
+    Integer,
+    ListenAddress,
+    Name,
+    PeerList,
+    Setting,
+    setting,
+    settings_of,
+)
+from emrchain.types.limits import MAX_ROUND, MAX_VALIDATORS_CEILING, Limits
+
+CONFIG_DIR = "config"
+NODE_CONFIG_FILE = "config/node.toml"
+"""Where the node config lives, relative to the home; the other paths are set inside it."""
+
+MONIKER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+MONIKER_EXPLANATION = "1..64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class NodeSection:
+    moniker: str = setting(
+        "node",
+        "Human-readable name of this node, used in logs and as its validator name in genesis.",
+        Name(MONIKER_PATTERN, MONIKER_EXPLANATION),
+    )
+    data_dir: str = setting(
+        "data",
+        "Chain data and consensus signing state (unsafe-reset-all deletes this directory).",
+        HomePath(),
+    )
+    genesis_file: str = setting("config/genesis.json", "The chain's genesis document.", HomePath())
+    organization_id: str = setting(
+        "",
+        "The organisation (hospital) this node serves records for; empty for none.",
+        Name(r"[a-z0-9._-]{0,64}", "0..64 characters of a-z 0-9 . _ -"),
+    )
+
+
+@dataclass(frozen=True)
+class P2PSection:
+    # setting() is dataclasses.field() with metadata, and Address is frozen (immutable).
+    listen_address: Address = setting(  # noqa: RUF009
+        Address("0.0.0.0", 26656),
+        "Where to accept connections from other validators.",
+        ListenAddress(),
+    )
+    persistent_peers: tuple[PeerAddress, ...] = setting(
+        (),
+        "Peers to keep connected to, redialled when the connection drops.",
+        PeerList(MAX_VALIDATORS_CEILING),
+    )
+    handshake_timeout_ms: int = setting(
+        5_000,
+        "A connection that has not completed the authenticated handshake by then is closed.",
+        Integer(100, 60_000),
+    )
+    max_frame_bytes: int = setting(
+        32 * MIB,
+        "Largest message frame accepted or sent; must carry a full block (limits.max_block_bytes).",
+        Integer(128 * 1024, (1 << 31) - 1),
+    )
+    send_queue_max_messages: int = setting(
+        1_024,
+        "Most messages queued for sending to one peer.",
+        Integer(1, 1_000_000),
+    )
+    reconnect_initial_ms: int = setting(
+        500,
+        "First delay before redialling a lost peer; later attempts back off.",
+        Integer(10, 600_000),
+    )
+    reconnect_max_ms: int = setting(
+        30_000,
+        "Longest delay between redials; at least reconnect_initial_ms.",
+        Integer(10, 3_600_000),
+    )
+
+
+@dataclass(frozen=True)
+class RpcSection:
+    listen_address: Address = setting(  # noqa: RUF009
+        Address("127.0.0.1", 26657),
+        "Where the HTTP API listens; loopback by default, put a TLS proxy in front.",
+        ListenAddress(),
+    )
+    max_body_bytes: int = setting(
+        8 * MIB,
+        "Largest request body accepted; at least limits.max_tx_bytes.",
+        Integer(1_024, 1 << 30),
+    )
+    max_batch_txs: int = setting(
+        1_000, "Most transactions accepted in one POST /txs request.", Integer(1, 1_000_000)
+    )
+    request_timeout_ms: int = setting(
+        10_000, "A request not answered by then fails with a timeout.", Integer(100, 600_000)
+    )
+
+
+@dataclass(frozen=True)
+class ConsensusSection:
+    timeout_propose_ms: int = setting(
+        3_000,
+        "How long to wait for the round's proposal before prevoting nil.",
+        Integer(1, 600_000),
+    )
+    timeout_prevote_ms: int = setting(
+        1_000,
+        "How long to wait for more prevotes after seeing >2/3 of any prevotes.",
+        Integer(1, 600_000),
+    )
+    timeout_precommit_ms: int = setting(
+        1_000,
+        "How long to wait for more precommits after seeing >2/3 of any precommits.",
+        Integer(1, 600_000),
+    )
+    timeout_delta_ms: int = setting(
+        500,
+        "Added to the three timeouts above per round, so slow networks eventually agree.",
+        Integer(0, 600_000),
+    )
+    timeout_commit_ms: int = setting(
+        1_000,
+        "Pause after committing a block before starting the next height.",
+        Integer(0, 600_000),
+    )
+    create_empty_blocks: bool = setting(
+        True, "Propose blocks even when the mempool is empty.", Boolean()
+    )
+    max_round: int = setting(
+        1_000,
+        "Highest round this node enters or accepts messages for at one height.",
+        Integer(1, MAX_ROUND),
+    )
+
+
+@dataclass(frozen=True)
+class MempoolSection:
+    max_txs: int = setting(50_000, "Most transactions held in the mempool.", Integer(1, 10_000_000))
+    max_bytes: int = setting(
+        128 * MIB,
+        "Most bytes of transactions held in the mempool; at least limits.max_tx_bytes.",
+        Integer(1_024, 1 << 36),
+    )
+    max_batch_txs: int = setting(
+        1_000,
+        "Most transactions admitted in one batch (one call into the core); at most max_txs.",
+        Integer(1, 1_000_000),
+    )
+    max_txs_per_sender: int = setting(
+        1_000,
+        "Most pending transactions of one sender, so one client cannot fill the pool.",
+        Integer(1, 10_000_000),
+    )
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    backend: str = setting("leveldb", "Database for blocks and state.", Choice(("leveldb",)))
+
+
+@dataclass(frozen=True)
+class KeysSection:
+    backend: str = setting(
+        "file",
+        "Where the validator key lives: a key file in the home, or a PKCS#11 HSM (the token, "
+        "module and PIN source of [records] hsm_*).",
+        Choice(("file", "hsm")),
+    )
+    hsm_validator_key_label: str = setting(
+        "emrchain-validator",
+        "Label of the validator's Ed25519 key pair in the HSM token (backend = \"hsm\").",
+        Name(r"[A-Za-z0-9._-]{1,32}", "1..32 characters of A-Z a-z 0-9 . _ -"),
+    )
+    validator_key_file: str = setting(
+        "config/validator_key.json",
+        "Validator signing key (votes, proposals): JSON with the hex seed, mode 0600.",
+        HomePath(),
+    )
+    node_key_file: str = setting(
+        "config/node_key.json",
+        "Node key (P2P identity; its public key is the node id): JSON, mode 0600.",
+        HomePath(),
+    )
+    organization_key_file: str = setting(
+        "config/organization_key.json",
+        "The organisation's X25519 key pair custody wraps are sealed to: JSON, mode 0600.",
+        HomePath(),
+    )
+
+
+_URL = Name(
+    r"(http|redis)://[A-Za-z0-9.\-\[\]:]{1,200}(/[A-Za-z0-9._/-]{0,200})?|unix:///[A-Za-z0-9._/-]{1,200}",
+    "an http://, redis:// or unix:/// URL",
+)
+
+
+@dataclass(frozen=True)
+class RecordsSection:
+    blob_backend: str = setting(
+        "local",
+        "Where ciphertext lives: a local directory, or an IPFS node.",
+        Choice(("local", "ipfs")),
+    )
+    blob_dir: str = setting("data/blobs", "Directory of the local blob store.", HomePath())
+    ipfs_api_url: str = setting(
+        "http://127.0.0.1:5001", "Kubo-compatible RPC API of this hospital's IPFS node.", _URL
+    )
+    ipfs_timeout_ms: int = setting(
+        5_000, "Deadline of one IPFS call (reads fail with 503 after it).", Integer(100, 600_000)
+    )
+    cache_backend: str = setting(
+        "memory",
+        "Hot cache of ciphertext: in-process LRU, or Redis.",
+        Choice(("memory", "redis")),
+    )
+    cache_max_bytes: int = setting(
+        256 * MIB, "Most ciphertext bytes in the in-process cache.", Integer(0, 1 << 40)
+    )
+    cache_max_entries: int = setting(
+        100_000, "Most entries in the in-process cache.", Integer(0, 100_000_000)
+    )
+    cache_ttl_ms: int = setting(
+        600_000, "How long a cached ciphertext stays.", Integer(1_000, 86_400_000)
+    )
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0", "Redis for the hot cache (redis:// or unix:///path).", _URL
+    )
+    vault_dir: str = setting(
+        "data/vault", "LevelDB of custody copies (data keys wrapped by the KEK).", HomePath()
+    )
+    kek_backend: str = setting(
+        "file",
+        "Where the key-encryption key lives: a key file, or a PKCS#11 HSM.",
+        Choice(("file", "hsm")),
+    )
+    kek_dir: str = setting("config/kek", "Directory of the file KEK versions.", HomePath())
+    hsm_module_path: str = setting(
+        "/usr/lib/softhsm/libsofthsm2.so",
+        "PKCS#11 module of the HSM.",
+        Name(r"/[A-Za-z0-9._/-]{1,300}", "an absolute path"),
+    )
+    hsm_token_label: str = setting(
+        "emrchain", "Label of the HSM token.", Name(r"[A-Za-z0-9._ -]{1,32}", "1..32 characters")
+    )
+    hsm_pin_environment_variable: str = setting(
+        "EMRCHAIN_HSM_PIN",
+        "Environment variable holding the HSM user PIN (never in this file).",
+        Name(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name"),
+    )
+    hsm_kek_label_prefix: str = setting(
+        "emrchain-kek",
+        "Label prefix of this node's KEK versions in the token (<prefix>-v<version>).",
+        Name(r"[A-Za-z0-9._-]{1,20}", "1..20 characters of A-Z a-z 0-9 . _ -"),
+    )
+    replicate: str = setting(
+        "authored_and_granted",
+        "Which records' ciphertext this node pins: its organisation's, or also those granted to "
+        "it or its members.",
+        Choice(("authored_and_granted", "authored")),
+    )
+    max_record_bytes: int = setting(
+        64 * MIB, "Largest record ciphertext accepted.", Integer(1, 1 << 32)
+    )
+    max_clock_skew_ms: int = setting(
+        30_000,
+        "Signed requests older or newer than this are refused (401).",
+        Integer(1_000, 3_600_000),
+    )
+    replay_cache_entries: int = setting(
+        100_000,
+        "Request nonces remembered to refuse replays; when full, requests get 503.",
+        Integer(1_000, 10_000_000),
+    )
+
+
+@dataclass(frozen=True)
+class LogSection:
+    level: str = setting(
+        "info", "Least severe log level written.", Choice(("debug", "info", "warning", "error"))
+    )
+
+
+LIMITS_SETTINGS: dict[str, Setting] = {
+    "max_tx_bytes": Setting(
+        "Largest transaction, envelope included.",
+        Integer(schema.ENVELOPE_FIXED_BYTES, schema.TX_MAX_BYTES_LIMIT),
+    ),
+    "max_block_txs": Setting("Most transactions in one block.", Integer(1, 1_000_000)),
+    "max_block_bytes": Setting(
+        "Most transaction bytes in one block; at least max_tx_bytes.",
+        Integer(schema.ENVELOPE_FIXED_BYTES, 1 << 30),
+    ),
+    "max_validators": Setting(
+        "Most validators in a validator set.", Integer(1, MAX_VALIDATORS_CEILING)
+    ),
+    "max_evidence_per_block": Setting(
+        "Most misbehaviour evidence items in one block.", Integer(0, 10_000)
+    ),
+}
+"""`[limits]` maps onto `emrchain.types.Limits`, which the types package owns."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """One `[name]` table: the class it builds and the settings it accepts."""
+
+    name: str
+    doc: str
+    factory: type
+    settings: Mapping[str, Setting]
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section(
+        "node",
+        "This node's identity and where its files are.",
+        NodeSection,
+        settings_of(NodeSection),
+    ),
+    Section(
+        "p2p", "Authenticated connections between validators.", P2PSection, settings_of(P2PSection)
+    ),
+    Section("rpc", "The HTTP API for clients.", RpcSection, settings_of(RpcSection)),
+    Section(
+        "consensus",
+        "Tendermint round timeouts and block production.",
+        ConsensusSection,
+        settings_of(ConsensusSection),
+    ),
+    Section(
+        "mempool",
+        "Pending transactions awaiting a block.",
+        MempoolSection,
+        settings_of(MempoolSection),
+    ),
+    Section(
+        "limits",
+        "Decoding limits; must equal the genesis consensus_params.",
+        Limits,
+        LIMITS_SETTINGS,
+    ),
+    Section("storage", "Persistent storage.", StorageSection, settings_of(StorageSection)),
+    Section("keys", "Signing keys.", KeysSection, settings_of(KeysSection)),
+    Section(
+        "records",
+        "Record ciphertext, its cache, custody keys and signed-request checks.",
+        RecordsSection,
+        settings_of(RecordsSection),
+    ),
+    Section("log", "Logging.", LogSection, settings_of(LogSection)),
+)
+SECTIONS_BY_NAME = {section.name: section for section in SECTIONS}
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A validated node configuration; paths in it are relative to `home`."""
+
+    home: Path
+    node: NodeSection = field(default_factory=NodeSection)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    rpc: RpcSection = field(default_factory=RpcSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    limits: Limits = field(default_factory=Limits)
+    storage: StorageSection = field(default_factory=StorageSection)
+    keys: KeysSection = field(default_factory=KeysSection)
+    records: RecordsSection = field(default_factory=RecordsSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def resolve(self, relative: str) -> Path:
+        """An absolute-or-cwd-relative path for a home-relative config path."""
+        return self.home / relative
+
+    @property
+    def config_path(self) -> Path:
+        return self.resolve(NODE_CONFIG_FILE)
+
+    @property
+    def data_path(self) -> Path:
+        return self.resolve(self.node.data_dir)
+
+    @property
+    def genesis_path(self) -> Path:
+        return self.resolve(self.node.genesis_file)
+
+    @property
+    def validator_key_path(self) -> Path:
+        return self.resolve(self.keys.validator_key_file)
+
+    @property
+    def node_key_path(self) -> Path:
+        return self.resolve(self.keys.node_key_file)
+
+    @property
+    def organization_key_path(self) -> Path:
+        return self.resolve(self.keys.organization_key_file)
+
+
+def node_config_path(home: Path) -> Path:
+    return home / NODE_CONFIG_FILE
+
+
+def load_node_config(home: Path) -> NodeConfig:
+    """Read and validate `<home>/config/node.toml`; raise ConfigError naming file and key."""
+    path = node_config_path(home)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path),
+            None,
+            "file not found; is this an emrchain home? (create one with `emrchain init`)",
+        ) from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(str(path), None, f"not UTF-8 text ({error.reason})") from None
+    except OSError as error:
+        raise ConfigError(str(path), None, f"cannot read: {error.strerror}") from None
+    return parse_node_config_text(text, home=home, source=str(path))
+
+
+def parse_node_config_text(text: str, *, home: Path, source: str) -> NodeConfig:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(source, None, f"invalid TOML: {error}") from None
+    return parse_node_config(document, home=home, source=source)
+
+
+def _suggestion(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _section_holding(key: str) -> str | None:
+    for section in SECTIONS:
+        if key in section.settings:
+            return section.name
+    return None
+
+
+def parse_node_config(document: Mapping[str, Any], *, home: Path, source: str) -> NodeConfig:
+    """Build a NodeConfig from a parsed TOML document, refusing anything not declared."""
+    built: dict[str, object] = {}
+    for name, table in document.items():
+        section = SECTIONS_BY_NAME.get(name)
+        if section is None:
+            if not isinstance(table, dict):
+                owner = _section_holding(name)
+                hint = f"; it belongs in [{owner}]" if owner else ""
+                raise ConfigError(source, name, f"keys must be inside a section{hint}")
+            known = ", ".join(f"[{known}]" for known in SECTIONS_BY_NAME)
+            raise ConfigError(
+                source,
+                f"[{name}]",
+                f"unknown section{_suggestion(name, list(SECTIONS_BY_NAME))} (known: {known})",
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(source, f"[{name}]", "must be a table ([name] header)")
+        built[name] = _parse_section(section, table, source)
+    config = NodeConfig(home=home, **built)  # type: ignore[arg-type]
+    check_consistency(config, source)
+    return config
+
+
+def _parse_section(section: Section, table: Mapping[str, Any], source: str) -> object:
+    values: dict[str, object] = {}
+    for key, raw in table.items():
+        spec = section.settings.get(key)
+        if spec is None:
+            hint = _suggestion(key, list(section.settings))
+            if not hint and (owner := _section_holding(key)):
+                hint = f"; it belongs in [{owner}]"
+            raise ConfigError(source, f"[{section.name}] {key}", f"unknown key{hint}")
+        try:
+            values[key] = spec.kind.parse(raw)
+        except ValueError as error:
+            raise ConfigError(source, f"[{section.name}] {key}", str(error)) from None
+    return section.factory(**values)
+
+
+def check_consistency(config: NodeConfig, source: str) -> None:
+    """Rules across keys; each failure names the key to change."""
+
+    def require(condition: bool, key: str, message: str) -> None:
+        if not condition:
+            raise ConfigError(source, key, message)
+
+    limits, p2p, rpc, mempool = config.limits, config.p2p, config.rpc, config.mempool
+    require(
+        limits.max_block_bytes >= limits.max_tx_bytes,
+        "[limits] max_block_bytes",
+        f"must be at least [limits] max_tx_bytes ({limits.max_tx_bytes}), "
+        f"got {limits.max_block_bytes}",
+    )
+    require(
+        p2p.reconnect_max_ms >= p2p.reconnect_initial_ms,
+        "[p2p] reconnect_max_ms",
+        f"must be at least [p2p] reconnect_initial_ms ({p2p.reconnect_initial_ms}), "
+        f"got {p2p.reconnect_max_ms}",
+    )
+    require(
+        p2p.max_frame_bytes >= limits.max_block_bytes,
+        "[p2p] max_frame_bytes",
+        f"must be at least [limits] max_block_bytes ({limits.max_block_bytes}) so a block "
+        f"fits in a frame, got {p2p.max_frame_bytes}",
+    )
+    require(
+        rpc.max_body_bytes >= limits.max_tx_bytes,
+        "[rpc] max_body_bytes",
+        f"must be at least [limits] max_tx_bytes ({limits.max_tx_bytes}), got {rpc.max_body_bytes}",
+    )
+    require(
+        rpc.listen_address != p2p.listen_address,
+        "[rpc] listen_address",
+        f"must differ from [p2p] listen_address ({p2p.listen_address})",
+    )
+    require(
+        mempool.max_bytes >= limits.max_tx_bytes,
+        "[mempool] max_bytes",
+        f"must be at least [limits] max_tx_bytes ({limits.max_tx_bytes}), got {mempool.max_bytes}",
+    )
+    require(
+        mempool.max_batch_txs <= mempool.max_txs,
+        "[mempool] max_batch_txs",
+        f"must be at most [mempool] max_txs ({mempool.max_txs}), got {mempool.max_batch_txs}",
+    )
+    require(
+        mempool.max_txs_per_sender <= mempool.max_txs,
+        "[mempool] max_txs_per_sender",
+        f"must be at most [mempool] max_txs ({mempool.max_txs}), got {mempool.max_txs_per_sender}",
+    )
+    require(
+        config.keys.validator_key_file != config.keys.node_key_file,
+        "[keys] node_key_file",
+        "must differ from [keys] validator_key_file",
+    )
+    # unsafe-reset-all deletes data_dir: it must never hold the config or the keys.
+    data_dir = PurePosixPath(config.node.data_dir)
+    protected = {
+        "config file": NODE_CONFIG_FILE,
+        "[node] genesis_file": config.node.genesis_file,
+        "[keys] validator_key_file": config.keys.validator_key_file,
+        "[keys] node_key_file": config.keys.node_key_file,
+    }
+    for what, path in protected.items():
+        require(
+            not PurePosixPath(path).is_relative_to(data_dir),
+            "[node] data_dir",
+            f"{data_dir} would contain the {what} ({path}); the data directory is deleted "
+            "by unsafe-reset-all",
+        )
+    try:
+        limits.validate_basic()
+    except ValueError as error:  # a guard: the per-key ranges above should already hold
+        raise ConfigError(source, "[limits]", str(error)) from None
+
+
+def config_tables(config: NodeConfig, *, comments: bool = True) -> list[toml_writer.Table]:
+    """The config as TOML tables, every key present, each with its doc and allowed values."""
+    tables = []
+    for section in SECTIONS:
+        values = getattr(config, section.name)
+        entries = []
+        for key, spec in section.settings.items():
+            default = getattr(section.factory(), key)
+            comment = f"{spec.doc}\n{spec.kind.describe()}; default {_shown(spec, default)}"
+            entries.append(
+                toml_writer.Entry(
+                    key, spec.kind.to_toml(getattr(values, key)), comment if comments else ""
+                )
+            )
+        tables.append(toml_writer.Table(section.name, entries, section.doc if comments else ""))
+    return tables
+
+
+def _shown(spec: Setting, value: object) -> str:
+    return toml_writer.format_value(spec.kind.to_toml(value)).replace("\n", " ")
+
+
+def render_node_config(config: NodeConfig, *, comments: bool = True) -> str:
+    """node.toml text for `config`; loading it back yields an equal NodeConfig."""
+    header = (
+        "# emrchain node configuration. Every key is optional: an absent key takes the default\n"
+        "# noted in its comment. Reference: docs/spec/config.md\n\n"
+    )
+    body = toml_writer.render(config_tables(config, comments=comments))
+    return (header if comments else "") + body
