@@ -1,0 +1,1 @@
+"""Node runtime: wires the packages into a running validator (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,128 @@
+"""Messages validators exchange over P2P, by channel (`docs/spec/p2p.md` covers the transport).
+
+Every payload is `tag u8 | body`, encoded with the bounded codec of `emrchain.types`, so a peer
+can never make this node allocate beyond the configured limits:
+
+CONSENSUS  1 proposal  = Proposal | Block            (the block travels with its proposal)
+           2 vote      = Vote
+MEMPOOL    1 txs       = list32(bytes32(tx, max_tx_bytes), max_gossip_txs)
+BLOCKSYNC  1 status    = height u64 | block_id 32     (our latest committed block)
+           2 request   = height u64
+           3 response  = Block | CommitCertificate (for that block)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from emrchain.types import Block, CommitCertificate, DecodeError, Limits, Proposal, Vote
+from emrchain.types.codec import Reader, Writer
+from emrchain.types.vote import PROPOSAL_BYTES
+
+
+class Channel(IntEnum):
+    CONSENSUS = 1
+    MEMPOOL = 2
+    BLOCKSYNC = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalMessage:
+    proposal: Proposal
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class VoteMessage:
+    vote: Vote
+
+
+@dataclass(frozen=True, slots=True)
+class TxsMessage:
+    txs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMessage:
+    height: int
+    block_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRequest:
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResponse:
+    block: Block
+    commit: CommitCertificate
+
+
+Message = ProposalMessage | VoteMessage | TxsMessage | StatusMessage | BlockRequest | BlockResponse
+
+_TAGS: dict[type, tuple[Channel, int]] = {
+    ProposalMessage: (Channel.CONSENSUS, 1),
+    VoteMessage: (Channel.CONSENSUS, 2),
+    TxsMessage: (Channel.MEMPOOL, 1),
+    StatusMessage: (Channel.BLOCKSYNC, 1),
+    BlockRequest: (Channel.BLOCKSYNC, 2),
+    BlockResponse: (Channel.BLOCKSYNC, 3),
+}
+
+
+def encode(message: Message) -> tuple[Channel, bytes]:
+    """The channel and payload bytes of `message`."""
+    channel, tag = _TAGS[type(message)]
+    writer = Writer().u8(tag)
+    if isinstance(message, ProposalMessage):
+        writer.raw(message.proposal.encode()).raw(message.block.encode())
+    elif isinstance(message, VoteMessage):
+        writer.raw(message.vote.encode())
+    elif isinstance(message, TxsMessage):
+        writer.u32(len(message.txs))
+        for tx in message.txs:
+            writer.var_bytes(tx, 4)
+    elif isinstance(message, StatusMessage):
+        writer.u64(message.height).fixed(message.block_id, 32)
+    elif isinstance(message, BlockRequest):
+        writer.u64(message.height)
+    else:
+        block = message.block.encode()
+        writer.var_bytes(block, 4).raw(message.commit.encode())
+    return channel, writer.bytes()
+
+
+def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) -> Message:
+    """Parse one payload; raise DecodeError (naming the problem) for anything malformed."""
+    if not payload:
+        raise DecodeError("empty payload")
+    tag, body = payload[0], payload[1:]
+    if channel == Channel.CONSENSUS and tag == 1:
+        if len(body) < PROPOSAL_BYTES:
+            raise DecodeError("proposal message: too short")
+        return ProposalMessage(
+            Proposal.decode(body[:PROPOSAL_BYTES]), Block.decode(body[PROPOSAL_BYTES:], limits)
+        )
+    if channel == Channel.CONSENSUS and tag == 2:
+        return VoteMessage(Vote.decode(body))
+    reader = Reader(body, f"channel {channel} tag {tag}")
+    if channel == Channel.MEMPOOL and tag == 1:
+        count = reader.count(4, max_gossip_txs, "count")
+        txs = tuple(reader.var_bytes(4, limits.max_tx_bytes, "tx") for _ in range(count))
+        reader.finish()
+        return TxsMessage(txs)
+    if channel == Channel.BLOCKSYNC and tag == 1:
+        message: Message = StatusMessage(reader.u64("height"), reader.fixed(32, "block_id"))
+    elif channel == Channel.BLOCKSYNC and tag == 2:
+        message = BlockRequest(reader.u64("height"))
+    elif channel == Channel.BLOCKSYNC and tag == 3:
+        block = Block.decode(
+            reader.var_bytes(4, limits.max_block_bytes + 1024 * 1024, "block"), limits
+        )
+        message = BlockResponse(block, CommitCertificate.read(reader, limits))
+    else:
+        raise DecodeError(f"unknown message: channel {channel} tag {tag}")
+    reader.finish()
+    return message

@@ -1,0 +1,421 @@
+"""A validator node: wires store, application, mempool, consensus, P2P, block sync and RPC.
+
+Startup handshake: open the store (initialising it from genesis the first time), check it is
+consistent (`store.reconcile`), restore the double-sign guard's state, then join consensus at
+the height after the last committed block — resuming our own round and lock if we crashed in
+the middle of that height. Block and state are committed in one atomic batch, so there is never
+a decided-but-half-applied block to replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from emrchain import _core
+from emrchain.config.genesis import Genesis, load_config_and_genesis
+from emrchain.config.node import NodeConfig
+from emrchain.consensus.config import ConsensusConfig
+from emrchain.consensus.state_machine import TendermintCore
+from emrchain.hsm.node_keys import validator_signer
+from emrchain.keystore.file import load_key_file
+from emrchain.mempool import Mempool, MempoolConfig
+from emrchain.node import messages
+from emrchain.node.admission import AdmissionPipeline
+from emrchain.node.blocksync import BlockSync
+from emrchain.node.chain import Chain, ChainHaltError
+from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.p2p import P2PConfig, PeerManager
+from emrchain.records import open_record_service
+from emrchain.records.replication import open_replicator
+from emrchain.rpc.server import RpcServer
+from emrchain.state import EmrApplication
+from emrchain.state.emr import GenesisAdmin, GenesisOrganization
+from emrchain.storage.cid import cid_bytes_to_text
+from emrchain.store import BlockStore, ChainDatabase, SigningStateStore, reconcile
+from emrchain.types import DecodeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeIntervals:
+    status_interval_ms: int = 500
+    gossip_interval_ms: int = 20
+    max_gossip_txs: int = 5_000
+    max_gossip_bytes: int = 4 * 1024 * 1024
+    max_queued_gossip_batches: int = 64
+    """Peers' gossip batches waiting for admission; beyond this they are dropped (counted in
+    `gossip_batches_dropped`), never allowed to hold up consensus messages."""
+    relay_peer_txs: bool = False
+    """Validators are a full mesh of persistent peers (every validator dials every other), so a
+    transaction reaches every validator straight from the node a client submitted it to;
+    relaying peers' transactions too would send each one over every link again, and every
+    copy costs its receiver a decode and a duplicate check (measured: 9 transfers per
+    transaction instead of 3 on a 4-validator devnet)."""
+
+
+class NodeStartError(RuntimeError):
+    """The node cannot start; the message says why and what to do."""
+
+
+GC_GENERATION0_THRESHOLD = 50_000
+"""Container allocations between young-generation collections (CPython's default is 700)."""
+
+
+def tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic-GC passes for a long-running node.
+
+    Admission, gossip and execution allocate several container objects per transaction; with
+    the default thresholds that meant hundreds of young collections and several full ones per
+    second under load, each full one walking every pending transaction and seen-cache entry.
+    Startup objects (modules, config, validator sets) are frozen out of collection, and the
+    young generation is collected every 50,000 allocations instead of 700. Reference counting
+    still frees almost everything at once; this only changes when cycles are looked for, so it
+    has no effect on what the node computes.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GENERATION0_THRESHOLD, 20, 100)
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Node:
+    """One validator process. Create with `Node.open(home)`, then `await run()`."""
+
+    def __init__(self, config: NodeConfig, genesis: Genesis, database: ChainDatabase) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.chain_id = genesis.chain_id_bytes
+        self.intervals = RuntimeIntervals()
+        self._database = database
+        # A key file, or the HSM's non-extractable key ([keys] backend); the double-sign
+        # guard (SigningStateStore in the driver) sits in front of either.
+        self.validator_key = validator_signer(config)
+        self.node_key = load_key_file(config.node_key_path)
+        limits = config.limits
+        self.store = BlockStore(database, limits)
+        self.application = EmrApplication(self.chain_id, self.store.state_view(), limits=limits)
+        self._initialize_store_if_new()
+        status = reconcile(self.store)
+        if not status.consistent:
+            raise NodeStartError(f"store is inconsistent: {status.describe()}")
+        section = config.mempool
+        self.admission = AdmissionPipeline()
+        self.mempool = Mempool(
+            MempoolConfig(
+                max_txs=section.max_txs,
+                max_bytes=section.max_bytes,
+                max_tx_bytes=limits.max_tx_bytes,
+                max_batch_txs=section.max_batch_txs,
+                max_txs_per_sender=section.max_txs_per_sender,
+            ),
+            self.chain_id,
+            committed_nonce=lambda sender: self.chain.committed_nonce(sender),
+            verify_transactions=self.admission.verify_hook,
+        )
+        self.admission.attach(self.mempool)
+        self.chain = Chain(
+            self.chain_id, self.store, self.application, self.mempool, limits, wall_clock_ms
+        )
+        self.p2p = PeerManager(
+            self._p2p_config(),
+            self.node_key,
+            self.chain_id,
+            [validator.node_key for validator in genesis.validators],
+            on_peer_connected=self._on_peer_connected,
+            on_peer_disconnected=self._on_peer_disconnected,
+        )
+        self.records = open_record_service(config)
+        self.chain.erasure_listeners.append(self._erase_stored_record)
+        # Pins the CIDs of records this organisation authored or was granted, in the background.
+        self.replicator = open_replicator(
+            config, self.records.blob_store, self.store.state_view, self.chain_id
+        )
+        if self.replicator is not None:
+            self.chain.commit_listeners.append(self.replicator.on_commit)
+        self._erasures: set[asyncio.Task[None]] = set()
+        self.rpc = RpcServer(self)
+        self.driver: ConsensusDriver | None = None
+        self.blocksync = BlockSync(self.chain, self._send_to, self._on_synced)
+        self._gossip_cursors: dict[str, int] = {}
+        self._gossip_inbox: asyncio.Queue[tuple[str, tuple[bytes, ...]]] = asyncio.Queue(
+            maxsize=self.intervals.max_queued_gossip_batches
+        )
+        self.gossip_batches_dropped = 0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.halt_reason: str | None = None
+        self.undecodable_messages = 0
+
+    @classmethod
+    def open(cls, home: Path | str) -> Node:
+        config, genesis = load_config_and_genesis(Path(home))
+        database = ChainDatabase.open(config.home)
+        try:
+            return cls(config, genesis, database)
+        except BaseException:
+            database.close()
+            raise
+
+    def _initialize_store_if_new(self) -> None:
+        if self.store.is_initialized():
+            if self.store.chain_id != self.chain_id:
+                raise NodeStartError(
+                    f"the data directory holds chain {self.store.chain_id!r}, genesis says "
+                    f"{self.chain_id!r}: run `emrchain unsafe-reset-all` to start over"
+                )
+            return
+        validators = self.genesis.validator_set()
+        organizations = [
+            GenesisOrganization(
+                organization.organization_id,
+                organization.name,
+                organization.encryption_key,
+                admins=tuple(
+                    GenesisAdmin(admin.member_key, admin.encryption_key)
+                    for admin in organization.admins
+                ),
+            )
+            for organization in self.genesis.organizations
+        ]
+        result = self.application.init_chain(
+            validators, self.genesis.genesis_time_ms, organizations=organizations
+        )
+        self.store.initialize(self.chain_id, validators, result)
+        logger.info("initialised chain %s from genesis", self.chain_id.decode())
+
+    def _p2p_config(self) -> P2PConfig:
+        section = self.config.p2p
+        return P2PConfig(
+            listen_host=section.listen_address.host,
+            listen_port=section.listen_address.port,
+            persistent_peers=tuple(str(peer) for peer in section.persistent_peers),
+            max_frame_bytes=section.max_frame_bytes,
+            handshake_timeout_ms=section.handshake_timeout_ms,
+            send_queue_max_messages=section.send_queue_max_messages,
+            reconnect_initial_ms=section.reconnect_initial_ms,
+            reconnect_max_ms=section.reconnect_max_ms,
+        )
+
+    def _consensus_config(self) -> ConsensusConfig:
+        section = self.config.consensus
+        return ConsensusConfig(
+            timeout_propose_ms=section.timeout_propose_ms,
+            timeout_prevote_ms=section.timeout_prevote_ms,
+            timeout_precommit_ms=section.timeout_precommit_ms,
+            timeout_delta_ms=section.timeout_delta_ms,
+            max_round=section.max_round,
+        )
+
+    # ------------------------------------------------------------------- running
+
+    async def run(self) -> None:
+        """Serve until `request_stop()` (SIGTERM/SIGINT) or a halt; then shut down cleanly."""
+        tune_garbage_collector()
+        await self.p2p.start()
+        self.admission.start()
+        await self.rpc.start()
+        self.driver = ConsensusDriver(
+            TendermintCore(self._consensus_config(), self.validator_key.public_key),
+            self.chain,
+            self.validator_key,
+            SigningStateStore(self._database),
+            self._broadcast,
+            DriverLimits(timeout_commit_ms=self.config.consensus.timeout_commit_ms),
+        )
+        logger.info(
+            "node %s (validator %s) starting at height %d; core %s",
+            self.p2p.node_id[:16],
+            self.validator_key.public_key.hex()[:16],
+            self.chain.height + 1,
+            _core.IMPLEMENTATION,
+        )
+        self.driver.guard = self._guarded
+        self._guarded(self.driver.start_height, self.chain.height + 1)
+        self._tasks = [
+            asyncio.create_task(self._receive_loop()),
+            asyncio.create_task(self._gossip_loop()),
+            asyncio.create_task(self._gossip_admission_loop()),
+            asyncio.create_task(self._status_loop()),
+        ]
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    def _erase_stored_record(self, record_id: bytes, cid: bytes) -> None:
+        """A committed erasure: delete the blob, cache entry and custody copy here too."""
+        text = cid_bytes_to_text(cid) if cid else None
+        task = asyncio.get_running_loop().create_task(self.records.erase(record_id, text))
+        self._erasures.add(task)
+        task.add_done_callback(self._erasures.discard)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def shutdown(self) -> None:
+        if self.driver is not None:
+            self.driver.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.rpc.close()
+        await asyncio.gather(*self._erasures, return_exceptions=True)
+        if self.replicator is not None:
+            await self.replicator.close()
+        await self.records.close()
+        await self.admission.stop()
+        await self.p2p.close()
+        self._database.close()
+        logger.info("node stopped")
+
+    def _guarded(self, function, *arguments) -> None:
+        """Run a state-changing step. A chain halt stops the node with its reason; so does any
+        unexpected exception (a bug): limping on after a half-done step could diverge, and a
+        dead task would leave the node silently stuck."""
+        try:
+            function(*arguments)
+        except ChainHaltError as error:
+            self._halt(str(error))
+        except Exception as error:
+            logger.exception("unexpected failure in %s", getattr(function, "__name__", function))
+            self._halt(f"internal error in {getattr(function, '__name__', function)}: {error!r}")
+
+    def _halt(self, reason: str) -> None:
+        self.halt_reason = reason
+        logger.critical("HALT: %s", reason)
+        self._stop.set()
+
+    # ------------------------------------------------------------------- network
+
+    def _broadcast(self, message: messages.Message) -> None:
+        channel, payload = messages.encode(message)
+        self.p2p.broadcast(channel, payload)
+
+    def _send_to(self, peer_id: str, message: messages.Message) -> bool:
+        channel, payload = messages.encode(message)
+        return self.p2p.send(peer_id, channel, payload)
+
+    def _on_peer_connected(self, peer_id: str) -> None:
+        self._gossip_cursors[peer_id] = 0
+        self._send_to(peer_id, self.blocksync.status())
+        if self.driver is not None:
+            for message in self.driver.own_messages():
+                self._send_to(peer_id, message)
+
+    def _on_peer_disconnected(self, peer_id: str, reason: str) -> None:
+        self._gossip_cursors.pop(peer_id, None)
+        self.blocksync.forget_peer(peer_id)
+
+    def _on_synced(self, height: int) -> None:
+        if self.driver is not None and self.driver.height <= height:
+            self.driver.start_height(height + 1)
+
+    async def _receive_loop(self) -> None:
+        limits = self.config.limits
+        async for received in self.p2p.messages():
+            try:
+                message = messages.decode(
+                    received.channel, received.payload, limits, self.intervals.max_gossip_txs
+                )
+            except DecodeError as error:
+                self.undecodable_messages += 1
+                logger.warning("undecodable message from %s: %s", received.peer_id[:16], error)
+                continue
+            if isinstance(message, messages.TxsMessage):
+                # Never wait for admission here: votes and proposals queue behind this loop,
+                # and a height stalled behind a verification backlog (measured: heights with
+                # no commit for seconds under load). A gossip batch that finds the inbox full
+                # is dropped and counted; its transactions stay in their origin's mempool.
+                try:
+                    self._gossip_inbox.put_nowait((received.peer_id, message.txs))
+                except asyncio.QueueFull:
+                    self.gossip_batches_dropped += 1
+                continue
+            self._guarded(self._handle, received.peer_id, message)
+
+    def _handle(self, peer_id: str, message: messages.Message) -> None:
+        driver = self.driver
+        if isinstance(message, messages.ProposalMessage) and driver:
+            driver.on_proposal(message)
+        elif isinstance(message, messages.VoteMessage) and driver:
+            driver.on_vote(message)
+        elif isinstance(message, messages.StatusMessage):
+            self.blocksync.on_status(peer_id, message)
+        elif isinstance(message, messages.BlockRequest):
+            self.blocksync.on_request(peer_id, message)
+        elif isinstance(message, messages.BlockResponse):
+            self.blocksync.on_response(peer_id, message)
+
+    async def _gossip_admission_loop(self) -> None:
+        """Admit peers' gossip batches in arrival order, through the admission pipeline."""
+        step = self.mempool.config.max_batch_txs
+        while True:
+            peer_id, txs = await self._gossip_inbox.get()
+            # A peer's batch may exceed our admission batch limit (its max_gossip_txs is not
+            # our max_batch_txs): admit it in chunks, in order.
+            for start in range(0, len(txs), step):
+                await self.admission.enqueue(list(txs[start : start + step]), origin=peer_id)
+
+    async def _gossip_loop(self) -> None:
+        intervals = self.intervals
+        local_only = not intervals.relay_peer_txs
+        while True:
+            await asyncio.sleep(intervals.gossip_interval_ms / 1000)
+            # Local-only batches do not depend on the peer: peers at the same cursor get the
+            # same batch, encoded once per tick.
+            by_cursor: dict[int, tuple[int, int, bytes]] = {}
+            for peer_id, cursor in list(self._gossip_cursors.items()):
+                known = by_cursor.get(cursor) if local_only else None
+                if known is None:
+                    txs, next_cursor = self.mempool.gossip_batch(
+                        cursor,
+                        intervals.max_gossip_txs,
+                        intervals.max_gossip_bytes,
+                        peer=peer_id,
+                        local_only=local_only,
+                    )
+                    if not txs:
+                        self._gossip_cursors[peer_id] = next_cursor
+                        continue
+                    channel, payload = messages.encode(messages.TxsMessage(tuple(txs)))
+                    known = by_cursor[cursor] = (next_cursor, channel, payload)
+                next_cursor, channel, payload = known
+                if self.p2p.send(peer_id, channel, payload):
+                    self._gossip_cursors[peer_id] = next_cursor
+
+    async def _status_loop(self) -> None:
+        previous_height = -1
+        while True:
+            await asyncio.sleep(self.intervals.status_interval_ms / 1000)
+            self._broadcast(self.blocksync.status())
+            self._guarded(self.blocksync.tick)
+            driver = self.driver
+            if driver is not None and driver.height == previous_height:
+                # Stuck for a whole interval: resend our messages of this height, in case a
+                # peer missed them (dropped from a full queue, or connected in between).
+                for message in driver.own_messages():
+                    self._broadcast(message)
+            previous_height = driver.height if driver is not None else -1
+
+
+async def run_node(home: Path | str) -> Node:
+    """Open and run a node until it is asked to stop (used by `emrchain start`)."""
+    import signal
+
+    node = Node.open(home)
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal_number, node.request_stop)
+    await node.run()
+    return node

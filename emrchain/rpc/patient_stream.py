@@ -1,0 +1,115 @@
+"""WebSocket `/ws/patients/{patient_id}`: committed blocks and one patient's new events.
+
+The upgrade request is a signed request (`docs/spec/rpc.md`) and the caller must be allowed to
+list that patient's access trail (the patient, an auditor, an admin of an author organisation).
+After each commit every subscriber gets one text frame:
+`{"height", "time_ms", "block_id", "events": [access events of the patient new in this block]}`.
+Bounded like `/ws/blocks`: a subscriber that falls too far behind is disconnected, never
+silently skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, web
+
+from emrchain.rpc.auth import Authenticator
+from emrchain.rpc.errors import RpcError, hex_argument
+from emrchain.rpc.records import event_json
+from emrchain.rpc.stream import StreamLimits, _Subscriber
+from emrchain.state.emr import list_decision, queries
+from emrchain.state.result import TxResult
+from emrchain.types import Block
+
+if TYPE_CHECKING:
+    from emrchain.node.node import Node
+
+MAX_EVENTS_PER_FRAME = 1_000
+
+
+class _PatientSubscriber(_Subscriber):
+    __slots__ = ("patient_id", "seen_total")
+
+    def __init__(self, max_queued_blocks: int, patient_id: bytes, seen_total: int) -> None:
+        super().__init__(max_queued_blocks)
+        self.patient_id = patient_id
+        self.seen_total = seen_total
+
+
+class PatientEventStream:
+    def __init__(
+        self, node: Node, authenticator: Authenticator, limits: StreamLimits | None = None
+    ) -> None:
+        self._node = node
+        self._auth = authenticator
+        self._limits = limits or StreamLimits()
+        self._subscribers: set[_PatientSubscriber] = set()
+        node.chain.commit_listeners.append(self.publish)
+
+    def publish(self, block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> None:
+        if not self._subscribers:
+            return
+        view = self._node.store.state_view()
+        for subscriber in self._subscribers:
+            if subscriber.overflowed:
+                continue
+            total = queries.access_events_for(view, patient_id=subscriber.patient_id, limit=1).total
+            fresh = min(total - subscriber.seen_total, MAX_EVENTS_PER_FRAME)
+            events = []
+            if fresh > 0:
+                trail = queries.access_events_for(
+                    view, patient_id=subscriber.patient_id, limit=fresh
+                )
+                events = [event_json(event) for event in reversed(trail.events)]
+            subscriber.seen_total = total
+            frame = json.dumps(
+                {
+                    "height": block.height,
+                    "time_ms": block.header.time_ms,
+                    "block_id": block.block_id.hex(),
+                    "events": events,
+                }
+            )
+            try:
+                subscriber.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                subscriber.overflowed = True
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    subscriber.queue.get_nowait()
+                subscriber.queue.put_nowait("")
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
+        caller = await self._auth.authenticate(request, b"")
+        view = self._node.store.state_view()
+        decision = list_decision(view, caller.key, patient_id=patient_id)
+        if not decision.allowed:
+            raise RpcError(403, decision.reason_code.lower(), "not allowed to follow this patient")
+        if len(self._subscribers) >= self._limits.max_subscribers:
+            raise RpcError(503, "too_many_subscribers", "too many patient stream subscribers")
+        seen = queries.access_events_for(view, patient_id=patient_id, limit=1).total
+        subscriber = _PatientSubscriber(self._limits.max_queued_blocks, patient_id, seen)
+        socket = web.WebSocketResponse(heartbeat=30.0)
+        await socket.prepare(request)
+        self._subscribers.add(subscriber)
+        try:
+            while not socket.closed:
+                frame = await subscriber.queue.get()
+                if subscriber.overflowed:
+                    await socket.close(
+                        code=WSCloseCode.TRY_AGAIN_LATER, message=b"subscriber fell behind"
+                    )
+                    break
+                await asyncio.wait_for(socket.send_str(frame), self._limits.send_timeout_ms / 1000)
+        except (TimeoutError, ConnectionResetError):
+            pass
+        finally:
+            self._subscribers.discard(subscriber)
+            if not socket.closed:
+                await socket.close()
+        return socket

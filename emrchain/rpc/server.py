@@ -1,0 +1,226 @@
+"""Minimal node RPC: health, status, submit transactions, tx status with inclusion proof, blocks.
+
+All bodies are JSON (binary values as lowercase hex); limits come from the `[rpc]` config
+section. Errors are `{"error": {"code": ..., "message": ...}}` with a stable code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from emrchain import _core
+from emrchain.rpc.auth import Authenticator
+from emrchain.rpc.binary import BinarySubmit
+from emrchain.rpc.errors import RpcError, hex_argument, json_errors
+from emrchain.rpc.openapi import document as openapi_document
+from emrchain.rpc.patient_stream import PatientEventStream
+from emrchain.rpc.records import RecordRoutes
+from emrchain.rpc.stream import BlockStream
+from emrchain.types import Block
+from emrchain.types.block import tx_ids
+
+if TYPE_CHECKING:
+    from emrchain.node.node import Node
+
+
+def header_json(block: Block) -> dict[str, Any]:
+    header = block.header
+    return {
+        "height": header.height,
+        "block_id": block.block_id.hex(),
+        "time_ms": header.time_ms,
+        "previous_block_id": header.previous_block_id.hex(),
+        "last_commit_hash": header.last_commit_hash.hex(),
+        "tx_root": header.tx_root.hex(),
+        "tx_count": header.tx_count,
+        "app_hash": header.app_hash.hex(),
+        "validators_hash": header.validators_hash.hex(),
+        "next_validators_hash": header.next_validators_hash.hex(),
+        "evidence_hash": header.evidence_hash.hex(),
+        "proposer": header.proposer.hex(),
+    }
+
+
+class RpcServer:
+    """The aiohttp application of one node, bound to `[rpc] listen_address`."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        section = node.config.rpc
+        self._max_batch_txs = section.max_batch_txs
+        self._max_body_bytes = section.max_body_bytes
+        records = node.config.records
+        # Record uploads may be larger than other bodies; each route checks its own limit.
+        self.app = web.Application(
+            client_max_size=max(section.max_body_bytes, records.max_record_bytes),
+            middlewares=[json_errors],
+        )
+        self.authenticator = Authenticator(
+            node.chain_id,
+            node.store.state_view,
+            lambda: time.time_ns() // 1_000_000,
+            records.max_clock_skew_ms,
+            records.replay_cache_entries,
+        )
+        self.app.add_routes(
+            [
+                web.get("/health", self.health),
+                web.get("/openapi.json", self.openapi),
+                web.get("/status", self.status),
+                web.post("/txs", BinarySubmit(node, self.submit).handle),
+                web.get("/txs/{tx_id}", self.tx_status),
+                web.get("/blocks/latest", self.latest_block),
+                web.get("/blocks/{height}", self.block),
+                web.get("/ws/blocks", BlockStream(node).handle),
+                *RecordRoutes(node, self.authenticator).routes(),
+                web.get(
+                    "/ws/patients/{patient_id}",
+                    PatientEventStream(node, self.authenticator).handle,
+                ),
+            ]
+        )
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        address = self._node.config.rpc.listen_address
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, address.host, address.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------ handlers
+
+    async def health(self, request: web.Request) -> web.Response:
+        node = self._node
+        return web.json_response(
+            {"ok": node.halt_reason is None, "height": node.chain.height, "halt": node.halt_reason}
+        )
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    async def status(self, request: web.Request) -> web.Response:
+        node = self._node
+        driver = node.driver
+        state = driver._core.state() if driver else None
+        return web.json_response(
+            {
+                "chain_id": node.chain_id.decode(),
+                "node_id": node.p2p.node_id,
+                "validator": node.validator_key.public_key.hex(),
+                "core_implementation": _core.IMPLEMENTATION,
+                "latest_height": node.chain.height,
+                "latest_block_id": node.store.last_block_id().hex() if node.chain.height else None,
+                "latest_app_hash": node.store.last_app_hash().hex(),
+                "consensus": {
+                    "height": state.height if state else None,
+                    "round": state.round if state else None,
+                    "step": state.step.name if state else None,
+                },
+                "peers": node.p2p.connected_peers(),
+                "mempool_txs": len(node.mempool),
+                "evidence": [item.encode().hex() for item in driver.evidence] if driver else [],
+                "refused_signatures": driver.refused_signatures if driver else 0,
+                "blocks_synced": node.blocksync.blocks_synced,
+                "halt": node.halt_reason,
+            }
+        )
+
+    async def submit(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        if len(raw) > self._max_body_bytes:
+            raise RpcError(413, "body_too_large", f"at most {self._max_body_bytes} bytes")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RpcError(400, "bad_json", "body is not JSON") from None
+        txs_hex = body.get("txs") if isinstance(body, dict) else None
+        if not isinstance(txs_hex, list) or not all(isinstance(item, str) for item in txs_hex):
+            raise RpcError(400, "bad_request", 'expected {"txs": ["<hex>", ...]}')
+        if not 1 <= len(txs_hex) <= self._max_batch_txs:
+            raise RpcError(
+                400, "batch_size", f"a batch holds 1..{self._max_batch_txs} transactions"
+            )
+        try:
+            txs = [bytes.fromhex(item) for item in txs_hex]
+        except ValueError:
+            raise RpcError(400, "bad_hex", "a transaction is not hex") from None
+        admissions = self._node.mempool.admit_batch(txs)
+        return web.json_response(
+            {
+                "results": [
+                    {
+                        "tx_id": admission.tx_id.hex(),
+                        "accepted": admission.accepted,
+                        "code": str(admission.code),
+                        "reason": admission.reason,
+                    }
+                    for admission in admissions
+                ]
+            }
+        )
+
+    async def tx_status(self, request: web.Request) -> web.Response:
+        tx_id = hex_argument(request.match_info["tx_id"], 32, "tx id")
+        node = self._node
+        proof = node.store.tx_proof(tx_id)
+        if proof is None:
+            if tx_id in node.mempool:
+                return web.json_response({"tx_id": tx_id.hex(), "status": "pending"})
+            raise RpcError(404, "unknown_tx", "no such transaction in the chain or mempool")
+        block = node.store.block(proof.height)
+        results = node.store.tx_results(proof.height) or []
+        result = results[proof.index] if proof.index < len(results) else None
+        return web.json_response(
+            {
+                "tx_id": tx_id.hex(),
+                "status": "committed",
+                "height": proof.height,
+                "index": proof.index,
+                "result_code": result.code if result else None,
+                "result": result.message if result else None,
+                "proof": {
+                    "total": proof.total,
+                    "index": proof.index,
+                    "audit_path": [item.hex() for item in proof.audit_path],
+                },
+                "header": header_json(block) if block else None,
+            }
+        )
+
+    async def latest_block(self, request: web.Request) -> web.Response:
+        return self._block_response(self._node.chain.height)
+
+    async def block(self, request: web.Request) -> web.Response:
+        text = request.match_info["height"]
+        if not text.isdigit() or len(text) > 19:
+            raise RpcError(400, "bad_height", "height must be a positive integer")
+        return self._block_response(int(text))
+
+    def _block_response(self, height: int) -> web.Response:
+        block = self._node.store.block(height) if height >= 1 else None
+        if block is None:
+            raise RpcError(404, "unknown_block", f"no block at height {height}")
+        commit = self._node.store.commit(height)
+        return web.json_response(
+            {
+                "header": header_json(block),
+                "tx_ids": [tx_id.hex() for tx_id in tx_ids(block.txs)],
+                "commit": {
+                    "round": commit.round,
+                    "signers": [entry.validator.hex() for entry in commit.signatures],
+                }
+                if commit
+                else None,
+            }
+        )

@@ -1,0 +1,150 @@
+"""WebSocket `/ws/blocks`: a push stream of committed block summaries.
+
+Each committed block becomes one text frame, sent to every subscriber in height order:
+`{"height": h, "time_ms": t, "block_id": hex, "tx_count": n, "tx_ids": [hex, ...],
+"failed": [[index, code], ...]}` — `failed` lists the transactions execution refused (included
+and final, but they changed nothing; `GET /txs/{id}` has the message).
+Clients (the load generator, explorers) learn about commits as they happen instead of polling
+`/blocks/{h}`.
+
+Bounded: at most `max_subscribers` connections, and each has a queue of at most
+`max_queued_blocks` summaries. A subscriber that falls that far behind is disconnected (close
+code 1013, "try again later") rather than skipped over: a stream that silently loses blocks
+would make a client miscount commits. The summary is encoded once per block, and only when
+someone listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode, web
+
+from emrchain.rpc.errors import RpcError
+from emrchain.state.result import TxResult
+from emrchain.types import Block
+
+if TYPE_CHECKING:
+    from emrchain.node.node import Node
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    max_subscribers: int = 16
+    max_queued_blocks: int = 256
+    send_timeout_ms: int = 10_000
+
+
+def block_summary(block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> str:
+    """The JSON text frame for one committed block."""
+    header = block.header
+    joined = b"".join(tx_ids).hex()
+    return json.dumps(
+        {
+            "height": header.height,
+            "time_ms": header.time_ms,
+            "block_id": block.block_id.hex(),
+            "tx_count": len(tx_ids),
+            "tx_ids": [joined[start : start + 64] for start in range(0, len(joined), 64)],
+            "failed": [
+                [index, result.code] for index, result in enumerate(tx_results) if result.code
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+class _Subscriber:
+    __slots__ = ("overflowed", "queue")
+
+    def __init__(self, max_queued_blocks: int) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=max_queued_blocks)
+        self.overflowed = False
+
+
+class BlockStream:
+    """Fans committed blocks out to WebSocket subscribers; `handle` is the route handler."""
+
+    def __init__(self, node: Node, limits: StreamLimits | None = None) -> None:
+        self._limits = limits or StreamLimits()
+        self._subscribers: set[_Subscriber] = set()
+        node.chain.commit_listeners.append(self.publish)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> None:
+        """Called by the chain after each commit (on the event loop); never blocks."""
+        if not self._subscribers:
+            return
+        frame = block_summary(block, tx_ids, tx_results)
+        for subscriber in self._subscribers:
+            if subscriber.overflowed:
+                continue
+            try:
+                subscriber.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                subscriber.overflowed = True
+                # Wake the sender so it sees the overflow and closes the connection.
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    subscriber.queue.get_nowait()
+                subscriber.queue.put_nowait("")
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        if len(self._subscribers) >= self._limits.max_subscribers:
+            raise RpcError(
+                503,
+                "too_many_subscribers",
+                f"at most {self._limits.max_subscribers} block stream subscribers",
+            )
+        socket = web.WebSocketResponse(heartbeat=30.0)
+        await socket.prepare(request)
+        subscriber = _Subscriber(self._limits.max_queued_blocks)
+        self._subscribers.add(subscriber)
+        receiver = asyncio.create_task(self._drain_incoming(socket))
+        try:
+            await self._send_loop(socket, subscriber, receiver)
+        finally:
+            self._subscribers.discard(subscriber)
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiver
+            if not socket.closed:
+                await socket.close()
+        return socket
+
+    async def _send_loop(
+        self, socket: web.WebSocketResponse, subscriber: _Subscriber, receiver: asyncio.Task
+    ) -> None:
+        timeout_s = self._limits.send_timeout_ms / 1000
+        while not receiver.done():
+            getter = asyncio.ensure_future(subscriber.queue.get())
+            done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                return  # the client closed the connection
+            if subscriber.overflowed:
+                await socket.close(
+                    code=WSCloseCode.TRY_AGAIN_LATER,
+                    message=b"subscriber fell too far behind the chain",
+                )
+                return
+            try:
+                await asyncio.wait_for(socket.send_str(getter.result()), timeout_s)
+            except (TimeoutError, ConnectionError):
+                return
+
+    @staticmethod
+    async def _drain_incoming(socket: web.WebSocketResponse) -> None:
+        """Read (and ignore) client frames so pings and the close handshake are processed."""
+        async for _ in socket:
+            pass
