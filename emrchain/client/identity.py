@@ -1,0 +1,50 @@
+"""Member identities on the client side: one seed, an Ed25519 signing key and an X25519 pair.
+
+The identity type and its key-file format belong to the keystore (`emrchain/keystore/member.py`,
+one 0600 JSON file, never overwritten), so the files `emrchain testnet` writes into node homes
+(`config/admin_key.json`) and the files `emrchain keys new` writes are the same thing:
+
+    {"type": "emrchain-member-identity", "seed": "<64 hex>",
+     "member_key": "<64 hex>", "encryption_key": "<64 hex>"}
+
+The signing key is the seed itself (RFC 8032); the encryption key pair is
+`envelope.derive_member_key_pair(seed)`, whose HKDF label keeps the two secret scalars apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emrchain.keystore.member import (
+    MemberIdentity,
+    OrganizationKey,
+    load_member_identity,
+    load_organization_key,
+    write_member_identity,
+)
+
+
+def create_identity_file(path: Path) -> MemberIdentity:
+    """A fresh random identity, written to `path` (mode 0600; an existing file is refused)."""
+    identity = MemberIdentity.generate()
+    write_member_identity(path, identity)
+    return identity
+
+
+def load_identity(path: Path) -> MemberIdentity:
+    """Read a member key file; KeystoreError (one line, naming the file) if it is not one."""
+    return load_member_identity(path)
+
+
+def save_identity(path: Path, identity: MemberIdentity) -> None:
+    write_member_identity(path, identity)
+
+
+__all__ = [
+    "MemberIdentity",
+    "OrganizationKey",
+    "create_identity_file",
+    "load_identity",
+    "load_organization_key",
+    "save_identity",
+]

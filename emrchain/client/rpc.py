@@ -1,0 +1,435 @@
+"""`EmrClient`: the async client of a node's RPC API (`docs/spec/rpc.md`).
+
+Everything secret stays here: records are sealed and opened in this process, data keys are
+wrapped for grantees here, and the node only ever receives ciphertext, wraps sealed to public
+keys and signed transactions. Requests that touch medical data are signed with the member's key
+(`emrchain.rpc.signing.sign_request`); every reply is size-bounded and checked before use, and
+every failure is an `EmrClientError` subclass with a one-line message.
+
+Nonces: the first `next_nonce()` asks `GET /accounts/{key}` for the sender's next nonce, then a
+local counter hands out the following ones, so several transactions can be submitted back to
+back. After any refusal the counter is forgotten and fetched again: a transaction the mempool
+refused used no nonce, one that execution refused did, and the node's view (committed plus
+pending) is the reliable one either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import yarl
+
+from emrchain._core.schema import ErasureReason, RecordType
+from emrchain.client import transactions
+from emrchain.client.envelope import (
+    DEFAULT_MAX_PLAINTEXT_BYTES,
+    EnvelopeError,
+    new_record_id,
+    open_record,
+    seal_record,
+)
+from emrchain.client.identity import MemberIdentity
+from emrchain.client.replies import (
+    MAX_JSON_REPLY_BYTES,
+    BadReplyError,
+    Committed,
+    CommitTimeoutError,
+    EmrClientError,
+    NodeUnreachableError,
+    NotFound,
+    RecordRead,
+    StoredRecord,
+    SubmissionRefusedError,
+    Verdict,
+    check_stored,
+    error_from_reply,
+    hex_field,
+    integer_field,
+    json_object,
+    parse_committed,
+    parse_served_record,
+    parse_verdicts,
+    read_bounded_reply,
+    text_field,
+)
+from emrchain.rpc.signing import HEADER_ACCESS_EVENT, sign_request
+from emrchain.types.transaction import Transaction
+
+DEFAULT_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 5.0
+DEFAULT_COMMIT_TIMEOUT_S = 60.0
+MAX_BATCH_TXS = 1000
+"""Transactions per POST /txs (the node's default `[rpc] max_batch_txs`); longer lists are
+sent in several requests."""
+DEFAULT_TRAIL_LIMIT = 100
+MAX_TRAIL_LIMIT = 1000
+"""The node's bound on one page of an access trail."""
+_POLL_INITIAL_S = 0.05
+_POLL_MAXIMUM_S = 0.5
+
+
+class EmrClient:
+    """One member talking to one node. Use as `async with EmrClient(...) as client:`."""
+
+    def __init__(
+        self,
+        base_url: str,
+        identity: MemberIdentity,
+        chain_id: bytes | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES,
+    ) -> None:
+        self.base_url = check_base_url(base_url)
+        self.identity = identity
+        self._chain_id = chain_id
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=CONNECT_TIMEOUT_S)
+        self._max_plaintext_bytes = max_plaintext_bytes
+        # base64 of the largest envelope, plus room for the JSON around it.
+        self._max_record_reply_bytes = (max_plaintext_bytes + 61 + 2) // 3 * 4 + 64 * 1024
+        self._session: aiohttp.ClientSession | None = None
+        self._next_nonce: int | None = None
+        self._nonce_lock = asyncio.Lock()
+
+    async def __aenter__(self) -> EmrClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ------------------------------------------------------------------ transport
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        signed: bool = False,
+        headers: dict[str, str] | None = None,
+        limit: int = MAX_JSON_REPLY_BYTES,
+    ) -> Any:
+        """Send one request; the decoded JSON reply, or the error the reply describes."""
+        all_headers = dict(headers or {})
+        if signed:
+            chain_id = await self.chain_id()
+            now_ms = time.time_ns() // 1_000_000
+            signature = sign_request(self.identity.signer, chain_id, method, path, body, now_ms)
+            all_headers.update(signature.as_dict())
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        # encoded=True: the path goes out byte for byte as signed (no re-quoting).
+        url = yarl.URL(self.base_url + path, encoded=True)
+        what = f"{method} {path.split('?')[0]}"
+        try:
+            async with self._session.request(
+                method, url, data=body if body else None, headers=all_headers
+            ) as response:
+                raw = await read_bounded_reply(response, limit, what)
+                status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            reason = str(error) or type(error).__name__
+            raise NodeUnreachableError(f"{what}: cannot reach {self.base_url}: {reason}") from None
+        try:
+            document = json.loads(raw)
+        except (UnicodeDecodeError, ValueError):
+            if status >= 400:  # e.g. a proxy's HTML error page: the status still says what
+                raise error_from_reply(status, None, what) from None
+            raise BadReplyError(f"{what}: HTTP {status} with a reply that is not JSON") from None
+        if status >= 400:
+            raise error_from_reply(status, document, what)
+        return document
+
+    async def chain_id(self) -> bytes:
+        """The chain id requests and transactions are signed for (asked once from /status)."""
+        if self._chain_id is None:
+            status = await self.status()
+            self._chain_id = text_field(status, "chain_id", "GET /status").encode("ascii")
+        return self._chain_id
+
+    async def status(self) -> dict[str, Any]:
+        return json_object(await self._request("GET", "/status"), "GET /status")
+
+    async def account(self, member_key: bytes | None = None) -> dict[str, Any]:
+        """`GET /accounts/{key}` (default: this identity's key)."""
+        key = (member_key or self.identity.member_key).hex()
+        return json_object(await self._request("GET", f"/accounts/{key}"), "GET /accounts")
+
+    # ------------------------------------------------------------------ transactions
+
+    async def next_nonce(self) -> int:
+        """The nonce for this identity's next transaction (see the module docstring)."""
+        async with self._nonce_lock:
+            if self._next_nonce is None:
+                account = await self.account()
+                self._next_nonce = integer_field(account, "next_nonce", "GET /accounts")
+            nonce = self._next_nonce
+            self._next_nonce += 1
+            return nonce
+
+    def forget_nonce(self) -> None:
+        """Ask the node for the next nonce again (after a refusal broke the local sequence)."""
+        self._next_nonce = None
+
+    async def submit(self, tx: Transaction) -> Verdict:
+        return (await self.submit_batch([tx]))[0]
+
+    async def submit_batch(self, txs: list[Transaction]) -> list[Verdict]:
+        """Submit in order (chunks of MAX_BATCH_TXS); one mempool verdict per transaction."""
+        verdicts: list[Verdict] = []
+        for start in range(0, len(txs), MAX_BATCH_TXS):
+            chunk = txs[start : start + MAX_BATCH_TXS]
+            body = json.dumps({"txs": [tx.encode().hex() for tx in chunk]}).encode()
+            reply = await self._request(
+                "POST", "/txs", body=body, headers={"Content-Type": "application/json"}
+            )
+            verdicts += parse_verdicts(reply, [tx.tx_id for tx in chunk])
+        if not all(verdict.accepted for verdict in verdicts):
+            self.forget_nonce()
+        return verdicts
+
+    async def wait_committed(
+        self, tx_id: bytes, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
+    ) -> Committed:
+        """Poll `GET /txs/{id}` until committed; TransactionRefusedError if execution refused it,
+        CommitTimeoutError if it is not committed within `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        interval = _POLL_INITIAL_S
+        last_status = "unknown to the node"
+        while True:
+            try:
+                reply = await self._request("GET", f"/txs/{tx_id.hex()}")
+            except NotFound:  # not (yet) known here: gossip may not have brought it
+                reply = None
+            if reply is not None:
+                last_status = text_field(reply, "status", "GET /txs")
+                if last_status == "committed":
+                    try:
+                        return parse_committed(reply, tx_id)
+                    except EmrClientError:
+                        self.forget_nonce()
+                        raise
+            if time.monotonic() >= deadline:
+                raise CommitTimeoutError(
+                    f"transaction {tx_id.hex()} not committed after {timeout_s:g} s "
+                    f"(last status: {last_status})"
+                )
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, _POLL_MAXIMUM_S)
+
+    async def submit_and_wait(
+        self, tx: Transaction, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
+    ) -> Committed:
+        """Submit one transaction and wait for its commit; raise on any refusal."""
+        verdict = await self.submit(tx)
+        if not verdict.accepted:
+            raise SubmissionRefusedError(
+                f"the node refused transaction {tx.tx_id.hex()}: {verdict.code}: {verdict.reason}"
+            )
+        return await self.wait_committed(tx.tx_id, timeout_s)
+
+    async def _send(self, build: Any, **fields: Any) -> Committed:
+        """Build a transaction with this identity and the next nonce, submit it and wait."""
+        tx = build(self.identity, await self.chain_id(), await self.next_nonce(), **fields)
+        return await self.submit_and_wait(tx)
+
+    # ------------------------------------------------------------------ records
+
+    async def put_record(
+        self,
+        plaintext: bytes,
+        patient_id: bytes,
+        record_type: RecordType,
+        custody_public_key: bytes,
+    ) -> StoredRecord:
+        """Seal, upload the ciphertext with the custody wrap, anchor it and wait for the commit.
+
+        `custody_public_key` is the X25519 key of the organisation of the node this client
+        talks to: the node keeps the data key only as its own custody copy."""
+        sealed = seal_record(
+            plaintext,
+            new_record_id(),
+            patient_id,
+            {"custody": custody_public_key},
+            max_plaintext_bytes=self._max_plaintext_bytes,
+        )
+        query = f"patient_id={patient_id.hex()}&custody_wrap={sealed.wraps['custody'].hex()}"
+        path = f"/records/{sealed.record_id.hex()}/ciphertext?{query}"
+        headers = {"Content-Type": "application/octet-stream"}
+        reply = await self._request(
+            "PUT", path, body=sealed.ciphertext, signed=True, headers=headers
+        )
+        check_stored(reply, sealed)
+        tx = transactions.anchor_record(
+            self.identity,
+            await self.chain_id(),
+            await self.next_nonce(),
+            sealed=sealed,
+            record_type=record_type,
+        )
+        committed = await self.submit_and_wait(tx)
+        return StoredRecord(
+            record_id=sealed.record_id,
+            patient_id=patient_id,
+            anchor_tx_id=committed.tx_id,
+            cid_text=sealed.cid_text,
+            size_bytes=sealed.size,
+            height=committed.height,
+        )
+
+    async def _read(self, record_id: bytes, wait: bool) -> tuple[RecordRead, bytes]:
+        """GET the record with a signed ACCESS_EVENT; (the plaintext read, our wrapped key)."""
+        event = transactions.access_event(
+            self.identity, await self.chain_id(), await self.next_nonce(), record_id=record_id
+        )
+        try:
+            reply = await self._request(
+                "GET",
+                f"/records/{record_id.hex()}",
+                signed=True,
+                headers={HEADER_ACCESS_EVENT: event.encode().hex()},
+                limit=self._max_record_reply_bytes,
+            )
+        except EmrClientError:
+            # Refused before or after the node submitted our access event: ask for the nonce.
+            self.forget_nonce()
+            raise
+        served = parse_served_record(reply, event.tx_id)
+        try:
+            plaintext = open_record(
+                served.ciphertext,
+                served.wrapped_key,
+                self.identity.encryption_private_key,
+                record_id,
+                served.patient_id,
+                max_plaintext_bytes=self._max_plaintext_bytes,
+            )
+        except EnvelopeError as error:
+            raise BadReplyError(f"GET /records/{{id}}: the record does not open: {error}") from None
+        if wait:
+            await self.wait_committed(event.tx_id)
+        return RecordRead(record_id, served.patient_id, plaintext, event.tx_id), served.wrapped_key
+
+    async def get_record(self, record_id: bytes, *, wait: bool = True) -> RecordRead:
+        """Read and decrypt a record. The node submits our ACCESS_EVENT before answering; with
+        `wait` we also wait until that event is committed (the read is then on chain)."""
+        read, _ = await self._read(record_id, wait)
+        return read
+
+    async def grant(
+        self,
+        *,
+        record_id: bytes | None = None,
+        patient_id: bytes | None = None,
+        grantee_member: bytes | None = None,
+        grantee_organization: str | None = None,
+        grantee_encryption_key: bytes | None = None,
+        expires_at_ms: int = 0,
+    ) -> Committed:
+        """Grant access to one record (the data key is re-wrapped for the grantee: we read the
+        record first to obtain our own wrap) or to all of a patient's records. The grant id is
+        the returned transaction id. A record grant to a member looks its encryption key up;
+        to an organisation, give `grantee_encryption_key` (the API has no organisation route)."""
+        if (record_id is None) == (patient_id is None):
+            raise ValueError("grant on exactly one of a record id and a patient id")
+        grantee = {"grantee_member": grantee_member, "grantee_organization": grantee_organization}
+        if patient_id is not None:
+            return await self._send(
+                transactions.grant_patient,
+                patient_id=patient_id,
+                expires_at_ms=expires_at_ms,
+                **grantee,
+            )
+        assert record_id is not None
+        if grantee_encryption_key is None:
+            if grantee_member is None:
+                raise ValueError("a record grant to an organisation needs its encryption key")
+            member = (await self.account(grantee_member)).get("member")
+            if member is None:
+                raise EmrClientError(f"grantee {grantee_member.hex()} is not a member")
+            grantee_encryption_key = hex_field(member, "encryption_key", "GET /accounts", 32)
+        _, own_wrapped_key = await self._read(record_id, wait=False)
+        return await self._send(
+            transactions.grant_record,
+            record_id=record_id,
+            own_wrapped_key=own_wrapped_key,
+            grantee_encryption_key=grantee_encryption_key,
+            expires_at_ms=expires_at_ms,
+            **grantee,
+        )
+
+    async def revoke(self, grant_id: bytes) -> Committed:
+        return await self._send(transactions.revoke_access, grant_id=grant_id)
+
+    async def break_glass(
+        self, patient_id: bytes, reason: str, duration_ms: int, record_id: bytes | None = None
+    ) -> Committed:
+        return await self._send(
+            transactions.break_glass,
+            patient_id=patient_id,
+            reason=reason,
+            duration_ms=duration_ms,
+            record_id=record_id or transactions.NO_KEY,
+        )
+
+    async def erase(self, record_id: bytes, reason: ErasureReason) -> Committed:
+        return await self._send(transactions.erase_record, record_id=record_id, reason=reason)
+
+    async def grants(
+        self, *, patient_id: bytes | None = None, record_id: bytes | None = None
+    ) -> dict[str, Any]:
+        """The grants in state for a patient or a record: `{"grants": [...]}`. Listed for the
+        patient, auditors, and admins of the author organisation."""
+        path = _listing_path(patient_id, record_id, "grants")
+        reply = json_object(await self._request("GET", path, signed=True), f"GET {path}")
+        if not isinstance(reply.get("grants"), list):
+            raise BadReplyError(f"GET {path}: grants is missing or not a list")
+        return reply
+
+    async def access_events(
+        self,
+        *,
+        patient_id: bytes | None = None,
+        record_id: bytes | None = None,
+        limit: int = DEFAULT_TRAIL_LIMIT,
+    ) -> dict[str, Any]:
+        """The newest `limit` (1..1000) events of the access trail of a patient or a record,
+        newest first: `{"events": [...], "total": n, "dropped": n}`."""
+        if not 1 <= limit <= MAX_TRAIL_LIMIT:
+            raise ValueError(f"limit must be within 1..{MAX_TRAIL_LIMIT}")
+        path = f"{_listing_path(patient_id, record_id, 'access-events')}?limit={limit}"
+        reply = json_object(await self._request("GET", path, signed=True), f"GET {path}")
+        if not isinstance(reply.get("events"), list):
+            raise BadReplyError(f"GET {path}: events is missing or not a list")
+        return reply
+
+
+def check_base_url(base_url: str) -> str:
+    """`http(s)://host[:port]` without path: signed paths are the node's own paths."""
+    try:
+        url = yarl.URL(base_url)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a URL: {base_url!r}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"the RPC URL must be http(s)://host[:port], got {base_url!r}")
+    if url.path not in ("", "/") or url.query_string or url.fragment:
+        raise ValueError(f"the RPC URL must have no path, query or fragment, got {base_url!r}")
+    return str(url.origin())
+
+
+def _listing_path(patient_id: bytes | None, record_id: bytes | None, listing: str) -> str:
+    if (patient_id is None) == (record_id is None):
+        raise ValueError("give exactly one of a patient id and a record id")
+    if patient_id is not None:
+        return f"/patients/{patient_id.hex()}/{listing}"
+    assert record_id is not None
+    return f"/records/{record_id.hex()}/{listing}"

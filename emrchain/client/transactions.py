@@ -1,0 +1,280 @@
+"""Builders of every transaction kind a client sends (`docs/spec/encoding.md` §4.2).
+
+Each builder takes the signer (a `MemberIdentity`, or any `Signer` for a validator update), the
+chain id and the nonce, checks nothing the chain checks anyway, and returns a signed
+`Transaction`. The codec refuses values the schema forbids (`TxDecodeError`), so a builder can
+never produce a statelessly invalid transaction. Wrapping data keys happens here, client side:
+the node never sees a data key in clear.
+"""
+
+from __future__ import annotations
+
+from emrchain._core.schema import (
+    AccessAction,
+    ErasureReason,
+    GranteeKind,
+    GrantScope,
+    RecordType,
+    Role,
+    TxKind,
+)
+from emrchain.client.envelope import SealedRecord, rewrap
+from emrchain.client.identity import MemberIdentity
+from emrchain.crypto.keys import Signer
+from emrchain.types.signing import Domain, signed_message
+from emrchain.types.transaction import Transaction
+
+NO_KEY = bytes(32)
+"""32 zero bytes: "none" in an optional key or id field."""
+
+
+def register_organization(
+    admin: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    organization_id: str,
+    name: str,
+    encryption_key: bytes,
+) -> Transaction:
+    """A new organisation with its X25519 key; the admin's organisation becomes its sponsor."""
+    fields = {"organization_id": organization_id, "name": name, "encryption_key": encryption_key}
+    return Transaction.create(admin.signer, chain_id, TxKind.REGISTER_ORGANIZATION, nonce, fields)
+
+
+def register_member(
+    admin: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    organization_id: str,
+    member_key: bytes,
+    encryption_key: bytes,
+    role: Role,
+    patient_id: bytes = NO_KEY,
+) -> Transaction:
+    """Register a member; `patient_id` is nonzero exactly for role patient."""
+    fields = {
+        "organization_id": organization_id,
+        "member_key": member_key,
+        "encryption_key": encryption_key,
+        "role": int(Role(role)),
+        "patient_id": patient_id,
+    }
+    return Transaction.create(admin.signer, chain_id, TxKind.REGISTER_MEMBER, nonce, fields)
+
+
+def register_identity(
+    admin: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    organization_id: str,
+    member: MemberIdentity,
+    role: Role,
+    patient_id: bytes = NO_KEY,
+) -> Transaction:
+    """`register_member` with the keys of `member` (its member key and encryption key)."""
+    return register_member(
+        admin,
+        chain_id,
+        nonce,
+        organization_id=organization_id,
+        member_key=member.member_key,
+        encryption_key=member.encryption_public_key,
+        role=role,
+        patient_id=patient_id,
+    )
+
+
+def revoke_member(
+    admin: MemberIdentity, chain_id: bytes, nonce: int, *, member_key: bytes, reason: str = ""
+) -> Transaction:
+    fields = {"member_key": member_key, "reason": reason}
+    return Transaction.create(admin.signer, chain_id, TxKind.REVOKE_MEMBER, nonce, fields)
+
+
+def rotation_proof(chain_id: bytes, old: MemberIdentity, new: MemberIdentity) -> bytes:
+    """The new key's signature over old key ‖ new key ‖ new encryption key (domain 0x05): it
+    proves possession of the new key and binds it to this chain and to the key it replaces."""
+    body = old.member_key + new.member_key + new.encryption_public_key
+    return new.signer.sign(signed_message(Domain.KEY_ROTATION, chain_id, body))
+
+
+def rotate_key(
+    member: MemberIdentity, chain_id: bytes, nonce: int, *, new_identity: MemberIdentity
+) -> Transaction:
+    """Move `member` to `new_identity`; signed by the current (old) key."""
+    fields = {
+        "new_member_key": new_identity.member_key,
+        "new_encryption_key": new_identity.encryption_public_key,
+        "proof": rotation_proof(chain_id, member, new_identity),
+    }
+    return Transaction.create(member.signer, chain_id, TxKind.ROTATE_KEY, nonce, fields)
+
+
+def anchor_record(
+    author: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    sealed: SealedRecord,
+    record_type: RecordType,
+) -> Transaction:
+    """Anchor a sealed record: its id, patient, ciphertext hash, binary CID, type and size."""
+    fields = {
+        "record_id": sealed.record_id,
+        "patient_id": sealed.patient_id,
+        "ciphertext_sha256": sealed.ciphertext_sha256,
+        "cid": sealed.cid_bytes,
+        "record_type": int(RecordType(record_type)),
+        "size_bytes": sealed.size,
+    }
+    return Transaction.create(author.signer, chain_id, TxKind.ANCHOR_RECORD, nonce, fields)
+
+
+def _grant(
+    grantor: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    scope: GrantScope,
+    target: bytes,
+    grantee_member: bytes | None,
+    grantee_organization: str | None,
+    expires_at_ms: int,
+    wrapped_key: bytes,
+) -> Transaction:
+    if (grantee_member is None) == (grantee_organization is None):
+        raise ValueError("name exactly one grantee: a member key or an organisation id")
+    fields = {
+        "scope": int(scope),
+        "target": target,
+        "grantee_kind": int(GranteeKind.MEMBER if grantee_member else GranteeKind.ORGANIZATION),
+        "grantee_member": grantee_member or NO_KEY,
+        "grantee_organization": grantee_organization or "",
+        "expires_at_ms": expires_at_ms,
+        "wrapped_key": wrapped_key,
+    }
+    return Transaction.create(grantor.signer, chain_id, TxKind.GRANT_ACCESS, nonce, fields)
+
+
+def grant_record(
+    grantor: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    record_id: bytes,
+    own_wrapped_key: bytes,
+    grantee_encryption_key: bytes,
+    grantee_member: bytes | None = None,
+    grantee_organization: str | None = None,
+    expires_at_ms: int = 0,
+) -> Transaction:
+    """Consent to one record: the data key, opened from the grantor's own wrap, is re-wrapped
+    for the grantee's X25519 key (a member's, or an organisation's) and carried in the grant."""
+    wrapped_key = rewrap(own_wrapped_key, grantor.encryption_private_key, grantee_encryption_key)
+    return _grant(
+        grantor,
+        chain_id,
+        nonce,
+        GrantScope.RECORD,
+        record_id,
+        grantee_member,
+        grantee_organization,
+        expires_at_ms,
+        wrapped_key,
+    )
+
+
+def grant_patient(
+    patient: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    patient_id: bytes,
+    grantee_member: bytes | None = None,
+    grantee_organization: str | None = None,
+    expires_at_ms: int = 0,
+) -> Transaction:
+    """Consent to every record of the patient; no wrapped key (reads use the custody path)."""
+    return _grant(
+        patient,
+        chain_id,
+        nonce,
+        GrantScope.PATIENT,
+        patient_id,
+        grantee_member,
+        grantee_organization,
+        expires_at_ms,
+        b"",
+    )
+
+
+def revoke_access(
+    member: MemberIdentity, chain_id: bytes, nonce: int, *, grant_id: bytes
+) -> Transaction:
+    """Withdraw a grant (its id is the id of the grant transaction)."""
+    return Transaction.create(
+        member.signer, chain_id, TxKind.REVOKE_ACCESS, nonce, {"grant_id": grant_id}
+    )
+
+
+def access_event(
+    reader: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    record_id: bytes,
+    action: AccessAction = AccessAction.READ,
+    grant_id: bytes = NO_KEY,
+) -> Transaction:
+    """The reader's own record of a read (the `X-Emrchain-Access-Event` header). With a zero
+    `grant_id` the chain finds the basis itself (author, patient, grant, break-glass)."""
+    fields = {"record_id": record_id, "action": int(AccessAction(action)), "grant_id": grant_id}
+    return Transaction.create(reader.signer, chain_id, TxKind.ACCESS_EVENT, nonce, fields)
+
+
+def break_glass(
+    clinician: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    patient_id: bytes,
+    reason: str,
+    duration_ms: int,
+    record_id: bytes = NO_KEY,
+) -> Transaction:
+    """Emergency access to a patient's records (or one record) for `duration_ms`, flagged."""
+    fields = {
+        "patient_id": patient_id,
+        "record_id": record_id,
+        "reason": reason,
+        "duration_ms": duration_ms,
+    }
+    return Transaction.create(clinician.signer, chain_id, TxKind.BREAK_GLASS, nonce, fields)
+
+
+def erase_record(
+    member: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    record_id: bytes,
+    reason: ErasureReason,
+) -> Transaction:
+    fields = {"record_id": record_id, "reason": int(ErasureReason(reason))}
+    return Transaction.create(member.signer, chain_id, TxKind.ERASE_RECORD, nonce, fields)
+
+
+def validator_update(
+    validator: Signer,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    validator_key: bytes,
+    power: int,
+    epoch: int,
+) -> Transaction:
+    """A current validator's approval of a power change (0 removes); not a member action."""
+    fields = {"validator_key": validator_key, "power": power, "epoch": epoch}
+    return Transaction.create(validator, chain_id, TxKind.VALIDATOR_UPDATE, nonce, fields)

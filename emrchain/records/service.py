@@ -1,0 +1,217 @@
+"""Ciphertext and custody keys of the records this node serves (`docs/spec/rpc.md`).
+
+The node never holds plaintext. At upload it receives the ciphertext and the record's data key
+sealed to its organisation's X25519 key; it opens that seal in memory, wraps the key with its
+key-encryption key (KEK) and keeps only that custody copy. An authorised read gets the data key
+sealed to the reader's published X25519 key, made in memory from the custody copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from emrchain.config.node import NodeConfig
+from emrchain.keystore.member import OrganizationKey, load_organization_key
+from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
+from emrchain.records.rotation import ROTATION_STATE_FILE, KekRotation, RotationError
+from emrchain.storage.cid import compute_cid
+from emrchain.storage.interfaces import (
+    BlobStore,
+    Cache,
+    CustodyWrap,
+    KeyVault,
+    StorageError,
+)
+from emrchain.storage.read_path import read_through
+
+logger = logging.getLogger(__name__)
+DATA_KEY_BYTES = 32
+SEALED_KEY_BYTES = 80
+
+
+class CustodyError(ValueError):
+    """The custody wrap cannot be opened with this organisation's key."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCiphertext:
+    cid: str
+    cid_bytes: bytes
+    ciphertext_sha256: bytes
+    size: int
+
+
+class RecordService:
+    """Storage backends plus the organisation key and KEK ring of one node."""
+
+    def __init__(
+        self,
+        blob_store: BlobStore,
+        cache: Cache,
+        vault: KeyVault,
+        key_ring: CustodyKeyRing,
+        organization_key: OrganizationKey | None,
+        max_record_bytes: int,
+        rotation_state_path: Path | None = None,
+    ) -> None:
+        self.blob_store = blob_store
+        self.cache = cache
+        self.vault = vault
+        self.key_ring = key_ring
+        self.organization_key = organization_key
+        self.max_record_bytes = max_record_bytes
+        self.rotation_state_path = rotation_state_path
+
+    @property
+    def organization_id(self) -> str | None:
+        return self.organization_key.organization_id if self.organization_key else None
+
+    async def store(
+        self, record_id: bytes, ciphertext: bytes, custody_wrap: bytes
+    ) -> StoredCiphertext:
+        """Keep the ciphertext and the KEK-wrapped custody copy of its data key."""
+        if self.organization_key is None:
+            raise CustodyError("this node serves no organisation; it keeps no custody keys")
+        if len(custody_wrap) != SEALED_KEY_BYTES:
+            raise CustodyError(f"custody_wrap must be {SEALED_KEY_BYTES} bytes")
+        try:
+            box = SealedBox(PrivateKey(self.organization_key.private_key))
+            data_key = box.decrypt(custody_wrap)
+        except CryptoError:
+            raise CustodyError("custody_wrap does not open with this organisation's key") from None
+        if len(data_key) != DATA_KEY_BYTES:
+            raise CustodyError("custody_wrap does not hold a 32-byte data key")
+        content_id = compute_cid(ciphertext)
+        cid = await self.blob_store.put(ciphertext)
+        if cid != content_id.to_text():
+            raise CustodyError(f"blob store returned CID {cid}, expected {content_id.to_text()}")
+        self.vault.put(self.key_ring.wrap(record_id, data_key))
+        await self.cache.set(cid, ciphertext)
+        return StoredCiphertext(
+            cid, content_id.to_bytes(), hashlib.sha256(ciphertext).digest(), len(ciphertext)
+        )
+
+    async def ciphertext(self, cid: str, ciphertext_sha256: bytes) -> bytes:
+        """Cache, then blob store; every byte checked against the anchored hash."""
+        return await read_through(self.cache, self.blob_store, cid, ciphertext_sha256)
+
+    def has_custody(self, record_id: bytes) -> bool:
+        return self.vault.get(record_id) is not None
+
+    def seal_data_key_for(self, record_id: bytes, reader_encryption_key: bytes) -> bytes | None:
+        """The record's data key sealed to the reader, or None without a custody copy."""
+        wrap: CustodyWrap | None = self.vault.get(record_id)
+        if wrap is None:
+            return None
+        try:
+            data_key = self.key_ring.unwrap(wrap)
+        except (StorageError, ValueError):
+            # A rotation may have re-wrapped this record and destroyed the version we read
+            # between our vault read and the unwrap: read the wrap again, under its new version.
+            fresh = self.vault.get(record_id)
+            if fresh is None or fresh.kek_version == wrap.kek_version:
+                raise
+            data_key = self.key_ring.unwrap(fresh)
+        return SealedBox(PublicKey(reader_encryption_key)).encrypt(data_key)
+
+    def reseal_with_organization_key(self, wrapped_key: bytes, reader_key: bytes) -> bytes:
+        """Open a grant's wrap made for our organisation and seal it to a member of it."""
+        if self.organization_key is None:
+            raise CustodyError("this node serves no organisation")
+        try:
+            data_key = SealedBox(PrivateKey(self.organization_key.private_key)).decrypt(wrapped_key)
+        except CryptoError:
+            raise CustodyError("the grant's wrapped key is not for this organisation") from None
+        return SealedBox(PublicKey(reader_key)).encrypt(data_key)
+
+    def begin_rotation(self, **options: object) -> KekRotation:
+        """Generate a new KEK version and record a rotation to it (run it with `run()`)."""
+        return KekRotation.begin(self.key_ring, self.vault, self._rotation_path(), **options)
+
+    def resume_rotation(self, **options: object) -> KekRotation | None:
+        """The unfinished rotation of this node, if any."""
+        return KekRotation.resume(self.key_ring, self.vault, self._rotation_path(), **options)
+
+    def _rotation_path(self) -> Path:
+        if self.rotation_state_path is None:
+            raise RotationError("this record service has no rotation state file configured")
+        return self.rotation_state_path
+
+    async def erase(self, record_id: bytes, cid: str | None) -> None:
+        """Delete the blob, the cache entry and the custody copy (idempotent)."""
+        self.vault.delete(record_id)
+        if cid:
+            await self.cache.delete(cid)
+            await self.blob_store.delete(cid)
+        logger.info("erased record %s from this node's stores", record_id.hex()[:16])
+
+    async def close(self) -> None:
+        await self.blob_store.close()
+        await self.cache.close()
+        self.vault.close()
+
+
+def open_record_service(config: NodeConfig) -> RecordService:
+    """Build the record service from `[records]` and `[keys]` (embedded defaults, or IPFS,
+    Redis and an HSM when configured)."""
+    from emrchain.storage.local import LocalBlobStore
+    from emrchain.storage.memory_cache import MemoryCache
+    from emrchain.storage.vault import LevelDbKeyVault
+
+    section = config.records
+    if section.blob_backend == "ipfs":
+        from emrchain.storage.ipfs import IpfsBlobStore
+
+        blob_store: BlobStore = IpfsBlobStore(
+            section.ipfs_api_url,
+            timeout_ms=section.ipfs_timeout_ms,
+            max_blob_bytes=section.max_record_bytes,
+        )
+    else:
+        blob_store = LocalBlobStore(config.resolve(section.blob_dir), section.max_record_bytes)
+    if section.cache_backend == "redis":
+        from emrchain.storage.redis_cache import RedisCache
+
+        if section.redis_url.startswith("unix://"):
+            cache: Cache = RedisCache(
+                unix_socket=section.redis_url.removeprefix("unix://"),
+                ttl_ms=section.cache_ttl_ms,
+                max_value_bytes=section.max_record_bytes,
+            )
+        else:
+            cache = RedisCache(
+                section.redis_url,
+                ttl_ms=section.cache_ttl_ms,
+                max_value_bytes=section.max_record_bytes,
+            )
+    else:
+        cache = MemoryCache(
+            section.cache_max_bytes,
+            section.cache_max_entries,
+            section.cache_ttl_ms,
+            lambda: time.monotonic_ns() // 1_000_000,
+        )
+    key_ring = open_key_ring(config)
+    organization_key = (
+        load_organization_key(config.organization_key_path)
+        if Path(config.organization_key_path).exists()
+        else None
+    )
+    vault_path = config.resolve(section.vault_dir)
+    vault_path.parent.mkdir(parents=True, exist_ok=True)
+    return RecordService(
+        blob_store,
+        cache,
+        LevelDbKeyVault(vault_path),
+        key_ring,
+        organization_key,
+        section.max_record_bytes,
+        config.data_path / ROTATION_STATE_FILE,
+    )

@@ -1,0 +1,1 @@
+"""Ciphertext and key storage: interfaces, embedded defaults, IPFS / Redis / HSM backends."""

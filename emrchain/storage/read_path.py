@@ -1,0 +1,34 @@
+"""The record read path: cache first, then the blob store, every byte checked against the anchor.
+
+A cache is shared and best effort, so what it returns is untrusted: an entry whose SHA-256
+differs from the anchored one is evicted and the read falls through to the store (which checks
+its own bytes). Only verified bytes are ever cached or returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from emrchain.storage.interfaces import BlobStore, Cache
+
+logger = logging.getLogger(__name__)
+
+
+async def read_through(cache: Cache, store: BlobStore, cid: str, expected_sha256: bytes) -> bytes:
+    """The bytes of `cid` whose SHA-256 equals `expected_sha256`, from `cache` or `store`.
+
+    Raises what `store.get` raises (BlobNotFoundError, BlobCorruptedError,
+    StorageUnavailableError); a bad cache entry never surfaces as an error.
+    """
+    cached = await cache.get(cid)
+    if cached is not None:
+        if hmac.compare_digest(hashlib.sha256(cached).digest(), expected_sha256):
+            return cached
+        # Poisoned or stale: drop it so the next reader does not pay for it again.
+        logger.warning("cache entry for %s failed its hash check; evicted", cid)
+        await cache.delete(cid)
+    data = await store.get(cid, expected_sha256)
+    await cache.set(cid, data)
+    return data

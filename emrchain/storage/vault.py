@@ -1,0 +1,147 @@
+"""`LevelDbKeyVault`: custody copies of wrapped data keys in their own LevelDB.
+
+The vault is a separate database directory from the chain's (`chain.db`): it holds secrets
+(wrapped, but still key material) that never go into blocks, and it is erased, backed up and
+rotated on a different schedule.
+
+Key layout (fixed; every key starts with a one-byte keyspace tag):
+
+    0x00 "layout"            -> u8 layout version (1)
+    0x01 record_id (32 B)    -> version u8 (1) | kek_version u32 BE | length u8 | wrapped_key
+
+Record ids are fixed-width, so LevelDB's byte order is record-id order and `iterate` can page
+through every wrap for a key-encryption-key rotation. Writes are synced: a custody wrap that
+is acknowledged survives a crash, because losing it can make a record unreadable for good.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import plyvel
+
+from emrchain.storage.interfaces import (
+    CustodyWrap,
+    StorageError,
+    StorageUnavailableError,
+)
+
+LAYOUT_KEY = b"\x00layout"
+LAYOUT_VERSION = 1
+WRAP_KEYSPACE = b"\x01"
+_AFTER_WRAP_KEYSPACE = b"\x02"
+RECORD_ID_BYTES = 32
+VALUE_VERSION = 1
+MAX_WRAPPED_KEY_BYTES = 128
+"""An RFC 5649 wrap of a 32-byte key is 40 bytes; room for an HSM mechanism with more overhead."""
+MAX_KEK_VERSION = 0xFFFF_FFFF
+MAX_ITERATE_LIMIT = 10_000
+
+_VALUE_HEADER = struct.Struct(">BIB")  # value version, kek_version, wrapped key length
+
+
+class VaultCorruptedError(StorageError):
+    """A vault entry that cannot be decoded (disk damage or a foreign database)."""
+
+
+class LevelDbKeyVault:
+    """A `KeyVault` over plyvel."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = Path(path)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = plyvel.DB(str(self._path), create_if_missing=True, paranoid_checks=True)
+        except plyvel.Error as error:
+            raise StorageUnavailableError(
+                f"key vault {self._path} cannot be opened (another process holding it?): "
+                f"{_message(error)}"
+            ) from None
+        layout = self._db.get(LAYOUT_KEY)
+        if layout is None:
+            self._db.put(LAYOUT_KEY, bytes((LAYOUT_VERSION,)), sync=True)
+        elif layout != bytes((LAYOUT_VERSION,)):
+            self._db.close()
+            raise VaultCorruptedError(
+                f"key vault {self._path} has layout {layout.hex()}, this node reads "
+                f"{LAYOUT_VERSION}"
+            )
+
+    def put(self, wrap: CustodyWrap) -> None:
+        """Store (or replace, e.g. after rotation) the custody wrap of `wrap.record_id`."""
+        _check_record_id(wrap.record_id)
+        if not 1 <= wrap.kek_version <= MAX_KEK_VERSION:
+            raise ValueError(f"kek_version must be 1..{MAX_KEK_VERSION}")
+        if not isinstance(wrap.wrapped_key, bytes) or not (
+            1 <= len(wrap.wrapped_key) <= MAX_WRAPPED_KEY_BYTES
+        ):
+            raise ValueError(f"wrapped_key must be 1..{MAX_WRAPPED_KEY_BYTES} bytes")
+        value = (
+            _VALUE_HEADER.pack(VALUE_VERSION, wrap.kek_version, len(wrap.wrapped_key))
+            + wrap.wrapped_key
+        )
+        self._handle().put(WRAP_KEYSPACE + wrap.record_id, value, sync=True)
+
+    def get(self, record_id: bytes) -> CustodyWrap | None:
+        _check_record_id(record_id)
+        value = self._handle().get(WRAP_KEYSPACE + record_id)
+        return None if value is None else _decode(record_id, value)
+
+    def delete(self, record_id: bytes) -> None:
+        """Remove the custody wrap (erasure). Idempotent.
+
+        LevelDB drops the old value from disk only when compaction rewrites its table, so
+        erasure of the record also relies on destroying or rotating away the KEK that wrapped
+        it.
+        """
+        _check_record_id(record_id)
+        self._handle().delete(WRAP_KEYSPACE + record_id, sync=True)
+
+    def iterate(self, after: bytes = b"", limit: int = 1000) -> list[CustodyWrap]:
+        """Up to `limit` wraps with record id > `after`, in record-id order."""
+        if after != b"":
+            _check_record_id(after)
+        if not 1 <= limit <= MAX_ITERATE_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_ITERATE_LIMIT}")
+        wraps: list[CustodyWrap] = []
+        with self._handle().iterator(
+            start=WRAP_KEYSPACE + after, include_start=after == b"", stop=_AFTER_WRAP_KEYSPACE
+        ) as entries:
+            for key, value in entries:
+                wraps.append(_decode(key[1:], value))
+                if len(wraps) == limit:
+                    break
+        return wraps
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    def _handle(self) -> plyvel.DB:
+        if self._db.closed:
+            raise StorageUnavailableError(f"key vault {self._path} is closed")
+        return self._db
+
+
+def _decode(record_id: bytes, value: bytes) -> CustodyWrap:
+    if len(value) < _VALUE_HEADER.size:
+        raise VaultCorruptedError(f"custody wrap of {record_id.hex()}: value too short")
+    version, kek_version, length = _VALUE_HEADER.unpack_from(value)
+    if version != VALUE_VERSION:
+        raise VaultCorruptedError(
+            f"custody wrap of {record_id.hex()}: unknown value version {version}"
+        )
+    if len(record_id) != RECORD_ID_BYTES or len(value) != _VALUE_HEADER.size + length:
+        raise VaultCorruptedError(f"custody wrap of {record_id.hex()}: wrong length")
+    return CustodyWrap(record_id, kek_version, value[_VALUE_HEADER.size :])
+
+
+def _check_record_id(record_id: object) -> None:
+    if not isinstance(record_id, bytes) or len(record_id) != RECORD_ID_BYTES:
+        raise ValueError(f"a record id is exactly {RECORD_ID_BYTES} bytes")
+
+
+def _message(error: Exception) -> str:
+    message = error.args[0] if error.args else str(error)
+    return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)

@@ -1,0 +1,311 @@
+"""Client commands: one-line usage errors (exit 2), one-line runtime errors (exit 1), and every
+command run as `python -m emrchain.cli` against a real node (tests/client/conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emrchain import cli
+from emrchain._core.schema import RecordType, Role
+from emrchain.client.identity import MemberIdentity, load_identity, save_identity
+from emrchain.client.sync import SyncEmrClient
+from tests.client.conftest import Cast, RealNode
+
+ID = "ab" * 32
+COMMAND_TIMEOUT_S = 60.0
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        status = cli.main(list(argv))
+    except SystemExit as exit_:  # argparse exits for usage errors
+        status = exit_.code if isinstance(exit_.code, int) else 1
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_one_line(err: str, command: str) -> None:
+    assert err.startswith(f"emrchain {command}: error: "), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "says"),
+    [
+        (["keys", "new"], "keys new", "--out"),
+        (
+            ["record", "put", "f", "--patient", "zz", "--type", "lab_result", "--custody-key", ID],
+            "record put",
+            "patient id must be 64 hex characters",
+        ),
+        (
+            ["record", "put", "f", "--patient", ID, "--type", "blood", "--custody-key", ID],
+            "record put",
+            "invalid choice",
+        ),
+        (["record", "get", ID, "--out", "x", "--rpc", "http://node:1/api"], "record get", "path"),
+        (
+            ["grant", "--record", ID, "--patient", ID, "--to-member", ID],
+            "grant",
+            "not allowed with argument",
+        ),
+        (["grant", "--record", ID], "grant", "one of the arguments --to-member"),
+        (["grant", "--record", ID, "--to-organization", "Hospital B"], "grant", "a-z 0-9"),
+        (
+            ["grant", "--record", ID, "--to-organization", "hospital-1"],
+            "grant",
+            "needs --grantee-encryption-key",
+        ),
+        (["grant", "--patient", ID, "--to-member", ID, "--expires-ms", "-5"], "grant", "integer"),
+        (["revoke", "00" * 32], "revoke", "must not be all zeros"),
+        (["audit"], "audit", "one of the arguments --record --patient is required"),
+        (
+            ["break-glass", "--patient", ID, "--reason", "short", "--duration-ms", "10"],
+            "break-glass",
+            "must be 8..512 bytes, got 5",
+        ),
+        (
+            [
+                "break-glass",
+                "--patient",
+                ID,
+                "--reason",
+                "unconscious",
+                "--duration-ms",
+                "86400001",
+            ],
+            "break-glass",
+            "1..86400000",
+        ),
+        (["erase", ID, "--reason", "because"], "erase", "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], command: str, says: str
+) -> None:
+    key = ["--key", str(tmp_path / "key.json")] if argv[0] != "keys" else []
+    status, out, err = run(capsys, *argv, *key)
+    assert status == 2 and out == ""
+    assert_one_line(err, command)
+    assert says in err
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clinician.json"
+    save_identity(path, MemberIdentity.from_seed(hashlib.sha256(b"cli clinician").digest()))
+    return path
+
+
+def test_runtime_errors_exit_1_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, key_file: Path
+) -> None:
+    status, _, err = run(capsys, "revoke", ID, "--key", str(tmp_path / "missing.json"))
+    assert status == 1 and "key file not found" in err
+    assert_one_line(err, "revoke")
+    key_file.chmod(0o644)
+    status, _, err = run(capsys, "revoke", ID, "--key", str(key_file))
+    assert status == 1 and "mode" in err
+    key_file.chmod(0o600)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    status, _, err = run(capsys, "revoke", ID, "--key", str(key_file), "--rpc", closed)
+    assert status == 1 and "cannot reach" in err
+    assert_one_line(err, "revoke")
+
+
+# ---- the commands as a person runs them, against the real node -----------------------------
+
+
+def emrchain(*argv: str, cwd: Path) -> tuple[int, str, str]:
+    """`python -m emrchain.cli ARGV` in its own process: (exit status, stdout, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "emrchain.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        cwd=cwd,
+    )
+    return done.returncode, done.stdout, done.stderr
+
+
+class Keys:
+    """The cast's identities as key files, and the connection arguments for each."""
+
+    def __init__(self, node: RealNode, cast: Cast, directory: Path) -> None:
+        self.url = node.url
+        self.directory = directory
+        for name in ("clinician", "patient", "auditor", "outsider"):
+            save_identity(directory / f"{name}.json", getattr(cast, name))
+
+    def __call__(self, name: str) -> list[str]:
+        return ["--rpc", self.url, "--key", str(self.directory / f"{name}.json")]
+
+
+def store(node: RealNode, cast: Cast, plaintext: bytes) -> bytes:
+    """The cast's clinician stores a record through the library (set-up, not under test)."""
+    with SyncEmrClient(node.url, cast.clinician) as client:
+        stored = client.put_record(
+            plaintext, cast.patient_id, RecordType.LAB_RESULT, node.custody_key
+        )
+    return stored.record_id
+
+
+def test_keys_new_then_registered_and_used(real_node: RealNode, tmp_path: Path) -> None:
+    path = tmp_path / "me.json"
+    status, out, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path)
+    assert status == 0, err
+    identity = load_identity(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert identity.member_key.hex() in out and identity.encryption_public_key.hex() in out
+    status, _, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path)
+    assert status == 1 and "refusing to replace" in err
+    assert_one_line(err, "keys new")
+    assert load_identity(path).member_key == identity.member_key  # the first key survives
+
+    # The admin registers the new key as a patient; the patient lists its own (empty) trail.
+    patient_id = secrets.token_bytes(32)
+    real_node.register((identity, Role.PATIENT, patient_id))
+    status, out, err = emrchain(
+        "audit", "--patient", patient_id.hex(), "--rpc", real_node.url, "--key", str(path),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    assert json.loads(out) == {"events": [], "total": 0, "dropped": 0}
+
+
+def test_record_put_get_audit_and_erase_through_the_commands(
+    capsys: pytest.CaptureFixture[str], real_node: RealNode, tmp_path: Path
+) -> None:
+    cast = real_node.cast()
+    keys = Keys(real_node, cast, tmp_path)
+    marker = b"EMRCHAIN-CLI-MARKER-" + secrets.token_hex(16).encode()
+    plaintext = tmp_path / "lab.txt"
+    plaintext.write_bytes(marker + b" potassium 4.1 mmol/l")
+    status, out, err = emrchain(
+        "record", "put", str(plaintext), "--patient", cast.patient_id.hex(),
+        "--type", "lab_result", "--custody-key", real_node.custody_key.hex(), *keys("clinician"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.startswith("record ") and "anchored at height" in out
+    record_id = out.split()[1]
+
+    out_file = tmp_path / "read.txt"
+    status, out, err = emrchain(
+        "record", "get", record_id, "--out", str(out_file), *keys("clinician"), cwd=tmp_path
+    )
+    assert status == 0, err
+    assert out_file.read_bytes() == plaintext.read_bytes()
+    assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
+    # Checked before any request (in process: no node involved).
+    status, _, err = run(
+        capsys, "record", "get", record_id, "--out", str(out_file), *keys("clinician")
+    )
+    assert status == 1 and "refusing to overwrite" in err
+    assert_one_line(err, "record get")
+    # The plaintext reached no file of the node; what the node wrote for the record is there.
+    assert real_node.files_containing(marker) == []
+    assert real_node.files_containing(bytes.fromhex(record_id)) != []
+
+    status, out, err = emrchain("audit", "--record", record_id, *keys("patient"), cwd=tmp_path)
+    assert status == 0, err
+    trail = json.loads(out)
+    assert [(event["actor"], event["basis"]) for event in trail["events"]] == [
+        (cast.clinician.member_key.hex(), "author")
+    ]
+
+    status, out, err = emrchain(
+        "erase", record_id, "--reason", "patient_request", *keys("patient"), cwd=tmp_path
+    )
+    assert status == 0 and f"record {record_id} erased at height" in out, err
+    status, _, err = emrchain(
+        "record", "get", record_id, "--out", str(tmp_path / "gone.txt"), *keys("patient"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 1 and "HTTP 410 erased" in err
+    assert_one_line(err, "record get")
+    assert not (tmp_path / "gone.txt").exists()
+
+
+def test_a_refusal_by_the_node_is_one_line_with_status_and_code(
+    real_node: RealNode, tmp_path: Path
+) -> None:
+    keys = Keys(real_node, real_node.cast(), tmp_path)
+    out_file = tmp_path / "x"
+    status, _, err = emrchain(
+        "record", "get", ID, "--out", str(out_file), *keys("clinician"), cwd=tmp_path
+    )
+    assert status == 1
+    assert_one_line(err, "record get")
+    assert "HTTP 404 unknown_record" in err
+    assert not out_file.exists()
+
+
+def test_grant_and_revoke_through_the_commands(real_node: RealNode, tmp_path: Path) -> None:
+    cast = real_node.cast()
+    keys = Keys(real_node, cast, tmp_path)
+    record_id = store(real_node, cast, b"discharged in good health")
+    status, out, err = emrchain(
+        "grant", "--record", record_id.hex(), "--to-member", cast.outsider.member_key.hex(),
+        *keys("patient"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    grant_id = out.split()[1]
+    with SyncEmrClient(real_node.url, cast.auditor) as auditor:
+        listed = auditor.grants(record_id=record_id)["grants"]
+        assert [grant["grant_id"] for grant in listed] == [grant_id]
+        with SyncEmrClient(real_node.url, cast.outsider) as outsider:
+            assert outsider.get_record(record_id).plaintext == b"discharged in good health"
+
+        status, out, err = emrchain("revoke", grant_id, *keys("patient"), cwd=tmp_path)
+        assert status == 0 and f"grant {grant_id} revoked" in out, err
+        assert auditor.grants(record_id=record_id)["grants"] == []
+    out_file = tmp_path / "after.txt"
+    status, _, err = emrchain(
+        "record", "get", record_id.hex(), "--out", str(out_file), *keys("outsider"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 1 and "HTTP 403 access_denied" in err
+    assert_one_line(err, "record get")
+    assert not out_file.exists()
+
+    stranger = MemberIdentity.generate().member_key.hex()
+    status, _, err = emrchain(
+        "grant", "--record", record_id.hex(), "--to-member", stranger, *keys("patient"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 1 and f"grantee {stranger} is not a member" in err
+    assert_one_line(err, "grant")
+
+
+def test_break_glass_through_the_commands(real_node: RealNode, tmp_path: Path) -> None:
+    cast = real_node.cast()
+    keys = Keys(real_node, cast, tmp_path)
+    record_id = store(real_node, cast, b"allergic to penicillin")
+    reason = "unconscious patient in the emergency room"
+    status, out, err = emrchain(
+        "break-glass", "--patient", cast.patient_id.hex(), "--reason", reason,
+        "--duration-ms", "600000", *keys("outsider"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0 and "open for 600000 ms, flagged" in out, err
+    with SyncEmrClient(real_node.url, cast.outsider) as outsider:
+        assert outsider.get_record(record_id).plaintext == b"allergic to penicillin"
+    with SyncEmrClient(real_node.url, cast.auditor) as auditor:
+        events = auditor.access_events(patient_id=cast.patient_id)["events"]
+    assert [(event["kind"], event["basis"]) for event in events] == [
+        ("access", "break_glass"),
+        ("break_glass", "break_glass"),
+    ]
+    assert events[1]["reason"] == reason
+    assert all(event["flagged_for_review"] for event in events)
