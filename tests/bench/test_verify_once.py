@@ -1,0 +1,142 @@
+"""Each signature is verified once per node: admission, proposal validation and execution share
+the outcome (in-process node on a temporary home; no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from emrchain import _core
+from emrchain.config.homes import create_testnet
+from emrchain.node.node import Node
+from emrchain.types import Block, CommitCertificate, Vote
+from emrchain.types.vote import VoteType
+from emrchain.workload import anchor_transactions
+
+CHAIN_ID = "emrchain-devnet"
+
+
+class CountingVerify:
+    def __init__(self) -> None:
+        self.verified: list[bytes] = []
+        self._real = _core.verify_transactions
+
+    def __call__(self, txs: Sequence[bytes], threads: int = 0) -> bytes:
+        self.verified.extend(txs)
+        return self._real(txs, threads)
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    homes, _ = create_testnet(
+        tmp_path, validators=1, chain_id=CHAIN_ID, host="127.0.0.1", base_port=0
+    )
+    opened = Node.open(homes[0])
+    try:
+        yield opened
+    finally:
+        opened._database.close()
+
+
+@pytest.fixture
+def counting(monkeypatch: pytest.MonkeyPatch) -> CountingVerify:
+    counter = CountingVerify()
+    monkeypatch.setattr(_core, "verify_transactions", counter)
+    return counter
+
+
+def commit_for(node: Node, block: Block) -> CommitCertificate:
+    key = node.validator_key
+    unsigned = Vote(VoteType.PRECOMMIT, block.height, 0, block.block_id, key.public_key, b"")
+    signature = key.sign(unsigned.signed_message(node.chain_id))
+    vote = Vote(VoteType.PRECOMMIT, block.height, 0, block.block_id, key.public_key, signature)
+    return CommitCertificate.from_precommits([vote])
+
+
+def test_own_proposal_is_validated_and_executed_without_verifying_again(
+    node: Node, counting: CountingVerify
+) -> None:
+    txs = anchor_transactions(40, chain_id=CHAIN_ID.encode(), senders=8, seed=3)
+    admitted = node.mempool.admit_batch(txs)
+    assert all(admission.accepted for admission in admitted)
+    verified_at_admission = node.mempool.stats().signatures_verified
+    chain = node.chain
+    block = chain.build_block(chain.height + 1, node.validator_key.public_key)
+    assert len(block.txs) == 40
+    verdict = chain.own_block_verdict(block)
+    chain.apply_block(block, commit_for(node, block), verdict.signature_verdicts)
+    assert counting.verified == []
+    assert node.mempool.stats().signatures_verified == verified_at_admission == 40
+    results = chain.store.tx_results(block.height)
+    # Executed without a signature failure (the EMR rules may refuse unregistered senders).
+    assert results is not None and len(results) == 40
+    assert not any("signature" in result.message for result in results)
+
+
+def test_a_proposal_verifies_only_what_admission_did_not(
+    node: Node, counting: CountingVerify
+) -> None:
+    chain = node.chain
+    txs = anchor_transactions(30, chain_id=CHAIN_ID.encode(), senders=30, seed=4)
+    node.mempool.admit_batch(txs[:10])
+    # A peer's proposal carrying 20 transactions this node never admitted.
+    block = Block(
+        chain.build_block(chain.height + 1, node.validator_key.public_key).header,
+        (),
+        None,
+    )
+    proposal = _block_with(node, block, txs)
+    verdict = chain.validate_block(proposal)
+    assert verdict.valid, verdict.reason
+    assert sorted(counting.verified) == sorted(txs[10:])
+    # Their gossip arriving now is not verified again, and neither is execution.
+    node.mempool.admit_batch(txs[10:])
+    chain.apply_block(proposal, commit_for(node, proposal), verdict.signature_verdicts)
+    assert sorted(counting.verified) == sorted(txs[10:])
+
+
+def _block_with(node: Node, template: Block, txs: list[bytes]) -> Block:
+    """`template`'s header rebuilt around `txs` (tx root and count)."""
+    import dataclasses
+
+    from emrchain.types.block import tx_ids
+
+    header = dataclasses.replace(
+        template.header, tx_root=_core.merkle_root(tx_ids(txs)), tx_count=len(txs)
+    )
+    return Block(header, tuple(txs), template.last_commit, ())
+
+
+def test_admission_pipeline_verifies_ahead_once_and_admits_in_order(node: Node) -> None:
+    """Signatures are verified by the worker (once), the mempool's own verify call is served
+    from those outcomes, and the results equal direct admission, in submission order."""
+    import asyncio
+
+    from emrchain.node.admission import AdmissionPipeline
+
+    counting = CountingVerify()
+    pipeline = AdmissionPipeline(verify=counting)
+    pipeline.attach(node.mempool)
+    node.mempool._verify = pipeline.verify_hook  # the node wires it at construction
+    txs = anchor_transactions(60, chain_id=CHAIN_ID.encode(), senders=6, seed=5)
+    bad = txs[30][:-1] + bytes([txs[30][-1] ^ 1])  # a broken signature
+
+    async def run() -> list[list[bool]]:
+        pipeline.start()
+        try:
+            first, second = await asyncio.gather(
+                pipeline.admit(txs[:30]), pipeline.admit([bad, *txs[31:]])
+            )
+        finally:
+            await pipeline.stop()
+        return [[admission.accepted for admission in batch] for batch in (first, second)]
+
+    first, second = asyncio.run(run())
+    assert first == [True] * 30
+    # Round-robin over 6 senders: index 30 is sender 0's, refused for its signature, so sender
+    # 0's later nonces (every 6th) leave a gap; every other sender's are admitted.
+    assert second == [index % 6 != 0 for index in range(30, 60)]
+    assert len(counting.verified) == 60  # each transaction once, in the worker
+    assert pipeline.preverified_txs == 60
