@@ -113,7 +113,7 @@ def test_rotation_while_reading_keeps_every_record_readable_and_destroys_the_old
     # the event loop, so the reader gets in before the batch is reported. (How many reads fit
     # depends on the machine's load; that some do, batch after batch, does not.)
     per_batch = reads_at_progress[:batches]
-    assert all(later > earlier for earlier, later in zip(per_batch, per_batch[1:]))
+    assert all(later > earlier for earlier, later in itertools.pairwise(per_batch))
     assert per_batch[0] > 0
     assert versions_in_store() == [2]  # the old key is gone from its store
     assert service.key_ring.versions() == [2]

@@ -120,7 +120,9 @@ def test_absent_cid_is_not_found_within_the_node_lookup_timeout(ipfs_daemon: Ipf
             started = time.monotonic()
             with pytest.raises(BlobNotFoundError):
                 await store.get(cid, hashlib.sha256(never_added).digest())
-            assert time.monotonic() - started < 2.0  # not retried: "absent" is an answer
+            # Bounded (js-ipfs would wait forever) and not retried: "absent" is an answer.
+            # The margin is for a loaded machine.
+            assert time.monotonic() - started < 5.0
             assert not await store.has(cid)
         finally:
             await store.close()
@@ -213,8 +215,9 @@ def test_killed_daemon_fails_fast_then_recovers_after_restart(
                 started = time.monotonic()
                 with pytest.raises(StorageUnavailableError, match="unavailable"):
                     await operation
-                # Connection refused, 3 attempts, backoff at most 50 + 100 ms: well under 1 s.
-                assert time.monotonic() - started < 1.0
+                # Connection refused, 3 attempts, backoff at most 50 + 100 ms: a fraction of a
+                # second (the bound leaves room for a loaded machine).
+                assert time.monotonic() - started < 3.0
 
             daemon.start()  # same port, stale repo.lock removed by the helper
             assert await store.get(cid, digest) == data  # pinned data survived the crash

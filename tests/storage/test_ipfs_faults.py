@@ -169,8 +169,9 @@ def test_stalled_node_times_out_within_the_bound() -> None:
                 started = time.monotonic()
                 with pytest.raises(StorageUnavailableError, match="no answer within"):
                     await store.get(compute_cid(b"x").to_text(), hashlib.sha256(b"x").digest())
-                # Two attempts of 0.2 s plus at most 20 ms of backoff.
-                assert time.monotonic() - started < 1.0
+                # Two attempts of 0.2 s plus at most 20 ms of backoff; the stalled handlers would
+                # hold for 10 s (the bound leaves room for a loaded machine).
+                assert time.monotonic() - started < 4.0
             finally:
                 release.set()  # let the server shut down without waiting for its handlers
                 await store.close()
@@ -233,7 +234,7 @@ def test_nothing_listening_is_unavailable_quickly() -> None:
             started = time.monotonic()
             with pytest.raises(StorageUnavailableError, match="3 attempt"):
                 await store.put(os.urandom(10))
-            assert time.monotonic() - started < 0.5
+            assert time.monotonic() - started < 3.0  # refused at once, three times
         finally:
             await store.close()
 
