@@ -36,6 +36,7 @@ from emrchain.config import ConfigError, validate_chain_id
 from emrchain.config.homes import HomeError, create_home, create_testnet, reset_data
 from emrchain.config.node import MONIKER_EXPLANATION, MONIKER_PATTERN, load_node_config
 from emrchain.keystore import KeystoreError, load_key_file, node_id
+from emrchain.storage.interfaces import KeyUnavailableError
 from emrchain.types.limits import DEFAULT_LIMITS
 
 PROGRAM = "emrchain"
@@ -57,6 +58,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     ConfigError,
     KeystoreError,
     HomeError,
+    KeyUnavailableError,  # an HSM that is absent, locked or lacks the configured key
     OSError,
 )
 """Exceptions a user can cause and fix; anything else is a bug and keeps its traceback."""
@@ -277,8 +279,11 @@ def show_node_id(args: argparse.Namespace) -> int:
     "show-validator", "print this node's validator public key (hex)", arguments=add_home_argument
 )
 def show_validator(args: argparse.Namespace) -> int:
+    from emrchain.hsm.node_keys import validator_signer  # loads PKCS#11 only when asked
+
     config = load_node_config(args.home)
-    print(load_key_file(config.validator_key_path).public_key.hex())
+    # The key the node signs with: under `[keys] backend = "hsm"` the token's key, not a file.
+    print(validator_signer(config).public_key.hex())
     return 0
 
 

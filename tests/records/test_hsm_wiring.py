@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from nacl.public import PrivateKey, SealedBox
 
+from emrchain.cli import main as cli_main
 from emrchain.config.genesis import load_config_and_genesis
 from emrchain.crypto.keys import verify_signature
 from emrchain.hsm import HsmKeyNotFoundError, HsmKeyRing, HsmSigner
 from emrchain.hsm.node_keys import validator_signer
+from emrchain.keystore.file import load_key_file
 from emrchain.keystore.member import load_organization_key
 from emrchain.node.node import Node
 from emrchain.records import open_record_service
@@ -70,7 +72,7 @@ def test_hsm_kek_wraps_custody_copies_and_no_key_file_exists(
 
 
 def test_validator_signer_is_the_tokens_key_and_a_missing_label_is_an_error(
-    tmp_path: Path, softhsm_token, hsm_worker
+    tmp_path: Path, softhsm_token, hsm_worker, capsys: pytest.CaptureFixture[str]
 ) -> None:
     home = single_node_home(tmp_path / "net")
     generated = HsmSigner.generate(hsm_worker, "validator-wiring")
@@ -84,10 +86,17 @@ def test_validator_signer_is_the_tokens_key_and_a_missing_label_is_an_error(
     assert signer.public_key == generated.public_key
     message = b"prevote at height 7"
     assert verify_signature(signer.public_key, message, signer.sign(message))
+    # `emrchain show-validator` prints the token's key, not the home's (unused) key file.
+    assert generated.public_key != load_key_file(config.validator_key_path).public_key
+    assert cli_main(["show-validator", "--home", str(home)]) == 0
+    assert capsys.readouterr().out == generated.public_key.hex() + "\n"
 
     missing = configure_home(home, keys={"hsm_validator_key_label": "validator-absent"})
     with pytest.raises(HsmKeyNotFoundError, match="validator-absent"):
         validator_signer(missing)
+    assert cli_main(["show-validator", "--home", str(home)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("emrchain show-validator: error:") and "validator-absent" in error
 
 
 def test_a_node_whose_validator_key_is_in_the_hsm_commits_blocks(
