@@ -1,0 +1,173 @@
+"""Golden EMR execution: a fixed multi-block workload whose app hashes and tx results are pinned.
+
+The digests below were computed by the execution code as it was before the anchor hot-path
+work of issue #7 (generic `Reader`/`Writer` codecs, no caches). Any optimisation of execution
+must leave every app hash, every result code and every result message byte-identical, so this
+test pins all three over blocks that exercise what the fast paths and caches touch: many anchors
+per sender in one block, duplicates within a block, refusals after reads (whose overlay is
+dropped), a key rotation and a revocation followed in the same block and in later blocks by
+anchors from the affected members, and consent, access and erasure around them.
+
+Run it under both core twins (`EMRCHAIN_PUREPYTHON=1`); the digests must not depend on which
+loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from emrchain._core.schema import ErasureReason, GrantScope, Role, TxKind
+from emrchain.state.emr.context import transaction_id
+from tests.state.chain import CHAIN_ID, signer
+from tests.state.emr.world import (
+    A_ADMIN,
+    A_AUDITOR,
+    A_CLINICIAN,
+    A_COLLEAGUE,
+    A_NURSE,
+    B_ADMIN,
+    B_CLINICIAN,
+    OTHER_PATIENT_ID,
+    PATIENT,
+    PATIENT_ID,
+    STRANGER,
+    World,
+    access_fields,
+    actor,
+    anchor_fields,
+    break_glass_fields,
+    digest,
+    erase_fields,
+    grant_fields,
+    member_fields,
+)
+
+ANCHOR = TxKind.ANCHOR_RECORD
+
+EXPECTED_APP_HASH = "e40658c283bfb0b6eeb47d2091a0a06914b6d21268f5719959a0e857aaf55c17"
+"""App hash after the last block of `run_workload`."""
+EXPECTED_RESULTS_DIGEST = "ae85af3662a7602a587777aae071fd4cad09da5bb29c6dd5fbd83167cd201e88"
+"""SHA-256 over every block's app hash and every (code, message) of `run_workload`."""
+
+
+def _record(label: str) -> bytes:
+    return digest("golden-record/" + label)
+
+
+def run_workload() -> World:
+    """Blocks of anchors and the rules around them; returns the world after the last block."""
+    world = World()
+    nurse_new = signer("golden/nurse-rotated")
+    late = actor("golden-late-clinician")
+    # 1: many anchors per sender, two patients, an admin anchor, refusals of every kind an
+    # anchor can get (role, membership, duplicate in the same block, unknown patient).
+    block = []
+    for index in range(12):
+        sender = (A_CLINICIAN, A_COLLEAGUE, A_NURSE)[index % 3]
+        patient = (PATIENT_ID, OTHER_PATIENT_ID)[index % 2]
+        block.append(world.tx(sender, ANCHOR, anchor_fields(_record(f"1/{index}"), patient)))
+    block.append(world.tx(A_ADMIN, ANCHOR, anchor_fields(_record("1/admin"))))
+    block.append(world.tx(PATIENT, ANCHOR, anchor_fields(_record("1/by-patient"))))
+    block.append(world.tx(A_AUDITOR, ANCHOR, anchor_fields(_record("1/by-auditor"))))
+    block.append(world.tx(STRANGER, ANCHOR, anchor_fields(_record("1/by-stranger"))))
+    block.append(world.tx(A_CLINICIAN, ANCHOR, anchor_fields(_record("1/0"))))  # duplicate
+    block.append(world.tx(A_CLINICIAN, ANCHOR, anchor_fields(_record("1/x"), digest("nobody"))))
+    block.append(world.tx(B_CLINICIAN, ANCHOR, anchor_fields(_record("1/b"))))
+    world.block(block)
+    # 2: a rotation and a revocation, each followed in the same block by anchors from the
+    # member's old key, its new key and the revoked member; a new member registered and
+    # anchoring in the same block.
+    block = [
+        world.tx(A_CLINICIAN, ANCHOR, anchor_fields(_record("2/before-rotation"))),
+        world.tx(A_NURSE, TxKind.ROTATE_KEY, world.rotation_fields(A_NURSE, nurse_new)),
+        world.tx(A_NURSE, ANCHOR, anchor_fields(_record("2/old-key"))),
+        world.tx(nurse_new, ANCHOR, anchor_fields(_record("2/new-key"))),
+        world.tx(A_COLLEAGUE, ANCHOR, anchor_fields(_record("2/before-revocation"))),
+        world.tx(
+            A_ADMIN, TxKind.REVOKE_MEMBER, {"member_key": A_COLLEAGUE.public_key, "reason": "x"}
+        ),
+        world.tx(A_COLLEAGUE, ANCHOR, anchor_fields(_record("2/after-revocation"))),
+        world.tx(
+            A_ADMIN, TxKind.REGISTER_MEMBER, member_fields("hospital-a", late, Role.CLINICIAN)
+        ),
+        world.tx(late, ANCHOR, anchor_fields(_record("2/late"), OTHER_PATIENT_ID)),
+    ]
+    world.block(block)
+    # 3: the same members in a later block (state committed, nothing pending).
+    world.block(
+        [
+            world.tx(A_NURSE, ANCHOR, anchor_fields(_record("3/old-key"))),
+            world.tx(nurse_new, ANCHOR, anchor_fields(_record("3/new-key"))),
+            world.tx(A_COLLEAGUE, ANCHOR, anchor_fields(_record("3/revoked"))),
+            world.tx(late, ANCHOR, anchor_fields(_record("3/late"))),
+            world.tx(B_ADMIN, ANCHOR, anchor_fields(_record("3/b-admin"))),
+        ]
+    )
+    # 4: consent, reads, break-glass and erasure around anchored records.
+    record = _record("1/0")
+    world.block(
+        [
+            world.tx(PATIENT, TxKind.GRANT_ACCESS, grant_fields(record)),
+            world.tx(
+                PATIENT,
+                TxKind.GRANT_ACCESS,
+                grant_fields(
+                    PATIENT_ID, scope=GrantScope.PATIENT, organization="hospital-b", member=None
+                ),
+            ),
+            world.tx(B_CLINICIAN, TxKind.ACCESS_EVENT, access_fields(record)),
+            world.tx(nurse_new, TxKind.ACCESS_EVENT, access_fields(record)),
+            world.tx(A_COLLEAGUE, TxKind.ACCESS_EVENT, access_fields(record)),
+            world.tx(B_CLINICIAN, TxKind.BREAK_GLASS, break_glass_fields()),
+            world.tx(A_CLINICIAN, ANCHOR, anchor_fields(_record("4/a"))),
+        ]
+    )
+    grant_id = _last_tx_id(world, 0)
+    world.block(
+        [
+            world.tx(PATIENT, TxKind.REVOKE_ACCESS, {"grant_id": grant_id}),
+            world.tx(B_CLINICIAN, TxKind.ACCESS_EVENT, access_fields(record)),
+            world.tx(PATIENT, TxKind.ERASE_RECORD, erase_fields(record)),
+            world.tx(
+                A_ADMIN,
+                TxKind.ERASE_RECORD,
+                erase_fields(_record("1/2"), ErasureReason.ENTERED_IN_ERROR),
+            ),
+            world.tx(A_CLINICIAN, ANCHOR, anchor_fields(record)),  # erased: still a duplicate
+            world.tx(A_CLINICIAN, ANCHOR, anchor_fields(_record("5/a"))),
+        ]
+    )
+    return world
+
+
+def _last_tx_id(world: World, index: int) -> bytes:
+    from emrchain._core.fallback import txcodec
+
+    raw = world.chain.built[-1].block.txs[index]
+    return transaction_id(txcodec.decode_transaction(raw, CHAIN_ID, 4096))
+
+
+def results_digest(world: World) -> str:
+    hasher = hashlib.sha256()
+    for built in world.chain.built:
+        hasher.update(built.result.app_hash)
+        for result in built.result.tx_results:
+            message = result.message.encode("utf-8")
+            hasher.update(result.code.to_bytes(2, "big") + len(message).to_bytes(2, "big"))
+            hasher.update(message)
+    return hasher.hexdigest()
+
+
+def test_golden_workload_app_hash_and_results_are_unchanged() -> None:
+    world = run_workload()
+    codes = [r.code for built in world.chain.built[-5:] for r in built.result.tx_results]
+    assert 0 in codes and len(set(codes)) > 5  # the workload exercises refusals, not only OKs
+    assert world.state.last_app_hash().hex() == EXPECTED_APP_HASH
+    assert results_digest(world) == EXPECTED_RESULTS_DIGEST
+
+
+def test_golden_workload_is_reproducible_in_one_process() -> None:
+    """Running it twice in one process (caches warm the second time) gives the same chain."""
+    first, second = run_workload(), run_workload()
+    assert results_digest(first) == results_digest(second)
+    assert list(first.state.items()) == list(second.state.items())
