@@ -33,6 +33,7 @@ from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
 from emrchain.p2p import P2PConfig, PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
+from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.server import RpcServer
 from emrchain.state import EmrApplication
 from emrchain.state.emr import GenesisAdmin, GenesisOrganization
@@ -143,6 +144,8 @@ class Node:
         if self.replicator is not None:
             self.chain.commit_listeners.append(self.replicator.on_commit)
         self._erasures: set[asyncio.Task[None]] = set()
+        self.rotation_finished: RotationProgress | None = None
+        """The KEK rotation this run finished in the background, if any."""
         self.rpc = RpcServer(self)
         self.driver: ConsensusDriver | None = None
         self.blocksync = BlockSync(self.chain, self._send_to, self._on_synced)
@@ -246,11 +249,18 @@ class Node:
             asyncio.create_task(self._gossip_loop()),
             asyncio.create_task(self._gossip_admission_loop()),
             asyncio.create_task(self._status_loop()),
+            # A KEK rotation left unfinished (begun offline, or cut short) ends here, online.
+            asyncio.create_task(self._finish_unfinished_rotation()),
         ]
         try:
             await self._stop.wait()
         finally:
             await self.shutdown()
+
+    async def _finish_unfinished_rotation(self) -> None:
+        final = await self.records.finish_unfinished_rotation()
+        if final is not None:
+            self.rotation_finished = final
 
     def _erase_stored_record(self, record_id: bytes, cid: bytes) -> None:
         """A committed erasure: delete the blob, cache entry and custody copy here too."""

@@ -4,6 +4,10 @@
 process's LevelDB), starts a rotation or resumes the unfinished one, prints progress batch by
 batch, and destroys the old versions once every custody wrap moved. Interrupted, it resumes
 where it stopped the next time it runs.
+
+`begin` (node stopped, for a moment) only generates the new version and records the rotation;
+the node, when started, re-wraps in the background while it serves, so the downtime is a
+restart rather than the whole walk. A node also finishes any rotation a crash left unfinished.
 """
 
 from __future__ import annotations
@@ -18,7 +22,11 @@ from emrchain.storage.interfaces import StorageError
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["status", "rotate"], help="show, or rotate the KEK")
+    parser.add_argument(
+        "action",
+        choices=["status", "rotate", "begin"],
+        help="show; rotate now (node stopped); or begin, for the node to finish when it starts",
+    )
     add_home_argument(parser)
 
 
@@ -27,7 +35,7 @@ def kek(args: argparse.Namespace) -> int:
     config = load_node_config(args.home)
     if args.action == "status":
         return _status(config)
-    return _rotate(config)
+    return _rotate(config, run_here=args.action == "rotate")
 
 
 def _status(config: NodeConfig) -> int:
@@ -47,7 +55,7 @@ def _status(config: NodeConfig) -> int:
     return 0
 
 
-def _rotate(config: NodeConfig) -> int:
+def _rotate(config: NodeConfig, *, run_here: bool) -> int:
     from emrchain.records import open_record_service
 
     async def rotate() -> None:
@@ -60,11 +68,18 @@ def _rotate(config: NodeConfig) -> int:
         try:
             options = {"on_progress": lambda progress: print(progress.describe(), flush=True)}
             rotation = service.resume_rotation(**options)
-            if rotation is not None:
-                print(f"resuming: {rotation.progress.describe()}", flush=True)
-            else:
+            if rotation is None:
                 rotation = service.begin_rotation(**options)
-            await rotation.run()
+            elif run_here:
+                print(f"resuming: {rotation.progress.describe()}", flush=True)
+            if run_here:
+                await rotation.run()
+            else:
+                print(
+                    f"{rotation.progress.describe()}; the node re-wraps in the background "
+                    "when it starts (`emrchain kek status` shows the progress)",
+                    flush=True,
+                )
         except (RotationError, StorageError) as error:
             raise CommandError(str(error)) from None
         finally:

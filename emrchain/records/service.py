@@ -20,7 +20,12 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from emrchain.config.node import NodeConfig
 from emrchain.keystore.member import OrganizationKey, load_organization_key
 from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
-from emrchain.records.rotation import ROTATION_STATE_FILE, KekRotation, RotationError
+from emrchain.records.rotation import (
+    ROTATION_STATE_FILE,
+    KekRotation,
+    RotationError,
+    RotationProgress,
+)
 from emrchain.storage.cid import compute_cid
 from emrchain.storage.interfaces import (
     BlobStore,
@@ -138,6 +143,23 @@ class RecordService:
     def resume_rotation(self, **options: object) -> KekRotation | None:
         """The unfinished rotation of this node, if any."""
         return KekRotation.resume(self.key_ring, self.vault, self._rotation_path(), **options)
+
+    async def finish_unfinished_rotation(self) -> RotationProgress | None:
+        """Run to its end the rotation recorded in the state file (begun with `emrchain kek
+        begin`, or cut short by a crash or a stop), as a background job of a running node: reads
+        and uploads go on meanwhile. None if there is none. A failure is logged, not raised: the
+        rotation stays recorded and resumes at the next start. Cancel-safe."""
+        if self.rotation_state_path is None:
+            return None
+        try:
+            rotation = self.resume_rotation()
+            if rotation is None:
+                return None
+            logger.info("resuming %s", rotation.progress.describe())
+            return await rotation.run()
+        except (RotationError, StorageError) as error:
+            logger.error("KEK rotation stopped (it resumes at the next start): %s", error)
+            return None
 
     def _rotation_path(self) -> Path:
         if self.rotation_state_path is None:

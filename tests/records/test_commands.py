@@ -1,7 +1,9 @@
-"""`emrchain kek status` and `emrchain kek rotate` on a stopped node's home (file KEK ring)."""
+"""`emrchain kek status|rotate|begin` on a stopped node's home (file KEK ring), and a node that
+finishes a begun rotation in the background while it serves."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 from nacl.public import PrivateKey, SealedBox
 
 from emrchain.config.node import load_node_config
+from emrchain.node.node import Node
 from emrchain.records import open_record_service
 from emrchain.records.rotation import ROTATION_STATE_FILE
 from tests.records.homes import single_node_home
@@ -52,6 +55,67 @@ def test_kek_rotate_moves_every_wrap_and_status_shows_the_new_version(tmp_path: 
     assert not (kek_dir / "kek-v1.json").exists() and (kek_dir / "kek-v1.destroyed").exists()
     service = open_record_service(config)
     reader = PrivateKey.generate()
+    try:
+        for record_id, data_key in data_keys.items():
+            sealed = service.seal_data_key_for(record_id, bytes(reader.public_key))
+            assert SealedBox(reader).decrypt(sealed) == data_key
+    finally:
+        run(service.close())
+
+
+def test_kek_begin_leaves_the_walk_to_the_node_which_finishes_it_while_serving(
+    tmp_path: Path,
+) -> None:
+    home = single_node_home(tmp_path / "net")
+    config = load_node_config(home)
+    service = open_record_service(config)
+    data_keys = {secrets.token_bytes(32): secrets.token_bytes(32) for _ in range(300)}
+
+    async def fill() -> None:
+        for record_id, data_key in data_keys.items():
+            await service.store(record_id, b"ciphertext", sealed_data_key(home, data_key))
+        await service.close()
+
+    run(fill())
+    begun = emrchain("kek", "begin", "--home", str(home))
+    assert begun.returncode == 0, begun.stderr
+    assert "KEK rotation to version 2 in progress: 0 custody wraps moved" in begun.stdout
+    assert "re-wraps in the background" in begun.stdout
+    assert (config.data_path / ROTATION_STATE_FILE).exists()
+    status = emrchain("kek", "status", "--home", str(home))
+    assert "KEK versions [1, 2], current 2" in status.stdout, status.stdout
+    again = emrchain("kek", "begin", "--home", str(home))  # recorded once, not twice
+    assert again.returncode == 0 and "KEK versions [1, 2]" in emrchain(
+        "kek", "status", "--home", str(home)
+    ).stdout
+
+    reader = PrivateKey.generate()
+
+    async def serve_until_rotated() -> Node:
+        node = Node.open(home)
+        running = asyncio.create_task(node.run())
+        try:
+            async with asyncio.timeout(60):
+                while node.rotation_finished is None:
+                    # The node serves custody reads throughout the background walk.
+                    record_id, data_key = secrets.choice(list(data_keys.items()))
+                    sealed = node.records.seal_data_key_for(record_id, bytes(reader.public_key))
+                    assert SealedBox(reader).decrypt(sealed) == data_key
+                    await asyncio.sleep(0)
+            return node
+        finally:
+            node.request_stop()
+            await running
+
+    node = run(serve_until_rotated())
+    assert node.rotation_finished is not None
+    assert node.rotation_finished.rewrapped_records == len(data_keys)
+    assert node.halt_reason is None
+    assert not (config.data_path / ROTATION_STATE_FILE).exists()
+    kek_dir = config.resolve(config.records.kek_dir)
+    assert not (kek_dir / "kek-v1.json").exists() and (kek_dir / "kek-v1.destroyed").exists()
+    assert "KEK versions [2], current 2" in emrchain("kek", "status", "--home", str(home)).stdout
+    service = open_record_service(config)
     try:
         for record_id, data_key in data_keys.items():
             sealed = service.seal_data_key_for(record_id, bytes(reader.public_key))
