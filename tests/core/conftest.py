@@ -7,13 +7,13 @@ the tests that need it fail; elsewhere they are skipped with the reason.
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from types import ModuleType
 
 import pytest
 
 import emrchain._core as core
+from tests.ci import running_in_ci
 
 CheckFn = Callable[..., tuple[bytes, list[bytes]]]
 
@@ -21,10 +21,6 @@ CheckFn = Callable[..., tuple[bytes, list[bytes]]]
 # all three modules of a twin at once; if only a sibling (merkle, ed25519) is missing, these
 # tests still exercise the one module they are about.
 _MODULES = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: "emrchain._core.fallback.txcodec"}
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1")
 
 
 def import_twin_module(module: str, *, compiled: bool) -> ModuleType:
@@ -36,7 +32,7 @@ def import_twin_module(module: str, *, compiled: bool) -> ModuleType:
         reason = f"{module} cannot be imported ({error})"
         if compiled:
             reason += "; build it with `python setup.py build_ext --inplace`"
-        if not compiled or in_ci():
+        if not compiled or running_in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
 

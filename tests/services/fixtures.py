@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from tests.ci import running_in_ci
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 IPFS_DAEMON_SCRIPT = REPOSITORY / "scripts" / "ipfs" / "daemon.py"
 IPFS_COMMAND_LINE = REPOSITORY / "scripts" / "ipfs" / "node_modules" / "ipfs" / "src" / "cli.js"
@@ -55,10 +57,6 @@ def run(coroutine: Coroutine[Any, Any, Result], deadline_s: float = TEST_DEADLIN
             return await coroutine
 
     return asyncio.run(bounded())
-
-
-def running_in_ci() -> bool:
-    return os.environ.get("CI", "").lower() == "true"
 
 
 def require_service(name: str) -> None:
