@@ -1,72 +1,75 @@
-"""The binary batch route and the block stream, on a stand-in node (no chain needed)."""
+"""The binary batch route and the block stream on a real in-process node (temporary home, no
+network loops): real admission of signed transactions, real committed blocks and tx results."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import struct
-from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from emrchain.mempool.admission import Admission
+from emrchain.node.node import Node
 from emrchain.rpc.binary import CONTENT_TYPE, BinarySubmit, decode_batch, encode_batch
 from emrchain.rpc.errors import RpcError, json_errors
 from emrchain.rpc.stream import BlockStream, StreamLimits
-from emrchain.state.result import TxResult
+from emrchain.state.codes import ResultCode
+from emrchain.types.block import tx_ids
+from emrchain.workload import anchor_transactions
+from tests.node.in_process import (
+    CHAIN_ID,
+    commit_own_block,
+    register_workload_senders,
+    single_validator_node,
+)
 
 MAX_BATCH_TXS = 8
 
 
-class StandInMempool:
-    """Admits every transaction except those starting with 0xFF."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[bytes]] = []
-
-    def admit_batch(self, txs: list[bytes]) -> list[Admission]:
-        self.batches.append(txs)
-        return [
-            Admission(bytes(32), tx[:1] != b"\xff", "ok" if tx[:1] != b"\xff" else "bad", "r")
-            for tx in txs
-        ]
-
-
-def stand_in_node() -> Any:
-    mempool = StandInMempool()
-
-    async def admit(txs: list[bytes]) -> list[Admission]:
-        return mempool.admit_batch(txs)
-
-    return SimpleNamespace(
-        config=SimpleNamespace(rpc=SimpleNamespace(max_batch_txs=MAX_BATCH_TXS)),
-        mempool=mempool,
-        admission=SimpleNamespace(admit=admit),
-        chain=SimpleNamespace(commit_listeners=[]),
-    )
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    with single_validator_node(tmp_path, max_batch_txs=MAX_BATCH_TXS) as opened:
+        yield opened
 
 
 async def json_route(request: web.Request) -> web.Response:
     return web.json_response({"json_route": True})
 
 
-def serve(node: Any, test: Callable[[TestClient], Awaitable[None]], **stream: Any) -> None:
+def serve(node: Node, test: Callable[[TestClient, BlockStream], Awaitable[None]],
+          **stream: Any) -> None:
     async def main() -> None:
+        blocks = BlockStream(node, StreamLimits(**stream))
         app = web.Application(client_max_size=4096, middlewares=[json_errors])
         app.add_routes(
             [
                 web.post("/txs", BinarySubmit(node, json_route).handle),
-                web.get("/ws/blocks", BlockStream(node, StreamLimits(**stream)).handle),
+                web.get("/ws/blocks", blocks.handle),
             ]
         )
-        async with TestClient(TestServer(app)) as client:
-            await test(client)
+        node.admission.start()
+        try:
+            async with TestClient(TestServer(app)) as client:
+                await test(client, blocks)
+        finally:
+            await node.admission.stop()
 
     asyncio.run(main())
+
+
+async def subscribed(client: TestClient, blocks: BlockStream) -> Any:
+    """A block stream subscriber, once the stream counts it (after the handshake)."""
+    socket = await client.ws_connect("/ws/blocks")
+    for _ in range(500):
+        if blocks.subscribers:
+            return socket
+        await asyncio.sleep(0.01)
+    raise AssertionError("the subscription never registered")
 
 
 def u32(value: int) -> bytes:
@@ -99,74 +102,69 @@ def test_bad_framing_is_refused_with_its_code(body: bytes, code: str) -> None:
     assert raised.value.code == code
 
 
-def test_binary_route_over_http() -> None:
-    node = stand_in_node()
+def test_binary_route_over_http(node: Node) -> None:
+    good, forged = anchor_transactions(2, chain_id=CHAIN_ID.encode(), senders=2, seed=5)
+    forged = forged[:-1] + bytes([forged[-1] ^ 0x01])  # its signature no longer verifies
 
-    async def check(client: TestClient) -> None:
+    async def check(client: TestClient, blocks: BlockStream) -> None:
         headers = {"Content-Type": CONTENT_TYPE}
-        good = await client.post("/txs", data=encode_batch([b"\x01", b"\xff\x02"]), headers=headers)
-        assert good.status == 200
-        reply = await good.json()
+        answer = await client.post("/txs", data=encode_batch([good, forged]), headers=headers)
+        assert answer.status == 200
+        reply = await answer.json()
         assert reply["accepted"] == 1
-        assert [(item["index"], item["code"]) for item in reply["refused"]] == [(1, "bad")]
+        assert [(item["index"], item["code"]) for item in reply["refused"]] == [
+            (1, "bad_signature")
+        ]
         truncated = await client.post("/txs", data=u32(3) + u32(1) + b"a", headers=headers)
         assert truncated.status == 400
         assert (await truncated.json())["error"]["code"] == "truncated"
         oversized = await client.post("/txs", data=u32(10**6), headers=headers)
         assert (await oversized.json())["error"]["code"] == "batch_size"
+        too_many = await client.post(
+            "/txs", data=encode_batch([good] * (MAX_BATCH_TXS + 1)), headers=headers
+        )
+        assert too_many.status == 400  # the node's own [rpc] max_batch_txs
+        assert (await too_many.json())["error"]["code"] == "batch_size"
         too_big = await client.post("/txs", data=b"\x00" * 5000, headers=headers)
         assert too_big.status == 413
         other = await client.post("/txs", json={"txs": []})
         assert (await other.json()) == {"json_route": True}  # JSON bodies keep their handler
 
     serve(node, check)
-    assert node.mempool.batches == [[b"\x01", b"\xff\x02"]]  # bad requests admitted nothing
+    stats = node.mempool.stats()
+    assert stats.size_txs == 1 and stats.admitted_txs == 1  # bad requests admitted nothing
+    assert stats.refused_txs_by_code == {"bad_signature": 1}
 
 
-def committed_block(height: int, tx_count: int) -> tuple[Any, list[bytes], list[TxResult]]:
-    header = SimpleNamespace(height=height, time_ms=1_000 + height)
-    block = SimpleNamespace(header=header, block_id=bytes([height]) * 32)
-    ids = [bytes([height, index]) * 16 for index in range(tx_count)]
-    results = [TxResult(40 if index == 1 else 0, "") for index in range(tx_count)]
-    return block, ids, results
+def test_block_stream_sends_each_committed_block_in_order(node: Node) -> None:
+    registered, stranger = (
+        anchor_transactions(1, chain_id=CHAIN_ID.encode(), senders=1, seed=seed)[0]
+        for seed in (3, 4)
+    )
 
-
-def test_block_stream_sends_each_committed_block_in_order() -> None:
-    node = stand_in_node()
-
-    async def check(client: TestClient) -> None:
-        socket = await client.ws_connect("/ws/blocks")
-        for _ in range(100):  # the subscription registers once the handshake is done
-            if node.chain.commit_listeners[0].__self__.subscribers:
-                break
-            await asyncio.sleep(0.01)
-        publish = node.chain.commit_listeners[0]
-        for height in (1, 2):
-            publish(*committed_block(height, height))
+    async def check(client: TestClient, blocks: BlockStream) -> None:
+        socket = await subscribed(client, blocks)
+        first = register_workload_senders(node, senders=1, seed=3)
+        assert node.mempool.admit_batch([registered, stranger])[1].accepted
+        second = commit_own_block(node)
         frames = [json.loads((await socket.receive()).data) for _ in range(2)]
-        assert [frame["height"] for frame in frames] == [1, 2]
-        assert frames[1]["time_ms"] == 1_002
-        assert frames[1]["tx_ids"] == [(bytes([2, index]) * 16).hex() for index in range(2)]
-        assert frames[1]["block_id"] == (bytes([2]) * 32).hex()
-        assert frames[0]["failed"] == []
-        assert frames[1]["failed"] == [[1, 40]]  # execution refused the second transaction
+        assert [frame["height"] for frame in frames] == [first.header.height, 2]
+        assert frames[1]["time_ms"] == second.header.time_ms
+        assert frames[1]["block_id"] == second.block_id.hex()
+        assert frames[1]["tx_ids"] == [tx_id.hex() for tx_id in tx_ids([registered, stranger])]
+        assert frames[0]["failed"] == []  # every registration applied
+        # Execution refused the unregistered sender's anchor, and only it.
+        assert frames[1]["failed"] == [[1, int(ResultCode.NOT_A_MEMBER)]]
         await socket.close()
 
     serve(node, check)
 
 
-def test_block_stream_disconnects_a_subscriber_that_falls_behind() -> None:
-    node = stand_in_node()
-
-    async def check(client: TestClient) -> None:
-        socket = await client.ws_connect("/ws/blocks")
-        stream = node.chain.commit_listeners[0].__self__
-        for _ in range(100):
-            if stream.subscribers:
-                break
-            await asyncio.sleep(0.01)
-        for height in range(1, 10):  # no await in between: the queue of 2 overflows
-            stream.publish(*committed_block(height, 1))
+def test_block_stream_disconnects_a_subscriber_that_falls_behind(node: Node) -> None:
+    async def check(client: TestClient, blocks: BlockStream) -> None:
+        socket = await subscribed(client, blocks)
+        for _ in range(9):  # no await in between: the queue of 2 overflows
+            commit_own_block(node)
         messages = []
         while True:
             message = await socket.receive()
@@ -179,16 +177,9 @@ def test_block_stream_disconnects_a_subscriber_that_falls_behind() -> None:
     serve(node, check, max_queued_blocks=2)
 
 
-def test_block_stream_refuses_subscribers_beyond_its_limit() -> None:
-    node = stand_in_node()
-
-    async def check(client: TestClient) -> None:
-        first = await client.ws_connect("/ws/blocks")
-        stream = node.chain.commit_listeners[0].__self__
-        for _ in range(100):
-            if stream.subscribers:
-                break
-            await asyncio.sleep(0.01)
+def test_block_stream_refuses_subscribers_beyond_its_limit(node: Node) -> None:
+    async def check(client: TestClient, blocks: BlockStream) -> None:
+        first = await subscribed(client, blocks)
         second = await client.get("/ws/blocks")
         assert second.status == 503
         assert (await second.json())["error"]["code"] == "too_many_subscribers"

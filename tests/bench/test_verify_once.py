@@ -9,14 +9,16 @@ from pathlib import Path
 import pytest
 
 from emrchain import _core
-from emrchain.config.homes import ADMIN_IDENTITY_FILE, create_testnet
-from emrchain.keystore.member import load_member_identity
 from emrchain.node.node import Node
-from emrchain.types import Block, CommitCertificate, Vote
-from emrchain.types.vote import VoteType
-from emrchain.workload import anchor_transactions, registration_transactions
-
-CHAIN_ID = "emrchain-devnet"
+from emrchain.types import Block
+from emrchain.workload import anchor_transactions
+from tests.node.in_process import (
+    CHAIN_ID,
+    commit_for,
+    commit_own_block,
+    register_workload_senders,
+    single_validator_node,
+)
 
 
 class CountingVerify:
@@ -31,14 +33,8 @@ class CountingVerify:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[Node]:
-    homes, _ = create_testnet(
-        tmp_path, validators=1, chain_id=CHAIN_ID, host="127.0.0.1", base_port=0
-    )
-    opened = Node.open(homes[0])
-    try:
+    with single_validator_node(tmp_path) as opened:
         yield opened
-    finally:
-        opened._database.close()
 
 
 @pytest.fixture
@@ -46,37 +42,6 @@ def counting(monkeypatch: pytest.MonkeyPatch) -> CountingVerify:
     counter = CountingVerify()
     monkeypatch.setattr(_core, "verify_transactions", counter)
     return counter
-
-
-def commit_for(node: Node, block: Block) -> CommitCertificate:
-    key = node.validator_key
-    unsigned = Vote(VoteType.PRECOMMIT, block.height, 0, block.block_id, key.public_key, b"")
-    signature = key.sign(unsigned.signed_message(node.chain_id))
-    vote = Vote(VoteType.PRECOMMIT, block.height, 0, block.block_id, key.public_key, signature)
-    return CommitCertificate.from_precommits([vote])
-
-
-def commit_own_block(node: Node) -> Block:
-    """Build this node's block from its mempool and commit it (validated as its own)."""
-    chain = node.chain
-    block = chain.build_block(chain.height + 1, node.validator_key.public_key)
-    verdict = chain.own_block_verdict(block)
-    chain.apply_block(block, commit_for(node, block), verdict.signature_verdicts)
-    return block
-
-
-def register_workload_senders(node: Node, *, senders: int, seed: int) -> None:
-    """The home's organisation admin registers the workload's clinicians and patients, so that
-    their anchors execute under the EMR rules."""
-    admin = load_member_identity(node.config.resolve(ADMIN_IDENTITY_FILE))
-    txs = registration_transactions(
-        admin.signer, node.config.node.organization_id, chain_id=CHAIN_ID.encode(),
-        senders=senders, seed=seed,
-    )
-    assert all(admission.accepted for admission in node.mempool.admit_batch(txs))
-    block = commit_own_block(node)
-    results = node.chain.store.tx_results(block.height)
-    assert results is not None and [result.code for result in results] == [0] * len(txs)
 
 
 def test_own_proposal_is_validated_and_executed_without_verifying_again(
