@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nacl.public import PrivateKey, SealedBox
 
-from emrchain.config.node import load_node_config
+from emrchain.config.node import NodeConfig, load_node_config
 from emrchain.node.node import Node
 from emrchain.records import open_record_service
 from emrchain.records.rotation import ROTATION_STATE_FILE
@@ -27,11 +27,11 @@ def emrchain(*arguments: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_kek_rotate_moves_every_wrap_and_status_shows_the_new_version(tmp_path: Path) -> None:
-    home = single_node_home(tmp_path / "net")
-    config = load_node_config(home)
+def store_records(home: Path, config: NodeConfig, count: int) -> dict[bytes, bytes]:
+    """Store `count` records through the home's record service (then closed): their data keys
+    by record id."""
     service = open_record_service(config)
-    data_keys = {secrets.token_bytes(32): secrets.token_bytes(32) for _ in range(100)}
+    data_keys = {secrets.token_bytes(32): secrets.token_bytes(32) for _ in range(count)}
 
     async def fill() -> None:
         for record_id, data_key in data_keys.items():
@@ -39,6 +39,25 @@ def test_kek_rotate_moves_every_wrap_and_status_shows_the_new_version(tmp_path: 
         await service.close()
 
     run(fill())
+    return data_keys
+
+
+def assert_every_data_key_served(config: NodeConfig, data_keys: dict[bytes, bytes]) -> None:
+    """A fresh record service seals each record's data key to a reader, correctly."""
+    service = open_record_service(config)
+    reader = PrivateKey.generate()
+    try:
+        for record_id, data_key in data_keys.items():
+            sealed = service.seal_data_key_for(record_id, bytes(reader.public_key))
+            assert SealedBox(reader).decrypt(sealed) == data_key
+    finally:
+        run(service.close())
+
+
+def test_kek_rotate_moves_every_wrap_and_status_shows_the_new_version(tmp_path: Path) -> None:
+    home = single_node_home(tmp_path / "net")
+    config = load_node_config(home)
+    data_keys = store_records(home, config, 100)
     before = emrchain("kek", "status", "--home", str(home))
     assert before.returncode == 0, before.stderr
     assert "KEK versions [1], current 1" in before.stdout
@@ -53,14 +72,7 @@ def test_kek_rotate_moves_every_wrap_and_status_shows_the_new_version(tmp_path: 
     assert "KEK versions [2], current 2" in after.stdout
     kek_dir = config.resolve(config.records.kek_dir)
     assert not (kek_dir / "kek-v1.json").exists() and (kek_dir / "kek-v1.destroyed").exists()
-    service = open_record_service(config)
-    reader = PrivateKey.generate()
-    try:
-        for record_id, data_key in data_keys.items():
-            sealed = service.seal_data_key_for(record_id, bytes(reader.public_key))
-            assert SealedBox(reader).decrypt(sealed) == data_key
-    finally:
-        run(service.close())
+    assert_every_data_key_served(config, data_keys)
 
 
 def test_kek_begin_leaves_the_walk_to_the_node_which_finishes_it_while_serving(
@@ -68,15 +80,7 @@ def test_kek_begin_leaves_the_walk_to_the_node_which_finishes_it_while_serving(
 ) -> None:
     home = single_node_home(tmp_path / "net")
     config = load_node_config(home)
-    service = open_record_service(config)
-    data_keys = {secrets.token_bytes(32): secrets.token_bytes(32) for _ in range(300)}
-
-    async def fill() -> None:
-        for record_id, data_key in data_keys.items():
-            await service.store(record_id, b"ciphertext", sealed_data_key(home, data_key))
-        await service.close()
-
-    run(fill())
+    data_keys = store_records(home, config, 300)
     begun = emrchain("kek", "begin", "--home", str(home))
     assert begun.returncode == 0, begun.stderr
     assert "KEK rotation to version 2 in progress: 0 custody wraps moved" in begun.stdout
@@ -115,10 +119,4 @@ def test_kek_begin_leaves_the_walk_to_the_node_which_finishes_it_while_serving(
     kek_dir = config.resolve(config.records.kek_dir)
     assert not (kek_dir / "kek-v1.json").exists() and (kek_dir / "kek-v1.destroyed").exists()
     assert "KEK versions [2], current 2" in emrchain("kek", "status", "--home", str(home)).stdout
-    service = open_record_service(config)
-    try:
-        for record_id, data_key in data_keys.items():
-            sealed = service.seal_data_key_for(record_id, bytes(reader.public_key))
-            assert SealedBox(reader).decrypt(sealed) == data_key
-    finally:
-        run(service.close())
+    assert_every_data_key_served(config, data_keys)
