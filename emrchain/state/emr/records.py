@@ -7,16 +7,69 @@ the chain, and the erasure fields say who erased it, when and why.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from emrchain._core.schema import ErasureReason, GranteeKind, GrantScope, RecordType
 from emrchain.state.emr.entities import NO_KEY, read_ident
 from emrchain.state.emr.limits import CID_MAX_BYTES
-from emrchain.types.codec import DecodeError, Reader, Writer
+from emrchain.types.codec import DecodeError, EncodeError, Reader, Writer
 
 NOT_ERASED = 0
 """`erasure_reason` of a record that is not erased (reasons are 1..3)."""
+
+# EmrRecord = _HASHES | cid | _TYPE_SIZE_AUTHOR | author_organization | _TAIL, where the
+# one-byte length prefixes of cid and author_organization end the struct before them.
+_HASHES = struct.Struct(">32s32sB")
+_TYPE_SIZE_AUTHOR = struct.Struct(">BQ32sB")
+_TAIL = struct.Struct(">QQB32sQQ")
+
+
+def encode_record(
+    patient_id: bytes,
+    ciphertext_sha256: bytes,
+    cid: bytes,
+    record_type: int,
+    size_bytes: int,
+    author: bytes,
+    author_organization: str,
+    height: int,
+    time_ms: int,
+    erasure_reason: int = NOT_ERASED,
+    erased_by: bytes = NO_KEY,
+    erased_height: int = 0,
+    erased_time_ms: int = 0,
+) -> bytes:
+    """The EmrRecord encoding (`docs/spec/state.md` §3.1) from its fields.
+
+    Every ANCHOR_RECORD writes one, so it is packed with three precompiled structs rather than
+    a Writer and without building the EmrRecord first; `EmrRecord.encode` is this function.
+    Refuses what the Writer refused (EncodeError): fixed fields that are not exactly 32 bytes,
+    a cid or organisation id over 255 bytes, integers that are bools or do not fit."""
+    for value in (patient_id, ciphertext_sha256, author, erased_by):
+        if not isinstance(value, bytes) or len(value) != 32:
+            raise EncodeError("expected exactly 32 bytes")
+    if not isinstance(cid, bytes):
+        raise EncodeError("expected bytes")
+    organization = author_organization.encode("ascii")
+    if bool in (
+        type(record_type),
+        type(size_bytes),
+        type(height),
+        type(time_ms),
+        type(erasure_reason),
+        type(erased_height),
+        type(erased_time_ms),
+    ):
+        raise EncodeError("booleans are not integers here")
+    try:
+        head = _HASHES.pack(patient_id, ciphertext_sha256, len(cid))
+        middle = _TYPE_SIZE_AUTHOR.pack(record_type, size_bytes, author, len(organization))
+        tail = _TAIL.pack(height, time_ms, erasure_reason, erased_by, erased_height, erased_time_ms)
+    except struct.error as error:  # an integer that does not fit its field, or not an integer
+        raise EncodeError(str(error)) from None
+    return head + cid + middle + organization + tail
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +107,21 @@ class EmrRecord:
         )
 
     def encode(self) -> bytes:
-        writer = Writer().fixed(self.patient_id, 32).fixed(self.ciphertext_sha256, 32)
-        writer.var_bytes(self.cid, 1).u8(self.record_type).u64(self.size_bytes)
-        writer.fixed(self.author, 32).var_bytes(self.author_organization.encode("ascii"), 1)
-        writer.u64(self.height).u64(self.time_ms).u8(self.erasure_reason)
-        writer.fixed(self.erased_by, 32).u64(self.erased_height).u64(self.erased_time_ms)
-        return writer.bytes()
+        return encode_record(
+            self.patient_id,
+            self.ciphertext_sha256,
+            self.cid,
+            self.record_type,
+            self.size_bytes,
+            self.author,
+            self.author_organization,
+            self.height,
+            self.time_ms,
+            self.erasure_reason,
+            self.erased_by,
+            self.erased_height,
+            self.erased_time_ms,
+        )
 
     @classmethod
     def decode(cls, record_id: bytes, data: bytes) -> EmrRecord:

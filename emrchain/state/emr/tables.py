@@ -17,6 +17,7 @@ from emrchain.state.emr.limits import (
     MAX_GRANTS_PER_PATIENT,
     MAX_GRANTS_PER_RECORD,
 )
+from emrchain.state.emr.memo import DecodedMemo
 from emrchain.state.emr.records import (
     BreakGlassSession,
     EmrRecord,
@@ -32,6 +33,11 @@ from emrchain.types.codec import DecodeError
 
 T = TypeVar("T")
 
+MEMBER_MEMO_ENTRIES = 8_192
+"""Decoded members kept by their stored bytes (~1 KB each with their fields): more than the
+members that sign in a block, so a sender's entry is decoded once, not once per transaction."""
+_MEMBERS: DecodedMemo[Member] = DecodedMemo(MEMBER_MEMO_ENTRIES)
+
 
 class TransactionRefusedError(Exception):
     """A transaction is refused with `code`; its handler's writes are discarded."""
@@ -46,6 +52,10 @@ def _decoded(view: StateView, key: bytes, decode: Callable[[bytes], T]) -> T | N
     raw = view.get(key)
     if raw is None:
         return None
+    return _decode_entry(key, raw, decode)
+
+
+def _decode_entry(key: bytes, raw: bytes, decode: Callable[[bytes], T]) -> T:
     try:
         return decode(raw)
     except (DecodeError, ValueError) as error:
@@ -76,7 +86,17 @@ def write_organization_count(state: OverlayStateView, count: int) -> None:
 
 
 def read_member(view: StateView, member_id: bytes) -> Member | None:
-    return _decoded(view, keys.member_key(member_id), lambda raw: Member.decode(member_id, raw))
+    key = keys.member_key(member_id)
+    raw = view.get(key)
+    if raw is None:
+        return None
+    # Hot: every transaction's sender. The memo is keyed by the stored bytes, so it is never
+    # stale; the id check covers two members whose entries happen to be byte-identical.
+    member = _MEMBERS.get(raw)
+    if member is None or member.member_id != member_id:
+        member = _decode_entry(key, raw, lambda data: Member.decode(member_id, data))
+        _MEMBERS.put(raw, member)
+    return member
 
 
 def write_member(state: OverlayStateView, member: Member) -> None:
