@@ -83,15 +83,32 @@ class OverlayStateView:
         return self._base
 
     def get(self, key: bytes) -> bytes | None:
-        pending = self._pending
-        if key in pending:
-            return pending[key]
-        return self._base.get(key)
+        # A transaction's overlay sits on the block's, which sits on committed state, and every
+        # read walks down: iterate through the overlays instead of one call per level.
+        view: StateView = self
+        while type(view) is OverlayStateView:
+            pending = view._pending
+            if key in pending:
+                return pending[key]
+            view = view._base
+        return view.get(key)
 
     def put(self, key: bytes, value: bytes) -> None:
-        check_key(key)
-        check_value(value)
-        self._record(key, value)
+        # Every transaction writes a few keys: the common case (exact bytes within the limits)
+        # is checked inline; anything else goes through check_key/check_value, which accept
+        # bytes subclasses as before and raise the precise error.
+        if not (
+            type(key) is bytes
+            and 0 < len(key) <= MAX_STATE_KEY_BYTES
+            and type(value) is bytes
+            and len(value) <= MAX_STATE_VALUE_BYTES
+        ):
+            check_key(key)
+            check_value(value)
+        pending = self._pending
+        if key not in pending and len(pending) >= self._max_pending_writes:
+            raise StateLimitError(f"more than {self._max_pending_writes} pending writes")
+        pending[key] = value
 
     def delete(self, key: bytes) -> None:
         check_key(key)
@@ -111,5 +128,11 @@ class OverlayStateView:
 
     def merge_into(self, parent: OverlayStateView) -> None:
         """Apply these writes to `parent` (normally this overlay's own base)."""
-        for key, value in self._pending.items():
-            parent._record(key, value)  # keys and values were checked when first written
+        # Keys and values were checked when first written; only the parent's cap is left, and
+        # when even all-new keys stay within it one dict update does what per-key records do.
+        pending = self._pending
+        if len(parent._pending) + len(pending) <= parent._max_pending_writes:
+            parent._pending.update(pending)
+            return
+        for key, value in pending.items():
+            parent._record(key, value)
