@@ -50,6 +50,7 @@ _PROGRESS = struct.Struct(">QQ")
 _U64 = struct.Struct(">Q")
 _VALIDATOR_CACHE_ENTRIES = 4
 _MAX_TIME_MS = (1 << 63) - 1
+_OK = int(ResultCode.OK)
 
 
 def read_progress(view: StateView) -> tuple[int, int]:
@@ -237,28 +238,29 @@ class NonceAnchorApplication:
     def _deliver(
         self, tx: DecodedTransaction, parent: OverlayStateView, context: BlockContext
     ) -> TxResult:
+        nonce = tx.nonce
         nonce_key = keys.nonce_key(tx.sender)
         last_nonce = read_u64(parent, nonce_key)
-        if tx.nonce == 0:
+        if nonce == 0:
             return TxResult.make(ResultCode.NONCE_USED, "nonce 0 is never valid; nonces start at 1")
-        if tx.nonce <= last_nonce:
+        if nonce <= last_nonce:
             return TxResult.make(
                 ResultCode.NONCE_USED,
-                f"nonce {tx.nonce} is already used; the sender's next nonce is {last_nonce + 1}",
+                f"nonce {nonce} is already used; the sender's next nonce is {last_nonce + 1}",
             )
-        if tx.nonce > last_nonce + 1:
+        if nonce > last_nonce + 1:
             return TxResult.make(
                 ResultCode.NONCE_GAP,
-                f"nonce {tx.nonce} is ahead; the sender's next nonce is {last_nonce + 1}",
+                f"nonce {nonce} is ahead; the sender's next nonce is {last_nonce + 1}",
             )
         tx_state = OverlayStateView(parent)
         result = self._handlers[tx.kind](tx, tx_state, context)
-        if result.code == ResultCode.OK:
+        if result.code == _OK:
             tx_state.merge_into(parent)
         # A transaction with the right nonce consumes it even when a rule refuses it (as in
         # Ethereum and Cosmos): otherwise the same signed bytes could be included again and
         # again, each time costing every node block space and verification.
-        parent.put(nonce_key, _U64.pack(tx.nonce))
+        parent.put(nonce_key, _U64.pack(nonce))
         return result
 
     def _context(

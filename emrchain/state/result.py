@@ -80,19 +80,24 @@ def encode_writes(writes: Mapping[bytes, bytes | None]) -> bytes:
     if len(writes) > MAX_WRITES:
         raise StateLimitError(f"more than {MAX_WRITES} writes")
     for key in writes:
-        check_key(key)  # before sorting: a non-bytes key must not reach the comparison
+        # Before sorting: a non-bytes key must not reach the comparison. A block has a few
+        # thousand writes, so the common case is checked inline, the rest by check_key.
+        if type(key) is not bytes or not 0 < len(key) <= MAX_STATE_KEY_BYTES:
+            check_key(key)
     parts = [_U32.pack(len(writes))]
     append = parts.append
+    u16, u32 = _U16.pack, _U32.pack
     for key in sorted(writes):
         value = writes[key]
-        append(_U16.pack(len(key)))
+        append(u16(len(key)))
         append(key)
         if value is None:
             append(b"\x00")
         else:
-            check_value(value)
+            if type(value) is not bytes or len(value) > MAX_STATE_VALUE_BYTES:
+                check_value(value)
             append(b"\x01")
-            append(_U32.pack(len(value)))
+            append(u32(len(value)))
             append(value)
     return b"".join(parts)
 

@@ -30,7 +30,7 @@ from emrchain.state.emr.context import (
     short,
     transaction_id,
 )
-from emrchain.state.emr.entities import NO_KEY, Member, PatientEntry
+from emrchain.state.emr.entities import NO_KEY, Member
 from emrchain.state.emr.limits import (
     MAX_BREAK_GLASS_SESSIONS_PER_PATIENT,
     MAX_RECORDS_PER_PATIENT,
@@ -40,10 +40,11 @@ from emrchain.state.emr.tables import (
     TransactionRefusedError,
     read_grant,
     read_patient,
+    read_patient_fields,
     read_record,
     read_record_grant_ids,
     read_sessions,
-    write_patient,
+    write_patient_fields,
     write_record,
     write_sessions,
 )
@@ -60,7 +61,8 @@ def anchor_record(
     tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
 ) -> TxResult:
     # The hot path of the chain (issue #7): the record is encoded straight from the fields
-    # rather than through an EmrRecord, and the patient entry rebuilt rather than `replace`d.
+    # rather than through an EmrRecord, and the patient entry's fields are updated without
+    # building PatientEntry objects.
     # `record_type` needs no RecordType() round trip: the stateless check admits only its
     # values.
     sender = require_sender(state, tx)
@@ -72,15 +74,16 @@ def anchor_record(
             ResultCode.DUPLICATE_RECORD, f"record {record_id.hex()} is already anchored"
         )
     patient_id = fields["patient_id"]
-    patient = read_patient(state, patient_id)
+    patient = read_patient_fields(state, patient_id)
     if patient is None:
         raise TransactionRefusedError(
             ResultCode.PATIENT_NOT_REGISTERED, f"patient id {short(patient_id)} is not registered"
         )
-    if patient.record_count >= MAX_RECORDS_PER_PATIENT:
+    holder, record_count = patient
+    if record_count >= MAX_RECORDS_PER_PATIENT:
         raise TransactionRefusedError(
             ResultCode.RECORD_LIMIT_REACHED,
-            f"{patient.record_count} records are anchored for this patient "
+            f"{record_count} records are anchored for this patient "
             f"(limit {MAX_RECORDS_PER_PATIENT})",
         )
     state.put(
@@ -97,7 +100,7 @@ def anchor_record(
             context.time_ms,
         ),
     )
-    write_patient(state, patient_id, PatientEntry(patient.member_id, patient.record_count + 1))
+    write_patient_fields(state, patient_id, holder, record_count + 1)
     # The message is short, so TxResult.make would not cut it.
     return TxResult(_OK, f"record {short(record_id)} anchored")
 

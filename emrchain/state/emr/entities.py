@@ -192,22 +192,36 @@ class PatientEntry:
     record_count: int
 
     # Fixed layout (36 bytes), read and rewritten by every ANCHOR_RECORD: struct instead of
-    # Writer/Reader, with the same checks and the same bytes.
+    # Writer/Reader, with the same checks and the same bytes; `pack`/`unpack` spare the hot
+    # path the objects.
     def encode(self) -> bytes:
-        member_id, count = self.member_id, self.record_count
-        if not isinstance(member_id, bytes) or len(member_id) != 32:
-            raise EncodeError("expected exactly 32 bytes")
-        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= U32_MAX:
-            raise EncodeError(f"{count!r} does not fit u32")
-        return _PATIENT_ENTRY.pack(member_id, count)
+        return self.pack(self.member_id, self.record_count)
 
     @classmethod
     def decode(cls, data: bytes) -> PatientEntry:
+        return cls(*cls.unpack(data))
+
+    @staticmethod
+    def pack(member_id: bytes, record_count: int) -> bytes:
+        """The encoding of PatientEntry(member_id, record_count); EncodeError if it has none."""
+        if not isinstance(member_id, bytes) or len(member_id) != 32:
+            raise EncodeError("expected exactly 32 bytes")
+        if (
+            not isinstance(record_count, int)
+            or isinstance(record_count, bool)
+            or not 0 <= record_count <= U32_MAX
+        ):
+            raise EncodeError(f"{record_count!r} does not fit u32")
+        return _PATIENT_ENTRY.pack(member_id, record_count)
+
+    @staticmethod
+    def unpack(data: bytes) -> tuple[bytes, int]:
+        """(member_id, record_count) of an encoding; DecodeError if it is not one."""
         if type(data) is bytes and len(data) == _PATIENT_ENTRY.size:
-            member_id, count = _PATIENT_ENTRY.unpack(data)
-            return cls(member_id, count)
+            member_id, record_count = _PATIENT_ENTRY.unpack(data)
+            return member_id, record_count
         # Anything else is malformed: the generic reader says exactly how.
         reader = Reader(data, "PatientEntry")
-        entry = cls(reader.fixed(32, "member_id"), reader.u32("record_count"))
+        fields = reader.fixed(32, "member_id"), reader.u32("record_count")
         reader.finish()
-        return entry
+        return fields

@@ -47,9 +47,14 @@ def encode_record(
     a Writer and without building the EmrRecord first; `EmrRecord.encode` is this function.
     Refuses what the Writer refused (EncodeError): fixed fields that are not exactly 32 bytes,
     a cid or organisation id over 255 bytes, integers that are bools or do not fit."""
-    for value in (patient_id, ciphertext_sha256, author, erased_by):
-        if not isinstance(value, bytes) or len(value) != 32:
-            raise EncodeError("expected exactly 32 bytes")
+    if not (
+        isinstance(patient_id, bytes)
+        and isinstance(ciphertext_sha256, bytes)
+        and isinstance(author, bytes)
+        and isinstance(erased_by, bytes)
+        and len(patient_id) == len(ciphertext_sha256) == len(author) == len(erased_by) == 32
+    ):
+        raise EncodeError("expected exactly 32 bytes")
     if not isinstance(cid, bytes):
         raise EncodeError("expected bytes")
     organization = author_organization.encode("ascii")

@@ -148,6 +148,18 @@ def write_patient(state: OverlayStateView, patient_id: bytes, entry: PatientEntr
     state.put(keys.patient_key(patient_id), entry.encode())
 
 
+def read_patient_fields(view: StateView, patient_id: bytes) -> tuple[bytes, int] | None:
+    """(member id, record count) of the patient entry: `read_patient` without the object, for
+    the one caller per ANCHOR_RECORD."""
+    return _decoded(view, keys.patient_key(patient_id), PatientEntry.unpack)
+
+
+def write_patient_fields(
+    state: OverlayStateView, patient_id: bytes, member_id: bytes, record_count: int
+) -> None:
+    state.put(keys.patient_key(patient_id), PatientEntry.pack(member_id, record_count))
+
+
 def patient_member(view: StateView, patient_id: bytes) -> Member | None:
     """The member currently holding `patient_id`, if the patient id was ever registered."""
     entry = read_patient(view, patient_id)
