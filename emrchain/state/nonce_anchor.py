@@ -37,7 +37,7 @@ from emrchain.state.result import (
     compute_app_hash,
 )
 from emrchain.state.validators import StateCorruptionError, validator_set_changes
-from emrchain.state.view import CommittedState, OverlayStateView, StateView
+from emrchain.state.view import CommittedState, OverlayStateView, ReadOnceView, StateView
 from emrchain.types.block import Block
 from emrchain.types.codec import DecodeError
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
@@ -177,7 +177,8 @@ class NonceAnchorApplication:
             raise BlockExecutionError(
                 "next_validators_hash does not match the state's next validator set"
             )
-        block_state = OverlayStateView(view)
+        # The committed state does not change until this block is committed, after we return.
+        block_state = OverlayStateView(ReadOnceView(view))
         # Begin block: record progress; the set fixed for height + 1 moves up one slot, and
         # the after-next slot becomes the working copy this block's approved updates change.
         block_state.put(keys.PROGRESS, _PROGRESS.pack(header.height, header.time_ms))

@@ -60,6 +60,31 @@ def check_value(value: bytes) -> None:
         raise StateLimitError(f"state value of {len(value)} bytes exceeds {MAX_STATE_VALUE_BYTES}")
 
 
+class ReadOnceView:
+    """Reads of a base view that does not change while this object is in use, each key read
+    from the base at most once.
+
+    Why: a block's transactions read the same committed entries again and again (a sender's
+    key index and member entry, once per transaction it signs), and the node's committed state
+    is LevelDB, where each read is a prefixed key, two calls and a lookup. Execution wraps the
+    committed view in one for the duration of one block only — it is created and dropped by
+    `execute_block`, and nothing commits in between — so it cannot outlive the state it saw.
+    """
+
+    __slots__ = ("_base", "_values")
+
+    def __init__(self, base: StateView) -> None:
+        self._base = base
+        self._values: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        values = self._values
+        if key in values:
+            return values[key]
+        value = values[key] = self._base.get(key)
+        return value
+
+
 class OverlayStateView:
     """Pending writes layered over a base view: reads see the writes first, then the base.
 

@@ -17,7 +17,7 @@ from emrchain.state import (
     encode_writes,
 )
 from emrchain.state.result import ExecutionResult
-from emrchain.state.view import MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES
+from emrchain.state.view import MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES, ReadOnceView
 from emrchain.types import DecodeError
 from tests.state.app_hash_vectors import VECTORS, build
 
@@ -72,6 +72,52 @@ def test_overlay_refuses_keys_values_and_counts_beyond_limits() -> None:
     with pytest.raises(StateLimitError, match="more than 2 pending writes"):
         overlay.delete(b"k3")
     assert overlay.writes() == {b"k1": b"rewrite", b"k2": b"v"}
+
+
+def test_overlay_put_fast_path_keeps_the_checks() -> None:
+    """put() checks exact bytes inline; anything else still goes through the full checks."""
+
+    class Key(bytes):
+        pass
+
+    overlay = OverlayStateView(base_view({}))
+    overlay.put(Key(b"sub"), Key(b"value"))  # bytes subclasses were accepted and still are
+    with pytest.raises(StateLimitError, match="bytes, not bytearray"):
+        overlay.put(b"k", bytearray(b"v"))  # type: ignore[arg-type]
+    with pytest.raises(StateLimitError, match="bytes, not memoryview"):
+        overlay.put(memoryview(b"k"), b"v")  # type: ignore[arg-type]
+    assert overlay.writes() == {b"sub": b"value"}
+
+
+def test_merge_into_a_parent_near_its_cap_refuses_like_single_writes() -> None:
+    parent = OverlayStateView(base_view({}), max_pending_writes=3)
+    parent.put(b"a", b"1")
+    child = OverlayStateView(parent)
+    child.put(b"a", b"2")  # an existing key of the parent: no new entry
+    child.put(b"b", b"2")
+    child.put(b"c", b"2")
+    child.merge_into(parent)  # 1 + 3 > 3 pending, but only 2 new keys: fits, as before
+    assert parent.writes() == {b"a": b"2", b"b": b"2", b"c": b"2"}
+    overflow = OverlayStateView(parent)
+    overflow.put(b"d", b"3")
+    with pytest.raises(StateLimitError, match="more than 3 pending writes"):
+        overflow.merge_into(parent)
+
+
+def test_read_once_view_reads_each_key_from_its_base_once() -> None:
+    reads: list[bytes] = []
+
+    class Counting:
+        def get(self, key: bytes) -> bytes | None:
+            reads.append(key)
+            return {b"a": b"1"}.get(key)
+
+    view = ReadOnceView(Counting())
+    assert [view.get(key) for key in (b"a", b"b", b"a", b"b")] == [b"1", None, b"1", None]
+    assert reads == [b"a", b"b"]  # absent keys are remembered too
+    overlay = OverlayStateView(view)
+    overlay.put(b"b", b"2")
+    assert overlay.get(b"b") == b"2" and reads == [b"a", b"b"]
 
 
 @pytest.mark.parametrize("vector", json.loads(VECTORS.read_text()), ids=lambda v: v["name"])
