@@ -16,6 +16,13 @@ Facts this script is built around (measured, see the team notes):
   no daemon of this repo is alive;
 - `--offline --enable-preload=false`, an empty Bootstrap list and MDNS off keep every byte of
   traffic on this machine.
+
+The `overrides` in package.json hold js-ipfs 0.66.1's dependency tree together on Node 20:
+`mortice`, `@libp2p/tcp`, `@libp2p/websockets` and `@multiformats/mafmt` keep it from crashing
+at start; `@libp2p/peer-record` 5.0.2 and `@libp2p/utils` 3.0.4 keep the multiaddrs they create
+on `@multiformats/multiaddr` 11 like libp2p 0.42 itself (their later patch releases moved to 12,
+whose objects fail libp2p's `isMultiaddr` check, so identify fails and two online nodes never
+become bitswap partners).
 """
 
 from __future__ import annotations

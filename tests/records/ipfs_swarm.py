@@ -5,6 +5,13 @@ single-node test; replication needs libp2p, so these nodes run online but can st
 nothing beyond loopback: empty Bootstrap, MDNS off, preload off, swarm listening on
 127.0.0.1 only, and the only peer is the one `connect` dials. The repository setup and the
 helpers (init, stale-lock removal, API polling) are the script's own.
+
+A swarm connection is not yet a bitswap partnership: js-ipfs's bitswap starts sending wants to a
+peer only once libp2p's identify exchange has stored that peer's protocols, so `connect` waits
+for identify on both sides. (`bitswap/stat` is no readiness signal here: js-ipfs lists as Peers
+only the peers it has exchanged bitswap messages with, so it is empty until the first want.)
+Identify failed (logged only under DEBUG) until `scripts/ipfs/package.json` pinned
+`@libp2p/peer-record` and `@libp2p/utils` to releases on libp2p 0.42's multiaddr major (11).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +32,9 @@ from types import ModuleType
 from tests.services.fixtures import IPFS_DAEMON_SCRIPT, SERVICE_START_TIMEOUT_S
 
 REQUEST_TIMEOUT_S = 10.0
+# Identify takes ~0.1 s on an idle machine; the bound is for a loaded CI box.
+IDENTIFY_TIMEOUT_S = 30.0
+BITSWAP_PROTOCOL_PREFIX = "/ipfs/bitswap/"
 
 
 def _daemon_script() -> ModuleType:
@@ -101,10 +112,34 @@ class SwarmIpfsDaemon:
         addresses = self.call("swarm/addrs/local?id=true")["Strings"]
         return next(address for address in addresses if address.startswith("/ip4/127.0.0.1/"))
 
+    def peer_id(self) -> str:
+        return self.call("id")["ID"]
+
+    def knows_bitswap_peer(self, peer_id: str) -> bool:
+        """Whether identify with `peer_id` completed here: this node's peer store lists the
+        peer's bitswap protocols, which is what makes its bitswap treat the peer as a partner."""
+        try:
+            protocols = self.call(f"id?arg={peer_id}").get("Protocols") or []
+        except urllib.error.HTTPError:  # js-ipfs answers 500 for a peer it has never seen
+            return False
+        return any(protocol.startswith(BITSWAP_PROTOCOL_PREFIX) for protocol in protocols)
+
     def connect(self, other: SwarmIpfsDaemon) -> None:
-        """Dial `other` (libp2p connections are two-way: one dial connects both)."""
+        """Dial `other` (libp2p connections are two-way: one dial connects both), then wait
+        until identify has completed in both directions, so each bitswap knows the other."""
         reply = self.call("swarm/connect?arg=" + other.swarm_address())
         assert "success" in " ".join(reply.get("Strings", [])), reply
+        mine, theirs = self.peer_id(), other.peer_id()
+        deadline = time.monotonic() + IDENTIFY_TIMEOUT_S
+        while not (self.knows_bitswap_peer(theirs) and other.knows_bitswap_peer(mine)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"identify between {mine} and {theirs} did not complete within "
+                    f"{IDENTIFY_TIMEOUT_S} s (no bitswap protocols in `id?arg=`): see "
+                    f"daemon.log in {self.repo} and {other.repo} with DEBUG=libp2p:identify*"
+                )
+            time.sleep(0.05)
+        self.history.append(f"connected to {theirs}")
 
     def pins(self) -> set[str]:
         request = urllib.request.Request(

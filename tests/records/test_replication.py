@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
-
-import pytest
 
 from emrchain.records.replication import AUTHORED_AND_GRANTED, PinLimits, Replicator
 from emrchain.storage.cid import compute_cid
@@ -32,23 +29,10 @@ def replicator(store: IpfsBlobStore, attempts: int = 6) -> Replicator:
     )
 
 
-MULTIADDR_COPIES = (
-    "js-ipfs 0.66.1 here never pairs the two nodes for bitswap (B lists no bitswap partner), so "
-    "nothing replicates. scripts/ipfs/node_modules holds two @multiformats/multiaddr versions "
-    "(11.6.1 and 12.5.1) and identify fails with 'multiaddr must be an instance of Multiaddr'; "
-    "but pinning 11.6.1 in the overrides (even a fresh install with a single copy) did not make "
-    "B find a partner on this machine in 30 s. Cause still open: remove this marker once fixed."
-)
-
-
-@pytest.mark.xfail(strict=True, reason=MULTIADDR_COPIES)
 def test_a_record_pinned_by_b_is_served_by_b_after_a_is_killed(ipfs_pair) -> None:
     a, b = ipfs_pair
-    # Peers that completed identify list each other as bitswap partners; fail fast otherwise.
-    deadline = time.monotonic() + 5
-    while not b.call("bitswap/stat")["Peers"]:
-        assert time.monotonic() < deadline, "B has no bitswap partner: " + MULTIADDR_COPIES
-        time.sleep(0.1)
+    # The fixture's `connect` waited for identify both ways; B's bitswap knows A.
+    assert b.knows_bitswap_peer(a.peer_id())
     ciphertexts = [secrets.token_bytes(4096) for _ in range(3)] + [secrets.token_bytes(600_000)]
 
     async def scenario() -> None:
