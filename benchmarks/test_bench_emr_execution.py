@@ -53,8 +53,7 @@ def _admin() -> GenesisOrganization:
     )
 
 
-@pytest.fixture(scope="module")
-def chain() -> tuple[ChainBuilder, Block]:
+def build_chain() -> tuple[ChainBuilder, Block]:
     """Height 1 registers everyone; the returned block (height 2) holds the anchors."""
     builder = ChainBuilder(handlers=EMR_HANDLERS, organizations=[_admin()])
     registrations = registration_transactions(
@@ -64,6 +63,11 @@ def chain() -> tuple[ChainBuilder, Block]:
     assert {result.code for result in built.result.tx_results} == {0}
     block = builder.propose(anchor_transactions(TX_COUNT, chain_id=CHAIN_ID, senders=SENDERS))
     return builder, block
+
+
+@pytest.fixture(scope="module")
+def chain() -> tuple[ChainBuilder, Block]:
+    return build_chain()
 
 
 @pytest.fixture(params=["memory", "leveldb"])
