@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import hdrs, web
+
+from emrchain.rpc.parse import lower_hex
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -20,7 +31,8 @@ class RpcError(Exception):
 
 
 @web.middleware
-async def json_errors(request: web.Request, handler):
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes `{"error": {...}}`, including aiohttp's own and unexpected ones."""
     try:
         return await handler(request)
     except RpcError as error:
@@ -28,19 +40,54 @@ async def json_errors(request: web.Request, handler):
     except web.HTTPRequestEntityTooLarge as error:
         return error_response(413, "body_too_large", error.text or "request body too large")
     except web.HTTPException as error:
-        if error.status >= 400:
-            return error_response(error.status, error.reason.lower().replace(" ", "_"), error.text)
+        if error.status < 400:
+            raise
+        response = error_response(
+            error.status, error.reason.lower().replace(" ", "_"), error.text or error.reason
+        )
+        # A 405 must say which methods the resource has (RFC 9110 §15.5.6); the JSON body
+        # replaces aiohttp's, its headers must not be lost with it.
+        if hdrs.ALLOW in error.headers:
+            response.headers[hdrs.ALLOW] = error.headers[hdrs.ALLOW]
+        return response
+    except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
         raise
+    except Exception:
+        # A bug, not bad input: log it with its traceback, but still answer in the documented
+        # error format (aiohttp's default is a text/plain page) and keep serving.
+        logger.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal error; the node logged it")
+
+
+def request_timeout(timeout_ms: int) -> Middleware:
+    """`[rpc] request_timeout_ms`: a request not answered by then gets 503 `request_timeout`.
+
+    WebSocket streams are long-lived by design and bounded by their own limits instead.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/ws/"):
+            return await handler(request)
+        scope = asyncio.timeout(timeout_ms / 1000)
+        try:
+            async with scope:
+                return await handler(request)
+        except TimeoutError:
+            if not scope.expired():
+                raise  # a timeout inside the handler (e.g. a backend's): not ours to rename
+            raise RpcError(503, "request_timeout", f"not answered within {timeout_ms} ms") from None
+
+    return middleware
 
 
 def hex_argument(text: str | None, length: int, what: str) -> bytes:
-    """A required hex argument of exactly `length` bytes, or a 400 naming `what`."""
+    """A required lowercase-hex argument of exactly `length` bytes, or a 400 naming `what`."""
     if text is None:
         raise RpcError(400, "missing_parameter", f"{what} is required")
+    if len(text) != 2 * length:
+        raise RpcError(400, "bad_length", f"{what} must be {length} bytes ({2 * length} hex)")
     try:
-        value = bytes.fromhex(text)
+        return lower_hex(text)
     except ValueError:
-        raise RpcError(400, "bad_hex", f"{what} is not hex") from None
-    if len(value) != length:
-        raise RpcError(400, "bad_length", f"{what} must be {length} bytes")
-    return value
+        raise RpcError(400, "bad_hex", f"{what} is not lowercase hex") from None

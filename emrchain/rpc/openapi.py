@@ -7,14 +7,39 @@ exercises the live server against it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
+from emrchain.rpc import openapi_schemas as replies
+
+HEX32 = replies.HEX32
+HEX = replies.HEX
 ERROR = {"$ref": "#/components/schemas/Error"}
 SIGNED = [
     {"memberKey": [], "timestamp": [], "nonce": [], "signature": []},
 ]
+MAX_HEIGHT = (1 << 63) - 1
+"""Largest height `GET /blocks/{height}` parses (heights are u64 on the wire, < 2^63 here)."""
+MAX_EVENTS_LIMIT = 1_000
+"""Most access events one listing returns (`?limit=`)."""
+MAX_HEADER_FIELD_BYTES = 8_190
+"""The HTTP parser's limit on one header line (aiohttp's default, passed explicitly by the
+server): a longer line is refused by the parser (400, text/plain) before any route runs."""
+MAX_ACCESS_EVENT_HEX = 8_000
+"""`X-Emrchain-Access-Event` fits in one header line (an ACCESS_EVENT tx is a few hundred
+bytes), whatever `[limits] max_tx_bytes` allows for other transactions."""
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLimits:
+    """The node's configured limits that the document states (defaults: the config's)."""
+
+    max_batch_txs: int = 1_000
+    max_tx_bytes: int = 65_536
+
+    @property
+    def max_access_event_hex(self) -> int:
+        return min(2 * self.max_tx_bytes, MAX_ACCESS_EVENT_HEX)
 
 
 def _error_responses(*statuses: int) -> dict[str, Any]:
@@ -26,7 +51,7 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         409: "conflict, or the wrong node for this record",
         410: "erased",
         413: "body too large",
-        503: "a storage backend is unavailable",
+        503: "a storage backend is unavailable, or the request timed out (request_timeout_ms)",
     }
     return {
         str(status): {
@@ -47,19 +72,32 @@ def _path_parameter(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
-OBJECT = {"type": "object"}
+def _header(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "schema": schema}
 
 
-def document() -> dict[str, Any]:
+# What makes a GET a WebSocket opening handshake (RFC 6455 §4.1); without them the node
+# answers 400, so they are part of a valid request.
+WEBSOCKET_HANDSHAKE = [
+    _header("Upgrade", {"const": "websocket"}),
+    _header("Connection", {"const": "Upgrade"}),
+    _header("Sec-WebSocket-Key", {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"}),
+    _header("Sec-WebSocket-Version", {"const": "13"}),
+]
+
+
+def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
+    """The OpenAPI document of a node with these limits."""
+    limits = limits or DocumentLimits()
     record_id = _path_parameter("record_id", HEX32)
     patient_id = _path_parameter("patient_id", HEX32)
     limit = {
         "name": "limit",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT},
     }
-    listing_errors = _error_responses(400, 401, 403, 404)
+    listing_errors = _error_responses(400, 401, 403, 404, 503)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -68,9 +106,24 @@ def document() -> dict[str, Any]:
             "description": "See docs/spec/rpc.md for the signed-request rules.",
         },
         "paths": {
-            "/health": {"get": {"operationId": "health", "responses": _ok(OBJECT)}},
-            "/status": {"get": {"operationId": "status", "responses": _ok(OBJECT)}},
-            "/openapi.json": {"get": {"operationId": "openapi", "responses": _ok(OBJECT)}},
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "responses": {**_ok(replies.HEALTH), **_error_responses(503)},
+                }
+            },
+            "/status": {
+                "get": {
+                    "operationId": "status",
+                    "responses": {**_ok(replies.STATUS), **_error_responses(503)},
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "responses": {**_ok({"type": "object"}), **_error_responses(503)},
+                }
+            },
             "/txs": {
                 "post": {
                     "operationId": "submitTransactions",
@@ -81,7 +134,17 @@ def document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "required": ["txs"],
-                                    "properties": {"txs": {"type": "array", "items": HEX}},
+                                    "properties": {
+                                        "txs": {
+                                            "type": "array",
+                                            "minItems": 1,
+                                            "maxItems": limits.max_batch_txs,
+                                            "items": {
+                                                **HEX,
+                                                "maxLength": 2 * limits.max_tx_bytes,
+                                            },
+                                        }
+                                    },
                                 }
                             },
                             "application/octet-stream": {
@@ -89,36 +152,41 @@ def document() -> dict[str, Any]:
                             },
                         },
                     },
-                    "responses": {**_ok(OBJECT), **_error_responses(400, 413)},
+                    "responses": {**_ok(replies.SUBMIT), **_error_responses(400, 413, 503)},
                 }
             },
             "/txs/{tx_id}": {
                 "get": {
                     "operationId": "transactionStatus",
                     "parameters": [_path_parameter("tx_id", HEX32)],
-                    "responses": {**_ok(OBJECT), **_error_responses(400, 404)},
+                    "responses": {**_ok(replies.TX_STATUS), **_error_responses(400, 404, 503)},
                 }
             },
             "/blocks/latest": {
                 "get": {
                     "operationId": "latestBlock",
-                    "responses": {**_ok(OBJECT), **_error_responses(404)},
+                    "responses": {**_ok(replies.BLOCK), **_error_responses(404, 503)},
                 }
             },
             "/blocks/{height}": {
                 "get": {
                     "operationId": "block",
-                    "parameters": [_path_parameter("height", {"type": "integer", "minimum": 1})],
-                    "responses": {**_ok(OBJECT), **_error_responses(400, 404)},
+                    "parameters": [
+                        _path_parameter(
+                            "height", {"type": "integer", "minimum": 1, "maximum": MAX_HEIGHT}
+                        )
+                    ],
+                    "responses": {**_ok(replies.BLOCK), **_error_responses(400, 404, 503)},
                 }
             },
             "/ws/blocks": {
                 "get": {
                     "operationId": "blockStream",
                     "description": "WebSocket upgrade: committed block summaries as they commit.",
+                    "parameters": WEBSOCKET_HANDSHAKE,
                     "responses": {
                         "101": {"description": "switching to WebSocket"},
-                        **_error_responses(400),
+                        **_error_responses(400, 503),
                     },
                 }
             },
@@ -128,10 +196,10 @@ def document() -> dict[str, Any]:
                     "security": SIGNED,
                     "description": "WebSocket upgrade: each committed block with the patient's "
                     "new access events.",
-                    "parameters": [patient_id],
+                    "parameters": [patient_id, *WEBSOCKET_HANDSHAKE],
                     "responses": {
                         "101": {"description": "switching to WebSocket"},
-                        **_error_responses(400, 401, 403),
+                        **_error_responses(400, 401, 403, 503),
                     },
                 }
             },
@@ -139,7 +207,7 @@ def document() -> dict[str, Any]:
                 "get": {
                     "operationId": "account",
                     "parameters": [_path_parameter("member_key", HEX32)],
-                    "responses": {**_ok(OBJECT), **_error_responses(400)},
+                    "responses": {**_ok(replies.ACCOUNT), **_error_responses(400, 503)},
                 }
             },
             "/records/{record_id}/ciphertext": {
@@ -165,7 +233,7 @@ def document() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        **_ok(OBJECT),
+                        **_ok(replies.UPLOAD),
                         **_error_responses(400, 401, 403, 409, 413, 503),
                     },
                 }
@@ -180,12 +248,12 @@ def document() -> dict[str, Any]:
                             "name": "X-Emrchain-Access-Event",
                             "in": "header",
                             "required": True,
-                            "schema": HEX,
+                            "schema": {**HEX, "maxLength": limits.max_access_event_hex},
                             "description": "the caller's signed ACCESS_EVENT transaction",
                         },
                     ],
                     "responses": {
-                        **_ok(OBJECT),
+                        **_ok(replies.READ),
                         **_error_responses(400, 401, 403, 404, 409, 410, 503),
                     },
                 }
@@ -195,7 +263,7 @@ def document() -> dict[str, Any]:
                     "operationId": "recordGrants",
                     "security": SIGNED,
                     "parameters": [record_id],
-                    "responses": {**_ok(OBJECT), **listing_errors},
+                    "responses": {**_ok(replies.GRANTS), **listing_errors},
                 }
             },
             "/records/{record_id}/access-events": {
@@ -203,7 +271,7 @@ def document() -> dict[str, Any]:
                     "operationId": "recordAccessEvents",
                     "security": SIGNED,
                     "parameters": [record_id, limit],
-                    "responses": {**_ok(OBJECT), **listing_errors},
+                    "responses": {**_ok(replies.EVENTS), **listing_errors},
                 }
             },
             "/patients/{patient_id}/grants": {
@@ -211,7 +279,7 @@ def document() -> dict[str, Any]:
                     "operationId": "patientGrants",
                     "security": SIGNED,
                     "parameters": [patient_id],
-                    "responses": {**_ok(OBJECT), **listing_errors},
+                    "responses": {**_ok(replies.GRANTS), **listing_errors},
                 }
             },
             "/patients/{patient_id}/access-events": {
@@ -219,27 +287,12 @@ def document() -> dict[str, Any]:
                     "operationId": "patientAccessEvents",
                     "security": SIGNED,
                     "parameters": [patient_id, limit],
-                    "responses": {**_ok(OBJECT), **listing_errors},
+                    "responses": {**_ok(replies.EVENTS), **listing_errors},
                 }
             },
         },
         "components": {
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        }
-                    },
-                }
-            },
+            "schemas": {"Error": replies.ERROR},
             "securitySchemes": {
                 name: {"type": "apiKey", "in": "header", "name": header}
                 for name, header in (

@@ -13,6 +13,8 @@ from emrchain._core.schema import AccessAction, Role, TxKind
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.errors import RpcError, hex_argument
+from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
+from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.signing import HEADER_ACCESS_EVENT
 from emrchain.state.emr import list_decision, queries, read_decision
 from emrchain.state.emr.audit import AccessEvent
@@ -72,6 +74,9 @@ class RecordRoutes:
         self._node = node
         self._auth = authenticator
         self._max_tx_bytes = node.config.limits.max_tx_bytes
+        self._max_access_event_hex = DocumentLimits(
+            max_tx_bytes=self._max_tx_bytes
+        ).max_access_event_hex
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -204,12 +209,12 @@ class RecordRoutes:
         """The raw ACCESS_EVENT tx of the header, checked to be the caller's read of this
         record (admission to the mempool comes later, once the read can be served)."""
         text = request.headers.get(HEADER_ACCESS_EVENT)
-        if text is None or len(text) > 2 * self._max_tx_bytes:
+        if text is None or len(text) > self._max_access_event_hex:
             raise RpcError(
                 400, "missing_access_event", f"header {HEADER_ACCESS_EVENT} with the signed tx"
             )
         try:
-            raw = bytes.fromhex(text)
+            raw = lower_hex(text)
             tx = Transaction.decode(raw, self._node.chain_id, self._max_tx_bytes)
         except (ValueError, DecodeError) as error:
             raise RpcError(400, "bad_access_event", f"access event tx: {error}") from None
@@ -254,11 +259,11 @@ class RecordRoutes:
         return web.json_response({"grants": [grant_json(grant) for grant in grants]})
 
     async def _events(self, request: web.Request, **target: bytes) -> web.Response:
-        limit_text = request.query.get("limit", "100")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-            raise RpcError(400, "bad_limit", "limit must be 1..1000")
+        limit = decimal(request.query.get("limit", "100"), MAX_EVENTS_LIMIT)
+        if not limit:
+            raise RpcError(400, "bad_limit", f"limit must be 1..{MAX_EVENTS_LIMIT}")
         await self._listing(request, **target)
-        trail = queries.access_events_for(self._view(), limit=int(limit_text), **target)
+        trail = queries.access_events_for(self._view(), limit=limit, **target)
         return web.json_response(
             {
                 "events": [event_json(event) for event in trail.events],

@@ -15,13 +15,18 @@ from aiohttp import web
 from emrchain import _core
 from emrchain.rpc.auth import Authenticator
 from emrchain.rpc.binary import BinarySubmit
-from emrchain.rpc.errors import RpcError, hex_argument, json_errors
+from emrchain.rpc.errors import RpcError, hex_argument, json_errors, request_timeout
+from emrchain.rpc.openapi import MAX_HEADER_FIELD_BYTES, MAX_HEIGHT, DocumentLimits
 from emrchain.rpc.openapi import document as openapi_document
+from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.stream import BlockStream
 from emrchain.types import Block
 from emrchain.types.block import tx_ids
+
+MAX_HEADERS = 128
+"""Most header lines in one request (aiohttp's default, made explicit)."""
 
 if TYPE_CHECKING:
     from emrchain.node.node import Node
@@ -57,7 +62,13 @@ class RpcServer:
         # Record uploads may be larger than other bodies; each route checks its own limit.
         self.app = web.Application(
             client_max_size=max(section.max_body_bytes, records.max_record_bytes),
-            middlewares=[json_errors],
+            # json_errors outermost: it turns the timeout's RpcError into a JSON reply too.
+            middlewares=[json_errors, request_timeout(section.request_timeout_ms)],
+        )
+        self._document = openapi_document(
+            DocumentLimits(
+                max_batch_txs=section.max_batch_txs, max_tx_bytes=node.config.limits.max_tx_bytes
+            )
         )
         self.authenticator = Authenticator(
             node.chain_id,
@@ -88,7 +99,14 @@ class RpcServer:
 
     async def start(self) -> None:
         address = self._node.config.rpc.listen_address
-        self._runner = web.AppRunner(self.app, access_log=None)
+        # The HTTP parser's limits, explicit rather than aiohttp's silent defaults.
+        self._runner = web.AppRunner(
+            self.app,
+            access_log=None,
+            max_line_size=MAX_HEADER_FIELD_BYTES,
+            max_field_size=MAX_HEADER_FIELD_BYTES,
+            max_headers=MAX_HEADERS,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, address.host, address.port)
         await site.start()
@@ -107,7 +125,7 @@ class RpcServer:
         )
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
+        return web.json_response(self._document)
 
     async def status(self, request: web.Request) -> web.Response:
         node = self._node
@@ -142,8 +160,10 @@ class RpcServer:
             raise RpcError(413, "body_too_large", f"at most {self._max_body_bytes} bytes")
         try:
             body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RpcError(400, "bad_json", "body is not JSON") from None
+        except (ValueError, RecursionError):
+            # ValueError covers bad JSON, bad UTF-8 and integers past Python's digit limit;
+            # RecursionError is a body nested deeper than the parser's stack.
+            raise RpcError(400, "bad_json", "body is not JSON (or nests too deeply)") from None
         txs_hex = body.get("txs") if isinstance(body, dict) else None
         if not isinstance(txs_hex, list) or not all(isinstance(item, str) for item in txs_hex):
             raise RpcError(400, "bad_request", 'expected {"txs": ["<hex>", ...]}')
@@ -152,9 +172,9 @@ class RpcServer:
                 400, "batch_size", f"a batch holds 1..{self._max_batch_txs} transactions"
             )
         try:
-            txs = [bytes.fromhex(item) for item in txs_hex]
+            txs = [lower_hex(item) for item in txs_hex]
         except ValueError:
-            raise RpcError(400, "bad_hex", "a transaction is not hex") from None
+            raise RpcError(400, "bad_hex", "a transaction is not lowercase hex") from None
         admissions = self._node.mempool.admit_batch(txs)
         return web.json_response(
             {
@@ -202,10 +222,10 @@ class RpcServer:
         return self._block_response(self._node.chain.height)
 
     async def block(self, request: web.Request) -> web.Response:
-        text = request.match_info["height"]
-        if not text.isdigit() or len(text) > 19:
-            raise RpcError(400, "bad_height", "height must be a positive integer")
-        return self._block_response(int(text))
+        height = decimal(request.match_info["height"], MAX_HEIGHT)
+        if height is None:
+            raise RpcError(400, "bad_height", f"height must be an integer 0..{MAX_HEIGHT}")
+        return self._block_response(height)
 
     def _block_response(self, height: int) -> web.Response:
         block = self._node.store.block(height) if height >= 1 else None

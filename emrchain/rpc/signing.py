@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from emrchain.crypto.keys import Signer, verify_signature
+from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.types.signing import Domain, signed_message
 
 HEADER_KEY = "X-Emrchain-Key"
@@ -20,6 +21,7 @@ HEADER_NONCE = "X-Emrchain-Nonce"
 HEADER_SIGNATURE = "X-Emrchain-Signature"
 HEADER_ACCESS_EVENT = "X-Emrchain-Access-Event"
 NONCE_BYTES = 16
+MAX_TIMESTAMP_MS = (1 << 63) - 1  # the digest packs it as a u64; past 2^63 is never a real time
 MAX_PATH_BYTES = 2048
 
 
@@ -84,17 +86,18 @@ def parse_headers(headers: dict[str, str] | object) -> SignatureHeaders:
         if text is None:
             raise RequestSignatureError(f"missing header {name}")
         try:
-            value = bytes.fromhex(text)
+            value = lower_hex(text)
         except ValueError:
-            raise RequestSignatureError(f"header {name} is not hex") from None
+            raise RequestSignatureError(f"header {name} is not lowercase hex") from None
         if len(value) != length:
             raise RequestSignatureError(f"header {name} must be {length} bytes of hex")
         values[name] = value
     timestamp_text = headers.get(HEADER_TIMESTAMP)  # type: ignore[attr-defined]
-    if timestamp_text is None or not timestamp_text.isdigit() or len(timestamp_text) > 19:
+    timestamp_ms = decimal(timestamp_text, MAX_TIMESTAMP_MS) if timestamp_text else None
+    if timestamp_ms is None:
         raise RequestSignatureError(f"header {HEADER_TIMESTAMP} must be Unix milliseconds")
     return SignatureHeaders(
-        values[HEADER_KEY], int(timestamp_text), values[HEADER_NONCE], values[HEADER_SIGNATURE]
+        values[HEADER_KEY], timestamp_ms, values[HEADER_NONCE], values[HEADER_SIGNATURE]
     )
 
 

@@ -1,0 +1,161 @@
+"""Reply body schemas of the OpenAPI document (`emrchain/rpc/openapi.py`).
+
+They mirror the JSON the handlers build (`server.py`, `records.py`, `binary.py`), with every
+field required, so schemathesis' response-schema check (`scripts/fuzz-rpc`) notices a reply
+that drifts from what clients are told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
+HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+INT = {"type": "integer", "minimum": 0}
+STR = {"type": "string"}
+BOOL = {"type": "boolean"}
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def strict(**properties: dict[str, Any]) -> dict[str, Any]:
+    """An object with exactly these properties, all required."""
+    return {
+        "type": "object",
+        "required": sorted(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+HEALTH = strict(ok=BOOL, height=INT, halt=nullable(STR))
+STATUS = strict(
+    chain_id=STR,
+    node_id=STR,
+    validator=HEX32,
+    core_implementation=STR,
+    latest_height=INT,
+    latest_block_id=nullable(HEX32),
+    latest_app_hash=HEX32,
+    consensus=strict(height=nullable(INT), round=nullable(INT), step=nullable(STR)),
+    peers={"type": "array", "items": STR},
+    mempool_txs=INT,
+    evidence={"type": "array", "items": HEX},
+    refused_signatures=INT,
+    blocks_synced=INT,
+    halt=nullable(STR),
+)
+# POST /txs answers in the shape of the request: a verdict per tx for JSON, only the
+# refusals for the binary batch (`binary.py`).
+SUBMIT = {
+    "oneOf": [
+        strict(
+            results={
+                "type": "array",
+                "items": strict(tx_id=HEX32, accepted=BOOL, code=STR, reason=STR),
+            }
+        ),
+        strict(
+            accepted=INT,
+            refused={
+                "type": "array",
+                "items": strict(index=INT, tx_id=HEX32, code=STR, reason=STR),
+            },
+        ),
+    ]
+}
+HEADER = strict(
+    height=INT,
+    block_id=HEX32,
+    time_ms=INT,
+    previous_block_id=HEX32,
+    last_commit_hash=HEX32,
+    tx_root=HEX32,
+    tx_count=INT,
+    app_hash=HEX32,
+    validators_hash=HEX32,
+    next_validators_hash=HEX32,
+    evidence_hash=HEX32,
+    proposer=HEX32,
+)
+TX_STATUS = {
+    "oneOf": [
+        strict(tx_id=HEX32, status={"const": "pending"}),
+        strict(
+            tx_id=HEX32,
+            status={"const": "committed"},
+            height=INT,
+            index=INT,
+            result_code=nullable(INT),
+            result=nullable(STR),
+            proof=strict(total=INT, index=INT, audit_path={"type": "array", "items": HEX32}),
+            header=nullable(HEADER),
+        ),
+    ]
+}
+BLOCK = strict(
+    header=HEADER,
+    tx_ids={"type": "array", "items": HEX32},
+    commit=nullable(strict(round=INT, signers={"type": "array", "items": HEX32})),
+)
+ACCOUNT = strict(
+    member_key=HEX32,
+    member=nullable(
+        strict(
+            member_id=HEX32,
+            organization_id=STR,
+            role=STR,
+            patient_id=HEX,
+            encryption_key=HEX,
+            active=BOOL,
+            is_current_key=BOOL,
+        )
+    ),
+    committed_nonce=INT,
+    next_nonce=INT,
+)
+UPLOAD = strict(record_id=HEX32, cid=STR, cid_bytes=HEX, ciphertext_sha256=HEX32, size=INT)
+READ = strict(
+    record_id=HEX32,
+    patient_id=HEX32,
+    record_type=INT,
+    ciphertext_sha256=HEX32,
+    ciphertext={"type": "string", "contentEncoding": "base64"},
+    wrapped_key=HEX,
+    via=STR,
+    access_event_tx_id=HEX32,
+)
+GRANT = strict(
+    grant_id=HEX32,
+    scope=STR,
+    target=HEX,
+    patient_id=HEX32,
+    grantee_kind=STR,
+    grantee_member=HEX,
+    grantee_organization=STR,
+    grantor=HEX32,
+    expires_at_ms=INT,
+    height=INT,
+    time_ms=INT,
+)
+GRANTS = strict(grants={"type": "array", "items": GRANT})
+EVENT = strict(
+    kind=STR,
+    event_id=HEX32,
+    patient_id=HEX32,
+    record_id=HEX,
+    actor=HEX32,
+    actor_organization=STR,
+    action=INT,
+    basis=STR,
+    grant_id=HEX,
+    reason=STR,
+    expires_at_ms=INT,
+    flagged_for_review=BOOL,
+    height=INT,
+    time_ms=INT,
+)
+EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT)
+ERROR = strict(error=strict(code=STR, message=STR))
