@@ -28,11 +28,27 @@ LIVENESS_BLOCKS = 2
 LIVENESS_TIMEOUT_S = 60.0
 LOG_TAIL_LINES = 40
 
+# Where the document cannot say what a valid request is, and why (docs/spec/rpc.md §Fuzzing):
+# - the binary batch of POST /txs is framed (count, lengths) in a way JSON Schema cannot
+#   express, so schema-valid random bytes are rightly refused with a 400 framing code;
+# - a transaction id taken from a POST /txs reply is only "created" if it was accepted, so
+#   the inferred link's resource check (ensure_resource_availability) misfires on refusals;
+# - /ws/ routes upgrade to WebSocket, which an HTTP fuzzer cannot speak (tests/rpc and the
+#   stream tests cover them).
+CONFIG = """
+[[operations]]
+include-path = "/txs"
+include-method = "POST"
+checks.positive_data_acceptance.expected-statuses = [200, 400]
+"""
+EXCLUDED_CHECKS = "ensure_resource_availability"
+EXCLUDED_PATHS = "^/ws/"
+
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/fuzz-rpc", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--max-examples", type=int, default=100, help="test cases per operation and phase"
+        "--max-examples", type=int, default=250, help="test cases per operation and phase"
     )
     parser.add_argument("--seed", type=int, default=None, help="replay a run (schemathesis seed)")
     parser.add_argument("--workers", type=int, default=1, help="concurrent schemathesis workers")
@@ -45,14 +61,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def schemathesis_command(url: str, report: Path, args: argparse.Namespace) -> list[str]:
+def schemathesis_command(
+    url: str, config: Path, report: Path, args: argparse.Namespace
+) -> list[str]:
     """The `schemathesis run` command line for the node at `url`."""
     command = [
         str(Path(sys.executable).parent / "schemathesis"),
+        "--config-file",
+        str(config),
         "run",
         f"{url}/openapi.json",
         "--checks",
         "all",
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
+        "--exclude-path-regex",
+        EXCLUDED_PATHS,
         "--max-examples",
         str(args.max_examples),
         "--workers",
@@ -115,7 +139,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{error}\nnode log tail:\n{_log_tail(network)}", file=sys.stderr)
                 return summary
             report = args.report or Path(temp) / "schemathesis.json"
-            command = schemathesis_command(network.rpc_urls[0], report, args)
+            config = Path(temp) / "schemathesis.toml"
+            config.write_text(CONFIG)
+            command = schemathesis_command(network.rpc_urls[0], config, report, args)
             print("+", " ".join(command), file=sys.stderr, flush=True)
             try:
                 completed = subprocess.run(
