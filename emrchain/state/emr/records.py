@@ -74,7 +74,7 @@ def encode_record(
         tail = _TAIL.pack(height, time_ms, erasure_reason, erased_by, erased_height, erased_time_ms)
     except struct.error as error:  # an integer that does not fit its field, or not an integer
         raise EncodeError(str(error)) from None
-    return head + cid + middle + organization + tail
+    return b"".join((head, cid, middle, organization, tail))
 
 
 @dataclass(frozen=True, slots=True)

@@ -172,9 +172,11 @@ def patient_member(view: StateView, patient_id: bytes) -> Member | None:
 
 
 def read_record(view: StateView, record_id: bytes) -> EmrRecord | None:
-    return _decoded(
-        view, keys.emr_record_key(record_id), lambda raw: EmrRecord.decode(record_id, raw)
-    )
+    key = keys.emr_record_key(record_id)
+    raw = view.get(key)
+    if raw is None:  # every new anchor: no decoder closure for the common miss
+        return None
+    return _decode_entry(key, raw, lambda data: EmrRecord.decode(record_id, data))
 
 
 def write_record(state: OverlayStateView, record: EmrRecord) -> None:
