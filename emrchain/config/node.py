@@ -121,6 +121,30 @@ class RpcSection:
     request_timeout_ms: int = setting(
         10_000, "A request not answered by then fails with a timeout.", Integer(100, 600_000)
     )
+    max_header_bytes: int = setting(
+        8_190,
+        "Longest request line or header line the HTTP parser accepts (longer: 400).",
+        Integer(1_024, 65_536),
+    )
+    max_headers: int = setting(
+        128, "Most header lines in one HTTP request (more: 400).", Integer(16, 1_024)
+    )
+    max_stream_subscribers: int = setting(
+        16,
+        "Most clients subscribed to each WebSocket stream at once (more: 503).",
+        Integer(1, 10_000),
+    )
+    max_stream_queued_blocks: int = setting(
+        256,
+        "Most committed blocks queued for one stream subscriber; one that falls further "
+        "behind is disconnected (close code 1013).",
+        Integer(1, 100_000),
+    )
+    stream_send_timeout_ms: int = setting(
+        10_000,
+        "A stream subscriber that does not take a frame within this time is disconnected.",
+        Integer(100, 600_000),
+    )
 
 
 @dataclass(frozen=True)

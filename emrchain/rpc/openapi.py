@@ -22,12 +22,8 @@ MAX_HEIGHT = (1 << 63) - 1
 """Largest height `GET /blocks/{height}` parses (heights are u64 on the wire, < 2^63 here)."""
 MAX_EVENTS_LIMIT = 1_000
 """Most access events one listing returns (`?limit=`)."""
-MAX_HEADER_FIELD_BYTES = 8_190
-"""The HTTP parser's limit on one header line (aiohttp's default, passed explicitly by the
-server): a longer line is refused by the parser (400, text/plain) before any route runs."""
-MAX_ACCESS_EVENT_HEX = 8_000
-"""`X-Emrchain-Access-Event` fits in one header line (an ACCESS_EVENT tx is a few hundred
-bytes), whatever `[limits] max_tx_bytes` allows for other transactions."""
+ACCESS_EVENT_HEADER_SLACK = 190
+"""Room left in the header line beside the access event's hex: its name, ": ", and margin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +32,16 @@ class DocumentLimits:
 
     max_batch_txs: int = 1_000
     max_tx_bytes: int = 65_536
+    max_header_bytes: int = 8_190
+    """`[rpc] max_header_bytes`: the HTTP parser refuses a longer header line (400,
+    text/plain) before any route runs."""
 
     @property
     def max_access_event_hex(self) -> int:
-        return min(2 * self.max_tx_bytes, MAX_ACCESS_EVENT_HEX)
+        """`X-Emrchain-Access-Event` must fit in one header line (an ACCESS_EVENT tx is a few
+        hundred bytes), whatever `[limits] max_tx_bytes` allows for other transactions."""
+        fits_in_header = (self.max_header_bytes - ACCESS_EVENT_HEADER_SLACK) // 2 * 2
+        return min(2 * self.max_tx_bytes, fits_in_header)
 
 
 def _error_responses(*statuses: int) -> dict[str, Any]:

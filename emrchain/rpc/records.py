@@ -75,7 +75,7 @@ class RecordRoutes:
         self._auth = authenticator
         self._max_tx_bytes = node.config.limits.max_tx_bytes
         self._max_access_event_hex = DocumentLimits(
-            max_tx_bytes=self._max_tx_bytes
+            max_tx_bytes=self._max_tx_bytes, max_header_bytes=node.config.rpc.max_header_bytes
         ).max_access_event_hex
 
     def routes(self) -> list[web.RouteDef]:

@@ -16,17 +16,14 @@ from emrchain import _core
 from emrchain.rpc.auth import Authenticator
 from emrchain.rpc.binary import BinarySubmit
 from emrchain.rpc.errors import RpcError, hex_argument, json_errors, request_timeout
-from emrchain.rpc.openapi import MAX_HEADER_FIELD_BYTES, MAX_HEIGHT, DocumentLimits
+from emrchain.rpc.openapi import MAX_HEIGHT, DocumentLimits
 from emrchain.rpc.openapi import document as openapi_document
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
-from emrchain.rpc.stream import BlockStream
+from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.types import Block
 from emrchain.types.block import tx_ids
-
-MAX_HEADERS = 128
-"""Most header lines in one request (aiohttp's default, made explicit)."""
 
 if TYPE_CHECKING:
     from emrchain.node.node import Node
@@ -67,7 +64,9 @@ class RpcServer:
         )
         self._document = openapi_document(
             DocumentLimits(
-                max_batch_txs=section.max_batch_txs, max_tx_bytes=node.config.limits.max_tx_bytes
+                max_batch_txs=section.max_batch_txs,
+                max_tx_bytes=node.config.limits.max_tx_bytes,
+                max_header_bytes=section.max_header_bytes,
             )
         )
         self.authenticator = Authenticator(
@@ -86,11 +85,13 @@ class RpcServer:
                 web.get("/txs/{tx_id}", self.tx_status),
                 web.get("/blocks/latest", self.latest_block),
                 web.get("/blocks/{height}", self.block),
-                web.get("/ws/blocks", BlockStream(node).handle),
+                web.get("/ws/blocks", BlockStream(node, StreamLimits.of(section)).handle),
                 *RecordRoutes(node, self.authenticator).routes(),
                 web.get(
                     "/ws/patients/{patient_id}",
-                    PatientEventStream(node, self.authenticator).handle,
+                    PatientEventStream(
+                        node, self.authenticator, StreamLimits.of(section)
+                    ).handle,
                 ),
             ]
         )
@@ -103,9 +104,9 @@ class RpcServer:
         self._runner = web.AppRunner(
             self.app,
             access_log=None,
-            max_line_size=MAX_HEADER_FIELD_BYTES,
-            max_field_size=MAX_HEADER_FIELD_BYTES,
-            max_headers=MAX_HEADERS,
+            max_line_size=self._node.config.rpc.max_header_bytes,
+            max_field_size=self._node.config.rpc.max_header_bytes,
+            max_headers=self._node.config.rpc.max_headers,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, address.host, address.port)

@@ -31,6 +31,7 @@ from emrchain.state.result import TxResult
 from emrchain.types import Block
 
 if TYPE_CHECKING:
+    from emrchain.config.node import RpcSection
     from emrchain.node.node import Node
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,20 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
+    """A stream's bounds; a node takes them from `[rpc]` (`StreamLimits.of`), the defaults are
+    the config's."""
+
     max_subscribers: int = 16
     max_queued_blocks: int = 256
     send_timeout_ms: int = 10_000
+
+    @classmethod
+    def of(cls, section: RpcSection) -> StreamLimits:
+        return cls(
+            max_subscribers=section.max_stream_subscribers,
+            max_queued_blocks=section.max_stream_queued_blocks,
+            send_timeout_ms=section.stream_send_timeout_ms,
+        )
 
 
 def block_summary(block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> str:

@@ -10,13 +10,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jsonschema_rs
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from emrchain.node.node import Node
 from emrchain.rpc.binary import CONTENT_TYPE, encode_batch
-from emrchain.rpc.openapi import MAX_HEADER_FIELD_BYTES, DocumentLimits, document
+from emrchain.rpc.openapi import DocumentLimits, document
 from emrchain.rpc.signing import (
     HEADER_KEY,
     HEADER_NONCE,
@@ -85,12 +86,38 @@ def test_document_states_the_batch_limits_of_this_node(node: Node) -> None:
     serve(node, test)
 
 
-def test_access_event_header_limit_fits_the_http_parser() -> None:
+@pytest.mark.parametrize("max_header_bytes", [1_024, 8_190, 65_536])
+def test_access_event_header_limit_fits_the_http_parser(max_header_bytes: int) -> None:
     # ST105 (document bug): a schema-valid header longer than aiohttp's line limit got the
-    # parser's text/plain 400 before any route ran.
-    parameters = document()["paths"]["/records/{record_id}"]["get"]["parameters"]
+    # parser's text/plain 400 before any route ran. The limit follows [rpc] max_header_bytes.
+    limits = DocumentLimits(max_header_bytes=max_header_bytes)
+    parameters = document(limits)["paths"]["/records/{record_id}"]["get"]["parameters"]
     header = next(item for item in parameters if item["name"] == "X-Emrchain-Access-Event")
-    assert header["schema"]["maxLength"] + len("X-Emrchain-Access-Event: ") < MAX_HEADER_FIELD_BYTES
+    assert header["schema"]["maxLength"] == limits.max_access_event_hex
+    assert header["schema"]["maxLength"] % 2 == 0
+    assert header["schema"]["maxLength"] + len("X-Emrchain-Access-Event: ") < max_header_bytes
+
+
+def test_http_parser_limits_come_from_the_config(tmp_path: Path) -> None:
+    # [rpc] max_header_bytes and max_headers reach the server's HTTP parser.
+    with single_validator_node(tmp_path, max_header_bytes=1_024, max_headers=16) as node:
+
+        async def main() -> None:
+            await node.rpc.start()
+            try:
+                url = f"http://127.0.0.1:{node.rpc.port}/health"
+                async with aiohttp.ClientSession() as session:
+                    async with session.get(url, headers={"X-Long": "a" * 900}) as fits:
+                        assert fits.status == 200
+                    async with session.get(url, headers={"X-Long": "a" * 1_100}) as long:
+                        assert long.status == 400
+                    many = {f"X-Header-{index}": "1" for index in range(20)}
+                    async with session.get(url, headers=many) as crowded:
+                        assert crowded.status == 400
+            finally:
+                await node.rpc.close()
+
+        asyncio.run(main())
 
 
 def test_replies_match_the_documented_schemas(node: Node) -> None:
