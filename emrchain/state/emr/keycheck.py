@@ -3,11 +3,22 @@
 Signatures are verified with the cofactorless equation (`docs/spec/encoding.md` §2.1), under
 which a mixed-order key A' = A + T (T a small-order point) still verifies some signatures. Keys
 that enter the member registry are therefore required to be canonical, not of small order, and
-in the prime-order subgroup ([L]A = identity), as the spec recommends. Pure integer arithmetic:
-the answer cannot depend on a library version, so every node decides identically.
+in the prime-order subgroup ([L]A = identity), as the spec recommends.
+
+`is_prime_order_key_reference` is that definition in pure integer arithmetic (RFC 8032
+decoding, a double-and-add [L]A): it is the spec, but costs ~1.4 ms per key, and a block of
+registrations spent seconds in it (14 % of a loaded node's samples). Execution calls
+`is_prime_order_key`, libsodium's `crypto_core_ed25519_is_valid_point` (canonical, on the
+curve, not of small order, in the main subgroup: the same set, ~45 µs). Consensus must not hang
+on a library's reading of that set, so `tests/state/emr/test_keycheck.py` proves the two agree
+on every class of edge encoding (non-canonical y, negative zero, the eight small-order points,
+every mixed-order sum, off-curve values) and on random strings, for the libsodium that is
+installed; a libsodium that disagreed would fail the suite, not split the chain.
 """
 
 from __future__ import annotations
+
+from nacl.bindings import crypto_core_ed25519_is_valid_point
 
 FIELD_PRIME = 2**255 - 19
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
@@ -78,7 +89,15 @@ def _is_identity(point: _Point) -> bool:
 
 def is_prime_order_key(public_key: bytes) -> bool:
     """True iff `public_key` decodes canonically to a point P != identity with [L]P = identity
-    (so P has order exactly L: no small-order component, usable and unambiguous as a key)."""
+    (so P has order exactly L: no small-order component, usable and unambiguous as a key).
+    libsodium's answer, proven equal to `is_prime_order_key_reference` by the tests."""
+    if not isinstance(public_key, bytes) or len(public_key) != 32:
+        return False
+    return bool(crypto_core_ed25519_is_valid_point(public_key))
+
+
+def is_prime_order_key_reference(public_key: bytes) -> bool:
+    """The definition, in pure integer arithmetic (see the module docstring)."""
     if not isinstance(public_key, bytes) or len(public_key) != 32:
         return False
     point = _decompress(public_key)
