@@ -1,4 +1,5 @@
-"""The hot path: batch transaction checks, merkle trees, batched Ed25519 verification.
+"""The hot path: batch transaction checks and decoding, merkle trees, batched Ed25519
+verification.
 
 Two twins implement the same functions with the same names, signatures, results and exception
 types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`) and the pure-Python
@@ -25,6 +26,7 @@ from emrchain._core.codes import (
 
 PUBLIC_FUNCTIONS = (
     "check_transactions",
+    "decode_accepted",
     "verify_batch",
     "verify_transactions",
     "merkle_root",
@@ -46,6 +48,7 @@ def _load_compiled() -> SimpleNamespace:
     return SimpleNamespace(
         name=CYTHON,
         check_transactions=_txcheck.check_transactions,
+        decode_accepted=_txcheck.decode_accepted,
         verify_batch=_ed25519.verify_batch,
         verify_transactions=_ed25519.verify_transactions,
         merkle_root=_merkle.merkle_root,
@@ -60,6 +63,7 @@ def _load_pure() -> SimpleNamespace:
     return SimpleNamespace(
         name=PYTHON,
         check_transactions=txcodec.check_transactions,
+        decode_accepted=txcodec.decode_accepted,
         verify_batch=ed25519.verify_batch,
         verify_transactions=ed25519.verify_transactions,
         merkle_root=merkle.merkle_root,
@@ -90,6 +94,7 @@ else:
 
 IMPLEMENTATION: str = _active.name
 check_transactions = _active.check_transactions
+decode_accepted = _active.decode_accepted
 verify_batch = _active.verify_batch
 verify_transactions = _active.verify_transactions
 merkle_root = _active.merkle_root

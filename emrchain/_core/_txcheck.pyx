@@ -1,21 +1,30 @@
 # cython: language_level=3
-"""Compiled twin of `emrchain._core.fallback.txcodec.check_transactions`.
+"""Compiled twin of `emrchain._core.fallback.txcodec.check_transactions` and `decode_accepted`.
 
 The reference decoder in `fallback/txcodec.py` is normative: this module applies the same checks
-in the same order and returns the same verdicts and ids. The payload rules are not restated
-here: at import, `schema.PAYLOAD_SCHEMAS` is converted into C tables that the decode loop walks,
-and the verdict numbers, envelope sizes and identifier alphabet are read from `codes`/`schema`.
+in the same order and returns the same verdicts and ids, and decodes accepted transactions into
+the same `DecodedTransaction` values. The payload rules are not restated here: at import,
+`schema.PAYLOAD_SCHEMAS` is converted into C tables that the decode loop walks, and the verdict
+numbers, envelope sizes and identifier alphabet are read from `codes`/`schema`.
 """
 
 from cpython.bytearray cimport PyByteArray_AS_STRING
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_SetItem
+from cpython.long cimport PyLong_FromUnsignedLongLong
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.ref cimport Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
+from cpython.object cimport PyTypeObject
+from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
 from libc.string cimport memcmp
+
+import sys
 
 from emrchain._core import schema
 from emrchain._core.codes import Verdict
-from emrchain._core.fallback.txcodec import check_arguments
+from emrchain._core.fallback.txcodec import DecodedTransaction, check_arguments
 
 ctypedef unsigned char u8
 ctypedef unsigned long long u64
@@ -30,6 +39,10 @@ cdef extern from "openssl/sha.h" nogil:
     int SHA256_Init(SHA256_CTX *ctx)
     int SHA256_Update(SHA256_CTX *ctx, const void *data, size_t length)
     int SHA256_Final(u8 *digest, SHA256_CTX *ctx)
+
+cdef extern from "Python.h":
+    # Declared here with its C argument type (cpython.type declares it taking an object).
+    object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
 
 cdef extern from "utf8_strict.h" nogil:
     int utf8_strict_valid(const u8 *data, size_t length)
@@ -277,3 +290,130 @@ def check_transactions(txs, chain_id, max_tx_bytes):
     ids = [PyBytes_FromStringAndSize(digest_base + i * DIGEST_BYTES, DIGEST_BYTES)
            for i in range(n)]
     return bytes(verdicts), ids
+
+
+# --- Decoding accepted transactions -------------------------------------------------------
+
+cdef list _field_names = [None] * MAX_KINDS   # kind -> tuple of the payload's field names
+cdef list _kind_members = [None] * MAX_KINDS  # kind -> its schema.TxKind member
+cdef bytes _last_chain_id = b""               # reused while consecutive txs share the chain id
+cdef type _decoded_type = DecodedTransaction
+cdef Py_ssize_t DECODED_ITEMS = 8
+
+
+cdef void _load_decoder() except *:
+    """Field names and kind members for `decode_accepted`; refuse (ImportError) a
+    `DecodedTransaction` that is not a plain 8-item tuple subclass, since the result is built
+    in place like `tuple.__new__` builds it."""
+    cls = DecodedTransaction
+    if (
+        cls.__bases__ != (tuple,)
+        or cls.__dictoffset__ != 0
+        or cls.__weakrefoffset__ != 0
+        or len(cls._fields) != DECODED_ITEMS
+    ):
+        raise ImportError("_txcheck: DecodedTransaction is not a plain 8-field named tuple")
+    for kind, fields in schema.PAYLOAD_SCHEMAS.items():
+        # Interned names: the dict stores them with their hash already computed.
+        _field_names[kind] = tuple(sys.intern(spec.name) for spec in fields)
+        _kind_members[kind] = schema.TxKind(kind)
+
+
+_load_decoder()
+
+
+cdef inline int _out_of_range() except -1:
+    raise IndexError("transaction bytes end inside a field (not an accepted transaction)")
+
+
+cdef dict _decode_fields(int kind, const u8 *payload, size_t end):
+    """The payload's field dict, walking the kind's rules without checking them; every read
+    stays inside `payload[:end]` (IndexError otherwise), whatever the bytes."""
+    cdef dict values = {}
+    cdef tuple names = <tuple>_field_names[kind]
+    cdef size_t pos = 0, width, length
+    cdef const u8 *data
+    cdef const FieldRule *rule
+    cdef int index
+    cdef object value
+    for index in range(_field_count[kind]):
+        rule = &_rules[kind][index]
+        width = rule.arg
+        if width > end - pos:
+            _out_of_range()
+        data = payload + pos
+        pos += width
+        if rule.cls == C_FIXED:
+            value = PyBytes_FromStringAndSize(<char *>data, width)
+        elif rule.cls == C_UINT or rule.cls == C_ENUM:
+            value = PyLong_FromUnsignedLongLong(_read_be(data, width))
+        else:
+            length = <size_t>_read_be(data, width)
+            if length > end - pos:
+                _out_of_range()
+            data = payload + pos
+            pos += length
+            if rule.cls == C_TEXT:
+                value = PyUnicode_DecodeUTF8(<char *>data, length, NULL)
+            elif rule.cls == C_IDENT:
+                value = PyUnicode_DecodeASCII(<char *>data, length, NULL)
+            else:
+                value = PyBytes_FromStringAndSize(<char *>data, length)
+        PyDict_SetItem(values, names[index], value)
+    return values
+
+
+cdef inline void _set_item(object result, Py_ssize_t index, object item):
+    Py_INCREF(item)  # PyTuple_SET_ITEM steals a reference
+    PyTuple_SET_ITEM(result, index, item)
+
+
+def decode_accepted(raw):
+    """Decode a transaction that `check_transactions` accepted (verdict OK): the same result
+    as `decode_transaction`, without repeating its checks.
+
+    Same contract as `fallback.txcodec.decode_accepted`: only valid for accepted bytes, for
+    which both twins return equal `DecodedTransaction`s (str text/ident fields, int numbers,
+    bytes elsewhere). Outside it the result is unspecified, but this twin never reads outside
+    `raw`: TypeError if `raw` is not bytes, KeyError for an unknown kind (as the reference),
+    IndexError when a field or the payload would end past the bytes, UnicodeDecodeError for
+    text or identifier bytes that do not decode (as the reference).
+    """
+    if not PyBytes_Check(raw):
+        raise TypeError("the transaction must be bytes")
+    global _last_chain_id
+    cdef const u8 *data = <const u8 *>PyBytes_AS_STRING(raw)
+    cdef size_t size = PyBytes_GET_SIZE(raw)
+    if size < 2 or size <= 2 + <size_t>data[1]:
+        raise IndexError("index out of range")
+    cdef size_t chain_len = data[1]
+    cdef size_t chain_end = 2 + chain_len
+    cdef int kind = data[chain_end]
+    if _field_count[kind] < 0:
+        raise KeyError(kind)
+    cdef size_t sender = chain_end + 1
+    cdef size_t payload_start = sender + KEY_BYTES + 8 + 2
+    if size < payload_start:
+        _out_of_range()
+    cdef size_t payload_len = <size_t>_read_be(data + payload_start - 2, 2)
+    if payload_len > size - payload_start:
+        _out_of_range()
+    cdef size_t payload_end = payload_start + payload_len
+    fields = _decode_fields(kind, data + payload_start, payload_len)
+    chain_id = _last_chain_id
+    if <size_t>PyBytes_GET_SIZE(chain_id) != chain_len or memcmp(
+        PyBytes_AS_STRING(chain_id), data + 2, chain_len
+    ) != 0:
+        chain_id = PyBytes_FromStringAndSize(<char *>data + 2, chain_len)
+        _last_chain_id = chain_id
+    result = PyType_GenericAlloc(<PyTypeObject *>_decoded_type, DECODED_ITEMS)
+    _set_item(result, 0, data[0])
+    _set_item(result, 1, chain_id)
+    _set_item(result, 2, _kind_members[kind])
+    _set_item(result, 3, PyBytes_FromStringAndSize(<char *>data + sender, KEY_BYTES))
+    _set_item(result, 4, PyLong_FromUnsignedLongLong(_read_be(data + sender + KEY_BYTES, 8)))
+    _set_item(result, 5, PyBytes_FromStringAndSize(<char *>data + payload_start, payload_len))
+    _set_item(result, 6, PyBytes_FromStringAndSize(<char *>data + payload_end,
+                                                   size - payload_end))
+    _set_item(result, 7, fields)
+    return result

@@ -1,4 +1,4 @@
-"""Fixtures giving both twins of `check_transactions`.
+"""Fixtures giving both twins of `check_transactions` (and loaders for `decode_accepted`).
 
 The compiled twin is required in CI: with ``CI=true`` (or ``CI=1``) a missing extension makes
 the tests that need it fail; elsewhere they are skipped with the reason.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from types import ModuleType
+from typing import Any, cast
 
 import pytest
 
@@ -37,13 +38,20 @@ def import_twin_module(module: str, *, compiled: bool) -> ModuleType:
         pytest.skip(reason)
 
 
-def load_check(name: str) -> CheckFn:
-    """`implementation(name).check_transactions`; skip (fail in CI) if its module is missing."""
+def load_function(name: str, function: str) -> Callable[..., Any]:
+    """`implementation(name).<function>` for a function of `_txcheck`/`txcodec`; skip (fail in
+    CI) if its module is missing."""
     try:
-        return core.implementation(name).check_transactions
+        return cast(Callable[..., Any], getattr(core.implementation(name), function))
     except ImportError:
         pass
-    return import_twin_module(_MODULES[name], compiled=name == core.CYTHON).check_transactions
+    module = import_twin_module(_MODULES[name], compiled=name == core.CYTHON)
+    return cast(Callable[..., Any], getattr(module, function))
+
+
+def load_check(name: str) -> CheckFn:
+    """`implementation(name).check_transactions`; skip (fail in CI) if its module is missing."""
+    return cast(CheckFn, load_function(name, "check_transactions"))
 
 
 @pytest.fixture(scope="session")
