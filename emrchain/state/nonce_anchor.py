@@ -208,11 +208,11 @@ class NonceAnchorApplication:
     ) -> list[TxResult]:
         results: list[TxResult | None] = [None] * len(txs)
         decoded: list[tuple[int, DecodedTransaction]] = []
-        # One compiled batch check, then a check-free decode of the accepted transactions
-        # (the same result as decode_transaction for them, at a fraction of the cost); only a
-        # refused one is decoded the slow way, for its exact verdict message.
+        # One compiled batch check, then a check-free (compiled) decode of the accepted
+        # transactions (the same result as decode_transaction for them, at a fraction of the
+        # cost); only a refused one is decoded the slow way, for its exact verdict message.
         verdicts, _ = _core.check_transactions(list(txs), self._chain_id, self._limits.max_tx_bytes)
-        decode_accepted = txcodec.decode_accepted
+        decode_accepted = _core.decode_accepted
         for index, raw in enumerate(txs):
             if not verdicts[index]:
                 decoded.append((index, decode_accepted(raw)))
