@@ -99,14 +99,15 @@ class RpcServer:
         self.port: int | None = None
 
     async def start(self) -> None:
-        address = self._node.config.rpc.listen_address
-        # The HTTP parser's limits, explicit rather than aiohttp's silent defaults.
+        section = self._node.config.rpc
+        address = section.listen_address
+        # The HTTP parser's limits, from [rpc] rather than aiohttp's silent defaults.
         self._runner = web.AppRunner(
             self.app,
             access_log=None,
-            max_line_size=self._node.config.rpc.max_header_bytes,
-            max_field_size=self._node.config.rpc.max_header_bytes,
-            max_headers=self._node.config.rpc.max_headers,
+            max_line_size=section.max_header_bytes,
+            max_field_size=section.max_header_bytes,
+            max_headers=section.max_headers,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, address.host, address.port)
