@@ -11,7 +11,6 @@ silently skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -75,13 +74,7 @@ class PatientEventStream:
                     "events": events,
                 }
             )
-            try:
-                subscriber.queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                subscriber.overflowed = True
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    subscriber.queue.get_nowait()
-                subscriber.queue.put_nowait("")
+            subscriber.offer(frame)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")

@@ -81,6 +81,17 @@ class _Subscriber:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=max_queued_blocks)
         self.overflowed = False
 
+    def offer(self, frame: str) -> None:
+        """Queue `frame`, never blocking; a full queue marks the subscriber overflowed."""
+        try:
+            self.queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Wake the sender so it sees the overflow and closes the connection.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait("")
+
 
 class BlockStream:
     """Fans committed blocks out to WebSocket subscribers; `handle` is the route handler."""
@@ -102,14 +113,7 @@ class BlockStream:
         for subscriber in self._subscribers:
             if subscriber.overflowed:
                 continue
-            try:
-                subscriber.queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                subscriber.overflowed = True
-                # Wake the sender so it sees the overflow and closes the connection.
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    subscriber.queue.get_nowait()
-                subscriber.queue.put_nowait("")
+            subscriber.offer(frame)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         if len(self._subscribers) >= self._limits.max_subscribers:
