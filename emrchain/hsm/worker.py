@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -261,9 +262,12 @@ class HsmWorker:
         return future
 
     def _open_session(self, pin: str) -> HsmContext:
-        library = pkcs11.lib(str(self._config.module_path))
-        token = library.get_token(token_label=self._config.token_label)
-        return HsmContext(token.open(rw=True, user_pin=pin))
+        def open_once() -> HsmContext:
+            library = pkcs11.lib(str(self._config.module_path))
+            token = library.get_token(token_label=self._config.token_label)
+            return HsmContext(token.open(rw=True, user_pin=pin))
+
+        return open_with_retries(open_once)
 
     def _serve(self, pin: str, ready: concurrent.futures.Future[None]) -> None:
         try:
@@ -321,6 +325,38 @@ class HsmWorker:
                 return
             if job is not _STOP and job[1].set_running_or_notify_cancel():
                 job[1].set_exception(HsmUnavailableError("the HSM worker stopped"))
+
+
+OPEN_ATTEMPTS = 5
+OPEN_FIRST_BACKOFF_S = 0.1
+"""Opening the token is retried on CKR_GENERAL_ERROR only, 0.1 + 0.2 + 0.4 + 0.8 s at most:
+SoftHSM2 answers it while another process is writing the token's files (seen when four
+validators on one token started together), and a network HSM can blip the same way. A wrong
+PIN, an absent token or module is final and raised at once."""
+
+
+def open_with_retries(
+    open_once: Callable[[], Result],
+    attempts: int = OPEN_ATTEMPTS,
+    first_backoff_s: float = OPEN_FIRST_BACKOFF_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Result:
+    """`open_once()`, tried again after a doubling pause while it fails with the transient
+    `pkcs11.exceptions.GeneralError`, at most `attempts` times in all."""
+    backoff_s = first_backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return open_once()
+        except pkcs11.exceptions.GeneralError:
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "HSM token open failed with GeneralError (attempt %d of %d); retrying",
+                attempt, attempts,
+            )
+            sleep(backoff_s)
+            backoff_s *= 2
+    raise AssertionError("unreachable")
 
 
 def _close_quietly(context: HsmContext) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pkcs11
 import pytest
 
 from emrchain.crypto.keys import verify_signature
@@ -22,6 +23,7 @@ from emrchain.hsm import (
     PinSource,
     PinUnavailableError,
 )
+from emrchain.hsm.worker import open_with_retries
 from tests.services.fixtures import HSM_PIN_ENVIRONMENT_VARIABLE, SoftHsmToken
 
 
@@ -161,3 +163,35 @@ def test_lost_session_is_reopened_for_the_next_call(worker: HsmWorker) -> None:
     with pytest.raises(HsmUnavailableError, match="session lost"):
         signer.sign(b"while the session is gone")
     assert verify_signature(signer.public_key, b"after", signer.sign(b"after"))
+
+
+def test_opening_retries_a_transient_general_error_then_gives_up() -> None:
+    pauses: list[float] = []
+    failures = [pkcs11.exceptions.GeneralError(), pkcs11.exceptions.GeneralError()]
+
+    def flaky_open() -> str:
+        if failures:
+            raise failures.pop()
+        return "session"
+
+    assert open_with_retries(flaky_open, attempts=5, sleep=pauses.append) == "session"
+    assert pauses == [0.1, 0.2]
+
+    def always_busy() -> str:
+        raise pkcs11.exceptions.GeneralError()
+
+    pauses.clear()
+    with pytest.raises(pkcs11.exceptions.GeneralError):
+        open_with_retries(always_busy, attempts=3, sleep=pauses.append)
+    assert pauses == [0.1, 0.2]  # three attempts, two pauses
+
+
+def test_opening_does_not_retry_a_final_error() -> None:
+    pauses: list[float] = []
+
+    def wrong_pin() -> str:
+        raise pkcs11.exceptions.PinIncorrect()
+
+    with pytest.raises(pkcs11.exceptions.PinIncorrect):
+        open_with_retries(wrong_pin, sleep=pauses.append)
+    assert pauses == []
