@@ -370,6 +370,20 @@ class Mempool:
                 known[index] = 1
         return known
 
+    def signatures_settled(self, tx_ids: Sequence[bytes]) -> bytearray:
+        """1 per id whose admission needs no signature check, else 0: pending (refused as a
+        duplicate), or any outcome in the seen cache (verified: taken from it; committed or a
+        bad signature: refused before verification). Pre-verification verifies only the zeros:
+        gossip that arrives after its block committed is common on a busy devnet, and
+        verifying it again would be wasted work."""
+        by_id = self._pending.by_id
+        seen_get = self._seen.get
+        settled = bytearray(len(tx_ids))
+        for index, tx_id in enumerate(tx_ids):
+            if tx_id in by_id or seen_get(tx_id) is not None:
+                settled[index] = 1
+        return settled
+
     def remember_signatures(self, tx_ids: Sequence[bytes], verdicts: bytes) -> None:
         """Record signature outcomes the node verified outside admission (a proposal's
         transactions it had not admitted), so their gossip is not verified again. Ids the seen

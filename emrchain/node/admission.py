@@ -163,14 +163,14 @@ class AdmissionPipeline:
         max_tx_bytes: int,
     ) -> None:
         """Verify, in the worker thread, the signatures admission will need: structurally
-        valid transactions whose outcome the mempool does not know yet."""
+        valid transactions the mempool will not refuse or answer from what it knows."""
         mempool = self._mempool
         assert mempool is not None
         txs = request.txs
         verdicts, ids = _core.check_transactions(txs, chain_id, max_tx_bytes)
-        known = mempool.verified_signatures(ids)
-        pairs = zip(txs, verdicts, known, strict=True)
-        todo = [tx for tx, refused, seen in pairs if not (refused or seen)]
+        settled = mempool.signatures_settled(ids)
+        pairs = zip(txs, verdicts, settled, strict=True)
+        todo = [tx for tx, refused, known in pairs if not (refused or known)]
         if todo:
             outcome = await loop.run_in_executor(
                 self._executor, self._verify, todo, self._limits.verify_threads
