@@ -207,6 +207,23 @@ class MempoolSection:
 @dataclass(frozen=True)
 class StorageSection:
     backend: str = setting("leveldb", "Database for blocks and state.", Choice(("leveldb",)))
+    compression: str = setting(
+        "none",
+        "Compression of the database's tables. Snappy makes the files ~1.7x smaller but its "
+        "compactions took a third of the CPU of a busy 4-validator devnet (BENCHMARKS.md).",
+        Choice(("none", "snappy")),
+    )
+    write_buffer_bytes: int = setting(
+        32 * MIB,
+        "Size of the database's in-memory write buffer; a larger one means fewer, larger "
+        "level-0 tables.",
+        Integer(MIB, 1 << 30),
+    )
+    block_cache_bytes: int = setting(
+        64 * MIB,
+        "Size of the database's cache of uncompressed table blocks.",
+        Integer(MIB, 1 << 40),
+    )
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,13 @@ from emrchain.rpc.server import RpcServer
 from emrchain.state import EmrApplication
 from emrchain.state.emr import GenesisAdmin, GenesisOrganization
 from emrchain.storage.cid import cid_bytes_to_text
-from emrchain.store import BlockStore, ChainDatabase, SigningStateStore, reconcile
+from emrchain.store import (
+    BlockStore,
+    ChainDatabase,
+    DatabaseOptions,
+    SigningStateStore,
+    reconcile,
+)
 from emrchain.types import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -162,7 +168,11 @@ class Node:
     @classmethod
     def open(cls, home: Path | str) -> Node:
         config, genesis = load_config_and_genesis(Path(home))
-        database = ChainDatabase.open(config.home)
+        storage = config.storage
+        options = DatabaseOptions(
+            storage.compression, storage.write_buffer_bytes, storage.block_cache_bytes
+        )
+        database = ChainDatabase.open(config.home, options)
         try:
             return cls(config, genesis, database)
         except BaseException:

@@ -4,7 +4,7 @@ state and the consensus signing state, in one database per node home (`docs/spec
 
 from emrchain.store.block_store import BlockStore, Head, TxProof
 from emrchain.store.committed_view import CommittedStateView
-from emrchain.store.database import ChainDatabase, database_path
+from emrchain.store.database import ChainDatabase, DatabaseOptions, database_path
 from emrchain.store.errors import (
     BlockRefusedError,
     NotInitializedError,
@@ -22,6 +22,7 @@ __all__ = [
     "BlockStore",
     "ChainDatabase",
     "CommittedStateView",
+    "DatabaseOptions",
     "Head",
     "NotInitializedError",
     "SigningStateStore",

@@ -6,6 +6,7 @@ fails to open; that error is turned into a `StoreLockedError` that says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -15,9 +16,23 @@ from emrchain.store.errors import StoreCorruptionError, StoreError, StoreLockedE
 
 DATA_DIRECTORY = "data"
 DATABASE_DIRECTORY = "chain.db"
-WRITE_BUFFER_BYTES = 32 * 1024 * 1024
-"""LevelDB memtable size: a 2,000-transaction block batch (~1 MB) fits many times over."""
-BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseOptions:
+    """How LevelDB is opened (the node takes them from `[storage]`)."""
+
+    compression: str = "none"
+    """"none" or "snappy". Tables written with either stay readable under the other."""
+    write_buffer_bytes: int = 32 * 1024 * 1024
+    """Memtable size: a 2,000-transaction block batch (~1 MB) fits many times over."""
+    block_cache_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.compression not in ("none", "snappy"):
+            raise ValueError(f'compression must be "none" or "snappy", got {self.compression!r}')
+        if self.write_buffer_bytes < 1 or self.block_cache_bytes < 1:
+            raise ValueError("write_buffer_bytes and block_cache_bytes must be positive")
 
 
 def database_path(home: Path | str) -> Path:
@@ -48,8 +63,9 @@ class ChainDatabase:
         self._db = db
 
     @classmethod
-    def open(cls, home: Path | str) -> ChainDatabase:
+    def open(cls, home: Path | str, options: DatabaseOptions | None = None) -> ChainDatabase:
         """Open (creating if needed) `<home>/data/chain.db`; StoreLockedError if it is in use."""
+        options = options or DatabaseOptions()
         path = database_path(home)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -57,9 +73,10 @@ class ChainDatabase:
                 str(path),
                 create_if_missing=True,
                 paranoid_checks=True,
-                write_buffer_size=WRITE_BUFFER_BYTES,
-                lru_cache_size=BLOCK_CACHE_BYTES,
+                write_buffer_size=options.write_buffer_bytes,
+                lru_cache_size=options.block_cache_bytes,
                 bloom_filter_bits=10,
+                compression=None if options.compression == "none" else options.compression,
             )
         except plyvel.Error as error:
             raise translate_error(error, path) from None

@@ -151,6 +151,8 @@ def test_unknown_names_are_refused_with_a_suggestion(text: str, expected: str) -
     [
         ('[keys]\nbackend = "vault"', '[keys] backend: must be one of "file", "hsm"'),
         ('[storage]\nbackend = "rocksdb"', '[storage] backend: must be one of "leveldb"'),
+        ('[storage]\ncompression = "zstd"', '[storage] compression: must be one of "none"'),
+        ("[storage]\nwrite_buffer_bytes = 1000", "[storage] write_buffer_bytes: must be"),
         ('[log]\nlevel = "INFO"', "[log] level: must be one of"),
         ('[node]\nmoniker = ""', "[node] moniker: must be 1..64 characters"),
         ('[node]\nmoniker = "a b"', "[node] moniker: must be"),

@@ -12,6 +12,7 @@ from emrchain.store import (
     MAX_SIGNING_STATE_BYTES,
     BlockStore,
     ChainDatabase,
+    DatabaseOptions,
     SigningStateStore,
     StoreLockedError,
     database_path,
@@ -102,3 +103,35 @@ def test_signing_state_round_trips_survives_reopen_and_is_bounded(home: Path) ->
             signing.save("text")  # type: ignore[arg-type]
     with ChainDatabase.open(home) as database:
         assert SigningStateStore(database).load() == b"\x01state-b"
+
+
+def test_compression_option_reaches_leveldb_and_can_change_on_a_home(tmp_path: Path) -> None:
+    """[storage] compression: snappy tables are smaller (the option reaches LevelDB), and it
+    can change on an existing home, since LevelDB records each table block's compression."""
+    values = {index.to_bytes(4, "big"): b"record %d " % index * 40 for index in range(5_000)}
+
+    def write(home: Path, compression: str) -> int:
+        with ChainDatabase.open(home, DatabaseOptions(compression=compression)) as database:
+            for key, value in values.items():
+                database.db.put(key, value)
+            database.db.compact_range()  # from the log into tables
+        return sum(path.stat().st_size for path in database_path(home).glob("*.ldb"))
+
+    snappy_bytes = write(tmp_path / "snappy", "snappy")
+    plain_bytes = write(tmp_path / "plain", "none")
+    assert plain_bytes > 2 * snappy_bytes  # the repetitive values compress well
+    with ChainDatabase.open(tmp_path / "snappy", DatabaseOptions(compression="none")) as database:
+        assert all(database.get(key) == value for key, value in values.items())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"compression": "zlib"},
+        {"write_buffer_bytes": 0},
+        {"block_cache_bytes": -1},
+    ],
+)
+def test_bad_database_options_are_refused(options: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        DatabaseOptions(**options)  # type: ignore[arg-type]
