@@ -27,6 +27,7 @@ from emrchain._core.codes import (
 PUBLIC_FUNCTIONS = (
     "check_transactions",
     "decode_accepted",
+    "tx_ids",
     "verify_batch",
     "verify_transactions",
     "merkle_root",
@@ -49,6 +50,7 @@ def _load_compiled() -> SimpleNamespace:
         name=CYTHON,
         check_transactions=_txcheck.check_transactions,
         decode_accepted=_txcheck.decode_accepted,
+        tx_ids=_txcheck.tx_ids,
         verify_batch=_ed25519.verify_batch,
         verify_transactions=_ed25519.verify_transactions,
         merkle_root=_merkle.merkle_root,
@@ -64,6 +66,7 @@ def _load_pure() -> SimpleNamespace:
         name=PYTHON,
         check_transactions=txcodec.check_transactions,
         decode_accepted=txcodec.decode_accepted,
+        tx_ids=txcodec.tx_ids,
         verify_batch=ed25519.verify_batch,
         verify_transactions=ed25519.verify_transactions,
         merkle_root=merkle.merkle_root,
@@ -95,6 +98,7 @@ else:
 IMPLEMENTATION: str = _active.name
 check_transactions = _active.check_transactions
 decode_accepted = _active.decode_accepted
+tx_ids = _active.tx_ids
 verify_batch = _active.verify_batch
 verify_transactions = _active.verify_transactions
 merkle_root = _active.merkle_root

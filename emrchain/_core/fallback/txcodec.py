@@ -235,6 +235,19 @@ def check_transactions(
     return bytes(verdicts), ids
 
 
+def tx_ids(txs: Sequence[bytes]) -> list[bytes]:
+    """The id of each transaction: SHA-256 of all its bytes. TypeError if an item is not
+    bytes (a bytearray or memoryview is refused too, as in the compiled twin) or `txs` is not
+    sized (a generator)."""
+    len(txs)
+    ids: list[bytes] = []
+    for raw in txs:
+        if not isinstance(raw, bytes):
+            raise TypeError("each transaction must be bytes")
+        ids.append(hashlib.sha256(raw).digest())
+    return ids
+
+
 def _encode_field(spec: schema.FieldSpec, value: Any) -> bytes:
     if spec.type == schema.FIELD_FIXED:
         if not isinstance(value, bytes) or len(value) != spec.arg:
