@@ -220,7 +220,7 @@ class Chain:
             )
         if signature_verdicts is None:  # block sync: not validated through consensus
             txs = list(block.txs)
-            signature_verdicts = bytes(self.signature_verdicts(txs, tx_ids(txs)))
+            signature_verdicts = bytes(self.signature_verdicts(txs, list(block.tx_ids)))
         erasures = self._erasure_targets(block) if self.erasure_listeners else []
         result = self.application.execute_block(
             block, self.store.state_view(), signature_verdicts=signature_verdicts
@@ -230,7 +230,7 @@ class Chain:
             if result.tx_results[index].code == 0:
                 for erasure_listener in self.erasure_listeners:
                     erasure_listener(record_id, cid)
-        ids = tx_ids(block.txs)
+        ids = block.tx_ids
         senders = {tx[3 + tx[1] : 35 + tx[1]] for tx in block.txs}
         self.mempool.update(ids, {sender: self.committed_nonce(sender) for sender in senders})
         for listener in self.commit_listeners:

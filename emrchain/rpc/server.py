@@ -23,7 +23,6 @@ from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.types import Block
-from emrchain.types.block import tx_ids
 
 if TYPE_CHECKING:
     from emrchain.node.node import Node
@@ -237,7 +236,7 @@ class RpcServer:
         return web.json_response(
             {
                 "header": header_json(block),
-                "tx_ids": [tx_id.hex() for tx_id in tx_ids(block.txs)],
+                "tx_ids": [tx_id.hex() for tx_id in block.tx_ids],
                 "commit": {
                     "round": commit.round,
                     "signers": [entry.validator.hex() for entry in commit.signatures],

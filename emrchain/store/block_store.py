@@ -26,7 +26,7 @@ from emrchain.store.errors import (
     StoreError,
 )
 from emrchain.store.tx_results import decode_tx_results, encode_tx_results
-from emrchain.types.block import Block, tx_ids
+from emrchain.types.block import Block
 from emrchain.types.codec import DecodeError, Reader, Writer
 from emrchain.types.commit import CommitCertificate
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
@@ -218,7 +218,7 @@ class BlockStore:
         except ValueError as error:
             raise BlockRefusedError(f"transaction results are invalid: {error}") from None
 
-        ids = tx_ids(block.txs)
+        ids = block.tx_ids
         batch = self._database.db.write_batch(sync=True)
         batch.put(layout.block_key(height), block.encode())
         batch.put(layout.block_height_key(block_id), layout.u64(height))
@@ -339,7 +339,7 @@ class BlockStore:
         block = self.block(height)
         if block is None:
             raise StoreCorruptionError(f"tx index points at missing block {height}")
-        ids = tx_ids(block.txs)
+        ids = list(block.tx_ids)
         if index >= len(ids) or ids[index] != tx_id:
             raise StoreCorruptionError(f"tx index entry for {tx_id.hex()[:16]} is wrong")
         return TxProof(height, index, len(ids), _core.merkle_proof(ids, index))

@@ -13,7 +13,7 @@ evidence count u16 | evidence.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from emrchain import _core
 from emrchain.types.codec import DecodeError, Reader, Writer
@@ -128,7 +128,8 @@ class BlockHeader:
 
 
 def tx_ids(txs: tuple[bytes, ...] | list[bytes]) -> list[bytes]:
-    return [hashlib.sha256(tx).digest() for tx in txs]
+    """SHA-256 of each transaction (the compiled core hashes the batch without the GIL)."""
+    return _core.tx_ids(txs)
 
 
 def evidence_root(evidence: tuple[DuplicateVoteEvidence, ...]) -> bytes:
@@ -141,10 +142,25 @@ class Block:
     txs: tuple[bytes, ...]
     last_commit: CommitCertificate | None
     evidence: tuple[DuplicateVoteEvidence, ...] = ()
+    _tx_ids: tuple[bytes, ...] | None = field(
+        default=None, init=False, repr=False, compare=False, hash=False
+    )
+    """Computed once: a node needs a block's tx ids for its root check (at decode, validation
+    and commit), its index entries and the mempool update — five hashings of every
+    transaction per block before this cache."""
 
     @property
     def block_id(self) -> bytes:
         return self.header.block_id
+
+    @property
+    def tx_ids(self) -> tuple[bytes, ...]:
+        """SHA-256 of each transaction, in block order (computed on first use)."""
+        ids = self._tx_ids
+        if ids is None:
+            ids = tuple(_core.tx_ids(self.txs))
+            object.__setattr__(self, "_tx_ids", ids)  # a cache of immutable fields
+        return ids
 
     @property
     def height(self) -> int:
@@ -165,7 +181,7 @@ class Block:
             total += len(tx)
         if total > limits.max_block_bytes:
             raise ValueError(f"transactions exceed {limits.max_block_bytes} bytes")
-        if _core.merkle_root(tx_ids(self.txs)) != header.tx_root:
+        if _core.merkle_root(self.tx_ids) != header.tx_root:
             raise ValueError("tx_root does not match the transactions")
         if len(self.evidence) > limits.max_evidence_per_block:
             raise ValueError(f"more than {limits.max_evidence_per_block} evidence items")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
@@ -119,6 +120,21 @@ def test_block_consistency_rules() -> None:
         block.validate_basic(Limits(max_block_txs=2))
     with pytest.raises(ValueError, match="longer than"):
         block.validate_basic(Limits(max_tx_bytes=200))
+
+
+def test_block_tx_ids_are_computed_once_and_never_outlive_their_transactions() -> None:
+    block: Block = structures()["block"]
+    expected = tuple(hashlib.sha256(tx).digest() for tx in block.txs)
+    assert block.tx_ids == expected
+    assert block.tx_ids is block.tx_ids  # cached
+    # A copy with other transactions computes its own ids (the cache is not copied), and the
+    # cache takes no part in equality or in the encoding.
+    shorter = dataclasses.replace(block, txs=block.txs[:-1])
+    assert shorter.tx_ids == expected[:-1]
+    fresh = Block.decode(block.encode())
+    assert fresh == block and fresh.encode() == block.encode()
+    with pytest.raises(ValueError, match="tx_root"):  # the root check uses the copy's own ids
+        dataclasses.replace(block, txs=(*block.txs[:-1], block.txs[-1] + b"x")).validate_basic()
 
 
 def test_validator_set_rules() -> None:
