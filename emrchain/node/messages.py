@@ -81,9 +81,7 @@ def encode(message: Message) -> tuple[Channel, bytes]:
     elif isinstance(message, VoteMessage):
         writer.raw(message.vote.encode())
     elif isinstance(message, TxsMessage):
-        writer.u32(len(message.txs))
-        for tx in message.txs:
-            writer.var_bytes(tx, 4)
+        writer.u32(len(message.txs)).var_bytes_u32_list(message.txs)
     elif isinstance(message, StatusMessage):
         writer.u64(message.height).fixed(message.block_id, 32)
     elif isinstance(message, BlockRequest):
@@ -110,7 +108,7 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
     reader = Reader(body, f"channel {channel} tag {tag}")
     if channel == Channel.MEMPOOL and tag == 1:
         count = reader.count(4, max_gossip_txs, "count")
-        txs = tuple(reader.var_bytes(4, limits.max_tx_bytes, "tx") for _ in range(count))
+        txs = reader.var_bytes_u32_list(count, limits.max_tx_bytes, "tx")
         reader.finish()
         return TxsMessage(txs)
     if channel == Channel.BLOCKSYNC and tag == 1:

@@ -205,8 +205,7 @@ class Block:
 
     def encode(self) -> bytes:
         writer = Writer().raw(self.header.encode()).u32(len(self.txs))
-        for tx in self.txs:
-            writer.var_bytes(tx, 4)
+        writer.var_bytes_u32_list(self.txs)
         if self.last_commit is None:
             writer.u8(0)
         else:
@@ -223,7 +222,7 @@ class Block:
         reader = Reader(data, "Block")
         header = BlockHeader.read(reader)
         count = reader.count(4, limits.max_block_txs, "tx_count")
-        txs = tuple(reader.var_bytes(4, limits.max_tx_bytes, "tx") for _ in range(count))
+        txs = reader.var_bytes_u32_list(count, limits.max_tx_bytes, "tx")
         has_commit = reader.u8("has_last_commit")
         if has_commit not in (0, 1):
             raise DecodeError("Block.has_last_commit: must be 0 or 1")
