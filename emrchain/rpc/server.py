@@ -176,7 +176,9 @@ class RpcServer:
             txs = [lower_hex(item) for item in txs_hex]
         except ValueError:
             raise RpcError(400, "bad_hex", "a transaction is not lowercase hex") from None
-        admissions = self._node.mempool.admit_batch(txs)
+        # Through the node's admission pipeline, like binary batches: signatures are verified
+        # in its worker thread, not on the event loop that runs consensus.
+        admissions = await self._node.admission.admit(txs)
         return web.json_response(
             {
                 "results": [
