@@ -246,6 +246,30 @@ cdef struct Item:
     size_t size
 
 
+cdef Item *_gather(list items) except NULL:
+    """A C view of every item's bytes, for a loop without the GIL; `items` must outlive it and
+    the caller frees it with PyMem_Free. TypeError if an item is not bytes."""
+    cdef Py_ssize_t n = len(items), i
+    cdef Item *batch = <Item *>PyMem_Malloc(max(n, 1) * sizeof(Item))
+    if batch == NULL:
+        raise MemoryError()
+    for i in range(n):
+        item = items[i]
+        if not PyBytes_Check(item):
+            PyMem_Free(batch)
+            raise TypeError("each transaction must be bytes")
+        batch[i].data = <const u8 *>PyBytes_AS_STRING(item)
+        batch[i].size = PyBytes_GET_SIZE(item)
+    return batch
+
+
+cdef list _split_digests(bytearray digests, Py_ssize_t n):
+    """The `n` consecutive 32-byte digests of `digests`, as bytes objects."""
+    cdef const char *base = <const char *>PyByteArray_AS_STRING(digests)
+    cdef Py_ssize_t i
+    return [PyBytes_FromStringAndSize(base + i * DIGEST_BYTES, DIGEST_BYTES) for i in range(n)]
+
+
 def check_transactions(txs, chain_id, max_tx_bytes):
     """Stateless checks on a batch: (one Verdict byte per tx, one 32-byte id per tx).
 
@@ -267,16 +291,8 @@ def check_transactions(txs, chain_id, max_tx_bytes):
     digests = bytearray(n * DIGEST_BYTES)
     cdef u8 *out_verdicts = <u8 *>PyByteArray_AS_STRING(verdicts)
     cdef u8 *out_digests = <u8 *>PyByteArray_AS_STRING(digests)
-    cdef Item *batch = <Item *>PyMem_Malloc(max(n, 1) * sizeof(Item))
-    if batch == NULL:
-        raise MemoryError()
+    cdef Item *batch = _gather(items)
     try:
-        for i in range(n):
-            item = items[i]
-            if not PyBytes_Check(item):
-                raise TypeError("each transaction must be bytes")
-            batch[i].data = <const u8 *>PyBytes_AS_STRING(item)
-            batch[i].size = PyBytes_GET_SIZE(item)
         with nogil:
             for i in range(n):
                 out_verdicts[i] = _check_one(batch[i].data, batch[i].size, chain, chain_len,
@@ -286,10 +302,7 @@ def check_transactions(txs, chain_id, max_tx_bytes):
                     _sha256(batch[i].data, batch[i].size, out_digests + i * DIGEST_BYTES)
     finally:
         PyMem_Free(batch)
-    cdef const char *digest_base = <const char *>out_digests
-    ids = [PyBytes_FromStringAndSize(digest_base + i * DIGEST_BYTES, DIGEST_BYTES)
-           for i in range(n)]
-    return bytes(verdicts), ids
+    return bytes(verdicts), _split_digests(digests, n)
 
 
 def tx_ids(txs):
@@ -302,24 +315,14 @@ def tx_ids(txs):
     cdef Py_ssize_t n = len(items), i
     digests = bytearray(n * DIGEST_BYTES)
     cdef u8 *out_digests = <u8 *>PyByteArray_AS_STRING(digests)
-    cdef Item *batch = <Item *>PyMem_Malloc(max(n, 1) * sizeof(Item))
-    if batch == NULL:
-        raise MemoryError()
+    cdef Item *batch = _gather(items)
     try:
-        for i in range(n):
-            item = items[i]
-            if not PyBytes_Check(item):
-                raise TypeError("each transaction must be bytes")
-            batch[i].data = <const u8 *>PyBytes_AS_STRING(item)
-            batch[i].size = PyBytes_GET_SIZE(item)
         with nogil:
             for i in range(n):
                 _sha256(batch[i].data, batch[i].size, out_digests + i * DIGEST_BYTES)
     finally:
         PyMem_Free(batch)
-    cdef const char *digest_base = <const char *>out_digests
-    return [PyBytes_FromStringAndSize(digest_base + i * DIGEST_BYTES, DIGEST_BYTES)
-            for i in range(n)]
+    return _split_digests(digests, n)
 
 
 # --- Decoding accepted transactions -------------------------------------------------------
