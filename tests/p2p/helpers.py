@@ -7,8 +7,9 @@ puts a hard deadline on it: a hung socket fails the test instead of hanging the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -139,6 +140,24 @@ async def fully_connected(nodes: list[Node], timeout_s: float = 5.0) -> None:
         )
 
     await wait_until(check, timeout_s, "full mesh")
+
+
+@contextlib.asynccontextmanager
+async def linked_pair(
+    a_options: Mapping[str, Any] | None = None, **both: Any
+) -> AsyncIterator[tuple[Node, Node]]:
+    """Two nodes that allow each other, B dialling A, yielded once fully connected and closed
+    on exit whatever happens. `both` overrides the config of both, `a_options` only A's."""
+    signers = [Ed25519Signer.generate() for _ in range(2)]
+    allowed = [signer.public_key for signer in signers]
+    a = b = None
+    try:
+        a = await start_node(signers[0], allowed, **{**both, **(a_options or {})})
+        b = await start_node(signers[1], allowed, persistent_peers=(a.manager.address,), **both)
+        await fully_connected([a, b])
+        yield a, b
+    finally:
+        await close_all(a, b)
 
 
 async def gather_bounded(*awaitables: Awaitable[Any], timeout_s: float = 5.0) -> list[Any]:

@@ -16,6 +16,7 @@ from tests.p2p.helpers import (
     exchange,
     fast_config,
     fully_connected,
+    linked_pair,
     nothing_received,
     receive_within,
     run,
@@ -79,21 +80,10 @@ def test_three_nodes_form_a_mesh_and_exchange_on_several_channels() -> None:
 
 def test_frames_larger_than_the_read_buffer_still_arrive() -> None:
     async def scenario() -> None:
-        signers = keys(2)
-        allowed = public_keys(signers)
-        a = b = None
-        small = {"max_read_buffer_bytes": 1_024}
-        try:
-            a = await start_node(signers[0], allowed, **small)
-            b = await start_node(
-                signers[1], allowed, persistent_peers=(a.manager.address,), **small
-            )
-            await fully_connected([a, b])
+        async with linked_pair(max_read_buffer_bytes=1_024) as (a, b):
             limit = a.manager.config.max_payload_bytes
             for size in (1_023, 1_025, 2_049, limit):
                 await exchange(a, b, 5, bytes(range(256)) * (size // 256) + b"\x07" * (size % 256))
-        finally:
-            await close_all(a, b)
 
     run(scenario())
 
@@ -279,13 +269,7 @@ def test_pending_handshakes_are_bounded() -> None:
 
 def test_send_queue_is_bounded_and_drops_the_newest() -> None:
     async def scenario() -> None:
-        signers = keys(2)
-        allowed = public_keys(signers)
-        a = b = None
-        try:
-            a = await start_node(signers[0], allowed, send_queue_max_messages=8)
-            b = await start_node(signers[1], allowed, persistent_peers=(a.manager.address,))
-            await fully_connected([a, b])
+        async with linked_pair(a_options={"send_queue_max_messages": 8}) as (a, b):
             # No await in between: the writer task cannot run, so the queue fills up.
             accepted = [a.manager.send(b.node_id, 1, bytes([i])) for i in range(20)]
             assert accepted == [True] * 8 + [False] * 12
@@ -297,8 +281,6 @@ def test_send_queue_is_bounded_and_drops_the_newest() -> None:
             assert await nothing_received(b.manager)
             # Once drained, the queue accepts again.
             await exchange(a, b, 1, b"after the burst")
-        finally:
-            await close_all(a, b)
 
     run(scenario())
 
@@ -376,43 +358,24 @@ def test_simultaneous_dials_converge_to_one_connection() -> None:
 
 def test_removing_a_peer_from_the_allowed_set_disconnects_it() -> None:
     async def scenario() -> None:
-        signers = keys(2)
-        allowed = public_keys(signers)
-        a = b = None
-        try:
-            a = await start_node(signers[0], allowed)
-            b = await start_node(signers[1], allowed, persistent_peers=(a.manager.address,))
-            await fully_connected([a, b])
-            a.manager.set_allowed_peer_keys([signers[0].public_key])
+        async with linked_pair() as (a, b):
+            a.manager.set_allowed_peer_keys([a.key.public_key])
             assert not a.manager.is_connected(b.node_id)
             assert a.events.disconnected == [(b.node_id, CloseReason.PEER_NO_LONGER_ALLOWED)]
             # B redials and is now refused at the handshake.
             await wait_until(
                 lambda: a.manager.stats().handshake_failures[HandshakeFailure.UNKNOWN_PEER] >= 1
             )
-        finally:
-            await close_all(a, b)
 
     run(scenario())
 
 
 def test_keepalive_holds_an_idle_link_open() -> None:
     async def scenario() -> None:
-        signers = keys(2)
-        allowed = public_keys(signers)
-        a = b = None
-        timing = {"ping_interval_ms": 50, "idle_timeout_ms": 200}
-        try:
-            a = await start_node(signers[0], allowed, **timing)
-            b = await start_node(
-                signers[1], allowed, persistent_peers=(a.manager.address,), **timing
-            )
-            await fully_connected([a, b])
+        async with linked_pair(ping_interval_ms=50, idle_timeout_ms=200) as (a, b):
             await asyncio.sleep(0.6)  # three idle timeouts without application traffic
             assert a.manager.stats().disconnects == {} and b.manager.stats().disconnects == {}
             assert a.manager.stats().frames_in >= 3  # keepalives did arrive
-        finally:
-            await close_all(a, b)
 
     run(scenario())
 
