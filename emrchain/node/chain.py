@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from emrchain import _core
@@ -62,7 +62,7 @@ class Chain:
         self.mempool = mempool
         self.limits = limits
         self._clock_ms = clock_ms
-        self.commit_listeners: list[Callable[[Block, list[bytes], list[TxResult]], None]] = []
+        self.commit_listeners: list[Callable[[Block, Sequence[bytes], list[TxResult]], None]] = []
         """Called with (block, its tx ids, its tx results) after each block is durably
         committed (the RPC block stream); a listener must not block or raise."""
         # Called with (record id, binary CID) for each erasure a committed block applied.

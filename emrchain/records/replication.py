@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from emrchain._core.schema import GranteeKind, GrantScope, TxKind
@@ -94,7 +94,7 @@ class Replicator:
     # -- the decision --------------------------------------------------------------------
 
     def wanted_cids(
-        self, block: Block, tx_ids: list[bytes], tx_results: list[TxResult]
+        self, block: Block, tx_ids: Sequence[bytes], tx_results: list[TxResult]
     ) -> list[str]:
         """CIDs of `block`'s applied anchors and grants this node should keep, in order."""
         wanted: list[str] = []
@@ -145,7 +145,7 @@ class Replicator:
 
     # -- the pins ------------------------------------------------------------------------
 
-    def on_commit(self, block: Block, tx_ids: list[bytes], tx_results: list[TxResult]) -> None:
+    def on_commit(self, block: Block, tx_ids: Sequence[bytes], tx_results: list[TxResult]) -> None:
         """Chain commit listener: queue the wanted pins; never blocks, never raises."""
         try:
             wanted = self.wanted_cids(block, tx_ids, tx_results)

@@ -50,7 +50,9 @@ class PatientEventStream:
         self._subscribers: set[_PatientSubscriber] = set()
         node.chain.commit_listeners.append(self.publish)
 
-    def publish(self, block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> None:
+    def publish(
+        self, block: Block, tx_ids: Sequence[bytes], tx_results: Sequence[TxResult]
+    ) -> None:
         if not self._subscribers:
             return
         view = self._node.store.state_view()

@@ -55,7 +55,7 @@ class StreamLimits:
         )
 
 
-def block_summary(block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> str:
+def block_summary(block: Block, tx_ids: Sequence[bytes], tx_results: Sequence[TxResult]) -> str:
     """The JSON text frame for one committed block."""
     header = block.header
     joined = b"".join(tx_ids).hex()
@@ -105,7 +105,9 @@ class BlockStream:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    def publish(self, block: Block, tx_ids: list[bytes], tx_results: Sequence[TxResult]) -> None:
+    def publish(
+        self, block: Block, tx_ids: Sequence[bytes], tx_results: Sequence[TxResult]
+    ) -> None:
         """Called by the chain after each commit (on the event loop); never blocks."""
         if not self._subscribers:
             return

@@ -9,6 +9,7 @@ block writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import plyvel
@@ -236,7 +237,7 @@ class BlockStore:
         self._head = new_head
 
     def _tx_locations(
-        self, height: int, ids: list[bytes], result: ExecutionResult
+        self, height: int, ids: Sequence[bytes], result: ExecutionResult
     ) -> dict[bytes, bytes]:
         """Index entries to write. The same bytes can be included again only if they changed
         nothing the first time, so: an applied inclusion always wins, otherwise the first."""
