@@ -329,10 +329,17 @@ class HsmWorker:
 
 OPEN_ATTEMPTS = 5
 OPEN_FIRST_BACKOFF_S = 0.1
-"""Opening the token is retried on CKR_GENERAL_ERROR only, 0.1 + 0.2 + 0.4 + 0.8 s at most:
-SoftHSM2 answers it while another process is writing the token's files (seen when four
-validators on one token started together), and a network HSM can blip the same way. A wrong
-PIN, an absent token or module is final and raised at once."""
+"""Opening the token is retried on the transient errors below, 0.1 + 0.2 + 0.4 + 0.8 s at
+most. A wrong PIN, an absent token or module is final and raised at once."""
+_TRANSIENT_OPEN_ERRORS = (
+    pkcs11.exceptions.GeneralError,
+    pkcs11.exceptions.UserPinNotInitialized,
+)
+"""What SoftHSM2 answers while another process is rewriting the token's files, seen when four
+validators on one token started together: CKR_GENERAL_ERROR, and on the retry right after it
+CKR_USER_PIN_NOT_INITIALIZED (the token's state read half-written), then a normal open. A
+network HSM can blip the same way. A token whose user PIN really is not set still fails, with
+that error, after the last attempt (~1.5 s)."""
 
 
 def open_with_retries(
@@ -341,18 +348,18 @@ def open_with_retries(
     first_backoff_s: float = OPEN_FIRST_BACKOFF_S,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Result:
-    """`open_once()`, tried again after a doubling pause while it fails with the transient
-    `pkcs11.exceptions.GeneralError`, at most `attempts` times in all."""
+    """`open_once()`, tried again after a doubling pause while it fails with a transient
+    error (`_TRANSIENT_OPEN_ERRORS`), at most `attempts` times in all."""
     backoff_s = first_backoff_s
     for attempt in range(1, attempts + 1):
         try:
             return open_once()
-        except pkcs11.exceptions.GeneralError:
+        except _TRANSIENT_OPEN_ERRORS as error:
             if attempt == attempts:
                 raise
             logger.warning(
-                "HSM token open failed with GeneralError (attempt %d of %d); retrying",
-                attempt, attempts,
+                "HSM token open failed with %s (attempt %d of %d); retrying",
+                type(error).__name__, attempt, attempts,
             )
             sleep(backoff_s)
             backoff_s *= 2

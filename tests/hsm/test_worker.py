@@ -167,7 +167,9 @@ def test_lost_session_is_reopened_for_the_next_call(worker: HsmWorker) -> None:
 
 def test_opening_retries_a_transient_general_error_then_gives_up() -> None:
     pauses: list[float] = []
-    failures = [pkcs11.exceptions.GeneralError(), pkcs11.exceptions.GeneralError()]
+    # As SoftHSM2 answered a validator whose peers were writing the shared token's files:
+    # CKR_GENERAL_ERROR, then CKR_USER_PIN_NOT_INITIALIZED, then a normal open.
+    failures = [pkcs11.exceptions.UserPinNotInitialized(), pkcs11.exceptions.GeneralError()]
 
     def flaky_open() -> str:
         if failures:
