@@ -264,7 +264,14 @@ class HsmWorker:
     def _open_session(self, pin: str) -> HsmContext:
         def open_once() -> HsmContext:
             library = pkcs11.lib(str(self._config.module_path))
-            token = library.get_token(token_label=self._config.token_label)
+            try:
+                token = library.get_token(token_label=self._config.token_label)
+            except pkcs11.exceptions.NoSuchToken:
+                # SoftHSM2 lists its tokens once, when the library is initialised: a token
+                # that another process was rewriting at that moment stays missing from this
+                # process until the library scans again, so the retry must re-initialise it.
+                library.reinitialize()
+                raise
             return HsmContext(token.open(rw=True, user_pin=pin))
 
         return open_with_retries(open_once)
@@ -334,12 +341,13 @@ most. A wrong PIN, an absent token or module is final and raised at once."""
 _TRANSIENT_OPEN_ERRORS = (
     pkcs11.exceptions.GeneralError,
     pkcs11.exceptions.UserPinNotInitialized,
+    pkcs11.exceptions.NoSuchToken,
 )
-"""What SoftHSM2 answers while another process is rewriting the token's files, seen when four
-validators on one token started together: CKR_GENERAL_ERROR, and on the retry right after it
-CKR_USER_PIN_NOT_INITIALIZED (the token's state read half-written), then a normal open. A
-network HSM can blip the same way. A token whose user PIN really is not set still fails, with
-that error, after the last attempt (~1.5 s)."""
+"""What SoftHSM2 answers while another process is rewriting the token's files, all seen when
+four validators on one token started together: CKR_GENERAL_ERROR; CKR_USER_PIN_NOT_INITIALIZED
+on the retry right after it (the token's state read half-written); no token with the label in
+the slot list. A network HSM can blip the same way. A token whose user PIN really is not set,
+or a label that really is wrong, still fails with that error after the last attempt (~1.5 s)."""
 
 
 def open_with_retries(

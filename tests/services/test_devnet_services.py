@@ -115,7 +115,19 @@ def services_devnet(
                 keys={"backend": "hsm", "hsm_validator_key_label": signers[index].key_label},
             )
             config.validator_key_path.unlink()
-        devnet.start_all()
+        # One after another: four processes opening one SoftHSM2 token at the same moment get
+        # transient errors from its file store (the node retries them, docs/spec/hsm.md), and
+        # hospitals run separate HSMs anyway. A node that cannot start fails the wait at once.
+        for index in range(VALIDATORS):
+            devnet.start(index)
+            devnet.wait_for(
+                lambda index=index: (
+                    devnet.try_status(index) is not None or not devnet.is_running(index)
+                ),
+                timeout_s=60,
+                what=f"node{index} to answer RPC",
+            )
+            assert devnet.is_running(index), devnet.log_path(index).read_text()[-2000:]
         devnet.wait_for_height(1, list(range(VALIDATORS)), timeout_s=60)
         hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
         clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
