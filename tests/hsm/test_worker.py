@@ -165,11 +165,15 @@ def test_lost_session_is_reopened_for_the_next_call(worker: HsmWorker) -> None:
     assert verify_signature(signer.public_key, b"after", signer.sign(b"after"))
 
 
-def test_opening_retries_a_transient_general_error_then_gives_up() -> None:
+def test_opening_retries_transient_errors_then_gives_up() -> None:
     pauses: list[float] = []
-    # As SoftHSM2 answered a validator whose peers were writing the shared token's files:
-    # CKR_GENERAL_ERROR, then CKR_USER_PIN_NOT_INITIALIZED, then a normal open.
-    failures = [pkcs11.exceptions.UserPinNotInitialized(), pkcs11.exceptions.GeneralError()]
+    # What SoftHSM2 answered validators whose peers were writing the shared token's files:
+    # CKR_GENERAL_ERROR, CKR_USER_PIN_NOT_INITIALIZED, no such token; then a normal open.
+    failures = [
+        pkcs11.exceptions.NoSuchToken(),
+        pkcs11.exceptions.UserPinNotInitialized(),
+        pkcs11.exceptions.GeneralError(),
+    ]
 
     def flaky_open() -> str:
         if failures:
@@ -177,7 +181,7 @@ def test_opening_retries_a_transient_general_error_then_gives_up() -> None:
         return "session"
 
     assert open_with_retries(flaky_open, attempts=5, sleep=pauses.append) == "session"
-    assert pauses == [0.1, 0.2]
+    assert pauses == [0.1, 0.2, 0.4]
 
     def always_busy() -> str:
         raise pkcs11.exceptions.GeneralError()
