@@ -45,6 +45,15 @@ STATUS = strict(
     evidence={"type": "array", "items": HEX},
     refused_signatures=INT,
     blocks_synced=INT,
+    counters=strict(
+        admitted_txs=INT,
+        refused_txs_by_code={"type": "object", "additionalProperties": INT},
+        signatures_verified=INT,
+        signature_cache_hits=INT,
+        preverified_txs=INT,
+        gossip_batches_dropped=INT,
+        undecodable_messages=INT,
+    ),
     halt=nullable(STR),
 )
 # POST /txs answers in the shape of the request: a verdict per tx for JSON, only the

@@ -132,6 +132,7 @@ class RpcServer:
         node = self._node
         driver = node.driver
         state = driver._core.state() if driver else None
+        mempool = node.mempool.stats()
         return web.json_response(
             {
                 "chain_id": node.chain_id.decode(),
@@ -151,6 +152,17 @@ class RpcServer:
                 "evidence": [item.encode().hex() for item in driver.evidence] if driver else [],
                 "refused_signatures": driver.refused_signatures if driver else 0,
                 "blocks_synced": node.blocksync.blocks_synced,
+                # Totals since the node started: what an operator (and a benchmark) needs to
+                # see where admission work goes without attaching a profiler.
+                "counters": {
+                    "admitted_txs": mempool.admitted_txs,
+                    "refused_txs_by_code": dict(mempool.refused_txs_by_code),
+                    "signatures_verified": mempool.signatures_verified,
+                    "signature_cache_hits": mempool.signature_cache_hits,
+                    "preverified_txs": node.admission.preverified_txs,
+                    "gossip_batches_dropped": node.gossip_batches_dropped,
+                    "undecodable_messages": node.undecodable_messages,
+                },
                 "halt": node.halt_reason,
             }
         )
