@@ -361,14 +361,7 @@ class Mempool:
     def verified_signatures(self, tx_ids: Sequence[bytes]) -> bytearray:
         """1 per id whose signature this node already verified as valid (pending, or
         remembered as verified), else 0: validating a proposal verifies only the zeros."""
-        by_id = self._pending.by_id
-        seen_get = self._seen.get
-        verified = SeenState.VERIFIED
-        known = bytearray(len(tx_ids))
-        for index, tx_id in enumerate(tx_ids):
-            if tx_id in by_id or seen_get(tx_id) == verified:
-                known[index] = 1
-        return known
+        return self._pending_or_seen_as(tx_ids, _VERIFIED_ONLY)
 
     def signatures_settled(self, tx_ids: Sequence[bytes]) -> bytearray:
         """1 per id whose admission needs no signature check, else 0: pending (refused as a
@@ -376,13 +369,19 @@ class Mempool:
         bad signature: refused before verification). Pre-verification verifies only the zeros:
         gossip that arrives after its block committed is common on a busy devnet, and
         verifying it again would be wasted work."""
+        return self._pending_or_seen_as(tx_ids, _ANY_SEEN_STATE)
+
+    def _pending_or_seen_as(
+        self, tx_ids: Sequence[bytes], states: frozenset[SeenState]
+    ) -> bytearray:
+        """1 per id that is pending or whose seen-cache state is in `states`, else 0."""
         by_id = self._pending.by_id
         seen_get = self._seen.get
-        settled = bytearray(len(tx_ids))
+        flags = bytearray(len(tx_ids))
         for index, tx_id in enumerate(tx_ids):
-            if tx_id in by_id or seen_get(tx_id) is not None:
-                settled[index] = 1
-        return settled
+            if tx_id in by_id or seen_get(tx_id) in states:
+                flags[index] = 1
+        return flags
 
     def remember_signatures(self, tx_ids: Sequence[bytes], verdicts: bytes) -> None:
         """Record signature outcomes the node verified outside admission (a proposal's
@@ -581,6 +580,10 @@ class _Screened:
         """Positions whose signature the seen cache already knows to be valid."""
         self.committed_nonces: dict[bytes, int] = {}
         """Committed nonce of each sender that had no pending queue (asked once per batch)."""
+
+
+_VERIFIED_ONLY = frozenset({SeenState.VERIFIED})
+_ANY_SEEN_STATE = frozenset(SeenState)
 
 
 def _known_refusal(tx_id: bytes, state: SeenState) -> Admission:
