@@ -100,9 +100,15 @@ class Application(Protocol):
         ...
 
     def execute_block(
-        self, block: Block, view: StateView, *, signature_verdicts: bytes | None = None
+        self,
+        block: Block,
+        view: StateView,
+        *,
+        signature_verdicts: bytes | None = None,
+        stateless_verdicts: bytes | None = None,
     ) -> ExecutionResult:
         """Begin block, deliver every transaction in order, end block; raises
         BlockExecutionError if the block does not fit the state at all. `signature_verdicts`
-        are the node's own verdicts from validating the proposal (else verified here)."""
+        and `stateless_verdicts` are the node's own verdicts from validating the proposal
+        (else computed here)."""
         ...

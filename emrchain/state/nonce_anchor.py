@@ -147,19 +147,29 @@ class NonceAnchorApplication:
         return self._deliver(tx, OverlayStateView(view), context)
 
     def execute_block(
-        self, block: Block, view: StateView, *, signature_verdicts: bytes | None = None
+        self,
+        block: Block,
+        view: StateView,
+        *,
+        signature_verdicts: bytes | None = None,
+        stateless_verdicts: bytes | None = None,
     ) -> ExecutionResult:
         """Execute `block` on `view`. `signature_verdicts` (one byte per transaction, 1 =
         valid, as `_core.verify_transactions` returns them) lets a node that already verified
         the proposal skip verifying again; without it every signature is verified here.
+        `stateless_verdicts` likewise: the verdicts `_core.check_transactions` gave these
+        transactions for this chain id and `limits.max_tx_bytes` (0 = accepted), from the
+        node's own validation of the block; without them the batch check runs here. Both
+        are pure functions of the transaction bytes, so passing them changes no result.
 
         The previous app hash of the chain step is `header.app_hash`; committing the result
         (store or MemoryState) refuses a block whose app_hash is not the committed one."""
         header = block.header
-        if signature_verdicts is not None and len(signature_verdicts) != len(block.txs):
-            raise BlockExecutionError(
-                f"{len(signature_verdicts)} signature verdicts for {len(block.txs)} transactions"
-            )
+        for name, given in (("signature", signature_verdicts), ("stateless", stateless_verdicts)):
+            if given is not None and len(given) != len(block.txs):
+                raise BlockExecutionError(
+                    f"{len(given)} {name} verdicts for {len(block.txs)} transactions"
+                )
         if header.chain_id != self._chain_id:
             raise BlockExecutionError("the block is for another chain")
         last_height, _ = read_progress(view)
@@ -187,7 +197,9 @@ class NonceAnchorApplication:
         if following_raw != current_raw:
             block_state.put(keys.VALIDATORS_NEXT, following_raw)
         context = self._context(header.height, header.time_ms, lambda: current)
-        tx_results = self._deliver_all(block.txs, block_state, context, signature_verdicts)
+        tx_results = self._deliver_all(
+            block.txs, block_state, context, signature_verdicts, stateless_verdicts
+        )
         # End block: whatever the approvals changed in the working copy takes effect at h + 2.
         after_raw = block_state.get(keys.VALIDATORS_AFTER_NEXT)
         updates = []
@@ -205,13 +217,19 @@ class NonceAnchorApplication:
         block_state: OverlayStateView,
         context: BlockContext,
         signature_verdicts: bytes | None,
+        stateless_verdicts: bytes | None,
     ) -> list[TxResult]:
         results: list[TxResult | None] = [None] * len(txs)
         decoded: list[tuple[int, DecodedTransaction]] = []
-        # One compiled batch check, then a check-free (compiled) decode of the accepted
-        # transactions (the same result as decode_transaction for them, at a fraction of the
-        # cost); only a refused one is decoded the slow way, for its exact verdict message.
-        verdicts, _ = _core.check_transactions(list(txs), self._chain_id, self._limits.max_tx_bytes)
+        # One compiled batch check (unless the node's validation of the block already ran
+        # it), then a check-free (compiled) decode of the accepted transactions (the same
+        # result as decode_transaction for them, at a fraction of the cost); only a refused
+        # one is decoded the slow way, for its exact verdict message.
+        verdicts = stateless_verdicts
+        if verdicts is None:
+            verdicts, _ = _core.check_transactions(
+                list(txs), self._chain_id, self._limits.max_tx_bytes
+            )
         decode_accepted = _core.decode_accepted
         for index, raw in enumerate(txs):
             if not verdicts[index]:

@@ -254,6 +254,21 @@ def test_signature_verdicts_from_proposal_validation_are_used_as_given() -> None
         chain.app.execute_block(block, chain.state, signature_verdicts=b"\x01")
 
 
+def test_stateless_verdicts_from_proposal_validation_are_used_as_given() -> None:
+    from emrchain import _core
+    from emrchain.types import DEFAULT_LIMITS
+
+    chain = ChainBuilder()
+    txs = [anchor_tx(ALICE, 1, label=1), anchor_tx(BOB, 1, label=2)]
+    block = chain.propose(txs)
+    checked = chain.app.execute_block(block, chain.state)
+    verdicts, _ = _core.check_transactions(list(txs), CHAIN_ID, DEFAULT_LIMITS.max_tx_bytes)
+    given = chain.app.execute_block(block, chain.state, stateless_verdicts=bytes(verdicts))
+    assert given == checked
+    with pytest.raises(BlockExecutionError, match="1 stateless verdicts for 2 transactions"):
+        chain.app.execute_block(block, chain.state, stateless_verdicts=b"\x00")
+
+
 def test_anchor_record_encoding_round_trips_and_is_bounded() -> None:
     from emrchain.types import DecodeError, EncodeError
 
