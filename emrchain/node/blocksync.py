@@ -85,8 +85,8 @@ class BlockSync:
     def on_response(self, peer_id: str, message: BlockResponse) -> None:
         block, commit = message.block, message.commit
         height = block.height
-        if height != self._chain.height + 1:
-            return  # consensus (or another response) got there first
+        if height != self._chain.height + 1 or self._chain.applying:
+            return  # consensus (or another response) got there first, or is writing it
         try:
             verify_commit(
                 commit,

@@ -4,9 +4,11 @@ decided one (execute + store + mempool update) — shared by consensus and block
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from emrchain import _core
@@ -15,8 +17,8 @@ from emrchain.mempool import Mempool
 from emrchain.state import NonceAnchorApplication, read_progress
 from emrchain.state.emr import queries as emr_queries
 from emrchain.state.keys import nonce_key
-from emrchain.state.result import TxResult
-from emrchain.store import BlockStore
+from emrchain.state.result import ExecutionResult, TxResult
+from emrchain.store import BlockStore, PreparedCommit
 from emrchain.types import (
     Block,
     BlockHeader,
@@ -39,9 +41,23 @@ class ChainHaltError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class BlockVerdict:
+    """Our validation of a proposed block. A valid one carries the per-transaction verdicts
+    validation computed, so that execution does not compute them again."""
+
     valid: bool
     reason: str = ""
     signature_verdicts: bytes | None = None
+    stateless_verdicts: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    """A decided block, executed, with its commit prepared and not yet written."""
+
+    block: Block
+    result: ExecutionResult
+    prepared: PreparedCommit
+    erasures: list[tuple[int, bytes, bytes]]
 
 
 class Chain:
@@ -67,6 +83,7 @@ class Chain:
         committed (the RPC block stream); a listener must not block or raise."""
         # Called with (record id, binary CID) for each erasure a committed block applied.
         self.erasure_listeners: list[Callable[[bytes, bytes], None]] = []
+        self._writer: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------------ reads
 
@@ -167,7 +184,9 @@ class Chain:
         signatures = self.signature_verdicts(txs, ids)
         if signatures.count(1) != len(txs):
             return BlockVerdict(False, "a transaction signature does not verify")
-        return BlockVerdict(True, signature_verdicts=bytes(signatures))
+        return BlockVerdict(
+            True, signature_verdicts=bytes(signatures), stateless_verdicts=bytes(verdicts)
+        )
 
     def signature_verdicts(self, txs: list[bytes], ids: list[bytes]) -> bytearray:
         """1/0 per transaction: is its signature valid? Each signature is verified once per
@@ -184,8 +203,13 @@ class Chain:
 
     def own_block_verdict(self, block: Block) -> BlockVerdict:
         """The verdict of a block we built: its transactions were reaped from the mempool,
-        which holds only admitted ones, whose signatures it verified."""
-        return BlockVerdict(True, signature_verdicts=b"\x01" * len(block.txs))
+        which holds only admitted ones: the batch check accepted them (with our chain id and
+        `limits.max_tx_bytes`, which the node gives the mempool) and their signatures
+        verified."""
+        count = len(block.txs)
+        return BlockVerdict(
+            True, signature_verdicts=b"\x01" * count, stateless_verdicts=bytes(count)
+        )
 
     # ------------------------------------------------------------------- applying
 
@@ -204,35 +228,104 @@ class Chain:
             targets.append((index, record_id, stored.cid if stored else b""))
         return targets
 
+    @property
+    def applying(self) -> bool:
+        """A decided block is being written (`apply_block_pipelined`); until it is, the chain
+        takes no other block."""
+        return self.store.commit_in_flight
+
     def apply_block(
-        self, block: Block, commit: CommitCertificate, signature_verdicts: bytes | None = None
+        self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None = None
     ) -> None:
-        """Execute and durably commit a decided block, then update the mempool.
+        """Execute and durably commit a decided block, then update the mempool. `verdict` is
+        our validation of it (None from block sync: the block was not validated here).
 
         Raises ChainHaltError if the block does not fit our state although the validators
         committed it: our application state has diverged and the node must stop.
         """
+        applied = self._execute_decided(block, commit, verdict)
+        try:
+            self.store.write_prepared(applied.prepared)
+        except BaseException:
+            self.store.abandon_commit(applied.prepared)
+            raise
+        self._finish_apply(applied)
+
+    async def apply_block_pipelined(
+        self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None = None
+    ) -> None:
+        """`apply_block`, with the durable write in the chain's writer thread: the event loop
+        goes on admitting transactions and serving RPC while LevelDB writes and fsyncs the
+        block (and while a write waits for a memtable flush). The head, the mempool and the
+        listeners move only after the write, on the loop, so every reader on the loop sees
+        the old height until the new block is durable."""
+        applied = self._execute_decided(block, commit, verdict)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
+        loop = asyncio.get_running_loop()
+        try:
+            # Shielded: a cancelled caller (shutdown) must not leave the head behind a write
+            # that still completes in the thread; close() waits for it.
+            await asyncio.shield(
+                loop.run_in_executor(self._writer, self.store.write_prepared, applied.prepared)
+            )
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.store.abandon_commit(applied.prepared)
+            raise
+        self._finish_apply(applied)
+
+    def close(self) -> None:
+        """Wait for a block write in flight, then stop the writer thread (before the database
+        closes)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _execute_decided(
+        self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None
+    ) -> _Applied:
         if block.header.app_hash != self.store.last_app_hash():
             raise ChainHaltError(
                 f"block {block.height} was committed with app hash "
                 f"{block.header.app_hash.hex()[:16]}, ours is "
                 f"{self.store.last_app_hash().hex()[:16]}: our state diverged; halting"
             )
-        if signature_verdicts is None:  # block sync: not validated through consensus
-            txs = list(block.txs)
-            signature_verdicts = bytes(self.signature_verdicts(txs, list(block.tx_ids)))
+        if verdict is None or verdict.signature_verdicts is None:
+            # Block sync: not validated through consensus.
+            signature_verdicts = bytes(self.signature_verdicts(list(block.txs), list(block.tx_ids)))
+            stateless_verdicts = None
+        else:
+            signature_verdicts = verdict.signature_verdicts
+            stateless_verdicts = verdict.stateless_verdicts
         erasures = self._erasure_targets(block) if self.erasure_listeners else []
         result = self.application.execute_block(
-            block, self.store.state_view(), signature_verdicts=signature_verdicts
+            block,
+            self.store.state_view(),
+            signature_verdicts=signature_verdicts,
+            stateless_verdicts=stateless_verdicts,
         )
-        self.store.commit_block(block, commit, result)
-        for index, record_id, cid in erasures:
+        prepared = self.store.prepare_commit(block, commit, result)
+        return _Applied(block, result, prepared, erasures)
+
+    def _finish_apply(self, applied: _Applied) -> None:
+        self.store.finish_commit(applied.prepared)
+        block, result = applied.block, applied.result
+        for index, record_id, cid in applied.erasures:
             if result.tx_results[index].code == 0:
                 for erasure_listener in self.erasure_listeners:
                     erasure_listener(record_id, cid)
         ids = block.tx_ids
         senders = {tx[3 + tx[1] : 35 + tx[1]] for tx in block.txs}
-        self.mempool.update(ids, {sender: self.committed_nonce(sender) for sender in senders})
+        # The block's writes hold the new nonce of every sender it moved (all but senders
+        # whose every transaction had a wrong nonce): no store read for those.
+        writes = result.writes
+        nonces = {}
+        for sender in senders:
+            written = writes.get(nonce_key(sender))
+            nonces[sender] = _U64.unpack(written)[0] if written else self.committed_nonce(sender)
+        self.mempool.update(ids, nonces)
         for listener in self.commit_listeners:
             listener(block, ids, result.tx_results)
         failed = sum(1 for tx_result in result.tx_results if tx_result.code)

@@ -35,7 +35,7 @@ from emrchain.crypto.keys import Signer
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
 from emrchain.store import SigningStateStore
-from emrchain.types import Block, DuplicateVoteEvidence, Proposal, Vote
+from emrchain.types import Block, CommitCertificate, DuplicateVoteEvidence, Proposal, Vote
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class ConsensusDriver:
         self.future_messages_dropped = 0
         self.refused_signatures = 0
         self.stopped = False
+        self._applying: asyncio.Task[None] | None = None
         # Timer callbacks run through this, so the node can halt on an unexpected exception
         # instead of losing a timer silently (the node sets it to its own guard).
         self.guard: Callable[..., None] = lambda function, *arguments: function(*arguments)
@@ -269,13 +270,39 @@ class ConsensusDriver:
 
     def _decide(self, effect: fx.Decide) -> None:
         block, verdict = self._blocks[effect.height][effect.block_id]
-        if effect.height == self._chain.height + 1:
-            signatures = verdict.signature_verdicts if verdict else None
-            self._chain.apply_block(block, effect.commit, signatures)
+        if effect.height != self._chain.height + 1:  # block sync applied it already
+            self._schedule_next_height()
+            return
+        if self._applying is not None:
+            raise RuntimeError(f"decided height {effect.height} while a block is still written")
+        # Executed now; written in the chain's writer thread while the loop goes on (admission,
+        # RPC, votes for the next height, which the core keeps). The next height starts only
+        # once the block is durable.
+        self._applying = self._loop.create_task(self._apply_decided(block, effect.commit, verdict))
+
+    async def _apply_decided(
+        self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None
+    ) -> None:
+        try:
+            await self._chain.apply_block_pipelined(block, commit, verdict)
+        except Exception as error:  # the node's guard halts with the reason
+            self._applying = None
+            self.guard(_raise, error)
+            return
+        self._applying = None
+        if not self.stopped:
+            self._schedule_next_height()
+
+    def _schedule_next_height(self) -> None:
         delay_seconds = self._limits.timeout_commit_ms / 1000
         self._start_timer = self._loop.call_later(
             delay_seconds, self.guard, self.start_height, self._chain.height + 1
         )
+
+    async def wait_applied(self) -> None:
+        """Wait for the decided block being written, if any (before the store closes)."""
+        if self._applying is not None:
+            await asyncio.gather(self._applying, return_exceptions=True)
 
     def _schedule(self, effect: fx.ScheduleTimeout) -> None:
         event = TimeoutFired(effect.height, effect.round, effect.step)
@@ -338,3 +365,8 @@ class ConsensusDriver:
             for vote in self._core.prevotes_for(signed.pol_round, signed.block_id):
                 self._broadcast(VoteMessage(vote))
         return signed
+
+
+def _raise(error: Exception) -> None:
+    """Re-raise `error` inside the node's guard, which halts with its reason."""
+    raise error

@@ -285,6 +285,7 @@ class Node:
     async def shutdown(self) -> None:
         if self.driver is not None:
             self.driver.stop()
+            await self.driver.wait_applied()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -295,6 +296,7 @@ class Node:
         await self.records.close()
         await self.admission.stop()
         await self.p2p.close()
+        self.chain.close()
         self._database.close()
         logger.info("node stopped")
 

@@ -2,7 +2,7 @@
 state and the consensus signing state, in one database per node home (`docs/spec/state.md` §5).
 """
 
-from emrchain.store.block_store import BlockStore, Head, TxProof
+from emrchain.store.block_store import BlockStore, Head, PreparedCommit, TxProof
 from emrchain.store.committed_view import CommittedStateView
 from emrchain.store.database import ChainDatabase, DatabaseOptions, database_path
 from emrchain.store.errors import (
@@ -25,6 +25,7 @@ __all__ = [
     "DatabaseOptions",
     "Head",
     "NotInitializedError",
+    "PreparedCommit",
     "SigningStateStore",
     "StartupAction",
     "StoreCorruptionError",

@@ -52,6 +52,14 @@ class Head(NamedTuple):
     app_hash: bytes
 
 
+class PreparedCommit(NamedTuple):
+    """A checked block commit (`BlockStore.prepare_commit`): its write batch and the head it
+    makes current once written."""
+
+    batch: plyvel.WriteBatch
+    head: Head
+
+
 class BlockStore:
     """Blocks and application state of one chain, in the node's database."""
 
@@ -61,6 +69,9 @@ class BlockStore:
         self._limits = limits
         self._chain_id = self._read_chain_id()
         self._head = self._read_head() if self._chain_id is not None else None
+        # The commit between prepare_commit and finish_commit (or abandon_commit): while it is
+        # being written no other block may be prepared on top of the old head.
+        self._in_flight: PreparedCommit | None = None
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -161,6 +172,29 @@ class BlockStore:
         """Commit `block`, the certificate that committed it and its execution `result`
         atomically. BlockRefusedError (nothing written) if the block is not the next one, does
         not extend the last block, or the certificate or result does not belong to it."""
+        prepared = self.prepare_commit(block, commit, result)
+        try:
+            self.write_prepared(prepared)
+        except BaseException:
+            self.abandon_commit(prepared)
+            raise
+        self.finish_commit(prepared)
+
+    @property
+    def commit_in_flight(self) -> bool:
+        """A commit is prepared and not yet finished or abandoned."""
+        return self._in_flight is not None
+
+    def prepare_commit(
+        self, block: Block, commit: CommitCertificate, result: ExecutionResult
+    ) -> PreparedCommit:
+        """Every check of `commit_block` and its write batch; nothing is written yet.
+
+        Then `write_prepared` (which may run in another thread: it touches only LevelDB) and
+        `finish_commit` on the store's own thread, or `abandon_commit` if the write failed.
+        Until then StoreError refuses another prepare, and the head stays the old one."""
+        if self._in_flight is not None:
+            raise StoreError("a block commit is already in flight")
         head = self._require_head()
         header = block.header
         height = header.height
@@ -233,8 +267,27 @@ class BlockStore:
         self._put_state(batch, result)
         new_head = Head(height, block_id, result.app_hash)
         batch.put(layout.META_HEAD, layout.HEAD.pack(*new_head))
-        self._write(batch)
-        self._head = new_head
+        prepared = self._in_flight = PreparedCommit(batch, new_head)
+        return prepared
+
+    def write_prepared(self, prepared: PreparedCommit) -> None:
+        """Write a prepared commit durably (fsync). Safe from a worker thread: LevelDB is
+        thread-safe and this touches no Python state of the store; readers on other threads
+        see the whole block or none of it."""
+        self._write(prepared.batch)
+
+    def finish_commit(self, prepared: PreparedCommit) -> None:
+        """After `write_prepared` returned: the written block becomes the head."""
+        if prepared is not self._in_flight:
+            raise StoreError("finish_commit of a commit that is not in flight")
+        self._head = prepared.head
+        self._in_flight = None
+
+    def abandon_commit(self, prepared: PreparedCommit) -> None:
+        """After `write_prepared` failed: forget the commit (LevelDB wrote all of the batch or
+        none of it; the head read back at the next start says which)."""
+        if prepared is self._in_flight:
+            self._in_flight = None
 
     def _tx_locations(
         self, height: int, ids: Sequence[bytes], result: ExecutionResult

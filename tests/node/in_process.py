@@ -52,7 +52,7 @@ def commit_own_block(node: Node) -> Block:
     chain = node.chain
     block = chain.build_block(chain.height + 1, node.validator_key.public_key)
     verdict = chain.own_block_verdict(block)
-    chain.apply_block(block, commit_for(node, block), verdict.signature_verdicts)
+    chain.apply_block(block, commit_for(node, block), verdict)
     return block
 
 
