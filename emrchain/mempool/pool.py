@@ -154,12 +154,18 @@ class Mempool:
     # ---------------------------------------------------------------- admission
 
     def admit_batch(
-        self, raw_txs: Sequence[bytes], origin: Hashable | None = None
+        self,
+        raw_txs: Sequence[bytes],
+        origin: Hashable | None = None,
+        checked: tuple[bytes, list[bytes]] | None = None,
     ) -> list[Admission]:
         """Admit what is valid in `raw_txs`; one Admission per item, in order.
 
         `origin` is the peer the batch came from (None for RPC clients); gossip will not send
-        these transactions back to it. Raises TypeError for non-bytes items, before any change.
+        these transactions back to it. `checked` is what `_core.check_transactions` returned
+        for exactly these items with this pool's chain id and `max_tx_bytes` (verdicts, tx
+        ids), when the caller already ran it; else the check runs here. Raises TypeError for
+        non-bytes items, before any change.
         """
         config = self._config
         count = len(raw_txs)
@@ -172,7 +178,11 @@ class Mempool:
             )
             self._count_refusal(AdmissionCode.BATCH_TOO_LARGE, count)
             return [refusal] * count
-        verdicts, tx_ids = _core.check_transactions(raw_txs, self._chain_id, config.max_tx_bytes)
+        if checked is None:
+            checked = _core.check_transactions(raw_txs, self._chain_id, config.max_tx_bytes)
+        verdicts, tx_ids = checked
+        if len(verdicts) != count or len(tx_ids) != count:
+            raise ValueError(f"checked results for {len(tx_ids)} items, the batch has {count}")
         results: list[Admission] = [_UNDECIDED] * count
         screened = self._screen(raw_txs, verdicts, tx_ids, results)
         signature_valid = self._verify_signatures(raw_txs, screened)

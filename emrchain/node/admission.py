@@ -5,15 +5,18 @@ Why: `Mempool.admit_batch` verifies inside the call, so the event loop stood sti
 whole verification (the compiled verifier releases the GIL, but the loop thread waited for it)
 and nothing else — executing a block, reading the next request, consensus — used the other
 core meanwhile. Here verification of batch k+1 runs in a thread while the loop admits batch k
-and does its other work.
+and does its other work. The worker takes the batches handed to it one after another from its
+own queue, so it does not wait for the loop between batches either: while the loop executes a
+block, the other core keeps verifying what arrived before.
 
 Order and rules are unchanged: batches are admitted one at a time, in arrival order, by the
 same `admit_batch` call, which sees the pool as it is at that moment; the worker only computes
 signature outcomes (a pure function of the bytes) and the mempool's verify hook returns those
 instead of verifying again. Nothing here touches consensus or state.
 
-Bounded: at most `max_queued_batches` batches wait for verification and as many for admission;
-a full queue makes the submitter (RPC handler, P2P receive loop) wait.
+Bounded: at most `max_queued_batches` batches wait to be handed to the worker, and as many
+(plus the one being handed over) are with the worker or wait for admission; a full queue makes
+the submitter (RPC handler, P2P receive loop) wait.
 """
 
 from __future__ import annotations
@@ -51,6 +54,12 @@ class _Request:
     result: asyncio.Future[list[Admission]] | None
     verdicts: dict[bytes, int] = field(default_factory=dict)
     """Signature outcome of each transaction the worker verified, by its bytes."""
+    checked: tuple[bytes, list[bytes]] | None = None
+    """The batch check of `txs` (verdicts, tx ids) pre-verification ran, for admission."""
+    todo: list[bytes] = field(default_factory=list)
+    """What the worker verifies for this batch, in the order of its outcome."""
+    verification: asyncio.Future[bytes] | None = None
+    """The worker's outcome for `todo`, once it has run."""
 
 
 class AdmissionPipeline:
@@ -133,15 +142,19 @@ class AdmissionPipeline:
             return
         await self._incoming.put(_Request(txs, origin, None))
 
-    def _admit_now(self, txs: list[bytes], origin: Hashable | None) -> list[Admission]:
+    def _admit_now(
+        self,
+        txs: list[bytes],
+        origin: Hashable | None,
+        checked: tuple[bytes, list[bytes]] | None = None,
+    ) -> list[Admission]:
         assert self._mempool is not None, "attach a mempool first"
-        return self._mempool.admit_batch(txs, origin=origin)
+        return self._mempool.admit_batch(txs, origin=origin, checked=checked)
 
     async def _verify_loop(self) -> None:
         assert self._incoming is not None and self._verified is not None
         mempool = self._mempool
         assert mempool is not None
-        loop = asyncio.get_running_loop()
         chain_id = mempool.chain_id
         max_tx_bytes = mempool.config.max_tx_bytes
         max_batch_txs = mempool.config.max_batch_txs
@@ -150,41 +163,52 @@ class AdmissionPipeline:
             txs = request.txs
             if len(txs) <= max_batch_txs:  # an oversized batch is refused unverified
                 try:
-                    await self._preverify(request, loop, chain_id, max_tx_bytes)
+                    self._start_verification(request, chain_id, max_tx_bytes)
                 except Exception:  # e.g. a non-bytes item: admit_batch reports it properly
                     logger.exception("pre-verification of a batch of %d failed", len(txs))
             await self._verified.put(request)
 
-    async def _preverify(
-        self,
-        request: _Request,
-        loop: asyncio.AbstractEventLoop,
-        chain_id: bytes,
-        max_tx_bytes: int,
-    ) -> None:
-        """Verify, in the worker thread, the signatures admission will need: structurally
-        valid transactions the mempool will not refuse or answer from what it knows."""
+    def _start_verification(self, request: _Request, chain_id: bytes, max_tx_bytes: int) -> None:
+        """Hand the worker thread the signatures admission will need: structurally valid
+        transactions the mempool will not refuse or answer from what it knows.
+
+        Not awaited here: the worker takes batch after batch from its own queue, so it keeps
+        verifying while the loop is busy (executing a block takes tens of milliseconds), and
+        the admission loop awaits each batch's outcome in order. The `_verified` queue bounds
+        how many batches are handed over."""
         mempool = self._mempool
         assert mempool is not None
         txs = request.txs
-        verdicts, ids = _core.check_transactions(txs, chain_id, max_tx_bytes)
+        verdicts, ids = request.checked = _core.check_transactions(txs, chain_id, max_tx_bytes)
         settled = mempool.signatures_settled(ids)
         pairs = zip(txs, verdicts, settled, strict=True)
         todo = [tx for tx, refused, known in pairs if not (refused or known)]
         if todo:
-            outcome = await loop.run_in_executor(
+            loop = asyncio.get_running_loop()
+            request.todo = todo
+            request.verification = loop.run_in_executor(
                 self._executor, self._verify, todo, self._limits.verify_threads
             )
-            request.verdicts = dict(zip(todo, outcome, strict=True))
-            self.preverified_txs += len(todo)
+
+    async def _await_verification(self, request: _Request) -> None:
+        if request.verification is None:
+            return
+        try:
+            outcome = await request.verification
+        except Exception:  # admission verifies what is missing itself (verify_hook)
+            logger.exception("pre-verification of a batch of %d failed", len(request.txs))
+            return
+        request.verdicts = dict(zip(request.todo, outcome, strict=True))
+        self.preverified_txs += len(request.todo)
 
     async def _admit_loop(self) -> None:
         assert self._verified is not None
         while True:
             request = await self._verified.get()
+            await self._await_verification(request)
             self._current = request.verdicts
             try:
-                admissions = self._admit_now(request.txs, request.origin)
+                admissions = self._admit_now(request.txs, request.origin, request.checked)
             except Exception as error:  # a bug: fail this batch, keep admitting the others
                 logger.exception("admission of a batch of %d failed", len(request.txs))
                 if request.result is not None and not request.result.done():

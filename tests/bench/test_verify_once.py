@@ -81,7 +81,7 @@ def test_a_proposal_verifies_only_what_admission_did_not(
     assert sorted(counting.verified) == sorted(txs[10:])
     # Their gossip arriving now is not verified again, and neither is execution.
     node.mempool.admit_batch(txs[10:])
-    chain.apply_block(proposal, commit_for(node, proposal), verdict.signature_verdicts)
+    chain.apply_block(proposal, commit_for(node, proposal), verdict)
     assert sorted(counting.verified) == sorted(txs[10:])
 
 
@@ -130,6 +130,51 @@ def test_admission_pipeline_verifies_ahead_once_and_admits_in_order(node: Node) 
     assert pipeline.preverified_txs == 60
 
 
+def test_the_worker_verifies_batch_after_batch_while_the_loop_is_busy(node: Node) -> None:
+    """Batches handed to the worker are verified one after another without the event loop:
+    while the loop is blocked (as when it executes a block), verification goes on."""
+    import asyncio
+    import threading
+
+    from emrchain.node.admission import AdmissionPipeline
+
+    batches = 3
+    done = threading.Semaphore(0)
+    counting = CountingVerify()
+
+    def verify(txs: Sequence[bytes], threads: int = 0) -> bytes:
+        outcome = counting(txs, threads)
+        done.release()
+        return outcome
+
+    pipeline = AdmissionPipeline(verify=verify)
+    pipeline.attach(node.mempool)
+    node.mempool._verify = pipeline.verify_hook
+    txs = anchor_transactions(30, chain_id=CHAIN_ID.encode(), senders=3, seed=8)
+
+    async def run() -> list[list[bool]]:
+        pipeline.start()
+        try:
+            outcomes = [
+                asyncio.ensure_future(pipeline.admit(txs[index::batches]))
+                for index in range(batches)
+            ]
+            for _ in range(100):  # let the loop hand every batch over
+                await asyncio.sleep(0)
+            # The loop now blocks; every handed-over batch must still get verified.
+            for _ in range(batches):
+                assert done.acquire(timeout=10), "verification waited for the event loop"
+            admitted = await asyncio.gather(*outcomes)
+        finally:
+            await pipeline.stop()
+        return [[admission.accepted for admission in batch] for batch in admitted]
+
+    admitted = asyncio.run(run())
+    # Senders take turns in `txs`, so batch k holds sender k's nonces 1..10: all admitted.
+    assert admitted == [[True] * 10] * batches
+    assert len(counting.verified) == 30
+
+
 def test_gossip_arriving_after_its_block_committed_is_not_verified_again(node: Node) -> None:
     """A follower often verifies a proposal's transactions before their gossip arrives; once
     the block committed, that gossip is refused as committed, so pre-verifying it would be
@@ -150,7 +195,7 @@ def test_gossip_arriving_after_its_block_committed_is_not_verified_again(node: N
     proposal = _block_with(node, Block(built.header, (), built.last_commit, ()), txs)
     verdict = chain.validate_block(proposal)
     assert verdict.valid, verdict.reason
-    chain.apply_block(proposal, commit_for(node, proposal), verdict.signature_verdicts)
+    chain.apply_block(proposal, commit_for(node, proposal), verdict)
     results = chain.store.tx_results(proposal.height)
     assert results is not None and [result.code for result in results] == [0] * 20
     later = workload[20]  # a sender's nonce 2, never seen: must still be verified

@@ -358,3 +358,27 @@ def test_a_misbehaving_stateful_check_raises_and_changes_nothing(
     with pytest.raises(RuntimeError):
         pool.admit_batch([anchor(0, 1)])
     assert snapshot(pool) == snapshot(make_pool())
+
+
+@pytest.mark.parametrize("code", list(SCENARIOS), ids=str)
+def test_a_batch_check_given_by_the_caller_admits_exactly_as_without(code: AdmissionCode) -> None:
+    from emrchain import _core
+
+    pool, batch, _ = SCENARIOS[code]()
+    twin, _, _ = SCENARIOS[code]()
+    config = pool.config
+    checked = _core.check_transactions(batch, pool.chain_id, config.max_tx_bytes)
+    assert pool.admit_batch(batch, checked=checked) == twin.admit_batch(batch)
+    assert snapshot(pool) == snapshot(twin)
+
+
+def test_a_batch_check_of_another_length_is_refused_before_any_change() -> None:
+    from emrchain import _core
+
+    pool = make_pool()
+    batch = [anchor(0, 1), anchor(0, 2)]
+    checked = _core.check_transactions(batch[:1], pool.chain_id, pool.config.max_tx_bytes)
+    before = snapshot(pool)
+    with pytest.raises(ValueError, match="checked results for 1 items, the batch has 2"):
+        pool.admit_batch(batch, checked=checked)
+    assert snapshot(pool) == before
