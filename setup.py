@@ -29,6 +29,7 @@ def _extensions() -> list[Extension]:
     modules = [
         _extension("_merkle", ["crypto"]),
         _extension("_txcheck", ["crypto"]),
+        _extension("_writes", ["crypto"]),
         _extension("_ed25519", ["sodium", "pthread"]),
     ]
     return cythonize(

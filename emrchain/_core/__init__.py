@@ -1,9 +1,9 @@
 """The hot path: batch transaction checks and decoding, merkle trees, batched Ed25519
-verification.
+verification, the digest of a block's state writes (its app hash step).
 
 Two twins implement the same functions with the same names, signatures, results and exception
-types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`) and the pure-Python
-modules in `fallback/`. Importing this package picks the compiled twin unless
+types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`) and the
+pure-Python modules in `fallback/`. Importing this package picks the compiled twin unless
 ``EMRCHAIN_PUREPYTHON=1`` is set or the extension is missing; `IMPLEMENTATION` says which one
 loaded and `IMPORT_ERROR` why the compiled one did not.
 
@@ -33,6 +33,7 @@ PUBLIC_FUNCTIONS = (
     "merkle_root",
     "merkle_proof",
     "verify_merkle_proof",
+    "writes_digest",
 )
 
 CYTHON = "cython"
@@ -45,6 +46,7 @@ def _load_compiled() -> SimpleNamespace:
     _txcheck = importlib.import_module("emrchain._core._txcheck")
     _merkle = importlib.import_module("emrchain._core._merkle")
     _ed25519 = importlib.import_module("emrchain._core._ed25519")
+    _writes = importlib.import_module("emrchain._core._writes")
 
     return SimpleNamespace(
         name=CYTHON,
@@ -56,11 +58,12 @@ def _load_compiled() -> SimpleNamespace:
         merkle_root=_merkle.merkle_root,
         merkle_proof=_merkle.merkle_proof,
         verify_merkle_proof=_merkle.verify_merkle_proof,
+        writes_digest=_writes.writes_digest,
     )
 
 
 def _load_pure() -> SimpleNamespace:
-    from emrchain._core.fallback import ed25519, merkle, txcodec
+    from emrchain._core.fallback import ed25519, merkle, txcodec, writes
 
     return SimpleNamespace(
         name=PYTHON,
@@ -72,6 +75,7 @@ def _load_pure() -> SimpleNamespace:
         merkle_root=merkle.merkle_root,
         merkle_proof=merkle.merkle_proof,
         verify_merkle_proof=merkle.verify_merkle_proof,
+        writes_digest=writes.writes_digest,
     )
 
 
@@ -104,6 +108,7 @@ verify_transactions = _active.verify_transactions
 merkle_root = _active.merkle_root
 merkle_proof = _active.merkle_proof
 verify_merkle_proof = _active.verify_merkle_proof
+writes_digest = _active.writes_digest
 
 __all__ = [
     "CYTHON",

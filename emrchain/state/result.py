@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from emrchain import _core
+from emrchain._core import LimitError
 from emrchain.state.view import (
     MAX_STATE_KEY_BYTES,
     MAX_STATE_VALUE_BYTES,
@@ -128,7 +130,14 @@ def decode_writes(data: bytes, max_writes: int = 10_000_000) -> dict[bytes, byte
 
 
 def writes_digest(writes: Mapping[bytes, bytes | None]) -> bytes:
-    return hashlib.sha256(encode_writes(writes)).digest()
+    """SHA-256(encode_writes(writes)), through the compiled core (`_core.writes_digest` hashes
+    the same bytes without building them). What the core refuses (a bytes subclass, a limit
+    exceeded) goes through `encode_writes`, which accepts the former and raises the precise
+    StateLimitError for the latter."""
+    try:
+        return _core.writes_digest(writes, MAX_WRITES, MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES)
+    except (LimitError, TypeError):
+        return hashlib.sha256(encode_writes(writes)).digest()
 
 
 def compute_app_hash(
