@@ -224,6 +224,14 @@ class StorageSection:
         "Size of the database's cache of uncompressed table blocks.",
         Integer(MIB, 1 << 40),
     )
+    absence_filter_bytes: int = setting(
+        16 * MIB,
+        "Memory for the filter that answers 'no such record' without a database search when a "
+        "new record is anchored (filled from the database at start; about 16 bits per anchored "
+        "record keeps it ~99.8 % effective); rounded down to a power of two; 0 = off, else at "
+        "least 1024.",
+        Integer(0, 1 << 30),
+    )
 
 
 @dataclass(frozen=True)
@@ -582,6 +590,12 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         rpc.listen_address != p2p.listen_address,
         "[rpc] listen_address",
         f"must differ from [p2p] listen_address ({p2p.listen_address})",
+    )
+    absence_filter_bytes = config.storage.absence_filter_bytes
+    require(
+        absence_filter_bytes == 0 or absence_filter_bytes >= 1024,
+        "[storage] absence_filter_bytes",
+        f"must be 0 (off) or at least 1024, got {absence_filter_bytes}",
     )
     require(
         mempool.max_bytes >= limits.max_tx_bytes,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from emrchain import _core
 from emrchain.config.genesis import Genesis, load_config_and_genesis
-from emrchain.config.node import NodeConfig
+from emrchain.config.node import NodeConfig, StorageSection
 from emrchain.consensus.config import ConsensusConfig
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.hsm.node_keys import validator_signer
@@ -45,6 +45,7 @@ from emrchain.store import (
     SigningStateStore,
     reconcile,
 )
+from emrchain.store.absence import AbsenceFilter
 from emrchain.types import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(GC_GENERATION0_THRESHOLD, 20, 100)
 
 
+def _absence_filter(storage: StorageSection) -> AbsenceFilter | None:
+    """The filter over anchored record ids (`store/absence.py`), or None when configured off."""
+    size = storage.absence_filter_bytes
+    if not size:
+        return None
+    return AbsenceFilter(1 << (size.bit_length() - 1), EmrApplication.ABSENCE_FILTERED_PREFIXES)
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -109,7 +118,7 @@ class Node:
         self.validator_key = validator_signer(config)
         self.node_key = load_key_file(config.node_key_path)
         limits = config.limits
-        self.store = BlockStore(database, limits)
+        self.store = BlockStore(database, limits, _absence_filter(config.storage))
         self.application = EmrApplication(self.chain_id, self.store.state_view(), limits=limits)
         self._initialize_store_if_new()
         status = reconcile(self.store)

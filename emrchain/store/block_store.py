@@ -9,6 +9,8 @@ block writes nothing.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -18,6 +20,7 @@ from emrchain import _core
 from emrchain.state.result import ExecutionResult, TxResult, compute_app_hash
 from emrchain.state.validators import ValidatorUpdateError, apply_validator_updates
 from emrchain.store import layout
+from emrchain.store.absence import AbsenceFilter
 from emrchain.store.committed_view import CommittedStateView
 from emrchain.store.database import ChainDatabase, translate_error
 from emrchain.store.errors import (
@@ -34,6 +37,7 @@ from emrchain.types.limits import DEFAULT_LIMITS, Limits
 from emrchain.types.validator import ValidatorSet
 
 ZERO_ID = bytes(32)
+logger = logging.getLogger(__name__)
 
 
 class TxProof(NamedTuple):
@@ -58,20 +62,49 @@ class PreparedCommit(NamedTuple):
 
     batch: plyvel.WriteBatch
     head: Head
+    filtered_keys: tuple[bytes, ...] = ()
+    """State keys put under the absence filter's prefixes, added to it once written."""
 
 
 class BlockStore:
     """Blocks and application state of one chain, in the node's database."""
 
-    def __init__(self, database: ChainDatabase, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        database: ChainDatabase,
+        limits: Limits = DEFAULT_LIMITS,
+        absence: AbsenceFilter | None = None,
+    ) -> None:
+        """`absence`: an empty filter the store fills with the committed keys under its
+        prefixes now (one scan) and keeps current; state views then skip the database for
+        keys it proves absent (`store/absence.py`)."""
         limits.validate_basic()
         self._database = database
         self._limits = limits
         self._chain_id = self._read_chain_id()
         self._head = self._read_head() if self._chain_id is not None else None
+        self._absence = absence
+        if absence is not None:
+            self._fill_absence_filter(absence)
         # The commit between prepare_commit and finish_commit (or abandon_commit): while it is
         # being written no other block may be prepared on top of the old head.
         self._in_flight: PreparedCommit | None = None
+
+    def _fill_absence_filter(self, absence: AbsenceFilter) -> None:
+        if absence.keys_added:
+            raise ValueError("the absence filter must start empty")
+        started = time.monotonic()
+        skip = len(layout.STATE)
+        for prefix in sorted(absence.prefixes):
+            keys = self._database.db.iterator(prefix=layout.STATE + prefix, include_value=False)
+            with keys:
+                absence.add_all(key[skip:] for key in keys)
+        logger.info(
+            "absence filter: %d committed keys under %d prefix(es) in %.2f s",
+            absence.keys_added,
+            len(absence.prefixes),
+            time.monotonic() - started,
+        )
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -132,7 +165,9 @@ class BlockStore:
 
     def state_view(self) -> CommittedStateView:
         """A `CommittedState` over the application state as of the last commit."""
-        return CommittedStateView(self._database, self.last_height, self.last_app_hash)
+        return CommittedStateView(
+            self._database, self.last_height, self.last_app_hash, self._absence
+        )
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -165,6 +200,8 @@ class BlockStore:
         self._write(batch)
         self._chain_id = chain_id
         self._head = head
+        if self._absence is not None:
+            self._absence.add_all(self._filtered(genesis))
 
     def commit_block(
         self, block: Block, commit: CommitCertificate, result: ExecutionResult
@@ -267,8 +304,17 @@ class BlockStore:
         self._put_state(batch, result)
         new_head = Head(height, block_id, result.app_hash)
         batch.put(layout.META_HEAD, layout.HEAD.pack(*new_head))
-        prepared = self._in_flight = PreparedCommit(batch, new_head)
+        prepared = self._in_flight = PreparedCommit(batch, new_head, self._filtered(result))
         return prepared
+
+    def _filtered(self, result: ExecutionResult) -> tuple[bytes, ...]:
+        absence = self._absence
+        if absence is None:
+            return ()
+        prefixes = absence.prefixes
+        return tuple(
+            key for key, value in result.writes.items() if value is not None and key[:1] in prefixes
+        )
 
     def write_prepared(self, prepared: PreparedCommit) -> None:
         """Write a prepared commit durably (fsync). Safe from a worker thread: LevelDB is
@@ -282,6 +328,8 @@ class BlockStore:
             raise StoreError("finish_commit of a commit that is not in flight")
         self._head = prepared.head
         self._in_flight = None
+        if self._absence is not None:
+            self._absence.add_all(prepared.filtered_keys)
 
     def abandon_commit(self, prepared: PreparedCommit) -> None:
         """After `write_prepared` failed: forget the commit (LevelDB wrote all of the batch or

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from emrchain._core.schema import TxKind
+from emrchain.state import keys
 from emrchain.state.application import ApplicationRules, Handler
 from emrchain.state.emr.handlers import EMR_HANDLERS
 from emrchain.state.nonce_anchor import NonceAnchorApplication
@@ -19,6 +20,10 @@ from emrchain.types.limits import DEFAULT_LIMITS, Limits
 
 class EmrApplication(NonceAnchorApplication):
     """Organisations, members, anchors, consent, audit and validator updates."""
+
+    ABSENCE_FILTERED_PREFIXES = (keys.EMR_RECORD_PREFIX,)
+    """State keyspaces read mostly for keys never written (each ANCHOR_RECORD looks up its
+    new record id), for the store's absence filter."""
 
     def __init__(
         self,
