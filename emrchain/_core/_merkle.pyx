@@ -18,12 +18,7 @@ from libc.string cimport memcmp, memcpy
 
 from emrchain._core.codes import MerkleError
 
-cdef extern from "<openssl/sha.h>" nogil:
-    ctypedef struct SHA256_CTX:
-        pass
-    int SHA256_Init(SHA256_CTX *c)
-    int SHA256_Update(SHA256_CTX *c, const void *data, size_t length)
-    int SHA256_Final(unsigned char *md, SHA256_CTX *c)
+from emrchain._core._sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update
 
 cdef enum:
     HASH_BYTES = 32
