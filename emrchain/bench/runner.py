@@ -110,6 +110,27 @@ def _load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of process `pid` so far, all its threads (also those that have
+    exited: the verifier's per-call threads), from /proc; None if it cannot be read."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; field 3 is first
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _devnet_cpu_seconds(devnet: Devnet | None) -> float | None:
+    """CPU time of all the devnet's node processes so far (None without a devnet of ours)."""
+    if devnet is None:
+        return None
+    readings = [process_cpu_seconds(process.pid) for process in devnet.processes.values()]
+    if not readings or any(reading is None for reading in readings):
+        return None
+    return sum(reading for reading in readings if reading is not None)
+
+
 def node_health(urls: list[str]) -> list[dict[str, Any]]:
     """Halt reason and equivocation evidence of every node after the run."""
     health = []
@@ -178,9 +199,17 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             grace_s=options.grace_s,
         )
         client_cpu_start_s = time.process_time()
+        node_cpu_start_s = _devnet_cpu_seconds(devnet)
         tracker, window = asyncio.run(run_window(urls, lanes, window_options))
+        node_cpu_end_s = _devnet_cpu_seconds(devnet)
         client_cpu_s = time.process_time() - client_cpu_start_s
         summary = report.summarize(tracker, window)
+        # The nodes' CPU over the window and its drain, per committed transaction: a figure
+        # that a shared machine's load moves far less than TPS (BENCHMARKS.md, 2026-12-01).
+        node_cpu_s = None
+        if node_cpu_start_s is not None and node_cpu_end_s is not None:
+            node_cpu_s = node_cpu_end_s - node_cpu_start_s
+        committed = summary["committed"]
         summary.update(
             validators=len(urls),
             duration_s=options.duration_s,
@@ -190,6 +219,10 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             load_average_start=load_start,
             load_average_end=_load_average(),
             client_cpu_s=round(client_cpu_s, 2),
+            node_cpu_s=None if node_cpu_s is None else round(node_cpu_s, 2),
+            node_cpu_us_per_tx=(
+                round(node_cpu_s / committed * 1e6, 1) if node_cpu_s and committed else None
+            ),
             nodes=node_health(urls),
             core=_core.IMPLEMENTATION,
             cores=os.cpu_count(),

@@ -34,7 +34,26 @@ def test_four_validators_low_rate_loses_nothing(tmp_path: Path) -> None:
     assert summary["committed"] == summary["submitted"]
     assert summary["p50_ms"] <= summary["p95_ms"] <= summary["p99_ms"]
     assert all(node["halt"] is None and node["evidence"] == 0 for node in summary["nodes"])
+    # The four node processes worked during the window, and the figure is per transaction.
+    assert summary["node_cpu_s"] > 0
+    assert summary["node_cpu_us_per_tx"] == round(
+        summary["node_cpu_s"] / summary["committed"] * 1e6, 1
+    )
     written = json.loads((tmp_path / "out" / "smoke.json").read_text())
     assert written["summary"]["committed"] == summary["committed"]
     assert sum(row["committed"] for row in written["timeline"]) == summary["committed"]
     assert (tmp_path / "out" / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_process_cpu_seconds_reads_this_process_and_refuses_a_missing_one() -> None:
+    import os
+    import time
+
+    from emrchain.bench.runner import process_cpu_seconds
+
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn a little CPU so both readings move
+        pass
+    reading = process_cpu_seconds(os.getpid())
+    assert reading is not None and abs(reading - time.process_time()) < 0.1
+    assert process_cpu_seconds(2**22 + 7) is None  # above Linux's pid limit: no such process
