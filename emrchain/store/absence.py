@@ -20,7 +20,7 @@ degrades gradually (never wrongly) beyond.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 PROBES = 4
 LINE_BYTES = 64
@@ -50,8 +50,13 @@ class AbsenceFilter:
         self.prefixes = frozenset(prefixes)
         self.keys_added = 0
 
-    def covers(self, key: bytes) -> bool:
-        return key[:1] in self.prefixes
+    def covered_puts(self, writes: Mapping[bytes, bytes | None]) -> tuple[bytes, ...]:
+        """The keys `writes` puts (not deletes) under this filter's prefixes: what a commit
+        must add once it is written."""
+        prefixes = self.prefixes
+        return tuple(
+            key for key, value in writes.items() if value is not None and key[:1] in prefixes
+        )
 
     def add(self, key: bytes) -> None:
         """Remember that `key` (covered) exists."""

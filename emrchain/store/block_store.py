@@ -309,12 +309,7 @@ class BlockStore:
 
     def _filtered(self, result: ExecutionResult) -> tuple[bytes, ...]:
         absence = self._absence
-        if absence is None:
-            return ()
-        prefixes = absence.prefixes
-        return tuple(
-            key for key, value in result.writes.items() if value is not None and key[:1] in prefixes
-        )
+        return () if absence is None else absence.covered_puts(result.writes)
 
     def write_prepared(self, prepared: PreparedCommit) -> None:
         """Write a prepared commit durably (fsync). Safe from a worker thread: LevelDB is

@@ -119,3 +119,9 @@ def test_a_filter_that_is_not_empty_is_refused(tmp_path: Path) -> None:
     absence.add(PREFIX + b"x")
     with pytest.raises(ValueError, match="start empty"):
         _store(tmp_path / "node", absence)
+
+
+def test_a_commit_adds_only_the_keys_it_puts_under_the_prefixes() -> None:
+    absence = AbsenceFilter(1024, [PREFIX])
+    writes = {PREFIX + b"put": b"v", PREFIX + b"deleted": None, b"\x00other": b"v"}
+    assert absence.covered_puts(writes) == (PREFIX + b"put",)
