@@ -1,9 +1,10 @@
 """The hot path: batch transaction checks and decoding, merkle trees, batched Ed25519
-verification, the digest of a block's state writes (its app hash step).
+verification, the digest of a block's state writes (its app hash step), the absence filter
+over committed record keys (`store/absence.py`).
 
 Two twins implement the same functions with the same names, signatures, results and exception
-types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`) and the
-pure-Python modules in `fallback/`. Importing this package picks the compiled twin unless
+types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`, `_absence`)
+and the pure-Python modules in `fallback/`. Importing this package picks the compiled twin unless
 ``EMRCHAIN_PUREPYTHON=1`` is set or the extension is missing; `IMPLEMENTATION` says which one
 loaded and `IMPORT_ERROR` why the compiled one did not.
 
@@ -35,6 +36,7 @@ PUBLIC_FUNCTIONS = (
     "verify_merkle_proof",
     "writes_digest",
 )
+PUBLIC_CLASSES = ("AbsenceFilter",)
 
 CYTHON = "cython"
 PYTHON = "python"
@@ -47,6 +49,7 @@ def _load_compiled() -> SimpleNamespace:
     _merkle = importlib.import_module("emrchain._core._merkle")
     _ed25519 = importlib.import_module("emrchain._core._ed25519")
     _writes = importlib.import_module("emrchain._core._writes")
+    _absence = importlib.import_module("emrchain._core._absence")
 
     return SimpleNamespace(
         name=CYTHON,
@@ -59,11 +62,12 @@ def _load_compiled() -> SimpleNamespace:
         merkle_proof=_merkle.merkle_proof,
         verify_merkle_proof=_merkle.verify_merkle_proof,
         writes_digest=_writes.writes_digest,
+        AbsenceFilter=_absence.AbsenceFilter,
     )
 
 
 def _load_pure() -> SimpleNamespace:
-    from emrchain._core.fallback import ed25519, merkle, txcodec, writes
+    from emrchain._core.fallback import absence, ed25519, merkle, txcodec, writes
 
     return SimpleNamespace(
         name=PYTHON,
@@ -76,6 +80,7 @@ def _load_pure() -> SimpleNamespace:
         merkle_proof=merkle.merkle_proof,
         verify_merkle_proof=merkle.verify_merkle_proof,
         writes_digest=writes.writes_digest,
+        AbsenceFilter=absence.AbsenceFilter,
     )
 
 
@@ -109,6 +114,7 @@ merkle_root = _active.merkle_root
 merkle_proof = _active.merkle_proof
 verify_merkle_proof = _active.verify_merkle_proof
 writes_digest = _active.writes_digest
+AbsenceFilter = _active.AbsenceFilter
 
 __all__ = [
     "CYTHON",
@@ -122,4 +128,5 @@ __all__ = [
     "Verdict",
     "implementation",
     *PUBLIC_FUNCTIONS,
+    *PUBLIC_CLASSES,
 ]
