@@ -25,10 +25,12 @@ from emrchain._core.fallback.txcodec import DecodedTransaction
 from emrchain._core.schema import TxKind
 from emrchain.state import keys
 from emrchain.state.application import (
+    WRITES_ONLY_WHEN_ACCEPTED,
     ApplicationRules,
     BlockContext,
     BlockExecutionError,
     Handler,
+    HandlerContractError,
 )
 from emrchain.state.codes import ResultCode
 from emrchain.state.handlers import DEFAULT_HANDLERS, read_u64
@@ -274,10 +276,22 @@ class NonceAnchorApplication:
                 ResultCode.NONCE_GAP,
                 f"nonce {nonce} is ahead; the sender's next nonce is {last_nonce + 1}",
             )
-        tx_state = OverlayStateView(parent)
-        result = self._handlers[tx.kind](tx, tx_state, context)
-        if result.code == _OK:
-            tx_state.merge_into(parent)
+        handler = self._handlers[tx.kind]
+        if getattr(handler, WRITES_ONLY_WHEN_ACCEPTED, False):
+            # The block overlay's own dict: len(parent) would add a Python-level call per tx.
+            pending = parent._pending
+            pending_before = len(pending)
+            result = handler(tx, parent, context)
+            if result.code != _OK and len(pending) != pending_before:
+                raise HandlerContractError(
+                    f"the {TxKind(tx.kind).name} handler wrote state and then refused "
+                    f"(code {result.code}); it must not be marked writes_only_when_accepted"
+                )
+        else:
+            tx_state = OverlayStateView(parent)
+            result = handler(tx, tx_state, context)
+            if result.code == _OK:
+                tx_state.merge_into(parent)
         # A transaction with the right nonce consumes it even when a rule refuses it (as in
         # Ethereum and Cosmos): otherwise the same signed bytes could be included again and
         # again, each time costing every node block space and verification.

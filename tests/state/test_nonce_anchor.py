@@ -10,15 +10,18 @@ from emrchain._core import Verdict
 from emrchain._core.fallback import txcodec
 from emrchain._core.schema import TxKind
 from emrchain.state import (
+    DEFAULT_HANDLERS,
     AnchorRecord,
     BlockExecutionError,
     MemoryState,
     NonceAnchorApplication,
     ResultCode,
+    TxResult,
     code_name,
     keys,
     read_progress,
 )
+from emrchain.state.application import HandlerContractError, writes_only_when_accepted
 from tests.state.chain import (
     BLOCK_INTERVAL_MS,
     CHAIN_ID,
@@ -284,3 +287,30 @@ def test_anchor_record_encoding_round_trips_and_is_bounded() -> None:
         dataclasses.replace(record, submitter=b"short").encode()
     with pytest.raises(EncodeError, match="AnchorRecord"):
         dataclasses.replace(record, size_bytes=1 << 64).encode()
+
+
+def _marked(write_first: bool):
+    """A handler marked writes_only_when_accepted that refuses, after a write or before it."""
+
+    def handler(tx, state, context):
+        if write_first:
+            state.put(b"Zscratch", b"written before the refusal")
+        return TxResult.make(ResultCode.DUPLICATE_RECORD, "refused")
+
+    return writes_only_when_accepted(handler)
+
+
+def test_a_handler_marked_writes_only_when_accepted_runs_on_the_block_overlay() -> None:
+    handlers = {**DEFAULT_HANDLERS, TxKind.ANCHOR_RECORD: _marked(write_first=False)}
+    chain = ChainBuilder(handlers=handlers)
+    built = chain.add_block([anchor_tx(ALICE, 1, label=1)])
+    assert codes(built) == [ResultCode.DUPLICATE_RECORD]
+    assert set(built.result.writes) == refused_writes(ALICE.public_key)
+
+
+def test_a_marked_handler_that_writes_then_refuses_stops_the_block() -> None:
+    # Marked wrongly, its write would survive the refusal: the pipeline refuses to go on.
+    handlers = {**DEFAULT_HANDLERS, TxKind.ANCHOR_RECORD: _marked(write_first=True)}
+    chain = ChainBuilder(handlers=handlers)
+    with pytest.raises(HandlerContractError, match="wrote state and then refused"):
+        chain.add_block([anchor_tx(ALICE, 1, label=1)])

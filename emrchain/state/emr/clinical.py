@@ -10,7 +10,7 @@ from __future__ import annotations
 from emrchain._core.fallback.txcodec import DecodedTransaction
 from emrchain._core.schema import ErasureReason, Role
 from emrchain.state import keys
-from emrchain.state.application import BlockContext
+from emrchain.state.application import BlockContext, writes_only_when_accepted
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.access import Decision, decide_read, grant_authorizes
 from emrchain.state.emr.audit import (
@@ -56,6 +56,7 @@ _ANCHOR_ROLES = frozenset((Role.CLINICIAN, Role.ADMIN))
 _OK = int(ResultCode.OK)
 
 
+@writes_only_when_accepted  # every refusal below comes before the two writes at the end
 @emr_handler
 def anchor_record(
     tx: DecodedTransaction, state: OverlayStateView, context: BlockContext

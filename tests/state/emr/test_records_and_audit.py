@@ -23,6 +23,7 @@ from tests.state.emr.world import (
     A_ADMIN,
     A_AUDITOR,
     A_CLINICIAN,
+    A_NURSE,
     B_ADMIN,
     B_CLINICIAN,
     HOSPITAL_A,
@@ -30,6 +31,7 @@ from tests.state.emr.world import (
     PATIENT,
     PATIENT_ID,
     RECORD,
+    STRANGER,
     World,
     access_fields,
     anchor_fields,
@@ -69,6 +71,32 @@ def test_anchor_stores_author_organisation_patient_and_block() -> None:
 def test_anchor_refusals(fields, expected) -> None:
     world = World()
     assert world.send(A_CLINICIAN, TxKind.ANCHOR_RECORD, fields).code == expected
+
+
+@pytest.mark.parametrize(
+    ("sender", "fields", "expected"),
+    [
+        (STRANGER, anchor_fields(digest("r/s")), ResultCode.NOT_A_MEMBER),
+        (PATIENT, anchor_fields(digest("r/p")), ResultCode.ROLE_NOT_PERMITTED),
+        (A_NURSE, anchor_fields(digest("r/n")), ResultCode.MEMBER_REVOKED),
+        (A_CLINICIAN, anchor_fields(RECORD), ResultCode.DUPLICATE_RECORD),
+        (
+            A_CLINICIAN,
+            anchor_fields(digest("r/u"), digest("unknown patient")),
+            ResultCode.PATIENT_NOT_REGISTERED,
+        ),
+    ],
+)
+def test_a_refused_anchor_writes_nothing_but_its_nonce(sender, fields, expected) -> None:
+    # ANCHOR_RECORD runs on the block's overlay (writes_only_when_accepted): a refusal at any
+    # of its checks must leave only the block's progress and the consumed nonce behind.
+    world = World()
+    if sender is A_NURSE:
+        revocation = {"member_key": A_NURSE.public_key, "reason": ""}
+        world.send_ok(A_ADMIN, TxKind.REVOKE_MEMBER, revocation)
+    built = world.chain.add_block([world.tx(sender, TxKind.ANCHOR_RECORD, fields)])
+    assert [result.code for result in built.result.tx_results] == [expected]
+    assert set(built.result.writes) == {keys.PROGRESS, keys.nonce_key(sender.public_key)}
 
 
 def test_record_limit_per_patient(monkeypatch) -> None:
