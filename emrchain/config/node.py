@@ -232,6 +232,12 @@ class StorageSection:
         "least 1024.",
         Integer(0, 1 << 30),
     )
+    state_cache_entries: int = setting(
+        65_536,
+        "Committed state entries kept in memory across blocks (the senders' and patients' "
+        "entries every block reads again); exact at every commit; emptied when full; 0 = off.",
+        Integer(0, 100_000_000),
+    )
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from emrchain.store import (
     reconcile,
 )
 from emrchain.store.absence import AbsenceFilter
+from emrchain.store.state_cache import StateCache
 from emrchain.types import DecodeError
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,12 @@ def _absence_filter(storage: StorageSection) -> AbsenceFilter | None:
     return AbsenceFilter(1 << (size.bit_length() - 1), EmrApplication.ABSENCE_FILTERED_PREFIXES)
 
 
+def _state_cache(storage: StorageSection) -> StateCache | None:
+    """The cache of committed state values (`store/state_cache.py`), or None when off."""
+    entries = storage.state_cache_entries
+    return StateCache(entries) if entries else None
+
+
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -118,7 +125,9 @@ class Node:
         self.validator_key = validator_signer(config)
         self.node_key = load_key_file(config.node_key_path)
         limits = config.limits
-        self.store = BlockStore(database, limits, _absence_filter(config.storage))
+        self.store = BlockStore(
+            database, limits, _absence_filter(config.storage), _state_cache(config.storage)
+        )
         self.application = EmrApplication(self.chain_id, self.store.state_view(), limits=limits)
         self._initialize_store_if_new()
         status = reconcile(self.store)

@@ -29,6 +29,7 @@ from emrchain.store.errors import (
     StoreCorruptionError,
     StoreError,
 )
+from emrchain.store.state_cache import StateCache
 from emrchain.store.tx_results import decode_tx_results, encode_tx_results
 from emrchain.types.block import Block
 from emrchain.types.codec import DecodeError, Reader, Writer
@@ -64,6 +65,8 @@ class PreparedCommit(NamedTuple):
     head: Head
     filtered_keys: tuple[bytes, ...] = ()
     """State keys put under the absence filter's prefixes, added to it once written."""
+    refreshed: tuple[tuple[bytes, bytes | None], ...] = ()
+    """(key, new value) for the state cache's keys this block writes, put back once written."""
 
 
 class BlockStore:
@@ -74,10 +77,12 @@ class BlockStore:
         database: ChainDatabase,
         limits: Limits = DEFAULT_LIMITS,
         absence: AbsenceFilter | None = None,
+        cache: StateCache | None = None,
     ) -> None:
         """`absence`: an empty filter the store fills with the committed keys under its
         prefixes now (one scan) and keeps current; state views then skip the database for
-        keys it proves absent (`store/absence.py`)."""
+        keys it proves absent (`store/absence.py`). `cache`: committed values the state views
+        remember and the store keeps exact across commits (`store/state_cache.py`)."""
         limits.validate_basic()
         self._database = database
         self._limits = limits
@@ -86,6 +91,9 @@ class BlockStore:
         self._absence = absence
         if absence is not None:
             self._fill_absence_filter(absence)
+        self._cache = cache
+        if cache is not None:
+            cache.clear()
         # The commit between prepare_commit and finish_commit (or abandon_commit): while it is
         # being written no other block may be prepared on top of the old head.
         self._in_flight: PreparedCommit | None = None
@@ -166,7 +174,7 @@ class BlockStore:
     def state_view(self) -> CommittedStateView:
         """A `CommittedState` over the application state as of the last commit."""
         return CommittedStateView(
-            self._database, self.last_height, self.last_app_hash, self._absence
+            self._database, self.last_height, self.last_app_hash, self._absence, self._cache
         )
 
     # -- writing ------------------------------------------------------------------------------
@@ -197,6 +205,8 @@ class BlockStore:
         batch.put(layout.app_hash_key(0), genesis.app_hash)
         batch.put(layout.validator_set_key(1), validators.encode())
         self._put_state(batch, genesis)
+        if self._cache is not None:
+            self._cache.clear()  # reads before genesis saw an empty state
         self._write(batch)
         self._chain_id = chain_id
         self._head = head
@@ -304,7 +314,13 @@ class BlockStore:
         self._put_state(batch, result)
         new_head = Head(height, block_id, result.app_hash)
         batch.put(layout.META_HEAD, layout.HEAD.pack(*new_head))
-        prepared = self._in_flight = PreparedCommit(batch, new_head, self._filtered(result))
+        # Last, once nothing can refuse the block any more: from here until finish_commit or
+        # abandon_commit the cache neither serves nor learns what this block changes.
+        cache = self._cache
+        refreshed = () if cache is None else cache.begin_commit(result.writes)
+        prepared = self._in_flight = PreparedCommit(
+            batch, new_head, self._filtered(result), refreshed
+        )
         return prepared
 
     def _filtered(self, result: ExecutionResult) -> tuple[bytes, ...]:
@@ -325,12 +341,16 @@ class BlockStore:
         self._in_flight = None
         if self._absence is not None:
             self._absence.add_all(prepared.filtered_keys)
+        if self._cache is not None:
+            self._cache.finish_commit(prepared.refreshed)
 
     def abandon_commit(self, prepared: PreparedCommit) -> None:
         """After `write_prepared` failed: forget the commit (LevelDB wrote all of the batch or
         none of it; the head read back at the next start says which)."""
         if prepared is self._in_flight:
             self._in_flight = None
+            if self._cache is not None:
+                self._cache.abandon_commit()
 
     def _tx_locations(
         self, height: int, ids: Sequence[bytes], result: ExecutionResult
