@@ -414,11 +414,18 @@ class Mempool:
         A transaction that does not fit the remaining bytes ends its sender's run (its later
         nonces cannot execute without it); other senders' smaller transactions may still fit.
         """
+        return self.reap_with_ids(max_txs, max_bytes)[0]
+
+    def reap_with_ids(self, max_txs: int, max_bytes: int) -> tuple[list[bytes], list[bytes]]:
+        """`reap`, with the id of each transaction (its SHA-256, computed at admission): the
+        proposer's block needs them for its tx root, and hashing the block again would redo
+        what admission did."""
         _check_limit("max_txs", max_txs, 0)
         _check_limit("max_bytes", max_bytes, 0)
         txs: list[bytes] = []
+        ids: list[bytes] = []
         if max_txs == 0:
-            return txs
+            return txs, ids
         remaining = max_bytes
         smallest = self._smallest_tx_bytes
         blocked: set[bytes] = set()
@@ -432,10 +439,11 @@ class Mempool:
                 blocked.add(entry.sender)
                 continue
             txs.append(entry.raw)
+            ids.append(entry.tx_id)
             remaining -= size
             if len(txs) == max_txs:
                 break
-        return txs
+        return txs, ids
 
     def gossip_batch(
         self,

@@ -29,7 +29,7 @@ from emrchain.types import (
     ValidatorSet,
     verify_commit,
 )
-from emrchain.types.block import ZERO_HASH, evidence_root, tx_ids
+from emrchain.types.block import ZERO_HASH, evidence_root
 
 logger = logging.getLogger(__name__)
 _U64 = struct.Struct(">Q")
@@ -117,7 +117,10 @@ class Chain:
         """A block for `height` from the mempool, extending our last committed block."""
         if height != self.height + 1:
             raise ValueError(f"cannot build height {height} on top of {self.height}")
-        txs = tuple(self.mempool.reap(self.limits.max_block_txs, self.limits.max_block_bytes))
+        reaped, reaped_ids = self.mempool.reap_with_ids(
+            self.limits.max_block_txs, self.limits.max_block_bytes
+        )
+        txs, ids = tuple(reaped), tuple(reaped_ids)
         last_commit = self.store.commit(self.height) if self.height else None
         header = BlockHeader(
             chain_id=self.chain_id,
@@ -126,7 +129,7 @@ class Chain:
             time_ms=max(self._clock_ms(), self._previous_time_ms() + 1),
             previous_block_id=self.store.last_block_id() if self.height else ZERO_HASH,
             last_commit_hash=last_commit.hash if last_commit else ZERO_HASH,
-            tx_root=_core.merkle_root(tx_ids(txs)),
+            tx_root=_core.merkle_root(ids),
             tx_count=len(txs),
             app_hash=self.store.last_app_hash(),
             validators_hash=self.validator_set(height).hash,
@@ -134,7 +137,7 @@ class Chain:
             evidence_hash=evidence_root(()),
             proposer=proposer,
         )
-        return Block(header, txs, last_commit, ())
+        return Block.with_known_tx_ids(header, txs, last_commit, (), ids)
 
     # ----------------------------------------------------------------- validating
 

@@ -149,6 +149,24 @@ class Block:
     and commit), its index entries and the mempool update — five hashings of every
     transaction per block before this cache."""
 
+    @classmethod
+    def with_known_tx_ids(
+        cls,
+        header: BlockHeader,
+        txs: tuple[bytes, ...],
+        last_commit: CommitCertificate | None,
+        evidence: tuple[DuplicateVoteEvidence, ...],
+        tx_ids: tuple[bytes, ...],
+    ) -> Block:
+        """A block whose tx ids the caller already computed with `tx_ids` (the proposer: its
+        mempool hashed every transaction at admission). They are trusted, not checked: a wrong
+        one makes a tx_root that every other validator's own hashing refuses."""
+        if len(tx_ids) != len(txs):
+            raise ValueError(f"{len(tx_ids)} tx ids for {len(txs)} transactions")
+        block = cls(header, txs, last_commit, evidence)
+        object.__setattr__(block, "_tx_ids", tx_ids)  # the cache `tx_ids` would fill
+        return block
+
     @property
     def block_id(self) -> bytes:
         return self.header.block_id

@@ -27,6 +27,15 @@ def test_reap_is_oldest_first_and_in_nonce_order() -> None:
     assert pool.reap(100, SMALL - 1) == []
 
 
+def test_reap_with_ids_gives_each_transactions_own_id() -> None:
+    pool = make_pool()
+    pool.admit_batch([anchor(0, 1), anchor(1, 1), anchor(0, 2), anchor(2, 1, cid_bytes=64)])
+    for max_txs, max_bytes in ((100, 1 << 20), (2, 1 << 20), (100, 2 * SMALL), (0, 1 << 20)):
+        txs, ids = pool.reap_with_ids(max_txs, max_bytes)
+        assert txs == pool.reap(max_txs, max_bytes)
+        assert ids == [tx_id(raw) for raw in txs]
+
+
 def test_a_transaction_that_does_not_fit_ends_its_senders_run_only() -> None:
     pool = make_pool()
     pool.admit_batch([anchor(0, 1, cid_bytes=64), anchor(0, 2), anchor(1, 1)])

@@ -137,6 +137,23 @@ def test_block_tx_ids_are_computed_once_and_never_outlive_their_transactions() -
         dataclasses.replace(block, txs=(*block.txs[:-1], block.txs[-1] + b"x")).validate_basic()
 
 
+def test_a_block_with_known_tx_ids_uses_them_and_equals_the_hashed_one() -> None:
+    block: Block = structures()["block"]
+    ids = tuple(hashlib.sha256(tx).digest() for tx in block.txs)
+    known = Block.with_known_tx_ids(block.header, block.txs, block.last_commit, block.evidence, ids)
+    assert known.tx_ids is ids  # no hashing
+    assert known == block and known.encode() == block.encode()
+    known.validate_basic()
+    with pytest.raises(ValueError, match="tx ids for"):
+        Block.with_known_tx_ids(block.header, block.txs, block.last_commit, (), ids[:-1])
+    # Wrong ids are not detected here; they give a root the header (and every peer) refuses.
+    wrong = (*ids[:-1], digest("not this tx"))
+    with pytest.raises(ValueError, match="tx_root"):
+        Block.with_known_tx_ids(
+            block.header, block.txs, block.last_commit, block.evidence, wrong
+        ).validate_basic()
+
+
 def test_validator_set_rules() -> None:
     with pytest.raises(ValueError, match="duplicate"):
         ValidatorSet([Validator(key(0).public_key, 1)] * 2).validate_basic()
