@@ -206,7 +206,7 @@ class Mempool:
         max_per_sender = config.max_txs_per_sender
         by_id = self._pending.by_id
         senders = self._pending.senders
-        seen_get = self._seen.get
+        seen_get = self._seen.lookup_function()
         committed_nonce = self._committed_nonce
         pool_full = len(by_id) >= config.max_txs
         free_bytes = config.max_bytes - self._pending.total_bytes
@@ -315,11 +315,14 @@ class Mempool:
         """Pass 4: record signature outcomes, then admit in batch order with exact checks."""
         seen = self._seen
         indexes = screened.indexes
-        for position in screened.verify_positions:
-            state = SeenState.VERIFIED if valid[position] else SeenState.BAD_SIGNATURE
-            seen.remember(tx_ids[indexes[position]], state)
-        for position in screened.cached_positions:
-            seen.touch(tx_ids[indexes[position]])
+        verified = [tx_ids[indexes[position]] for position in screened.verify_positions]
+        if all(valid[position] for position in screened.verify_positions):
+            seen.remember_all(verified, SeenState.VERIFIED)  # the common case, in one call
+        else:
+            for position, tx_id in zip(screened.verify_positions, verified, strict=True):
+                state = SeenState.VERIFIED if valid[position] else SeenState.BAD_SIGNATURE
+                seen.remember(tx_id, state)
+        seen.touch_all(tx_ids[indexes[position]] for position in screened.cached_positions)
         config = self._config
         max_txs, max_bytes = config.max_txs, config.max_bytes
         max_per_sender = config.max_txs_per_sender
@@ -386,7 +389,7 @@ class Mempool:
     ) -> bytearray:
         """1 per id that is pending or whose seen-cache state is in `states`, else 0."""
         by_id = self._pending.by_id
-        seen_get = self._seen.get
+        seen_get = self._seen.lookup_function()
         flags = bytearray(len(tx_ids))
         for index, tx_id in enumerate(tx_ids):
             if tx_id in by_id or seen_get(tx_id) in states:
@@ -514,8 +517,7 @@ class Mempool:
             included, stale = self._pending.advance_committed(sender, nonce, committed_set)
             committed += included
             dropped.extend(stale)
-        for tx_id in tx_ids:
-            self._seen.remember(tx_id, SeenState.COMMITTED)
+        self._seen.remember_all(tx_ids, SeenState.COMMITTED)
         stale_count = len(dropped)
         if self._stateful_check is not None:
             self._recheck(dropped)
