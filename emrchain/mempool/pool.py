@@ -206,7 +206,7 @@ class Mempool:
         max_per_sender = config.max_txs_per_sender
         by_id = self._pending.by_id
         senders = self._pending.senders
-        seen_get = self._seen.lookup_function()
+        seen_states = self._seen.get_many(tx_ids)
         committed_nonce = self._committed_nonce
         pool_full = len(by_id) >= config.max_txs
         free_bytes = config.max_bytes - self._pending.total_bytes
@@ -227,7 +227,7 @@ class Mempool:
             if tx_id in by_id:
                 results[index] = refuse(tx_id, AdmissionCode.DUPLICATE, "already pending")
                 continue
-            state = seen_get(tx_id)
+            state = seen_states[index]
             if state is not None and state != SeenState.VERIFIED:
                 results[index] = _known_refusal(tx_id, state)
                 continue
@@ -389,10 +389,10 @@ class Mempool:
     ) -> bytearray:
         """1 per id that is pending or whose seen-cache state is in `states`, else 0."""
         by_id = self._pending.by_id
-        seen_get = self._seen.lookup_function()
         flags = bytearray(len(tx_ids))
-        for index, tx_id in enumerate(tx_ids):
-            if tx_id in by_id or seen_get(tx_id) in states:
+        seen_states = self._seen.get_many(tx_ids)
+        for index, (tx_id, state) in enumerate(zip(tx_ids, seen_states, strict=True)):
+            if tx_id in by_id or state in states:
                 flags[index] = 1
         return flags
 

@@ -15,7 +15,7 @@ one assignment (the OrderedDict was ~7 % of a single node's event loop, BENCHMAR
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import IntEnum
 
 
@@ -55,18 +55,17 @@ class SeenCache:
             state = self._old.get(tx_id)
         return state
 
-    def lookup_function(self) -> Callable[[bytes], SeenState | None]:
-        """`get` for a loop over many ids: valid until the next change to the cache."""
-        young, old = self._young, self._old
-        if old is None or not old:
-            return young.get
-        young_get, old_get = young.get, old.get
-
-        def get(tx_id: bytes) -> SeenState | None:
-            state = young_get(tx_id)
-            return old_get(tx_id) if state is None else state
-
-        return get
+    def get_many(self, tx_ids: Iterable[bytes]) -> list[SeenState | None]:
+        """`get` for each id, in one call (admission asks about whole batches)."""
+        young_get = self._young.get
+        old = self._old
+        if not old:
+            return [young_get(tx_id) for tx_id in tx_ids]
+        old_get = old.get
+        return [
+            state if (state := young_get(tx_id)) is not None else old_get(tx_id)
+            for tx_id in tx_ids
+        ]
 
     def touch(self, tx_id: bytes) -> None:
         """Mark a known id as just used; unknown ids are ignored."""
