@@ -53,6 +53,10 @@ STATUS = strict(
         preverified_txs=INT,
         gossip_batches_dropped=INT,
         undecodable_messages=INT,
+        state_cache_hits=INT,
+        state_cache_misses=INT,
+        state_cache_entries=INT,
+        absence_filter_keys=INT,
     ),
     halt=nullable(STR),
 )

@@ -26,6 +26,19 @@ from emrchain.types import Block
 
 if TYPE_CHECKING:
     from emrchain.node.node import Node
+    from emrchain.store import BlockStore
+
+
+def _store_counters(store: BlockStore) -> dict[str, int]:
+    """The store's read shortcuts since the node started (0 when configured off): how many
+    committed-state reads the cache answered, and how many keys the absence filter holds."""
+    cache, absence = store.state_cache, store.absence_filter
+    return {
+        "state_cache_hits": cache.hits if cache is not None else 0,
+        "state_cache_misses": cache.misses if cache is not None else 0,
+        "state_cache_entries": len(cache) if cache is not None else 0,
+        "absence_filter_keys": absence.keys_added if absence is not None else 0,
+    }
 
 
 def header_json(block: Block) -> dict[str, Any]:
@@ -162,6 +175,7 @@ class RpcServer:
                     "preverified_txs": node.admission.preverified_txs,
                     "gossip_batches_dropped": node.gossip_batches_dropped,
                     "undecodable_messages": node.undecodable_messages,
+                    **_store_counters(node.store),
                 },
                 "halt": node.halt_reason,
             }

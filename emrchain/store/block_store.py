@@ -228,6 +228,16 @@ class BlockStore:
         self.finish_commit(prepared)
 
     @property
+    def state_cache(self) -> StateCache | None:
+        """The cache of committed state values, if configured (for its counters)."""
+        return self._cache
+
+    @property
+    def absence_filter(self) -> AbsenceFilter | None:
+        """The absence filter, if configured (for its counters)."""
+        return self._absence
+
+    @property
     def commit_in_flight(self) -> bool:
         """A commit is prepared and not yet finished or abandoned."""
         return self._in_flight is not None

@@ -50,5 +50,9 @@ def test_json_batches_are_verified_by_the_admission_worker(node: Node) -> None:
     assert after["preverified_txs"] - before["preverified_txs"] == 3
     assert after["signatures_verified"] - before["signatures_verified"] == 3
     assert results == [(True, "ok"), (True, "ok"), (False, "bad_signature")]
+    # Admission's stateful reads (the senders' committed nonces) went through the state cache.
+    lookups = [count["state_cache_hits"] + count["state_cache_misses"] for count in (before, after)]
+    assert lookups[1] > lookups[0]
+    assert after["state_cache_entries"] >= 1
     assert node.admission.preverified_txs == 3  # the worker verified all three
     assert node.mempool.stats().signatures_verified - verified_before == 3  # and only it
