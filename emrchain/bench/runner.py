@@ -134,7 +134,8 @@ def _devnet_cpu_seconds(devnet: Devnet | None) -> float | None:
 def node_health(urls: list[str]) -> list[dict[str, Any]]:
     """Halt reason, equivocation evidence and the admission counters of every node after the
     run (signatures verified and taken from the cache since the node started: with the
-    committed count they say how often each node verified each transaction)."""
+    committed count they say how often each node verified each transaction; the state cache's
+    hits and misses)."""
     health = []
     for url in urls:
         try:
@@ -151,6 +152,8 @@ def node_health(urls: list[str]) -> list[dict[str, Any]]:
                 "signatures_verified": status["counters"]["signatures_verified"],
                 "signature_cache_hits": status["counters"]["signature_cache_hits"],
                 "preverified_txs": status["counters"]["preverified_txs"],
+                "state_cache_hits": status["counters"]["state_cache_hits"],
+                "state_cache_misses": status["counters"]["state_cache_misses"],
             }
         )
     return health

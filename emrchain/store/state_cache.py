@@ -48,15 +48,15 @@ class StateCache:
     def lookup(self, key: bytes) -> bytes | object | None:
         """The committed value of `key` (None = absent), or MISSING if not held."""
         value = self._entries.get(key, MISSING)
-        if value is MISSING:
-            self.misses += 1
-        else:
+        if value is not MISSING:
             self.hits += 1
         return value
 
     def remember(self, key: bytes, value: bytes | None) -> None:
-        """`value` was just read from the database for `key` (ignored while a commit is being
-        written: the read may have seen either side of it)."""
+        """`value` was just read from the database for `key`: a miss, kept unless a commit is
+        being written (the read may have seen either side of it). Reads the absence filter
+        answers are neither hits nor misses."""
+        self.misses += 1
         if not self._filling:
             return
         entries = self._entries
