@@ -69,9 +69,7 @@ class SeenCache:
 
     def touch(self, tx_id: bytes) -> None:
         """Mark a known id as just used; unknown ids are ignored."""
-        old = self._old
-        if old is not None and tx_id in old:
-            self.remember(tx_id, old[tx_id])
+        self.touch_all((tx_id,))
 
     def touch_all(self, tx_ids: Iterable[bytes]) -> None:
         """`touch` for each id."""
@@ -84,14 +82,7 @@ class SeenCache:
 
     def remember(self, tx_id: bytes, state: SeenState) -> None:
         """Record (or overwrite) the state of `tx_id` as most recently used."""
-        young = self._young
-        if tx_id not in young:
-            if len(young) >= self._generation_entries:
-                young = self._rotate()
-            old = self._old
-            if old is not None and old:
-                old.pop(tx_id, None)  # an id lives in one generation only
-        young[tx_id] = state
+        self.remember_all((tx_id,), state)
 
     def remember_all(self, tx_ids: Iterable[bytes], state: SeenState) -> None:
         """`remember(tx_id, state)` for each id, in order."""
@@ -103,7 +94,7 @@ class SeenCache:
                     young = self._rotate()
                     old = self._old
                 if old:
-                    old.pop(tx_id, None)
+                    old.pop(tx_id, None)  # an id lives in one generation only
             young[tx_id] = state
 
     def _rotate(self) -> dict[bytes, SeenState]:
