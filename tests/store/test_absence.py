@@ -16,6 +16,7 @@ from emrchain.state import keys
 from emrchain.store import BlockStore, ChainDatabase
 from emrchain.store.absence import AbsenceFilter
 from tests.state.chain import CHAIN_ID, ChainBuilder, anchor_tx, signer
+from tests.store.counting import CountingDatabase
 
 ALICE, BOB = signer("alice"), signer("bob")
 PREFIX = keys.RECORD_PREFIX  # the NonceAnchor rules' record keyspace (tests/state/chain.py)
@@ -52,19 +53,6 @@ def test_sizes_must_be_powers_of_two_within_limits(size: int) -> None:
 def test_prefixes_must_be_single_bytes(prefixes: list[object]) -> None:
     with pytest.raises(ValueError, match="single-byte"):
         AbsenceFilter(1024, prefixes)  # type: ignore[arg-type]
-
-
-class CountingDatabase:
-    """Counts state reads that reach LevelDB."""
-
-    def __init__(self, database: ChainDatabase) -> None:
-        self.reads = 0
-        self._get = database.get
-        database.get = self.get  # type: ignore[method-assign]
-
-    def get(self, key: bytes) -> bytes | None:
-        self.reads += 1
-        return self._get(key)
 
 
 def _store(home: Path, absence: AbsenceFilter | None) -> BlockStore:

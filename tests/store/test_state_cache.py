@@ -17,21 +17,9 @@ from emrchain.state import keys
 from emrchain.store import BlockStore, ChainDatabase
 from emrchain.store.state_cache import MISSING, StateCache
 from tests.state.chain import CHAIN_ID, ChainBuilder, anchor_tx, signer
+from tests.store.counting import CountingDatabase
 
 SENDERS = [signer(f"cache/{index}") for index in range(6)]
-
-
-class CountingDatabase:
-    """Counts state reads that reach LevelDB."""
-
-    def __init__(self, database: ChainDatabase) -> None:
-        self.reads = 0
-        self._get = database.get
-        database.get = self.get  # type: ignore[method-assign]
-
-    def get(self, key: bytes) -> bytes | None:
-        self.reads += 1
-        return self._get(key)
 
 
 def _blocks(chain: ChainBuilder, count: int, seed: int) -> list:
