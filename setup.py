@@ -31,6 +31,7 @@ def _extensions() -> list[Extension]:
         _extension("_txcheck", ["crypto"]),
         _extension("_writes", ["crypto"]),
         _extension("_absence", []),
+        _extension("_anchors", []),
         _extension("_ed25519", ["sodium", "pthread"]),
     ]
     return cythonize(

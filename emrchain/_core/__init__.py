@@ -1,9 +1,11 @@
 """The hot path: batch transaction checks and decoding, merkle trees, batched Ed25519
 verification, the digest of a block's state writes (its app hash step), the absence filter
-over committed record keys (`store/absence.py`).
+over committed record keys (`store/absence.py`), the accept path of ANCHOR_RECORD on raw bytes
+(`state/emr/anchor_path.py`).
 
 Two twins implement the same functions with the same names, signatures, results and exception
-types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`, `_absence`)
+types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`, `_absence`,
+`_anchors`)
 and the pure-Python modules in `fallback/`. Importing this package picks the compiled twin unless
 ``EMRCHAIN_PUREPYTHON=1`` is set or the extension is missing; `IMPLEMENTATION` says which one
 loaded and `IMPORT_ERROR` why the compiled one did not.
@@ -36,7 +38,7 @@ PUBLIC_FUNCTIONS = (
     "verify_merkle_proof",
     "writes_digest",
 )
-PUBLIC_CLASSES = ("AbsenceFilter",)
+PUBLIC_CLASSES = ("AbsenceFilter", "AnchorPath")
 
 CYTHON = "cython"
 PYTHON = "python"
@@ -50,6 +52,7 @@ def _load_compiled() -> SimpleNamespace:
     _ed25519 = importlib.import_module("emrchain._core._ed25519")
     _writes = importlib.import_module("emrchain._core._writes")
     _absence = importlib.import_module("emrchain._core._absence")
+    _anchors = importlib.import_module("emrchain._core._anchors")
 
     return SimpleNamespace(
         name=CYTHON,
@@ -63,11 +66,12 @@ def _load_compiled() -> SimpleNamespace:
         verify_merkle_proof=_merkle.verify_merkle_proof,
         writes_digest=_writes.writes_digest,
         AbsenceFilter=_absence.AbsenceFilter,
+        AnchorPath=_anchors.AnchorPath,
     )
 
 
 def _load_pure() -> SimpleNamespace:
-    from emrchain._core.fallback import absence, ed25519, merkle, txcodec, writes
+    from emrchain._core.fallback import absence, anchors, ed25519, merkle, txcodec, writes
 
     return SimpleNamespace(
         name=PYTHON,
@@ -81,6 +85,7 @@ def _load_pure() -> SimpleNamespace:
         verify_merkle_proof=merkle.verify_merkle_proof,
         writes_digest=writes.writes_digest,
         AbsenceFilter=absence.AbsenceFilter,
+        AnchorPath=anchors.AnchorPath,
     )
 
 
@@ -115,6 +120,7 @@ merkle_proof = _active.merkle_proof
 verify_merkle_proof = _active.verify_merkle_proof
 writes_digest = _active.writes_digest
 AbsenceFilter = _active.AbsenceFilter
+AnchorPath = _active.AnchorPath
 
 __all__ = [
     "CYTHON",

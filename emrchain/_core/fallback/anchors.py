@@ -1,0 +1,270 @@
+"""Pure-Python twin of `_anchors.pyx`: the accept path of ANCHOR_RECORD on raw transaction bytes.
+
+Why: on a busy chain nearly every transaction is an ANCHOR_RECORD that applies, and running it
+through the general pipeline (decode into objects, nonce, sender lookup, the handler, a result)
+was about half of the node's event loop (BENCHMARKS.md). This does that one case on the raw
+bytes of the block's transactions and the block's pending writes, with no per-transaction
+objects.
+
+Exactness: the rule is `anchor_record` in `emrchain/state/emr/clinical.py`; this path never
+decides anything that rule could decide differently. A transaction is taken here only when
+every check passes — the next nonce (the stored value absent or 8 bytes), an author the
+caller's `author_of` vouches for (the sender is an active member signing with its current key,
+in a role that may anchor), no stored record under the record id, a patient entry of the normal
+36 bytes below the record limit, room in the overlay for its three writes. Anything else — a
+different kind, any refusal, an entry in another form, bytes whose layout does not add up — is
+handed to the caller's `deliver(index)` before anything is written for it, and the caller runs
+the general pipeline, which gives the exact result (and raises where it raises). The writes and
+the result message are byte for byte those of the general rule (`tests/state/test_anchor_path.py`
+runs blocks both ways and compares everything).
+
+Authors are remembered per sender within one `deliver_block` call, and forgotten whenever a
+transaction goes the general way: only such a transaction can change a member (the accept path
+writes record, patient and nonce entries only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+KEY_BYTES = 32
+PATIENT_ENTRY_BYTES = 36
+"""A patient entry: holder member id (32) | record count u32."""
+ANCHOR_FIXED_PAYLOAD_BYTES = 3 * KEY_BYTES + 1 + 1 + 8
+"""record id, patient id, ciphertext sha256, cid length u8, record type u8, size u64."""
+_ENVELOPE_AFTER_CHAIN = 1 + KEY_BYTES + 8 + 2
+"""kind u8 | sender 32 | nonce u64 | payload length u16."""
+_SIGNATURE_BYTES = 64
+_U32_MAX = 0xFFFFFFFF
+_ERASURE_FIELDS = bytes(1 + KEY_BYTES + 8 + 8)
+"""A live record's erasure reason (0), erased by (zeros), erased height and time (0)."""
+
+Author = tuple[bytes, bytes]
+"""(member id, organisation id as ASCII bytes) of a sender who may anchor."""
+
+
+def check_arguments(
+    anchor_kind: int,
+    nonce_prefix: bytes,
+    record_prefix: bytes,
+    patient_prefix: bytes,
+    max_records_per_patient: int,
+) -> None:
+    """The constructor's checks, shared by both twins (same messages, same order)."""
+    if type(anchor_kind) is not int or not 0 <= anchor_kind <= 255:
+        raise ValueError("anchor_kind must be an int within 0..255")
+    for name, prefix in (
+        ("nonce_prefix", nonce_prefix),
+        ("record_prefix", record_prefix),
+        ("patient_prefix", patient_prefix),
+    ):
+        if type(prefix) is not bytes or len(prefix) != 1:
+            raise ValueError(f"{name} must be one byte")
+    if len({nonce_prefix, record_prefix, patient_prefix}) != 3:
+        raise ValueError("the three prefixes must differ")
+    if type(max_records_per_patient) is not int or not 1 <= max_records_per_patient <= _U32_MAX:
+        raise ValueError("max_records_per_patient must be an int within 1..4294967295")
+
+
+def check_block_arguments(
+    txs: Sequence[bytes],
+    pending: dict[bytes, bytes | None],
+    eligible: bytes,
+    results: list[Any],
+    max_pending_writes: int,
+    height: int,
+    time_ms: int,
+) -> None:
+    """`deliver_block`'s checks on its arguments, shared by both twins."""
+    if type(txs) not in (list, tuple):
+        raise TypeError("txs must be a list or tuple of bytes")
+    if type(pending) is not dict:
+        raise TypeError("pending must be a dict")
+    if type(eligible) is not bytes or len(eligible) != len(txs):
+        raise ValueError("eligible must be bytes with one byte per transaction")
+    if type(results) is not list or len(results) != len(txs):
+        raise ValueError("results must be a list with one slot per transaction")
+    for name, value in (
+        ("max_pending_writes", max_pending_writes),
+        ("height", height),
+        ("time_ms", time_ms),
+    ):
+        if type(value) is not int or not 0 <= value < 1 << 63:
+            raise ValueError(f"{name} must be an int within 0..2^63-1")
+
+
+def check_author(author: object) -> None:
+    """What `author_of` returns for an author, checked by both twins before it is used."""
+    if not (
+        type(author) is tuple
+        and len(author) == 2
+        and type(author[0]) is bytes
+        and len(author[0]) == KEY_BYTES
+        and type(author[1]) is bytes
+        and len(author[1]) <= 255
+    ):
+        raise ValueError(
+            "author_of must return None or (32-byte member id, organisation id of at most "
+            "255 bytes)"
+        )
+
+
+class AnchorPath:
+    """The ANCHOR_RECORD accept path for one application's key layout (see the module)."""
+
+    __slots__ = (
+        "_anchor_kind",
+        "_max_records",
+        "_nonce_prefix",
+        "_patient_prefix",
+        "_record_prefix",
+        "_result_type",
+    )
+
+    def __init__(
+        self,
+        anchor_kind: int,
+        nonce_prefix: bytes,
+        record_prefix: bytes,
+        patient_prefix: bytes,
+        max_records_per_patient: int,
+        result_type: Callable[[int, str], Any],
+    ) -> None:
+        check_arguments(
+            anchor_kind, nonce_prefix, record_prefix, patient_prefix, max_records_per_patient
+        )
+        self._anchor_kind = anchor_kind
+        self._nonce_prefix = nonce_prefix
+        self._record_prefix = record_prefix
+        self._patient_prefix = patient_prefix
+        self._max_records = max_records_per_patient
+        self._result_type = result_type
+
+    def deliver_block(
+        self,
+        txs: Sequence[bytes],
+        eligible: bytes,
+        pending: dict[bytes, bytes | None],
+        max_pending_writes: int,
+        read: Callable[[bytes], bytes | None],
+        author_of: Callable[[bytes], Author | None],
+        deliver: Callable[[int], object],
+        results: list[Any],
+        height: int,
+        time_ms: int,
+    ) -> int:
+        """Deliver the block's transactions in order; return how many took the accept path.
+
+        `eligible[i]` is 1 for a transaction that passed the stateless checks and whose
+        signature verified (the others are skipped: the caller has their results). `pending` is
+        the block overlay's writes (None = deleted) over `read`, the committed state. For each
+        accepted anchor this writes the record, the patient entry and the nonce into `pending`
+        and puts `result_type(0, message)` in `results[i]`; every other eligible transaction is
+        passed to `deliver(i)`, which must deliver it the general way. The transactions are
+        taken as they were when the call began."""
+        check_block_arguments(txs, pending, eligible, results, max_pending_writes, height, time_ms)
+        authors: dict[bytes, Author] = {}
+        accepted = 0
+        for index, raw in enumerate(tuple(txs)):  # as it was when the call began
+            if not eligible[index]:
+                continue
+            if self._accept(
+                raw, pending, max_pending_writes, read, author_of, authors, height, time_ms,
+                results, index,
+            ):
+                accepted += 1
+            else:
+                deliver(index)
+                authors.clear()
+        return accepted
+
+    def _accept(
+        self,
+        raw: bytes,
+        pending: dict[bytes, bytes | None],
+        max_pending_writes: int,
+        read: Callable[[bytes], bytes | None],
+        author_of: Callable[[bytes], Author | None],
+        authors: dict[bytes, Author],
+        height: int,
+        time_ms: int,
+        results: list[Any],
+        index: int,
+    ) -> bool:
+        """Write and record the result of `raw` if the accept path takes it; else change
+        nothing and return False."""
+        if type(raw) is not bytes or len(raw) < 2:
+            return False
+        size = len(raw)
+        kind_at = 2 + raw[1]
+        payload_at = kind_at + _ENVELOPE_AFTER_CHAIN
+        if size < payload_at + _SIGNATURE_BYTES or raw[kind_at] != self._anchor_kind:
+            return False
+        payload_length = int.from_bytes(raw[payload_at - 2 : payload_at], "big")
+        if payload_at + payload_length + _SIGNATURE_BYTES != size:
+            return False
+        if payload_length < ANCHOR_FIXED_PAYLOAD_BYTES:
+            return False
+        cid_length = raw[payload_at + 3 * KEY_BYTES]
+        if payload_length != ANCHOR_FIXED_PAYLOAD_BYTES + cid_length:
+            return False
+        sender = raw[kind_at + 1 : kind_at + 1 + KEY_BYTES]
+        nonce = int.from_bytes(raw[kind_at + 1 + KEY_BYTES : payload_at - 2], "big")
+
+        nonce_key = self._nonce_prefix + sender
+        stored = pending[nonce_key] if nonce_key in pending else read(nonce_key)
+        if stored is None:
+            last_nonce = 0
+        elif type(stored) is bytes and len(stored) == 8:
+            last_nonce = int.from_bytes(stored, "big")
+        else:
+            return False
+        if nonce != last_nonce + 1:
+            return False
+        author = authors.get(sender)
+        if author is None:
+            author = author_of(sender)
+            if author is None:
+                return False
+            check_author(author)
+            authors[sender] = author
+        member_id, organization = author
+
+        record_id = raw[payload_at : payload_at + KEY_BYTES]
+        record_key = self._record_prefix + record_id
+        stored = pending[record_key] if record_key in pending else read(record_key)
+        if stored is not None:
+            return False
+        patient_id = raw[payload_at + KEY_BYTES : payload_at + 2 * KEY_BYTES]
+        patient_key = self._patient_prefix + patient_id
+        entry = pending[patient_key] if patient_key in pending else read(patient_key)
+        if type(entry) is not bytes or len(entry) != PATIENT_ENTRY_BYTES:
+            return False
+        record_count = int.from_bytes(entry[KEY_BYTES:], "big")
+        if record_count >= self._max_records:
+            return False
+        new_keys = (record_key not in pending) + (patient_key not in pending) + (
+            nonce_key not in pending
+        )
+        if len(pending) + new_keys > max_pending_writes:
+            return False
+
+        cid_at = payload_at + 3 * KEY_BYTES + 1
+        tail_at = cid_at + cid_length
+        pending[record_key] = b"".join(
+            (
+                raw[payload_at + KEY_BYTES : cid_at],  # patient id, ciphertext hash, cid length
+                raw[cid_at : tail_at + 9],  # cid, record type, size
+                member_id,
+                bytes((len(organization),)),
+                organization,
+                height.to_bytes(8, "big"),
+                time_ms.to_bytes(8, "big"),
+                _ERASURE_FIELDS,
+            )
+        )
+        pending[patient_key] = entry[:KEY_BYTES] + (record_count + 1).to_bytes(4, "big")
+        pending[nonce_key] = nonce.to_bytes(8, "big")
+        results[index] = self._result_type(0, f"record {record_id[:8].hex()} anchored")
+        return True
