@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from emrchain._core.fallback.txcodec import DecodedTransaction
 from emrchain.state.result import ExecutionResult, TxResult
@@ -97,6 +97,19 @@ def writes_only_when_accepted(handler: Handler) -> Handler:
     not grow, and stops the block if it did (a handler marked wrongly is a bug, not a result)."""
     setattr(handler, WRITES_ONLY_WHEN_ACCEPTED, True)
     return handler
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptPath:
+    """A compiled path for the one transaction kind that dominates a busy chain, taken only
+    where its rule accepts (`_core.AnchorPath`; anything else goes the general way), and the
+    rules' answer to "may this sender take it?" read from the block's state."""
+
+    path: Any
+    """A `_core.AnchorPath` for the application's key layout."""
+    author_of: Callable[[StateView, bytes], tuple[bytes, bytes] | None]
+    """(member id, organisation id bytes) of the sender key when the rule's sender checks
+    pass for it on that view, else None."""
 
 
 @runtime_checkable

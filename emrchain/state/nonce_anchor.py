@@ -26,6 +26,7 @@ from emrchain._core.schema import TxKind
 from emrchain.state import keys
 from emrchain.state.application import (
     WRITES_ONLY_WHEN_ACCEPTED,
+    AcceptPath,
     ApplicationRules,
     BlockContext,
     BlockExecutionError,
@@ -78,7 +79,11 @@ class NonceAnchorApplication:
         rules: ApplicationRules | None = None,
         handlers: Mapping[TxKind, Handler] = DEFAULT_HANDLERS,
         signature_threads: int = 0,
+        accept_path: AcceptPath | None = None,
     ) -> None:
+        """`accept_path`: a compiled path for the commonest kind's accepted case (the EMR
+        application passes one for ANCHOR_RECORD); without it every transaction goes through
+        `_deliver`."""
         limits.validate_basic()
         txcodec.check_arguments(chain_id, limits.max_tx_bytes)
         rules = rules or ApplicationRules()
@@ -95,6 +100,10 @@ class NonceAnchorApplication:
         self._handlers = dict(handlers)
         self._signature_threads = signature_threads
         self._validator_cache: dict[bytes, ValidatorSet] = {}
+        self._accept_path = accept_path
+        self.accept_path_hits = 0
+        """Transactions delivered by the accept path since this object was made (tests and
+        benchmarks read it; it is not state)."""
 
     @property
     def chain_id(self) -> bytes:
@@ -222,41 +231,80 @@ class NonceAnchorApplication:
         stateless_verdicts: bytes | None,
     ) -> list[TxResult]:
         results: list[TxResult | None] = [None] * len(txs)
-        decoded: list[tuple[int, DecodedTransaction]] = []
-        # One compiled batch check (unless the node's validation of the block already ran
-        # it), then a check-free (compiled) decode of the accepted transactions (the same
-        # result as decode_transaction for them, at a fraction of the cost); only a refused
-        # one is decoded the slow way, for its exact verdict message.
+        # One compiled batch check (unless the node's validation of the block already ran it);
+        # a refused transaction is decoded the slow way, for its exact verdict message.
         verdicts = stateless_verdicts
         if verdicts is None:
             verdicts, _ = _core.check_transactions(
                 list(txs), self._chain_id, self._limits.max_tx_bytes
             )
-        decode_accepted = _core.decode_accepted
+        checked: list[int] = []
+        decoded: dict[int, DecodedTransaction] = {}
         for index, raw in enumerate(txs):
             if not verdicts[index]:
-                decoded.append((index, decode_accepted(raw)))
+                checked.append(index)
                 continue
             try:
                 tx = txcodec.decode_transaction(raw, self._chain_id, self._limits.max_tx_bytes)
             except TxDecodeError as error:
                 results[index] = TxResult.make(error.verdict, str(error))
             else:  # the twins agree on every input (tests/core); kept for robustness
-                decoded.append((index, tx))
+                checked.append(index)
+                decoded[index] = tx
         if signature_verdicts is None:
-            verdicts = _core.verify_transactions(
-                [txs[index] for index, _ in decoded], self._signature_threads
+            signatures = _core.verify_transactions(
+                [txs[index] for index in checked], self._signature_threads
             )
         else:
-            verdicts = bytes(signature_verdicts[index] for index, _ in decoded)
-        for (index, tx), valid in zip(decoded, verdicts, strict=True):
+            signatures = bytes(signature_verdicts[index] for index in checked)
+        eligible = bytearray(len(txs))
+        for index, valid in zip(checked, signatures, strict=True):
             if valid != 1:
                 results[index] = TxResult.make(
                     Verdict.BAD_SIGNATURE, "signature does not verify under the sender key"
                 )
             else:
-                results[index] = self._deliver(tx, block_state, context)
+                eligible[index] = 1
+        self._deliver_eligible(txs, bytes(eligible), decoded, block_state, context, results)
         return cast(list[TxResult], results)  # every index was filled above
+
+    def _deliver_eligible(
+        self,
+        txs: tuple[bytes, ...],
+        eligible: bytes,
+        decoded: dict[int, DecodedTransaction],
+        block_state: OverlayStateView,
+        context: BlockContext,
+        results: list[TxResult | None],
+    ) -> None:
+        """Deliver, in order, the transactions marked in `eligible` (statelessly valid, with a
+        valid signature; `decoded` holds any already decoded): the accept path takes what it
+        can, `_deliver` the rest."""
+        decode_accepted = _core.decode_accepted
+
+        def deliver(index: int) -> None:
+            tx = decoded.get(index) or decode_accepted(txs[index])
+            results[index] = self._deliver(tx, block_state, context)
+
+        accept_path = self._accept_path
+        if accept_path is None:
+            for index, flag in enumerate(eligible):
+                if flag:
+                    deliver(index)
+            return
+        author_of = accept_path.author_of
+        self.accept_path_hits += accept_path.path.deliver_block(
+            txs,
+            eligible,
+            block_state.pending,
+            block_state.max_pending_writes,
+            block_state.base.get,
+            lambda sender: author_of(block_state, sender),
+            deliver,
+            results,
+            context.height,
+            context.time_ms,
+        )
 
     def _deliver(
         self, tx: DecodedTransaction, parent: OverlayStateView, context: BlockContext

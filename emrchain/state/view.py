@@ -107,6 +107,16 @@ class OverlayStateView:
     def base(self) -> StateView:
         return self._base
 
+    @property
+    def pending(self) -> dict[bytes, bytes | None]:
+        """The pending writes themselves, not a copy (None = delete): for a writer that keeps
+        this overlay's rules itself (`_core.AnchorPath`: checked keys and values, the cap)."""
+        return self._pending
+
+    @property
+    def max_pending_writes(self) -> int:
+        return self._max_pending_writes
+
     def get(self, key: bytes) -> bytes | None:
         # A transaction's overlay sits on the block's, which sits on committed state, and every
         # read walks down: iterate through the overlays instead of one call per level.

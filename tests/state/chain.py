@@ -18,6 +18,7 @@ from emrchain.crypto.keys import Ed25519Signer
 from emrchain.state import (
     DEFAULT_HANDLERS,
     ApplicationRules,
+    EmrApplication,
     ExecutionResult,
     Handler,
     MemoryState,
@@ -105,7 +106,11 @@ class ChainBuilder:
         rules: ApplicationRules | None = None,
         handlers: Mapping[TxKind, Handler] = DEFAULT_HANDLERS,
         organizations: Sequence[GenesisOrganization] = (),
+        anchor_path: bool | None = None,
     ) -> None:
+        """`anchor_path` None runs `NonceAnchorApplication`; True or False runs
+        `EmrApplication` (the node's application) with or without its compiled ANCHOR_RECORD
+        accept path."""
         self.chain_id = chain_id
         self.keys = {signer(index).public_key: signer(index) for index in range(16)}
         self.validator_keys = [signer(index) for index in range(len(powers))]
@@ -114,7 +119,13 @@ class ChainBuilder:
             for key, power in zip(self.validator_keys, powers, strict=True)
         )
         self.state = MemoryState()
-        self.app = NonceAnchorApplication(chain_id, self.state, rules=rules, handlers=handlers)
+        self.app: NonceAnchorApplication
+        if anchor_path is None:
+            self.app = NonceAnchorApplication(chain_id, self.state, rules=rules, handlers=handlers)
+        else:
+            self.app = EmrApplication(
+                chain_id, self.state, rules=rules, handlers=handlers, anchor_path=anchor_path
+            )
         self.genesis = self.app.init_chain(
             self.genesis_validators, GENESIS_TIME_MS, organizations=organizations
         )

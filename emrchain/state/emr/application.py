@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from emrchain import _core
 from emrchain._core.schema import TxKind
 from emrchain.state import keys
-from emrchain.state.application import ApplicationRules, Handler
+from emrchain.state.application import AcceptPath, ApplicationRules, Handler
+from emrchain.state.emr import clinical
 from emrchain.state.emr.handlers import EMR_HANDLERS
 from emrchain.state.nonce_anchor import NonceAnchorApplication
+from emrchain.state.result import TxResult
 from emrchain.state.view import CommittedState
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 
@@ -34,7 +37,24 @@ class EmrApplication(NonceAnchorApplication):
         rules: ApplicationRules | None = None,
         handlers: Mapping[TxKind, Handler] = EMR_HANDLERS,
         signature_threads: int = 0,
+        anchor_path: bool = True,
     ) -> None:
+        """`anchor_path=False` turns off the compiled ANCHOR_RECORD accept path (results and
+        state are the same either way; tests compare the two). The path is used only while
+        the table maps ANCHOR_RECORD to the EMR rule it implements."""
+        accept_path = None
+        if anchor_path and handlers.get(TxKind.ANCHOR_RECORD) is clinical.anchor_record:
+            accept_path = AcceptPath(
+                _core.AnchorPath(
+                    int(TxKind.ANCHOR_RECORD),
+                    keys.NONCE_PREFIX,
+                    keys.EMR_RECORD_PREFIX,
+                    keys.PATIENT_PREFIX,
+                    clinical.MAX_RECORDS_PER_PATIENT,  # the limit the rule reads
+                    TxResult,
+                ),
+                clinical.anchor_author,
+            )
         super().__init__(
             chain_id,
             committed,
@@ -42,4 +62,5 @@ class EmrApplication(NonceAnchorApplication):
             rules=rules,
             handlers=handlers,
             signature_threads=signature_threads,
+            accept_path=accept_path,
         )

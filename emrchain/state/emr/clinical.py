@@ -12,7 +12,7 @@ from emrchain._core.schema import ErasureReason, Role
 from emrchain.state import keys
 from emrchain.state.application import BlockContext, writes_only_when_accepted
 from emrchain.state.codes import ResultCode
-from emrchain.state.emr.access import Decision, decide_read, grant_authorizes
+from emrchain.state.emr.access import Decision, decide_read, grant_authorizes, member_status
 from emrchain.state.emr.audit import (
     REVIEW_TRAIL,
     AccessBasis,
@@ -50,7 +50,7 @@ from emrchain.state.emr.tables import (
 )
 from emrchain.state.result import TxResult
 from emrchain.state.validators import StateCorruptionError
-from emrchain.state.view import OverlayStateView
+from emrchain.state.view import OverlayStateView, StateView
 
 _ANCHOR_ROLES = frozenset((Role.CLINICIAN, Role.ADMIN))
 _OK = int(ResultCode.OK)
@@ -104,6 +104,16 @@ def anchor_record(
     write_patient_fields(state, patient_id, holder, record_count + 1)
     # The message is short, so TxResult.make would not cut it.
     return TxResult(_OK, f"record {short(record_id)} anchored")
+
+
+def anchor_author(view: StateView, sender: bytes) -> tuple[bytes, bytes] | None:
+    """(member id, organisation id in ASCII) of the member `sender` signs for, when
+    `anchor_record`'s sender checks pass for it (`require_sender`, then `require_role`); else
+    None. The accept path of `anchor_path.py` asks this once per sender and run of anchors."""
+    status = member_status(view, sender)
+    if not isinstance(status, Member) or status.role not in _ANCHOR_ROLES:
+        return None
+    return status.member_id, status.organization_id.encode("ascii")
 
 
 def _live_record(state: OverlayStateView, record_id: bytes) -> EmrRecord:

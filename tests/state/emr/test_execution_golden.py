@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from emrchain._core.schema import ErasureReason, GrantScope, Role, TxKind
 from emrchain.state.emr.context import transaction_id
 from tests.state.chain import CHAIN_ID, signer
@@ -54,9 +56,10 @@ def _record(label: str) -> bytes:
     return digest("golden-record/" + label)
 
 
-def run_workload() -> World:
-    """Blocks of anchors and the rules around them; returns the world after the last block."""
-    world = World()
+def run_workload(*, anchor_path: bool = True) -> World:
+    """Blocks of anchors and the rules around them; returns the world after the last block.
+    `anchor_path` runs the node's application with or without its compiled accept path."""
+    world = World(anchor_path=anchor_path)
     nurse_new = signer("golden/nurse-rotated")
     late = actor("golden-late-clinician")
     # 1: many anchors per sender, two patients, an admin anchor, refusals of every kind an
@@ -158,12 +161,17 @@ def results_digest(world: World) -> str:
     return hasher.hexdigest()
 
 
-def test_golden_workload_app_hash_and_results_are_unchanged() -> None:
-    world = run_workload()
+@pytest.mark.parametrize("anchor_path", [True, False], ids=["accept-path", "general-only"])
+def test_golden_workload_app_hash_and_results_are_unchanged(anchor_path: bool) -> None:
+    world = run_workload(anchor_path=anchor_path)
     codes = [r.code for built in world.chain.built[-5:] for r in built.result.tx_results]
     assert 0 in codes and len(set(codes)) > 5  # the workload exercises refusals, not only OKs
     assert world.state.last_app_hash().hex() == EXPECTED_APP_HASH
     assert results_digest(world) == EXPECTED_RESULTS_DIGEST
+    # The compiled ANCHOR_RECORD path took part (or, turned off, did not): the pinned digests
+    # hold for both.
+    hits = world.chain.app.accept_path_hits
+    assert hits > 20 if anchor_path else hits == 0
 
 
 def test_golden_workload_is_reproducible_in_one_process() -> None:

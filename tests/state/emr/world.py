@@ -177,8 +177,12 @@ def erase_fields(
 class World:
     """The chain plus nonce bookkeeping; `setup()` registers everyone and anchors two records."""
 
-    def __init__(self, *, setup: bool = True) -> None:
-        self.chain = ChainBuilder(handlers=EMR_HANDLERS, organizations=genesis_organizations())
+    def __init__(self, *, setup: bool = True, anchor_path: bool = True) -> None:
+        """`anchor_path`: run the node's `EmrApplication` with (default) or without its
+        compiled ANCHOR_RECORD accept path."""
+        self.chain = ChainBuilder(
+            handlers=EMR_HANDLERS, organizations=genesis_organizations(), anchor_path=anchor_path
+        )
         self.nonces: dict[bytes, int] = {}
         if setup:
             self.setup()
