@@ -1,7 +1,7 @@
 """The hot path: batch transaction checks and decoding, merkle trees, batched Ed25519
 verification, the digest of a block's state writes (its app hash step), the absence filter
 over committed record keys (`store/absence.py`), the accept path of ANCHOR_RECORD on raw bytes
-(`state/emr/anchor_path.py`).
+(`state/emr/application.py`).
 
 Two twins implement the same functions with the same names, signatures, results and exception
 types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`, `_absence`,
