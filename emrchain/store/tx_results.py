@@ -5,20 +5,34 @@ Messages are UTF-8 and at most `MAX_TX_RESULT_MESSAGE_BYTES` long (the applicati
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 
 from emrchain.state.result import MAX_TX_RESULT_MESSAGE_BYTES, TxResult
-from emrchain.types.codec import DecodeError, Reader, Writer
+from emrchain.types.codec import DecodeError, EncodeError, Reader, Writer
+
+_CODE_AND_LENGTH = struct.Struct(">HH")
 
 
 def encode_tx_results(results: Sequence[TxResult]) -> bytes:
-    writer = Writer().u32(len(results))
+    """The stored form of `results` (the module docstring). One struct pack per result rather
+    than a `Writer` per field: every block's commit encodes one result per transaction, on the
+    event loop. EncodeError for a code that is not an int within u16 (as `Writer.u16`),
+    ValueError for a message over the limit."""
+    parts = [Writer().u32(len(results)).bytes()]
+    append = parts.append
+    pack = _CODE_AND_LENGTH.pack
     for code, message in results:
         raw = message.encode("utf-8")
         if len(raw) > MAX_TX_RESULT_MESSAGE_BYTES:
             raise ValueError(f"a result message exceeds {MAX_TX_RESULT_MESSAGE_BYTES} bytes")
-        writer.u16(code).var_bytes(raw, 2)
-    return writer.bytes()
+        if type(code) is not int and (not isinstance(code, int) or isinstance(code, bool)):
+            raise EncodeError(f"{code!r} does not fit u16")
+        if not 0 <= code <= 0xFFFF:
+            raise EncodeError(f"{code!r} does not fit u16")
+        append(pack(code, len(raw)))
+        append(raw)
+    return b"".join(parts)
 
 
 def decode_tx_results(data: bytes, max_results: int) -> list[TxResult]:
