@@ -283,7 +283,9 @@ class NonceAnchorApplication:
         decode_accepted = _core.decode_accepted
 
         def deliver(index: int) -> None:
-            tx = decoded.get(index) or decode_accepted(txs[index])
+            tx = decoded.get(index)
+            if tx is None:
+                tx = decode_accepted(txs[index])
             results[index] = self._deliver(tx, block_state, context)
 
         accept_path = self._accept_path

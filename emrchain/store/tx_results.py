@@ -26,9 +26,9 @@ def encode_tx_results(results: Sequence[TxResult]) -> bytes:
         raw = message.encode("utf-8")
         if len(raw) > MAX_TX_RESULT_MESSAGE_BYTES:
             raise ValueError(f"a result message exceeds {MAX_TX_RESULT_MESSAGE_BYTES} bytes")
-        if type(code) is not int and (not isinstance(code, int) or isinstance(code, bool)):
-            raise EncodeError(f"{code!r} does not fit u16")
-        if not 0 <= code <= 0xFFFF:
+        if (
+            type(code) is not int and (isinstance(code, bool) or not isinstance(code, int))
+        ) or not 0 <= code <= 0xFFFF:
             raise EncodeError(f"{code!r} does not fit u16")
         append(pack(code, len(raw)))
         append(raw)

@@ -15,8 +15,8 @@ in a role that may anchor), no stored record under the record id, a patient entr
 different kind, any refusal, an entry in another form, bytes whose layout does not add up — is
 handed to the caller's `deliver(index)` before anything is written for it, and the caller runs
 the general pipeline, which gives the exact result (and raises where it raises). The writes and
-the result message are byte for byte those of the general rule (`tests/state/test_anchor_path.py`
-runs blocks both ways and compares everything).
+the result message are byte for byte those of the general rule
+(`tests/state/emr/test_anchor_path.py` runs blocks both ways and compares everything).
 
 Authors are remembered per sender within one `deliver_block` call, and forgotten whenever a
 transaction goes the general way: only such a transaction can change a member (the accept path

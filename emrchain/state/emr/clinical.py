@@ -109,7 +109,8 @@ def anchor_record(
 def anchor_author(view: StateView, sender: bytes) -> tuple[bytes, bytes] | None:
     """(member id, organisation id in ASCII) of the member `sender` signs for, when
     `anchor_record`'s sender checks pass for it (`require_sender`, then `require_role`); else
-    None. The accept path of `anchor_path.py` asks this once per sender and run of anchors."""
+    None. The compiled accept path (`_core.AnchorPath`, wired in `application.py`) asks this
+    once per sender and run of anchors."""
     status = member_status(view, sender)
     if not isinstance(status, Member) or status.role not in _ANCHOR_ROLES:
         return None
