@@ -20,6 +20,7 @@ from typing import Any
 
 from emrchain import _core
 from emrchain.bench import report
+from emrchain.bench.cpu import process_cpu_seconds
 from emrchain.bench.load import WindowOptions, run_window
 from emrchain.bench.prepare import LoadPlan, prepare
 from emrchain.node.devnet import Devnet
@@ -108,17 +109,6 @@ def _log(message: str) -> None:
 
 def _load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of process `pid` so far, all its threads (also those that have
-    exited: the verifier's per-call threads), from /proc; None if it cannot be read."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "; field 3 is first
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _devnet_cpu_seconds(devnet: Devnet | None) -> float | None:

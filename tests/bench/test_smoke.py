@@ -43,17 +43,3 @@ def test_four_validators_low_rate_loses_nothing(tmp_path: Path) -> None:
     assert written["summary"]["committed"] == summary["committed"]
     assert sum(row["committed"] for row in written["timeline"]) == summary["committed"]
     assert (tmp_path / "out" / "smoke.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-def test_process_cpu_seconds_reads_this_process_and_refuses_a_missing_one() -> None:
-    import os
-    import time
-
-    from emrchain.bench.runner import process_cpu_seconds
-
-    deadline = time.process_time() + 0.05
-    while time.process_time() < deadline:  # burn a little CPU so both readings move
-        pass
-    reading = process_cpu_seconds(os.getpid())
-    assert reading is not None and abs(reading - time.process_time()) < 0.1
-    assert process_cpu_seconds(2**22 + 7) is None  # above Linux's pid limit: no such process
