@@ -22,6 +22,8 @@ from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy, memset
 
+from emrchain._core._bigendian cimport read_be, write_be
+
 from emrchain._core.fallback.anchors import (
     ANCHOR_FIXED_PAYLOAD_BYTES,
     PATIENT_ENTRY_BYTES,
@@ -43,21 +45,6 @@ if FIXED != ANCHOR_FIXED_PAYLOAD_BYTES or ENTRY != PATIENT_ENTRY_BYTES:
     raise ImportError("_anchors: layout constants differ from the twin's")
 
 cdef const char *_HEX = b"0123456789abcdef"
-
-
-cdef inline uint64_t _read_be(const unsigned char *data, int width) noexcept:
-    cdef uint64_t value = 0
-    cdef int i
-    for i in range(width):
-        value = (value << 8) | data[i]
-    return value
-
-
-cdef inline void _write_be(unsigned char *out, uint64_t value, int width) noexcept:
-    cdef int i
-    for i in range(width - 1, -1, -1):
-        out[i] = value & 0xFF
-        value >>= 8
 
 
 cdef inline bytes _key(unsigned char prefix, const unsigned char *identifier):
@@ -178,14 +165,14 @@ cdef class AnchorPath:
         cdef Py_ssize_t payload_at = kind_at + AFTER_CHAIN
         if size < payload_at + SIGNATURE or data[kind_at] != self._anchor_kind:
             return False
-        cdef Py_ssize_t payload_length = <Py_ssize_t>_read_be(data + payload_at - 2, 2)
+        cdef Py_ssize_t payload_length = <Py_ssize_t>read_be(data + payload_at - 2, 2)
         if payload_at + payload_length + SIGNATURE != size or payload_length < FIXED:
             return False
         cdef Py_ssize_t cid_length = data[payload_at + 3 * KEY]
         if payload_length != FIXED + cid_length:
             return False
         cdef const unsigned char *sender_bytes = data + kind_at + 1
-        cdef uint64_t nonce = _read_be(sender_bytes + KEY, 8)
+        cdef uint64_t nonce = read_be(sender_bytes + KEY, 8)
 
         nonce_key = _key(self._nonce_prefix, sender_bytes)
         stored = _lookup(pending, nonce_key, read)
@@ -193,7 +180,7 @@ cdef class AnchorPath:
         if stored is not None:
             if not PyBytes_CheckExact(stored) or PyBytes_GET_SIZE(stored) != 8:
                 return False
-            last_nonce = _read_be(<const unsigned char *>PyBytes_AS_STRING(stored), 8)
+            last_nonce = read_be(<const unsigned char *>PyBytes_AS_STRING(stored), 8)
         if last_nonce == 0xFFFFFFFFFFFFFFFF or nonce != last_nonce + 1:
             return False
         sender = PyBytes_FromStringAndSize(<const char *>sender_bytes, KEY)
@@ -218,7 +205,7 @@ cdef class AnchorPath:
         if not PyBytes_CheckExact(entry) or PyBytes_GET_SIZE(entry) != ENTRY:
             return False
         cdef const unsigned char *entry_bytes = <const unsigned char *>PyBytes_AS_STRING(entry)
-        cdef uint64_t record_count = _read_be(entry_bytes + KEY, 4)
+        cdef uint64_t record_count = read_be(entry_bytes + KEY, 4)
         if record_count >= self._max_records:
             return False
         cdef Py_ssize_t new_keys = (
@@ -245,16 +232,16 @@ cdef class AnchorPath:
         out += 1
         memcpy(out, PyBytes_AS_STRING(organization), organization_length)
         out += organization_length
-        _write_be(out, height, 8)
-        _write_be(out + 8, time_ms, 8)
+        write_be(out, height, 8)
+        write_be(out + 8, time_ms, 8)
         memset(out + 16, 0, ERASURE)
 
         cdef bytes patient = PyBytes_FromStringAndSize(NULL, ENTRY)
         out = <unsigned char *>PyBytes_AS_STRING(patient)
         memcpy(out, entry_bytes, KEY)
-        _write_be(out + KEY, record_count + 1, 4)
+        write_be(out + KEY, record_count + 1, 4)
         cdef bytes nonce_value = PyBytes_FromStringAndSize(NULL, 8)
-        _write_be(<unsigned char *>PyBytes_AS_STRING(nonce_value), nonce, 8)
+        write_be(<unsigned char *>PyBytes_AS_STRING(nonce_value), nonce, 8)
 
         PyDict_SetItem(pending, record_key, record)
         PyDict_SetItem(pending, patient_key, patient)

@@ -18,6 +18,8 @@ from cpython.ref cimport Py_INCREF
 from cpython.tuple cimport PyTuple_SET_ITEM
 from cpython.object cimport PyTypeObject
 from cpython.unicode cimport PyUnicode_DecodeASCII, PyUnicode_DecodeUTF8
+
+from emrchain._core._bigendian cimport read_be
 from libc.string cimport memcmp
 
 import sys
@@ -135,14 +137,6 @@ cdef inline bint _all_zero(const u8 *data, size_t length) noexcept nogil:
     return True
 
 
-cdef inline u64 _read_be(const u8 *data, size_t width) noexcept nogil:
-    cdef u64 value = 0
-    cdef size_t i
-    for i in range(width):
-        value = (value << 8) | data[i]
-    return value
-
-
 cdef u8 _check_payload(int kind, const u8 *payload, size_t end) noexcept nogil:
     """Walk the kind's field rules: `txcodec._read_field` and `decode_payload`, in order."""
     cdef size_t pos = 0, width, length, i
@@ -162,7 +156,7 @@ cdef u8 _check_payload(int kind, const u8 *payload, size_t end) noexcept nogil:
             if rule.minimum and _all_zero(data, width):
                 return V_FIELD_ZERO
             continue
-        value = _read_be(data, width)
+        value = read_be(data, width)
         if rule.cls == C_ENUM:
             if value > 63 or not (rule.allowed >> value) & 1:
                 return V_BAD_ENUM
@@ -217,7 +211,7 @@ cdef u8 _check_one(const u8 *raw, size_t size, const u8 *chain, size_t chain_len
     if _all_zero(raw + sender, KEY_BYTES):
         return V_ZERO_SENDER
     # The nonce (8 bytes after the sender) has no stateless rule.
-    cdef size_t payload_len = _read_be(raw + payload_start - 2, 2)
+    cdef size_t payload_len = read_be(raw + payload_start - 2, 2)
     cdef size_t expected = payload_start + payload_len + SIG_BYTES
     if size < expected:
         return V_TRUNCATED
@@ -371,9 +365,9 @@ cdef dict _decode_fields(int kind, const u8 *payload, size_t end):
         if rule.cls == C_FIXED:
             value = PyBytes_FromStringAndSize(<char *>data, width)
         elif rule.cls == C_UINT or rule.cls == C_ENUM:
-            value = PyLong_FromUnsignedLongLong(_read_be(data, width))
+            value = PyLong_FromUnsignedLongLong(read_be(data, width))
         else:
-            length = <size_t>_read_be(data, width)
+            length = <size_t>read_be(data, width)
             if length > end - pos:
                 _out_of_range()
             data = payload + pos
@@ -420,7 +414,7 @@ def decode_accepted(raw):
     cdef size_t payload_start = sender + KEY_BYTES + 8 + 2
     if size < payload_start:
         _out_of_range()
-    cdef size_t payload_len = <size_t>_read_be(data + payload_start - 2, 2)
+    cdef size_t payload_len = <size_t>read_be(data + payload_start - 2, 2)
     if payload_len > size - payload_start:
         _out_of_range()
     cdef size_t payload_end = payload_start + payload_len
@@ -436,7 +430,7 @@ def decode_accepted(raw):
     _set_item(result, 1, chain_id)
     _set_item(result, 2, _kind_members[kind])
     _set_item(result, 3, PyBytes_FromStringAndSize(<char *>data + sender, KEY_BYTES))
-    _set_item(result, 4, PyLong_FromUnsignedLongLong(_read_be(data + sender + KEY_BYTES, 8)))
+    _set_item(result, 4, PyLong_FromUnsignedLongLong(read_be(data + sender + KEY_BYTES, 8)))
     _set_item(result, 5, PyBytes_FromStringAndSize(<char *>data + payload_start, payload_len))
     _set_item(result, 6, PyBytes_FromStringAndSize(<char *>data + payload_end,
                                                    size - payload_end))
