@@ -175,7 +175,12 @@ class ConsensusSection:
         Integer(0, 600_000),
     )
     create_empty_blocks: bool = setting(
-        True, "Propose blocks even when the mempool is empty.", Boolean()
+        True,
+        "Propose blocks even when the mempool is empty. false: the next height starts only when "
+        "this validator holds a transaction, a peer has started it, or the last block had "
+        "transactions (one more block then carries their app hash); an idle chain makes no "
+        "blocks.",
+        Boolean(),
     )
     max_round: int = setting(
         1_000,

@@ -40,7 +40,7 @@ its batch calls, so admission work still uses all cores).
 from __future__ import annotations
 
 import struct
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 
 from emrchain import _core
 from emrchain._core import schema
@@ -106,6 +106,11 @@ class Mempool:
         self._refused: dict[str, int] = {}
         self._signatures_verified = 0
         self._signature_cache_hits = 0
+        self.on_admitted: Callable[[], None] | None = None
+        """Called after a batch that admitted at least one transaction (every path: RPC,
+        gossip, records), from inside `admit_batch`: a consensus that waits for transactions
+        (`create_empty_blocks = false`) learns here that there are some. It must not call
+        back into the pool."""
 
     # ------------------------------------------------------------------ queries
 
@@ -368,6 +373,8 @@ class Mempool:
             results[index] = Admission(tx_id, True, AdmissionCode.OK, ACCEPTED_REASON)
             admitted += 1
         self._admitted_txs += admitted
+        if admitted and self.on_admitted is not None:
+            self.on_admitted()
 
     # ------------------------------------------------------- signature knowledge
 

@@ -51,6 +51,9 @@ class DriverLimits:
     """Proposals and votes up to this many heights above our current one are kept for later,
     beyond the core's window (current and next height)."""
     max_future_messages: int = 2_048
+    create_empty_blocks: bool = True
+    """False: after timeout_commit, the next height starts only once there is something to
+    commit (see `_start_or_wait`); an idle chain then makes no blocks."""
 
 
 class ConsensusDriver:
@@ -94,6 +97,8 @@ class ConsensusDriver:
         self.refused_signatures = 0
         self.stopped = False
         self._applying: asyncio.Task[None] | None = None
+        # The height we would start if there were transactions (create_empty_blocks = false).
+        self._waiting_height: int | None = None
         # Timer callbacks run through this, so the node can halt on an unexpected exception
         # instead of losing a timer silently (the node sets it to its own guard).
         self.guard: Callable[..., None] = lambda function, *arguments: function(*arguments)
@@ -110,6 +115,7 @@ class ConsensusDriver:
         if self._start_timer is not None:
             self._start_timer.cancel()
             self._start_timer = None
+        self._waiting_height = None
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -155,6 +161,7 @@ class ConsensusDriver:
         if not proposal.verify(self._chain.chain_id):
             logger.warning("proposal with an invalid signature; dropped")
             return
+        self._wake_for(block.height)
         self._dispatch(ProposalReceived(proposal))
 
     def on_vote(self, message: VoteMessage) -> None:
@@ -166,6 +173,7 @@ class ConsensusDriver:
         if not vote.verify(self._chain.chain_id):
             logger.warning("vote with an invalid signature from %s", vote.validator.hex()[:16])
             return
+        self._wake_for(vote.height)
         self._dispatch(VoteReceived(vote))
 
     def _keep_for_later(self, height: int, message: ProposalMessage | VoteMessage) -> bool:
@@ -271,7 +279,7 @@ class ConsensusDriver:
     def _decide(self, effect: fx.Decide) -> None:
         block, verdict = self._blocks[effect.height][effect.block_id]
         if effect.height != self._chain.height + 1:  # block sync applied it already
-            self._schedule_next_height()
+            self._schedule_next_height(block_had_txs=True)
             return
         if self._applying is not None:
             raise RuntimeError(f"decided height {effect.height} while a block is still written")
@@ -291,13 +299,39 @@ class ConsensusDriver:
             return
         self._applying = None
         if not self.stopped:
-            self._schedule_next_height()
+            self._schedule_next_height(block_had_txs=len(block.txs) > 0)
 
-    def _schedule_next_height(self) -> None:
+    def _schedule_next_height(self, *, block_had_txs: bool) -> None:
         delay_seconds = self._limits.timeout_commit_ms / 1000
         self._start_timer = self._loop.call_later(
-            delay_seconds, self.guard, self.start_height, self._chain.height + 1
+            delay_seconds, self.guard, self._start_or_wait, self._chain.height + 1, block_had_txs
         )
+
+    def _start_or_wait(self, height: int, block_had_txs: bool) -> None:
+        """Start `height`, or with create_empty_blocks = false wait for a reason to: a
+        transaction in our mempool (`txs_available`), or a peer's proposal or vote for it (a
+        validator that holds transactions started it, and waiting would hold up its quorum).
+        A block with transactions is always followed by one more block, which carries the app
+        hash of their execution in its header, so that the validators compare it now and not
+        at the next burst of activity (as CometBFT's "proof block")."""
+        self._start_timer = None
+        if self._limits.create_empty_blocks or block_had_txs or len(self._chain.mempool) > 0:
+            self.start_height(height)
+            return
+        self._waiting_height = height
+        logger.info("height %d waits for transactions (create_empty_blocks = false)", height)
+
+    def txs_available(self) -> None:
+        """The mempool admitted transactions: start the height we wait at, if any. Deferred
+        to its own loop callback, because the mempool calls this from inside admission and
+        starting a height reaps the mempool for our proposal."""
+        if self._waiting_height is not None:
+            self._loop.call_soon(self.guard, self._wake_for, self._waiting_height)
+
+    def _wake_for(self, height: int) -> None:
+        """Start `height` if we are waiting at it (idempotent)."""
+        if self._waiting_height == height and not self.stopped:
+            self.start_height(height)
 
     async def wait_applied(self) -> None:
         """Wait for the decided block being written, if any (before the store closes)."""

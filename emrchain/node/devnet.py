@@ -47,7 +47,7 @@ class Devnet:
         validators: int = 4,
         *,
         chain_id: str = "emrchain-devnet",
-        consensus: dict[str, int] | None = None,
+        consensus: dict[str, int | bool] | None = None,
     ) -> None:
         self.root = Path(root).absolute()
         self.homes: list[Path] = []
@@ -238,7 +238,7 @@ class Devnet:
         )
 
 
-def _tune_home(home: Path, index: int, consensus: dict[str, int]) -> None:
+def _tune_home(home: Path, index: int, consensus: dict[str, int | bool]) -> None:
     """The devnet's settings for node `index`: its consensus timeouts, and a LevelDB write
     buffer of 1, 1.125, 1.25 or 1.375 times the default.
 

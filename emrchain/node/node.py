@@ -261,8 +261,12 @@ class Node:
             self.validator_key,
             SigningStateStore(self._database),
             self._broadcast,
-            DriverLimits(timeout_commit_ms=self.config.consensus.timeout_commit_ms),
+            DriverLimits(
+                timeout_commit_ms=self.config.consensus.timeout_commit_ms,
+                create_empty_blocks=self.config.consensus.create_empty_blocks,
+            ),
         )
+        self.mempool.on_admitted = self.driver.txs_available
         logger.info(
             "node %s (validator %s) starting at height %d; core %s",
             self.p2p.node_id[:16],
