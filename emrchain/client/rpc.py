@@ -44,6 +44,7 @@ from emrchain.client.replies import (
     RecordRead,
     StoredRecord,
     SubmissionRefusedError,
+    Unauthenticated,
     Verdict,
     check_stored,
     error_from_reply,
@@ -160,9 +161,12 @@ class EmrClient:
         return json_object(await self._request("GET", "/status"), "GET /status")
 
     async def account(self, member_key: bytes | None = None) -> dict[str, Any]:
-        """`GET /accounts/{key}` (default: this identity's key)."""
+        """`GET /accounts/{key}` (default: this identity's key), signed: of another member's
+        key the node tells only its encryption key (and whether it is a current, active member
+        key); nonces only of our own."""
         key = (member_key or self.identity.member_key).hex()
-        return json_object(await self._request("GET", f"/accounts/{key}"), "GET /accounts")
+        reply = await self._request("GET", f"/accounts/{key}", signed=True)
+        return json_object(reply, "GET /accounts")
 
     # ------------------------------------------------------------------ transactions
 
@@ -205,11 +209,19 @@ class EmrClient:
         deadline = time.monotonic() + timeout_s
         interval = _POLL_INITIAL_S
         last_status = "unknown to the node"
+        # Signed, so that a refusal comes with its message (the node shows it only to the
+        # sender's member); a key the node no longer knows (revoked) polls unsigned.
+        signed = True
         while True:
             try:
-                reply = await self._request("GET", f"/txs/{tx_id.hex()}")
+                reply = await self._request("GET", f"/txs/{tx_id.hex()}", signed=signed)
             except NotFound:  # not (yet) known here: gossip may not have brought it
                 reply = None
+            except Unauthenticated:
+                if not signed:
+                    raise
+                signed, reply = False, None
+                continue
             if reply is not None:
                 last_status = text_field(reply, "status", "GET /txs")
                 if last_status == "committed":
@@ -286,8 +298,9 @@ class EmrClient:
             height=committed.height,
         )
 
-    async def _read(self, record_id: bytes, wait: bool) -> tuple[RecordRead, bytes]:
-        """GET the record with a signed ACCESS_EVENT; (the plaintext read, our wrapped key)."""
+    async def _read(self, record_id: bytes) -> tuple[RecordRead, bytes]:
+        """GET the record with a signed ACCESS_EVENT; (the plaintext read, our wrapped key).
+        The node answers only once the event is committed: the read is on chain."""
         event = transactions.access_event(
             self.identity, await self.chain_id(), await self.next_nonce(), record_id=record_id
         )
@@ -315,14 +328,15 @@ class EmrClient:
             )
         except EnvelopeError as error:
             raise BadReplyError(f"GET /records/{{id}}: the record does not open: {error}") from None
-        if wait:
-            await self.wait_committed(event.tx_id)
-        return RecordRead(record_id, served.patient_id, plaintext, event.tx_id), served.wrapped_key
+        read = RecordRead(
+            record_id, served.patient_id, plaintext, event.tx_id, served.access_event_height
+        )
+        return read, served.wrapped_key
 
-    async def get_record(self, record_id: bytes, *, wait: bool = True) -> RecordRead:
-        """Read and decrypt a record. The node submits our ACCESS_EVENT before answering; with
-        `wait` we also wait until that event is committed (the read is then on chain)."""
-        read, _ = await self._read(record_id, wait)
+    async def get_record(self, record_id: bytes) -> RecordRead:
+        """Read and decrypt a record. The node admits our ACCESS_EVENT and answers only once
+        it is committed, so a read we get is a read on the ledger."""
+        read, _ = await self._read(record_id)
         return read
 
     async def grant(
@@ -357,7 +371,7 @@ class EmrClient:
             if member is None:
                 raise EmrClientError(f"grantee {grantee_member.hex()} is not a member")
             grantee_encryption_key = hex_field(member, "encryption_key", "GET /accounts", 32)
-        _, own_wrapped_key = await self._read(record_id, wait=False)
+        _, own_wrapped_key = await self._read(record_id)
         return await self._send(
             transactions.grant_record,
             record_id=record_id,

@@ -345,6 +345,18 @@ class RecordsSection:
         "it or its members.",
         Choice(("authored_and_granted", "authored")),
     )
+    access_event_timeout_ms: int = setting(
+        8_000,
+        "How long a read waits for its access event to be committed; the read is served only "
+        "once it is, else it answers 504 and is not served. Below [rpc] request_timeout_ms.",
+        Integer(100, 600_000),
+    )
+    max_reads_waiting: int = setting(
+        1_024,
+        "Most reads waiting at once for their access event's commit; more answer 503 with "
+        "Retry-After before anything goes on chain.",
+        Integer(1, 1_000_000),
+    )
     max_record_bytes: int = setting(
         64 * MIB, "Largest record ciphertext accepted.", Integer(1, 1 << 32)
     )
@@ -601,6 +613,13 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         rpc.listen_address != p2p.listen_address,
         "[rpc] listen_address",
         f"must differ from [p2p] listen_address ({p2p.listen_address})",
+    )
+    require(
+        config.records.access_event_timeout_ms < rpc.request_timeout_ms,
+        "[records] access_event_timeout_ms",
+        f"must be below [rpc] request_timeout_ms ({rpc.request_timeout_ms}) so a read that "
+        f"waits for its access event can still answer, got "
+        f"{config.records.access_event_timeout_ms}",
     )
     absence_filter_bytes = config.storage.absence_filter_bytes
     require(

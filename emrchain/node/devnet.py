@@ -206,20 +206,22 @@ class Devnet:
     ) -> None:
         """Node `node`'s organisation admin registers the workload's clinicians and patients
         (`emrchain.workload`), and waits until they are committed."""
+        from emrchain.client.sync import SyncEmrClient
         from emrchain.config.homes import ADMIN_IDENTITY_FILE
         from emrchain.keystore.member import load_member_identity
         from emrchain.workload import registration_transactions
 
         config = load_node_config(self.homes[node])
         admin = load_member_identity(config.resolve(ADMIN_IDENTITY_FILE))
-        account = self.rpc(node, f"/accounts/{admin.member_key.hex()}")
+        with SyncEmrClient(self.rpc_urls[node], admin) as client:
+            first_nonce = client.next_nonce()
         txs = registration_transactions(
             admin.signer,
             config.node.organization_id,
             chain_id=self.rpc(node, "/status")["chain_id"].encode(),
             senders=senders,
             seed=seed,
-            first_nonce=account["next_nonce"],
+            first_nonce=first_nonce,
         )
         accepted = self.submit(txs, nodes=[node])
         if len(accepted) != len(txs):

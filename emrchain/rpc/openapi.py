@@ -48,12 +48,13 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
     descriptions = {
         400: "malformed input",
         401: "unsigned, stale, replayed, forged or unknown-key request",
-        403: "not allowed by consent or role",
-        404: "unknown",
+        403: "not allowed by role, or consent changed while a read's access event was committed",
+        404: "unknown, or not the caller's to see (one answer for both)",
         409: "conflict, or the wrong node for this record",
         410: "erased",
         413: "body too large",
         503: "a storage backend is unavailable, or the request timed out (request_timeout_ms)",
+        504: "the read's access event was not committed in time; the read was not served",
     }
     return {
         str(status): {
@@ -160,8 +161,14 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
             "/txs/{tx_id}": {
                 "get": {
                     "operationId": "transactionStatus",
+                    "description": "Signed by the sender's member or an auditor, the reply "
+                    "carries the result message; unsigned, `result` is null.",
+                    "security": [{}, *SIGNED],
                     "parameters": [_path_parameter("tx_id", HEX32)],
-                    "responses": {**_ok(replies.TX_STATUS), **_error_responses(400, 404, 503)},
+                    "responses": {
+                        **_ok(replies.TX_STATUS),
+                        **_error_responses(400, 401, 404, 503),
+                    },
                 }
             },
             "/blocks/latest": {
@@ -208,8 +215,9 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
             "/accounts/{member_key}": {
                 "get": {
                     "operationId": "account",
+                    "security": SIGNED,
                     "parameters": [_path_parameter("member_key", HEX32)],
-                    "responses": {**_ok(replies.ACCOUNT), **_error_responses(400, 503)},
+                    "responses": {**_ok(replies.ACCOUNT), **_error_responses(400, 401, 503)},
                 }
             },
             "/records/{record_id}/ciphertext": {
@@ -256,7 +264,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         **_ok(replies.READ),
-                        **_error_responses(400, 401, 403, 404, 409, 410, 503),
+                        **_error_responses(400, 401, 403, 404, 409, 410, 503, 504),
                     },
                 }
             },

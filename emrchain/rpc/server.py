@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from emrchain import _core
+from emrchain._core.schema import PUBLIC_KEY_BYTES, Role
 from emrchain.rpc.auth import Authenticator
 from emrchain.rpc.binary import BinarySubmit
 from emrchain.rpc.errors import RpcError, hex_argument, json_errors, request_timeout
@@ -21,7 +22,9 @@ from emrchain.rpc.openapi import document as openapi_document
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
+from emrchain.rpc.signing import HEADER_KEY
 from emrchain.rpc.stream import BlockStream, StreamLimits
+from emrchain.state.emr import queries
 from emrchain.types import Block
 
 if TYPE_CHECKING:
@@ -39,6 +42,10 @@ def _store_counters(store: BlockStore) -> dict[str, int]:
         "state_cache_entries": len(cache) if cache is not None else 0,
         "absence_filter_keys": absence.keys_added if absence is not None else 0,
     }
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def header_json(block: Block) -> dict[str, Any]:
@@ -84,7 +91,7 @@ class RpcServer:
         self.authenticator = Authenticator(
             node.chain_id,
             node.store.state_view,
-            lambda: time.time_ns() // 1_000_000,
+            wall_clock_ms,
             records.max_clock_skew_ms,
             records.replay_cache_entries,
         )
@@ -98,7 +105,7 @@ class RpcServer:
                 web.get("/blocks/latest", self.latest_block),
                 web.get("/blocks/{height}", self.block),
                 web.get("/ws/blocks", BlockStream(node, StreamLimits.of(section)).handle),
-                *RecordRoutes(node, self.authenticator).routes(),
+                *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 web.get(
                     "/ws/patients/{patient_id}",
                     PatientEventStream(
@@ -230,6 +237,13 @@ class RpcServer:
         block = node.store.block(proof.height)
         results = node.store.tx_results(proof.height) or []
         result = results[proof.index] if proof.index < len(results) else None
+        # The result message can say what the transaction did (a break-glass opened, why a
+        # read was refused): only the sender's member and auditors read it; others see the code.
+        message = None
+        if result is not None and block is not None and await self._may_read_result(
+            request, block.txs[proof.index]
+        ):
+            message = result.message
         return web.json_response(
             {
                 "tx_id": tx_id.hex(),
@@ -237,7 +251,7 @@ class RpcServer:
                 "height": proof.height,
                 "index": proof.index,
                 "result_code": result.code if result else None,
-                "result": result.message if result else None,
+                "result": message,
                 "proof": {
                     "total": proof.total,
                     "index": proof.index,
@@ -246,6 +260,20 @@ class RpcServer:
                 "header": header_json(block) if block else None,
             }
         )
+
+    async def _may_read_result(self, request: web.Request, tx: bytes) -> bool:
+        """A signed request by the transaction's sender (any key of its member) or an
+        auditor; an unsigned one sees no message (a badly signed one is refused, 401)."""
+        if HEADER_KEY not in request.headers:
+            return False
+        caller = await self.authenticator.authenticate(request, await request.read())
+        if caller.member.role == Role.AUDITOR:
+            return True
+        sender_start = 3 + tx[1]
+        sender = queries.member(
+            self._node.store.state_view(), tx[sender_start : sender_start + PUBLIC_KEY_BYTES]
+        )
+        return sender is not None and sender.member.member_id == caller.member.member_id
 
     async def latest_block(self, request: web.Request) -> web.Response:
         return self._block_response(self._node.chain.height)

@@ -24,7 +24,6 @@ from emrchain.client import transactions
 from emrchain.client.envelope import derive_member_key_pair, new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
-    AccessDenied,
     BadReplyError,
     CommitTimeoutError,
     Conflict,
@@ -246,9 +245,9 @@ def test_consent_grant_read_revoke_and_the_access_trail(real_node: RealNode) -> 
             EmrClient(real_node.url, cast.outsider) as reader,
             EmrClient(real_node.url, cast.patient) as patient,
         ):
-            with pytest.raises(AccessDenied) as denied:
+            with pytest.raises(NotFound) as denied:
                 await reader.get_record(record_id)
-            assert denied.value.status == 403 and denied.value.code == "access_denied"
+            assert denied.value.status == 404 and denied.value.code == "not_found"
             grant = await patient.grant(
                 record_id=record_id, grantee_member=cast.outsider.member_key
             )
@@ -258,7 +257,7 @@ def test_consent_grant_read_revoke_and_the_access_trail(real_node: RealNode) -> 
             assert (await reader.get_record(record_id)).plaintext == PLAINTEXT
             await patient.revoke(grant.tx_id)
             assert (await patient.grants(record_id=record_id))["grants"] == []
-            with pytest.raises(AccessDenied):
+            with pytest.raises(NotFound):
                 await reader.get_record(record_id)
             # A refused read put nothing on the ledger: the reader's nonce 2 is still free.
             assert await reader.next_nonce() == 2
@@ -285,7 +284,7 @@ def test_break_glass_opens_a_flagged_read_with_its_reason(real_node: RealNode) -
     async def scenario() -> dict[str, Any]:
         record_id = await store(real_node, cast)
         async with EmrClient(real_node.url, cast.outsider) as responder:
-            with pytest.raises(AccessDenied):
+            with pytest.raises(NotFound):
                 await responder.get_record(record_id)
             await responder.break_glass(cast.patient_id, BREAK_GLASS_REASON, 3_600_000)
             assert (await responder.get_record(record_id)).plaintext == PLAINTEXT
@@ -310,7 +309,7 @@ def test_refusals_map_to_typed_errors_404_409_410_401(real_node: RealNode) -> No
         async with EmrClient(real_node.url, cast.clinician) as clinician:
             with pytest.raises(NotFound) as unknown:
                 await clinician.get_record(new_record_id())
-            assert unknown.value.status == 404 and unknown.value.code == "unknown_record"
+            assert unknown.value.status == 404 and unknown.value.code == "not_found"
             # The same record id uploaded again (a genuine sealed upload, as put_record makes).
             sealed = seal_record(
                 b"another note", record_id, cast.patient_id, {"custody": real_node.custody_key}
