@@ -174,6 +174,13 @@ class ConsensusSection:
         "Pause after committing a block before starting the next height.",
         Integer(0, 600_000),
     )
+    timeout_commit_reads_ms: int = setting(
+        10,
+        "The pause after a commit instead of timeout_commit_ms while this validator holds an "
+        "access event: a reader is served only once its event is committed, so its block "
+        "should not wait out timeout_commit_ms. Above timeout_commit_ms it has no effect.",
+        Integer(0, 600_000),
+    )
     create_empty_blocks: bool = setting(
         True,
         "Propose blocks even when the mempool is empty. false: the next height starts only when "

@@ -268,6 +268,7 @@ class Node:
             self._broadcast,
             DriverLimits(
                 timeout_commit_ms=self.config.consensus.timeout_commit_ms,
+                timeout_commit_reads_ms=self.config.consensus.timeout_commit_reads_ms,
                 create_empty_blocks=self.config.consensus.create_empty_blocks,
             ),
         )
