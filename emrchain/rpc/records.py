@@ -13,6 +13,7 @@ from emrchain._core.schema import AccessAction, Role, TxKind
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.errors import RpcError, hex_argument
+from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.signing import HEADER_ACCESS_EVENT
@@ -80,7 +81,7 @@ class RecordRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.put("/records/{record_id}/ciphertext", self.upload),
+            web.put("/records/{record_id}/ciphertext", self.upload, expect_handler=defer_continue),
             web.get("/records/{record_id}", self.read),
             web.get("/records/{record_id}/grants", self.record_grants),
             web.get("/records/{record_id}/access-events", self.record_events),
@@ -96,8 +97,8 @@ class RecordRoutes:
 
     async def upload(self, request: web.Request) -> web.Response:
         record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        body = await request.read()
-        caller = await self._auth.authenticate(request, body)
+        caller = await self._auth.authenticate(request)
+        body = await read_body(request)
         records = self._node.records
         if caller.member.role not in (Role.CLINICIAN, Role.ADMIN):
             raise RpcError(403, "role_not_permitted", "only clinicians and admins store records")
@@ -131,7 +132,7 @@ class RecordRoutes:
 
     async def read(self, request: web.Request) -> web.Response:
         record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
         view = self._view()
         record = queries.record(view, record_id)
         if record is None:
@@ -238,7 +239,7 @@ class RecordRoutes:
     # ------------------------------------------------------------------- lists
 
     async def _listing(self, request: web.Request, **target: bytes) -> Caller:
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
         decision = list_decision(self._view(), caller.key, **target)
         if decision.reason_code == "RECORD_NOT_FOUND":
             raise RpcError(404, "unknown_record", "no record with this id is anchored")
