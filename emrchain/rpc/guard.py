@@ -145,6 +145,10 @@ async def _read_reserved(request: web.Request, state: RequestState, reserve: int
     return b"".join(chunks)
 
 
+def _body_unread(request: web.Request) -> bool:
+    return request.body_exists and not request.content.is_eof()
+
+
 class RequestGuard:
     """The middleware of `docs/spec/rpc.md` §Limits; `policies` maps each route to its policy
     (routes not listed, e.g. a 404, get `default`). The server fills `policies` once its
@@ -166,19 +170,31 @@ class RequestGuard:
         client = client_address(request.remote or "")
         state = RequestState(client, policy.max_body_bytes)
         _STATE.set(state)
-        self._addresses.check(client)
-        if not policy.signed:
-            self._addresses.charge(client)
         declared = request.content_length
         if declared is not None and declared > policy.max_body_bytes:
             raise _too_large(policy.max_body_bytes)
         try:
-            return await handler(request)
-        except RpcError as error:
-            if policy.signed and error.status == 401:
-                self._addresses.charge(client)
-            raise
+            return await self._handled(request, handler, policy.signed, client)
         finally:
             state.body = None  # the handler is done with it: free it before the reply
             if state.reserved:
                 request.app[BODY_BUDGET].release(state.reserved)
+
+    async def _handled(
+        self, request: web.Request, handler: Handler, signed: bool, client: str
+    ) -> web.StreamResponse:
+        try:
+            self._addresses.check(client)
+            if not signed:
+                self._addresses.charge(client)
+            response = await handler(request)
+        except RpcError as error:
+            if signed and error.status == 401:
+                self._addresses.charge(client)
+            # Refused before its body was read (e.g. on the signature headers): the node does
+            # not read it now, it closes the connection, and says so.
+            error.close = error.close or _body_unread(request)
+            raise
+        if not response.prepared and _body_unread(request):
+            response.force_close()
+        return response

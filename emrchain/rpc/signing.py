@@ -109,7 +109,8 @@ def sign_request(
 def refuse_duplicates(headers: Mapping[str, str]) -> None:
     """DuplicateHeaderError if any `X-Emrchain-*` header appears twice (the signature headers,
     the body hash, the access event): the node and a proxy might each take another copy."""
-    names = [name.lower() for name in headers if name.lower().startswith(HEADER_PREFIX)]
+    # items(), not the keys: a multidict's keys name a repeated header once.
+    names = [name.lower() for name, _ in headers.items() if name.lower().startswith(HEADER_PREFIX)]
     if len(names) != len(set(names)):
         repeated = next(name for name in names if names.count(name) > 1)
         raise DuplicateHeaderError(f"header {repeated} appears more than once")
