@@ -93,6 +93,8 @@ class TlsOptions:
     key_file: Path | None = None
 
     def context(self) -> ssl.SSLContext:
+        if self.key_file is not None and self.certificate_file is None:
+            raise ValueError("a client key needs its client certificate")
         context = ssl.create_default_context(
             cafile=str(self.ca_file) if self.ca_file is not None else None
         )
@@ -179,6 +181,7 @@ class EmrClient:
             ) as response:
                 raw = await read_bounded_reply(response, limit, what)
                 status = response.status
+                retry_after = response.headers.get("Retry-After", "")
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             reason = str(error) or type(error).__name__
             raise NodeUnreachableError(f"{what}: cannot reach {self.base_url}: {reason}") from None
@@ -189,7 +192,9 @@ class EmrClient:
                 raise error_from_reply(status, None, what) from None
             raise BadReplyError(f"{what}: HTTP {status} with a reply that is not JSON") from None
         if status >= 400:
-            raise error_from_reply(status, document, what)
+            error = error_from_reply(status, document, what)
+            error.retry_after_s = int(retry_after) if retry_after.isdecimal() else None
+            raise error
         return document
 
     async def chain_id(self) -> bytes:

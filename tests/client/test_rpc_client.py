@@ -31,6 +31,7 @@ from emrchain.client.replies import (
     Gone,
     NodeUnreachableError,
     NotFound,
+    RateLimited,
     SubmissionRefusedError,
     TransactionRefusedError,
     Unauthenticated,
@@ -422,6 +423,25 @@ def test_bad_or_failed_replies_become_one_line_errors(
         assert "\n" not in str(raised.value)
 
     asyncio.run(main())
+
+
+def test_a_rate_limited_reply_says_when_to_retry() -> None:
+    async def main() -> RateLimited:
+        async def handler(request: web.Request) -> web.Response:
+            error = {"error": {"code": "rate_limited", "message": "more than 50 per second"}}
+            return web.json_response(error, status=429, headers={"Retry-After": "3"})
+
+        runner, url = await scripted(handler)
+        try:
+            async with EmrClient(url, PATIENT) as client:
+                with pytest.raises(RateLimited) as raised:
+                    await client.status()
+        finally:
+            await runner.cleanup()
+        return raised.value
+
+    refused = asyncio.run(main())
+    assert (refused.status, refused.code, refused.retry_after_s) == (429, "rate_limited", 3)
 
 
 def test_a_node_that_stores_other_bytes_is_caught() -> None:

@@ -126,6 +126,13 @@ def run(scenario):
     return asyncio.run(bounded())
 
 
+def report_growth(node: HostileNode, probe: str, rss_before: int) -> None:
+    """Assert the bound, and print the figure (`pytest -s`) for docs/spec/rpc.md."""
+    growth = node.rss_bytes() - rss_before
+    print(f"{probe}: RSS {rss_before / MIB:.1f} MiB, growth {growth / MIB:+.1f} MiB")
+    assert growth < RSS_GROWTH_BOUND_BYTES
+
+
 async def members_are_served_and_the_chain_commits(
     node: HostileNode, reader: MemberIdentity | None = None
 ) -> None:
@@ -210,7 +217,7 @@ def test_oversized_anonymous_bodies_are_refused_unread(hostile: HostileNode) -> 
         assert (status, json.loads(body)["error"]["code"]) == (code_status, code)
         assert headers["connection"] == "close" and closed
     run(members_are_served_and_the_chain_commits(hostile))
-    assert hostile.rss_bytes() - rss_before < RSS_GROWTH_BOUND_BYTES
+    report_growth(hostile, "8 oversized anonymous bodies", rss_before)
 
 
 def test_a_body_streamed_past_the_cap_is_cut_off(hostile: HostileNode) -> None:
@@ -240,7 +247,7 @@ def test_a_body_streamed_past_the_cap_is_cut_off(hostile: HostileNode) -> None:
     status, code, closed = run(probe())
     assert (status, code, closed) == (413, "body_too_large", True)
     run(members_are_served_and_the_chain_commits(hostile))
-    assert hostile.rss_bytes() - rss_before < RSS_GROWTH_BOUND_BYTES
+    report_growth(hostile, "16 MiB streamed to an 8 MiB cap", rss_before)
 
 
 async def slow_socket(node: HostileNode, source: str) -> tuple[asyncio.StreamReader, object]:
@@ -285,7 +292,7 @@ def test_slow_sockets_do_not_take_the_rpc_away(hostile: HostileNode) -> None:
     assert time.monotonic() - started < HEADER_TIMEOUT_MS / 1000 + 20
     assert files_during - files_before <= 4 * PER_ADDRESS + 5
     run(members_are_served_and_the_chain_commits(hostile))
-    assert hostile.rss_bytes() - rss_before < RSS_GROWTH_BOUND_BYTES
+    report_growth(hostile, "1,100 slow sockets", rss_before)
     written = hostile.log_text()[log_before:]
     assert "Traceback" not in written and len(written) < 4_096, written[-2_000:]
 
@@ -297,6 +304,7 @@ def signed_get(identity: MemberIdentity, chain_id: bytes, node_id: bytes, path: 
 
 def test_one_member_cannot_fill_the_replay_cache(hostile: HostileNode) -> None:
     path = f"/patients/{hostile.patient_id.hex()}/grants"
+    rss_before = hostile.rss_bytes()
     flooder = MemberIdentity.generate()  # an auditor: it may list any patient's grants
     run(_register(hostile.hospital, [(flooder, Role.AUDITOR, NO_PATIENT)]))
 
@@ -319,9 +327,11 @@ def test_one_member_cannot_fill_the_replay_cache(hostile: HostileNode) -> None:
     assert retry_after is not None and 1 <= int(retry_after) <= 60
     assert other_member == 200  # before the fix: 503 for everyone once one member filled it
     run(members_are_served_and_the_chain_commits(hostile))
+    report_growth(hostile, "one member filling the replay cache", rss_before)
 
 
 def test_one_client_cannot_take_every_stream_slot(hostile: HostileNode) -> None:
+    rss_before = hostile.rss_bytes()
     patient_path = f"/ws/patients/{hostile.patient_id.hex()}"
 
     async def probe() -> dict[str, list[int]]:
@@ -373,9 +383,11 @@ def test_one_client_cannot_take_every_stream_slot(hostile: HostileNode) -> None:
         "patients_patient": [101],
     }
     run(members_are_served_and_the_chain_commits(hostile))
+    report_growth(hostile, "one client taking the stream slots", rss_before)
 
 
 def test_one_address_flooding_is_rate_limited_alone(hostile: HostileNode) -> None:
+    rss_before = hostile.rss_bytes()
     async def probe() -> tuple[int, dict[str, str], int]:
         async with (
             aiohttp.ClientSession(
@@ -398,3 +410,4 @@ def test_one_address_flooding_is_rate_limited_alone(hostile: HostileNode) -> Non
     assert refused["code"] == "rate_limited" and refused["Retry-After"] == "1"
     assert member_status == 200
     run(members_are_served_and_the_chain_commits(hostile))
+    report_growth(hostile, "one address flooding", rss_before)
