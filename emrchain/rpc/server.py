@@ -256,10 +256,6 @@ class RpcServer:
         address = section.listen_address
         self.port = await self._gate.start(address.host, address.port)
 
-    @property
-    def open_connections(self) -> int:
-        return self._gate.slots.in_use if self._gate is not None else 0
-
     async def close(self) -> None:
         if self._gate is not None:
             await self._gate.close()
