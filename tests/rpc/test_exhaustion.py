@@ -29,6 +29,7 @@ from emrchain.client.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
 from emrchain.node.devnet import Devnet
 from emrchain.rpc.signing import sign_request
+from tests.rpc.bounded import run
 
 MIB = 1024 * 1024
 RSS_GROWTH_BOUND_BYTES = 48 * MIB
@@ -62,7 +63,6 @@ SETTINGS = {
     },
 }
 NO_PATIENT = transactions.NO_KEY
-DEADLINE_S = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +116,6 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileNode]:
         yield HostileNode(devnet, hospital, patient, patient_id, auditor)
     finally:
         devnet.stop_all()
-
-
-def run(scenario):
-    async def bounded():
-        async with asyncio.timeout(DEADLINE_S):
-            return await scenario
-
-    return asyncio.run(bounded())
 
 
 def report_growth(node: HostileNode, probe: str, rss_before: int) -> None:
@@ -388,6 +380,7 @@ def test_one_client_cannot_take_every_stream_slot(hostile: HostileNode) -> None:
 
 def test_one_address_flooding_is_rate_limited_alone(hostile: HostileNode) -> None:
     rss_before = hostile.rss_bytes()
+
     async def probe() -> tuple[int, dict[str, str], int]:
         async with (
             aiohttp.ClientSession(

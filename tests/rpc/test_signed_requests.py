@@ -5,7 +5,6 @@ malformed request, and no internal address in a storage 503."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
@@ -32,18 +31,10 @@ from emrchain.rpc.signing import (
     HEADER_SIGNATURE,
     sign_request,
 )
+from tests.rpc.bounded import run
 
 NO_PATIENT = transactions.NO_KEY
-DEADLINE_S = 90.0
 SKEW_MS = 30_000
-
-
-def run(scenario):
-    async def bounded():
-        async with asyncio.timeout(DEADLINE_S):
-            return await scenario
-
-    return asyncio.run(bounded())
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,6 @@ only, with `cryptography`."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import ipaddress
 import secrets
@@ -28,8 +27,8 @@ from emrchain.client.rpc import EmrClient, TlsOptions
 from emrchain.client.story import Hospital
 from emrchain.keystore.member import MemberIdentity
 from emrchain.node.devnet import Devnet
+from tests.rpc.bounded import run
 
-DEADLINE_S = 60.0
 TLS_DIR = "config/tls"
 
 
@@ -141,14 +140,6 @@ def https_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Devne
         yield devnet, pki
     finally:
         devnet.stop_all()
-
-
-def run(scenario):
-    async def bounded():
-        async with asyncio.timeout(DEADLINE_S):
-            return await scenario
-
-    return asyncio.run(bounded())
 
 
 async def register_and_list(url: str, home: Path, tls: TlsOptions) -> list[object]:
