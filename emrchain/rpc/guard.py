@@ -137,11 +137,15 @@ async def _read_reserved(request: web.Request, state: RequestState, reserve: int
         await request.writer.write(CONTINUE)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > state.body_cap:
-            raise _too_large(state.body_cap)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > state.body_cap:
+                raise _too_large(state.body_cap)
+            chunks.append(chunk)
+    except (ConnectionError, web.RequestPayloadError):
+        # The client's fault (it went away, or its chunked framing is broken), not a bug.
+        raise RpcError(400, "incomplete_body", "the body ended early or is malformed") from None
     return b"".join(chunks)
 
 

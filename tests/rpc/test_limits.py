@@ -4,6 +4,7 @@ the signed-request headers (node binding, body hash, repeated headers)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -11,6 +12,7 @@ import resource
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 
 from emrchain.client.identity import MemberIdentity
@@ -18,6 +20,7 @@ from emrchain.crypto.keys import Ed25519Signer
 from emrchain.rpc.auth import ReplayCache, ReplayHorizon, ReplayLimits
 from emrchain.rpc.connections import RESERVED_FILE_DESCRIPTORS, FileLimitError, ensure_file_limit
 from emrchain.rpc.errors import RpcError
+from emrchain.rpc.guard import RequestGuard, RoutePolicy, read_body
 from emrchain.rpc.limits import Rate, RateLimiter, SlotCounter, client_address
 from emrchain.rpc.signing import (
     HEADER_ACCESS_EVENT,
@@ -263,3 +266,44 @@ def test_the_signed_request_vectors() -> None:
         assert headers == case["headers"]
         parsed = parse_headers(CIMultiDict(headers))
         assert verify_request(parsed, chain_id, node_id, case["method"], case["target"])
+
+
+def test_a_client_that_goes_away_mid_body_is_a_client_fault_not_a_bug() -> None:
+    """Through the guard, on a real socket: the body read ends in 400 `incomplete_body` (not
+    an unhandled error, which would be logged as a bug with its traceback)."""
+    outcomes: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            await read_body(request)
+        except RpcError as error:
+            outcomes.append(error.code)
+            raise
+        outcomes.append("read")
+        return web.json_response({})
+
+    async def scenario() -> None:
+        guard = RequestGuard({}, RoutePolicy(False, 1_000_000), RateLimiter(Rate(100, 100), ""))
+        app = web.Application(middlewares=[guard.middleware])
+        app.add_routes([web.post("/upload", handler)])
+        # As the node runs it (AppRunner: handlers are not cancelled when the client goes).
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /upload HTTP/1.1\r\nHost: node\r\nContent-Length: 1000\r\n\r\n")
+            writer.write(b"only ten b")
+            await writer.drain()
+            writer.close()  # before the other 990 bytes
+            for _ in range(500):
+                if outcomes:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert outcomes == ["incomplete_body"]
