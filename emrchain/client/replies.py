@@ -47,6 +47,8 @@ class RequestFailedError(EmrClientError):
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s: int | None = None
+        """The reply's `Retry-After` (429, a busy 503): when the node expects to serve again."""
 
 
 # The names the RPC contract uses for its statuses (no "Error" suffix: they read as answers).
@@ -78,8 +80,12 @@ class TooLarge(RequestFailedError):  # noqa: N818
     """413: the request body is larger than the node accepts."""
 
 
+class RateLimited(RequestFailedError):  # noqa: N818
+    """429: over the client address's or the member's budget (see `retry_after_s`)."""
+
+
 class Unavailable(RequestFailedError):  # noqa: N818
-    """503: a storage backend of the node is unavailable."""
+    """503: a storage backend of the node is unavailable, or the node is busy."""
 
 
 class TimedOut(RequestFailedError):  # noqa: N818
@@ -95,6 +101,7 @@ ERRORS_BY_STATUS: dict[int, type[RequestFailedError]] = {
     409: Conflict,
     410: Gone,
     413: TooLarge,
+    429: RateLimited,
     503: Unavailable,
     504: TimedOut,
 }

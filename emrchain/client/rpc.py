@@ -6,6 +6,11 @@ keys and signed transactions. Requests that touch medical data are signed with t
 (`emrchain.rpc.signing.sign_request`); every reply is size-bounded and checked before use, and
 every failure is an `EmrClientError` subclass with a one-line message.
 
+Signed requests are bound to the chain and to the node they go to: the client asks
+`GET /status` once for both (`chain_id`, `node_id`). With `https://` the node's certificate is
+checked against the system's CAs or `tls.ca_file`, and `tls.certificate_file` is presented to
+a node that asks for client certificates.
+
 Nonces: the first `next_nonce()` asks `GET /accounts/{key}` for the sender's next nonce, then a
 local counter hands out the following ones, so several transactions can be submitted back to
 back. After any refusal the counter is forgotten and fetched again: a transaction the mempool
@@ -17,7 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -71,6 +79,30 @@ MAX_TRAIL_LIMIT = 1000
 """The node's bound on one page of an access trail."""
 _POLL_INITIAL_S = 0.05
 _POLL_MAXIMUM_S = 0.5
+EXPECT_CONTINUE_BYTES = 64 * 1024
+"""Bodies from this size on are sent after the node's `100 Continue`: a refusal (a bad
+signature, a body over the route's cap, a rate limit) then costs no upload."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How the client checks an https:// node, and the certificate it presents if asked."""
+
+    ca_file: Path | None = None
+    """PEM CA certificates the node's certificate must chain to; None: the system's."""
+    certificate_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        if self.key_file is not None and self.certificate_file is None:
+            raise ValueError("a client key needs its client certificate")
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.certificate_file is not None:
+            context.load_cert_chain(self.certificate_file, self.key_file)
+        return context
 
 
 class EmrClient:
@@ -82,12 +114,16 @@ class EmrClient:
         identity: MemberIdentity,
         chain_id: bytes | None = None,
         *,
+        node_id: bytes | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.identity = identity
         self._chain_id = chain_id
+        self._node_id = node_id
+        self._tls = tls
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=CONNECT_TIMEOUT_S)
         self._max_plaintext_bytes = max_plaintext_bytes
         # base64 of the largest envelope, plus room for the JSON around it.
@@ -122,21 +158,31 @@ class EmrClient:
         """Send one request; the decoded JSON reply, or the error the reply describes."""
         all_headers = dict(headers or {})
         if signed:
-            chain_id = await self.chain_id()
+            chain_id, node_id = await self.chain_id(), await self.node_id()
             now_ms = time.time_ns() // 1_000_000
-            signature = sign_request(self.identity.signer, chain_id, method, path, body, now_ms)
+            signature = sign_request(
+                self.identity.signer, chain_id, node_id, method, path, body, now_ms
+            )
             all_headers.update(signature.as_dict())
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(
+                ssl=self._tls.context() if self._tls is not None else True
+            )
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         # encoded=True: the path goes out byte for byte as signed (no re-quoting).
         url = yarl.URL(self.base_url + path, encoded=True)
         what = f"{method} {path.split('?')[0]}"
         try:
             async with self._session.request(
-                method, url, data=body if body else None, headers=all_headers
+                method,
+                url,
+                data=body if body else None,
+                headers=all_headers,
+                expect100=len(body) >= EXPECT_CONTINUE_BYTES,
             ) as response:
                 raw = await read_bounded_reply(response, limit, what)
                 status = response.status
+                retry_after = response.headers.get("Retry-After", "")
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             reason = str(error) or type(error).__name__
             raise NodeUnreachableError(f"{what}: cannot reach {self.base_url}: {reason}") from None
@@ -147,15 +193,32 @@ class EmrClient:
                 raise error_from_reply(status, None, what) from None
             raise BadReplyError(f"{what}: HTTP {status} with a reply that is not JSON") from None
         if status >= 400:
-            raise error_from_reply(status, document, what)
+            error = error_from_reply(status, document, what)
+            error.retry_after_s = int(retry_after) if retry_after.isdecimal() else None
+            raise error
         return document
 
     async def chain_id(self) -> bytes:
         """The chain id requests and transactions are signed for (asked once from /status)."""
         if self._chain_id is None:
-            status = await self.status()
-            self._chain_id = text_field(status, "chain_id", "GET /status").encode("ascii")
+            await self._learn_identity()
+        assert self._chain_id is not None
         return self._chain_id
+
+    async def node_id(self) -> bytes:
+        """The id of the node this client talks to (asked once from /status): a signed request
+        names it, so it is accepted by that node only."""
+        if self._node_id is None:
+            await self._learn_identity()
+        assert self._node_id is not None
+        return self._node_id
+
+    async def _learn_identity(self) -> None:
+        status = await self.status()
+        if self._chain_id is None:
+            self._chain_id = text_field(status, "chain_id", "GET /status").encode("ascii")
+        if self._node_id is None:
+            self._node_id = hex_field(status, "node_id", "GET /status", 32)
 
     async def status(self) -> dict[str, Any]:
         return json_object(await self._request("GET", "/status"), "GET /status")

@@ -18,6 +18,7 @@ from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
 from emrchain.rpc.errors import RpcError, hex_argument
+from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.signing import HEADER_ACCESS_EVENT
@@ -116,7 +117,7 @@ class RecordRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.put("/records/{record_id}/ciphertext", self.upload),
+            web.put("/records/{record_id}/ciphertext", self.upload, expect_handler=defer_continue),
             web.get("/records/{record_id}", self.read),
             web.get("/records/{record_id}/grants", self.record_grants),
             web.get("/records/{record_id}/access-events", self.record_events),
@@ -132,8 +133,8 @@ class RecordRoutes:
 
     async def upload(self, request: web.Request) -> web.Response:
         record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        body = await request.read()
-        caller = await self._auth.authenticate(request, body)
+        caller = await self._auth.authenticate(request)
+        body = await read_body(request)
         records = self._node.records
         if caller.member.role not in (Role.CLINICIAN, Role.ADMIN):
             raise RpcError(403, "role_not_permitted", "only clinicians and admins store records")
@@ -171,7 +172,7 @@ class RecordRoutes:
         ciphertext and key wrap leave the node only once that event is committed with result
         OK and consent still holds after its block."""
         record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
         access_event, grant_id = self._checked_access_event(request, caller, record_id)
         view = self._view()
         record = self._readable_record(view, caller, record_id)
@@ -239,7 +240,10 @@ class RecordRoutes:
             committed = waits.expect(tx_id)
         except WaitLimitError:
             raise RpcError(
-                503, "too_many_reads_waiting", "too many reads wait for their access event"
+                503,
+                "too_many_reads_waiting",
+                "too many reads wait for their access event",
+                retry_after_s=1.0,
             ) from None
         except ValueError:
             raise RpcError(409, "access_event_refused", "this access event is in use") from None
@@ -366,7 +370,7 @@ class RecordRoutes:
     # ------------------------------------------------------------------- lists
 
     async def _listing(self, request: web.Request, **target: bytes) -> Caller:
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
         decision = list_decision(self._view(), caller.key, **target)
         if not decision.allowed:
             # Unknown and not yours answer alike: a listing must not tell which records exist.
@@ -417,7 +421,7 @@ class RecordRoutes:
         record key for the key's holder (the encryption key, and that the key is a current,
         active member key). Hidden fields are null."""
         key = hex_argument(request.match_info["member_key"], 32, "member key")
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
         view = self._view()
         found = queries.member(view, key)
         if found is None or not _may_see_account(caller, found.member):

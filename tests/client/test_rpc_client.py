@@ -30,6 +30,7 @@ from emrchain.client.replies import (
     Gone,
     NodeUnreachableError,
     NotFound,
+    RateLimited,
     SubmissionRefusedError,
     TransactionRefusedError,
     Unauthenticated,
@@ -117,13 +118,14 @@ def test_forged_stale_replayed_and_unknown_key_requests_get_the_401_codes(
     async def scenario() -> list[tuple[int, str]]:
         async with EmrClient(real_node.url, cast.patient) as client:
             chain_id = await client.chain_id()
+            node_id = await client.node_id()
 
         def signed(
             identity: MemberIdentity, signed_path: str = path, skew_ms: int = 0
         ) -> dict[str, str]:
             now_ms = time.time_ns() // 1_000_000 + skew_ms
             return sign_request(
-                identity.signer, chain_id, "GET", signed_path, b"", now_ms
+                identity.signer, chain_id, node_id, "GET", signed_path, b"", now_ms
             ).as_dict()
 
         async with aiohttp.ClientSession(real_node.url) as session:
@@ -366,6 +368,8 @@ def test_unreachable_node() -> None:
 # ---- replies a healthy node never gives: a scripted HTTP server ------------------------------
 
 SCRIPTED_CHAIN_ID = b"scripted-chain"
+SCRIPTED_NODE_ID = bytes(range(32))
+SCRIPTED_STATUS = {"chain_id": SCRIPTED_CHAIN_ID.decode(), "node_id": SCRIPTED_NODE_ID.hex()}
 PATIENT = MemberIdentity.from_seed(hashlib.sha256(b"rpc-client/patient").digest())
 CLINICIAN = MemberIdentity.from_seed(hashlib.sha256(b"rpc-client/clinician").digest())
 PATIENT_ID = hashlib.sha256(b"patient pseudonym").digest()
@@ -420,11 +424,30 @@ def test_bad_or_failed_replies_become_one_line_errors(
     asyncio.run(main())
 
 
+def test_a_rate_limited_reply_says_when_to_retry() -> None:
+    async def main() -> RateLimited:
+        async def handler(request: web.Request) -> web.Response:
+            error = {"error": {"code": "rate_limited", "message": "more than 50 per second"}}
+            return web.json_response(error, status=429, headers={"Retry-After": "3"})
+
+        runner, url = await scripted(handler)
+        try:
+            async with EmrClient(url, PATIENT) as client:
+                with pytest.raises(RateLimited) as raised:
+                    await client.status()
+        finally:
+            await runner.cleanup()
+        return raised.value
+
+    refused = asyncio.run(main())
+    assert (refused.status, refused.code, refused.retry_after_s) == (429, "rate_limited", 3)
+
+
 def test_a_node_that_stores_other_bytes_is_caught() -> None:
     async def main() -> None:
         async def handler(request: web.Request) -> web.Response:
             if request.path == "/status":
-                return web.json_response({"chain_id": SCRIPTED_CHAIN_ID.decode()})
+                return web.json_response(SCRIPTED_STATUS)
             await request.read()
             return web.json_response(
                 {"cid": "b", "cid_bytes": "00", "ciphertext_sha256": "00", "size": 1}
@@ -459,7 +482,7 @@ def test_client_request_headers_verify_with_the_shared_signing_module() -> None:
     async def main() -> None:
         async def handler(request: web.Request) -> web.Response:
             if request.path == "/status":
-                return web.json_response({"chain_id": SCRIPTED_CHAIN_ID.decode()})
+                return web.json_response(SCRIPTED_STATUS)
             body = await request.read()
             captured.append((request.method, request.raw_path, body, dict(request.headers)))
             return web.json_response({"events": [], "total": 0, "dropped": 0})
@@ -476,6 +499,11 @@ def test_client_request_headers_verify_with_the_shared_signing_module() -> None:
     signed = parse_headers(headers)
     assert signed.key == PATIENT.member_key
     assert path == f"/patients/{PATIENT_ID.hex()}/access-events?limit=7"
-    assert verify_request(signed, SCRIPTED_CHAIN_ID, method, path, body)
-    assert not verify_request(signed, SCRIPTED_CHAIN_ID, method, path.replace("=7", "=8"), body)
-    assert not verify_request(signed, b"other-chain", method, path, body)
+    assert body == b"" and signed.body_sha256 == hashlib.sha256(b"").digest()
+    assert verify_request(signed, SCRIPTED_CHAIN_ID, SCRIPTED_NODE_ID, method, path)
+    assert not verify_request(
+        signed, SCRIPTED_CHAIN_ID, SCRIPTED_NODE_ID, method, path.replace("=7", "=8")
+    )
+    assert not verify_request(signed, b"other-chain", SCRIPTED_NODE_ID, method, path)
+    # Bound to the node it was sent to: the same request does not verify for another node.
+    assert not verify_request(signed, SCRIPTED_CHAIN_ID, bytes(32), method, path)

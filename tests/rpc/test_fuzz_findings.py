@@ -57,7 +57,8 @@ async def error_of(response: Any, status: int) -> str:
 def member_signed(node: Node, identity: MemberIdentity, path: str) -> dict[str, str]:
     """Headers of a GET of `path` signed by `identity` now."""
     now_ms = time.time_ns() // 1_000_000
-    return sign_request(identity.signer, node.chain_id, "GET", path, b"", now_ms).as_dict()
+    node_id = node.node_key.public_key
+    return sign_request(identity.signer, node.chain_id, node_id, "GET", path, b"", now_ms).as_dict()
 
 
 def signed_headers(timestamp: str) -> dict[str, str]:

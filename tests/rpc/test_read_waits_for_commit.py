@@ -49,7 +49,8 @@ def commit(node: Node, *txs: Transaction) -> None:
 
 def signed(node: Node, member: MemberIdentity, method: str, path: str, body: bytes = b"") -> dict:
     now_ms = time.time_ns() // 1_000_000
-    return sign_request(member.signer, node.chain_id, method, path, body, now_ms).as_dict()
+    node_id = node.node_key.public_key
+    return sign_request(member.signer, node.chain_id, node_id, method, path, body, now_ms).as_dict()
 
 
 async def stored_record(node: Node, client: TestClient) -> tuple[MemberIdentity, bytes]:
