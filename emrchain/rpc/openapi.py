@@ -225,7 +225,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "parameters": [patient_id, *WEBSOCKET_HANDSHAKE],
                     "responses": {
                         "101": {"description": "switching to WebSocket"},
-                        **_error_responses(400, 401, 403, 503),
+                        **_error_responses(400, 401, 404, 503),
                     },
                 }
             },

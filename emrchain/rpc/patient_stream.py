@@ -86,7 +86,8 @@ class PatientEventStream:
         view = self._node.store.state_view()
         decision = list_decision(view, caller.key, patient_id=patient_id)
         if not decision.allowed:
-            raise RpcError(403, decision.reason_code.lower(), "not allowed to follow this patient")
+            # As the listings answer: who may not follow a patient learns nothing of it.
+            raise RpcError(404, "not_found", "nothing here that you may follow")
         take_slot(self.slots, caller.key, "patient stream")
         try:
             return await self._serve(request, patient_id)
