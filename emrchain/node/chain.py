@@ -390,17 +390,10 @@ def _first_refused_sender(judge: SenderJudge, txs: list[bytes]) -> str | None:
     REGISTER_MEMBER in the block introduces cannot have been admitted yet), and a REVOKE_MEMBER
     or ROTATE_KEY earlier in the block does not make a later transaction of its target invalid
     (execution refuses that one, at the cost of its own sender's nonce)."""
-    for index, raw in enumerate(txs):
-        code, reason = judge.judge(*envelope_kind_sender(raw))
-        if code != "ok":
-            return f"transaction {index}: {code}: {reason}"
+    for index, _, (code, reason) in judge.refusals(txs, first_only=True):
+        return f"transaction {index}: {code}: {reason}"
     return None
 
 
 def _refused_senders(judge: SenderJudge, txs: list[bytes]) -> set[bytes]:
-    refused = set()
-    for raw in txs:
-        kind, sender = envelope_kind_sender(raw)
-        if judge.judge(kind, sender)[0] != "ok":
-            refused.add(sender)
-    return refused
+    return {sender for _, sender, _ in judge.refusals(txs)}

@@ -130,6 +130,55 @@ class SenderJudge:
             verdict = self._verdicts[sender] = member_verdict(self._view, sender)
         return verdict
 
+    def refusals(
+        self, txs: Sequence[bytes], *, first_only: bool = False
+    ) -> list[tuple[int, bytes, Outcome]]:
+        """(index, sender, outcome) of each transaction of `txs` the rule refuses (only the
+        first with `first_only`), for a proposed block: per transaction a slice and a dict
+        lookup once its sender is judged."""
+        verdicts = self._verdicts
+        found: list[tuple[int, bytes, Outcome]] = []
+        for index, raw in enumerate(txs):
+            offset = 2 + raw[1]
+            kind = raw[offset]
+            sender = raw[offset + 1 : offset + 1 + PUBLIC_KEY_BYTES]
+            outcome = verdicts.get(sender) if kind != _VALIDATOR_UPDATE else None
+            if outcome is None:
+                outcome = self.judge(kind, sender)
+            if outcome is not _ADMITTED:
+                found.append((index, sender, outcome))
+                if first_only:
+                    break
+        return found
+
+
+def _after_rotation(rotation: int, nonce: int) -> Outcome:
+    """The verdict on a transaction of a sender whose ROTATE_KEY has nonce `rotation`. A
+    pending ROTATE_KEY is always its sender's newest pending transaction (nothing of the sender
+    is admitted after it), so at admission `nonce` is above it; at a recheck the rotation
+    itself and what precedes it are judged too, and pass."""
+    if rotation < nonce:
+        return (
+            SenderCode.KEY_ROTATION_PENDING,
+            f"the sender's ROTATE_KEY (nonce {rotation}) is pending: after it this key is "
+            "refused (KEY_ROTATED); sign with the new key once the rotation is committed",
+        )
+    return _ADMITTED
+
+
+class _Batch:
+    """What judging one batch remembers."""
+
+    __slots__ = ("judge", "rotations", "settled")
+
+    def __init__(self, judge: SenderJudge) -> None:
+        self.judge = judge
+        self.settled: dict[bytes, Outcome] = {}
+        """Per sender: the outcome of each of its further transactions in the batch (not
+        VALIDATOR_UPDATE or ROTATE_KEY): a refusal, or admitted when no rotation is pending."""
+        self.rotations: dict[bytes, int | None] = {}
+        """Per sender: the nonce of its ROTATE_KEY pending or earlier in the batch, or None."""
+
 
 class SenderAdmission:
     """The node's stateful admission check (call it with a batch) and its recheck senders.
@@ -158,41 +207,46 @@ class SenderAdmission:
     def __call__(self, txs: Sequence[bytes]) -> list[Outcome]:
         """One (code, reason) per transaction: the committed-state rule, then the pending
         ROTATE_KEY rule (see the module docstring)."""
-        judge = self.judge()
-        # Per sender: the nonce of its ROTATE_KEY pending or earlier in this batch, or None.
-        rotations: dict[bytes, int | None] = {}
+        batch = _Batch(self.judge())
+        # The hot path (admission of anchors from a few hundred members): a sender whose
+        # outcome is settled for the batch costs a slice and a dict lookup per transaction.
+        settled = batch.settled
         outcomes: list[Outcome] = []
+        append = outcomes.append
         for raw in txs:
-            kind, sender = envelope_kind_sender(raw)
-            outcome = judge.judge(kind, sender)
-            if outcome is _ADMITTED and kind != _VALIDATOR_UPDATE:
-                outcome = self._after_pending_rotation(raw, kind, sender, rotations)
-            outcomes.append(outcome)
+            offset = 2 + raw[1]
+            kind = raw[offset]
+            sender = raw[offset + 1 : offset + 1 + PUBLIC_KEY_BYTES]
+            if kind != _VALIDATOR_UPDATE and kind != _ROTATE_KEY:
+                outcome = settled.get(sender)
+                if outcome is not None:
+                    append(outcome)
+                    continue
+            append(self._judge(batch, raw, kind, sender))
         return outcomes
 
-    def _after_pending_rotation(
-        self, raw: bytes, kind: int, sender: bytes, rotations: dict[bytes, int | None]
-    ) -> Outcome:
-        """`key_rotation_pending` if a ROTATE_KEY of the sender with a lower nonce is pending
-        (or earlier in the batch), else admitted. A pending ROTATE_KEY is always its sender's
-        newest pending transaction, because this rule admits nothing of the sender after it,
-        so the pool's newest one answers in O(1)."""
+    def _judge(self, batch: _Batch, raw: bytes, kind: int, sender: bytes) -> Outcome:
+        """The first transaction of a sender in the batch, and every VALIDATOR_UPDATE and
+        ROTATE_KEY, or any transaction of a sender with a rotation pending."""
+        outcome = batch.judge.judge(kind, sender)
+        if kind == _VALIDATOR_UPDATE:
+            return outcome
+        if outcome is not _ADMITTED:
+            batch.settled[sender] = outcome  # refused by the committed state: all its batch
+            return outcome
+        rotations = batch.rotations
         if sender in rotations:
             rotation = rotations[sender]
         else:
             rotation = rotations[sender] = self._pending_rotation(sender)
-        if rotation is not None:
-            nonce = _nonce(raw)
-            if rotation < nonce:
-                return (
-                    SenderCode.KEY_ROTATION_PENDING,
-                    f"the sender's ROTATE_KEY (nonce {rotation}) is pending: after it this key "
-                    "is refused (KEY_ROTATED); sign with the new key once the rotation is "
-                    "committed",
-                )
-        if kind == _ROTATE_KEY and rotation is None:
-            rotations[sender] = _nonce(raw)
-        return _ADMITTED
+        if rotation is None:
+            if kind == _ROTATE_KEY:
+                rotations[sender] = _nonce(raw)  # what follows it in this batch is refused
+                batch.settled.pop(sender, None)
+            else:
+                batch.settled[sender] = _ADMITTED
+            return _ADMITTED
+        return _after_rotation(rotation, _nonce(raw))
 
     def _pending_rotation(self, sender: bytes) -> int | None:
         newest = self._last_pending(sender)
