@@ -10,11 +10,18 @@ call over the whole batch:
    transaction that is refused anyway (a full pool costs no crypto).
 2. verify: one `verify_transactions` call for the survivors whose signature outcome is not in
    the seen cache (each signature is verified once per node).
-3. stateful: one call of the stateful check for the survivors with valid signatures.
+3. stateful: one call of the stateful check for the survivors with valid signatures (the
+   node's is the EMR sender rule, `emrchain/state/emr/sender_admission.py`: only active
+   members, validators for VALIDATOR_UPDATE; `docs/spec/state.md` §6).
 4. decide: in batch order, the exact nonce, per-sender and capacity checks including the
    batch's own earlier acceptances, then insertion.
 
 A transaction gets the code of the first check it fails in that order.
+
+Recheck: after a block commits, `update` drops what the block included or made stale and
+rechecks with the stateful check the pending transactions of the senders the caller names (the
+node names those whose membership or validator status the block changed; `docs/spec/state.md`
+§6.2), or of every sender.
 
 Nonce rule (kept simple and bounded on purpose): a transaction is admitted only if its nonce is
 exactly the sender's next one, committed nonce + pending count + 1. A lower nonce is refused
