@@ -67,6 +67,18 @@ def admin_of(node: Node) -> MemberIdentity:
     return load_member_identity(node.config.resolve(ADMIN_IDENTITY_FILE))
 
 
+def registration(node: Node, admin: MemberIdentity, member: MemberIdentity) -> bytes:
+    """The admin registers `member` as a clinician of the node's organisation."""
+    return transactions.register_identity(
+        admin,
+        CHAIN,
+        next_nonce(node, admin.member_key),
+        organization_id=node.config.node.organization_id,
+        member=member,
+        role=Role.CLINICIAN,
+    ).encode()
+
+
 def admit(node: Node, *txs: bytes) -> list[str]:
     return [admission.code for admission in node.mempool.admit_batch(list(txs))]
 
@@ -84,15 +96,7 @@ def test_an_honest_proposal_around_membership_changes_is_always_valid(node: Node
     admin = admin_of(node)
     newcomer, rotated = identity("newcomer"), identity("rotated")
     leaving, rotating = clinician(1), clinician(2)
-    register = transactions.register_identity(
-        admin,
-        CHAIN,
-        next_nonce(node, admin.member_key),
-        organization_id=node.config.node.organization_id,
-        member=newcomer,
-        role=Role.CLINICIAN,
-    ).encode()
-    assert admit(node, register) == ["ok"]
+    assert admit(node, registration(node, admin, newcomer)) == ["ok"]
     revoke = transactions.revoke_member(
         admin, CHAIN, next_nonce(node, admin.member_key), member_key=leaving.member_key
     ).encode()
@@ -131,14 +135,7 @@ def test_a_proposal_carrying_a_transaction_admission_would_refuse_is_invalid(nod
     assert not verdict.valid
     assert verdict.reason.startswith("transaction 1: not_a_member: sender")
     # A key the block itself registers is not a member of the state the block extends.
-    register = transactions.register_identity(
-        admin,
-        CHAIN,
-        next_nonce(node, admin.member_key),
-        organization_id=node.config.node.organization_id,
-        member=stranger,
-        role=Role.CLINICIAN,
-    ).encode()
+    register = registration(node, admin, stranger)
     verdict = node.chain.validate_block(proposal_with(node, [register, stranger_anchor]))
     assert verdict.reason.startswith("transaction 1: not_a_member")
     by_member = transactions.validator_update(
