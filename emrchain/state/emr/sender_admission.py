@@ -269,12 +269,12 @@ class SenderAdmission:
         view = self._state_view()
         senders: set[bytes] = set()
         for raw, result in zip(block.txs, results, strict=True):
-            if result.code != _OK:
-                continue  # refused: it changed nothing but its nonce
-            kind, sender = envelope_kind_sender(raw)
+            kind = raw[2 + raw[1]]  # most blocks hold neither kind: one byte per transaction
+            if (kind != _ROTATE_KEY and kind != _REVOKE_MEMBER) or result.code != _OK:
+                continue  # a refused one changed nothing but its nonce
             if kind == _ROTATE_KEY:
-                senders.add(sender)
-            elif kind == _REVOKE_MEMBER:
+                senders.add(envelope_kind_sender(raw)[1])
+            else:
                 named = _payload_key(raw)
                 senders.add(named)
                 member = member_of_key(view, named)
