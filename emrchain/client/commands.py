@@ -22,7 +22,7 @@ from emrchain.cli import CommandError, UsageError, bounded_integer, command, hom
 from emrchain.client.envelope import DEFAULT_MAX_PLAINTEXT_BYTES, EnvelopeError
 from emrchain.client.identity import create_identity_file, load_identity
 from emrchain.client.replies import EmrClientError
-from emrchain.client.rpc import check_base_url
+from emrchain.client.rpc import TlsOptions, check_base_url
 from emrchain.client.sync import SyncEmrClient
 
 DEFAULT_RPC_URL = "http://127.0.0.1:26657"
@@ -81,6 +81,20 @@ def _connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key", type=home_path, required=True, metavar="FILE", help="member identity file"
     )
+    parser.add_argument(
+        "--ca-file",
+        type=home_path,
+        metavar="FILE",
+        help="PEM CAs an https:// node's certificate must chain to (default: the system's)",
+    )
+    parser.add_argument(
+        "--client-certificate",
+        type=home_path,
+        metavar="FILE",
+        help="PEM certificate (and, in the same file or --client-key, its key) for a node "
+        "that asks for client certificates",
+    )
+    parser.add_argument("--client-key", type=home_path, metavar="FILE", help="its PEM key")
 
 
 def _one_target(parser: argparse.ArgumentParser, record_help: str, patient_help: str) -> None:
@@ -96,7 +110,8 @@ def _with_client(args: argparse.Namespace, action: Callable[[SyncEmrClient], Any
     """Run `action` with a client for `--rpc` as `--key`; client errors become one line."""
     identity = load_identity(args.key)
     try:
-        with SyncEmrClient(args.rpc, identity) as client:
+        tls = TlsOptions(args.ca_file, args.client_certificate, args.client_key)
+        with SyncEmrClient(args.rpc, identity, tls=tls) as client:
             return action(client)
     except (EmrClientError, EnvelopeError, ValueError) as error:
         # ValueError: a value the client or the transaction schema refuses (user input).

@@ -47,6 +47,8 @@ class RequestFailedError(EmrClientError):
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s: int | None = None
+        """The reply's `Retry-After` (429, a busy 503): when the node expects to serve again."""
 
 
 # The names the RPC contract uses for its statuses (no "Error" suffix: they read as answers).
@@ -78,8 +80,17 @@ class TooLarge(RequestFailedError):  # noqa: N818
     """413: the request body is larger than the node accepts."""
 
 
+class RateLimited(RequestFailedError):  # noqa: N818
+    """429: over the client address's or the member's budget (see `retry_after_s`)."""
+
+
 class Unavailable(RequestFailedError):  # noqa: N818
-    """503: a storage backend of the node is unavailable."""
+    """503: a storage backend of the node is unavailable, or the node is busy."""
+
+
+class TimedOut(RequestFailedError):  # noqa: N818
+    """504: the node could not finish in time (a read whose access event was not committed in
+    time was not served)."""
 
 
 ERRORS_BY_STATUS: dict[int, type[RequestFailedError]] = {
@@ -90,7 +101,9 @@ ERRORS_BY_STATUS: dict[int, type[RequestFailedError]] = {
     409: Conflict,
     410: Gone,
     413: TooLarge,
+    429: RateLimited,
     503: Unavailable,
+    504: TimedOut,
 }
 
 
@@ -145,12 +158,14 @@ class StoredRecord:
 
 @dataclass(frozen=True, slots=True)
 class RecordRead:
-    """A decrypted record and the ACCESS_EVENT transaction that put the read on chain."""
+    """A decrypted record and the ACCESS_EVENT transaction that put the read on chain (the
+    node serves a read only once that event is committed, at `access_event_height`)."""
 
     record_id: bytes
     patient_id: bytes
     plaintext: bytes = b""
     access_event_tx_id: bytes = bytes(32)
+    access_event_height: int = 0
 
 
 def one_line(text: object) -> str:
@@ -251,6 +266,7 @@ class ServedRecord:
     patient_id: bytes
     ciphertext: bytes
     wrapped_key: bytes
+    access_event_height: int
 
 
 def parse_served_record(document: Any, access_event_tx_id: bytes) -> ServedRecord:
@@ -260,13 +276,16 @@ def parse_served_record(document: Any, access_event_tx_id: bytes) -> ServedRecor
         raise BadReplyError(f"{what}: the node names another access event than ours")
     wrapped_key = hex_field(document, "wrapped_key", what, 80)
     patient_id = hex_field(document, "patient_id", what, 32)
+    height = integer_field(document, "access_event_height", what)
+    if height < 1:
+        raise BadReplyError(f"{what}: the access event is not committed (height {height})")
     try:
         ciphertext = base64.b64decode(text_field(document, "ciphertext", what), validate=True)
     except binascii.Error:
         raise BadReplyError(f"{what}: ciphertext is not base64") from None
     if hashlib.sha256(ciphertext).digest() != hex_field(document, "ciphertext_sha256", what, 32):
         raise BadReplyError(f"{what}: the ciphertext does not match its anchored hash")
-    return ServedRecord(patient_id, ciphertext, wrapped_key)
+    return ServedRecord(patient_id, ciphertext, wrapped_key, height)
 
 
 async def read_bounded_reply(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:

@@ -6,6 +6,11 @@ keys and signed transactions. Requests that touch medical data are signed with t
 (`emrchain.rpc.signing.sign_request`); every reply is size-bounded and checked before use, and
 every failure is an `EmrClientError` subclass with a one-line message.
 
+Signed requests are bound to the chain and to the node they go to: the client asks
+`GET /status` once for both (`chain_id`, `node_id`). With `https://` the node's certificate is
+checked against the system's CAs or `tls.ca_file`, and `tls.certificate_file` is presented to
+a node that asks for client certificates.
+
 Nonces: the first `next_nonce()` asks `GET /accounts/{key}` for the sender's next nonce, then a
 local counter hands out the following ones, so several transactions can be submitted back to
 back. After any refusal the counter is forgotten and fetched again: a transaction the mempool
@@ -17,7 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -44,6 +52,7 @@ from emrchain.client.replies import (
     RecordRead,
     StoredRecord,
     SubmissionRefusedError,
+    Unauthenticated,
     Verdict,
     check_stored,
     error_from_reply,
@@ -70,6 +79,30 @@ MAX_TRAIL_LIMIT = 1000
 """The node's bound on one page of an access trail."""
 _POLL_INITIAL_S = 0.05
 _POLL_MAXIMUM_S = 0.5
+EXPECT_CONTINUE_BYTES = 64 * 1024
+"""Bodies from this size on are sent after the node's `100 Continue`: a refusal (a bad
+signature, a body over the route's cap, a rate limit) then costs no upload."""
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How the client checks an https:// node, and the certificate it presents if asked."""
+
+    ca_file: Path | None = None
+    """PEM CA certificates the node's certificate must chain to; None: the system's."""
+    certificate_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        if self.key_file is not None and self.certificate_file is None:
+            raise ValueError("a client key needs its client certificate")
+        context = ssl.create_default_context(
+            cafile=str(self.ca_file) if self.ca_file is not None else None
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.certificate_file is not None:
+            context.load_cert_chain(self.certificate_file, self.key_file)
+        return context
 
 
 class EmrClient:
@@ -81,12 +114,16 @@ class EmrClient:
         identity: MemberIdentity,
         chain_id: bytes | None = None,
         *,
+        node_id: bytes | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES,
+        tls: TlsOptions | None = None,
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.identity = identity
         self._chain_id = chain_id
+        self._node_id = node_id
+        self._tls = tls
         self._timeout = aiohttp.ClientTimeout(total=timeout_s, connect=CONNECT_TIMEOUT_S)
         self._max_plaintext_bytes = max_plaintext_bytes
         # base64 of the largest envelope, plus room for the JSON around it.
@@ -121,21 +158,31 @@ class EmrClient:
         """Send one request; the decoded JSON reply, or the error the reply describes."""
         all_headers = dict(headers or {})
         if signed:
-            chain_id = await self.chain_id()
+            chain_id, node_id = await self.chain_id(), await self.node_id()
             now_ms = time.time_ns() // 1_000_000
-            signature = sign_request(self.identity.signer, chain_id, method, path, body, now_ms)
+            signature = sign_request(
+                self.identity.signer, chain_id, node_id, method, path, body, now_ms
+            )
             all_headers.update(signature.as_dict())
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(
+                ssl=self._tls.context() if self._tls is not None else True
+            )
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         # encoded=True: the path goes out byte for byte as signed (no re-quoting).
         url = yarl.URL(self.base_url + path, encoded=True)
         what = f"{method} {path.split('?')[0]}"
         try:
             async with self._session.request(
-                method, url, data=body if body else None, headers=all_headers
+                method,
+                url,
+                data=body if body else None,
+                headers=all_headers,
+                expect100=len(body) >= EXPECT_CONTINUE_BYTES,
             ) as response:
                 raw = await read_bounded_reply(response, limit, what)
                 status = response.status
+                retry_after = response.headers.get("Retry-After", "")
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
             reason = str(error) or type(error).__name__
             raise NodeUnreachableError(f"{what}: cannot reach {self.base_url}: {reason}") from None
@@ -146,23 +193,43 @@ class EmrClient:
                 raise error_from_reply(status, None, what) from None
             raise BadReplyError(f"{what}: HTTP {status} with a reply that is not JSON") from None
         if status >= 400:
-            raise error_from_reply(status, document, what)
+            error = error_from_reply(status, document, what)
+            error.retry_after_s = int(retry_after) if retry_after.isdecimal() else None
+            raise error
         return document
 
     async def chain_id(self) -> bytes:
         """The chain id requests and transactions are signed for (asked once from /status)."""
         if self._chain_id is None:
-            status = await self.status()
-            self._chain_id = text_field(status, "chain_id", "GET /status").encode("ascii")
+            await self._learn_identity()
+        assert self._chain_id is not None
         return self._chain_id
+
+    async def node_id(self) -> bytes:
+        """The id of the node this client talks to (asked once from /status): a signed request
+        names it, so it is accepted by that node only."""
+        if self._node_id is None:
+            await self._learn_identity()
+        assert self._node_id is not None
+        return self._node_id
+
+    async def _learn_identity(self) -> None:
+        status = await self.status()
+        if self._chain_id is None:
+            self._chain_id = text_field(status, "chain_id", "GET /status").encode("ascii")
+        if self._node_id is None:
+            self._node_id = hex_field(status, "node_id", "GET /status", 32)
 
     async def status(self) -> dict[str, Any]:
         return json_object(await self._request("GET", "/status"), "GET /status")
 
     async def account(self, member_key: bytes | None = None) -> dict[str, Any]:
-        """`GET /accounts/{key}` (default: this identity's key)."""
+        """`GET /accounts/{key}` (default: this identity's key), signed: of another member's
+        key the node tells only its encryption key (and whether it is a current, active member
+        key); nonces only of our own."""
         key = (member_key or self.identity.member_key).hex()
-        return json_object(await self._request("GET", f"/accounts/{key}"), "GET /accounts")
+        reply = await self._request("GET", f"/accounts/{key}", signed=True)
+        return json_object(reply, "GET /accounts")
 
     # ------------------------------------------------------------------ transactions
 
@@ -205,11 +272,19 @@ class EmrClient:
         deadline = time.monotonic() + timeout_s
         interval = _POLL_INITIAL_S
         last_status = "unknown to the node"
+        # Signed, so that a refusal comes with its message (the node shows it only to the
+        # sender's member); a key the node no longer knows (revoked) polls unsigned.
+        signed = True
         while True:
             try:
-                reply = await self._request("GET", f"/txs/{tx_id.hex()}")
+                reply = await self._request("GET", f"/txs/{tx_id.hex()}", signed=signed)
             except NotFound:  # not (yet) known here: gossip may not have brought it
                 reply = None
+            except Unauthenticated:
+                if not signed:
+                    raise
+                signed, reply = False, None
+                continue
             if reply is not None:
                 last_status = text_field(reply, "status", "GET /txs")
                 if last_status == "committed":
@@ -286,8 +361,9 @@ class EmrClient:
             height=committed.height,
         )
 
-    async def _read(self, record_id: bytes, wait: bool) -> tuple[RecordRead, bytes]:
-        """GET the record with a signed ACCESS_EVENT; (the plaintext read, our wrapped key)."""
+    async def _read(self, record_id: bytes) -> tuple[RecordRead, bytes]:
+        """GET the record with a signed ACCESS_EVENT; (the plaintext read, our wrapped key).
+        The node answers only once the event is committed: the read is on chain."""
         event = transactions.access_event(
             self.identity, await self.chain_id(), await self.next_nonce(), record_id=record_id
         )
@@ -315,14 +391,15 @@ class EmrClient:
             )
         except EnvelopeError as error:
             raise BadReplyError(f"GET /records/{{id}}: the record does not open: {error}") from None
-        if wait:
-            await self.wait_committed(event.tx_id)
-        return RecordRead(record_id, served.patient_id, plaintext, event.tx_id), served.wrapped_key
+        read = RecordRead(
+            record_id, served.patient_id, plaintext, event.tx_id, served.access_event_height
+        )
+        return read, served.wrapped_key
 
-    async def get_record(self, record_id: bytes, *, wait: bool = True) -> RecordRead:
-        """Read and decrypt a record. The node submits our ACCESS_EVENT before answering; with
-        `wait` we also wait until that event is committed (the read is then on chain)."""
-        read, _ = await self._read(record_id, wait)
+    async def get_record(self, record_id: bytes) -> RecordRead:
+        """Read and decrypt a record. The node admits our ACCESS_EVENT and answers only once
+        it is committed, so a read we get is a read on the ledger."""
+        read, _ = await self._read(record_id)
         return read
 
     async def grant(
@@ -357,7 +434,7 @@ class EmrClient:
             if member is None:
                 raise EmrClientError(f"grantee {grantee_member.hex()} is not a member")
             grantee_encryption_key = hex_field(member, "encryption_key", "GET /accounts", 32)
-        _, own_wrapped_key = await self._read(record_id, wait=False)
+        _, own_wrapped_key = await self._read(record_id)
         return await self._send(
             transactions.grant_record,
             record_id=record_id,

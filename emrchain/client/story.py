@@ -13,8 +13,9 @@ X25519 custody key pair (`[keys] organization_key_file`) and its first admin's i
 3. the patient grants B's clinician access to that record: the client reads the record to open
    the patient's own wrap of its key and re-wraps the key for B's clinician;
 4. B's clinician reads it through node 0 (which holds the ciphertext: devnet blob stores are
-   local to each node) and gets the original plaintext;
-5. the patient revokes the grant; B's clinician is refused (HTTP 403);
+   local to each node) and gets the original plaintext, once its access event is committed;
+5. the patient revokes the grant; B's clinician is refused (HTTP 404: a record one may not
+   read answers as one that does not exist);
 6. A's auditor lists the record's access trail: the patient's read and B's read, nothing else.
 """
 
@@ -35,7 +36,7 @@ from emrchain.client.identity import (
     load_identity,
     load_organization_key,
 )
-from emrchain.client.replies import AccessDenied
+from emrchain.client.replies import NotFound
 from emrchain.client.rpc import EmrClient
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
 from emrchain.config.node import load_node_config
@@ -75,7 +76,7 @@ class StoryOutcome:
     patient_id: bytes
     grant_id: bytes
     plaintext_read_by_grantee: bytes
-    refusal_after_revoke: AccessDenied
+    refusal_after_revoke: NotFound
     trail: dict[str, Any]
     members: dict[str, bytes]
     """Role name → member key of everyone the story registered."""
@@ -177,7 +178,8 @@ async def _story(a: Hospital, b: Hospital, output: Callable[[str], object]) -> S
         matches = "equals" if read.plaintext == LAB_RESULT else "DIFFERS FROM"
         output(
             f"   decrypted {len(read.plaintext)} bytes; the plaintext {matches} the original;"
-            f" read recorded by access event {_short(read.access_event_tx_id)}"
+            f" served once its access event {_short(read.access_event_tx_id)} was committed"
+            f" at height {read.access_event_height}"
         )
 
         output("5. the patient revokes the grant")
@@ -185,7 +187,7 @@ async def _story(a: Hospital, b: Hospital, output: Callable[[str], object]) -> S
         output(f"   revoked at height {revoked.height}")
         try:
             await b_client.get_record(record_id)
-        except AccessDenied as refusal:
+        except NotFound as refusal:
             denied = refusal
         else:
             raise RuntimeError("the grantee could still read the record after revocation")

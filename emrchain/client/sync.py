@@ -110,8 +110,8 @@ class SyncEmrClient:
             self._client.put_record(plaintext, patient_id, record_type, custody_public_key)
         )
 
-    def get_record(self, record_id: bytes, *, wait: bool = True) -> RecordRead:
-        return self._run(self._client.get_record(record_id, wait=wait))
+    def get_record(self, record_id: bytes) -> RecordRead:
+        return self._run(self._client.get_record(record_id))
 
     def grant(self, **arguments: Any) -> Committed:
         """Keyword arguments as `EmrClient.grant`."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,6 +26,7 @@ from emrchain.config.settings import (
     Integer,
     ListenAddress,
     Name,
+    OptionalHomePath,
     PeerList,
     Setting,
     setting,
@@ -107,19 +108,36 @@ class P2PSection:
 class RpcSection:
     listen_address: Address = setting(  # noqa: RUF009
         Address("127.0.0.1", 26657),
-        "Where the HTTP API listens; loopback by default, put a TLS proxy in front.",
+        "Where the HTTP API listens; loopback by default (set tls_* to serve HTTPS elsewhere).",
         ListenAddress(),
     )
     max_body_bytes: int = setting(
         8 * MIB,
-        "Largest request body accepted; at least limits.max_tx_bytes.",
+        "Largest POST /txs body (JSON or binary); at least limits.max_tx_bytes. A larger "
+        "declared body is refused (413) before it is read.",
         Integer(1_024, 1 << 30),
+    )
+    max_other_body_bytes: int = setting(
+        4_096,
+        "Largest body of every request other than POST /txs and record uploads (GETs and "
+        "WebSocket upgrades send none).",
+        Integer(0, MIB),
+    )
+    max_buffered_body_bytes: int = setting(
+        256 * MIB,
+        "Most request body bytes held in memory at once, all requests together; a body that "
+        "does not fit is refused (503 busy, Retry-After). At least max_body_bytes and "
+        "[records] max_record_bytes.",
+        Integer(1_024, 1 << 40),
     )
     max_batch_txs: int = setting(
         1_000, "Most transactions accepted in one POST /txs request.", Integer(1, 1_000_000)
     )
     request_timeout_ms: int = setting(
-        10_000, "A request not answered by then fails with a timeout.", Integer(100, 600_000)
+        10_000,
+        "A request not answered by then fails with a timeout (503); a client that takes no "
+        "reply bytes for this long is disconnected.",
+        Integer(100, 600_000),
     )
     max_header_bytes: int = setting(
         8_190,
@@ -144,6 +162,89 @@ class RpcSection:
         10_000,
         "A stream subscriber that does not take a frame within this time is disconnected.",
         Integer(100, 600_000),
+    )
+    max_stream_subscribers_per_address: int = setting(
+        4,
+        "Most /ws/blocks subscriptions from one client address (more: 429); at most "
+        "max_stream_subscribers.",
+        Integer(1, 10_000),
+    )
+    max_stream_subscribers_per_member: int = setting(
+        4,
+        "Most /ws/patients subscriptions of one member (more: 429); at most "
+        "max_stream_subscribers.",
+        Integer(1, 10_000),
+    )
+    max_connections: int = setting(
+        1_024,
+        "Most open client connections, HTTP and WebSocket; one more is answered 503 and "
+        "closed. The node raises its open-file limit to fit these and its own files, and "
+        "refuses to start if the hard limit is lower.",
+        Integer(1, 1_000_000),
+    )
+    max_connections_per_address: int = setting(
+        128,
+        "Most open connections from one client address (an IPv6 /64 is one address); one "
+        "more is answered 429 and closed. At most max_connections.",
+        Integer(1, 1_000_000),
+    )
+    listen_backlog: int = setting(
+        128,
+        "Connections the kernel queues before the node accepts them.",
+        Integer(1, 65_535),
+    )
+    header_timeout_ms: int = setting(
+        5_000,
+        "A new connection (TLS handshake included) that has not sent its first request's "
+        "headers within this time is closed.",
+        Integer(100, 600_000),
+    )
+    idle_timeout_ms: int = setting(
+        15_000,
+        "A connection that has not sent the next request's headers within this time of the "
+        "last reply is closed.",
+        Integer(100, 3_600_000),
+    )
+    address_requests_per_second: int = setting(
+        1_000,
+        "Sustained requests per second from one client address on unsigned routes, and "
+        "failed authentications (more: 429 with Retry-After).",
+        Integer(1, 1_000_000),
+    )
+    address_request_burst: int = setting(
+        2_000,
+        "Requests one client address may send at once above its sustained rate.",
+        Integer(1, 10_000_000),
+    )
+    member_requests_per_second: int = setting(
+        50,
+        "Sustained signed requests per second of one member (more: 429 with Retry-After).",
+        Integer(1, 1_000_000),
+    )
+    member_request_burst: int = setting(
+        100,
+        "Signed requests one member may send at once above its sustained rate.",
+        Integer(1, 10_000_000),
+    )
+    error_log_interval_ms: int = setting(
+        10_000,
+        "At most one log line per kind of client fault (refused connection, accept error, "
+        "malformed request) per interval; the next line counts those left out.",
+        Integer(0, 3_600_000),
+    )
+    tls_certificate_file: str = setting(
+        "",
+        "PEM certificate chain the RPC presents (HTTPS); empty: plain HTTP. Needs tls_key_file.",
+        OptionalHomePath(),
+    )
+    tls_key_file: str = setting(
+        "", "PEM private key of tls_certificate_file, mode 0600.", OptionalHomePath()
+    )
+    tls_client_ca_file: str = setting(
+        "",
+        "PEM CA certificates: set, every client must present a certificate they signed "
+        "(mutual TLS); empty: no client certificate is asked for. Needs tls_certificate_file.",
+        OptionalHomePath(),
     )
 
 
@@ -172,6 +273,13 @@ class ConsensusSection:
     timeout_commit_ms: int = setting(
         1_000,
         "Pause after committing a block before starting the next height.",
+        Integer(0, 600_000),
+    )
+    timeout_commit_reads_ms: int = setting(
+        10,
+        "The pause after a commit instead of timeout_commit_ms while this validator holds an "
+        "access event: a reader is served only once its event is committed, so its block "
+        "should not wait out timeout_commit_ms. Above timeout_commit_ms it has no effect.",
         Integer(0, 600_000),
     )
     create_empty_blocks: bool = setting(
@@ -345,6 +453,18 @@ class RecordsSection:
         "it or its members.",
         Choice(("authored_and_granted", "authored")),
     )
+    access_event_timeout_ms: int = setting(
+        8_000,
+        "How long a read waits for its access event to be committed; the read is served only "
+        "once it is, else it answers 504 and is not served. Below [rpc] request_timeout_ms.",
+        Integer(100, 600_000),
+    )
+    max_reads_waiting: int = setting(
+        1_024,
+        "Most reads waiting at once for their access event's commit; more answer 503 with "
+        "Retry-After before anything goes on chain.",
+        Integer(1, 1_000_000),
+    )
     max_record_bytes: int = setting(
         64 * MIB, "Largest record ciphertext accepted.", Integer(1, 1 << 32)
     )
@@ -357,6 +477,12 @@ class RecordsSection:
         100_000,
         "Request nonces remembered to refuse replays; when full, requests get 503.",
         Integer(1_000, 10_000_000),
+    )
+    replay_cache_entries_per_member: int = setting(
+        5_000,
+        "Of those, most held for one member; its next signed request gets 429 with "
+        "Retry-After. At most replay_cache_entries.",
+        Integer(1, 10_000_000),
     )
 
 
@@ -597,10 +723,18 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         "[rpc] max_body_bytes",
         f"must be at least [limits] max_tx_bytes ({limits.max_tx_bytes}), got {rpc.max_body_bytes}",
     )
+    _check_rpc_limits(config, require)
     require(
         rpc.listen_address != p2p.listen_address,
         "[rpc] listen_address",
         f"must differ from [p2p] listen_address ({p2p.listen_address})",
+    )
+    require(
+        config.records.access_event_timeout_ms < rpc.request_timeout_ms,
+        "[records] access_event_timeout_ms",
+        f"must be below [rpc] request_timeout_ms ({rpc.request_timeout_ms}) so a read that "
+        f"waits for its access event can still answer, got "
+        f"{config.records.access_event_timeout_ms}",
     )
     absence_filter_bytes = config.storage.absence_filter_bytes
     require(
@@ -647,6 +781,47 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         limits.validate_basic()
     except ValueError as error:  # a guard: the per-key ranges above should already hold
         raise ConfigError(source, "[limits]", str(error)) from None
+
+
+def _check_rpc_limits(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:
+    """The [rpc] limits that bound one another, and the TLS files that go together."""
+    rpc, records = config.rpc, config.records
+    largest_body = max(rpc.max_body_bytes, records.max_record_bytes)
+    require(
+        rpc.max_buffered_body_bytes >= largest_body,
+        "[rpc] max_buffered_body_bytes",
+        f"must be at least [rpc] max_body_bytes and [records] max_record_bytes "
+        f"({largest_body}), got {rpc.max_buffered_body_bytes}",
+    )
+    require(
+        rpc.max_connections_per_address <= rpc.max_connections,
+        "[rpc] max_connections_per_address",
+        f"must be at most [rpc] max_connections ({rpc.max_connections}), "
+        f"got {rpc.max_connections_per_address}",
+    )
+    for key in ("max_stream_subscribers_per_address", "max_stream_subscribers_per_member"):
+        require(
+            getattr(rpc, key) <= rpc.max_stream_subscribers,
+            f"[rpc] {key}",
+            f"must be at most [rpc] max_stream_subscribers ({rpc.max_stream_subscribers}), "
+            f"got {getattr(rpc, key)}",
+        )
+    require(
+        records.replay_cache_entries_per_member <= records.replay_cache_entries,
+        "[records] replay_cache_entries_per_member",
+        f"must be at most [records] replay_cache_entries ({records.replay_cache_entries}), "
+        f"got {records.replay_cache_entries_per_member}",
+    )
+    require(
+        bool(rpc.tls_certificate_file) == bool(rpc.tls_key_file),
+        "[rpc] tls_key_file",
+        "tls_certificate_file and tls_key_file are set together (both, or neither)",
+    )
+    require(
+        not rpc.tls_client_ca_file or bool(rpc.tls_certificate_file),
+        "[rpc] tls_client_ca_file",
+        "client certificates need TLS: set tls_certificate_file and tls_key_file too",
+    )
 
 
 def config_tables(config: NodeConfig, *, comments: bool = True) -> list[toml_writer.Table]:

@@ -148,6 +148,22 @@ class HomePath:
 
 
 @dataclass(frozen=True)
+class OptionalHomePath:
+    """A `HomePath`, or empty for "not set" (a feature that is off without its file)."""
+
+    def parse(self, raw: object) -> str:
+        if raw == "":
+            return ""
+        return HomePath().parse(raw)
+
+    def to_toml(self, value: str) -> str:
+        return value
+
+    def describe(self) -> str:
+        return "string, empty or a path relative to the home directory, inside it"
+
+
+@dataclass(frozen=True)
 class ListenAddress:
     def parse(self, raw: object) -> Address:
         if type(raw) is not str:

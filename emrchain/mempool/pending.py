@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Collection, Hashable, Iterator
 from operator import attrgetter
 
+from emrchain._core.schema import TxKind
+
 COMPACT_MINIMUM_ENTRIES = 1_024
 """The log is compacted once its removed entries outnumber its live ones by this margin."""
 
@@ -66,13 +68,15 @@ class PendingSet:
     2 * live entries + COMPACT_MINIMUM_ENTRIES: bounded by whatever bounds the live set.
     """
 
-    __slots__ = ("_log", "by_id", "latest_sequence", "senders", "total_bytes")
+    __slots__ = ("_log", "access_events", "by_id", "latest_sequence", "senders", "total_bytes")
 
     def __init__(self) -> None:
         self.by_id: dict[bytes, PendingTx] = {}
         self.senders: dict[bytes, SenderQueue] = {}
         self.total_bytes = 0
         self.latest_sequence = 0
+        self.access_events = 0
+        """Pending ACCESS_EVENT transactions: each is a reader waiting for its block."""
         self._log: list[PendingTx] = []
 
     def __len__(self) -> int:
@@ -102,6 +106,8 @@ class PendingSet:
         self.by_id[tx_id] = entry
         self._log.append(entry)
         self.total_bytes += len(raw)
+        if _is_access_event(raw):
+            self.access_events += 1
 
     def advance_committed(
         self, sender: bytes, committed_nonce: int, committed_ids: Collection[bytes]
@@ -143,6 +149,8 @@ class PendingSet:
         entry.live = False
         del self.by_id[entry.tx_id]
         self.total_bytes -= len(entry.raw)
+        if _is_access_event(entry.raw):
+            self.access_events -= 1
 
     def live_after(self, cursor: int) -> Iterator[PendingTx]:
         """Live entries with sequence > `cursor`, oldest first. Entries removed while iterating
@@ -169,3 +177,8 @@ class PendingSet:
         """Drop removed entries from the log once they dominate."""
         if len(self._log) > 2 * len(self.by_id) + COMPACT_MINIMUM_ENTRIES:
             self._log = [entry for entry in self._log if entry.live]
+
+
+def _is_access_event(raw: bytes) -> bool:
+    """The kind byte follows the version and the chain id (`docs/spec/encoding.md` §4)."""
+    return raw[2 + raw[1]] == TxKind.ACCESS_EVENT

@@ -141,6 +141,12 @@ class Mempool:
         gossip cursor equals it has been sent everything."""
         return self._pending.latest_sequence
 
+    @property
+    def pending_access_events(self) -> int:
+        """Pending ACCESS_EVENT transactions: readers whose read waits for its block (the
+        node serves a read only once its event is committed)."""
+        return self._pending.access_events
+
     def pending_nonces(self, sender: bytes) -> tuple[int, int] | None:
         """(committed nonce, highest pending nonce) of `sender`, or None if it has none pending."""
         queue = self._pending.senders.get(sender)

@@ -89,6 +89,10 @@ class Chain:
         committed (the RPC block stream); a listener must not block or raise."""
         # Called with (record id, binary CID) for each erasure a committed block applied.
         self.erasure_listeners: list[Callable[[bytes, bytes], None]] = []
+        self.drop_listeners: list[Callable[[Sequence[bytes]], None]] = []
+        """Called after each commit with the ids of pending transactions the mempool dropped
+        uncommitted (a nonce the block used for another transaction, or a failed recheck);
+        a listener must not block or raise."""
         self._writer: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------------ reads
@@ -368,9 +372,12 @@ class Chain:
             nonces[sender] = _U64.unpack(written)[0] if written else self.committed_nonce(sender)
         admission = self.sender_admission
         recheck = None if admission is None else admission.recheck_senders(block, result.tx_results)
-        self.mempool.update(ids, nonces, recheck)
+        dropped = self.mempool.update(ids, nonces, recheck).dropped_tx_ids
         for listener in self.commit_listeners:
             listener(block, ids, result.tx_results)
+        if dropped:
+            for drop_listener in self.drop_listeners:
+                drop_listener(dropped)
         failed = sum(1 for tx_result in result.tx_results if tx_result.code)
         logger.info(
             "committed height %d: %d txs (%d refused by execution), app hash %s",

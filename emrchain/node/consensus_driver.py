@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class DriverLimits:
     timeout_commit_ms: int
+    timeout_commit_reads_ms: int = 0
+    """The pause after a commit while the mempool holds an access event: a reader waits for
+    that event's block before it is served, so the next height starts after this instead of
+    timeout_commit_ms (at most timeout_commit_ms)."""
     max_blocks_per_height: int = 8
     max_evidence_kept: int = 1_000
     max_events_per_dispatch: int = 10_000
@@ -99,6 +103,9 @@ class ConsensusDriver:
         self._applying: asyncio.Task[None] | None = None
         # The height we would start if there were transactions (create_empty_blocks = false).
         self._waiting_height: int | None = None
+        # While the commit pause runs: (height it starts, last block had txs, loop time the
+        # pause began), so that a read arriving meanwhile can cut it short.
+        self._pause: tuple[int, bool, float] | None = None
         # Timer callbacks run through this, so the node can halt on an unexpected exception
         # instead of losing a timer silently (the node sets it to its own guard).
         self.guard: Callable[..., None] = lambda function, *arguments: function(*arguments)
@@ -116,6 +123,7 @@ class ConsensusDriver:
             self._start_timer.cancel()
             self._start_timer = None
         self._waiting_height = None
+        self._pause = None
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -302,10 +310,35 @@ class ConsensusDriver:
             self._schedule_next_height(block_had_txs=len(block.txs) > 0)
 
     def _schedule_next_height(self, *, block_had_txs: bool) -> None:
-        delay_seconds = self._limits.timeout_commit_ms / 1000
+        height, began = self._chain.height + 1, self._loop.time()
+        self._pause = (height, block_had_txs, began)
+        self._start_after(self._commit_pause_ms() / 1000, height, block_had_txs)
+
+    def _commit_pause_ms(self) -> int:
+        """timeout_commit, or the shorter pause while a reader waits for a block."""
+        limits = self._limits
+        if self._chain.mempool.pending_access_events:
+            return min(limits.timeout_commit_reads_ms, limits.timeout_commit_ms)
+        return limits.timeout_commit_ms
+
+    def _start_after(self, delay_seconds: float, height: int, block_had_txs: bool) -> None:
+        if self._start_timer is not None:
+            self._start_timer.cancel()
         self._start_timer = self._loop.call_later(
-            delay_seconds, self.guard, self._start_or_wait, self._chain.height + 1, block_had_txs
+            delay_seconds, self.guard, self._start_or_wait, height, block_had_txs
         )
+
+    def _hurry_for_reads(self) -> None:
+        """An access event arrived during the commit pause: end the pause at the reads' pause
+        from its start (at once if that has passed). Only the start of the next height moves;
+        what any step signs or accepts does not."""
+        if self._pause is None or self._start_timer is None:
+            return
+        height, block_had_txs, began = self._pause
+        pause_ms = self._commit_pause_ms()
+        if pause_ms < self._limits.timeout_commit_ms:
+            remaining = began + pause_ms / 1000 - self._loop.time()
+            self._start_after(max(0.0, remaining), height, block_had_txs)
 
     def _start_or_wait(self, height: int, block_had_txs: bool) -> None:
         """Start `height`, or with create_empty_blocks = false wait for a reason to: a
@@ -315,6 +348,7 @@ class ConsensusDriver:
         hash of their execution in its header, so that the validators compare it now and not
         at the next burst of activity (as CometBFT's "proof block")."""
         self._start_timer = None
+        self._pause = None
         if self._limits.create_empty_blocks or block_had_txs or len(self._chain.mempool) > 0:
             self.start_height(height)
             return
@@ -322,11 +356,14 @@ class ConsensusDriver:
         logger.info("height %d waits for transactions (create_empty_blocks = false)", height)
 
     def txs_available(self) -> None:
-        """The mempool admitted transactions: start the height we wait at, if any. Deferred
-        to its own loop callback, because the mempool calls this from inside admission and
-        starting a height reaps the mempool for our proposal."""
+        """The mempool admitted transactions: start the height we wait at, if any, or cut the
+        commit pause short if a reader now waits for a block. Deferred to its own loop
+        callback, because the mempool calls this from inside admission and starting a height
+        reaps the mempool for our proposal."""
         if self._waiting_height is not None:
             self._loop.call_soon(self.guard, self._wake_for, self._waiting_height)
+        elif self._pause is not None and self._chain.mempool.pending_access_events:
+            self._loop.call_soon(self.guard, self._hurry_for_reads)
 
     def _wake_for(self, height: int) -> None:
         """Start `height` if we are waiting at it (idempotent)."""

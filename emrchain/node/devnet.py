@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -48,26 +49,51 @@ class Devnet:
         *,
         chain_id: str = "emrchain-devnet",
         consensus: dict[str, int | bool] | None = None,
+        settings: dict[str, dict[str, Any]] | None = None,
     ) -> None:
+        """`settings`: `{section: {key: value}}` for every node's config (e.g. RPC limits)."""
         self.root = Path(root).absolute()
         self.homes: list[Path] = []
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self._log_files: dict[int, Any] = {}
+        self.ssl_context: ssl.SSLContext | None = None
+        """How `rpc()` checks nodes that serve HTTPS (`[rpc] tls_*`)."""
         if not (self.root / "node0").exists():
             self.homes, _ = create_testnet(
                 self.root, validators=validators, chain_id=chain_id, host="127.0.0.1", base_port=0
             )
             for index, home in enumerate(self.homes):
                 _tune_home(home, index, {**DEVNET_CONSENSUS, **(consensus or {})})
+                if settings:
+                    self.configure(index, settings)
         else:
             self.homes = sorted(
                 (path for path in self.root.iterdir() if (path / "config" / "node.toml").exists()),
                 key=lambda path: int(path.name.removeprefix("node")),
             )
-        self.rpc_urls = [
-            f"http://{config.rpc.listen_address.host}:{config.rpc.listen_address.port}"
-            for config in (load_node_config(home) for home in self.homes)
-        ]
+        self.rpc_urls = [self._rpc_url(home) for home in self.homes]
+
+    @staticmethod
+    def _rpc_url(home: Path) -> str:
+        rpc = load_node_config(home).rpc
+        scheme = "https" if rpc.tls_certificate_file else "http"
+        return f"{scheme}://{rpc.listen_address.host}:{rpc.listen_address.port}"
+
+    def configure(self, index: int, settings: dict[str, dict[str, Any]]) -> None:
+        """Change node `index`'s config: `{section: {key: value}}` (it must still load)."""
+        home = self.homes[index]
+        config = load_node_config(home)
+        changed = dataclasses.replace(
+            config,
+            **{
+                section: dataclasses.replace(getattr(config, section), **values)
+                for section, values in settings.items()
+            },
+        )
+        config.config_path.write_text(render_node_config(changed))
+        load_node_config(home)
+        if hasattr(self, "rpc_urls"):
+            self.rpc_urls[index] = self._rpc_url(home)
 
     def __enter__(self) -> Devnet:
         return self
@@ -145,7 +171,9 @@ class Devnet:
             method="POST" if data is not None else "GET",
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with urllib.request.urlopen(
+                request, timeout=timeout_s, context=self.ssl_context
+            ) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             return json.loads(error.read() or b"{}") | {"http_status": error.code}
@@ -214,20 +242,22 @@ class Devnet:
         (`emrchain.workload`), and waits until every node in `committed_on` (default: all)
         has committed them: a node admits a sender's transactions only once its own state
         has the sender as a member (`docs/spec/state.md` §6)."""
+        from emrchain.client.sync import SyncEmrClient
         from emrchain.config.homes import ADMIN_IDENTITY_FILE
         from emrchain.keystore.member import load_member_identity
         from emrchain.workload import registration_transactions
 
         config = load_node_config(self.homes[node])
         admin = load_member_identity(config.resolve(ADMIN_IDENTITY_FILE))
-        account = self.rpc(node, f"/accounts/{admin.member_key.hex()}")
+        with SyncEmrClient(self.rpc_urls[node], admin) as client:
+            first_nonce = client.next_nonce()
         txs = registration_transactions(
             admin.signer,
             config.node.organization_id,
             chain_id=self.rpc(node, "/status")["chain_id"].encode(),
             senders=senders,
             seed=seed,
-            first_nonce=account["next_nonce"],
+            first_nonce=first_nonce,
         )
         accepted = self.submit(txs, nodes=[node])
         if len(accepted) != len(txs):

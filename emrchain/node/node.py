@@ -34,6 +34,7 @@ from emrchain.p2p import P2PConfig, PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
+from emrchain.rpc.commit_waits import CommitWaits
 from emrchain.rpc.server import RpcServer
 from emrchain.state import EmrApplication
 from emrchain.state.emr import GenesisAdmin, GenesisOrganization
@@ -183,6 +184,10 @@ class Node:
         )
         if self.replicator is not None:
             self.chain.commit_listeners.append(self.replicator.on_commit)
+        # Reads wait here for their access event's commit (served implies recorded).
+        self.commit_waits = CommitWaits(config.records.max_reads_waiting)
+        self.chain.commit_listeners.append(self.commit_waits.on_commit)
+        self.chain.drop_listeners.append(self.commit_waits.on_dropped)
         self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
@@ -279,6 +284,7 @@ class Node:
             self._broadcast,
             DriverLimits(
                 timeout_commit_ms=self.config.consensus.timeout_commit_ms,
+                timeout_commit_reads_ms=self.config.consensus.timeout_commit_reads_ms,
                 create_empty_blocks=self.config.consensus.create_empty_blocks,
             ),
         )

@@ -9,10 +9,11 @@ and the node's RPC, `--records` records of `--record-bytes` are stored and read:
 - get cached: `get_record` of a record whose ciphertext is in Redis;
 - get cold: the same after `FLUSHALL` (Redis miss, IPFS `cat`, hash check, cache fill).
 
-A read does everything a real read does (signed request, consent check, access-event admission,
-HSM unwrap and re-seal, ciphertext fetch, client-side decrypt) but does not wait for the access
-event's commit, which is consensus latency, not read latency. Progress on stderr; the last
-stdout line is one JSON object.
+A read does everything a real read does (signed request, consent check, HSM unwrap and re-seal,
+ciphertext fetch, access-event admission, the wait for that event's commit — a node serves a
+read only once it is on the ledger — and client-side decrypt), so its latency includes a block
+of consensus at the node's timeouts; `measure_read_path` gives the storage half alone. Progress
+on stderr; the last stdout line is one JSON object.
 """
 
 from __future__ import annotations
@@ -200,15 +201,15 @@ async def measure(devnet: Devnet, services: Services, records: int, record_bytes
             if (index + 1) % 20 == 0:
                 log(f"stored {index + 1}/{records}")
         for record_id, plaintext in record_ids:
-            await client.get_record(record_id, wait=False)  # warm: cached from here on
+            await client.get_record(record_id)  # warm: cached from here on
             started = time.perf_counter()
-            read = await client.get_record(record_id, wait=False)
+            read = await client.get_record(record_id)
             cached.append(time.perf_counter() - started)
             assert read.plaintext == plaintext
         for record_id, plaintext in record_ids:
             services.redis("FLUSHALL")
             started = time.perf_counter()
-            read = await client.get_record(record_id, wait=False)
+            read = await client.get_record(record_id)
             cold.append(time.perf_counter() - started)
             assert read.plaintext == plaintext
     return {"put": summary(puts), "get_cached": summary(cached), "get_cold": summary(cold)}

@@ -3,9 +3,10 @@
 Body: `count u32 | count × (length u32 | tx bytes)`, big-endian, nothing after the last tx.
 It carries the same transactions as the JSON route without hex (half the bytes, no JSON
 parse), for clients that submit thousands per second. Limits are the `[rpc]` section's:
-the body is capped by `max_body_bytes` (aiohttp answers 413 before reading more) and the count
-by `max_batch_txs`. A transaction longer than `[limits] max_tx_bytes` is framed normally and
-then refused by admission (`too_large`), exactly as on the JSON route.
+the body is capped by `max_body_bytes` (413 with `Connection: close`, the rest left unread:
+`guard.read_body`) and the count by `max_batch_txs`. A transaction longer than
+`[limits] max_tx_bytes` is framed normally and then refused by admission (`too_large`), exactly
+as on the JSON route.
 
 Reply (200): `{"accepted": n, "refused": [{"index", "tx_id", "code", "reason"}, ...]}` — only
 the refusals are listed (the client knows its own tx ids), so the reply stays small.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from emrchain.rpc.errors import RpcError
+from emrchain.rpc.guard import read_body
 
 if TYPE_CHECKING:
     from emrchain.node.node import Node
@@ -85,7 +87,7 @@ class BinarySubmit:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         if request.content_type != CONTENT_TYPE:
             return await self._json_handler(request)
-        txs = decode_batch(await request.read(), self._max_batch_txs)
+        txs = decode_batch(await read_body(request), self._max_batch_txs)
         # Through the node's admission pipeline: signatures verified off the event loop.
         admissions = await self._node.admission.admit(txs)
         refused = [

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
 from emrchain.rpc.parse import lower_hex
+from emrchain.rpc.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
+UNHANDLED_ERRORS_LOG = web.AppKey("unhandled_errors_log", ThrottledLog)
+"""Where an application sets the throttle for its bug reports (else each is logged)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -21,13 +25,35 @@ def error_response(status: int, code: str, message: str) -> web.Response:
 
 
 class RpcError(Exception):
-    """Raised by a handler; turned into a JSON error response by the middleware."""
+    """Raised by a handler; turned into a JSON error response by the middleware.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    `retry_after_s` adds a `Retry-After` header (whole seconds, at least 1); `close` answers
+    with `Connection: close`, for a refusal that leaves the request's body unread.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        close: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after_s = retry_after_s
+        self.close = close
+
+    def response(self) -> web.Response:
+        response = error_response(self.status, self.code, self.message)
+        if self.retry_after_s is not None:
+            response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(self.retry_after_s)))
+        if self.close:
+            response.force_close()
+        return response
 
 
 @web.middleware
@@ -36,9 +62,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except RpcError as error:
-        return error_response(error.status, error.code, error.message)
-    except web.HTTPRequestEntityTooLarge as error:
-        return error_response(413, "body_too_large", error.text or "request body too large")
+        return error.response()
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -55,7 +79,14 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:
         # A bug, not bad input: log it with its traceback, but still answer in the documented
         # error format (aiohttp's default is a text/plain page) and keep serving.
-        logger.exception("unhandled error in %s %s", request.method, request.path)
+        # The throttle keeps a request that trips a bug over and over from filling the disk.
+        throttle = request.app.get(UNHANDLED_ERRORS_LOG)
+        if throttle is None:
+            logger.exception("unhandled error in %s %s", request.method, request.path)
+        else:
+            throttle.warning(
+                "unhandled error in %s %s", request.method, request.path, exc_info=True
+            )
         return error_response(500, "internal_error", "internal error; the node logged it")
 
 

@@ -44,24 +44,42 @@ class DocumentLimits:
         return min(2 * self.max_tx_bytes, fits_in_header)
 
 
+EVERY_OPERATION_STATUSES = (413, 429, 503)
+"""What any request may be answered, whatever its route (`docs/spec/rpc.md` §Limits): a body
+over the route's cap, a rate limit, a busy node or a timeout."""
+RETRY_AFTER = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+}
+
+
 def _error_responses(*statuses: int) -> dict[str, Any]:
     descriptions = {
-        400: "malformed input",
-        401: "unsigned, stale, replayed, forged or unknown-key request",
-        403: "not allowed by consent or role",
-        404: "unknown",
+        400: "malformed input (or a repeated X-Emrchain-* header: duplicate_header)",
+        401: "unsigned, stale, replayed, forged or unknown-key request, or a body that is not "
+        "the signed one",
+        403: "not allowed by role, or consent changed while a read's access event was committed",
+        404: "unknown, or not the caller's to see (one answer for both)",
         409: "conflict, or the wrong node for this record",
         410: "erased",
-        413: "body too large",
-        503: "a storage backend is unavailable, or the request timed out (request_timeout_ms)",
+        413: "body over this route's cap (the connection is closed, the body left unread)",
+        429: "rate limited: the client address's or the member's budget, or its share of the "
+        "connections, stream slots or replay cache",
+        503: "busy (Retry-After), a storage backend is unavailable, or the request timed out "
+        "(request_timeout_ms)",
+        504: "the read's access event was not committed in time; the read was not served",
     }
-    return {
-        str(status): {
+    responses: dict[str, Any] = {}
+    for status in sorted({*statuses, *EVERY_OPERATION_STATUSES}):
+        response: dict[str, Any] = {
             "description": descriptions[status],
             "content": {"application/json": {"schema": ERROR}},
         }
-        for status in statuses
-    }
+        if status in (429, 503):
+            # Always with a 429; with a 503 when the node is busy (not for a backend outage).
+            response["headers"] = {"Retry-After": {**RETRY_AFTER, "required": status == 429}}
+        responses[str(status)] = response
+    return responses
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -160,8 +178,14 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
             "/txs/{tx_id}": {
                 "get": {
                     "operationId": "transactionStatus",
+                    "description": "Signed by the sender's member or an auditor, the reply "
+                    "carries the result message; unsigned, `result` is null.",
+                    "security": [{}, *SIGNED],
                     "parameters": [_path_parameter("tx_id", HEX32)],
-                    "responses": {**_ok(replies.TX_STATUS), **_error_responses(400, 404, 503)},
+                    "responses": {
+                        **_ok(replies.TX_STATUS),
+                        **_error_responses(400, 401, 404, 503),
+                    },
                 }
             },
             "/blocks/latest": {
@@ -208,8 +232,9 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
             "/accounts/{member_key}": {
                 "get": {
                     "operationId": "account",
+                    "security": SIGNED,
                     "parameters": [_path_parameter("member_key", HEX32)],
-                    "responses": {**_ok(replies.ACCOUNT), **_error_responses(400, 503)},
+                    "responses": {**_ok(replies.ACCOUNT), **_error_responses(400, 401, 503)},
                 }
             },
             "/records/{record_id}/ciphertext": {
@@ -224,6 +249,13 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                             "in": "query",
                             "required": True,
                             "schema": {"type": "string", "pattern": "^[0-9a-f]{160}$"},
+                        },
+                        {
+                            "name": "X-Emrchain-Content-Sha256",
+                            "in": "header",
+                            "required": True,
+                            "schema": HEX32,
+                            "description": "SHA-256 of the body, as signed",
                         },
                     ],
                     "requestBody": {
@@ -256,7 +288,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     ],
                     "responses": {
                         **_ok(replies.READ),
-                        **_error_responses(400, 401, 403, 404, 409, 410, 503),
+                        **_error_responses(400, 401, 403, 404, 409, 410, 503, 504),
                     },
                 }
             },

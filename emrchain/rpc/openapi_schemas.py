@@ -115,19 +115,20 @@ BLOCK = strict(
 )
 ACCOUNT = strict(
     member_key=HEX32,
+    # Fields the caller may not see are null (`docs/spec/rpc.md`, Accounts).
     member=nullable(
         strict(
-            member_id=HEX32,
-            organization_id=STR,
-            role=STR,
-            patient_id=HEX,
+            member_id=nullable(HEX32),
+            organization_id=nullable(STR),
+            role=nullable(STR),
+            patient_id=nullable(HEX),
             encryption_key=HEX,
             active=BOOL,
             is_current_key=BOOL,
         )
     ),
-    committed_nonce=INT,
-    next_nonce=INT,
+    committed_nonce=nullable(INT),
+    next_nonce=nullable(INT),
 )
 UPLOAD = strict(record_id=HEX32, cid=STR, cid_bytes=HEX, ciphertext_sha256=HEX32, size=INT)
 READ = strict(
@@ -139,6 +140,7 @@ READ = strict(
     wrapped_key=HEX,
     via=STR,
     access_event_tx_id=HEX32,
+    access_event_height=INT,
 )
 GRANT = strict(
     grant_id=HEX32,

@@ -5,7 +5,8 @@ list that patient's access trail (the patient, an auditor, an admin of an author
 After each commit every subscriber gets one text frame:
 `{"height", "time_ms", "block_id", "events": [access events of the patient new in this block]}`.
 Bounded like `/ws/blocks`: a subscriber that falls too far behind is disconnected, never
-silently skipped.
+silently skipped; one member holds at most `[rpc] max_stream_subscribers_per_member` of the
+slots (429 beyond).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import WSCloseCode, web
 from emrchain.rpc.auth import Authenticator
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.records import event_json
-from emrchain.rpc.stream import StreamLimits, _Subscriber
+from emrchain.rpc.stream import StreamLimits, _Subscriber, take_slot
 from emrchain.state.emr import list_decision, queries
 from emrchain.state.result import TxResult
 from emrchain.types import Block
@@ -48,6 +49,7 @@ class PatientEventStream:
         self._auth = authenticator
         self._limits = limits or StreamLimits()
         self._subscribers: set[_PatientSubscriber] = set()
+        self.slots = self._limits.slots()
         node.chain.commit_listeners.append(self.publish)
 
     def publish(
@@ -80,13 +82,19 @@ class PatientEventStream:
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
-        caller = await self._auth.authenticate(request, b"")
+        caller = await self._auth.authenticate(request)
         view = self._node.store.state_view()
         decision = list_decision(view, caller.key, patient_id=patient_id)
         if not decision.allowed:
             raise RpcError(403, decision.reason_code.lower(), "not allowed to follow this patient")
-        if len(self._subscribers) >= self._limits.max_subscribers:
-            raise RpcError(503, "too_many_subscribers", "too many patient stream subscribers")
+        take_slot(self.slots, caller.key, "patient stream")
+        try:
+            return await self._serve(request, patient_id)
+        finally:
+            self.slots.release(caller.key)
+
+    async def _serve(self, request: web.Request, patient_id: bytes) -> web.WebSocketResponse:
+        view = self._node.store.state_view()
         seen = queries.access_events_for(view, patient_id=patient_id, limit=1).total
         subscriber = _PatientSubscriber(self._limits.max_queued_blocks, patient_id, seen)
         socket = web.WebSocketResponse(heartbeat=30.0)

@@ -3,8 +3,12 @@ access event, grant and access-trail listings, member accounts."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import struct
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -12,15 +16,20 @@ from aiohttp import web
 from emrchain._core.schema import AccessAction, Role, TxKind
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
+from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
 from emrchain.rpc.errors import RpcError, hex_argument
+from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.signing import HEADER_ACCESS_EVENT
-from emrchain.state.emr import list_decision, queries, read_decision
+from emrchain.state.codes import code_name
+from emrchain.state.emr import Decision, list_decision, queries, read_decision
 from emrchain.state.emr.audit import AccessEvent
+from emrchain.state.emr.entities import Member, MemberStatus
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.keys import nonce_key
 from emrchain.state.nonce_anchor import read_progress
+from emrchain.state.view import StateView
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import (
     BlobCorruptedError,
@@ -69,10 +78,38 @@ def event_json(event: AccessEvent) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class _CommittedEvent:
+    tx_id: bytes
+    height: int
+    block_time_ms: int
+
+
+def _not_found() -> RpcError:
+    """One answer for "no such record" and "not yours": members do not learn which records
+    exist from the status."""
+    return RpcError(404, "not_found", "no record with this id that you may read")
+
+
+def _knows_of_erasure(caller: Caller, record: EmrRecord) -> bool:
+    """Who is told that a record was erased rather than "not found": its author, its patient,
+    the member who erased it, and auditors."""
+    member = caller.member
+    return (
+        member.member_id in (record.author, record.erased_by)
+        or (member.role == Role.PATIENT and member.patient_id == record.patient_id)
+        or member.role == Role.AUDITOR
+    )
+
+
 class RecordRoutes:
-    def __init__(self, node: Node, authenticator: Authenticator) -> None:
+    def __init__(
+        self, node: Node, authenticator: Authenticator, clock_ms: Callable[[], int]
+    ) -> None:
         self._node = node
         self._auth = authenticator
+        self._clock_ms = clock_ms
+        self._access_event_timeout_s = node.config.records.access_event_timeout_ms / 1000
         self._max_tx_bytes = node.config.limits.max_tx_bytes
         self._max_access_event_hex = DocumentLimits(
             max_tx_bytes=self._max_tx_bytes, max_header_bytes=node.config.rpc.max_header_bytes
@@ -80,7 +117,7 @@ class RecordRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.put("/records/{record_id}/ciphertext", self.upload),
+            web.put("/records/{record_id}/ciphertext", self.upload, expect_handler=defer_continue),
             web.get("/records/{record_id}", self.read),
             web.get("/records/{record_id}/grants", self.record_grants),
             web.get("/records/{record_id}/access-events", self.record_events),
@@ -96,8 +133,8 @@ class RecordRoutes:
 
     async def upload(self, request: web.Request) -> web.Response:
         record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        body = await request.read()
-        caller = await self._auth.authenticate(request, body)
+        caller = await self._auth.authenticate(request)
+        body = await read_body(request)
         records = self._node.records
         if caller.member.role not in (Role.CLINICIAN, Role.ADMIN):
             raise RpcError(403, "role_not_permitted", "only clinicians and admins store records")
@@ -130,22 +167,58 @@ class RecordRoutes:
     # -------------------------------------------------------------------- read
 
     async def read(self, request: web.Request) -> web.Response:
+        """Served implies recorded (`docs/spec/access-control.md` §6): everything that can
+        refuse the read runs first, then the reader's access event is admitted, and the
+        ciphertext and key wrap leave the node only once that event is committed with result
+        OK and consent still holds after its block."""
         record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
+        access_event, grant_id = self._checked_access_event(request, caller, record_id)
         view = self._view()
+        record = self._readable_record(view, caller, record_id)
+        time_ms = self._consent_time_ms(view)
+        decision = read_decision(view, record_id, caller.key, time_ms, grant_id)
+        if not decision.allowed:
+            raise _not_found()
+        wrapped_key = self._wrapped_key_for(caller, record, decision.via, decision.grant_id)
+        ciphertext = await self._ciphertext(record)
+        committed = await self._commit_access_event(access_event)
+        self._check_recorded_read(caller, record_id, grant_id, committed, decision)
+        return web.json_response(
+            {
+                "record_id": record_id.hex(),
+                "patient_id": record.patient_id.hex(),
+                "record_type": int(record.record_type),
+                "ciphertext_sha256": record.ciphertext_sha256.hex(),
+                "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
+                "wrapped_key": wrapped_key.hex(),
+                "via": decision.via,
+                "access_event_tx_id": committed.tx_id.hex(),
+                "access_event_height": committed.height,
+            }
+        )
+
+    def _consent_time_ms(self, view: StateView) -> int:
+        """The time consent is judged at: never before the last block, nor before now by this
+        node's clock — an idle chain's clock must not keep an expired grant alive."""
+        _, block_time_ms = read_progress(view)
+        return max(block_time_ms, self._clock_ms())
+
+    def _readable_record(self, view: StateView, caller: Caller, record_id: bytes) -> EmrRecord:
+        """The record, if it exists and is not erased; a caller who could not read it either
+        way learns neither (404), an entitled one learns that it is gone (410)."""
         record = queries.record(view, record_id)
         if record is None:
-            raise RpcError(404, "unknown_record", "no record with this id is anchored")
-        if record.erasure_reason:
+            raise _not_found()
+        if record.is_erased:
+            if not _knows_of_erasure(caller, record):
+                raise _not_found()
             raise RpcError(410, "erased", "this record was erased; only its tombstone remains")
-        _, time_ms = read_progress(view)
-        decision = read_decision(view, record_id, caller.key, time_ms)
-        if not decision.allowed:
-            raise RpcError(403, decision.reason_code.lower(), "consent does not allow this read")
-        wrapped_key = self._wrapped_key_for(caller, record, decision.via, decision.grant_id)
-        access_event = self._checked_access_event(request, caller, record_id)
+        return record
+
+    async def _ciphertext(self, record: EmrRecord) -> bytes:
         try:
-            ciphertext = await self._node.records.ciphertext(
+            return await self._node.records.ciphertext(
                 cid_bytes_to_text(record.cid), record.ciphertext_sha256
             )
         except BlobCorruptedError:
@@ -156,25 +229,89 @@ class RecordRoutes:
             raise RpcError(404, "ciphertext_unavailable", "no reachable store holds it") from None
         except StorageUnavailableError as error:
             raise RpcError(503, "storage_unavailable", str(error)) from None
-        # Only now, with the ciphertext in hand, does the read go on chain: a read that fails
-        # above leaves no access event and costs the reader no nonce.
-        event_id = self._admit_access_event(access_event)
-        return web.json_response(
-            {
-                "record_id": record_id.hex(),
-                "patient_id": record.patient_id.hex(),
-                "record_type": int(record.record_type),
-                "ciphertext_sha256": record.ciphertext_sha256.hex(),
-                "ciphertext": base64.b64encode(ciphertext).decode("ascii"),
-                "wrapped_key": wrapped_key.hex(),
-                "via": decision.via,
-                "access_event_tx_id": event_id.hex(),
-            }
-        )
+
+    async def _commit_access_event(self, raw: bytes) -> _CommittedEvent:
+        """Admit the reader's access event and wait until a block commits it with result OK.
+        Nothing is served otherwise: a refusal at admission (409), by execution (403), an
+        event dropped from the mempool (409) or not committed in time (504)."""
+        waits = self._node.commit_waits
+        tx_id = hashlib.sha256(raw).digest()
+        try:
+            committed = waits.expect(tx_id)
+        except WaitLimitError:
+            raise RpcError(
+                503,
+                "too_many_reads_waiting",
+                "too many reads wait for their access event",
+                retry_after_s=1.0,
+            ) from None
+        except ValueError:
+            raise RpcError(409, "access_event_refused", "this access event is in use") from None
+        try:
+            admission = self._node.mempool.admit_batch([raw])[0]
+            if not admission.accepted:
+                raise RpcError(
+                    409, "access_event_refused", f"{admission.code}: {admission.reason}"
+                )
+            outcome = await asyncio.wait_for(committed, self._access_event_timeout_s)
+        except TimeoutError:
+            raise RpcError(
+                504,
+                "access_event_not_committed",
+                "the access event was not committed in time; the read was not served (the "
+                "event may still commit and then stays in the trail)",
+            ) from None
+        except TxDropped:
+            raise RpcError(
+                409,
+                "access_event_dropped",
+                "the access event left the mempool uncommitted (its nonce was used by another "
+                "transaction); the read was not served",
+            ) from None
+        finally:
+            waits.forget(tx_id)
+        if outcome.code != 0:
+            raise RpcError(
+                403,
+                "access_event_refused",
+                f"the chain refused the access event ({code_name(outcome.code)}: "
+                f"{outcome.message}); the read was not served",
+            )
+        return _CommittedEvent(tx_id, outcome.height, outcome.block_time_ms)
+
+    def _check_recorded_read(
+        self,
+        caller: Caller,
+        record_id: bytes,
+        grant_id: bytes,
+        committed: _CommittedEvent,
+        decision: Decision,
+    ) -> None:
+        """After the event's block: the trail holds the event on the basis this node is about
+        to serve under, and consent still allows it now (a revocation or an expiry in that
+        block or since wins; the read stays recorded, and is not served)."""
+        view = self._view()
+        recorded = queries.recorded_access(view, record_id, committed.tx_id)
+        time_ms = max(committed.block_time_ms, self._consent_time_ms(view))
+        now = read_decision(view, record_id, caller.key, time_ms, grant_id)
+        if (
+            recorded is None
+            or (recorded.basis.label, recorded.grant_id) != (decision.via, decision.grant_id)
+            or (now.via, now.grant_id) != (decision.via, decision.grant_id)
+        ):
+            raise RpcError(
+                403,
+                "consent_changed",
+                "consent changed while the access event was committed; it is recorded, the "
+                "read was not served",
+            )
 
     def _wrapped_key_for(
         self, caller: Caller, record: EmrRecord, via: str, grant_id: bytes
     ) -> bytes:
+        """The record's data key sealed to the caller, from this node's custody copy, or from
+        the grant the read relies on. Made before the access event goes on chain (a node that
+        cannot serve the read must not record it) and released only once it is committed."""
         records = self._node.records
         sealed = records.seal_data_key_for(record.record_id, caller.member.encryption_key)
         if sealed is not None:
@@ -205,9 +342,10 @@ class RecordRoutes:
 
     def _checked_access_event(
         self, request: web.Request, caller: Caller, record_id: bytes
-    ) -> bytes:
+    ) -> tuple[bytes, bytes]:
         """The raw ACCESS_EVENT tx of the header, checked to be the caller's read of this
-        record (admission to the mempool comes later, once the read can be served)."""
+        record, and the grant id it names (admission to the mempool comes later, once the read
+        can be served)."""
         text = request.headers.get(HEADER_ACCESS_EVENT)
         if text is None or len(text) > self._max_access_event_hex:
             raise RpcError(
@@ -227,23 +365,16 @@ class RecordRoutes:
             raise RpcError(
                 400, "bad_access_event", "must be the caller's READ access event for this record"
             )
-        return raw
-
-    def _admit_access_event(self, raw: bytes) -> bytes:
-        admission = self._node.mempool.admit_batch([raw])[0]
-        if not admission.accepted:
-            raise RpcError(409, "access_event_refused", f"{admission.code}: {admission.reason}")
-        return admission.tx_id
+        return raw, tx.fields["grant_id"]
 
     # ------------------------------------------------------------------- lists
 
     async def _listing(self, request: web.Request, **target: bytes) -> Caller:
-        caller = await self._auth.authenticate(request, await request.read())
+        caller = await self._auth.authenticate(request)
         decision = list_decision(self._view(), caller.key, **target)
-        if decision.reason_code == "RECORD_NOT_FOUND":
-            raise RpcError(404, "unknown_record", "no record with this id is anchored")
         if not decision.allowed:
-            raise RpcError(403, decision.reason_code.lower(), "not allowed to list this")
+            # Unknown and not yours answer alike: a listing must not tell which records exist.
+            raise RpcError(404, "not_found", "nothing here that you may list")
         return caller
 
     async def record_grants(self, request: web.Request) -> web.Response:
@@ -285,28 +416,58 @@ class RecordRoutes:
     # ----------------------------------------------------------------- account
 
     async def account(self, request: web.Request) -> web.Response:
+        """A member key's account, for a signed caller. Its own account, its organisation's
+        admins and auditors see everything; any other member only what it needs to wrap a
+        record key for the key's holder (the encryption key, and that the key is a current,
+        active member key). Hidden fields are null."""
         key = hex_argument(request.match_info["member_key"], 32, "member key")
+        caller = await self._auth.authenticate(request)
         view = self._view()
+        found = queries.member(view, key)
+        if found is None or not _may_see_account(caller, found.member):
+            return web.json_response(_public_account(key, found))
         raw = view.get(nonce_key(key))
         committed = struct.unpack(">Q", raw)[0] if raw else 0
         pending = self._node.mempool.pending_nonces(key)
-        found = queries.member(view, key)
-        member = None
-        if found is not None:
-            member = {
-                "member_id": found.member.member_id.hex(),
-                "organization_id": found.member.organization_id,
-                "role": found.member.role.name.lower(),
-                "patient_id": found.member.patient_id.hex(),
-                "encryption_key": found.member.encryption_key.hex(),
-                "active": found.member.status.name == "ACTIVE",
-                "is_current_key": found.is_current_key,
-            }
         return web.json_response(
             {
                 "member_key": key.hex(),
-                "member": member,
+                "member": _member_json(found, full=True),
                 "committed_nonce": committed,
                 "next_nonce": (pending[1] if pending else committed) + 1,
             }
         )
+
+
+def _may_see_account(caller: Caller, member: Member) -> bool:
+    own = caller.member
+    return (
+        own.member_id == member.member_id
+        or own.role == Role.AUDITOR
+        or (own.role == Role.ADMIN and own.organization_id == member.organization_id)
+    )
+
+
+def _member_json(found: queries.MemberView, *, full: bool) -> dict[str, Any]:
+    member = found.member
+    return {
+        "member_id": member.member_id.hex() if full else None,
+        "organization_id": member.organization_id if full else None,
+        "role": member.role.name.lower() if full else None,
+        "patient_id": member.patient_id.hex() if full else None,
+        "encryption_key": member.encryption_key.hex(),
+        "active": member.status == MemberStatus.ACTIVE,
+        "is_current_key": found.is_current_key,
+    }
+
+
+def _public_account(key: bytes, found: queries.MemberView | None) -> dict[str, Any]:
+    """What any member may learn of another key: nothing but a current, active member key's
+    encryption key (and that it is one)."""
+    usable = found is not None and found.is_current_key and found.member.is_active
+    return {
+        "member_key": key.hex(),
+        "member": _member_json(found, full=False) if usable and found else None,
+        "committed_nonce": None,
+        "next_nonce": None,
+    }

@@ -1,32 +1,69 @@
 """Minimal node RPC: health, status, submit transactions, tx status with inclusion proof, blocks.
 
 All bodies are JSON (binary values as lowercase hex); limits come from the `[rpc]` config
-section. Errors are `{"error": {"code": ..., "message": ...}}` with a stable code.
+section (`docs/spec/rpc.md` §Limits: connections in `connections.py`, rate limits and body
+caps in `guard.py`, signed requests in `auth.py`). Errors are
+`{"error": {"code": ..., "message": ...}}` with a stable code.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from emrchain import _core
-from emrchain.rpc.auth import Authenticator
+from emrchain._core.schema import PUBLIC_KEY_BYTES, Role
+from emrchain.rpc.auth import Authenticator, NodeIdentity, ReplayHorizon, ReplayLimits
 from emrchain.rpc.binary import BinarySubmit
-from emrchain.rpc.errors import RpcError, hex_argument, json_errors, request_timeout
+from emrchain.rpc.connections import (
+    ConnectionGate,
+    ConnectionLimits,
+    TlsFiles,
+    ensure_file_limit,
+    server_tls_context,
+)
+from emrchain.rpc.errors import (
+    UNHANDLED_ERRORS_LOG,
+    RpcError,
+    hex_argument,
+    json_errors,
+    request_timeout,
+)
+from emrchain.rpc.guard import (
+    BODY_BUDGET,
+    BodyBudget,
+    RequestGuard,
+    RoutePolicy,
+    defer_continue,
+    read_body,
+)
+from emrchain.rpc.limits import Rate, RateLimiter
 from emrchain.rpc.openapi import MAX_HEIGHT, DocumentLimits
 from emrchain.rpc.openapi import document as openapi_document
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
+from emrchain.rpc.signing import HEADER_KEY
 from emrchain.rpc.stream import BlockStream, StreamLimits
+from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
+from emrchain.state.emr import queries
 from emrchain.types import Block
 
 if TYPE_CHECKING:
+    from emrchain.config.node import NodeConfig
     from emrchain.node.node import Node
     from emrchain.store import BlockStore
+
+logger = logging.getLogger(__name__)
+REPLAY_HORIZON_FILE = "rpc_replay_horizon"
+"""In the data directory: the newest signed-request timestamp the node may have accepted."""
+UPLOAD_ROUTE = ("PUT", "/records/{record_id}/ciphertext")
+SUBMIT_ROUTE = ("POST", "/txs")
 
 
 def _store_counters(store: BlockStore) -> dict[str, int]:
@@ -39,6 +76,25 @@ def _store_counters(store: BlockStore) -> dict[str, int]:
         "state_cache_entries": len(cache) if cache is not None else 0,
         "absence_filter_keys": absence.keys_added if absence is not None else 0,
     }
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _tls_context(config: NodeConfig) -> ssl.SSLContext | None:
+    section = config.rpc
+    if not section.tls_certificate_file:
+        return None
+    return server_tls_context(
+        TlsFiles(
+            certificate=config.resolve(section.tls_certificate_file),
+            key=config.resolve(section.tls_key_file),
+            client_ca=config.resolve(section.tls_client_ca_file)
+            if section.tls_client_ca_file
+            else None,
+        )
+    )
 
 
 def header_json(block: Block) -> dict[str, Any]:
@@ -59,6 +115,55 @@ def header_json(block: Block) -> dict[str, Any]:
     }
 
 
+def _authenticator(node: Node) -> Authenticator:
+    config = node.config
+    return Authenticator(
+        NodeIdentity(node.chain_id, node.node_key.public_key),
+        node.store.state_view,
+        wall_clock_ms,
+        ReplayLimits(
+            config.records.max_clock_skew_ms,
+            config.records.replay_cache_entries,
+            config.records.replay_cache_entries_per_member,
+        ),
+        Rate(config.rpc.member_requests_per_second, config.rpc.member_request_burst),
+        ReplayHorizon(config.data_path / REPLAY_HORIZON_FILE),
+    )
+
+
+def _route_policies(
+    app: web.Application, document: dict[str, Any], config: NodeConfig
+) -> dict[web.AbstractRoute, RoutePolicy]:
+    """Each route's policy: signed as the OpenAPI document says (its `security`), and the body
+    cap of `docs/spec/rpc.md` §Limits."""
+    caps = {
+        UPLOAD_ROUTE: config.records.max_record_bytes,
+        SUBMIT_ROUTE: config.rpc.max_body_bytes,
+    }
+    policies = {}
+    for route in app.router.routes():
+        canonical = route.resource.canonical if route.resource is not None else ""
+        method = "GET" if route.method == "HEAD" else route.method
+        operation = document["paths"].get(canonical, {}).get(method.lower(), {})
+        # Signed routes list only signed requirements; one that also lists `{}` (no
+        # signature) serves anonymous callers too and is rate limited like any unsigned route.
+        security = operation.get("security", [{}])
+        policies[route] = RoutePolicy(
+            signed={} not in security,
+            max_body_bytes=caps.get((method, canonical), config.rpc.max_other_body_bytes),
+        )
+    return policies
+
+
+def _http_logger(interval_s: float) -> logging.Logger:
+    """The logger aiohttp reports malformed requests to, one line per interval. A logger of
+    this server's own (not from `logging.getLogger`), so each server has its own throttle."""
+    http_logger = logging.Logger(f"{__name__}.http")
+    http_logger.parent = logger
+    http_logger.addFilter(ThrottleFilter(ThrottledLog(http_logger, interval_s)))
+    return http_logger
+
+
 class RpcServer:
     """The aiohttp application of one node, bound to `[rpc] listen_address`."""
 
@@ -68,12 +173,26 @@ class RpcServer:
         self._max_batch_txs = section.max_batch_txs
         self._max_body_bytes = section.max_body_bytes
         records = node.config.records
-        # Record uploads may be larger than other bodies; each route checks its own limit.
+        policies: dict[web.AbstractRoute, RoutePolicy] = {}
+        self.addresses = RateLimiter(
+            Rate(section.address_requests_per_second, section.address_request_burst),
+            "from one client address",
+        )
+        guard = RequestGuard(
+            policies, RoutePolicy(False, section.max_other_body_bytes), self.addresses
+        )
+        # Each route's cap is the guard's (read_body); aiohttp's own is only a backstop.
         self.app = web.Application(
             client_max_size=max(section.max_body_bytes, records.max_record_bytes),
             # json_errors outermost: it turns the timeout's RpcError into a JSON reply too.
-            middlewares=[json_errors, request_timeout(section.request_timeout_ms)],
+            middlewares=[
+                json_errors,
+                request_timeout(section.request_timeout_ms),
+                guard.middleware,
+            ],
         )
+        self.app[BODY_BUDGET] = BodyBudget(section.max_buffered_body_bytes)
+        self.app[UNHANDLED_ERRORS_LOG] = ThrottledLog(logger, section.error_log_interval_ms / 1000)
         self._document = openapi_document(
             DocumentLimits(
                 max_batch_txs=section.max_batch_txs,
@@ -81,52 +200,75 @@ class RpcServer:
                 max_header_bytes=section.max_header_bytes,
             )
         )
-        self.authenticator = Authenticator(
-            node.chain_id,
-            node.store.state_view,
-            lambda: time.time_ns() // 1_000_000,
-            records.max_clock_skew_ms,
-            records.replay_cache_entries,
+        self.authenticator = _authenticator(node)
+        self.block_stream = BlockStream(
+            node, StreamLimits.of(section, section.max_stream_subscribers_per_address)
+        )
+        self.patient_stream = PatientEventStream(
+            node,
+            self.authenticator,
+            StreamLimits.of(section, section.max_stream_subscribers_per_member),
         )
         self.app.add_routes(
             [
                 web.get("/health", self.health),
                 web.get("/openapi.json", self.openapi),
                 web.get("/status", self.status),
-                web.post("/txs", BinarySubmit(node, self.submit).handle),
+                web.post(
+                    "/txs",
+                    BinarySubmit(node, self.submit).handle,
+                    expect_handler=defer_continue,
+                ),
                 web.get("/txs/{tx_id}", self.tx_status),
                 web.get("/blocks/latest", self.latest_block),
                 web.get("/blocks/{height}", self.block),
-                web.get("/ws/blocks", BlockStream(node, StreamLimits.of(section)).handle),
-                *RecordRoutes(node, self.authenticator).routes(),
-                web.get(
-                    "/ws/patients/{patient_id}",
-                    PatientEventStream(
-                        node, self.authenticator, StreamLimits.of(section)
-                    ).handle,
-                ),
+                web.get("/ws/blocks", self.block_stream.handle),
+                *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
+                web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
             ]
         )
+        policies.update(_route_policies(self.app, self._document, node.config))
         self._runner: web.AppRunner | None = None
+        self._gate: ConnectionGate | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
-        section = self._node.config.rpc
-        address = section.listen_address
-        # The HTTP parser's limits, from [rpc] rather than aiohttp's silent defaults.
+        config = self._node.config
+        section = config.rpc
+        ensure_file_limit(section.max_connections)
+        # The HTTP parser's limits and the idle timeout, from [rpc] rather than aiohttp's
+        # silent defaults (an idle keep-alive connection lived an hour). No lingering: a
+        # request refused before its body was read is closed at once, the body left unread.
         self._runner = web.AppRunner(
             self.app,
             access_log=None,
             max_line_size=section.max_header_bytes,
             max_field_size=section.max_header_bytes,
             max_headers=section.max_headers,
+            keepalive_timeout=section.idle_timeout_ms / 1000,
+            lingering_time=0,
+            logger=_http_logger(section.error_log_interval_ms / 1000),
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, address.host, address.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert self._runner.server is not None
+        self._gate = ConnectionGate(
+            ConnectionLimits(
+                max_connections=section.max_connections,
+                max_connections_per_address=section.max_connections_per_address,
+                listen_backlog=section.listen_backlog,
+                header_timeout_s=section.header_timeout_ms / 1000,
+                write_stall_timeout_s=section.request_timeout_ms / 1000,
+                error_log_interval_s=section.error_log_interval_ms / 1000,
+            ),
+            self._runner.server,
+            _tls_context(config),
+        )
+        address = section.listen_address
+        self.port = await self._gate.start(address.host, address.port)
 
     async def close(self) -> None:
+        if self._gate is not None:
+            await self._gate.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -182,9 +324,7 @@ class RpcServer:
         )
 
     async def submit(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        if len(raw) > self._max_body_bytes:
-            raise RpcError(413, "body_too_large", f"at most {self._max_body_bytes} bytes")
+        raw = await read_body(request)
         try:
             body = json.loads(raw)
         except (ValueError, RecursionError):
@@ -230,6 +370,13 @@ class RpcServer:
         block = node.store.block(proof.height)
         results = node.store.tx_results(proof.height) or []
         result = results[proof.index] if proof.index < len(results) else None
+        # The result message can say what the transaction did (a break-glass opened, why a
+        # read was refused): only the sender's member and auditors read it; others see the code.
+        message = None
+        if result is not None and block is not None and await self._may_read_result(
+            request, block.txs[proof.index]
+        ):
+            message = result.message
         return web.json_response(
             {
                 "tx_id": tx_id.hex(),
@@ -237,7 +384,7 @@ class RpcServer:
                 "height": proof.height,
                 "index": proof.index,
                 "result_code": result.code if result else None,
-                "result": result.message if result else None,
+                "result": message,
                 "proof": {
                     "total": proof.total,
                     "index": proof.index,
@@ -246,6 +393,20 @@ class RpcServer:
                 "header": header_json(block) if block else None,
             }
         )
+
+    async def _may_read_result(self, request: web.Request, tx: bytes) -> bool:
+        """A signed request by the transaction's sender (any key of its member) or an
+        auditor; an unsigned one sees no message (a badly signed one is refused, 401)."""
+        if HEADER_KEY not in request.headers:
+            return False
+        caller = await self.authenticator.authenticate(request)
+        if caller.member.role == Role.AUDITOR:
+            return True
+        sender_start = 3 + tx[1]
+        sender = queries.member(
+            self._node.store.state_view(), tx[sender_start : sender_start + PUBLIC_KEY_BYTES]
+        )
+        return sender is not None and sender.member.member_id == caller.member.member_id
 
     async def latest_block(self, request: web.Request) -> web.Response:
         return self._block_response(self._node.chain.height)

@@ -7,11 +7,12 @@ and final, but they changed nothing; `GET /txs/{id}` has the message).
 Clients (the load generator, explorers) learn about commits as they happen instead of polling
 `/blocks/{h}`.
 
-Bounded: at most `max_subscribers` connections, and each has a queue of at most
-`max_queued_blocks` summaries. A subscriber that falls that far behind is disconnected (close
-code 1013, "try again later") rather than skipped over: a stream that silently loses blocks
-would make a client miscount commits. The summary is encoded once per block, and only when
-someone listens.
+Bounded: at most `max_subscribers` connections (503 beyond), at most `max_per_client` of them
+from one client address (429 beyond, so one client cannot take every slot), and each has a
+queue of at most `max_queued_blocks` summaries. A subscriber that falls that far behind is
+disconnected (close code 1013, "try again later") rather than skipped over: a stream that
+silently loses blocks would make a client miscount commits. The summary is encoded once per
+block, and only when someone listens.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
 from emrchain.rpc.errors import RpcError
+from emrchain.rpc.guard import request_client
+from emrchain.rpc.limits import SlotCounter
 from emrchain.state.result import TxResult
 from emrchain.types import Block
 
@@ -45,14 +48,35 @@ class StreamLimits:
     max_subscribers: int = 16
     max_queued_blocks: int = 256
     send_timeout_ms: int = 10_000
+    max_per_client: int = 4
+    """Per client address on /ws/blocks, per member on /ws/patients."""
 
     @classmethod
-    def of(cls, section: RpcSection) -> StreamLimits:
+    def of(cls, section: RpcSection, max_per_client: int) -> StreamLimits:
         return cls(
             max_subscribers=section.max_stream_subscribers,
             max_queued_blocks=section.max_stream_queued_blocks,
             send_timeout_ms=section.stream_send_timeout_ms,
+            max_per_client=max_per_client,
         )
+
+    def slots(self) -> SlotCounter:
+        return SlotCounter(self.max_subscribers, self.max_per_client)
+
+
+def take_slot(slots: SlotCounter, client: Hashable, what: str) -> None:
+    """Take one of `slots` for `client`, or refuse: 503 when all are taken, 429 with
+    Retry-After when this client holds its share."""
+    refusal = slots.refusal(client)
+    if refusal is not None:
+        status, why = refusal
+        raise RpcError(
+            status,
+            "too_many_subscribers",
+            f"{what} subscriptions: {why}",
+            retry_after_s=1.0,
+        )
+    slots.acquire(client)
 
 
 def block_summary(block: Block, tx_ids: Sequence[bytes], tx_results: Sequence[TxResult]) -> str:
@@ -99,6 +123,7 @@ class BlockStream:
     def __init__(self, node: Node, limits: StreamLimits | None = None) -> None:
         self._limits = limits or StreamLimits()
         self._subscribers: set[_Subscriber] = set()
+        self.slots = self._limits.slots()
         node.chain.commit_listeners.append(self.publish)
 
     @property
@@ -118,12 +143,14 @@ class BlockStream:
             subscriber.offer(frame)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
-        if len(self._subscribers) >= self._limits.max_subscribers:
-            raise RpcError(
-                503,
-                "too_many_subscribers",
-                f"at most {self._limits.max_subscribers} block stream subscribers",
-            )
+        client = request_client(request)
+        take_slot(self.slots, client, "block stream")
+        try:
+            return await self._serve(request)
+        finally:
+            self.slots.release(client)
+
+    async def _serve(self, request: web.Request) -> web.WebSocketResponse:
         socket = web.WebSocketResponse(heartbeat=30.0)
         await socket.prepare(request)
         subscriber = _Subscriber(self._limits.max_queued_blocks)

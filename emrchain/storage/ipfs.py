@@ -59,7 +59,14 @@ class _NodeRejectedError(Exception):
 
 
 class _RetryableError(Exception):
-    """A failure that may go away: connection refused/reset, client timeout, 5xx."""
+    """A failure that may go away: connection refused/reset, client timeout, 5xx.
+
+    Its message may reach RPC clients (through StorageUnavailableError, a 503), so it never
+    names the IPFS API's address; `detail` does, for the node's log."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,14 +276,23 @@ class IpfsBlobStore:
                 return await self._post_once(request, data, limit_bytes)
             except _RetryableError as error:
                 last_error = error
-                logger.debug("IPFS %s attempt %d failed: %s", request.path, attempt + 1, error)
+                logger.debug(
+                    "IPFS %s attempt %d failed: %s", request.path, attempt + 1, error.detail
+                )
             except _NodeRejectedError as error:
                 if request.path in ("pin/rm", "block/stat"):
                     raise  # the caller gives these messages a meaning
                 raise StorageUnavailableError(f"IPFS {request.path} failed: {error}") from None
+        detail = last_error.detail if isinstance(last_error, _RetryableError) else last_error
+        logger.warning(
+            "IPFS node at %s unavailable for %s after %d attempt(s): %s",
+            self._api_url,
+            request.path,
+            attempts,
+            detail,
+        )
         raise StorageUnavailableError(
-            f"IPFS node at {self._api_url} unavailable for {request.path} after {attempts} "
-            f"attempt(s): {last_error}"
+            f"IPFS node unavailable for {request.path} after {attempts} attempt(s): {last_error}"
         )
 
     def _backoff_delay_s(self, attempt: int) -> float:
@@ -310,7 +326,10 @@ class IpfsBlobStore:
         except TimeoutError as error:
             raise _RetryableError(f"no answer within {request.timeout_s} s") from error
         except aiohttp.ClientError as error:
-            raise _RetryableError(f"{type(error).__name__}: {error}") from error
+            # aiohttp's message names the host and port: only the log may see it.
+            raise _RetryableError(
+                f"cannot connect ({type(error).__name__})", f"{type(error).__name__}: {error}"
+            ) from error
 
 
 def _raise_for_error(status: int, body: bytes) -> None:

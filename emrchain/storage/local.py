@@ -208,7 +208,7 @@ class LocalBlobStore:
 
     def _require_open(self) -> None:
         if self._closed:
-            raise StorageUnavailableError(f"blob store {self._root} is closed")
+            raise StorageUnavailableError("the blob store is closed (the node is stopping)")
 
 
 def _sync_directory(directory: Path) -> None:

@@ -120,7 +120,7 @@ class LevelDbKeyVault:
 
     def _handle(self) -> plyvel.DB:
         if self._db.closed:
-            raise StorageUnavailableError(f"key vault {self._path} is closed")
+            raise StorageUnavailableError("the key vault is closed (the node is stopping)")
         return self._db
 
 

@@ -248,7 +248,7 @@ def test_a_refusal_by_the_node_is_one_line_with_status_and_code(
     )
     assert status == 1
     assert_one_line(err, "record get")
-    assert "HTTP 404 unknown_record" in err
+    assert "HTTP 404 not_found" in err
     assert not out_file.exists()
 
 
@@ -276,7 +276,7 @@ def test_grant_and_revoke_through_the_commands(real_node: RealNode, tmp_path: Pa
         "record", "get", record_id.hex(), "--out", str(out_file), *keys("outsider"),
         cwd=tmp_path,
     )  # fmt: skip
-    assert status == 1 and "HTTP 403 access_denied" in err
+    assert status == 1 and "HTTP 404 not_found" in err
     assert_one_line(err, "record get")
     assert not out_file.exists()
 

@@ -24,13 +24,13 @@ from emrchain.client import transactions
 from emrchain.client.envelope import derive_member_key_pair, new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
-    AccessDenied,
     BadReplyError,
     CommitTimeoutError,
     Conflict,
     Gone,
     NodeUnreachableError,
     NotFound,
+    RateLimited,
     SubmissionRefusedError,
     TransactionRefusedError,
     Unauthenticated,
@@ -118,13 +118,14 @@ def test_forged_stale_replayed_and_unknown_key_requests_get_the_401_codes(
     async def scenario() -> list[tuple[int, str]]:
         async with EmrClient(real_node.url, cast.patient) as client:
             chain_id = await client.chain_id()
+            node_id = await client.node_id()
 
         def signed(
             identity: MemberIdentity, signed_path: str = path, skew_ms: int = 0
         ) -> dict[str, str]:
             now_ms = time.time_ns() // 1_000_000 + skew_ms
             return sign_request(
-                identity.signer, chain_id, "GET", signed_path, b"", now_ms
+                identity.signer, chain_id, node_id, "GET", signed_path, b"", now_ms
             ).as_dict()
 
         async with aiohttp.ClientSession(real_node.url) as session:
@@ -246,9 +247,9 @@ def test_consent_grant_read_revoke_and_the_access_trail(real_node: RealNode) -> 
             EmrClient(real_node.url, cast.outsider) as reader,
             EmrClient(real_node.url, cast.patient) as patient,
         ):
-            with pytest.raises(AccessDenied) as denied:
+            with pytest.raises(NotFound) as denied:
                 await reader.get_record(record_id)
-            assert denied.value.status == 403 and denied.value.code == "access_denied"
+            assert denied.value.status == 404 and denied.value.code == "not_found"
             grant = await patient.grant(
                 record_id=record_id, grantee_member=cast.outsider.member_key
             )
@@ -258,7 +259,7 @@ def test_consent_grant_read_revoke_and_the_access_trail(real_node: RealNode) -> 
             assert (await reader.get_record(record_id)).plaintext == PLAINTEXT
             await patient.revoke(grant.tx_id)
             assert (await patient.grants(record_id=record_id))["grants"] == []
-            with pytest.raises(AccessDenied):
+            with pytest.raises(NotFound):
                 await reader.get_record(record_id)
             # A refused read put nothing on the ledger: the reader's nonce 2 is still free.
             assert await reader.next_nonce() == 2
@@ -285,7 +286,7 @@ def test_break_glass_opens_a_flagged_read_with_its_reason(real_node: RealNode) -
     async def scenario() -> dict[str, Any]:
         record_id = await store(real_node, cast)
         async with EmrClient(real_node.url, cast.outsider) as responder:
-            with pytest.raises(AccessDenied):
+            with pytest.raises(NotFound):
                 await responder.get_record(record_id)
             await responder.break_glass(cast.patient_id, BREAK_GLASS_REASON, 3_600_000)
             assert (await responder.get_record(record_id)).plaintext == PLAINTEXT
@@ -310,7 +311,7 @@ def test_refusals_map_to_typed_errors_404_409_410_401(real_node: RealNode) -> No
         async with EmrClient(real_node.url, cast.clinician) as clinician:
             with pytest.raises(NotFound) as unknown:
                 await clinician.get_record(new_record_id())
-            assert unknown.value.status == 404 and unknown.value.code == "unknown_record"
+            assert unknown.value.status == 404 and unknown.value.code == "not_found"
             # The same record id uploaded again (a genuine sealed upload, as put_record makes).
             sealed = seal_record(
                 b"another note", record_id, cast.patient_id, {"custody": real_node.custody_key}
@@ -367,6 +368,8 @@ def test_unreachable_node() -> None:
 # ---- replies a healthy node never gives: a scripted HTTP server ------------------------------
 
 SCRIPTED_CHAIN_ID = b"scripted-chain"
+SCRIPTED_NODE_ID = bytes(range(32))
+SCRIPTED_STATUS = {"chain_id": SCRIPTED_CHAIN_ID.decode(), "node_id": SCRIPTED_NODE_ID.hex()}
 PATIENT = MemberIdentity.from_seed(hashlib.sha256(b"rpc-client/patient").digest())
 CLINICIAN = MemberIdentity.from_seed(hashlib.sha256(b"rpc-client/clinician").digest())
 PATIENT_ID = hashlib.sha256(b"patient pseudonym").digest()
@@ -421,11 +424,30 @@ def test_bad_or_failed_replies_become_one_line_errors(
     asyncio.run(main())
 
 
+def test_a_rate_limited_reply_says_when_to_retry() -> None:
+    async def main() -> RateLimited:
+        async def handler(request: web.Request) -> web.Response:
+            error = {"error": {"code": "rate_limited", "message": "more than 50 per second"}}
+            return web.json_response(error, status=429, headers={"Retry-After": "3"})
+
+        runner, url = await scripted(handler)
+        try:
+            async with EmrClient(url, PATIENT) as client:
+                with pytest.raises(RateLimited) as raised:
+                    await client.status()
+        finally:
+            await runner.cleanup()
+        return raised.value
+
+    refused = asyncio.run(main())
+    assert (refused.status, refused.code, refused.retry_after_s) == (429, "rate_limited", 3)
+
+
 def test_a_node_that_stores_other_bytes_is_caught() -> None:
     async def main() -> None:
         async def handler(request: web.Request) -> web.Response:
             if request.path == "/status":
-                return web.json_response({"chain_id": SCRIPTED_CHAIN_ID.decode()})
+                return web.json_response(SCRIPTED_STATUS)
             await request.read()
             return web.json_response(
                 {"cid": "b", "cid_bytes": "00", "ciphertext_sha256": "00", "size": 1}
@@ -460,7 +482,7 @@ def test_client_request_headers_verify_with_the_shared_signing_module() -> None:
     async def main() -> None:
         async def handler(request: web.Request) -> web.Response:
             if request.path == "/status":
-                return web.json_response({"chain_id": SCRIPTED_CHAIN_ID.decode()})
+                return web.json_response(SCRIPTED_STATUS)
             body = await request.read()
             captured.append((request.method, request.raw_path, body, dict(request.headers)))
             return web.json_response({"events": [], "total": 0, "dropped": 0})
@@ -477,6 +499,11 @@ def test_client_request_headers_verify_with_the_shared_signing_module() -> None:
     signed = parse_headers(headers)
     assert signed.key == PATIENT.member_key
     assert path == f"/patients/{PATIENT_ID.hex()}/access-events?limit=7"
-    assert verify_request(signed, SCRIPTED_CHAIN_ID, method, path, body)
-    assert not verify_request(signed, SCRIPTED_CHAIN_ID, method, path.replace("=7", "=8"), body)
-    assert not verify_request(signed, b"other-chain", method, path, body)
+    assert body == b"" and signed.body_sha256 == hashlib.sha256(b"").digest()
+    assert verify_request(signed, SCRIPTED_CHAIN_ID, SCRIPTED_NODE_ID, method, path)
+    assert not verify_request(
+        signed, SCRIPTED_CHAIN_ID, SCRIPTED_NODE_ID, method, path.replace("=7", "=8")
+    )
+    assert not verify_request(signed, b"other-chain", SCRIPTED_NODE_ID, method, path)
+    # Bound to the node it was sent to: the same request does not verify for another node.
+    assert not verify_request(signed, SCRIPTED_CHAIN_ID, bytes(32), method, path)

@@ -1,7 +1,7 @@
 """End to end: the demo story on a real 4-validator devnet (separate processes, 127.0.0.1).
 
 Hospital A stores a record, the patient grants hospital B's clinician, who reads the original
-plaintext; after revocation B is refused with 403, and the auditor's trail holds exactly the
+plaintext; after revocation B is refused with 404, and the auditor's trail holds exactly the
 reads that were served. Everything goes through the client library and the nodes' RPC.
 """
 
@@ -25,8 +25,8 @@ def test_story_on_a_four_validator_devnet(devnet: Devnet) -> None:
     outcome = run_story(devnet, lines.append)
 
     assert outcome.plaintext_read_by_grantee == LAB_RESULT
-    assert outcome.refusal_after_revoke.status == 403
-    assert outcome.refusal_after_revoke.code == "access_denied"
+    assert outcome.refusal_after_revoke.status == 404
+    assert outcome.refusal_after_revoke.code == "not_found"
 
     events = outcome.trail["events"]
     reads = [(event["actor"], event["basis"], event["grant_id"]) for event in events]
@@ -36,7 +36,7 @@ def test_story_on_a_four_validator_devnet(devnet: Devnet) -> None:
     assert all(event["kind"] == "access" for event in events)
     assert outcome.trail["total"] == 2  # the refused read left nothing on chain
     assert any("the plaintext equals the original" in line for line in lines)
-    assert any("refused: HTTP 403 access_denied" in line for line in lines)
+    assert any("refused: HTTP 404 not_found" in line for line in lines)
 
     # Every node executed the same history: node 3, no part in the story, lists no grant left,
     # and the trail it serves the auditor is the one node 0 served.

@@ -11,7 +11,7 @@ import pytest
 from emrchain._core.schema import RecordType
 from emrchain.client import transactions
 from emrchain.client.identity import MemberIdentity
-from emrchain.client.replies import AccessDenied
+from emrchain.client.replies import NotFound
 from emrchain.client.sync import SyncEmrClient
 from tests.client.conftest import RealNode
 
@@ -44,7 +44,7 @@ def test_blocking_calls_share_one_session_and_nonce_counter(real_node: RealNode)
         assert [tx.nonce for tx in txs] == [4, 5]  # after two anchors and one read
         assert all(verdict.accepted for verdict in client.submit_batch(txs))
         assert [client.wait_committed(tx.tx_id).result_code for tx in txs] == [0, 0]
-    with SyncEmrClient(real_node.url, cast.outsider) as other, pytest.raises(AccessDenied):
+    with SyncEmrClient(real_node.url, cast.outsider) as other, pytest.raises(NotFound):
         other.get_record(first.record_id)
     assert threading.active_count() <= threads_before  # every loop thread stopped
 

@@ -206,6 +206,39 @@ def test_unknown_names_are_refused_with_a_suggestion(text: str, expected: str) -
             "[rpc] max_body_bytes: must be at least [limits] max_tx_bytes (3000)",
         ),
         (
+            "[rpc]\nmax_buffered_body_bytes = 1048576",
+            "[rpc] max_buffered_body_bytes: must be at least [rpc] max_body_bytes and "
+            "[records] max_record_bytes (67108864)",
+        ),
+        (
+            "[rpc]\nmax_connections = 10\nmax_connections_per_address = 11",
+            "[rpc] max_connections_per_address: must be at most [rpc] max_connections (10)",
+        ),
+        (
+            "[rpc]\nmax_stream_subscribers = 2\nmax_stream_subscribers_per_member = 1",
+            "[rpc] max_stream_subscribers_per_address: must be at most "
+            "[rpc] max_stream_subscribers (2), got 4",
+        ),
+        (
+            "[rpc]\nmax_stream_subscribers = 4\nmax_stream_subscribers_per_member = 5",
+            "[rpc] max_stream_subscribers_per_member: must be at most "
+            "[rpc] max_stream_subscribers (4), got 5",
+        ),
+        (
+            "[records]\nreplay_cache_entries = 1000\nreplay_cache_entries_per_member = 1001",
+            "[records] replay_cache_entries_per_member: must be at most "
+            "[records] replay_cache_entries (1000)",
+        ),
+        (
+            '[rpc]\ntls_certificate_file = "config/rpc.crt"',
+            "[rpc] tls_key_file: tls_certificate_file and tls_key_file are set together",
+        ),
+        (
+            '[rpc]\ntls_client_ca_file = "config/ca.crt"',
+            "[rpc] tls_client_ca_file: client certificates need TLS",
+        ),
+        ('[rpc]\ntls_key_file = "/etc/key.pem"', "must be a relative path inside the home"),
+        (
             "[mempool]\nmax_bytes = 2000\n[limits]\nmax_tx_bytes = 3000",
             "[mempool] max_bytes: must be at least [limits] max_tx_bytes (3000)",
         ),

@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 
 from emrchain.mempool import AdmissionCode, Mempool, MempoolConfig
+from emrchain.types import Transaction, TxKind
 from tests.mempool.txs import (
     CHAIN_ID,
     Chain,
@@ -16,8 +17,10 @@ from tests.mempool.txs import (
     anchor,
     make_pool,
     sender_key,
+    signer,
     tx_id,
 )
+from tests.vectors.generate_types import sample_fields
 
 
 class RefuseIds:
@@ -219,3 +222,25 @@ def test_a_committed_nonce_cannot_move_back() -> None:
     with pytest.raises(ValueError, match="moves back from 5 to 4"):
         pool.update([], {sender_key(0): 4})
     assert pool.pending_nonces(sender_key(0)) == (5, 6)
+
+
+def access_event(sender: int, nonce: int) -> bytes:
+    fields = dict(sample_fields()[TxKind.ACCESS_EVENT])
+    return Transaction.create(signer(sender), CHAIN_ID, TxKind.ACCESS_EVENT, nonce, fields).encode()
+
+
+def test_pending_access_events_are_counted_through_admission_commit_and_recheck() -> None:
+    """The count the consensus driver reads to cut its commit pause short for a waiting
+    reader: it follows every way a transaction enters and leaves the pool."""
+    check = RefuseIds()
+    pool = make_pool(check=check)
+    reads = [access_event(0, 1), access_event(0, 2), access_event(1, 1)]
+    assert all(item.accepted for item in pool.admit_batch([*reads, anchor(2, 1)]))
+    assert pool.pending_access_events == 3
+    pool.update([tx_id(reads[0]), tx_id(anchor(2, 1))], {sender_key(0): 1, sender_key(2): 1})
+    assert pool.pending_access_events == 2  # committed ones leave the count, anchors never count
+    check.refused.add(reads[2])
+    pool.update([])
+    assert pool.pending_access_events == 1  # a recheck refusal leaves it too
+    pool.update([], {sender_key(0): 2})  # its nonce went to another transaction: stale
+    assert pool.pending_access_events == 0 and len(pool) == 0

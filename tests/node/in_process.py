@@ -24,13 +24,19 @@ CHAIN_ID = "emrchain-devnet"
 
 
 @contextmanager
-def single_validator_node(root: Path, **rpc_settings: object) -> Iterator[Node]:
+def single_validator_node(
+    root: Path, records: dict[str, object] | None = None, **rpc_settings: object
+) -> Iterator[Node]:
     """Open (not run) the one validator of a new testnet under `root`, with these `[rpc]`
-    settings; closed again afterwards."""
+    settings (and `[records]` settings); closed again afterwards."""
     homes, _ = create_testnet(root, validators=1, chain_id=CHAIN_ID, host="127.0.0.1", base_port=0)
-    if rpc_settings:
+    if rpc_settings or records:
         config = load_node_config(homes[0])
-        config = dataclasses.replace(config, rpc=dataclasses.replace(config.rpc, **rpc_settings))
+        config = dataclasses.replace(
+            config,
+            rpc=dataclasses.replace(config.rpc, **rpc_settings),
+            records=dataclasses.replace(config.records, **(records or {})),
+        )
         config.config_path.write_text(render_node_config(config))
     node = Node.open(homes[0])
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ import jsonschema_rs
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from emrchain.config.homes import ADMIN_IDENTITY_FILE
+from emrchain.keystore.member import MemberIdentity, load_member_identity
 from emrchain.node.node import Node
 from emrchain.rpc.binary import CONTENT_TYPE, encode_batch
 from emrchain.rpc.openapi import DocumentLimits, document
@@ -23,6 +26,7 @@ from emrchain.rpc.signing import (
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
+    sign_request,
 )
 from tests.node.in_process import commit_own_block, single_validator_node
 
@@ -48,6 +52,13 @@ async def error_of(response: Any, status: int) -> str:
     assert response.status == status, await response.text()
     assert response.content_type == "application/json"
     return (await response.json())["error"]["code"]
+
+
+def member_signed(node: Node, identity: MemberIdentity, path: str) -> dict[str, str]:
+    """Headers of a GET of `path` signed by `identity` now."""
+    now_ms = time.time_ns() // 1_000_000
+    node_id = node.node_key.public_key
+    return sign_request(identity.signer, node.chain_id, node_id, "GET", path, b"", now_ms).as_dict()
 
 
 def signed_headers(timestamp: str) -> dict[str, str]:
@@ -130,17 +141,24 @@ def test_replies_match_the_documented_schemas(node: Node) -> None:
         reply = paths[path][method]["responses"]["200"]["content"]["application/json"]
         return reply["schema"]
 
+    admin = load_member_identity(node.config.resolve(ADMIN_IDENTITY_FILE))
+
     async def test(client: TestClient) -> None:
         block = commit_own_block(node)
         assert block.height == 1
-        for url, path in (
-            ("/health", "/health"),
-            ("/status", "/status"),
-            ("/blocks/latest", "/blocks/latest"),
-            ("/blocks/1", "/blocks/{height}"),
-            (f"/accounts/{admin_key}", "/accounts/{member_key}"),
+        own_account = f"/accounts/{admin.member_key.hex()}"
+        for url, path, headers in (
+            ("/health", "/health", {}),
+            ("/status", "/status", {}),
+            ("/blocks/latest", "/blocks/latest", {}),
+            ("/blocks/1", "/blocks/{height}", {}),
+            (own_account, "/accounts/{member_key}", member_signed(node, admin, own_account)),
+            # Another key, as a member sees it: the hidden fields are null.
+            (f"/accounts/{admin_key}", "/accounts/{member_key}", {}),
         ):
-            response = await client.get(url)
+            if path == "/accounts/{member_key}" and not headers:
+                headers = member_signed(node, admin, url)
+            response = await client.get(url, headers=headers)
             assert response.status == 200, url
             jsonschema_rs.validate(schema(path), await response.json())
         refused = await client.post("/txs", json={"txs": ["00"]})
@@ -223,7 +241,9 @@ def test_unexpected_errors_are_json_and_the_server_keeps_serving(
 
 def test_request_timeout_ms_is_enforced(tmp_path: Path) -> None:
     # [rpc] request_timeout_ms was configured and documented but nothing enforced it.
-    with single_validator_node(tmp_path, request_timeout_ms=100) as node:
+    with single_validator_node(
+        tmp_path, request_timeout_ms=200, records={"access_event_timeout_ms": 100}
+    ) as node:
 
         async def never(txs: list[bytes]) -> list[Any]:
             await asyncio.sleep(3600)

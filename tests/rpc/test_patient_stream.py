@@ -22,9 +22,11 @@ from emrchain.rpc.signing import sign_request
 NO_PATIENT = bytes(32)
 
 
-def signed_headers(identity: MemberIdentity, chain_id: bytes, path: str) -> dict[str, str]:
-    headers = sign_request(identity.signer, chain_id, "GET", path, b"", time.time_ns() // 10**6)
-    return headers.as_dict()
+def signed_headers(
+    identity: MemberIdentity, chain_id: bytes, node_id: bytes, path: str
+) -> dict[str, str]:
+    now_ms = time.time_ns() // 10**6
+    return sign_request(identity.signer, chain_id, node_id, "GET", path, b"", now_ms).as_dict()
 
 
 async def scenario(url: str, home: Path) -> tuple[list[dict], int]:
@@ -40,7 +42,7 @@ async def scenario(url: str, home: Path) -> tuple[list[dict], int]:
         ],
     )
     async with EmrClient(url, clinician) as author:
-        chain_id = await author.chain_id()
+        chain_id, node_id = await author.chain_id(), await author.node_id()
         stored = await author.put_record(
             b"hemoglobin 14 g/dL",
             patient_id,
@@ -50,11 +52,11 @@ async def scenario(url: str, home: Path) -> tuple[list[dict], int]:
         path = f"/ws/patients/{patient_id.hex()}"
         async with aiohttp.ClientSession() as session:
             refused = await session.get(
-                url + path, headers=signed_headers(stranger, chain_id, path)
+                url + path, headers=signed_headers(stranger, chain_id, node_id, path)
             )
             refused_status = refused.status
             async with session.ws_connect(
-                url + path, headers=signed_headers(patient, chain_id, path)
+                url + path, headers=signed_headers(patient, chain_id, node_id, path)
             ) as socket:
                 await author.get_record(stored.record_id)  # the read goes on chain
                 frames: list[dict] = []

@@ -147,7 +147,7 @@ def test_the_story_runs_on_ipfs_redis_and_softhsm(services_devnet: ServicesDevne
     lines: list[str] = []
     outcome = run_story(devnet, lines.append)
     assert outcome.plaintext_read_by_grantee == LAB_RESULT
-    assert outcome.refusal_after_revoke.status == 403
+    assert outcome.refusal_after_revoke.status == 404
     cid = next(line for line in lines if "ciphertext at" in line).split("ciphertext at ")[1]
     cid_prefix = cid.split("...")[0]
     # The ciphertext is pinned on hospital A's IPFS node and cached in Redis.

@@ -30,6 +30,9 @@ class EventKind(IntEnum):
     """A served read or export, submitted by the reader (ACCESS_EVENT transaction)."""
     BREAK_GLASS = 2
     """An emergency access declaration (BREAK_GLASS transaction)."""
+    REENROLMENT = 3
+    """A patient id passed to a new member after its holder was revoked (REGISTER_MEMBER by an
+    admin): the new holder reads the patient's earlier records, so auditors review it."""
 
 
 class AccessBasis(IntEnum):
@@ -38,13 +41,21 @@ class AccessBasis(IntEnum):
     NONE = 0
     AUTHOR = 1
     AUTHOR_ORGANIZATION = 2
+    """A basis for listing only (an admin lists its organisation's records' grants and trails);
+    never for reading: an admin controls who its clinicians are (access-control.md §4)."""
     PATIENT = 3
     GRANT = 4
     BREAK_GLASS = 5
+    REENROLLED_PATIENT = 6
+    """The patient id's current holder reading a record anchored before that holder was
+    registered: a re-enrolled patient id, whose identity proofing an admin alone vouched for."""
 
     @property
     def label(self) -> str:
         return self.name.lower()
+
+
+_FLAGGED_BASES = frozenset((AccessBasis.BREAK_GLASS, AccessBasis.REENROLLED_PATIENT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +67,15 @@ class AccessEvent:
     record_id: bytes
     """NO_KEY for a break-glass declaration over all of the patient's records."""
     actor: bytes
-    """Member id of the reader or of the clinician who broke the glass."""
+    """Member id of the reader, of the clinician who broke the glass, or of the admin who
+    re-enrolled the patient id."""
     actor_organization: str
     action: int
-    """AccessAction (1 read, 2 export) for ACCESS, 0 for BREAK_GLASS."""
+    """AccessAction (1 read, 2 export) for ACCESS, 0 for BREAK_GLASS and REENROLMENT."""
     basis: AccessBasis
     grant_id: bytes
-    """The grant (basis GRANT) or break-glass transaction (basis BREAK_GLASS) it relied on."""
+    """The grant (basis GRANT) or break-glass transaction (basis BREAK_GLASS) it relied on; for
+    a REENROLMENT, the member id of the new holder."""
     expires_at_ms: int
     """End of the break-glass session (BREAK_GLASS), else 0."""
     reason: str
@@ -72,8 +85,9 @@ class AccessEvent:
 
     @property
     def flagged_for_review(self) -> bool:
-        """Break-glass declarations and every read made under one are flagged."""
-        return self.event_kind == EventKind.BREAK_GLASS or self.basis == AccessBasis.BREAK_GLASS
+        """Bases that rest on one member's word rather than the patient's consent are flagged:
+        break-glass declarations and re-enrolments, and every read made under either."""
+        return self.event_kind != EventKind.ACCESS or self.basis in _FLAGGED_BASES
 
     def encode(self) -> bytes:
         writer = Writer().u8(self.event_kind).fixed(self.event_id, 32)
@@ -185,3 +199,20 @@ def read_trail(view: StateView, trail: Trail, limit: int) -> AccessTrail:
             raise StateCorruptionError(f"access trail slot {sequence} is missing")
         events.append(AccessEvent.decode(raw))
     return AccessTrail(tuple(events), total, total - kept)
+
+
+_EVENT_ID = slice(1, 33)
+"""Where an encoded AccessEvent holds its event id (after the one-byte kind)."""
+
+
+def find_event(view: StateView, trail: Trail, event_id: bytes) -> AccessEvent | None:
+    """The event recorded by transaction `event_id`, if still in `trail`; searched newest
+    first, so an event of the last block is found at once."""
+    total = _count(view, trail)
+    for sequence in range(total - 1, total - 1 - min(total, trail.capacity), -1):
+        raw = view.get(trail.slot_key(sequence))
+        if raw is None:
+            raise StateCorruptionError(f"access trail slot {sequence} is missing")
+        if raw[_EVENT_ID] == event_id:
+            return AccessEvent.decode(raw)
+    return None

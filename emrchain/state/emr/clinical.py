@@ -12,7 +12,7 @@ from emrchain._core.schema import ErasureReason, Role
 from emrchain.state import keys
 from emrchain.state.application import BlockContext, writes_only_when_accepted
 from emrchain.state.codes import ResultCode
-from emrchain.state.emr.access import Decision, decide_read, grant_authorizes, member_status
+from emrchain.state.emr.access import decide_access, member_status
 from emrchain.state.emr.audit import (
     REVIEW_TRAIL,
     AccessBasis,
@@ -198,21 +198,17 @@ def access_event(
     reader = require_sender(state, tx)
     record = _live_record(state, tx.fields["record_id"])
     grant_id = tx.fields["grant_id"]
-    if grant_id != NO_KEY:
-        grant = read_grant(state, grant_id)
-        if grant is None or not grant_authorizes(grant, record, reader, context.time_ms):
-            raise TransactionRefusedError(
-                ResultCode.GRANT_NOT_APPLICABLE,
-                f"grant {short(grant_id)} does not authorise this reader for this record now",
-            )
-        decision = Decision.granted(AccessBasis.GRANT.label, grant_id)
-    else:
-        decision = decide_read(state, record, reader, context.time_ms)
-        if not decision.allowed:
-            raise TransactionRefusedError(
-                ResultCode.ACCESS_DENIED,
-                f"member {short(reader.member_id)} may not read record {short(record.record_id)}",
-            )
+    decision = decide_access(state, record, reader, grant_id, context.time_ms)
+    if decision.reason_code == ResultCode.GRANT_NOT_APPLICABLE.name:
+        raise TransactionRefusedError(
+            ResultCode.GRANT_NOT_APPLICABLE,
+            f"grant {short(grant_id)} does not authorise this reader for this record now",
+        )
+    if not decision.allowed:
+        raise TransactionRefusedError(
+            ResultCode.ACCESS_DENIED,
+            f"member {short(reader.member_id)} may not read record {short(record.record_id)}",
+        )
     basis = AccessBasis[decision.via.upper()]
     _append(
         state,

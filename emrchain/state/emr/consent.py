@@ -74,13 +74,9 @@ def prune_expired_grants(state: OverlayStateView, patient_id: bytes, time_ms: in
 def _grant_target(
     state: OverlayStateView, sender: Member, scope: GrantScope, target: bytes
 ) -> bytes:
-    """Check the sender may grant on `target`; return the patient id the grant concerns."""
+    """Check the sender (a patient) may grant on `target`; return the patient id the grant
+    concerns."""
     if scope == GrantScope.PATIENT:
-        if sender.role != Role.PATIENT:
-            raise TransactionRefusedError(
-                ResultCode.NOT_AUTHORIZED,
-                "only the patient grants access to all of the patient's records",
-            )
         if sender.patient_id != target:
             raise TransactionRefusedError(
                 ResultCode.NOT_AUTHORIZED, "a patient grants access to itself only"
@@ -93,20 +89,16 @@ def _grant_target(
         )
     if record.is_erased:
         raise TransactionRefusedError(ResultCode.RECORD_ERASED, f"record {short(target)} is erased")
-    if sender.role == Role.PATIENT and sender.patient_id != record.patient_id:
+    if sender.patient_id != record.patient_id:
         raise TransactionRefusedError(
             ResultCode.NOT_AUTHORIZED, "the record belongs to another patient"
-        )
-    if sender.role == Role.ADMIN and sender.organization_id != record.author_organization:
-        raise TransactionRefusedError(
-            ResultCode.NOT_AUTHORIZED,
-            f"the record was authored by {record.author_organization}; only its admins and "
-            "the patient grant access to it",
         )
     return record.patient_id
 
 
-def _grantee(state: OverlayStateView, tx: DecodedTransaction) -> tuple[GranteeKind, bytes, str]:
+def _grantee(
+    state: OverlayStateView, sender: Member, tx: DecodedTransaction
+) -> tuple[GranteeKind, bytes, str]:
     """(kind, grantee member id or zeros, grantee organisation id or "")."""
     kind = GranteeKind(tx.fields["grantee_kind"])
     member_key = tx.fields["grantee_member"]
@@ -122,6 +114,10 @@ def _grantee(state: OverlayStateView, tx: DecodedTransaction) -> tuple[GranteeKi
             raise TransactionRefusedError(
                 ResultCode.GRANTEE_NOT_FOUND,
                 f"{short(member_key)} is not the current key of an active member",
+            )
+        if grantee.member_id == sender.member_id:
+            raise TransactionRefusedError(
+                ResultCode.INVALID_GRANTEE, "a member does not grant itself access"
             )
         return kind, grantee.member_id, ""
     if member_key != NO_KEY or not organization_id:
@@ -141,11 +137,13 @@ def grant_access(
     tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
 ) -> TxResult:
     sender = require_sender(state, tx)
-    require_role(sender, {Role.PATIENT, Role.ADMIN}, "grant access")
+    # Consent is the patient's: an admin granting would let one admin open any record of its
+    # organisation to a member it registered itself (access-control.md §3.6).
+    require_role(sender, {Role.PATIENT}, "grant access")
     scope = GrantScope(tx.fields["scope"])
     target = tx.fields["target"]
     patient_id = _grant_target(state, sender, scope, target)
-    grantee_kind, grantee_member, grantee_organization = _grantee(state, tx)
+    grantee_kind, grantee_member, grantee_organization = _grantee(state, sender, tx)
     expires_at_ms = tx.fields["expires_at_ms"]
     if expires_at_ms != 0 and expires_at_ms <= context.time_ms:
         raise TransactionRefusedError(

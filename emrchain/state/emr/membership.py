@@ -17,7 +17,21 @@ from emrchain._core.schema import Role
 from emrchain.crypto.keys import verify_signature
 from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode
-from emrchain.state.emr.context import emr_handler, require_role, require_sender, short
+from emrchain.state.emr.audit import (
+    REVIEW_TRAIL,
+    AccessBasis,
+    AccessEvent,
+    EventKind,
+    append_event,
+    patient_trail,
+)
+from emrchain.state.emr.context import (
+    emr_handler,
+    require_role,
+    require_sender,
+    short,
+    transaction_id,
+)
 from emrchain.state.emr.entities import (
     NO_KEY,
     KeyHistoryEntry,
@@ -166,6 +180,8 @@ def register_member(
         # A revoked holder's patient id passes to the new member, with its record count.
         record_count = 0 if entry is None else entry.record_count
         write_patient(state, patient_id, PatientEntry(member_key, record_count))
+        if entry is not None:
+            _record_reenrolment(state, context, transaction_id(tx), sender, patient_id, member_key)
     write_member(
         state,
         Member(
@@ -188,6 +204,35 @@ def register_member(
     return TxResult.make(
         ResultCode.OK, f"{role.name.lower()} {short(member_key)} registered in {organization_id}"
     )
+
+
+def _record_reenrolment(
+    state: OverlayStateView,
+    context: BlockContext,
+    event_id: bytes,
+    admin: Member,
+    patient_id: bytes,
+    new_holder: bytes,
+) -> None:
+    """The new holder of a patient id reads the patient's earlier records on one admin's
+    identity proofing: the patient's trail and the auditors' review queue say so, flagged."""
+    event = AccessEvent(
+        event_kind=EventKind.REENROLMENT,
+        event_id=event_id,
+        patient_id=patient_id,
+        record_id=NO_KEY,
+        actor=admin.member_id,
+        actor_organization=admin.organization_id,
+        action=0,
+        basis=AccessBasis.REENROLLED_PATIENT,
+        grant_id=new_holder,
+        expires_at_ms=0,
+        reason="",
+        height=context.height,
+        time_ms=context.time_ms,
+    )
+    append_event(state, patient_trail(patient_id), event)
+    append_event(state, REVIEW_TRAIL, event)
 
 
 @emr_handler

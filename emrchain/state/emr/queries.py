@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from emrchain.state.emr.access import Decision, list_decision, read_decision
 from emrchain.state.emr.audit import (
     REVIEW_TRAIL,
+    AccessEvent,
     AccessTrail,
+    find_event,
     patient_trail,
     read_trail,
     record_trail,
@@ -122,6 +124,12 @@ def access_events_for(
     raise ValueError("give exactly one of patient_id and record_id")
 
 
+def recorded_access(view: StateView, record_id: bytes, event_id: bytes) -> AccessEvent | None:
+    """The access event transaction `event_id` recorded on `record_id`, if it is still in the
+    record's trail (the newest RECORD_TRAIL_CAPACITY events are)."""
+    return find_event(view, record_trail(record_id), event_id)
+
+
 def break_glass_reviews(view: StateView, limit: int = DEFAULT_TRAIL_LIMIT) -> AccessTrail:
     """The newest break-glass declarations, for auditors' review, newest first."""
     if not 0 <= limit <= MAX_TRAIL_LIMIT:
@@ -144,4 +152,5 @@ __all__ = [
     "organisation",
     "read_decision",
     "record",
+    "recorded_access",
 ]

@@ -115,6 +115,17 @@ def with_grant_to_sender(then: Act) -> Act:
     return act
 
 
+def with_organization_grant(then: Act) -> Act:
+    """The patient first grants the author's organisation (its clinicians) the record."""
+
+    def act(world: World, sender: Actor) -> int:
+        fields = grant_fields(member=None, organization=HOSPITAL_A)
+        world.send_ok(PATIENT, TxKind.GRANT_ACCESS, fields)
+        return then(world, sender)
+
+    return act
+
+
 def grant_on_hospital_b_record(world: World, sender: Actor) -> int:
     record_id = digest("record/b")
     world.send_ok(B_CLINICIAN, TxKind.ANCHOR_RECORD, anchor_fields(record_id))
@@ -189,8 +200,15 @@ CELLS: list[Cell] = [
     *cells_for(
         "grant",
         send(TxKind.GRANT_ACCESS, grant_fields()),
-        only({ADMIN, PATIENT_ROLE}),
-        "record of own organisation / own record",
+        only({PATIENT_ROLE}),
+        "own record / record of own organisation",
+    ),
+    Cell(
+        "grant",
+        PATIENT_ROLE,
+        "to itself",
+        ResultCode.INVALID_GRANTEE,
+        send(TxKind.GRANT_ACCESS, grant_fields(member=PATIENT)),
     ),
     Cell(
         "grant",
@@ -203,8 +221,15 @@ CELLS: list[Cell] = [
         "grant",
         ADMIN,
         "whole patient",
-        DENIED,
+        ROLE,
         send(TxKind.GRANT_ACCESS, grant_fields(PATIENT_ID, scope=GrantScope.PATIENT)),
+    ),
+    Cell(
+        "grant",
+        ADMIN,
+        "record of own organisation, to itself",
+        ROLE,
+        send(TxKind.GRANT_ACCESS, grant_fields(member=A_ADMIN)),
     ),
     Cell(
         "grant",
@@ -213,15 +238,13 @@ CELLS: list[Cell] = [
         DENIED,
         send(TxKind.GRANT_ACCESS, grant_fields(OTHER_RECORD)),
     ),
-    Cell("grant", ADMIN, "record of another organisation", DENIED, grant_on_hospital_b_record),
+    Cell("grant", ADMIN, "record of another organisation", ROLE, grant_on_hospital_b_record),
     *cells_for(
         "revoke grant",
         revoke_grant_made_by(PATIENT),
         {ADMIN: DENIED, CLINICIAN: DENIED, PATIENT_ROLE: OK, AUDITOR: DENIED},
         "grant made by the patient",
     ),
-    Cell("revoke grant", ADMIN, "own grant (grantor)", OK, revoke_grant_made_by(A_ADMIN)),
-    Cell("revoke grant", PATIENT_ROLE, "grant made by an admin", OK, revoke_grant_made_by(A_ADMIN)),
     *cells_for(
         "record access event",
         send(TxKind.ACCESS_EVENT, access_fields()),
@@ -236,9 +259,17 @@ CELLS: list[Cell] = [
     Cell(
         "record access event",
         CLINICIAN,
-        "colleague of the author",
-        OK,
+        "colleague of the author, no grant",
+        ResultCode.ACCESS_DENIED,
         send(TxKind.ACCESS_EVENT, access_fields()),
+        sender=A_COLLEAGUE,
+    ),
+    Cell(
+        "record access event",
+        CLINICIAN,
+        "colleague of the author, organisation granted",
+        OK,
+        with_organization_grant(send(TxKind.ACCESS_EVENT, access_fields())),
         sender=A_COLLEAGUE,
     ),
     Cell(
@@ -318,7 +349,22 @@ CELLS: list[Cell] = [
         "no grant (clinician is the author)",
     ),
     Cell("read record", AUDITOR, "granted", OK, with_grant_to_sender(READ_RECORD)),
-    Cell("read record", CLINICIAN, "colleague of the author", OK, READ_RECORD, A_COLLEAGUE),
+    Cell(
+        "read record",
+        CLINICIAN,
+        "colleague of the author, no grant",
+        ResultCode.ACCESS_DENIED,
+        READ_RECORD,
+        A_COLLEAGUE,
+    ),
+    Cell(
+        "read record",
+        CLINICIAN,
+        "colleague of the author, organisation granted",
+        OK,
+        with_organization_grant(READ_RECORD),
+        A_COLLEAGUE,
+    ),
     Cell(
         "read record",
         CLINICIAN,

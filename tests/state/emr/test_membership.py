@@ -13,11 +13,14 @@ from emrchain.state import BlockExecutionError, ResultCode, keys
 from emrchain.state.emr import (
     NO_KEY,
     GenesisAdmin,
+    access_events_for,
+    break_glass_reviews,
     key_history,
     member,
     organisation,
     read_decision,
 )
+from emrchain.state.emr.audit import AccessBasis, EventKind
 from emrchain.state.emr.context import transaction_id
 from emrchain.state.emr.entities import KeyHistoryEntry, Member, MemberStatus, Organization
 from emrchain.state.emr.keycheck import is_prime_order_key
@@ -38,6 +41,7 @@ from tests.state.emr.world import (
     World,
     access_fields,
     actor,
+    anchor_fields,
     digest,
     encryption_key,
     genesis_organizations,
@@ -254,8 +258,39 @@ def test_revoked_grantee_and_revoked_patient_lose_access_and_patient_id_can_be_r
         assert decision.reason_code == "MEMBER_REVOKED"
     returning = actor("patient-new-device")
     fields = member_fields(HOSPITAL_B, returning, Role.PATIENT, PATIENT_ID)
-    world.send_ok(B_ADMIN, TxKind.REGISTER_MEMBER, fields)
-    assert read_decision(world.state, RECORD, returning.public_key, world.time_ms).via == "patient"
+    registration_id = world.send_ok(B_ADMIN, TxKind.REGISTER_MEMBER, fields)
+    # The earlier records open to the new holder on B_ADMIN's word alone: flagged, and the
+    # re-enrolment itself is in the patient's trail and the auditors' review queue.
+    earlier = read_decision(world.state, RECORD, returning.public_key, world.time_ms)
+    assert earlier.via == "reenrolled_patient"
+    for trail in (
+        access_events_for(world.state, patient_id=PATIENT_ID),
+        break_glass_reviews(world.state),
+    ):
+        newest = trail.events[0]
+        assert newest.event_kind == EventKind.REENROLMENT and newest.flagged_for_review
+        assert (newest.event_id, newest.actor) == (registration_id, B_ADMIN.public_key)
+        assert newest.grant_id == returning.public_key
+    later_record = digest("record/after-reenrolment")
+    world.send_ok(A_CLINICIAN, TxKind.ANCHOR_RECORD, anchor_fields(later_record))
+    later = read_decision(world.state, later_record, returning.public_key, world.time_ms)
+    assert later.via == "patient"
+    world.send_ok(returning, TxKind.ACCESS_EVENT, access_fields())
+    read = access_events_for(world.state, record_id=RECORD).events[0]
+    assert read.basis == AccessBasis.REENROLLED_PATIENT and read.flagged_for_review
+
+
+def test_a_first_patient_member_reads_unflagged() -> None:
+    """The re-enrolment flag cannot fire for a patient id's first holder: its records are all
+    anchored after its registration (the control for the test above)."""
+    world = World()
+    world.send_ok(PATIENT, TxKind.ACCESS_EVENT, access_fields())
+    read = access_events_for(world.state, record_id=RECORD).events[0]
+    assert read.basis == AccessBasis.PATIENT and not read.flagged_for_review
+    assert all(
+        event.event_kind != EventKind.REENROLMENT
+        for event in access_events_for(world.state, patient_id=PATIENT_ID).events
+    )
 
 
 def test_key_rotation_moves_the_member_to_the_new_key() -> None:
