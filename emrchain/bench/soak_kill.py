@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         network.wait_for_height(1, list(range(4)), timeout_s=60)
         chain_id = network.rpc(0, "/status")["chain_id"].encode()
         for iteration in range(arguments.iterations):
-            txs = anchor_transactions(200, chain_id=chain_id, senders=10, seed=1000 + iteration)
+            # Admission refuses strangers: each iteration's senders are registered first.
+            seed = 1000 + iteration
+            network.register_workload_members(senders=10, seed=seed, node=others[0])
+            txs = anchor_transactions(200, chain_id=chain_id, senders=10, seed=seed)
             accepted += network.submit(txs, nodes=others)
             time.sleep(chooser.uniform(0.0, 1.0))  # somewhere in the commit cycle
             network.kill(arguments.victim)

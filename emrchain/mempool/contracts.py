@@ -6,10 +6,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 StatefulCheck = Callable[[Sequence[bytes]], Sequence[tuple[str, str]]]
-"""Judges a batch of raw transactions against the latest committed state; returns one
-(code, reason) per transaction, code "ok" to admit. It must not judge the nonce: the mempool
-owns nonce order against committed + pending (an adapter over `Application.check_tx` skips or
-ignores its nonce rule). Codes must match [a-z][a-z0-9_]{0,47}."""
+"""Judges a batch of raw transactions against the latest committed state and the pool's
+pending transactions; returns one (code, reason) per transaction, code "ok" to admit. It must
+not judge the nonce: the mempool owns nonce order against committed + pending (an adapter over
+`Application.check_tx` skips or ignores its nonce rule). Codes must match [a-z][a-z0-9_]{0,47}.
+
+What is pending before a transaction: the sender's pending transactions with a lower nonce
+(`Mempool.last_pending` gives the newest) and the batch's earlier items. At admission every
+pending transaction of the sender precedes the new one; at a recheck after a commit the
+transaction judged is itself pending, so a check that reads pending state must compare nonces
+(judge it on what comes before it, never on itself or later ones). The node's check is
+`emrchain/state/emr/sender_admission.py`."""
 
 CommittedNonce = Callable[[bytes], int]
 """Sender public key -> its last committed nonce (0 before its first transaction)."""

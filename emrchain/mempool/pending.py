@@ -161,6 +161,18 @@ class PendingSet:
             if entry.live:
                 yield entry
 
+    def live_of(self, senders: Collection[bytes]) -> Iterator[PendingTx]:
+        """Live entries of `senders`, each sender's in nonce order (senders without pending
+        entries are skipped). Entries removed while iterating are skipped; nothing may be
+        appended meanwhile."""
+        for sender in senders:
+            queue = self.senders.get(sender)
+            if queue is None:
+                continue
+            for entry in tuple(queue.entries):  # a cut may shorten the queue meanwhile
+                if entry.live:
+                    yield entry
+
     def compact_if_sparse(self) -> None:
         """Drop removed entries from the log once they dominate."""
         if len(self._log) > 2 * len(self.by_id) + COMPACT_MINIMUM_ENTRIES:

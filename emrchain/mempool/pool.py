@@ -10,11 +10,18 @@ call over the whole batch:
    transaction that is refused anyway (a full pool costs no crypto).
 2. verify: one `verify_transactions` call for the survivors whose signature outcome is not in
    the seen cache (each signature is verified once per node).
-3. stateful: one call of the stateful check for the survivors with valid signatures.
+3. stateful: one call of the stateful check for the survivors with valid signatures (the
+   node's is the EMR sender rule, `emrchain/state/emr/sender_admission.py`: only active
+   members, validators for VALIDATOR_UPDATE; `docs/spec/state.md` §6).
 4. decide: in batch order, the exact nonce, per-sender and capacity checks including the
    batch's own earlier acceptances, then insertion.
 
 A transaction gets the code of the first check it fails in that order.
+
+Recheck: after a block commits, `update` drops what the block included or made stale and
+rechecks with the stateful check the pending transactions of the senders the caller names (the
+node names those whose membership or validator status the block changed; `docs/spec/state.md`
+§6.2), or of every sender.
 
 Nonce rule (kept simple and bounded on purpose): a transaction is admitted only if its nonce is
 exactly the sender's next one, committed nonce + pending count + 1. A lower nonce is refused
@@ -40,7 +47,7 @@ its batch calls, so admission work still uses all cores).
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 
 from emrchain import _core
 from emrchain._core import schema
@@ -146,6 +153,16 @@ class Mempool:
         if queue is None:
             return None
         return queue.committed_nonce, queue.committed_nonce + len(queue.entries)
+
+    def last_pending(self, sender: bytes) -> tuple[int, bytes] | None:
+        """(nonce, raw bytes) of `sender`'s newest pending transaction, or None: what a stateful
+        check reads to judge a transaction against the sender's pending ones (a ROTATE_KEY
+        pending before it, for the EMR rules)."""
+        queue = self._pending.senders.get(sender)
+        if queue is None:
+            return None
+        newest = queue.entries[-1]
+        return newest.nonce, newest.raw
 
     def stats(self) -> MempoolStats:
         pending = self._pending
@@ -507,6 +524,7 @@ class Mempool:
         self,
         committed_tx_ids: Iterable[bytes],
         committed_nonce: Mapping[bytes, int] | None = None,
+        recheck_senders: Collection[bytes] | None = None,
     ) -> UpdateResult:
         """After a block commits: remove its transactions, then recheck the rest.
 
@@ -515,10 +533,12 @@ class Mempool:
         pending transaction of ours in the block implies its sender's nonce reached it. Every
         pending transaction at or below its sender's new committed nonce leaves (committed, or
         stale: the block used that nonce for another transaction). Then, with a stateful check,
-        every remaining transaction is rechecked against the new state, oldest first, in calls
-        of at most `recheck_batch_txs`; a refused one leaves with its sender's later nonces.
-        The node must update its state (what `committed_nonce` and the stateful check read)
-        before calling this.
+        the remaining transactions of `recheck_senders` (None: every remaining transaction) are
+        rechecked against the new state, each sender's in nonce order, in calls of at most
+        `recheck_batch_txs`; a refused one leaves with its sender's later nonces. A caller that
+        names senders vouches that the block changed no other sender's verdict (the node names
+        those whose membership or validator status the block changed). The node must update
+        its state (what `committed_nonce` and the stateful check read) before calling this.
 
         Raises ValueError, before any change, for malformed ids or a nonce that moves back.
         """
@@ -533,20 +553,33 @@ class Mempool:
         self._seen.remember_all(tx_ids, SeenState.COMMITTED)
         stale_count = len(dropped)
         if self._stateful_check is not None:
-            self._recheck(dropped)
+            self._recheck(dropped, recheck_senders)
         self._pending.compact_if_sparse()
         return UpdateResult(committed, stale_count, len(dropped) - stale_count, tuple(dropped))
 
-    def _recheck(self, dropped: list[bytes]) -> None:
-        """Stateful check of every pending transaction, oldest first, in bounded calls.
+    def recheck(self, senders: Collection[bytes]) -> tuple[bytes, ...]:
+        """Recheck the pending transactions of `senders` now, as `update` does after a commit
+        (the node's proposer calls it if its own block would carry a transaction the stateful
+        check refuses); returns the ids dropped. Without a stateful check nothing changes."""
+        dropped: list[bytes] = []
+        if self._stateful_check is not None:
+            self._recheck(dropped, senders)
+            self._pending.compact_if_sparse()
+        return tuple(dropped)
 
-        A refusal cuts its sender's later nonces, which come later in the log and so are never
+    def _recheck(self, dropped: list[bytes], senders: Collection[bytes] | None) -> None:
+        """Stateful check of the pending transactions of `senders` (None: all, oldest first),
+        each sender's in nonce order, in bounded calls.
+
+        A refusal cuts its sender's later nonces, which come later in the walk and so are never
         collected once cut. If the check raises, the pool stays consistent: the chunks already
         judged are applied.
         """
+        pending = self._pending
+        entries = pending.live_after(0) if senders is None else pending.live_of(senders)
         batch_size = self._config.recheck_batch_txs
         chunk: list[PendingTx] = []
-        for entry in self._pending.live_after(0):
+        for entry in entries:
             chunk.append(entry)
             if len(chunk) == batch_size:
                 self._recheck_chunk(chunk, dropped)

@@ -16,6 +16,7 @@ from emrchain._core.schema import TxKind
 from emrchain.mempool import Mempool
 from emrchain.state import NonceAnchorApplication, read_progress
 from emrchain.state.emr import queries as emr_queries
+from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge, envelope_kind_sender
 from emrchain.state.keys import nonce_key
 from emrchain.state.result import ExecutionResult, TxResult
 from emrchain.store import BlockStore, PreparedCommit
@@ -71,13 +72,18 @@ class Chain:
         mempool: Mempool,
         limits: Limits,
         clock_ms: Callable[[], int],
+        sender_admission: SenderAdmission | None = None,
     ) -> None:
+        """`sender_admission`: the sender rule the mempool admits by (`docs/spec/state.md`
+        §6); with it, proposals are judged by it too and the mempool rechecks after each
+        commit only the senders a block changed."""
         self.chain_id = chain_id
         self.store = store
         self.application = application
         self.mempool = mempool
         self.limits = limits
         self._clock_ms = clock_ms
+        self.sender_admission = sender_admission
         self.commit_listeners: list[Callable[[Block, Sequence[bytes], list[TxResult]], None]] = []
         """Called with (block, its tx ids, its tx results) after each block is durably
         committed (the RPC block stream); a listener must not block or raise."""
@@ -124,7 +130,7 @@ class Chain:
         reaped, reaped_ids = self.mempool.reap_with_ids(
             self.limits.max_block_txs, self.limits.max_block_bytes
         )
-        txs, ids = tuple(reaped), tuple(reaped_ids)
+        txs, ids = self._admissible(reaped, reaped_ids)
         last_commit = self.store.commit(self.height) if self.height else None
         header = BlockHeader(
             chain_id=self.chain_id,
@@ -142,6 +148,34 @@ class Chain:
             proposer=proposer,
         )
         return Block.with_known_tx_ids(header, txs, last_commit, (), ids)
+
+    def _admissible(
+        self, txs: list[bytes], ids: list[bytes]
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The reaped transactions without those of a sender the sender rule refuses.
+
+        Our proposal must pass every correct validator's `validate_block`, which applies the
+        rule to the same committed state. The mempool's recheck after each commit already
+        keeps only admissible transactions, so this normally keeps everything; should one
+        slip through, its sender leaves the proposal (later nonces would not apply without
+        it) and the pool, rather than cost the round."""
+        admission = self.sender_admission
+        if admission is None:
+            return tuple(txs), tuple(ids)
+        refused = _refused_senders(admission.judge(), txs)
+        if not refused:
+            return tuple(txs), tuple(ids)
+        dropped = self.mempool.recheck(refused)
+        logger.warning(
+            "left %d senders the sender rule refuses out of our proposal (%d pending "
+            "transactions dropped)",
+            len(refused),
+            len(dropped),
+        )
+        kept = [
+            index for index, raw in enumerate(txs) if envelope_kind_sender(raw)[1] not in refused
+        ]
+        return tuple(txs[index] for index in kept), tuple(ids[index] for index in kept)
 
     # ----------------------------------------------------------------- validating
 
@@ -191,6 +225,10 @@ class Chain:
         signatures = self.signature_verdicts(txs, ids)
         if signatures.count(1) != len(txs):
             return BlockVerdict(False, "a transaction signature does not verify")
+        if self.sender_admission is not None:
+            refusal = _first_refused_sender(self.sender_admission.judge(), txs)
+            if refusal is not None:
+                return BlockVerdict(False, refusal)
         return BlockVerdict(
             True, signature_verdicts=bytes(signatures), stateless_verdicts=bytes(verdicts)
         )
@@ -332,7 +370,9 @@ class Chain:
         for sender in senders:
             written = writes.get(nonce_key(sender))
             nonces[sender] = _U64.unpack(written)[0] if written else self.committed_nonce(sender)
-        dropped = self.mempool.update(ids, nonces).dropped_tx_ids
+        admission = self.sender_admission
+        recheck = None if admission is None else admission.recheck_senders(block, result.tx_results)
+        dropped = self.mempool.update(ids, nonces, recheck).dropped_tx_ids
         for listener in self.commit_listeners:
             listener(block, ids, result.tx_results)
         if dropped:
@@ -346,3 +386,21 @@ class Chain:
             failed,
             result.app_hash.hex()[:16],
         )
+
+
+def _first_refused_sender(judge: SenderJudge, txs: list[bytes]) -> str | None:
+    """Why a proposed block is invalid under the sender rule (every transaction's sender
+    judged on the committed state the block extends), or None.
+
+    The rule looks at the committed state only, not at the block's earlier transactions: a
+    correct proposer's mempool holds only transactions admissible on that state (a key that a
+    REGISTER_MEMBER in the block introduces cannot have been admitted yet), and a REVOKE_MEMBER
+    or ROTATE_KEY earlier in the block does not make a later transaction of its target invalid
+    (execution refuses that one, at the cost of its own sender's nonce)."""
+    for index, _, (code, reason) in judge.refusals(txs, first_only=True):
+        return f"transaction {index}: {code}: {reason}"
+    return None
+
+
+def _refused_senders(judge: SenderJudge, txs: list[bytes]) -> set[bytes]:
+    return {sender for _, sender, _ in judge.refusals(txs)}

@@ -230,10 +230,18 @@ class Devnet:
         self.wait_for(all_committed, timeout_s, f"{len(tx_ids)} transactions to commit")
 
     def register_workload_members(
-        self, *, senders: int, seed: int = 0, node: int = 0, timeout_s: float = 120.0
+        self,
+        *,
+        senders: int,
+        seed: int = 0,
+        node: int = 0,
+        timeout_s: float = 120.0,
+        committed_on: list[int] | None = None,
     ) -> None:
         """Node `node`'s organisation admin registers the workload's clinicians and patients
-        (`emrchain.workload`), and waits until they are committed."""
+        (`emrchain.workload`), and waits until every node in `committed_on` (default: all)
+        has committed them: a node admits a sender's transactions only once its own state
+        has the sender as a member (`docs/spec/state.md` §6)."""
         from emrchain.client.sync import SyncEmrClient
         from emrchain.config.homes import ADMIN_IDENTITY_FILE
         from emrchain.keystore.member import load_member_identity
@@ -254,7 +262,9 @@ class Devnet:
         accepted = self.submit(txs, nodes=[node])
         if len(accepted) != len(txs):
             raise DevnetError(f"only {len(accepted)} of {len(txs)} registrations were accepted")
-        self.wait_committed(node, accepted[-1:], timeout_s=timeout_s)
+        targets = committed_on if committed_on is not None else list(range(len(self.homes)))
+        for index in targets:
+            self.wait_committed(index, accepted[-1:], timeout_s=timeout_s)
 
     def height(self, index: int) -> int:
         status = self.try_status(index)

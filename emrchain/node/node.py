@@ -38,6 +38,7 @@ from emrchain.rpc.commit_waits import CommitWaits
 from emrchain.rpc.server import RpcServer
 from emrchain.state import EmrApplication
 from emrchain.state.emr import GenesisAdmin, GenesisOrganization
+from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
     BlockStore,
@@ -136,6 +137,14 @@ class Node:
             raise NodeStartError(f"store is inconsistent: {status.describe()}")
         section = config.mempool
         self.admission = AdmissionPipeline()
+        # Block space only for those who may sign: members, validators for VALIDATOR_UPDATE
+        # (docs/spec/state.md §6); every admission path (RPC, gossip, reads) goes through it.
+        self.sender_admission = SenderAdmission(
+            self.store.state_view,
+            self.store.last_height,
+            lambda height: self.chain.validator_set(height),
+            lambda sender: self.mempool.last_pending(sender),
+        )
         self.mempool = Mempool(
             MempoolConfig(
                 max_txs=section.max_txs,
@@ -146,11 +155,18 @@ class Node:
             ),
             self.chain_id,
             committed_nonce=lambda sender: self.chain.committed_nonce(sender),
+            stateful_check=self.sender_admission,
             verify_transactions=self.admission.verify_hook,
         )
         self.admission.attach(self.mempool)
         self.chain = Chain(
-            self.chain_id, self.store, self.application, self.mempool, limits, wall_clock_ms
+            self.chain_id,
+            self.store,
+            self.application,
+            self.mempool,
+            limits,
+            wall_clock_ms,
+            self.sender_admission,
         )
         self.p2p = PeerManager(
             self._p2p_config(),

@@ -19,8 +19,10 @@ from emrchain.rpc.binary import CONTENT_TYPE, BinarySubmit, decode_batch, encode
 from emrchain.rpc.errors import RpcError, json_errors
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.state.codes import ResultCode
+from emrchain.types import Transaction, TxKind
 from emrchain.types.block import tx_ids
-from emrchain.workload import anchor_transactions
+from emrchain.workload import anchor_fields, anchor_transactions
+from emrchain.workload import sender_key as workload_sender_key
 from tests.node.in_process import (
     CHAIN_ID,
     commit_own_block,
@@ -103,6 +105,8 @@ def test_bad_framing_is_refused_with_its_code(body: bytes, code: str) -> None:
 
 
 def test_binary_route_over_http(node: Node) -> None:
+    register_workload_senders(node, senders=2, seed=5)
+    before = node.mempool.stats()
     good, forged = anchor_transactions(2, chain_id=CHAIN_ID.encode(), senders=2, seed=5)
     forged = forged[:-1] + bytes([forged[-1] ^ 0x01])  # its signature no longer verifies
 
@@ -132,29 +136,35 @@ def test_binary_route_over_http(node: Node) -> None:
 
     serve(node, check)
     stats = node.mempool.stats()
-    assert stats.size_txs == 1 and stats.admitted_txs == 1  # bad requests admitted nothing
+    # Bad requests admitted nothing.
+    assert stats.size_txs == 1 and stats.admitted_txs == before.admitted_txs + 1
     assert stats.refused_txs_by_code == {"bad_signature": 1}
 
 
 def test_block_stream_sends_each_committed_block_in_order(node: Node) -> None:
-    registered, stranger = (
-        anchor_transactions(1, chain_id=CHAIN_ID.encode(), senders=1, seed=seed)[0]
-        for seed in (3, 4)
-    )
+    [registered] = anchor_transactions(1, chain_id=CHAIN_ID.encode(), senders=1, seed=3)
+    # The same sender anchors the same record again: admitted (a member), refused at execution.
+    duplicate = Transaction.create(
+        workload_sender_key(3, 0),
+        CHAIN_ID.encode(),
+        TxKind.ANCHOR_RECORD,
+        2,
+        anchor_fields(3, 0, 1),
+    ).encode()
 
     async def check(client: TestClient, blocks: BlockStream) -> None:
         socket = await subscribed(client, blocks)
         first = register_workload_senders(node, senders=1, seed=3)
-        assert node.mempool.admit_batch([registered, stranger])[1].accepted
+        assert node.mempool.admit_batch([registered, duplicate])[1].accepted
         second = commit_own_block(node)
         frames = [json.loads((await socket.receive()).data) for _ in range(2)]
         assert [frame["height"] for frame in frames] == [first.header.height, 2]
         assert frames[1]["time_ms"] == second.header.time_ms
         assert frames[1]["block_id"] == second.block_id.hex()
-        assert frames[1]["tx_ids"] == [tx_id.hex() for tx_id in tx_ids([registered, stranger])]
+        assert frames[1]["tx_ids"] == [tx_id.hex() for tx_id in tx_ids([registered, duplicate])]
         assert frames[0]["failed"] == []  # every registration applied
-        # Execution refused the unregistered sender's anchor, and only it.
-        assert frames[1]["failed"] == [[1, int(ResultCode.NOT_A_MEMBER)]]
+        # Execution refused the second anchor of the record, and only it.
+        assert frames[1]["failed"] == [[1, int(ResultCode.DUPLICATE_RECORD)]]
         await socket.close()
 
     serve(node, check)

@@ -10,12 +10,12 @@ import pytest
 
 from emrchain import _core
 from emrchain.node.node import Node
-from emrchain.types import Block
 from emrchain.workload import anchor_transactions
 from tests.node.in_process import (
     CHAIN_ID,
     commit_for,
     commit_own_block,
+    proposal_with,
     register_workload_senders,
     single_validator_node,
 )
@@ -67,15 +67,11 @@ def test_a_proposal_verifies_only_what_admission_did_not(
     node: Node, counting: CountingVerify
 ) -> None:
     chain = node.chain
+    register_workload_senders(node, senders=30, seed=4)
     txs = anchor_transactions(30, chain_id=CHAIN_ID.encode(), senders=30, seed=4)
     node.mempool.admit_batch(txs[:10])
     # A peer's proposal carrying 20 transactions this node never admitted.
-    block = Block(
-        chain.build_block(chain.height + 1, node.validator_key.public_key).header,
-        (),
-        None,
-    )
-    proposal = _block_with(node, block, txs)
+    proposal = proposal_with(node, txs)
     verdict = chain.validate_block(proposal)
     assert verdict.valid, verdict.reason
     assert sorted(counting.verified) == sorted(txs[10:])
@@ -83,18 +79,6 @@ def test_a_proposal_verifies_only_what_admission_did_not(
     node.mempool.admit_batch(txs[10:])
     chain.apply_block(proposal, commit_for(node, proposal), verdict)
     assert sorted(counting.verified) == sorted(txs[10:])
-
-
-def _block_with(node: Node, template: Block, txs: list[bytes]) -> Block:
-    """`template`'s header rebuilt around `txs` (tx root and count)."""
-    import dataclasses
-
-    from emrchain.types.block import tx_ids
-
-    header = dataclasses.replace(
-        template.header, tx_root=_core.merkle_root(tx_ids(txs)), tx_count=len(txs)
-    )
-    return Block(header, tuple(txs), template.last_commit, ())
 
 
 def test_admission_pipeline_verifies_ahead_once_and_admits_in_order(node: Node) -> None:
@@ -108,6 +92,8 @@ def test_admission_pipeline_verifies_ahead_once_and_admits_in_order(node: Node) 
     pipeline = AdmissionPipeline(verify=counting)
     pipeline.attach(node.mempool)
     node.mempool._verify = pipeline.verify_hook  # the node wires it at construction
+    register_workload_senders(node, senders=6, seed=5)
+    counting.verified.clear()  # the registrations went through the hook
     txs = anchor_transactions(60, chain_id=CHAIN_ID.encode(), senders=6, seed=5)
     bad = txs[30][:-1] + bytes([txs[30][-1] ^ 1])  # a broken signature
 
@@ -150,6 +136,8 @@ def test_the_worker_verifies_batch_after_batch_while_the_loop_is_busy(node: Node
     pipeline = AdmissionPipeline(verify=verify)
     pipeline.attach(node.mempool)
     node.mempool._verify = pipeline.verify_hook
+    register_workload_senders(node, senders=3, seed=8)
+    counting.verified.clear()  # the registrations went through the hook
     txs = anchor_transactions(30, chain_id=CHAIN_ID.encode(), senders=3, seed=8)
 
     async def run() -> list[list[bool]]:
@@ -191,8 +179,7 @@ def test_gossip_arriving_after_its_block_committed_is_not_verified_again(node: N
     register_workload_senders(node, senders=20, seed=6)
     workload = anchor_transactions(40, chain_id=CHAIN_ID.encode(), senders=20, seed=6)
     txs = workload[:20]  # each sender's nonce 1
-    built = chain.build_block(chain.height + 1, node.validator_key.public_key)
-    proposal = _block_with(node, Block(built.header, (), built.last_commit, ()), txs)
+    proposal = proposal_with(node, txs)
     verdict = chain.validate_block(proposal)
     assert verdict.valid, verdict.reason
     chain.apply_block(proposal, commit_for(node, proposal), verdict)

@@ -29,9 +29,11 @@ class RefuseIds:
     def __init__(self) -> None:
         self.refused: set[bytes] = set()
         self.calls: list[int] = []
+        self.judged: list[bytes] = []
 
     def __call__(self, txs: Sequence[bytes]) -> list[tuple[str, str]]:
         self.calls.append(len(txs))
+        self.judged.extend(txs)
         return [("revoked", "member revoked") if raw in self.refused else ("ok", "") for raw in txs]
 
 
@@ -107,6 +109,50 @@ def test_recheck_of_a_banned_sender_drops_all_its_transactions() -> None:
     result = pool.update([])
     assert result.recheck_dropped_txs == 2
     assert pool.reap(10, 1 << 20) == [anchor(1, 1)]
+
+
+def test_a_targeted_recheck_judges_only_the_named_senders_in_nonce_order() -> None:
+    check = RefuseIds()
+    pool = make_pool(replace(MempoolConfig(), recheck_batch_txs=2), check=check)
+    pool.admit_batch([anchor(0, 1), anchor(1, 1), anchor(0, 2), anchor(2, 1), anchor(0, 3)])
+    check.judged.clear()
+    check.refused.update({anchor(0, 2), anchor(2, 1)})  # 2 is not named: it stays
+    result = pool.update([], None, recheck_senders={sender_key(0), sender_key(5)})
+    # Sender 0's in nonce order, in calls of 2; its nonce 3 was cut with 2, never judged.
+    assert check.judged == [anchor(0, 1), anchor(0, 2)]
+    assert set(result.dropped_tx_ids) == {tx_id(anchor(0, 2)), tx_id(anchor(0, 3))}
+    assert result.recheck_dropped_txs == 2
+    assert pool.reap(10, 1 << 20) == [anchor(0, 1), anchor(1, 1), anchor(2, 1)]
+
+
+def test_an_empty_recheck_set_rechecks_nothing() -> None:
+    check = RefuseIds()
+    pool = make_pool(check=check)
+    pool.admit_batch([anchor(0, 1)])
+    check.calls.clear()
+    check.refused.add(anchor(0, 1))
+    assert pool.update([], None, recheck_senders=()).recheck_dropped_txs == 0
+    assert check.calls == [] and len(pool) == 1
+
+
+def test_recheck_now_drops_what_the_check_refuses_for_the_named_senders() -> None:
+    check = ScriptedCheck()
+    pool = make_pool(check=check)
+    pool.admit_batch([anchor(0, 1), anchor(0, 2), anchor(1, 1)])
+    check.banned.update({sender_key(0), sender_key(1)})
+    assert set(pool.recheck([sender_key(0)])) == {tx_id(anchor(0, 1)), tx_id(anchor(0, 2))}
+    assert pool.reap(10, 1 << 20) == [anchor(1, 1)]
+    assert make_pool().recheck([sender_key(0)]) == ()  # no stateful check: nothing to judge
+
+
+def test_last_pending_is_the_newest_transaction_of_the_sender() -> None:
+    pool = make_pool()
+    assert pool.last_pending(sender_key(0)) is None
+    pool.admit_batch([anchor(0, 1), anchor(1, 1), anchor(0, 2)])
+    assert pool.last_pending(sender_key(0)) == (2, anchor(0, 2))
+    pool.update([tx_id(anchor(0, 1)), tx_id(anchor(0, 2))])
+    assert pool.last_pending(sender_key(0)) is None
+    assert pool.last_pending(sender_key(1)) == (1, anchor(1, 1))
 
 
 def test_committed_ids_are_not_verified_again() -> None:

@@ -10,11 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from emrchain import _core
 from emrchain.config.homes import ADMIN_IDENTITY_FILE, create_testnet
 from emrchain.config.node import load_node_config, render_node_config
 from emrchain.keystore.member import load_member_identity
 from emrchain.node.node import Node
 from emrchain.types import Block, CommitCertificate, Vote
+from emrchain.types.block import tx_ids
 from emrchain.types.vote import VoteType
 from emrchain.workload import registration_transactions
 
@@ -60,6 +62,17 @@ def commit_own_block(node: Node) -> Block:
     verdict = chain.own_block_verdict(block)
     chain.apply_block(block, commit_for(node, block), verdict)
     return block
+
+
+def proposal_with(node: Node, txs: list[bytes]) -> Block:
+    """A block for the next height carrying exactly `txs`, as another validator could propose
+    it: this node's own proposal (empty pool or not) with its transactions replaced."""
+    chain = node.chain
+    built = chain.build_block(chain.height + 1, node.validator_key.public_key)
+    header = dataclasses.replace(
+        built.header, tx_root=_core.merkle_root(tx_ids(txs)), tx_count=len(txs)
+    )
+    return Block(header, tuple(txs), built.last_commit, ())
 
 
 def register_workload_senders(node: Node, *, senders: int, seed: int) -> Block:

@@ -11,6 +11,7 @@ from tests.node.conftest import assert_no_equivocation, assert_proof, assert_sam
 
 
 def test_four_validators_commit_1000_txs_and_agree(devnet: Devnet) -> None:
+    devnet.register_workload_members(senders=40, seed=1)
     txs = anchor_transactions(1000, chain_id=chain_id(devnet), senders=40, seed=1)
     accepted = devnet.submit(txs)
     assert len(accepted) == 1000

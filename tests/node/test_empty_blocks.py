@@ -39,6 +39,7 @@ def test_an_idle_chain_makes_no_blocks_and_one_transaction_wakes_it(tmp_path: Pa
     with Devnet(tmp_path / "net", 4, consensus=consensus) as network:
         network.start_all()
         network.wait_for_height(1, NODES, timeout_s=60)
+        network.register_workload_members(senders=1, seed=11)  # admission refuses strangers
         idle = idle_height(network, quiet_s=1.0, timeout_s=30)
         time.sleep(1.5)  # 150 timeout_commits: not one block more
         assert [network.height(index) for index in NODES] == [idle] * 4

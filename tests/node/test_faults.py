@@ -27,6 +27,8 @@ def validator_key(network: Devnet, index: int) -> str:
 
 def test_kill_minus_nine_then_catch_up_by_block_sync(devnet: Devnet) -> None:
     chain = chain_id(devnet)
+    for seed in (2, 3):
+        devnet.register_workload_members(senders=20, seed=seed)
     # Clients talk to the survivors: a transaction accepted by a node that is killed before it
     # gossips it dies with that node's mempool (which is not durable) and must be resubmitted.
     # The acceptance is that nothing *committed* is ever lost.
@@ -72,6 +74,8 @@ def test_two_of_four_stopped_halts_without_divergence_then_resumes(devnet: Devne
 
 def test_repeated_kill_minus_nine_during_commits(devnet: Devnet) -> None:
     chain = chain_id(devnet)
+    for round_number in range(3):
+        devnet.register_workload_members(senders=10, seed=10 + round_number)
     accepted: list[str] = []
     for round_number, delay_s in enumerate((0.15, 0.6, 0.35)):
         accepted += devnet.submit(
