@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from emrchain.state import keys
-from emrchain.state.emr.entities import read_ident, read_text
+from emrchain.state.emr.entities import Member, read_ident, read_text
 from emrchain.state.emr.limits import (
     BREAK_GLASS_REASON_MAX_BYTES,
     PATIENT_TRAIL_CAPACITY,
@@ -131,6 +131,38 @@ class AccessEvent:
         )
         reader.finish()
         return event
+
+
+def declaration(
+    kind: EventKind,
+    event_id: bytes,
+    actor: Member,
+    patient_id: bytes,
+    record_id: bytes,
+    basis: AccessBasis,
+    grant_id: bytes,
+    at: tuple[int, int],
+    *,
+    expires_at_ms: int = 0,
+    reason: str = "",
+) -> AccessEvent:
+    """A break-glass or re-enrolment event (no read action) by `actor` at (height, time)."""
+    height, time_ms = at
+    return AccessEvent(
+        event_kind=kind,
+        event_id=event_id,
+        patient_id=patient_id,
+        record_id=record_id,
+        actor=actor.member_id,
+        actor_organization=actor.organization_id,
+        action=0,
+        basis=basis,
+        grant_id=grant_id,
+        expires_at_ms=expires_at_ms,
+        reason=reason,
+        height=height,
+        time_ms=time_ms,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from emrchain.state.emr.audit import (
     AccessEvent,
     EventKind,
     append_event,
+    declaration,
     patient_trail,
     record_trail,
 )
@@ -263,20 +264,17 @@ def break_glass(tx: DecodedTransaction, state: OverlayStateView, context: BlockC
         patient_id,
         [*sessions, BreakGlassSession(clinician.member_id, record_id, expires_at_ms, event_id)],
     )
-    event = AccessEvent(
-        event_kind=EventKind.BREAK_GLASS,
-        event_id=event_id,
-        patient_id=patient_id,
-        record_id=record_id,
-        actor=clinician.member_id,
-        actor_organization=clinician.organization_id,
-        action=0,
-        basis=AccessBasis.BREAK_GLASS,
-        grant_id=event_id,
+    event = declaration(
+        EventKind.BREAK_GLASS,
+        event_id,
+        clinician,
+        patient_id,
+        record_id,
+        AccessBasis.BREAK_GLASS,
+        event_id,
+        (context.height, context.time_ms),
         expires_at_ms=expires_at_ms,
         reason=tx.fields["reason"],
-        height=context.height,
-        time_ms=context.time_ms,
     )
     _append(state, event)
     append_event(state, REVIEW_TRAIL, event)

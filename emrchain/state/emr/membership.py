@@ -20,9 +20,9 @@ from emrchain.state.codes import ResultCode
 from emrchain.state.emr.audit import (
     REVIEW_TRAIL,
     AccessBasis,
-    AccessEvent,
     EventKind,
     append_event,
+    declaration,
     patient_trail,
 )
 from emrchain.state.emr.context import (
@@ -216,20 +216,15 @@ def _record_reenrolment(
 ) -> None:
     """The new holder of a patient id reads the patient's earlier records on one admin's
     identity proofing: the patient's trail and the auditors' review queue say so, flagged."""
-    event = AccessEvent(
-        event_kind=EventKind.REENROLMENT,
-        event_id=event_id,
-        patient_id=patient_id,
-        record_id=NO_KEY,
-        actor=admin.member_id,
-        actor_organization=admin.organization_id,
-        action=0,
-        basis=AccessBasis.REENROLLED_PATIENT,
-        grant_id=new_holder,
-        expires_at_ms=0,
-        reason="",
-        height=context.height,
-        time_ms=context.time_ms,
+    event = declaration(
+        EventKind.REENROLMENT,
+        event_id,
+        admin,
+        patient_id,
+        NO_KEY,
+        AccessBasis.REENROLLED_PATIENT,
+        new_holder,
+        (context.height, context.time_ms),
     )
     append_event(state, patient_trail(patient_id), event)
     append_event(state, REVIEW_TRAIL, event)
