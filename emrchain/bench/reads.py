@@ -112,12 +112,19 @@ def main(argv: list[str] | None = None) -> int:
         "--create-empty-blocks", choices=("true", "false"), default="true",
         help="the consensus setting of every validator (node default: true)",
     )  # fmt: skip
+    parser.add_argument(
+        "--timeout-commit-reads-ms", type=int, default=None,
+        help="the commit pause while a read waits (default: the node's); equal to "
+        "timeout_commit_ms shows the latency without the short pause",
+    )  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the devnet's directory")
     args = parser.parse_args(argv)
     if args.validators < 2 or min(args.reads, args.records, args.concurrency) < 1:
         parser.error("need at least 2 validators and 1 read, record and reader")
     consensus = node_timeouts() if args.timeouts == "node" else dict(DEVNET_CONSENSUS)
     consensus["create_empty_blocks"] = args.create_empty_blocks == "true"
+    if args.timeout_commit_reads_ms is not None:
+        consensus["timeout_commit_reads_ms"] = args.timeout_commit_reads_ms
     root = Path(tempfile.mkdtemp(prefix="emrchain-bench-reads-"))
     devnet = Devnet(root / "net", args.validators, consensus=consensus)
     try:
