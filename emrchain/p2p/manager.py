@@ -162,6 +162,16 @@ class PeerManager:
     def is_connected(self, peer_id: str) -> bool:
         return peer_id in self._connections
 
+    @property
+    def pending_inbound_handshakes(self) -> int:
+        """Inbound connections accepted whose handshake has not finished yet."""
+        return self._pending_inbound_handshakes
+
+    @property
+    def open_sockets(self) -> int:
+        """TCP connections held open, those still in their handshake included."""
+        return len(self._transports)
+
     def stats(self) -> P2PStats:
         """A snapshot of the counters (safe to keep; later traffic does not change it)."""
         return self._stats.snapshot()

@@ -336,12 +336,19 @@ def test_simultaneous_dials_converge_to_one_connection() -> None:
             )
             a, b = await asyncio.gather(a_task, b_task)
             await fully_connected([a, b])
-            await asyncio.sleep(0.3)  # any duplicate is resolved by now, without flapping
+
+            def one_link_each() -> bool:
+                # Both dials may have completed: the duplicate's sockets are closed again.
+                return a.manager.open_sockets == 1 and b.manager.open_sockets == 1
+
+            await wait_until(one_link_each, what="the duplicate connection resolved")
             assert a.manager.is_connected(b.node_id) and b.manager.is_connected(a.node_id)
             settled = (a.manager.stats().connections_established, len(a.events.connected))
-            await exchange(a, b, 1, b"one link")
-            await exchange(b, a, 1, b"one link back")
-            await asyncio.sleep(0.2)
+            # Two round trips over the surviving link: no reconnection happens meanwhile.
+            for _ in range(2):
+                await exchange(a, b, 1, b"one link")
+                await exchange(b, a, 1, b"one link back")
+            assert one_link_each()
             assert (a.manager.stats().connections_established, len(a.events.connected)) == settled
             for node in (a, b):
                 disconnects = node.manager.stats().disconnects
@@ -396,7 +403,7 @@ def test_close_leaves_no_task_and_no_socket() -> None:
         try:
             await wait_until(lambda: len(a.manager.connected_peers()) == 1)
             await sockets.connect(a.manager.listen_port)  # a handshake in progress at close()
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: a.manager.pending_inbound_handshakes == 1)
         finally:
             await close_all(a, b, c)
             await sockets.close()
