@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
 from emrchain.client.envelope import derive_member_key_pair
+from emrchain.schema import TxKind
 from emrchain.state import MemoryState, StateView
 from emrchain.state.emr import EMR_HANDLERS, EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.store import CommittedStateView, layout

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.types.transaction import Transaction
 

@@ -19,7 +19,7 @@ import importlib
 import os
 from types import SimpleNamespace
 
-from emrchain._core.codes import (
+from emrchain.schema.verdicts import (
     CoreError,
     LimitError,
     MerkleError,
@@ -71,13 +71,13 @@ def _load_compiled() -> SimpleNamespace:
 
 
 def _load_pure() -> SimpleNamespace:
-    from emrchain._core.fallback import absence, anchors, ed25519, merkle, txcodec, writes
+    from emrchain._core.fallback import absence, anchors, ed25519, merkle, txcheck, writes
 
     return SimpleNamespace(
         name=PYTHON,
-        check_transactions=txcodec.check_transactions,
-        decode_accepted=txcodec.decode_accepted,
-        tx_ids=txcodec.tx_ids,
+        check_transactions=txcheck.check_transactions,
+        decode_accepted=txcheck.decode_accepted,
+        tx_ids=txcheck.tx_ids,
         verify_batch=ed25519.verify_batch,
         verify_transactions=ed25519.verify_transactions,
         merkle_root=merkle.merkle_root,

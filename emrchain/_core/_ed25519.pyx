@@ -20,7 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringA
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
 
-from emrchain._core.codes import CoreError, LimitError
+from emrchain.schema.verdicts import CoreError, LimitError
 
 cdef extern from "sodium.h" nogil:
     int sodium_init()
@@ -286,7 +286,7 @@ def verify_transactions(txs, threads=0):
 
 
 def _init_tables():
-    from emrchain._core import schema
+    from emrchain import schema
 
     if schema.ENVELOPE_FIXED_BYTES != ENVELOPE_FIXED_BYTES:
         raise ImportError("_ed25519 was built for another envelope layout; rebuild it")

@@ -12,7 +12,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from emrchain._core.codes import LimitError
+from emrchain.schema.verdicts import LimitError
 from emrchain._core.fallback.writes import check_limits
 
 from emrchain._core._sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update

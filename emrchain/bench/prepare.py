@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.rpc.binary import encode_batch
 from emrchain.types.transaction import Transaction
 from emrchain.workload import anchor_fields, sender_key

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emrchain._core.schema import BREAK_GLASS_MAX_DURATION_MS, U64_MAX, ErasureReason, RecordType
 from emrchain.cli import CommandError, UsageError, bounded_integer, command, home_path
 from emrchain.client.envelope import DEFAULT_MAX_PLAINTEXT_BYTES, EnvelopeError
 from emrchain.client.identity import create_identity_file, load_identity
 from emrchain.client.replies import EmrClientError
 from emrchain.client.rpc import TlsOptions, check_base_url
 from emrchain.client.sync import SyncEmrClient
+from emrchain.schema import BREAK_GLASS_MAX_DURATION_MS, U64_MAX, ErasureReason, RecordType
 
 DEFAULT_RPC_URL = "http://127.0.0.1:26657"
 BREAK_GLASS_REASON_BYTES = (8, 512)

@@ -31,7 +31,6 @@ from typing import Any
 import aiohttp
 import yarl
 
-from emrchain._core.schema import ErasureReason, RecordType
 from emrchain.client import transactions
 from emrchain.client.envelope import (
     DEFAULT_MAX_PLAINTEXT_BYTES,
@@ -66,6 +65,7 @@ from emrchain.client.replies import (
     text_field,
 )
 from emrchain.rpc.signing import HEADER_ACCESS_EVENT, sign_request
+from emrchain.schema import ErasureReason, RecordType
 from emrchain.types.transaction import Transaction
 
 DEFAULT_TIMEOUT_S = 30.0

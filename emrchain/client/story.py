@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from emrchain._core.schema import RecordType, Role
 from emrchain.client import transactions
 from emrchain.client.identity import (
     MemberIdentity,
@@ -40,6 +39,7 @@ from emrchain.client.replies import NotFound
 from emrchain.client.rpc import EmrClient
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
 from emrchain.config.node import load_node_config
+from emrchain.schema import RecordType, Role
 
 LAB_RESULT = b"Lab result 2026-11-24: HbA1c 6.1 %, fasting glucose 5.9 mmol/l, eGFR 88"
 STORY_TIMEOUT_S = 60.0

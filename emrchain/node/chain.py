@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
 from emrchain.mempool import Mempool
+from emrchain.schema import TxKind
 from emrchain.state import NonceAnchorApplication, read_progress
 from emrchain.state.emr import queries as emr_queries
 from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge, envelope_kind_sender

@@ -31,13 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from emrchain._core.schema import RecordType, Role
 from emrchain.client.rpc import EmrClient
 from emrchain.client.story import Hospital, _register
 from emrchain.config.node import load_node_config, render_node_config
 from emrchain.hsm import HsmConfig, HsmKeyRing, HsmSigner, HsmWorker, PinSource
 from emrchain.keystore.member import MemberIdentity
 from emrchain.node.devnet import Devnet
+from emrchain.schema import RecordType, Role
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 IPFS_DAEMON_SCRIPT = REPOSITORY / "scripts" / "ipfs" / "daemon.py"

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from emrchain._core.schema import AccessAction, Role, TxKind
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
@@ -22,6 +21,7 @@ from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
 from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.signing import HEADER_ACCESS_EVENT
+from emrchain.schema import AccessAction, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision
 from emrchain.state.emr.audit import AccessEvent

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from emrchain import _core
-from emrchain._core.schema import PUBLIC_KEY_BYTES, Role
 from emrchain.rpc.auth import Authenticator, NodeIdentity, ReplayHorizon, ReplayLimits
 from emrchain.rpc.binary import BinarySubmit
 from emrchain.rpc.connections import (
@@ -51,6 +50,7 @@ from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.signing import HEADER_KEY
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
+from emrchain.schema import PUBLIC_KEY_BYTES, Role
 from emrchain.state.emr import queries
 from emrchain.types import Block
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state.result import ExecutionResult, TxResult
 from emrchain.state.validators import MAX_OPEN_PROPOSALS_CEILING
 from emrchain.state.view import OverlayStateView, StateView

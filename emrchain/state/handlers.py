@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
 from emrchain.state.application import BlockContext, Handler
 from emrchain.state.codes import ResultCode

@@ -19,10 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
 from emrchain import _core
-from emrchain._core.codes import TxDecodeError, Verdict
-from emrchain._core.fallback import txcodec
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind, codec
+from emrchain.schema.codec import DecodedTransaction
+from emrchain.schema.verdicts import TxDecodeError, Verdict
 from emrchain.state import keys
 from emrchain.state.application import (
     WRITES_ONLY_WHEN_ACCEPTED,
@@ -85,7 +84,7 @@ class NonceAnchorApplication:
         application passes one for ANCHOR_RECORD); without it every transaction goes through
         `_deliver`."""
         limits.validate_basic()
-        txcodec.check_arguments(chain_id, limits.max_tx_bytes)
+        codec.check_arguments(chain_id, limits.max_tx_bytes)
         rules = rules or ApplicationRules()
         rules.validate_basic()
         missing = sorted(kind.name for kind in TxKind if kind not in handlers)
@@ -245,7 +244,7 @@ class NonceAnchorApplication:
                 checked.append(index)
                 continue
             try:
-                tx = txcodec.decode_transaction(raw, self._chain_id, self._limits.max_tx_bytes)
+                tx = codec.decode_transaction(raw, self._chain_id, self._limits.max_tx_bytes)
             except TxDecodeError as error:
                 results[index] = TxResult.make(error.verdict, str(error))
             else:  # the twins agree on every input (tests/core); kept for robustness

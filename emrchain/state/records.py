@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.types.codec import DecodeError, EncodeError, Reader
 
 _HEAD = struct.Struct(">32s32sB")

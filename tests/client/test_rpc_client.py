@@ -19,7 +19,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from emrchain._core.schema import ErasureReason, RecordType
 from emrchain.client import transactions
 from emrchain.client.envelope import derive_member_key_pair, new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
@@ -44,6 +43,7 @@ from emrchain.rpc.signing import (
     sign_request,
     verify_request,
 )
+from emrchain.schema import ErasureReason, RecordType
 from emrchain.state.codes import ResultCode
 from tests.client.conftest import Cast, RealNode
 

@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from emrchain._core.codes import CoreError, LimitError
+from emrchain.schema.verdicts import CoreError, LimitError
 from tests.core import txgen
 from tests.core.conftest import import_twin_module
 

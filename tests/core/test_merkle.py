@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain._core.codes import MerkleError
+from emrchain.schema.verdicts import MerkleError
 from tests.core.conftest import import_twin_module
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "merkle.json").read_text())

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import Role, TxKind
 from emrchain.client import transactions
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
 from emrchain.keystore.member import MemberIdentity, load_member_identity
 from emrchain.node.node import Node
+from emrchain.schema import Role, TxKind
 from emrchain.state.codes import ResultCode
 from emrchain.types import Block, Transaction
 from emrchain.workload import anchor_fields

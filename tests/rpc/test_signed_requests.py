@@ -18,7 +18,6 @@ import pytest
 import yarl
 from multidict import CIMultiDict
 
-from emrchain._core.schema import RecordType, Role
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.rpc import EXPECT_CONTINUE_BYTES, EmrClient
@@ -31,6 +30,7 @@ from emrchain.rpc.signing import (
     HEADER_SIGNATURE,
     sign_request,
 )
+from emrchain.schema import RecordType, Role
 from tests.rpc.bounded import run
 
 NO_PATIENT = transactions.NO_KEY

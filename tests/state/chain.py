@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.schema import TxKind
 from emrchain.state import (
     DEFAULT_HANDLERS,
     ApplicationRules,

@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 
 from emrchain._core import Verdict
-from emrchain._core.fallback import txcodec
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind, codec
 from emrchain.state import (
     DEFAULT_HANDLERS,
     AnchorRecord,
@@ -77,9 +76,9 @@ def test_anchor_is_stored_with_block_height_and_time_and_duplicates_are_refused(
     chain = ChainBuilder()
     first = anchor_tx(ALICE, 1, label=9)
     chain.add_block([first])
-    record_id = txcodec.decode_transaction(first, CHAIN_ID, 4096).fields["record_id"]
+    record_id = codec.decode_transaction(first, CHAIN_ID, 4096).fields["record_id"]
     record = AnchorRecord.decode(chain.state.get(keys.record_key(record_id)))
-    fields = txcodec.decode_transaction(first, CHAIN_ID, 4096).fields
+    fields = codec.decode_transaction(first, CHAIN_ID, 4096).fields
     assert record == AnchorRecord.from_fields(fields, ALICE.public_key, 1, GENESIS_TIME_MS + 1000)
     assert record.time_ms == GENESIS_TIME_MS + BLOCK_INTERVAL_MS
     # Same record id from another sender, and from the first sender again: refused, but each
@@ -188,7 +187,7 @@ def test_check_tx_agrees_with_execution_and_writes_nothing() -> None:
     view = chain.state
 
     def check(raw: bytes) -> int:
-        return chain.app.check_tx(txcodec.decode_transaction(raw, CHAIN_ID, 4096), view).code
+        return chain.app.check_tx(codec.decode_transaction(raw, CHAIN_ID, 4096), view).code
 
     assert check(anchor_tx(ALICE, 1, label=2)) == ResultCode.NONCE_USED
     assert check(anchor_tx(ALICE, 3, label=2)) == ResultCode.NONCE_GAP

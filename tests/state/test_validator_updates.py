@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emrchain._core.fallback import txcodec
+from emrchain.schema import codec
 from emrchain.state import (
     ApplicationRules,
     ResultCode,
@@ -50,7 +50,7 @@ class Approvals:
         senders = {signer(index).public_key: index for index in range(16)}
         for raw, result in zip(txs, built.result.tx_results, strict=True):
             if not consumes_nonce(result.code):
-                self.nonces[senders[txcodec.decode_transaction(raw, CHAIN_ID, 4096).sender]] -= 1
+                self.nonces[senders[codec.decode_transaction(raw, CHAIN_ID, 4096).sender]] -= 1
         return built
 
 
@@ -191,7 +191,7 @@ def test_check_tx_applies_the_validator_rules_without_writing() -> None:
     outsider = validator_update_tx(signer("outsider"), 1, NEWCOMER, 5, 1)
 
     def check(raw: bytes) -> int:
-        return chain.app.check_tx(txcodec.decode_transaction(raw, CHAIN_ID, 4096), chain.state).code
+        return chain.app.check_tx(codec.decode_transaction(raw, CHAIN_ID, 4096), chain.state).code
 
     assert check(approval) == ResultCode.OK
     assert check(outsider) == ResultCode.NOT_A_VALIDATOR

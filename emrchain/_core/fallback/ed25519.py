@@ -39,8 +39,8 @@ from collections.abc import Iterable, Sequence
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
-from emrchain._core import schema
-from emrchain._core.codes import CoreError, LimitError
+from emrchain import schema
+from emrchain.schema.verdicts import CoreError, LimitError
 
 FIELD_PRIME = 2**255 - 19
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493

@@ -23,7 +23,7 @@ import hashlib
 import operator
 from collections.abc import Iterable, Sequence
 
-from emrchain._core.codes import MerkleError
+from emrchain.schema.verdicts import MerkleError
 
 HASH_BYTES = 32
 MAX_TREE_SIZE = 1 << 63

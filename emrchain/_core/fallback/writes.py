@@ -22,7 +22,7 @@ import hashlib
 import struct
 from collections.abc import Mapping
 
-from emrchain._core.codes import LimitError
+from emrchain.schema.verdicts import LimitError
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")

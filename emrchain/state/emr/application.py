@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind
 from emrchain.state import keys
 from emrchain.state.application import AcceptPath, ApplicationRules, Handler
 from emrchain.state.emr import clinical

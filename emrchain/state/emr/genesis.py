@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from emrchain._core.schema import IDENT_ALPHABET, Role
+from emrchain.schema import IDENT_ALPHABET, Role
 from emrchain.state.emr.entities import (
     NO_KEY,
     KeyHistoryEntry,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind
 from emrchain.state.application import Handler
 from emrchain.state.emr.clinical import access_event, anchor_record, break_glass, erase_record
 from emrchain.state.emr.consent import grant_access, revoke_access

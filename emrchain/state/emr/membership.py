@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import Role
 from emrchain.crypto.keys import verify_signature
+from emrchain.schema import Role
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.audit import (

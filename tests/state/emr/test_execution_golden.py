@@ -23,7 +23,7 @@ import hashlib
 
 import pytest
 
-from emrchain._core.schema import ErasureReason, GrantScope, Role, TxKind
+from emrchain.schema import ErasureReason, GrantScope, Role, TxKind
 from emrchain.state.emr.context import transaction_id
 from tests.state.chain import CHAIN_ID, signer
 from tests.state.emr.world import (
@@ -149,10 +149,10 @@ def run_workload(*, anchor_path: bool = True) -> World:
 
 
 def _last_tx_id(world: World, index: int) -> bytes:
-    from emrchain._core.fallback import txcodec
+    from emrchain.schema import codec
 
     raw = world.chain.built[-1].block.txs[index]
-    return transaction_id(txcodec.decode_transaction(raw, CHAIN_ID, 4096))
+    return transaction_id(codec.decode_transaction(raw, CHAIN_ID, 4096))
 
 
 def results_digest(world: World) -> str:

@@ -7,8 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from emrchain._core.fallback import txcodec
-from emrchain._core.schema import Role, TxKind
+from emrchain.schema import Role, TxKind, codec
 from emrchain.state import BlockExecutionError, ResultCode, keys
 from emrchain.state.emr import (
     NO_KEY,
@@ -416,7 +415,7 @@ def test_same_blocks_give_the_same_app_hash_and_state() -> None:
 def test_transaction_id_is_sha256_of_the_transaction_bytes() -> None:
     world = World()
     raw = world.tx(PATIENT, TxKind.GRANT_ACCESS, grant_fields())
-    decoded = txcodec.decode_transaction(raw, CHAIN_ID, 4096)
+    decoded = codec.decode_transaction(raw, CHAIN_ID, 4096)
     assert transaction_id(decoded) == hashlib.sha256(raw).digest()
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from emrchain._core.schema import Role, TxKind
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.mempool import Mempool, MempoolConfig, UpdateResult
+from emrchain.schema import Role, TxKind
 from emrchain.state import keys
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.handlers import read_u64

@@ -1,8 +1,10 @@
-"""Transaction envelope constants and payload schemas: the single source of truth.
+"""The domain's vocabulary and the transaction wire format: the single source of truth.
 
-Both the compiled decoder (`_txcheck.pyx`) and the pure-Python reference decoder
-(`fallback/txcodec.py`) walk these tables, so a payload rule is written exactly once. The byte
-layout they describe is specified in `docs/spec/encoding.md`.
+Transaction kinds, roles, record types and the other enums; envelope constants; the payload
+field tables. `codec.py` (the normative codec) and the compiled batch checker
+(`emrchain/_core/_txcheck.pyx`) both walk these tables, so a payload rule is written exactly
+once; `verdicts.py` numbers the stateless verdicts. The byte layout is specified in
+`docs/spec/encoding.md`. This package imports nothing else of emrchain: every layer may use it.
 
 A field is a `FieldSpec` tuple; its `type` selects how `arg`, `minimum`, `maximum` and
 `allowed` are read (see the FIELD_* constants).

@@ -1,7 +1,7 @@
-"""Verdict codes and exception types shared by the compiled core and its pure-Python twin.
+"""Verdict codes of the stateless checks, and the exception types of the codec and the core.
 
-Both twins import these from here, so they return the same codes and raise the very same
-exception classes.
+The codec (`codec.py`) and both twins of the core (`emrchain/_core`) import these from here, so
+they return the same codes and raise the very same exception classes.
 """
 
 from __future__ import annotations
