@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/ed25519.py`: Ed25519 batch verification on libsodium.
+"""Compiled twin of `reference/ed25519.py`: Ed25519 batch verification on libsodium.
 
-The acceptance rules, argument checks and exceptions are documented in `fallback/ed25519.py`
+The acceptance rules, argument checks and exceptions are documented in `reference/ed25519.py`
 and are identical here: S < L, canonical and non-small-order R and A, then libsodium's
 crypto_sign_verify_detached (Debian's 1.0.18 here; the explicit checks make the verdict
 independent of the libsodium version).

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/txcheck.py`: `check_transactions`, `tx_ids`, `decode_accepted`.
+"""Compiled twin of `reference/txcheck.py`: `check_transactions`, `tx_ids`, `decode_accepted`.
 
 The codec in `emrchain/schema/codec.py` is normative: this module applies the same checks
 in the same order and returns the same verdicts and ids, and decodes accepted transactions into
@@ -259,7 +259,7 @@ cdef list _split_digests(bytearray digests, Py_ssize_t n):
 def check_transactions(txs, chain_id, max_tx_bytes):
     """Stateless checks on a batch: (one Verdict byte per tx, one 32-byte id per tx).
 
-    Same contract as `fallback.txcheck.check_transactions`: the verdict is the first failing
+    Same contract as `reference.txcheck.check_transactions`: the verdict is the first failing
     check in spec order (`Verdict.OK` if none; signatures are not checked here); the id is
     SHA-256 of the whole transaction, or 32 zero bytes for TOO_LARGE items, which are never
     hashed. Raises TypeError if an item is not bytes or an argument has the wrong type, and
@@ -294,7 +294,7 @@ def check_transactions(txs, chain_id, max_tx_bytes):
 def tx_ids(txs):
     """The id of each transaction: SHA-256 of all its bytes, hashed without the GIL.
 
-    Same contract as `fallback.txcheck.tx_ids`: TypeError if an item is not bytes.
+    Same contract as `reference.txcheck.tx_ids`: TypeError if an item is not bytes.
     """
     len(txs)  # same TypeError as the reference for unsized inputs
     items = list(txs)  # keeps every transaction alive while the loop reads their buffers
@@ -391,7 +391,7 @@ def decode_accepted(raw):
     """Decode a transaction that `check_transactions` accepted (verdict OK): the same result
     as `decode_transaction`, without repeating its checks.
 
-    Same contract as `fallback.txcheck.decode_accepted`: only valid for accepted bytes, for
+    Same contract as `reference.txcheck.decode_accepted`: only valid for accepted bytes, for
     which both twins return equal `DecodedTransaction`s (str text/ident fields, int numbers,
     bytes elsewhere). Outside it the result is unspecified, but this twin never reads outside
     `raw`: TypeError if `raw` is not bytes, KeyError for an unknown kind (as the reference),

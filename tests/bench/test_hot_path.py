@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emrchain import _core
-from emrchain._core.fallback import txcheck
+from emrchain._core.reference import txcheck
 from emrchain.schema import codec
 from tests.core.txgen import CHAIN_ID, valid_transactions
 

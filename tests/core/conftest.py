@@ -21,7 +21,7 @@ CheckFn = Callable[..., tuple[bytes, list[bytes]]]
 # The module each twin's check_transactions lives in. The selector (`implementation`) imports
 # all three modules of a twin at once; if only a sibling (merkle, ed25519) is missing, these
 # tests still exercise the one module they are about.
-_MODULES = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: "emrchain._core.fallback.txcheck"}
+_MODULES = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: "emrchain._core.reference.txcheck"}
 
 
 def import_twin_module(module: str, *, compiled: bool) -> ModuleType:

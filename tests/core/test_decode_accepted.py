@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import emrchain._core as core
 from emrchain import schema
-from emrchain._core.fallback import txcheck
+from emrchain._core.reference import txcheck
 from emrchain.schema import codec
 from emrchain.schema.codec import DecodedTransaction
 from tests.core import txgen

@@ -29,7 +29,7 @@ from tests.core import txgen
 from tests.core.conftest import import_twin_module
 
 VECTOR_DIR = Path(__file__).parents[1] / "vectors"
-MODULES = {"cython": "emrchain._core._ed25519", "python": "emrchain._core.fallback.ed25519"}
+MODULES = {"cython": "emrchain._core._ed25519", "python": "emrchain._core.reference.ed25519"}
 
 # --- Independent Edwards-curve arithmetic (extended coordinates, RFC 8032 §5.1.4) -------------
 P = 2**255 - 19
