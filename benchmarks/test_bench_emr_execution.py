@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from emrchain import _core
-from emrchain.client.envelope import derive_member_key_pair
+from emrchain.crypto.encryption_keys import derive_member_key_pair
 from emrchain.schema import TxKind
 from emrchain.state import MemoryState, StateView
 from emrchain.state.emr import EMR_HANDLERS, EmrApplication, GenesisAdmin, GenesisOrganization

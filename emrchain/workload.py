@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Iterator
 
 from emrchain import schema
+from emrchain.crypto.encryption_keys import derive_member_key_pair
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.types.transaction import Transaction
 
@@ -35,8 +36,6 @@ def patient_key(seed: int, patient_index: int) -> Ed25519Signer:
 
 
 def _encryption_key(signer: Ed25519Signer) -> bytes:
-    from emrchain.client.envelope import derive_member_key_pair
-
     return derive_member_key_pair(signer.seed).public_key
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from emrchain.config.errors import ConfigError
 from emrchain.config.node import LIMITS_SETTINGS, NodeConfig, load_node_config
+from emrchain.crypto.keycheck import is_prime_order_key
 from emrchain.schema import MAX_VALIDATOR_POWER
-from emrchain.state.emr.keycheck import is_prime_order_key
 from emrchain.types.limits import MAX_TOTAL_VOTING_POWER, Limits
 from emrchain.types.validator import Validator, ValidatorSet
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from emrchain.client import transactions
-from emrchain.client.envelope import derive_member_key_pair, new_record_id, seal_record
+from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
     BadReplyError,
@@ -36,6 +36,7 @@ from emrchain.client.replies import (
     Unavailable,
 )
 from emrchain.client.rpc import EmrClient, check_base_url
+from emrchain.crypto.encryption_keys import derive_member_key_pair
 from emrchain.rpc.signing import (
     HEADER_KEY,
     HEADER_TIMESTAMP,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from emrchain.crypto.keycheck import is_prime_order_key
 from emrchain.crypto.keys import verify_signature
 from emrchain.schema import Role
 from emrchain.schema.codec import DecodedTransaction
@@ -40,7 +41,6 @@ from emrchain.state.emr.entities import (
     Organization,
     PatientEntry,
 )
-from emrchain.state.emr.keycheck import is_prime_order_key
 from emrchain.state.emr.limits import (
     MAX_KEYS_PER_MEMBER,
     MAX_MEMBERS_PER_ORGANIZATION,

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from emrchain.crypto.keycheck import is_prime_order_key
 from emrchain.schema import Role, TxKind, codec
 from emrchain.state import BlockExecutionError, ResultCode, keys
 from emrchain.state.emr import (
@@ -22,7 +23,6 @@ from emrchain.state.emr import (
 from emrchain.state.emr.audit import AccessBasis, EventKind
 from emrchain.state.emr.context import transaction_id
 from emrchain.state.emr.entities import KeyHistoryEntry, Member, MemberStatus, Organization
-from emrchain.state.emr.keycheck import is_prime_order_key
 from emrchain.types import DecodeError
 from tests.state.chain import CHAIN_ID, ChainBuilder, refused_writes, signer
 from tests.state.emr.world import (

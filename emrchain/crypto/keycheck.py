@@ -10,7 +10,7 @@ decoding, a double-and-add [L]A): it is the spec, but costs ~1.4 ms per key, and
 registrations spent seconds in it (14 % of a loaded node's samples). Execution calls
 `is_prime_order_key`, libsodium's `crypto_core_ed25519_is_valid_point` (canonical, on the
 curve, not of small order, in the main subgroup: the same set, ~45 µs). Consensus must not hang
-on a library's reading of that set, so `tests/state/emr/test_keycheck.py` proves the two agree
+on a library's reading of that set, so `tests/crypto/test_keycheck.py` proves the two agree
 on every class of edge encoding (non-canonical y, negative zero, the eight small-order points,
 every mixed-order sum, off-curve values) and on random strings, for the libsodium that is
 installed; a libsodium that disagreed would fail the suite, not split the chain.

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain.crypto.keys import Ed25519Signer
-from emrchain.state.emr.keycheck import (
+from emrchain.crypto.keycheck import (
     _IDENTITY,
     FIELD_PRIME,
     GROUP_ORDER,
@@ -21,6 +20,7 @@ from emrchain.state.emr.keycheck import (
     is_prime_order_key,
     is_prime_order_key_reference,
 )
+from emrchain.crypto.keys import Ed25519Signer
 
 _Y_MASK = (1 << 255) - 1
 
