@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from emrchain.api.parse import decimal, lower_hex
+from emrchain.api.signing import HEADER_ACCESS_EVENT
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
-from emrchain.rpc.parse import decimal, lower_hex
-from emrchain.rpc.signing import HEADER_ACCESS_EVENT
 from emrchain.schema import AccessAction, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from emrchain import _core
+from emrchain.api.parse import decimal, lower_hex
+from emrchain.api.signing import HEADER_KEY
 from emrchain.rpc.auth import Authenticator, NodeIdentity, ReplayHorizon, ReplayLimits
 from emrchain.rpc.binary import BinarySubmit
 from emrchain.rpc.connections import (
@@ -44,10 +46,8 @@ from emrchain.rpc.guard import (
 from emrchain.rpc.limits import Rate, RateLimiter
 from emrchain.rpc.openapi import MAX_HEIGHT, DocumentLimits
 from emrchain.rpc.openapi import document as openapi_document
-from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
-from emrchain.rpc.signing import HEADER_KEY
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
 from emrchain.schema import PUBLIC_KEY_BYTES, Role

@@ -19,6 +19,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from emrchain.api.signing import (
+    HEADER_KEY,
+    HEADER_TIMESTAMP,
+    parse_headers,
+    sign_request,
+    verify_request,
+)
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
@@ -37,13 +44,6 @@ from emrchain.client.replies import (
 )
 from emrchain.client.rpc import EmrClient, check_base_url
 from emrchain.crypto.encryption_keys import derive_member_key_pair
-from emrchain.rpc.signing import (
-    HEADER_KEY,
-    HEADER_TIMESTAMP,
-    parse_headers,
-    sign_request,
-    verify_request,
-)
 from emrchain.schema import ErasureReason, RecordType
 from emrchain.state.codes import ResultCode
 from tests.client.conftest import Cast, RealNode

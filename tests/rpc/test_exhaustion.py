@@ -22,12 +22,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from emrchain.api.signing import sign_request
 from emrchain.client import transactions
 from emrchain.client.rpc import EmrClient
 from emrchain.client.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
 from emrchain.node.devnet import Devnet
-from emrchain.rpc.signing import sign_request
 from emrchain.schema import Role
 from tests.rpc.bounded import run
 

@@ -18,18 +18,18 @@ import pytest
 import yarl
 from multidict import CIMultiDict
 
+from emrchain.api.signing import (
+    HEADER_ACCESS_EVENT,
+    HEADER_CONTENT_SHA256,
+    HEADER_SIGNATURE,
+    sign_request,
+)
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.rpc import EXPECT_CONTINUE_BYTES, EmrClient
 from emrchain.client.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
 from emrchain.node.devnet import Devnet
-from emrchain.rpc.signing import (
-    HEADER_ACCESS_EVENT,
-    HEADER_CONTENT_SHA256,
-    HEADER_SIGNATURE,
-    sign_request,
-)
 from emrchain.schema import RecordType, Role
 from tests.rpc.bounded import run
 

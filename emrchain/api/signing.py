@@ -14,8 +14,8 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from emrchain.api.parse import decimal, lower_hex
 from emrchain.crypto.keys import Signer, verify_signature
-from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.types.signing import Domain, signed_message
 
 HEADER_KEY = "X-Emrchain-Key"
