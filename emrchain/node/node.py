@@ -36,8 +36,7 @@ from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
 from emrchain.rpc.server import RpcServer
-from emrchain.state import EmrApplication
-from emrchain.state.emr import GenesisAdmin, GenesisOrganization
+from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (

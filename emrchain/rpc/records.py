@@ -28,7 +28,7 @@ from emrchain.state.emr.audit import AccessEvent
 from emrchain.state.emr.entities import Member, MemberStatus
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.keys import nonce_key
-from emrchain.state.nonce_anchor import read_progress
+from emrchain.state.progress import read_progress
 from emrchain.state.view import StateView
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import (

@@ -183,16 +183,3 @@ def test_proposals_encoding_is_canonical() -> None:
     unsorted = encode_proposals(proposals[:1]).replace(a + b, b + a)
     with pytest.raises(DecodeError, match="approvers"):
         decode_proposals(unsorted)
-
-
-def test_check_tx_applies_the_validator_rules_without_writing() -> None:
-    chain = ChainBuilder()
-    approval = validator_update_tx(signer(0), 1, NEWCOMER, 5, 1)
-    outsider = validator_update_tx(signer("outsider"), 1, NEWCOMER, 5, 1)
-
-    def check(raw: bytes) -> int:
-        return chain.app.check_tx(codec.decode_transaction(raw, CHAIN_ID, 4096), chain.state).code
-
-    assert check(approval) == ResultCode.OK
-    assert check(outsider) == ResultCode.NOT_A_VALIDATOR
-    assert read_proposals(chain.state) == []

@@ -1,6 +1,7 @@
 """The EMR handler table: every transaction kind with its access-control rules.
 
-VALIDATOR_UPDATE keeps the milestone-1 approval rule (validators, not members, send it).
+VALIDATOR_UPDATE takes the chain's approval rule (`emrchain/state/validator_updates.py`):
+validators, not members, send it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from emrchain.state.emr.membership import (
     revoke_member,
     rotate_key,
 )
-from emrchain.state.handlers import validator_update
+from emrchain.state.validator_updates import validator_update
 
 EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
     {

@@ -74,8 +74,8 @@ def test_genesis_organisations_and_admins_exist_from_height_zero() -> None:
     assert organisation(world.state, "Not An Id!") is None
 
 
-def test_genesis_without_organisations_writes_exactly_the_milestone_one_state() -> None:
-    plain = ChainBuilder()
+def test_genesis_without_organisations_writes_only_the_pipelines_state() -> None:
+    plain = ChainBuilder(organizations=())
     assert set(plain.genesis.writes) == {
         keys.PROGRESS,
         keys.VALIDATORS_NEXT,

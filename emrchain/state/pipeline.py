@@ -1,22 +1,24 @@
-"""`NonceAnchorApplication`: the application of this milestone.
+"""`BlockPipeline`: how every node executes a block, whatever the rules of each kind.
 
-Block pipeline (identical on every node): begin block (record height and time, rotate the
-validator sets) → deliver every transaction in order → end block (validator updates, app hash).
-Each transaction runs in its own overlay on top of the block's: envelope and signature verdict,
-then the sender's nonce (previous + 1, the first is 1), then the kind's handler; a refusal
-discards the overlay, so a refused transaction changes nothing, and the block still commits.
+Begin block (record height and time, rotate the validator sets) → deliver every transaction in
+order → end block (validator updates, app hash). Each transaction runs in its own overlay on
+top of the block's: envelope and signature verdict, then the sender's nonce (previous + 1, the
+first is 1), then the kind's handler from the table the application gives
+(`emrchain/state/emr/handlers.py`); a refusal discards the overlay, so a refused transaction
+changes nothing but its nonce, and the block still commits (`docs/spec/state.md` §1).
 
-The application keeps no state of its own: everything lives in the state it reads through
-views and the writes it returns. What it remembers only saves work and is keyed by the stored
-bytes, so it can never be stale: decoded validator sets here, decoded members in
+The pipeline keeps no state of its own: everything lives in the state it reads through views
+and the writes it returns. What it remembers only saves work and is keyed by the stored bytes,
+so it can never be stale: decoded validator sets here, decoded members in
 `emrchain/state/emr/memo.py`; within one block it also reads each committed key only once.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import cast
 
 from emrchain import _core
 from emrchain.schema import TxKind, codec
@@ -33,7 +35,7 @@ from emrchain.state.application import (
     HandlerContractError,
 )
 from emrchain.state.codes import ResultCode
-from emrchain.state.handlers import DEFAULT_HANDLERS, read_u64
+from emrchain.state.progress import encode_progress, read_progress
 from emrchain.state.result import (
     GENESIS_PREVIOUS_APP_HASH,
     ExecutionResult,
@@ -41,33 +43,27 @@ from emrchain.state.result import (
     compute_app_hash,
 )
 from emrchain.state.validators import StateCorruptionError, validator_set_changes
-from emrchain.state.view import CommittedState, OverlayStateView, ReadOnceView, StateView
+from emrchain.state.view import (
+    CommittedState,
+    OverlayStateView,
+    ReadOnceView,
+    StateView,
+    read_u64,
+)
 from emrchain.types.block import Block
 from emrchain.types.codec import DecodeError
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 from emrchain.types.validator import ValidatorSet
 
-if TYPE_CHECKING:
-    from emrchain.state.emr.genesis import GenesisOrganization
-
-_PROGRESS = struct.Struct(">QQ")
 _U64 = struct.Struct(">Q")
 _VALIDATOR_CACHE_ENTRIES = 4
 _MAX_TIME_MS = (1 << 63) - 1
 _OK = int(ResultCode.OK)
 
 
-def read_progress(view: StateView) -> tuple[int, int]:
-    """(last executed height, its block time in ms) recorded in application state."""
-    raw = view.get(keys.PROGRESS)
-    if raw is None or len(raw) != _PROGRESS.size:
-        raise StateCorruptionError("the progress record is missing or malformed (no genesis?)")
-    height, time_ms = _PROGRESS.unpack(raw)
-    return height, time_ms
-
-
-class NonceAnchorApplication:
-    """Per-sender nonces, record anchors and validator updates by >2/3 approval."""
+class BlockPipeline:
+    """Executes blocks under a handler table: envelope, signature and nonce for every
+    transaction, then its kind's handler; validator-set rotation and the app hash per block."""
 
     def __init__(
         self,
@@ -76,13 +72,13 @@ class NonceAnchorApplication:
         *,
         limits: Limits = DEFAULT_LIMITS,
         rules: ApplicationRules | None = None,
-        handlers: Mapping[TxKind, Handler] = DEFAULT_HANDLERS,
+        handlers: Mapping[TxKind, Handler],
         signature_threads: int = 0,
         accept_path: AcceptPath | None = None,
     ) -> None:
-        """`accept_path`: a compiled path for the commonest kind's accepted case (the EMR
-        application passes one for ANCHOR_RECORD); without it every transaction goes through
-        `_deliver`."""
+        """`handlers`: the rule of every transaction kind. `accept_path`: a compiled path for
+        the commonest kind's accepted case (the EMR application passes one for ANCHOR_RECORD);
+        without it every transaction goes through `_deliver`."""
         limits.validate_basic()
         codec.check_arguments(chain_id, limits.max_tx_bytes)
         rules = rules or ApplicationRules()
@@ -108,53 +104,33 @@ class NonceAnchorApplication:
     def chain_id(self) -> bytes:
         return self._chain_id
 
-    def info(self) -> tuple[int, bytes]:
-        return self._committed.last_height(), self._committed.last_app_hash()
-
-    def init_chain(
-        self,
-        validators: ValidatorSet,
-        genesis_time_ms: int,
-        *,
-        organizations: Sequence[GenesisOrganization] = (),
-    ) -> ExecutionResult:
-        """Genesis state: progress (0, genesis time), `validators` for heights 1 and 2, and the
-        genesis `organizations` with their admins (the EMR rules need at least one to start;
-        without any the state is exactly the milestone-1 genesis)."""
+    def check_genesis(self, validators: ValidatorSet, genesis_time_ms: int) -> None:
+        """BlockExecutionError unless `validators` and `genesis_time_ms` can start a chain."""
         try:
             validators.validate_basic(self._limits)
         except ValueError as error:
             raise BlockExecutionError(f"genesis validator set is invalid: {error}") from None
         if not isinstance(genesis_time_ms, int) or not 0 <= genesis_time_ms <= _MAX_TIME_MS:
             raise BlockExecutionError("genesis_time_ms must be within 0..2^63-1")
+
+    def init_chain(
+        self,
+        validators: ValidatorSet,
+        genesis_time_ms: int,
+        application_writes: Mapping[bytes, bytes | None] = MappingProxyType({}),
+    ) -> ExecutionResult:
+        """Genesis state: progress (0, genesis time), `validators` for heights 1 and 2, and the
+        application's own genesis entries (`application_writes`: the EMR application's genesis
+        organisations and their admins)."""
+        self.check_genesis(validators, genesis_time_ms)
         encoded = validators.encode()
         writes: dict[bytes, bytes | None] = {
-            keys.PROGRESS: _PROGRESS.pack(0, genesis_time_ms),
+            keys.PROGRESS: encode_progress(0, genesis_time_ms),
             keys.VALIDATORS_NEXT: encoded,
             keys.VALIDATORS_AFTER_NEXT: encoded,
         }
-        if organizations:
-            # Imported here: the EMR package imports this module for EmrApplication.
-            from emrchain.state.emr.genesis import genesis_writes
-
-            try:
-                writes.update(genesis_writes(organizations, genesis_time_ms))
-            except ValueError as error:
-                raise BlockExecutionError(f"genesis organisations are invalid: {error}") from None
+        writes.update(application_writes)
         return ExecutionResult(writes, compute_app_hash(GENESIS_PREVIOUS_APP_HASH, 0, writes))
-
-    def check_tx(self, tx: DecodedTransaction, view: StateView) -> TxResult:
-        """Would `tx` apply on top of `view` in the next block? Nothing is written.
-
-        A nonce above the next one is NONCE_GAP (it may become valid once the gap is filled);
-        a used one is NONCE_USED (it never will)."""
-        if tx.chain_id != self._chain_id:
-            return TxResult.make(Verdict.WRONG_CHAIN, "transaction is for another chain")
-        height, time_ms = read_progress(view)
-        context = self._context(
-            height + 1, time_ms, lambda: self._read_set(view, keys.VALIDATORS_NEXT)
-        )
-        return self._deliver(tx, OverlayStateView(view), context)
 
     def execute_block(
         self,
@@ -203,7 +179,7 @@ class NonceAnchorApplication:
         block_state = OverlayStateView(ReadOnceView(view))
         # Begin block: record progress; the set fixed for height + 1 moves up one slot, and
         # the after-next slot becomes the working copy this block's approved updates change.
-        block_state.put(keys.PROGRESS, _PROGRESS.pack(header.height, header.time_ms))
+        block_state.put(keys.PROGRESS, encode_progress(header.height, header.time_ms))
         if following_raw != current_raw:
             block_state.put(keys.VALIDATORS_NEXT, following_raw)
         context = self._context(header.height, header.time_ms, lambda: current)

@@ -1,21 +1,17 @@
-"""Per-kind transaction rules of this milestone, and the handler table that maps kinds to them.
+"""The VALIDATOR_UPDATE rule: validators approve a change of the validator set, which applies
+once the approvers hold more than 2/3 of the current voting power (`docs/spec/state.md` §4.2).
 
-ANCHOR_RECORD stores the anchor; VALIDATOR_UPDATE runs the approval rule; every other kind only
-consumes its nonce until the EMR rules of the next milestone replace its entry in the table.
+The EMR handler table (`emrchain/state/emr/handlers.py`) maps the kind to `validator_update`;
+validators, not members, send it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
-
-from emrchain.schema import TxKind
 from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
-from emrchain.state.application import BlockContext, Handler
+from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode
-from emrchain.state.records import AnchorRecord
-from emrchain.state.result import APPLIED, TxResult
+from emrchain.state.result import TxResult
 from emrchain.state.validators import (
     ValidatorProposal,
     ValidatorUpdateError,
@@ -24,36 +20,10 @@ from emrchain.state.validators import (
     read_proposals,
     read_validator_set,
 )
-from emrchain.state.view import OverlayStateView, StateView
+from emrchain.state.view import OverlayStateView, StateView, read_u64
 from emrchain.types.validator import Validator
 
 _U64_BYTES = 8
-
-
-def read_u64(view: StateView, key: bytes) -> int:
-    """A u64 state value, 0 when absent."""
-    raw = view.get(key)
-    return 0 if raw is None else int.from_bytes(raw, "big")
-
-
-def nonce_only(tx: DecodedTransaction, state: OverlayStateView, context: BlockContext) -> TxResult:
-    """No kind-specific rule yet: the transaction only consumes its nonce."""
-    return APPLIED
-
-
-def anchor_record(
-    tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
-) -> TxResult:
-    """Store the anchor under its record id; a record id can be anchored only once."""
-    record_id = tx.fields["record_id"]
-    key = keys.record_key(record_id)
-    if state.get(key) is not None:
-        return TxResult.make(
-            ResultCode.DUPLICATE_RECORD, f"record {record_id.hex()} is already anchored"
-        )
-    record = AnchorRecord.from_fields(tx.fields, tx.sender, context.height, context.time_ms)
-    state.put(key, record.encode())
-    return APPLIED
 
 
 def validator_update(
@@ -144,13 +114,3 @@ def _write_proposals(state: OverlayStateView, proposals: list[ValidatorProposal]
         state.put(keys.VALIDATOR_PROPOSALS, encode_proposals(proposals))
     elif state.get(keys.VALIDATOR_PROPOSALS) is not None:
         state.delete(keys.VALIDATOR_PROPOSALS)
-
-
-DEFAULT_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
-    {
-        **{kind: nonce_only for kind in TxKind},
-        TxKind.ANCHOR_RECORD: anchor_record,
-        TxKind.VALIDATOR_UPDATE: validator_update,
-    }
-)
-"""The handler of every kind for this milestone."""
