@@ -30,6 +30,7 @@ from emrchain.node.admission import AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.rpc_view import NodeRpcView
 from emrchain.p2p import P2PConfig, PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
@@ -190,7 +191,7 @@ class Node:
         self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
-        self.rpc = RpcServer(self)
+        self.rpc = RpcServer(NodeRpcView(self))
         self.driver: ConsensusDriver | None = None
         self.blocksync = BlockSync(self.chain, self._send_to, self._on_synced)
         self._gossip_cursors: dict[str, int] = {}
