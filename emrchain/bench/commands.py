@@ -118,7 +118,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def bench(args: argparse.Namespace) -> int:
     from emrchain.bench import report
     from emrchain.bench.runner import BENCH_CONSENSUS, BenchOptions, run_bench
-    from emrchain.node.devnet import DevnetError
+    from emrchain.devnet.harness import DevnetError
 
     if args.devnet_dir is not None and args.devnet_dir.exists():
         raise CommandError(f"--devnet-dir {args.devnet_dir} exists; give a new directory")

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from emrchain.bench.stats import percentile
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
 from emrchain.config.node import ConsensusSection
+from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import DEVNET_CONSENSUS, Devnet
 from emrchain.schema import RecordType, Role
 
 NO_PATIENT = bytes(32)

@@ -83,7 +83,7 @@ def _devnet_arguments(parser: argparse.ArgumentParser) -> None:
     arguments=_devnet_arguments,
 )
 def devnet(args: argparse.Namespace) -> int:
-    from emrchain.node.devnet import Devnet, DevnetError
+    from emrchain.devnet.harness import Devnet, DevnetError
 
     temporary = args.output is None
     root = Path(tempfile.mkdtemp(prefix="emrchain-devnet-")) / "net" if temporary else args.output
@@ -94,7 +94,7 @@ def devnet(args: argparse.Namespace) -> int:
         for index, url in enumerate(network.rpc_urls):
             print(f"node{index}: rpc {url}  home {network.homes[index]}")
         if args.story:
-            from emrchain.client.story import run_story
+            from emrchain.devnet.story import run_story
 
             print("\n== the story: consent-controlled sharing of one record between hospitals")
             run_story(network)
@@ -118,7 +118,7 @@ def devnet(args: argparse.Namespace) -> int:
 
 
 def _demo_workload(network, count: int) -> int:
-    from emrchain.workload import anchor_transactions
+    from emrchain.devnet.workload import anchor_transactions
 
     chain_id = network.rpc(0, "/status")["chain_id"].encode()
     senders = max(1, count // 50)

@@ -14,6 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from emrchain.devnet.workload import anchor_fields, anchor_transactions
+from emrchain.devnet.workload import sender_key as workload_sender_key
 from emrchain.node.node import Node
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.rpc.binary import CONTENT_TYPE, BinarySubmit, decode_batch, encode_batch
@@ -22,8 +24,6 @@ from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.state.codes import ResultCode
 from emrchain.types import Transaction, TxKind
 from emrchain.types.block import tx_ids
-from emrchain.workload import anchor_fields, anchor_transactions
-from emrchain.workload import sender_key as workload_sender_key
 from tests.node.in_process import (
     CHAIN_ID,
     commit_own_block,

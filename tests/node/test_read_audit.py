@@ -34,9 +34,9 @@ from emrchain.api.signing import HEADER_ACCESS_EVENT
 from emrchain.client import transactions
 from emrchain.client.replies import EmrClientError, RequestFailedError
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
 from emrchain.schema import RecordType, Role
 
 pytestmark = pytest.mark.slow

@@ -14,9 +14,9 @@ import pytest
 
 from emrchain.api.signing import sign_request
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
 from emrchain.schema import RecordType, Role
 
 NO_PATIENT = bytes(32)

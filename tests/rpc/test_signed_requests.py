@@ -27,9 +27,9 @@ from emrchain.api.signing import (
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.rpc import EXPECT_CONTINUE_BYTES, EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
 from emrchain.schema import RecordType, Role
 from tests.rpc.bounded import run
 

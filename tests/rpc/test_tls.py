@@ -23,9 +23,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from emrchain.client import transactions
 from emrchain.client.replies import NodeUnreachableError
 from emrchain.client.rpc import EmrClient, TlsOptions
-from emrchain.client.story import Hospital
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
 from emrchain.schema import Role
 from tests.rpc.bounded import run
 

@@ -28,10 +28,10 @@ import pytest
 
 from emrchain.client.replies import Unavailable
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import LAB_RESULT, Hospital, _register, run_story
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import LAB_RESULT, Hospital, _register, run_story
 from emrchain.hsm import HsmKeyRing, HsmSigner
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
 from emrchain.schema import RecordType, Role
 from emrchain.storage.cid import ContentId, compute_cid
 from tests.records.homes import configure_home, hsm_settings, replace_validator_keys

@@ -16,6 +16,7 @@ from typing import Any
 
 from emrchain import _core
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.devnet.workload import registration_transactions
 from emrchain.schema import Role, TxKind
 from emrchain.state import (
     ApplicationRules,
@@ -40,7 +41,6 @@ from emrchain.types import (
     VoteType,
 )
 from emrchain.types.block import EMPTY_MERKLE_ROOT, ZERO_HASH, tx_ids
-from emrchain.workload import registration_transactions
 
 CHAIN_ID = b"emrchain-test"
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -221,7 +221,7 @@ class ChainBuilder:
 
     def register_workload(self, *, senders: int, seed: int = 0) -> BuiltBlock:
         """A block in which ALICE (nonces 1 on) registers the synthetic workload's clinicians
-        and patients (`emrchain.workload`), so that its anchors apply afterwards."""
+        and patients (`emrchain.devnet.workload`), so that its anchors apply afterwards."""
         txs = registration_transactions(
             ALICE, TEST_ORGANIZATION_ID, chain_id=self.chain_id, senders=senders, seed=seed
         )

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from emrchain import _core
+from emrchain.devnet.workload import anchor_transactions
 from emrchain.state.emr import EmrApplication
 from emrchain.store import BlockStore, ChainDatabase
-from emrchain.workload import anchor_transactions
 from tests.state.chain import CHAIN_ID, ChainBuilder
 
 

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from emrchain.devnet.workload import anchor_transactions
 from emrchain.store import layout, reconcile
-from emrchain.workload import anchor_transactions
 from tests.state.chain import CHAIN_ID, ChainBuilder
 from tests.store.conftest import initialized_store, open_store
 from tests.store.crash_writer import write_records

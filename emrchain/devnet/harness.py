@@ -239,13 +239,13 @@ class Devnet:
         committed_on: list[int] | None = None,
     ) -> None:
         """Node `node`'s organisation admin registers the workload's clinicians and patients
-        (`emrchain.workload`), and waits until every node in `committed_on` (default: all)
+        (`emrchain.devnet.workload`), and waits until every node in `committed_on` (default: all)
         has committed them: a node admits a sender's transactions only once its own state
         has the sender as a member (`docs/spec/state.md` §6)."""
         from emrchain.client.sync import SyncEmrClient
         from emrchain.config.homes import ADMIN_IDENTITY_FILE
+        from emrchain.devnet.workload import registration_transactions
         from emrchain.keystore.member import load_member_identity
-        from emrchain.workload import registration_transactions
 
         config = load_node_config(self.homes[node])
         admin = load_member_identity(config.resolve(ADMIN_IDENTITY_FILE))

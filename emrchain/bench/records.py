@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
 from emrchain.config.node import load_node_config, render_node_config
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.hsm import HsmConfig, HsmKeyRing, HsmSigner, HsmWorker, PinSource
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
 from emrchain.schema import RecordType, Role
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from emrchain.node.devnet import Devnet, DevnetError
+from emrchain.devnet.harness import Devnet, DevnetError
 
 # Bounds of one run: nothing here may wait forever.
 START_TIMEOUT_S = 120.0
