@@ -17,7 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emrchain.cli import CommandError, UsageError, bounded_integer, command, home_path
+from emrchain.cli.arguments import bounded_integer, home_path
+from emrchain.cli.registry import CommandError, UsageError, command
 from emrchain.client.envelope import DEFAULT_MAX_PLAINTEXT_BYTES, EnvelopeError
 from emrchain.client.identity import create_identity_file, load_identity
 from emrchain.client.replies import EmrClientError

@@ -11,7 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from emrchain.cli import CommandError, add_home_argument, bounded_integer, command, home_path
+from emrchain.cli.arguments import add_home_argument, bounded_integer, home_path
+from emrchain.cli.registry import CommandError, command
 
 
 def _start_arguments(parser: argparse.ArgumentParser) -> None:

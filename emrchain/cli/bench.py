@@ -7,7 +7,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from emrchain.cli import CommandError, bounded_integer, command, home_path
+from emrchain.cli.arguments import bounded_integer, home_path
+from emrchain.cli.registry import CommandError, command
 
 
 def _positive_number(text: str) -> float:

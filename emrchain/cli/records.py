@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from emrchain.cli import CommandError, add_home_argument, command
+from emrchain.cli.arguments import add_home_argument
+from emrchain.cli.registry import CommandError, command
 from emrchain.config.node import NodeConfig, load_node_config
 from emrchain.records.rotation import ROTATION_STATE_FILE, RotationError, read_state
 from emrchain.storage.interfaces import StorageError
