@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from pathlib import Path
 
 import pytest
@@ -93,7 +92,14 @@ def test_privacy_break_glass_and_erasure(tmp_path: Path) -> None:
         network.wait_for_height(top, [1, 2, 3], timeout_s=60)
         erased_record = outcome["stored"][1]
         chain_view = network.rpc(3, f"/txs/{erased_record.anchor_tx_id.hex()}")
-        time.sleep(1.0)  # the erasure's local deletions run right after its commit
+        # The erasure's local deletions run right after its commit; the node logs when done.
+        erased_line = f"erased record {erased_record.record_id.hex()[:16]}"
+        network.wait_for(
+            lambda: erased_line in network.log_path(0).read_text(),
+            30,
+            "node 0 to delete the erased record's blob and custody copy",
+            poll_s=0.05,
+        )
     finally:
         network.stop_all()
 
