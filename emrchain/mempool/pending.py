@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Collection, Hashable, Iterator
 from operator import attrgetter
 
-from emrchain._core.schema import TxKind
 from emrchain.invariants import InvariantViolation
+from emrchain.schema import TxKind
 
 COMPACT_MINIMUM_ENTRIES = 1_024
 """The log is compacted once its removed entries outnumber its live ones by this margin."""

@@ -30,7 +30,7 @@ from emrchain.consensus.signing_guard import (
     request_for_proposal,
     request_for_vote,
 )
-from emrchain.consensus.state_machine import TendermintCore
+from emrchain.consensus.state_machine import ConsensusState, TendermintCore
 from emrchain.crypto.keys import Signer
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
@@ -115,6 +115,10 @@ class ConsensusDriver:
     @property
     def height(self) -> int:
         return self._core.height
+
+    def consensus_state(self) -> ConsensusState:
+        """Where the core is (height, round, step, lock): what `/status` reports."""
+        return self._core.state()
 
     def start_height(self, height: int) -> None:
         """Enter `height` (the one after our last committed block), resuming our own signing

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import ErasureReason, RecordType, Role
 from emrchain.client.replies import Gone
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
 from emrchain.config.node import load_node_config
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
+from emrchain.schema import ErasureReason, RecordType, Role
 from emrchain.storage.local import LocalBlobStore
 from emrchain.storage.vault import LevelDbKeyVault
 

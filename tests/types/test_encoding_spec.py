@@ -23,14 +23,13 @@ from typing import Any
 
 import pytest
 
-from emrchain import _core
-from emrchain._core import schema
-from emrchain._core.codes import Verdict
-from emrchain._core.fallback import merkle
+from emrchain import _core, schema
+from emrchain._core.reference import merkle
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.transactions import rotate_key, rotation_proof
 from emrchain.crypto.keys import Ed25519Signer, verify_signature
 from emrchain.node.node import RuntimeIntervals
+from emrchain.schema.verdicts import Verdict
 from emrchain.state.emr import rotation_message
 from emrchain.types import (
     DEFAULT_LIMITS,
