@@ -10,7 +10,7 @@ import time
 
 from emrchain.config.node import load_node_config
 from emrchain.crypto.keys import Ed25519Signer
-from emrchain.devnet.harness import Devnet
+from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet
 from emrchain.devnet.workload import anchor_transactions
 from emrchain.p2p import P2PConfig, PeerManager
 from tests.node.conftest import assert_no_equivocation, assert_same_chain, chain_id
@@ -59,13 +59,34 @@ def test_kill_minus_nine_then_catch_up_by_block_sync(devnet: Devnet) -> None:
     assert_no_equivocation(devnet, [0, 1, 2, 3])
 
 
+TIMEOUT_SETTINGS = ("timeout_propose_ms", "timeout_prevote_ms", "timeout_precommit_ms")
+
+
+def consensus_step(network: Devnet, index: int) -> tuple[int, int, str]:
+    """(height, round, step) the node's consensus is working on."""
+    state = network.rpc(index, "/status")["consensus"]
+    return state["height"], state["round"], state["step"]
+
+
 def test_two_of_four_stopped_halts_without_divergence_then_resumes(devnet: Devnet) -> None:
     devnet.stop(2)
     devnet.stop(3)
-    time.sleep(1.5)  # a block already in flight may still commit
+    # A block already in flight may still commit. Both survivors are stuck once each has
+    # timed out its proposal at the height after its last block and waits for a prevote
+    # quorum that cannot come (without 2f+1 votes of any kind no round timeout starts).
+    def stuck(index: int) -> bool:
+        height, _, step = consensus_step(devnet, index)
+        return height == devnet.height(index) + 1 and step != "PROPOSE"
+
+    devnet.wait_for(lambda: stuck(0) and stuck(1), timeout_s=60, what="both survivors stuck")
     frozen = [devnet.height(0), devnet.height(1)]
-    time.sleep(4)
-    assert [devnet.height(0), devnet.height(1)] == frozen, "committed without a quorum"
+    # Nothing is awaited here, so there is no condition to poll for: the claim is that no
+    # block commits during three full rounds' worth of the devnet's timeouts, checked all along.
+    observe_s = 3 * sum(DEVNET_CONSENSUS[name] for name in TIMEOUT_SETTINGS) / 1000
+    deadline = time.monotonic() + observe_s
+    while time.monotonic() < deadline:
+        assert [devnet.height(0), devnet.height(1)] == frozen, "committed without a quorum"
+        time.sleep(0.2)
     devnet.start(2)
     devnet.wait_for_height(max(frozen) + 2, [0, 1, 2], timeout_s=90)
     assert_same_chain(devnet, [0, 1, 2])
@@ -77,12 +98,25 @@ def test_repeated_kill_minus_nine_during_commits(devnet: Devnet) -> None:
     for round_number in range(3):
         devnet.register_workload_members(senders=10, seed=10 + round_number)
     accepted: list[str] = []
-    for round_number, delay_s in enumerate((0.15, 0.6, 0.35)):
+    # Three kill moments: as soon as node 1 holds gossiped transactions in its mempool (or has
+    # committed a block, if gossip and commit beat the poll), right after it commits the next
+    # block, and two blocks later.
+    heights_to_wait = (0, 1, 2)
+    for round_number, blocks in enumerate(heights_to_wait):
+        start_height = devnet.height(1)
         accepted += devnet.submit(
             anchor_transactions(150, chain_id=chain, senders=10, seed=10 + round_number),
             nodes=[0, 2, 3],
         )
-        time.sleep(delay_s)
+        devnet.wait_for(
+            lambda blocks=blocks, start_height=start_height: (
+                devnet.height(1) >= max(start_height + blocks, start_height + 1)
+                or (blocks == 0 and devnet.rpc(1, "/status")["mempool_txs"] > 0)
+            ),
+            timeout_s=60,
+            what=f"kill moment {round_number} on node 1",
+            poll_s=0.02,
+        )
         devnet.kill(1)
         devnet.start(1)
         devnet.wait_for_height(devnet.height(0) + 1, [0, 1, 2, 3], timeout_s=90)
@@ -121,9 +155,11 @@ def test_unknown_peer_and_garbage_frames_are_refused(devnet: Devnet) -> None:
             [bytes.fromhex(node_id)],
         )
         await stranger.start()
-        await asyncio.sleep(2)
+        deadline = time.monotonic() + 30
+        while not (failures := sum(stranger.stats().handshake_failures.values())):
+            assert time.monotonic() < deadline, "node0 never refused the stranger's handshake"
+            await asyncio.sleep(0.05)
         peers = stranger.connected_peers()
-        failures = sum(stranger.stats().handshake_failures.values())
         await stranger.close()
         return peers, failures
 
