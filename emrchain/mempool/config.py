@@ -37,9 +37,8 @@ class MempoolConfig:
     recheck_batch_txs: int = 2_000
     """Transactions per call of the stateful check when the pool is rechecked after a commit."""
     seen_cache_entries: int = 200_000
-    """Tx ids remembered as verified, bad-signature or committed, so a re-gossiped or
-    resubmitted transaction is not verified twice; evicted two generations at a time, not LRU
-    (`seen.py`)."""
+    """Tx ids remembered as verified, bad-signature or committed (LRU), so a re-gossiped or
+    resubmitted transaction is not verified twice."""
     verify_threads: int = 0
     """Threads for batched Ed25519 verification; 0 means all cores."""
 
