@@ -11,7 +11,7 @@ hold the compiled modules to). Importing this package picks the compiled twin un
 loaded and `IMPORT_ERROR` why the compiled one did not.
 
 Callers outside `_core` use only the names re-exported here: never `_txcheck` & co., nor
-`reference/` (`tests/test_layers.py` enforces it). The transaction codec the twins implement
+`reference/` (`tests/test_layering.py` enforces it). The transaction codec the twins implement
 is public, in `emrchain.schema.codec`.
 """
 

@@ -1,4 +1,4 @@
-"""Key storage: Ed25519 keys in owner-only JSON files (an HSM backend is planned)."""
+"""Key files: Ed25519 keys in owner-only JSON files (an HSM-held key is `emrchain/hsm/`)."""
 
 from emrchain.keystore.file import (
     KEY_FILE_MODE,

@@ -39,6 +39,7 @@ from emrchain.rpc.commit_waits import CommitWaits
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
+from emrchain.state.progress import executed_height
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
     BlockStore,
@@ -132,7 +133,7 @@ class Node:
         )
         self.application = EmrApplication(self.chain_id, self.store.state_view(), limits=limits)
         self._initialize_store_if_new()
-        status = reconcile(self.store)
+        status = reconcile(self.store, application_height=executed_height)
         if not status.consistent:
             raise NodeStartError(f"store is inconsistent: {status.describe()}")
         section = config.mempool

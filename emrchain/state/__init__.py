@@ -1,9 +1,11 @@
 """Deterministic execution: reads state through views, returns writes, an app hash, results
 and validator updates. No clock, randomness or I/O (`docs/spec/state.md`).
 
-This package is the block pipeline and what it stands on (views, the app hash, results, the
-validator sets, the progress record, the key layout); the rules of the EMR application, which
-the node runs, are in `emrchain.state.emr`, a layer above that this package never imports.
+This package is the block pipeline and what it stands on (views, the validator sets, the
+progress record, the key layout; the app hash and results are data the store persists too, so
+they are defined below both, in `emrchain.types.execution`, and re-exported here); the rules of
+the EMR application, which the node runs, are in `emrchain.state.emr`, a layer above that this
+package never imports (`tests/test_layering.py`).
 """
 
 from emrchain.state.application import (

@@ -187,15 +187,17 @@ class BlockPipeline:
             block.txs, block_state, context, signature_verdicts, stateless_verdicts
         )
         # End block: whatever the approvals changed in the working copy takes effect at h + 2.
+        # The store records the new set as handed over here; it does not apply updates itself.
         after_raw = block_state.get(keys.VALIDATORS_AFTER_NEXT)
         updates = []
+        after_next = None
         if after_raw != following_raw:
-            updates = validator_set_changes(
-                following, self._read_set(block_state, keys.VALIDATORS_AFTER_NEXT)
-            )
+            after_next = self._read_set(block_state, keys.VALIDATORS_AFTER_NEXT)
+            updates = validator_set_changes(following, after_next)
+            after_next = after_next if updates else None
         writes = block_state.writes()
         app_hash = compute_app_hash(header.app_hash, header.height, writes)
-        return ExecutionResult(writes, app_hash, tx_results, updates)
+        return ExecutionResult(writes, app_hash, tx_results, updates, after_next)
 
     def _deliver_all(
         self,

@@ -28,3 +28,10 @@ def read_progress(view: StateView) -> tuple[int, int]:
         raise StateCorruptionError("the progress record is missing or malformed (no genesis?)")
     height, time_ms = _PROGRESS.unpack(raw)
     return height, time_ms
+
+
+def executed_height(view: StateView) -> int:
+    """The last executed height recorded in application state (what the store's startup check,
+    `store.reconcile`, compares with its last block)."""
+    height, _ = read_progress(view)
+    return height

@@ -3,7 +3,7 @@
 A validator update is proposed and approved by current validators through VALIDATOR_UPDATE
 transactions; it is applied once the approvers hold more than 2/3 of the current voting power
 and takes effect at height + 2 (`docs/spec/state.md` §4). The helpers here are pure so the
-application and the store compute the very same sets.
+application computes the sets the store then records.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from emrchain.state import keys
 from emrchain.state.view import StateView
 from emrchain.types.codec import DecodeError, Reader, Writer
+from emrchain.types.execution import StateCorruptionError as StateCorruptionError
 from emrchain.types.limits import DEFAULT_LIMITS, MAX_VALIDATORS_CEILING, Limits
 from emrchain.types.validator import Validator, ValidatorSet
 
@@ -22,13 +23,12 @@ MAX_OPEN_PROPOSALS_CEILING = 1_024
 """Hard cap on open proposals any configuration may allow (bounds the decoder)."""
 
 
+# StateCorruptionError is defined in `types/execution.py`, below the store that reports it at
+# startup (`store/reconcile.py`), and re-exported here.
+
+
 class ValidatorUpdateError(ValueError):
     """The updates cannot be applied: the resulting set would be invalid."""
-
-
-class StateCorruptionError(RuntimeError):
-    """A required state entry is missing or undecodable: the state was not produced by this
-    application (or genesis never ran). Never caused by transaction input."""
 
 
 def apply_validator_updates(

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-MAX_STATE_KEY_BYTES = 256
-"""Longest application state key (the canonical writes encoding uses a u16 length prefix)."""
-MAX_STATE_VALUE_BYTES = 1 << 20
-"""Longest application state value (1 MiB; the largest value, the open validator-update
-proposals, stays far below it)."""
+# The state key and value limits are data every layer shares (the store checks the writes it
+# persists against them): defined with the execution result, re-exported here.
+from emrchain.types.execution import MAX_STATE_KEY_BYTES as MAX_STATE_KEY_BYTES
+from emrchain.types.execution import MAX_STATE_VALUE_BYTES as MAX_STATE_VALUE_BYTES
+from emrchain.types.execution import StateLimitError as StateLimitError
+from emrchain.types.execution import check_key as check_key
+from emrchain.types.execution import check_value as check_value
+
 DEFAULT_MAX_PENDING_WRITES = 1_000_000
 """Default cap on the distinct keys one overlay may hold before it refuses more writes."""
-
-
-class StateLimitError(ValueError):
-    """A state key, value or overlay exceeded its limit (a bug in the application, never input)."""
 
 
 @runtime_checkable
@@ -42,22 +41,6 @@ class CommittedState(StateView, Protocol):
     def last_app_hash(self) -> bytes:
         """App hash after the last executed block (the genesis app hash at height 0)."""
         ...
-
-
-def check_key(key: bytes) -> None:
-    """Raise StateLimitError unless `key` is 1..MAX_STATE_KEY_BYTES bytes."""
-    if not isinstance(key, bytes):
-        raise StateLimitError(f"state keys are bytes, not {type(key).__name__}")
-    if not 1 <= len(key) <= MAX_STATE_KEY_BYTES:
-        raise StateLimitError(f"state key length {len(key)} outside 1..{MAX_STATE_KEY_BYTES}")
-
-
-def check_value(value: bytes) -> None:
-    """Raise StateLimitError unless `value` is bytes of at most MAX_STATE_VALUE_BYTES."""
-    if not isinstance(value, bytes):
-        raise StateLimitError(f"state values are bytes, not {type(value).__name__}")
-    if len(value) > MAX_STATE_VALUE_BYTES:
-        raise StateLimitError(f"state value of {len(value)} bytes exceeds {MAX_STATE_VALUE_BYTES}")
 
 
 def read_u64(view: StateView, key: bytes) -> int:

@@ -17,8 +17,6 @@ from typing import NamedTuple
 import plyvel
 
 from emrchain import _core
-from emrchain.state.result import ExecutionResult, TxResult, compute_app_hash
-from emrchain.state.validators import ValidatorUpdateError, apply_validator_updates
 from emrchain.store import layout
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.committed_view import CommittedStateView
@@ -34,6 +32,7 @@ from emrchain.store.tx_results import decode_tx_results, encode_tx_results
 from emrchain.types.block import Block
 from emrchain.types.codec import DecodeError, Reader, Writer
 from emrchain.types.commit import CommitCertificate
+from emrchain.types.execution import ExecutionResult, TxResult, compute_app_hash
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 from emrchain.types.validator import ValidatorSet
 
@@ -297,14 +296,7 @@ class BlockStore:
                 f"{len(result.tx_results)} results for {len(block.txs)} transactions"
             )
         self._check_result(result, header.app_hash, height)
-        after_next: ValidatorSet | None = None
-        if result.validator_updates:
-            try:
-                after_next = apply_validator_updates(
-                    next_validators, result.validator_updates, self._limits
-                )
-            except ValidatorUpdateError as error:
-                raise BlockRefusedError(f"validator updates cannot apply: {error}") from None
+        after_next = self._validators_after_next(result)
         try:
             results_bytes = encode_tx_results(result.tx_results)
         except ValueError as error:
@@ -376,6 +368,25 @@ class BlockStore:
             ):
                 locations[tx_id] = value
         return locations
+
+    def _validators_after_next(self, result: ExecutionResult) -> ValidatorSet | None:
+        """The set of height + 2 the application made from the block's validator updates (the
+        store records it; applying updates is the application's rule, `state/validators.py`)."""
+        after_next = result.validators_after_next
+        if (after_next is None) != (not result.validator_updates):
+            raise BlockRefusedError(
+                "validator updates cannot apply: the result must carry both the updates and "
+                "the validator set they make, or neither"
+            )
+        if after_next is not None:
+            try:
+                after_next.validate_basic(self._limits)
+            except ValueError as error:
+                raise BlockRefusedError(
+                    f"validator updates cannot apply: the resulting validator set is invalid: "
+                    f"{error}"
+                ) from None
+        return after_next
 
     @staticmethod
     def _check_result(result: ExecutionResult, previous_app_hash: bytes, height: int) -> None:

@@ -4,18 +4,27 @@ Because a block and its state writes are one atomic batch, a consistent store is
 block boundary: the node never replays anything locally, it fetches (block sync) or waits for
 consensus from `next_height` on. Anything else found here is damage the node must not paper
 over, so it is reported as a problem and the node refuses to start.
+
+The store does not know the application's state layout: the caller hands `reconcile` the
+function that reads, from committed state, the height the application last executed
+(`state.progress.executed_height`); it raises StateCorruptionError when it cannot tell.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from emrchain.state.progress import read_progress
-from emrchain.state.validators import StateCorruptionError
 from emrchain.store import layout
 from emrchain.store.block_store import ZERO_ID, BlockStore
+from emrchain.store.committed_view import CommittedStateView
 from emrchain.store.errors import StoreCorruptionError
+from emrchain.types.execution import StateCorruptionError
+
+ApplicationHeight = Callable[[CommittedStateView], int]
+"""Reads the height the application last executed from committed state; StateCorruptionError
+when the state does not say."""
 
 
 class StartupAction(Enum):
@@ -62,8 +71,11 @@ class StoreStatus:
         return "\n".join(lines)
 
 
-def reconcile(store: BlockStore, *, full: bool = False) -> StoreStatus:
-    """Check the store's invariants at its head (every height too when `full`)."""
+def reconcile(
+    store: BlockStore, *, application_height: ApplicationHeight, full: bool = False
+) -> StoreStatus:
+    """Check the store's invariants at its head (every height too when `full`), and that the
+    application state is at the head's height (`application_height` reads it)."""
     if not store.is_initialized():
         problems = []
         if store.database.get(layout.META_HEAD) is not None:
@@ -71,7 +83,7 @@ def reconcile(store: BlockStore, *, full: bool = False) -> StoreStatus:
         return StoreStatus(None, 0, ZERO_ID, ZERO_ID, None, tuple(problems))
     height = store.last_height()
     problems: list[str] = []
-    application_height = _check_application(store, height, problems)
+    executed = _check_application(store, application_height, height, problems)
     if store.app_hash(height) != store.last_app_hash():
         problems.append(f"the app hash recorded for height {height} differs from the head's")
     for missing in range(height + 1, height + 3):
@@ -95,22 +107,22 @@ def reconcile(store: BlockStore, *, full: bool = False) -> StoreStatus:
         height,
         store.last_block_id(),
         store.last_app_hash(),
-        application_height,
+        executed,
         tuple(problems),
     )
 
 
-def _check_application(store: BlockStore, height: int, problems: list[str]) -> int | None:
+def _check_application(
+    store: BlockStore, application_height: ApplicationHeight, height: int, problems: list[str]
+) -> int | None:
     try:
-        application_height, _ = read_progress(store.state_view())
+        executed = application_height(store.state_view())
     except StateCorruptionError as error:
         problems.append(f"application state: {error}")
         return None
-    if application_height != height:
-        problems.append(
-            f"application state is at height {application_height} but blocks are at {height}"
-        )
-    return application_height
+    if executed != height:
+        problems.append(f"application state is at height {executed} but blocks are at {height}")
+    return executed
 
 
 def _check_height(store: BlockStore, height: int, problems: list[str]) -> None:

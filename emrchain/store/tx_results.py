@@ -8,8 +8,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from emrchain.state.result import MAX_TX_RESULT_MESSAGE_BYTES, TxResult
 from emrchain.types.codec import DecodeError, EncodeError, Reader, Writer
+from emrchain.types.execution import MAX_TX_RESULT_MESSAGE_BYTES, TxResult
 
 _CODE_AND_LENGTH = struct.Struct(">HH")
 

@@ -82,6 +82,30 @@ def test_validator_sets_are_kept_per_height(store: BlockStore, chain: ChainBuild
     assert store.validator_set(0) is None and store.validator_set(6) is None
 
 
+def test_the_store_records_the_validator_set_the_application_made(
+    store: BlockStore, chain: ChainBuilder
+) -> None:
+    """The application applies validator updates; the store takes the resulting set as handed
+    over, and refuses a result whose updates and set do not come together, or an invalid set."""
+    newcomer = signer(10).public_key
+    built = chain.add_block([validator_update_tx(signer(i), 1, newcomer, 7, 1) for i in range(3)])
+    result = built.result
+    assert result.validators_after_next == read_validator_sets(chain.state)[1]
+    assert result.validator_updates == [Validator(newcomer, 7)]
+    before = all_entries(store)
+    without_set = dataclasses.replace(result, validators_after_next=None)
+    without_updates = dataclasses.replace(result, validator_updates=[])
+    for broken in (without_set, without_updates):
+        with pytest.raises(BlockRefusedError, match="both the updates and the validator set"):
+            store.commit_block(built.block, built.commit, broken)
+    empty = dataclasses.replace(result, validators_after_next=ValidatorSet([]))
+    with pytest.raises(BlockRefusedError, match="resulting validator set is invalid"):
+        store.commit_block(built.block, built.commit, empty)
+    assert all_entries(store) == before
+    store.commit_block(built.block, built.commit, result)
+    assert store.validator_set(3) == result.validators_after_next
+
+
 def test_out_of_order_and_foreign_blocks_are_refused_and_write_nothing(
     store: BlockStore, chain: ChainBuilder
 ) -> None:
