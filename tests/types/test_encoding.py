@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from emrchain.crypto.keys import verify_signature
+from emrchain.state.emr.membership import rotation_message
 from emrchain.types import (
     Block,
     BlockHeader,
@@ -51,6 +53,19 @@ def _read_all(cls, data: bytes):
     value = cls.read(reader)
     reader.finish()
     return value
+
+
+def test_rotate_key_vector_carries_a_proof_that_verifies() -> None:
+    """The vector is a transaction a chain would accept, not only one that decodes: its proof
+    is the new key's signature over the rotation message for the vector's sender."""
+    chain = TX_VECTORS["chain_id"].encode()
+    tx = Transaction.decode(bytes.fromhex(TX_VECTORS["transactions"]["rotate_key"]["hex"]), chain)
+    fields = tx.fields
+    message = rotation_message(
+        chain, tx.sender, fields["new_member_key"], fields["new_encryption_key"]
+    )
+    assert verify_signature(fields["new_member_key"], message, fields["proof"])
+    assert not verify_signature(fields["new_member_key"], message[:-1] + b"\x00", fields["proof"])
 
 
 @pytest.mark.parametrize("name", sorted(TYPE_VECTORS))

@@ -15,6 +15,7 @@ from typing import Any
 
 from emrchain import schema
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.state.emr.membership import rotation_message
 from emrchain.types import (
     Block,
     BlockHeader,
@@ -61,7 +62,13 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
         TxKind.ROTATE_KEY: {
             "new_member_key": key(11).public_key,
             "new_encryption_key": digest("member-x25519-2"),
-            "proof": key(11).sign(b"\x05proof"),
+            # A proof that verifies: the new key signs the rotation message (encoding.md §2.2)
+            # for the vector's sender, key 1, on the vectors' chain.
+            "proof": key(11).sign(
+                rotation_message(
+                    CHAIN_ID, key(1).public_key, key(11).public_key, digest("member-x25519-2")
+                )
+            ),
         },
         TxKind.ANCHOR_RECORD: {
             "record_id": digest("record-1"),
