@@ -1,6 +1,6 @@
 """The transaction codec: the normative statement of the stateless rules.
 
-`decode_transaction` applies the checks of `docs/spec/encoding.md` §5 in spec order and raises
+`decode_transaction` applies the checks of `docs/spec/encoding.md` §4.1 in spec order and raises
 `TxDecodeError` with the first failing verdict. `encode_payload` / `decode_payload` convert
 between payload bytes and a field dict, walking `schema.PAYLOAD_SCHEMAS`. The core's batch
 checker (`emrchain._core.check_transactions`, compiled or its reference twin) is held to give
