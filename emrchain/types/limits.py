@@ -13,6 +13,9 @@ from emrchain import schema
 MAX_VALIDATORS_CEILING = 1_000
 MAX_ROUND = (1 << 31) - 1
 MAX_TOTAL_VOTING_POWER = 1 << 60
+MAX_GOSSIP_TXS = 5_000
+"""Most transactions a node decodes in one mempool gossip message (`node/messages.py`); what
+it sends is at most `[mempool] max_gossip_txs`, which cannot exceed this."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,8 +18,8 @@ from emrchain.config.node import (
     _parse_section,
     parse_node_config_text,
 )
+from emrchain.config.reference import with_current_tables
 from emrchain.config.settings import Integer
-from emrchain.config.toml_writer import format_value
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -288,20 +288,34 @@ def test_example_file_is_the_rendered_defaults() -> None:
     )
 
 
-def test_reference_documents_every_key_with_its_type_and_default() -> None:
+def test_reference_tables_are_the_declarations() -> None:
     reference = (REPO / "docs" / "spec" / "config.md").read_text()
-    rows: dict[str, str] = {}
-    for line in reference.splitlines():
-        if line.startswith("| `"):  # the first row naming a key is its reference row
-            rows.setdefault(line.split("|")[1].strip(), line)
+    assert with_current_tables(reference) == reference, (
+        "docs/spec/config.md is stale: run python -m emrchain.config.reference docs/spec/config.md"
+    )
+
+
+def test_reference_lists_every_key_once_with_default_range_and_unit() -> None:
+    reference = (REPO / "docs" / "spec" / "config.md").read_text()
     for section in SECTIONS:
-        assert f"## [{section.name}]" in reference
         for key, spec in section.settings.items():
-            line = rows.get(f"`{section.name}.{key}`")
-            assert line, f"docs/spec/config.md lacks [{section.name}] {key}"
-            default = format_value(spec.kind.to_toml(getattr(section.factory(), key)))
-            assert f"`{default}`" in line, f"[{section.name}] {key}: default {default} missing"
-            assert spec.kind.describe().split(",")[0] in line
+            rows = [
+                line
+                for line in reference.splitlines()
+                if line.startswith(f"| `{section.name}.{key}` |")
+                and line.count(" | ") == 3  # a settings row, not a rule across keys
+            ]
+            assert len(rows) == 1, f"[{section.name}] {key}: {len(rows)} rows"
+            if isinstance(spec.kind, Integer):
+                kind = spec.kind
+                assert f"{kind.minimum}..{kind.maximum} {kind.unit} |" in rows[0]
+
+
+def test_a_stale_reference_table_is_noticed() -> None:
+    reference = (REPO / "docs" / "spec" / "config.md").read_text()
+    stale = reference.replace("| `1000` | Highest round", "| `10000` | Highest round")
+    assert stale != reference
+    assert with_current_tables(stale) == reference
 
 
 def test_strings_needing_escapes_round_trip() -> None:

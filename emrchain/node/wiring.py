@@ -1,0 +1,82 @@
+"""The subsystem configs a node builds at start, each derived from the loaded node config.
+
+Every value comes from a setting declared in `emrchain/config/node.py` (default, range, unit);
+nothing here has a default or a range of its own. `tests/config/test_settings_property.py`
+checks that every config the loader accepts builds and validates here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from emrchain.config.node import NodeConfig
+from emrchain.consensus.config import ConsensusConfig
+from emrchain.mempool.config import MempoolConfig
+from emrchain.node.consensus_driver import DriverLimits
+from emrchain.p2p.config import P2P_SETTINGS, P2PConfig
+from emrchain.store.database import DatabaseOptions
+
+Built = TypeVar("Built")
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeIntervals:
+    """The node's periodic loops and gossip batches: `[consensus] status_interval_ms` and the
+    `[mempool]` gossip settings (their docs say what each does)."""
+
+    status_interval_ms: int
+    gossip_interval_ms: int
+    max_gossip_txs: int
+    max_gossip_bytes: int
+    max_queued_gossip_batches: int
+    relay_peer_txs: bool
+
+
+def from_sections(built: type[Built], *sections: object) -> Built:
+    """`built(...)` with each field taken from the first section declaring a setting of that
+    name; a field no section declares is an error (it would fall back to a default of its own)."""
+    values: dict[str, Any] = {}
+    for field in fields(built):  # type: ignore[arg-type]
+        holder = next((section for section in sections if hasattr(section, field.name)), None)
+        if holder is None:
+            raise TypeError(f"{built.__name__}.{field.name} is not a declared setting")
+        values[field.name] = getattr(holder, field.name)
+    return built(**values)
+
+
+def database_options(config: NodeConfig) -> DatabaseOptions:
+    return from_sections(DatabaseOptions, config.storage)
+
+
+def runtime_intervals(config: NodeConfig) -> RuntimeIntervals:
+    return from_sections(RuntimeIntervals, config.consensus, config.mempool)
+
+
+def driver_limits(config: NodeConfig) -> DriverLimits:
+    return from_sections(DriverLimits, config.consensus)
+
+
+def consensus_config(config: NodeConfig) -> ConsensusConfig:
+    section = config.consensus
+    return ConsensusConfig(
+        timeout_propose_ms=section.timeout_propose_ms,
+        timeout_prevote_ms=section.timeout_prevote_ms,
+        timeout_precommit_ms=section.timeout_precommit_ms,
+        timeout_delta_ms=section.timeout_delta_ms,
+        max_round=section.max_round,
+    )
+
+
+def mempool_config(config: NodeConfig) -> MempoolConfig:
+    return from_sections(MempoolConfig, config.mempool, config.limits)
+
+
+def p2p_config(config: NodeConfig) -> P2PConfig:
+    section = config.p2p
+    return P2PConfig(
+        listen_host=section.listen_address.host,
+        listen_port=section.listen_address.port,
+        persistent_peers=tuple(str(peer) for peer in section.persistent_peers),
+        **{name: getattr(section, name) for name in P2P_SETTINGS},
+    )
