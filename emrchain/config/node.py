@@ -427,6 +427,13 @@ class MempoolSection:
         "Threads of one batched signature verification; 0 = every core.",
         Integer(0, 256, "threads"),
     )
+    max_queued_batches: int = setting(
+        4,
+        "Batches waiting at each admission stage (for verification; verified, for admission). "
+        "Small on purpose: one or two batches ahead keep the verifier busy, and a client's batch "
+        "never waits behind a long backlog (that wait is latency).",
+        Integer(1, 10_000, "batches"),
+    )
     gossip_interval_ms: int = setting(
         20,
         "How often pending transactions are sent to each peer.",

@@ -40,10 +40,10 @@ def with_current_tables(reference: str) -> str:
     """`reference` with every section's block replaced by the one written from its settings;
     a section missing from the reference is an error (there is no place to put it)."""
     for section in SECTIONS:
-        pattern = _block_pattern(section.name)
-        if not pattern.search(reference):
+        found = _block_pattern(section.name).search(reference)
+        if found is None:
             raise ValueError(f"the reference has no ## [{section.name}] table")
-        reference = pattern.sub(lambda _match, s=section: section_block(s), reference, count=1)
+        reference = reference[: found.start()] + section_block(section) + reference[found.end() :]
     return reference
 
 

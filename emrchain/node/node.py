@@ -30,6 +30,7 @@ from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.node.wiring import (
+    admission_limits,
     consensus_config,
     database_options,
     driver_limits,
@@ -124,7 +125,7 @@ class Node:
         status = reconcile(self.store)
         if not status.consistent:
             raise NodeStartError(f"store is inconsistent: {status.describe()}")
-        self.admission = AdmissionPipeline()
+        self.admission = AdmissionPipeline(admission_limits(config))
         # Block space only for those who may sign: members, validators for VALIDATOR_UPDATE
         # (docs/spec/state.md §6); every admission path (RPC, gossip, reads) goes through it.
         self.sender_admission = SenderAdmission(

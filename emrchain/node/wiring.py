@@ -7,12 +7,13 @@ checks that every config the loader accepts builds and validates here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, TypeVar
 
 from emrchain.config.node import NodeConfig
 from emrchain.consensus.config import ConsensusConfig
 from emrchain.mempool.config import MempoolConfig
+from emrchain.node.admission import AdmissionLimits
 from emrchain.node.consensus_driver import DriverLimits
 from emrchain.p2p.config import P2P_SETTINGS, P2PConfig
 from emrchain.store.database import DatabaseOptions
@@ -35,18 +36,25 @@ class RuntimeIntervals:
 
 def from_sections(built: type[Built], *sections: object) -> Built:
     """`built(...)` with each field taken from the first section declaring a setting of that
-    name; a field no section declares is an error (it would fall back to a default of its own)."""
+    name. A field no section declares keeps its class default (a bound of the subsystem's own
+    that is not a node setting, such as the consensus core's per-validator buffers); without
+    a default it is an error."""
     values: dict[str, Any] = {}
     for field in fields(built):  # type: ignore[arg-type]
         holder = next((section for section in sections if hasattr(section, field.name)), None)
-        if holder is None:
+        if holder is not None:
+            values[field.name] = getattr(holder, field.name)
+        elif field.default is MISSING and field.default_factory is MISSING:
             raise TypeError(f"{built.__name__}.{field.name} is not a declared setting")
-        values[field.name] = getattr(holder, field.name)
     return built(**values)
 
 
 def database_options(config: NodeConfig) -> DatabaseOptions:
     return from_sections(DatabaseOptions, config.storage)
+
+
+def admission_limits(config: NodeConfig) -> AdmissionLimits:
+    return from_sections(AdmissionLimits, config.mempool)
 
 
 def runtime_intervals(config: NodeConfig) -> RuntimeIntervals:
@@ -58,14 +66,7 @@ def driver_limits(config: NodeConfig) -> DriverLimits:
 
 
 def consensus_config(config: NodeConfig) -> ConsensusConfig:
-    section = config.consensus
-    return ConsensusConfig(
-        timeout_propose_ms=section.timeout_propose_ms,
-        timeout_prevote_ms=section.timeout_prevote_ms,
-        timeout_precommit_ms=section.timeout_precommit_ms,
-        timeout_delta_ms=section.timeout_delta_ms,
-        max_round=section.max_round,
-    )
+    return from_sections(ConsensusConfig, config.consensus)
 
 
 def mempool_config(config: NodeConfig) -> MempoolConfig:

@@ -10,6 +10,7 @@ makes them fail (`test_a_subsystem_narrower_than_its_declaration_is_caught`).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ SUBSYSTEMS: tuple[Check, ...] = (
     wiring.driver_limits,
     wiring.runtime_intervals,
     wiring.database_options,
+    wiring.admission_limits,
     build_replay_cache,
     build_stream_limits,
     lambda config: config.limits.validate_basic(),
@@ -212,3 +214,14 @@ def test_a_subsystem_narrower_than_its_declaration_is_caught(broken: Check) -> N
 
     with pytest.raises(ValueError, match="must be at"):
         property_with_broken_subsystem()
+
+
+def test_a_subsystem_field_without_a_setting_or_default_is_refused() -> None:
+    @dataclass(frozen=True)
+    class Undeclared:
+        timeout_commit_ms: int
+        not_a_setting_ms: int
+
+    config = parse_node_config({}, home=HOME, source=SOURCE)
+    with pytest.raises(TypeError, match="not_a_setting_ms is not a declared setting"):
+        wiring.from_sections(Undeclared, config.consensus)
