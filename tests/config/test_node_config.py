@@ -135,6 +135,11 @@ def test_every_key_refuses_a_wrong_type(section: str, key: str) -> None:
             "[p2p] handshake_timeout: unknown key; did you mean 'handshake_timeout_ms'?",
         ),
         ("[consensus]\ntimeout_propse_ms = 1", "did you mean 'timeout_propose_ms'?"),
+        ("[consensus]\nstatus_intervall_ms = 1", "did you mean 'status_interval_ms'?"),
+        (
+            "[p2p]\nrelay_peer_txs = true",
+            "[p2p] relay_peer_txs: unknown key; it belongs in [mempool]",
+        ),
         ("[mempol]\nmax_txs = 1", "[mempol]: unknown section; did you mean 'mempool'?"),
         ("[node]\nmax_txs = 5", "[node] max_txs: unknown key; it belongs in [mempool]"),
         ("moniker = 'a'", "moniker: keys must be inside a section; it belongs in [node]"),
@@ -254,6 +259,31 @@ def test_unknown_names_are_refused_with_a_suggestion(text: str, expected: str) -
             "[limits]\nmax_tx_bytes = 5000\nmax_block_bytes = 4999",
             "[limits] max_block_bytes: must be at least [limits] max_tx_bytes (5000)",
         ),
+        (
+            "[p2p]\nping_interval_ms = 1000\nidle_timeout_ms = 1999",
+            "[p2p] idle_timeout_ms: must be at least twice [p2p] ping_interval_ms (1000)",
+        ),
+        (
+            "[p2p]\nmax_frame_bytes = 67108865",
+            "[p2p] max_frame_bytes: must be within 1024..67108864",
+        ),
+        (
+            "[mempool]\nmax_bytes = 17179869185",
+            "[mempool] max_bytes: must be within 109..17179869184",
+        ),
+        ("[mempool]\nmax_gossip_txs = 5001", "[mempool] max_gossip_txs: must be within 1..5000"),
+        (
+            "[mempool]\nmax_gossip_bytes = 4095",
+            "[mempool] max_gossip_bytes: must be at least [limits] max_tx_bytes (4096)",
+        ),
+        (
+            "[mempool]\nmax_gossip_bytes = 33534369",  # 33554432 - 4 * 5000 - 64 + 1
+            "[mempool] max_gossip_bytes: a gossip message of max_gossip_bytes (33534369)",
+        ),
+        (
+            "[consensus]\nmax_own_messages = 2",
+            "[consensus] max_own_messages: must be within 3..10000",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(text: str, expected: str) -> None:
@@ -327,3 +357,8 @@ def test_strings_needing_escapes_round_trip() -> None:
     text = render_node_config(config)
     assert tomllib.loads(text)["node"]["data_dir"] == awkward
     assert parse(text).node.data_dir == awkward
+
+
+def test_a_gossip_message_that_just_fits_its_frame_is_accepted() -> None:
+    config = parse("[mempool]\nmax_gossip_bytes = 33534368")  # 33554432 - 4 * 5000 - 64
+    assert config.mempool.max_gossip_bytes == 33_534_368

@@ -21,7 +21,7 @@ from emrchain.config import ConfigError, NodeConfig
 from emrchain.config.node import SECTIONS, parse_node_config
 from emrchain.config.settings import Boolean, Integer
 from emrchain.consensus.state_machine import TendermintCore
-from emrchain.node import wiring
+from emrchain.node import messages, wiring
 from emrchain.node.consensus_driver import DriverLimits
 from emrchain.rpc.auth import ReplayCache, ReplayLimits
 from emrchain.rpc.stream import StreamLimits
@@ -225,3 +225,21 @@ def test_a_subsystem_field_without_a_setting_or_default_is_refused() -> None:
     config = parse_node_config({}, home=HOME, source=SOURCE)
     with pytest.raises(TypeError, match="not_a_setting_ms is not a declared setting"):
         wiring.from_sections(Undeclared, config.consensus)
+
+
+def test_the_largest_gossip_message_the_rule_allows_fits_in_a_frame() -> None:
+    """The loader's gossip rule, checked against the real encoding and the P2P payload bound."""
+    frame = 4_096
+    document = {
+        "p2p": {"max_frame_bytes": frame},
+        "limits": {"max_tx_bytes": 200, "max_block_bytes": 1_024},
+        "mempool": {"max_gossip_txs": 7, "max_gossip_bytes": frame - 4 * 7 - 64},
+    }
+    config = parse_node_config(document, home=HOME, source=SOURCE)
+    mempool = config.mempool
+    sizes = [mempool.max_gossip_bytes // mempool.max_gossip_txs] * mempool.max_gossip_txs
+    sizes[0] += mempool.max_gossip_bytes - sum(sizes)
+    _, payload = messages.encode(messages.TxsMessage(tuple(bytes(size) for size in sizes)))
+    assert len(payload) <= wiring.p2p_config(config).max_payload_bytes
+    document["mempool"]["max_gossip_bytes"] += 1
+    assert accepted(document) is None
