@@ -19,24 +19,21 @@ from pathlib import Path
 from emrchain import _core
 from emrchain.config.genesis import Genesis, load_config_and_genesis
 from emrchain.config.node import NodeConfig, StorageSection
+from emrchain.consensus.config import ConsensusConfig
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.hsm.node_keys import validator_signer
 from emrchain.keystore.file import load_key_file
-from emrchain.mempool import Mempool
+from emrchain.mempool import Mempool, MempoolConfig
 from emrchain.node import messages
-from emrchain.node.admission import AdmissionPipeline
+from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
-from emrchain.node.consensus_driver import ConsensusDriver
+from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.node.wiring import (
-    admission_limits,
-    consensus_config,
-    database_options,
-    driver_limits,
-    mempool_config,
+    RuntimeIntervals,
+    build,
     p2p_config,
-    runtime_intervals,
 )
 from emrchain.p2p import PeerManager
 from emrchain.records import open_record_service
@@ -50,6 +47,7 @@ from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
     BlockStore,
     ChainDatabase,
+    DatabaseOptions,
     SigningStateStore,
     reconcile,
 )
@@ -110,7 +108,7 @@ class Node:
         self.config = config
         self.genesis = genesis
         self.chain_id = genesis.chain_id_bytes
-        self.intervals = runtime_intervals(config)
+        self.intervals = build(RuntimeIntervals, config)
         self._database = database
         # A key file, or the HSM's non-extractable key ([keys] backend); the double-sign
         # guard (SigningStateStore in the driver) sits in front of either.
@@ -125,7 +123,7 @@ class Node:
         status = reconcile(self.store)
         if not status.consistent:
             raise NodeStartError(f"store is inconsistent: {status.describe()}")
-        self.admission = AdmissionPipeline(admission_limits(config))
+        self.admission = AdmissionPipeline(build(AdmissionLimits, config))
         # Block space only for those who may sign: members, validators for VALIDATOR_UPDATE
         # (docs/spec/state.md §6); every admission path (RPC, gossip, reads) goes through it.
         self.sender_admission = SenderAdmission(
@@ -135,7 +133,7 @@ class Node:
             lambda sender: self.mempool.last_pending(sender),
         )
         self.mempool = Mempool(
-            mempool_config(config),
+            build(MempoolConfig, config),
             self.chain_id,
             committed_nonce=lambda sender: self.chain.committed_nonce(sender),
             stateful_check=self.sender_admission,
@@ -190,7 +188,7 @@ class Node:
     @classmethod
     def open(cls, home: Path | str) -> Node:
         config, genesis = load_config_and_genesis(Path(home))
-        database = ChainDatabase.open(config.home, database_options(config))
+        database = ChainDatabase.open(config.home, build(DatabaseOptions, config))
         try:
             return cls(config, genesis, database)
         except BaseException:
@@ -233,12 +231,12 @@ class Node:
         self.admission.start()
         await self.rpc.start()
         self.driver = ConsensusDriver(
-            TendermintCore(consensus_config(self.config), self.validator_key.public_key),
+            TendermintCore(build(ConsensusConfig, self.config), self.validator_key.public_key),
             self.chain,
             self.validator_key,
             SigningStateStore(self._database),
             self._broadcast,
-            driver_limits(self.config),
+            build(DriverLimits, self.config),
         )
         self.mempool.on_admitted = self.driver.txs_available
         logger.info(

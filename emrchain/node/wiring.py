@@ -49,28 +49,20 @@ def from_sections(built: type[Built], *sections: object) -> Built:
     return built(**values)
 
 
-def database_options(config: NodeConfig) -> DatabaseOptions:
-    return from_sections(DatabaseOptions, config.storage)
+SECTIONS_OF: dict[type, tuple[str, ...]] = {
+    ConsensusConfig: ("consensus",),
+    DriverLimits: ("consensus",),
+    RuntimeIntervals: ("consensus", "mempool"),
+    MempoolConfig: ("mempool", "limits"),
+    AdmissionLimits: ("mempool",),
+    DatabaseOptions: ("storage",),
+}
+"""Each config the node builds by field name, and the sections (in order) its fields come from."""
 
 
-def admission_limits(config: NodeConfig) -> AdmissionLimits:
-    return from_sections(AdmissionLimits, config.mempool)
-
-
-def runtime_intervals(config: NodeConfig) -> RuntimeIntervals:
-    return from_sections(RuntimeIntervals, config.consensus, config.mempool)
-
-
-def driver_limits(config: NodeConfig) -> DriverLimits:
-    return from_sections(DriverLimits, config.consensus)
-
-
-def consensus_config(config: NodeConfig) -> ConsensusConfig:
-    return from_sections(ConsensusConfig, config.consensus)
-
-
-def mempool_config(config: NodeConfig) -> MempoolConfig:
-    return from_sections(MempoolConfig, config.mempool, config.limits)
+def build(built: type[Built], config: NodeConfig) -> Built:
+    """`built` from the settings of its sections in `config` (see `SECTIONS_OF`)."""
+    return from_sections(built, *(getattr(config, name) for name in SECTIONS_OF[built]))
 
 
 def p2p_config(config: NodeConfig) -> P2PConfig:

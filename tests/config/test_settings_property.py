@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 from emrchain.config import ConfigError, NodeConfig
 from emrchain.config.node import SECTIONS, parse_node_config
 from emrchain.config.settings import Boolean, Integer
+from emrchain.consensus.config import ConsensusConfig
 from emrchain.consensus.state_machine import TendermintCore
+from emrchain.mempool import MempoolConfig
 from emrchain.node import messages, wiring
 from emrchain.node.consensus_driver import DriverLimits
 from emrchain.rpc.auth import ReplayCache, ReplayLimits
@@ -32,8 +34,12 @@ SOURCE = "<drawn>"
 Check = Callable[[NodeConfig], object]
 
 
+def build_every_config(config: NodeConfig) -> object:
+    return [wiring.build(built, config) for built in wiring.SECTIONS_OF]
+
+
 def build_consensus_core(config: NodeConfig) -> object:
-    return TendermintCore(wiring.consensus_config(config), b"\x01" * 32)
+    return TendermintCore(wiring.build(ConsensusConfig, config), b"\x01" * 32)
 
 
 def build_replay_cache(config: NodeConfig) -> object:
@@ -55,13 +61,10 @@ def build_stream_limits(config: NodeConfig) -> object:
 
 
 SUBSYSTEMS: tuple[Check, ...] = (
-    lambda config: wiring.mempool_config(config).validate(),
+    build_every_config,
+    lambda config: wiring.build(MempoolConfig, config).validate(),
     lambda config: wiring.p2p_config(config).validate(),
     build_consensus_core,
-    wiring.driver_limits,
-    wiring.runtime_intervals,
-    wiring.database_options,
-    wiring.admission_limits,
     build_replay_cache,
     build_stream_limits,
     lambda config: config.limits.validate_basic(),
@@ -180,7 +183,8 @@ def test_the_driver_and_runtime_take_every_field_from_the_config() -> None:
         },
     }
     config = parse_node_config(document, home=HOME, source=SOURCE)
-    limits, intervals = wiring.driver_limits(config), wiring.runtime_intervals(config)
+    limits = wiring.build(DriverLimits, config)
+    intervals = wiring.build(wiring.RuntimeIntervals, config)
     for key, value in document["consensus"].items():
         built = limits if hasattr(DriverLimits, key) else intervals
         assert getattr(built, key) == value, key
@@ -191,7 +195,7 @@ def test_the_driver_and_runtime_take_every_field_from_the_config() -> None:
 def narrower_mempool(config: NodeConfig) -> None:
     """A broken variant: a mempool that refuses the top quarter of the declared max_bytes range
     (as MempoolConfig did before it read its bounds from the declaration)."""
-    built = wiring.mempool_config(config)
+    built = wiring.build(MempoolConfig, config)
     built.validate()
     if built.max_bytes > 3 << 32:
         raise ValueError(f"max_bytes must be at most {3 << 32}, got {built.max_bytes}")
