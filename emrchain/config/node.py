@@ -32,7 +32,15 @@ from emrchain.config.settings import (
     setting,
     settings_of,
 )
-from emrchain.types.limits import MAX_GOSSIP_TXS, MAX_ROUND, MAX_VALIDATORS_CEILING, Limits
+from emrchain.types.limits import (
+    MAX_BLOCK_BYTES_CEILING,
+    MAX_BLOCK_TXS_CEILING,
+    MAX_EVIDENCE_PER_BLOCK_CEILING,
+    MAX_GOSSIP_TXS,
+    MAX_ROUND,
+    MAX_VALIDATORS_CEILING,
+    Limits,
+)
 
 CONFIG_DIR = "config"
 NODE_CONFIG_FILE = "config/node.toml"
@@ -659,17 +667,18 @@ LIMITS_SETTINGS: dict[str, Setting] = {
         Integer(schema.ENVELOPE_FIXED_BYTES, schema.TX_MAX_BYTES_LIMIT, "bytes"),
     ),
     "max_block_txs": Setting(
-        "Most transactions in one block.", Integer(1, 1_000_000, "transactions")
+        "Most transactions in one block.", Integer(1, MAX_BLOCK_TXS_CEILING, "transactions")
     ),
     "max_block_bytes": Setting(
         "Most transaction bytes in one block; at least max_tx_bytes.",
-        Integer(schema.ENVELOPE_FIXED_BYTES, 1 << 30, "bytes"),
+        Integer(schema.ENVELOPE_FIXED_BYTES, MAX_BLOCK_BYTES_CEILING, "bytes"),
     ),
     "max_validators": Setting(
         "Most validators in a validator set.", Integer(1, MAX_VALIDATORS_CEILING, "validators")
     ),
     "max_evidence_per_block": Setting(
-        "Most misbehaviour evidence items in one block.", Integer(0, 10_000, "evidence items")
+        "Most misbehaviour evidence items in one block.",
+        Integer(0, MAX_EVIDENCE_PER_BLOCK_CEILING, "evidence items"),
     ),
 }
 """`[limits]` maps onto `emrchain.types.Limits`, which the types package owns."""

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 
 from emrchain.config import ConfigError, NodeConfig
 from emrchain.config.node import SECTIONS, parse_node_config
-from emrchain.config.settings import Boolean, Integer
+from emrchain.config.settings import Boolean, Choice, Integer, Name
 from emrchain.consensus.config import ConsensusConfig
 from emrchain.consensus.state_machine import TendermintCore
+from emrchain.hsm.node_keys import hsm_config_of
 from emrchain.mempool import MempoolConfig
 from emrchain.node import messages, wiring
 from emrchain.node.consensus_driver import DriverLimits
@@ -65,6 +66,7 @@ SUBSYSTEMS: tuple[Check, ...] = (
     lambda config: wiring.build(MempoolConfig, config).validate(),
     lambda config: wiring.p2p_config(config).validate(),
     build_consensus_core,
+    hsm_config_of,
     build_replay_cache,
     build_stream_limits,
     lambda config: config.limits.validate_basic(),
@@ -83,6 +85,18 @@ BOOLEANS = [
     for key, spec in section.settings.items()
     if isinstance(spec.kind, Boolean)
 ]
+WORDS = [
+    (section.name, key, spec.kind)
+    for section in SECTIONS
+    for key, spec in section.settings.items()
+    if isinstance(spec.kind, Choice | Name)
+]
+
+
+def word_values(kind: Choice | Name) -> st.SearchStrategy[str]:
+    if isinstance(kind, Choice):
+        return st.sampled_from(kind.choices)
+    return st.from_regex(kind.pattern, fullmatch=True)
 
 
 def integer_values(kind: Integer, drawn: Sequence[int]) -> st.SearchStrategy[int]:
@@ -96,7 +110,8 @@ def integer_values(kind: Integer, drawn: Sequence[int]) -> st.SearchStrategy[int
 
 @st.composite
 def documents(draw: st.DrawFn) -> dict[str, dict[str, object]]:
-    """A node.toml as parsed TOML: a handful of integer and boolean keys set, the rest default."""
+    """A node.toml as parsed TOML: a handful of integer, boolean and word keys
+    set, the rest default."""
     document: dict[str, dict[str, object]] = {}
     drawn: list[int] = []
     for section, key, kind in draw(st.lists(st.sampled_from(INTEGERS), max_size=14, unique=True)):
@@ -105,6 +120,10 @@ def documents(draw: st.DrawFn) -> dict[str, dict[str, object]]:
         document.setdefault(section, {})[key] = value
     for section, key in draw(st.lists(st.sampled_from(BOOLEANS), max_size=3, unique=True)):
         document.setdefault(section, {})[key] = draw(st.booleans())
+    for section, key, kind in draw(
+        st.lists(st.sampled_from(WORDS), max_size=3, unique_by=lambda item: item[:2])
+    ):
+        document.setdefault(section, {})[key] = draw(word_values(kind))
     return document
 
 
