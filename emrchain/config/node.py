@@ -80,6 +80,7 @@ class NodeSection:
     )
 
 
+# At least 10 ms, so a value meant in seconds (`5`) fails loudly; at most a day.
 _P2P_TIMEOUT = Integer(10, 86_400_000, "milliseconds")
 
 
@@ -433,7 +434,7 @@ class MempoolSection:
     verify_threads: int = setting(
         0,
         "Threads of one batched signature verification; 0 = every core.",
-        Integer(0, 256, "threads"),
+        Integer(0, 256, "threads"),  # 256: the core's own ceiling for verify_transactions
     )
     max_queued_batches: int = setting(
         4,
