@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from emrchain.config import ConfigError, NodeConfig
@@ -150,26 +150,27 @@ PROPERTY_SETTINGS = settings(
 )
 
 
-@PROPERTY_SETTINGS
-@given(documents())
-def test_every_accepted_file_builds_every_subsystem(document: dict[str, dict[str, object]]) -> None:
-    check_every_subsystem(document, SUBSYSTEMS)
+END_DOCUMENTS = [
+    {section: {key: end}} for section, key, kind in INTEGERS for end in (kind.minimum, kind.maximum)
+]
+"""Each integer key alone at each end of its range; those the rules between settings refuse
+with the other keys at their defaults are skipped like any refused file."""
 
 
-@pytest.mark.parametrize("end", ["minimum", "maximum"])
-@pytest.mark.parametrize(
-    ("section", "key", "kind"), INTEGERS, ids=[f"{s}.{k}" for s, k, _ in INTEGERS]
-)
-def test_each_end_of_each_range_builds_every_subsystem(
-    section: str, key: str, kind: Integer, end: str
-) -> None:
-    """One key at an end of its range, the others default (or what the rules then need)."""
-    document = {section: {key: getattr(kind, end)}}
-    config = accepted(document)
-    if config is None:
-        pytest.skip("the other defaults contradict this end (a rule between settings)")
-    for check in SUBSYSTEMS:
-        check(config)
+def property_over(checks: Sequence[Check]) -> Callable[[], None]:
+    """The property for `checks`: every end of every range first, then drawn files."""
+
+    @PROPERTY_SETTINGS
+    @given(documents())
+    def every_accepted_file_builds(document: dict[str, dict[str, object]]) -> None:
+        check_every_subsystem(document, checks)
+
+    for document in END_DOCUMENTS:
+        every_accepted_file_builds = example(document)(every_accepted_file_builds)
+    return every_accepted_file_builds
+
+
+test_every_accepted_file_builds_every_subsystem = property_over(SUBSYSTEMS)
 
 
 def test_the_defaults_build_every_subsystem() -> None:
@@ -230,13 +231,8 @@ def narrower_p2p(config: NodeConfig) -> None:
 
 @pytest.mark.parametrize("broken", [narrower_mempool, narrower_p2p])
 def test_a_subsystem_narrower_than_its_declaration_is_caught(broken: Check) -> None:
-    @PROPERTY_SETTINGS
-    @given(documents())
-    def property_with_broken_subsystem(document: dict[str, dict[str, object]]) -> None:
-        check_every_subsystem(document, (*SUBSYSTEMS, broken))
-
     with pytest.raises(ValueError, match="must be at"):
-        property_with_broken_subsystem()
+        property_over((*SUBSYSTEMS, broken))()
 
 
 def test_a_subsystem_field_without_a_setting_or_default_is_refused() -> None:
