@@ -390,8 +390,8 @@ class ConsensusSection:
     future_heights: int = setting(
         4,
         "Proposals and votes up to this many heights above the current one are kept for later "
-        "(0 or 1: none beyond the next height).",
-        Integer(0, 1_000, "heights"),
+        "(1: none beyond the next height).",
+        Integer(1, 1_000, "heights"),
     )
     max_future_messages: int = setting(
         2_048,
