@@ -23,6 +23,7 @@ from emrchain.bench import report
 from emrchain.bench.cpu import process_cpu_seconds
 from emrchain.bench.load import WindowOptions, run_window
 from emrchain.bench.prepare import LoadPlan, prepare
+from emrchain.config.node import MempoolSection, RpcSection
 from emrchain.devnet.harness import Devnet
 
 BENCH_CONSENSUS = {
@@ -41,8 +42,8 @@ commit them, starving admission (single node: 1,091 TPS and a block stream overf
 MAX_RATE_TXS_PER_S = 10_000
 """As fast as accepted, the run prepares this many transactions per second of duration (the
 issue's physical ceiling of a 4-validator devnet on 2 cores), unless --max-txs says otherwise."""
-MAX_BATCH_TXS = 1_000
-"""The node's default [rpc] and [mempool] max_batch_txs."""
+MAX_BATCH_TXS = min(RpcSection.max_batch_txs, MempoolSection.max_batch_txs)
+"""The node's default [rpc] and [mempool] max_batch_txs (1,000 each)."""
 BATCHES_PER_SECOND_AT_RATE = 50
 START_TIMEOUT_S = 90.0
 

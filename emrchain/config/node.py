@@ -32,7 +32,15 @@ from emrchain.config.settings import (
     setting,
     settings_of,
 )
-from emrchain.types.limits import MAX_ROUND, MAX_VALIDATORS_CEILING, Limits
+from emrchain.types.limits import (
+    MAX_BLOCK_BYTES_CEILING,
+    MAX_BLOCK_TXS_CEILING,
+    MAX_EVIDENCE_PER_BLOCK_CEILING,
+    MAX_GOSSIP_TXS,
+    MAX_ROUND,
+    MAX_VALIDATORS_CEILING,
+    Limits,
+)
 
 CONFIG_DIR = "config"
 NODE_CONFIG_FILE = "config/node.toml"
@@ -42,6 +50,14 @@ MONIKER_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 MONIKER_EXPLANATION = "1..64 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
 MIB = 1024 * 1024
+
+MAX_FRAME_BYTES_CEILING = 64 * MIB
+"""A frame's u32 length prefix could say 4 GiB; a peer may make the node buffer a whole frame
+per connection, so frames stay far below that."""
+
+GOSSIP_FRAME_SLACK_BYTES = 64
+"""A gossip message is its transactions plus 4 bytes per transaction plus a few header bytes;
+this much room is left in the frame for the header and the frame's own overhead."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,10 @@ class NodeSection:
     )
 
 
+# At least 10 ms, so a value meant in seconds (`5`) fails loudly; at most a day.
+_P2P_TIMEOUT = Integer(10, 86_400_000, "milliseconds")
+
+
 @dataclass(frozen=True)
 class P2PSection:
     # setting() is dataclasses.field() with metadata, and Address is frozen (immutable).
@@ -80,27 +100,64 @@ class P2PSection:
     handshake_timeout_ms: int = setting(
         5_000,
         "A connection that has not completed the authenticated handshake by then is closed.",
-        Integer(100, 60_000),
+        Integer(100, 60_000, "milliseconds"),
     )
     max_frame_bytes: int = setting(
         32 * MIB,
-        "Largest message frame accepted or sent; must carry a full block (limits.max_block_bytes).",
-        Integer(128 * 1024, (1 << 31) - 1),
+        "Largest message frame accepted or sent; must carry a full block (limits.max_block_bytes). "
+        "A peer may make this node buffer one frame per connection.",
+        Integer(1_024, MAX_FRAME_BYTES_CEILING, "bytes"),
     )
     send_queue_max_messages: int = setting(
         1_024,
         "Most messages queued for sending to one peer.",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "messages"),
     )
     reconnect_initial_ms: int = setting(
         500,
         "First delay before redialling a lost peer; later attempts back off.",
-        Integer(10, 600_000),
+        Integer(10, 600_000, "milliseconds"),
     )
     reconnect_max_ms: int = setting(
         30_000,
         "Longest delay between redials; at least reconnect_initial_ms.",
-        Integer(10, 3_600_000),
+        Integer(10, 3_600_000, "milliseconds"),
+    )
+    dial_timeout_ms: int = setting(
+        3_000, "A dial that has not connected by then is abandoned.", _P2P_TIMEOUT
+    )
+    ping_interval_ms: int = setting(
+        10_000, "How often a keepalive frame is sent on an idle connection.", _P2P_TIMEOUT
+    )
+    idle_timeout_ms: int = setting(
+        30_000,
+        "A peer silent for this long is dropped (how a peer that vanished without closing is "
+        "noticed); at least twice ping_interval_ms.",
+        _P2P_TIMEOUT,
+    )
+    close_timeout_ms: int = setting(
+        1_000, "How long a closing connection may flush before it is aborted.", _P2P_TIMEOUT
+    )
+    receive_queue_max_messages: int = setting(
+        4_096,
+        "Received messages waiting for the node; when full, the node stops reading from its "
+        "peers (TCP backpressure).",
+        Integer(1, 1_000_000, "messages"),
+    )
+    max_read_buffer_bytes: int = setting(
+        256 * 1024,
+        "Read-ahead of one connection's socket beyond the frame being read.",
+        Integer(1_024, 1 << 30, "bytes"),
+    )
+    max_write_buffer_bytes: int = setting(
+        MIB,
+        "Bytes of frames coalesced into one socket write, and the connection's high-water mark.",
+        Integer(1_024, 1 << 30, "bytes"),
+    )
+    max_pending_handshakes: int = setting(
+        16,
+        "Connections still in their handshake; more inbound connections are closed at once.",
+        Integer(1, 10_000, "connections"),
     )
 
 
@@ -115,122 +172,126 @@ class RpcSection:
         8 * MIB,
         "Largest POST /txs body (JSON or binary); at least limits.max_tx_bytes. A larger "
         "declared body is refused (413) before it is read.",
-        Integer(1_024, 1 << 30),
+        Integer(1_024, 1 << 30, "bytes"),
     )
     max_other_body_bytes: int = setting(
         4_096,
         "Largest body of every request other than POST /txs and record uploads (GETs and "
         "WebSocket upgrades send none).",
-        Integer(0, MIB),
+        Integer(0, MIB, "bytes"),
     )
     max_buffered_body_bytes: int = setting(
         256 * MIB,
         "Most request body bytes held in memory at once, all requests together; a body that "
         "does not fit is refused (503 busy, Retry-After). At least max_body_bytes and "
         "[records] max_record_bytes.",
-        Integer(1_024, 1 << 40),
+        Integer(1_024, 1 << 40, "bytes"),
     )
     max_batch_txs: int = setting(
-        1_000, "Most transactions accepted in one POST /txs request.", Integer(1, 1_000_000)
+        1_000,
+        "Most transactions accepted in one POST /txs request.",
+        Integer(1, 1_000_000, "transactions"),
     )
     request_timeout_ms: int = setting(
         10_000,
         "A request not answered by then fails with a timeout (503); a client that takes no "
         "reply bytes for this long is disconnected.",
-        Integer(100, 600_000),
+        Integer(100, 600_000, "milliseconds"),
     )
     max_header_bytes: int = setting(
         8_190,
         "Longest request line or header line the HTTP parser accepts (longer: 400).",
-        Integer(1_024, 65_536),
+        Integer(1_024, 65_536, "bytes"),
     )
     max_headers: int = setting(
-        128, "Most header lines in one HTTP request (more: 400).", Integer(16, 1_024)
+        128,
+        "Most header lines in one HTTP request (more: 400).",
+        Integer(16, 1_024, "header lines"),
     )
     max_stream_subscribers: int = setting(
         16,
         "Most clients subscribed to each WebSocket stream at once (more: 503).",
-        Integer(1, 10_000),
+        Integer(1, 10_000, "subscribers"),
     )
     max_stream_queued_blocks: int = setting(
         256,
         "Most committed blocks queued for one stream subscriber; one that falls further "
         "behind is disconnected (close code 1013).",
-        Integer(1, 100_000),
+        Integer(1, 100_000, "blocks"),
     )
     stream_send_timeout_ms: int = setting(
         10_000,
         "A stream subscriber that does not take a frame within this time is disconnected.",
-        Integer(100, 600_000),
+        Integer(100, 600_000, "milliseconds"),
     )
     max_stream_subscribers_per_address: int = setting(
         4,
         "Most /ws/blocks subscriptions from one client address (more: 429); at most "
         "max_stream_subscribers.",
-        Integer(1, 10_000),
+        Integer(1, 10_000, "subscribers"),
     )
     max_stream_subscribers_per_member: int = setting(
         4,
         "Most /ws/patients subscriptions of one member (more: 429); at most "
         "max_stream_subscribers.",
-        Integer(1, 10_000),
+        Integer(1, 10_000, "subscribers"),
     )
     max_connections: int = setting(
         1_024,
         "Most open client connections, HTTP and WebSocket; one more is answered 503 and "
         "closed. The node raises its open-file limit to fit these and its own files, and "
         "refuses to start if the hard limit is lower.",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "connections"),
     )
     max_connections_per_address: int = setting(
         128,
         "Most open connections from one client address (an IPv6 /64 is one address); one "
         "more is answered 429 and closed. At most max_connections.",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "connections"),
     )
     listen_backlog: int = setting(
         128,
         "Connections the kernel queues before the node accepts them.",
-        Integer(1, 65_535),
+        Integer(1, 65_535, "connections"),
     )
     header_timeout_ms: int = setting(
         5_000,
         "A new connection (TLS handshake included) that has not sent its first request's "
         "headers within this time is closed.",
-        Integer(100, 600_000),
+        Integer(100, 600_000, "milliseconds"),
     )
     idle_timeout_ms: int = setting(
         15_000,
         "A connection that has not sent the next request's headers within this time of the "
         "last reply is closed.",
-        Integer(100, 3_600_000),
+        Integer(100, 3_600_000, "milliseconds"),
     )
     address_requests_per_second: int = setting(
         1_000,
         "Sustained requests per second from one client address on unsigned routes, and "
         "failed authentications (more: 429 with Retry-After).",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "requests per second"),
     )
     address_request_burst: int = setting(
         2_000,
         "Requests one client address may send at once above its sustained rate.",
-        Integer(1, 10_000_000),
+        Integer(1, 10_000_000, "requests"),
     )
     member_requests_per_second: int = setting(
         50,
         "Sustained signed requests per second of one member (more: 429 with Retry-After).",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "requests per second"),
     )
     member_request_burst: int = setting(
         100,
         "Signed requests one member may send at once above its sustained rate.",
-        Integer(1, 10_000_000),
+        Integer(1, 10_000_000, "requests"),
     )
     error_log_interval_ms: int = setting(
         10_000,
         "At most one log line per kind of client fault (refused connection, accept error, "
         "malformed request) per interval; the next line counts those left out.",
-        Integer(0, 3_600_000),
+        Integer(0, 3_600_000, "milliseconds"),
     )
     tls_certificate_file: str = setting(
         "",
@@ -253,67 +314,165 @@ class ConsensusSection:
     timeout_propose_ms: int = setting(
         3_000,
         "How long to wait for the round's proposal before prevoting nil.",
-        Integer(1, 600_000),
+        Integer(1, 600_000, "milliseconds"),
     )
     timeout_prevote_ms: int = setting(
         1_000,
         "How long to wait for more prevotes after seeing >2/3 of any prevotes.",
-        Integer(1, 600_000),
+        Integer(1, 600_000, "milliseconds"),
     )
     timeout_precommit_ms: int = setting(
         1_000,
         "How long to wait for more precommits after seeing >2/3 of any precommits.",
-        Integer(1, 600_000),
+        Integer(1, 600_000, "milliseconds"),
     )
     timeout_delta_ms: int = setting(
         500,
         "Added to the three timeouts above per round, so slow networks eventually agree.",
-        Integer(0, 600_000),
+        Integer(0, 600_000, "milliseconds"),
     )
     timeout_commit_ms: int = setting(
         1_000,
         "Pause after committing a block before starting the next height.",
-        Integer(0, 600_000),
+        Integer(0, 600_000, "milliseconds"),
     )
     timeout_commit_reads_ms: int = setting(
         10,
         "The pause after a commit instead of timeout_commit_ms while this validator holds an "
         "access event: a reader is served only once its event is committed, so its block "
         "should not wait out timeout_commit_ms. Above timeout_commit_ms it has no effect.",
-        Integer(0, 600_000),
+        Integer(0, 600_000, "milliseconds"),
     )
     create_empty_blocks: bool = setting(
         True,
-        "Propose blocks even when the mempool is empty. false: the next height starts only when "
-        "this validator holds a transaction, a peer has started it, or the last block had "
-        "transactions (one more block then carries their app hash); an idle chain makes no "
-        "blocks.",
+        "Propose blocks even when the mempool is empty. false: after timeout_commit_ms the next "
+        "height starts only when this validator's mempool holds a transaction, a peer's signed "
+        "proposal or vote for that height arrives (a validator with transactions started it), "
+        "or the last block had transactions (one more block then carries the app hash of their "
+        "execution, so the validators compare it at once). An idle chain then makes no blocks, "
+        "and its time does not advance; evidence waits for the next block.",
         Boolean(),
     )
     max_round: int = setting(
         1_000,
         "Highest round this node enters or accepts messages for at one height.",
-        Integer(1, MAX_ROUND),
+        Integer(1, MAX_ROUND, "rounds"),
+    )
+    status_interval_ms: int = setting(
+        500,
+        "How often this node tells its peers its latest block (block sync) and, when its height "
+        "has not moved for a whole interval, sends its own messages of that height again.",
+        Integer(10, 60_000, "milliseconds"),
+    )
+    max_blocks_per_height: int = setting(
+        8,
+        "Most distinct proposed blocks kept for one height (more than one only after round "
+        "changes or from an equivocating proposer).",
+        Integer(1, 1_000, "blocks"),
+    )
+    max_evidence_kept: int = setting(
+        1_000,
+        "Most pieces of double-sign evidence held until a block carries them; the oldest go.",
+        Integer(1, 1_000_000, "evidence items"),
+    )
+    max_events_per_dispatch: int = setting(
+        10_000,
+        "Most core events handled for one input before the node halts with a bug report (an "
+        "event loop that does not settle).",
+        Integer(1, 10_000_000, "events"),
+    )
+    max_own_messages: int = setting(
+        64,
+        "Most of this validator's own signed messages of the current height kept to send again "
+        "to a peer that missed them; at least the proposal, prevote and precommit of one round.",
+        Integer(3, 10_000, "messages"),
+    )
+    future_heights: int = setting(
+        4,
+        "Proposals and votes up to this many heights above the current one are kept for later "
+        "(1: none beyond the next height).",
+        Integer(1, 1_000, "heights"),
+    )
+    max_future_messages: int = setting(
+        2_048,
+        "Most proposals and votes kept for those future heights, all heights together.",
+        Integer(0, 1_000_000, "messages"),
     )
 
 
 @dataclass(frozen=True)
 class MempoolSection:
-    max_txs: int = setting(50_000, "Most transactions held in the mempool.", Integer(1, 10_000_000))
+    max_txs: int = setting(
+        50_000, "Most transactions held in the mempool.", Integer(1, 10_000_000, "transactions")
+    )
     max_bytes: int = setting(
         128 * MIB,
         "Most bytes of transactions held in the mempool; at least limits.max_tx_bytes.",
-        Integer(1_024, 1 << 36),
+        Integer(schema.ENVELOPE_FIXED_BYTES, 1 << 34, "bytes"),
     )
     max_batch_txs: int = setting(
         1_000,
         "Most transactions admitted in one batch (one call into the core); at most max_txs.",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "transactions"),
     )
     max_txs_per_sender: int = setting(
         1_000,
         "Most pending transactions of one sender, so one client cannot fill the pool.",
-        Integer(1, 10_000_000),
+        Integer(1, 10_000_000, "transactions"),
+    )
+    recheck_batch_txs: int = setting(
+        2_000,
+        "Transactions per call of the stateful check when the pool is rechecked after a commit.",
+        Integer(1, 1_000_000, "transactions"),
+    )
+    seen_cache_entries: int = setting(
+        200_000,
+        "Transaction ids remembered as verified, badly signed or committed, so a transaction "
+        "gossiped or submitted again is not verified twice.",
+        Integer(1, 100_000_000, "entries"),
+    )
+    verify_threads: int = setting(
+        0,
+        "Threads of one batched signature verification; 0 = every core.",
+        Integer(0, 256, "threads"),  # 256: the core's own ceiling for verify_transactions
+    )
+    max_queued_batches: int = setting(
+        4,
+        "Batches waiting at each admission stage (for verification; verified, for admission). "
+        "Small on purpose: one or two batches ahead keep the verifier busy, and a client's batch "
+        "never waits behind a long backlog (that wait is latency).",
+        Integer(1, 10_000, "batches"),
+    )
+    gossip_interval_ms: int = setting(
+        20,
+        "How often pending transactions are sent to each peer.",
+        Integer(1, 10_000, "milliseconds"),
+    )
+    max_gossip_txs: int = setting(
+        MAX_GOSSIP_TXS,
+        "Most transactions in one gossip message this node sends (a peer decodes at most "
+        f"{MAX_GOSSIP_TXS:,}).",
+        Integer(1, MAX_GOSSIP_TXS, "transactions"),
+    )
+    max_gossip_bytes: int = setting(
+        4 * MIB,
+        "Most transaction bytes in one gossip message; at least limits.max_tx_bytes, and the "
+        "message must fit in a [p2p] max_frame_bytes frame.",
+        Integer(1_024, 1 << 30, "bytes"),
+    )
+    max_queued_gossip_batches: int = setting(
+        64,
+        "Peers' gossip messages waiting for admission; more are dropped (their transactions "
+        "stay in their origin's mempool) rather than hold up consensus messages.",
+        Integer(1, 100_000, "messages"),
+    )
+    relay_peer_txs: bool = setting(
+        False,
+        "Also send peers the transactions received from other peers. Validators are a full mesh, "
+        "so a transaction reaches every validator from the node it was submitted to; relaying "
+        "sends each one over every link again (measured: 9 transfers per transaction instead "
+        "of 3 on a 4-validator devnet).",
+        Boolean(),
     )
 
 
@@ -323,33 +482,41 @@ class StorageSection:
     compression: str = setting(
         "none",
         "Compression of the database's tables. Snappy makes the files ~1.7x smaller but its "
-        "compactions took a third of the CPU of a busy 4-validator devnet (BENCHMARKS.md).",
+        "compactions took a third of the CPU of a busy 4-validator devnet (BENCHMARKS.md). "
+        "Tables written under one setting stay readable under the other, so it can be changed "
+        "on an existing home.",
         Choice(("none", "snappy")),
     )
     write_buffer_bytes: int = setting(
         32 * MIB,
         "Size of the database's in-memory write buffer; a larger one means fewer, larger "
         "level-0 tables.",
-        Integer(MIB, 1 << 30),
+        Integer(MIB, 1 << 30, "bytes"),
     )
     block_cache_bytes: int = setting(
         64 * MIB,
         "Size of the database's cache of uncompressed table blocks.",
-        Integer(MIB, 1 << 40),
+        Integer(MIB, 1 << 40, "bytes"),
     )
     absence_filter_bytes: int = setting(
         16 * MIB,
         "Memory for the filter that answers 'no such record' without a database search when a "
-        "new record is anchored (filled from the database at start; about 16 bits per anchored "
-        "record keeps it ~99.8 % effective); rounded down to a power of two; 0 = off, else at "
-        "least 1024.",
-        Integer(0, 1 << 30),
+        "new record is anchored (a Bloom filter over the anchored record ids, filled from the "
+        "database at start and kept current at each commit; never a wrong answer, only fewer "
+        "skipped reads when full: about 16 bits per anchored record keeps ~99.8 % of the misses "
+        "off the database). Rounded down to a power of two; 0 turns it off, else at least "
+        "1024. Design: emrchain/store/absence.py.",
+        Integer(0, 1 << 30, "bytes"),
     )
     state_cache_entries: int = setting(
         65_536,
-        "Committed state entries kept in memory across blocks (the senders' and patients' "
-        "entries every block reads again); exact at every commit; emptied when full; 0 = off.",
-        Integer(0, 100_000_000),
+        "Committed state entries the node keeps in memory across blocks: the entries every "
+        "block reads again (its senders' nonce, key index and member entries, its patients' "
+        "entries), which otherwise cost a database search per block. Exact: the store drops the "
+        "entries a block writes while the block is being written and puts the new values back "
+        "once it is durable (emrchain/store/state_cache.py). Emptied when full; 0 turns it off. "
+        "About 200 bytes per entry.",
+        Integer(0, 100_000_000, "entries"),
     )
 
 
@@ -363,7 +530,7 @@ class KeysSection:
     )
     hsm_validator_key_label: str = setting(
         "emrchain-validator",
-        "Label of the validator's Ed25519 key pair in the HSM token (backend = \"hsm\").",
+        'Label of the validator\'s Ed25519 key pair in the HSM token (backend = "hsm").',
         Name(r"[A-Za-z0-9._-]{1,32}", "1..32 characters of A-Z a-z 0-9 . _ -"),
     )
     validator_key_file: str = setting(
@@ -401,7 +568,9 @@ class RecordsSection:
         "http://127.0.0.1:5001", "Kubo-compatible RPC API of this hospital's IPFS node.", _URL
     )
     ipfs_timeout_ms: int = setting(
-        5_000, "Deadline of one IPFS call (reads fail with 503 after it).", Integer(100, 600_000)
+        5_000,
+        "Deadline of one IPFS call (reads fail with 503 after it).",
+        Integer(100, 600_000, "milliseconds"),
     )
     cache_backend: str = setting(
         "memory",
@@ -409,13 +578,13 @@ class RecordsSection:
         Choice(("memory", "redis")),
     )
     cache_max_bytes: int = setting(
-        256 * MIB, "Most ciphertext bytes in the in-process cache.", Integer(0, 1 << 40)
+        256 * MIB, "Most ciphertext bytes in the in-process cache.", Integer(0, 1 << 40, "bytes")
     )
     cache_max_entries: int = setting(
-        100_000, "Most entries in the in-process cache.", Integer(0, 100_000_000)
+        100_000, "Most entries in the in-process cache.", Integer(0, 100_000_000, "entries")
     )
     cache_ttl_ms: int = setting(
-        600_000, "How long a cached ciphertext stays.", Integer(1_000, 86_400_000)
+        600_000, "How long a cached ciphertext stays.", Integer(1_000, 86_400_000, "milliseconds")
     )
     redis_url: str = setting(
         "redis://127.0.0.1:6379/0", "Redis for the hot cache (redis:// or unix:///path).", _URL
@@ -457,32 +626,32 @@ class RecordsSection:
         8_000,
         "How long a read waits for its access event to be committed; the read is served only "
         "once it is, else it answers 504 and is not served. Below [rpc] request_timeout_ms.",
-        Integer(100, 600_000),
+        Integer(100, 600_000, "milliseconds"),
     )
     max_reads_waiting: int = setting(
         1_024,
         "Most reads waiting at once for their access event's commit; more answer 503 with "
         "Retry-After before anything goes on chain.",
-        Integer(1, 1_000_000),
+        Integer(1, 1_000_000, "reads"),
     )
     max_record_bytes: int = setting(
-        64 * MIB, "Largest record ciphertext accepted.", Integer(1, 1 << 32)
+        64 * MIB, "Largest record ciphertext accepted.", Integer(1, 1 << 32, "bytes")
     )
     max_clock_skew_ms: int = setting(
         30_000,
         "Signed requests older or newer than this are refused (401).",
-        Integer(1_000, 3_600_000),
+        Integer(1_000, 3_600_000, "milliseconds"),
     )
     replay_cache_entries: int = setting(
         100_000,
         "Request nonces remembered to refuse replays; when full, requests get 503.",
-        Integer(1_000, 10_000_000),
+        Integer(1_000, 10_000_000, "entries"),
     )
     replay_cache_entries_per_member: int = setting(
         5_000,
         "Of those, most held for one member; its next signed request gets 429 with "
         "Retry-After. At most replay_cache_entries.",
-        Integer(1, 10_000_000),
+        Integer(1, 10_000_000, "entries"),
     )
 
 
@@ -496,18 +665,21 @@ class LogSection:
 LIMITS_SETTINGS: dict[str, Setting] = {
     "max_tx_bytes": Setting(
         "Largest transaction, envelope included.",
-        Integer(schema.ENVELOPE_FIXED_BYTES, schema.TX_MAX_BYTES_LIMIT),
+        Integer(schema.ENVELOPE_FIXED_BYTES, schema.TX_MAX_BYTES_LIMIT, "bytes"),
     ),
-    "max_block_txs": Setting("Most transactions in one block.", Integer(1, 1_000_000)),
+    "max_block_txs": Setting(
+        "Most transactions in one block.", Integer(1, MAX_BLOCK_TXS_CEILING, "transactions")
+    ),
     "max_block_bytes": Setting(
         "Most transaction bytes in one block; at least max_tx_bytes.",
-        Integer(schema.ENVELOPE_FIXED_BYTES, 1 << 30),
+        Integer(schema.ENVELOPE_FIXED_BYTES, MAX_BLOCK_BYTES_CEILING, "bytes"),
     ),
     "max_validators": Setting(
-        "Most validators in a validator set.", Integer(1, MAX_VALIDATORS_CEILING)
+        "Most validators in a validator set.", Integer(1, MAX_VALIDATORS_CEILING, "validators")
     ),
     "max_evidence_per_block": Setting(
-        "Most misbehaviour evidence items in one block.", Integer(0, 10_000)
+        "Most misbehaviour evidence items in one block.",
+        Integer(0, MAX_EVIDENCE_PER_BLOCK_CEILING, "evidence items"),
     ),
 }
 """`[limits]` maps onto `emrchain.types.Limits`, which the types package owns."""
@@ -713,6 +885,12 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         f"got {p2p.reconnect_max_ms}",
     )
     require(
+        p2p.idle_timeout_ms >= 2 * p2p.ping_interval_ms,
+        "[p2p] idle_timeout_ms",
+        f"must be at least twice [p2p] ping_interval_ms ({p2p.ping_interval_ms}), so two "
+        f"keepalives may be missed, got {p2p.idle_timeout_ms}",
+    )
+    require(
         p2p.max_frame_bytes >= limits.max_block_bytes,
         "[p2p] max_frame_bytes",
         f"must be at least [limits] max_block_bytes ({limits.max_block_bytes}) so a block "
@@ -757,6 +935,7 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         "[mempool] max_txs_per_sender",
         f"must be at most [mempool] max_txs ({mempool.max_txs}), got {mempool.max_txs_per_sender}",
     )
+    _check_gossip(config, require)
     require(
         config.keys.validator_key_file != config.keys.node_key_file,
         "[keys] node_key_file",
@@ -781,6 +960,26 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         limits.validate_basic()
     except ValueError as error:  # a guard: the per-key ranges above should already hold
         raise ConfigError(source, "[limits]", str(error)) from None
+
+
+def _check_gossip(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:
+    """A gossip message holds at least one transaction and fits in one P2P frame."""
+    mempool, max_tx_bytes = config.mempool, config.limits.max_tx_bytes
+    require(
+        mempool.max_gossip_bytes >= max_tx_bytes,
+        "[mempool] max_gossip_bytes",
+        f"must be at least [limits] max_tx_bytes ({max_tx_bytes}), got {mempool.max_gossip_bytes}",
+    )
+    largest_message = (
+        mempool.max_gossip_bytes + 4 * mempool.max_gossip_txs + GOSSIP_FRAME_SLACK_BYTES
+    )
+    require(
+        largest_message <= config.p2p.max_frame_bytes,
+        "[mempool] max_gossip_bytes",
+        f"a gossip message of max_gossip_bytes ({mempool.max_gossip_bytes}) plus 4 bytes for "
+        f"each of max_gossip_txs ({mempool.max_gossip_txs}) and {GOSSIP_FRAME_SLACK_BYTES} "
+        f"bytes of headers must fit in [p2p] max_frame_bytes ({config.p2p.max_frame_bytes})",
+    )
 
 
 def _check_rpc_limits(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:

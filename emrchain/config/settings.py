@@ -40,8 +40,11 @@ class Kind(Protocol):
 
 @dataclass(frozen=True)
 class Integer:
+    """An integer within minimum..maximum (both included), counted in `unit`."""
+
     minimum: int
     maximum: int
+    unit: str
 
     def parse(self, raw: object) -> int:
         # bool is a subclass of int in Python; TOML `true` must not pass as 1.
@@ -58,7 +61,7 @@ class Integer:
         return value
 
     def describe(self) -> str:
-        return f"integer, {self.minimum}..{self.maximum}"
+        return f"integer, {self.minimum}..{self.maximum} {self.unit}"
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,18 @@ class Setting:
 def setting(default: Any, doc: str, kind: Kind) -> Any:
     """Declare a section field: its default, one-sentence doc and accepted values."""
     return dataclasses.field(default=default, metadata={SETTING_METADATA_KEY: Setting(doc, kind)})
+
+
+def check_declared(settings: Mapping[str, Setting], values: object) -> None:
+    """Raise ValueError naming the first attribute of `values` its declaration refuses.
+
+    Subsystem configs validate their fields with this, so their bounds are the loader's.
+    """
+    for name, spec in settings.items():
+        try:
+            spec.kind.parse(getattr(values, name))
+        except ValueError as error:
+            raise ValueError(f"{name} {error}") from None
 
 
 def settings_of(section_class: type) -> dict[str, Setting]:

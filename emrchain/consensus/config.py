@@ -8,21 +8,25 @@ from emrchain.consensus.step import Step
 from emrchain.types.limits import MAX_ROUND
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConsensusConfig:
     """Every duration is in milliseconds of the runtime's clock; the core never reads a clock.
 
     A timeout grows by `timeout_delta_ms` per round so that, after the global stabilisation
     time, rounds eventually last long enough for correct processes to hear each other
     (the paper's `timeoutX(r)` functions).
+
+    The timeouts and `max_round` are node settings (`[consensus]`, declared with their defaults
+    and ranges in `emrchain/config/node.py`): they have no defaults here, the node builds this
+    from its config (`node/wiring.py`) and the simulator and tests state theirs.
     """
 
-    timeout_propose_ms: int = 3_000
-    timeout_prevote_ms: int = 1_000
-    timeout_precommit_ms: int = 1_000
-    timeout_delta_ms: int = 500
+    timeout_propose_ms: int
+    timeout_prevote_ms: int
+    timeout_precommit_ms: int
+    timeout_delta_ms: int
     # Rounds beyond this are ignored: a process that reaches it stops advancing (safe, not live).
-    max_round: int = 10_000
+    max_round: int
     # A validator may make us keep state for at most this many rounds above round_p + 1
     # (CometBFT calls them catch-up rounds); this bounds memory against a flood of high rounds.
     max_catchup_rounds_per_validator: int = 2

@@ -1,14 +1,17 @@
-"""Mempool limits: every collection the mempool keeps is bounded by one of these fields."""
+"""Mempool limits: every collection the mempool keeps is bounded by one of these fields.
+
+Each field is a node setting declared in `emrchain/config/node.py` (`[mempool]`, and
+`[limits] max_tx_bytes`): the defaults and the accepted ranges are read from there, so the
+mempool accepts exactly what the config loader accepts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from emrchain import schema
+from emrchain.config.node import LIMITS_SETTINGS, MempoolSection
+from emrchain.config.settings import check_declared, settings_of
 from emrchain.types.limits import DEFAULT_LIMITS
-
-MAX_VERIFY_THREADS = 256
-"""The core's own ceiling for `verify_transactions(threads=...)`."""
 
 
 class MempoolConfigError(ValueError):
@@ -21,44 +24,41 @@ class MempoolConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class MempoolConfig:
-    """Sizes and limits of one node's mempool. Call `validate()` before use (Mempool does)."""
+    """Sizes and limits of one node's mempool. Call `validate()` before use (Mempool does).
 
-    max_txs: int = 50_000
-    """Pending transactions at most; a full pool refuses new ones with `mempool_full`."""
-    max_bytes: int = 64 * 1024 * 1024
-    """Sum of the pending transactions' lengths at most."""
+    The node builds it from `[mempool]` (`node/wiring.py`); the meaning of each field is the
+    doc of its setting.
+    """
+
+    max_txs: int = MempoolSection.max_txs
+    """A full pool refuses new transactions with `mempool_full`."""
+    max_bytes: int = MempoolSection.max_bytes
     max_tx_bytes: int = DEFAULT_LIMITS.max_tx_bytes
     """Longest transaction admitted (checked by the core as TOO_LARGE)."""
-    max_batch_txs: int = 10_000
-    """Longest `admit_batch` argument; a longer one is refused whole with `batch_too_large`."""
-    max_txs_per_sender: int = 1_000
-    """Pending transactions of one sender at most, so one key cannot fill the pool (a value
-    above max_txs simply never binds)."""
-    recheck_batch_txs: int = 2_000
-    """Transactions per call of the stateful check when the pool is rechecked after a commit."""
-    seen_cache_entries: int = 200_000
-    """Tx ids remembered as verified, bad-signature or committed (LRU), so a re-gossiped or
-    resubmitted transaction is not verified twice."""
-    verify_threads: int = 0
-    """Threads for batched Ed25519 verification; 0 means all cores."""
+    max_batch_txs: int = MempoolSection.max_batch_txs
+    """A longer `admit_batch` argument is refused whole with `batch_too_large`."""
+    max_txs_per_sender: int = MempoolSection.max_txs_per_sender
+    """A value above max_txs simply never binds."""
+    recheck_batch_txs: int = MempoolSection.recheck_batch_txs
+    seen_cache_entries: int = MempoolSection.seen_cache_entries
+    verify_threads: int = MempoolSection.verify_threads
 
     def validate(self) -> None:
         """Raise MempoolConfigError naming the first bad field; return None if all are valid."""
-        for spec in fields(self):
-            value = getattr(self, spec.name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise MempoolConfigError(spec.name, f"must be an int, got {type(value).__name__}")
-        minimum_tx_bytes = schema.ENVELOPE_FIXED_BYTES + 1  # a one-byte chain id, empty payload
-        _check_range("max_tx_bytes", self.max_tx_bytes, minimum_tx_bytes, schema.TX_MAX_BYTES_LIMIT)
-        _check_range("max_txs", self.max_txs, 1, 10_000_000)
-        _check_range("max_bytes", self.max_bytes, self.max_tx_bytes, 1 << 34)
-        _check_range("max_batch_txs", self.max_batch_txs, 1, 1_000_000)
-        _check_range("max_txs_per_sender", self.max_txs_per_sender, 1, 10_000_000)
-        _check_range("recheck_batch_txs", self.recheck_batch_txs, 1, 1_000_000)
-        _check_range("seen_cache_entries", self.seen_cache_entries, 1, 100_000_000)
-        _check_range("verify_threads", self.verify_threads, 0, MAX_VERIFY_THREADS)
+        try:
+            check_declared(MEMPOOL_SETTINGS, self)
+        except ValueError as error:
+            field, message = str(error).split(" ", 1)
+            raise MempoolConfigError(field, message) from None
+        if self.max_bytes < self.max_tx_bytes:
+            raise MempoolConfigError(
+                "max_bytes",
+                f"must be at least max_tx_bytes ({self.max_tx_bytes}), got {self.max_bytes}",
+            )
 
 
-def _check_range(name: str, value: int, minimum: int, maximum: int) -> None:
-    if not minimum <= value <= maximum:
-        raise MempoolConfigError(name, f"must be within {minimum}..{maximum}, got {value}")
+MEMPOOL_SETTINGS = {
+    field.name: settings_of(MempoolSection).get(field.name) or LIMITS_SETTINGS[field.name]
+    for field in fields(MempoolConfig)
+}
+"""The declaration of each field: `[mempool] <name>`, or `[limits] max_tx_bytes`."""

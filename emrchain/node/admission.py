@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from emrchain import _core
+from emrchain.config.node import MempoolSection
 from emrchain.mempool import Mempool
 from emrchain.mempool.admission import Admission
 
@@ -39,12 +40,11 @@ VerifyTransactions = Callable[[Sequence[bytes], int], bytes]
 
 @dataclass(frozen=True, slots=True)
 class AdmissionLimits:
-    max_queued_batches: int = 4
-    """Per stage (waiting for verification, verified and waiting for admission). Small on
-    purpose: one or two batches ahead keep the worker busy, and a client's batch never waits
-    behind a long backlog (that wait is latency)."""
-    verify_threads: int = 0
-    """Threads of each verification call; 0 = every core."""
+    """The `[mempool]` settings of these names (`emrchain/config/node.py` says what each does);
+    the node builds this in `node/wiring.py`, the defaults are the settings' defaults."""
+
+    max_queued_batches: int = MempoolSection.max_queued_batches
+    verify_threads: int = MempoolSection.verify_threads
 
 
 @dataclass(slots=True, eq=False)

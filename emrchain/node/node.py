@@ -14,7 +14,6 @@ import contextlib
 import gc
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from emrchain import _core
@@ -26,12 +25,17 @@ from emrchain.hsm.node_keys import validator_signer
 from emrchain.keystore.file import load_key_file
 from emrchain.mempool import Mempool, MempoolConfig
 from emrchain.node import messages
-from emrchain.node.admission import AdmissionPipeline
+from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
 from emrchain.node.rpc_view import NodeRpcView
-from emrchain.p2p import P2PConfig, PeerManager
+from emrchain.node.wiring import (
+    RuntimeIntervals,
+    build,
+    p2p_config,
+)
+from emrchain.p2p import PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
@@ -51,25 +55,9 @@ from emrchain.store import (
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.state_cache import StateCache
 from emrchain.types import DecodeError
+from emrchain.types.limits import MAX_GOSSIP_TXS
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeIntervals:
-    status_interval_ms: int = 500
-    gossip_interval_ms: int = 20
-    max_gossip_txs: int = 5_000
-    max_gossip_bytes: int = 4 * 1024 * 1024
-    max_queued_gossip_batches: int = 64
-    """Peers' gossip batches waiting for admission; beyond this they are dropped (counted in
-    `gossip_batches_dropped`), never allowed to hold up consensus messages."""
-    relay_peer_txs: bool = False
-    """Validators are a full mesh of persistent peers (every validator dials every other), so a
-    transaction reaches every validator straight from the node a client submitted it to;
-    relaying peers' transactions too would send each one over every link again, and every
-    copy costs its receiver a decode and a duplicate check (measured: 9 transfers per
-    transaction instead of 3 on a 4-validator devnet)."""
 
 
 class NodeStartError(RuntimeError):
@@ -121,7 +109,7 @@ class Node:
         self.config = config
         self.genesis = genesis
         self.chain_id = genesis.chain_id_bytes
-        self.intervals = RuntimeIntervals()
+        self.intervals = build(RuntimeIntervals, config)
         self._database = database
         # A key file, or the HSM's non-extractable key ([keys] backend); the double-sign
         # guard (SigningStateStore in the driver) sits in front of either.
@@ -136,8 +124,7 @@ class Node:
         status = reconcile(self.store, application_height=executed_height)
         if not status.consistent:
             raise NodeStartError(f"store is inconsistent: {status.describe()}")
-        section = config.mempool
-        self.admission = AdmissionPipeline()
+        self.admission = AdmissionPipeline(build(AdmissionLimits, config))
         # Block space only for those who may sign: members, validators for VALIDATOR_UPDATE
         # (docs/spec/state.md §6); every admission path (RPC, gossip, reads) goes through it.
         self.sender_admission = SenderAdmission(
@@ -147,13 +134,7 @@ class Node:
             lambda sender: self.mempool.last_pending(sender),
         )
         self.mempool = Mempool(
-            MempoolConfig(
-                max_txs=section.max_txs,
-                max_bytes=section.max_bytes,
-                max_tx_bytes=limits.max_tx_bytes,
-                max_batch_txs=section.max_batch_txs,
-                max_txs_per_sender=section.max_txs_per_sender,
-            ),
+            build(MempoolConfig, config),
             self.chain_id,
             committed_nonce=lambda sender: self.chain.committed_nonce(sender),
             stateful_check=self.sender_admission,
@@ -170,7 +151,7 @@ class Node:
             self.sender_admission,
         )
         self.p2p = PeerManager(
-            self._p2p_config(),
+            p2p_config(config),
             self.node_key,
             self.chain_id,
             [validator.node_key for validator in genesis.validators],
@@ -208,11 +189,7 @@ class Node:
     @classmethod
     def open(cls, home: Path | str) -> Node:
         config, genesis = load_config_and_genesis(Path(home))
-        storage = config.storage
-        options = DatabaseOptions(
-            storage.compression, storage.write_buffer_bytes, storage.block_cache_bytes
-        )
-        database = ChainDatabase.open(config.home, options)
+        database = ChainDatabase.open(config.home, build(DatabaseOptions, config))
         try:
             return cls(config, genesis, database)
         except BaseException:
@@ -246,29 +223,6 @@ class Node:
         self.store.initialize(self.chain_id, validators, result)
         logger.info("initialised chain %s from genesis", self.chain_id.decode())
 
-    def _p2p_config(self) -> P2PConfig:
-        section = self.config.p2p
-        return P2PConfig(
-            listen_host=section.listen_address.host,
-            listen_port=section.listen_address.port,
-            persistent_peers=tuple(str(peer) for peer in section.persistent_peers),
-            max_frame_bytes=section.max_frame_bytes,
-            handshake_timeout_ms=section.handshake_timeout_ms,
-            send_queue_max_messages=section.send_queue_max_messages,
-            reconnect_initial_ms=section.reconnect_initial_ms,
-            reconnect_max_ms=section.reconnect_max_ms,
-        )
-
-    def _consensus_config(self) -> ConsensusConfig:
-        section = self.config.consensus
-        return ConsensusConfig(
-            timeout_propose_ms=section.timeout_propose_ms,
-            timeout_prevote_ms=section.timeout_prevote_ms,
-            timeout_precommit_ms=section.timeout_precommit_ms,
-            timeout_delta_ms=section.timeout_delta_ms,
-            max_round=section.max_round,
-        )
-
     # ------------------------------------------------------------------- running
 
     async def run(self) -> None:
@@ -278,16 +232,12 @@ class Node:
         self.admission.start()
         await self.rpc.start()
         self.driver = ConsensusDriver(
-            TendermintCore(self._consensus_config(), self.validator_key.public_key),
+            TendermintCore(build(ConsensusConfig, self.config), self.validator_key.public_key),
             self.chain,
             self.validator_key,
             SigningStateStore(self._database),
             self._broadcast,
-            DriverLimits(
-                timeout_commit_ms=self.config.consensus.timeout_commit_ms,
-                timeout_commit_reads_ms=self.config.consensus.timeout_commit_reads_ms,
-                create_empty_blocks=self.config.consensus.create_empty_blocks,
-            ),
+            build(DriverLimits, self.config),
         )
         self.mempool.on_admitted = self.driver.txs_available
         logger.info(
@@ -392,7 +342,7 @@ class Node:
         async for received in self.p2p.messages():
             try:
                 message = messages.decode(
-                    received.channel, received.payload, limits, self.intervals.max_gossip_txs
+                    received.channel, received.payload, limits, MAX_GOSSIP_TXS
                 )
             except DecodeError as error:
                 self.undecodable_messages += 1

@@ -1,7 +1,9 @@
 """P2P limits and timeouts: every buffer, queue, frame and field the p2p layer holds is capped here.
 
-The node builds a `P2PConfig` from its TOML file and calls `validate()` before starting a
-`PeerManager`; the manager validates again so a bad value can never reach the sockets.
+The node builds a `P2PConfig` from its `[p2p]` settings (`node/wiring.py`) and a `PeerManager`
+validates it before it starts. The defaults and accepted ranges are those declared in
+`emrchain/config/node.py`, so the p2p layer accepts exactly what the config loader accepts; the
+meaning of each field is the doc of its setting.
 """
 
 from __future__ import annotations
@@ -10,51 +12,43 @@ from dataclasses import dataclass, fields
 
 from nacl.bindings import crypto_secretstream_xchacha20poly1305_ABYTES
 
+from emrchain.config.node import P2PSection
+from emrchain.config.settings import check_declared, settings_of
+
 # A frame carries `channel u8 | payload` encrypted; the smallest useful frame is an empty payload.
 FRAME_OVERHEAD_BYTES = crypto_secretstream_xchacha20poly1305_ABYTES + 1
-# The u32 length prefix can express at most this; one frame is also never allowed near it.
-MAX_FRAME_BYTES_CEILING = 64 * 1024 * 1024
-# Every timeout must be at least this, so a typo like `5` (meant: seconds) fails loudly.
-MIN_TIMEOUT_MS = 10
-MAX_TIMEOUT_MS = 24 * 3600 * 1000
+_DEFAULT_ADDRESS = P2PSection.listen_address
 
 
 @dataclass(frozen=True, slots=True)
 class P2PConfig:
-    """Everything the p2p layer needs besides keys; defaults suit a small hospital consortium."""
+    """Everything the p2p layer needs besides keys."""
 
-    listen_host: str = "127.0.0.1"
+    listen_host: str = _DEFAULT_ADDRESS.host
     # 0 lets the OS pick a free port (tests); `PeerManager.listen_port` reports the bound one.
-    listen_port: int = 26656
+    listen_port: int = _DEFAULT_ADDRESS.port
     # `"<node_id_hex>@host:port"` of the peers this node keeps connected (it dials them).
     persistent_peers: tuple[str, ...] = ()
 
-    # Ciphertext bytes after the u32 length prefix; checked before the body is read. The default
-    # carries a block of the default `Limits.max_block_bytes` (16 MiB) with its proposal or
-    # commit certificate in one frame.
-    max_frame_bytes: int = 17 * 1024 * 1024
-    # Read-ahead of a socket: asyncio stops reading past 2x this unless it is completing the
-    # frame being read, so a connection holds at most about one frame plus this.
-    max_read_buffer_bytes: int = 256 * 1024
-    send_queue_max_messages: int = 1_024
-    # Received messages wait here for the node; when full, readers stop reading (TCP backpressure).
-    receive_queue_max_messages: int = 4_096
-    # Frames the writer coalesces into one socket write stop once this many bytes are buffered;
-    # also the transport's high-water mark.
-    max_write_buffer_bytes: int = 1024 * 1024
-    # Connections still in their handshake; more inbound connections are closed on accept.
-    max_pending_handshakes: int = 16
+    # Ciphertext bytes after the u32 length prefix; checked before the body is read.
+    max_frame_bytes: int = P2PSection.max_frame_bytes
+    # asyncio stops reading past 2x this unless it is completing the frame being read, so a
+    # connection holds at most about one frame plus this.
+    max_read_buffer_bytes: int = P2PSection.max_read_buffer_bytes
+    send_queue_max_messages: int = P2PSection.send_queue_max_messages
+    receive_queue_max_messages: int = P2PSection.receive_queue_max_messages
+    max_write_buffer_bytes: int = P2PSection.max_write_buffer_bytes
+    max_pending_handshakes: int = P2PSection.max_pending_handshakes
 
-    handshake_timeout_ms: int = 5_000
-    dial_timeout_ms: int = 3_000
-    reconnect_initial_ms: int = 500
-    reconnect_max_ms: int = 30_000
-    # A keepalive frame is sent this often; a peer silent for `idle_timeout_ms` is dropped, which
-    # is how a half-open TCP connection (peer vanished without FIN) is detected.
-    ping_interval_ms: int = 10_000
-    idle_timeout_ms: int = 30_000
-    # How long `close()` lets a connection flush before aborting it.
-    close_timeout_ms: int = 1_000
+    handshake_timeout_ms: int = P2PSection.handshake_timeout_ms
+    dial_timeout_ms: int = P2PSection.dial_timeout_ms
+    reconnect_initial_ms: int = P2PSection.reconnect_initial_ms
+    reconnect_max_ms: int = P2PSection.reconnect_max_ms
+    # A peer silent for `idle_timeout_ms` is dropped: how a half-open TCP connection (peer
+    # vanished without FIN) is detected.
+    ping_interval_ms: int = P2PSection.ping_interval_ms
+    idle_timeout_ms: int = P2PSection.idle_timeout_ms
+    close_timeout_ms: int = P2PSection.close_timeout_ms
 
     @property
     def max_payload_bytes(self) -> int:
@@ -75,33 +69,21 @@ class P2PConfig:
             isinstance(address, str) for address in self.persistent_peers
         ):
             raise ValueError("persistent_peers must be a tuple of address strings")
-        # 64 bytes of payload at least, so a frame can carry a vote-sized message.
-        _check_range(
-            "max_frame_bytes",
-            self.max_frame_bytes,
-            FRAME_OVERHEAD_BYTES + 64,
-            MAX_FRAME_BYTES_CEILING,
-        )
-        _check_range("send_queue_max_messages", self.send_queue_max_messages, 1, 1_000_000)
-        _check_range("receive_queue_max_messages", self.receive_queue_max_messages, 1, 1_000_000)
-        _check_range("max_read_buffer_bytes", self.max_read_buffer_bytes, 1_024, 1 << 30)
-        _check_range("max_write_buffer_bytes", self.max_write_buffer_bytes, 1_024, 1 << 30)
-        _check_range("max_pending_handshakes", self.max_pending_handshakes, 1, 10_000)
-        for name in (
-            "handshake_timeout_ms",
-            "dial_timeout_ms",
-            "reconnect_initial_ms",
-            "reconnect_max_ms",
-            "ping_interval_ms",
-            "idle_timeout_ms",
-            "close_timeout_ms",
-        ):
-            _check_range(name, getattr(self, name), MIN_TIMEOUT_MS, MAX_TIMEOUT_MS)
+        check_declared(P2P_SETTINGS, self)
         if self.reconnect_max_ms < self.reconnect_initial_ms:
             raise ValueError("reconnect_max_ms must be >= reconnect_initial_ms")
         # Two missed keepalives are tolerated before a peer counts as gone.
         if self.idle_timeout_ms < 2 * self.ping_interval_ms:
             raise ValueError("idle_timeout_ms must be >= 2 * ping_interval_ms")
+
+
+P2P_SETTINGS = {
+    name: spec
+    for name, spec in settings_of(P2PSection).items()
+    if name in {field.name for field in fields(P2PConfig)} - {"persistent_peers"}
+}
+"""The declared settings that are P2PConfig fields of the same name and shape (all but the
+address and the peers, which the node converts to strings)."""
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -23,10 +23,10 @@ import json
 import logging
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
+from emrchain.config.node import RpcSection
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.guard import request_client
 from emrchain.rpc.limits import SlotCounter
@@ -34,21 +34,18 @@ from emrchain.rpc.node_view import NodeView
 from emrchain.state.result import TxResult
 from emrchain.types import Block
 
-if TYPE_CHECKING:
-    from emrchain.config.node import RpcSection
-
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class StreamLimits:
-    """A stream's bounds; a node takes them from `[rpc]` (`StreamLimits.of`), the defaults are
-    the config's."""
+    """A stream's bounds; a node takes them from `[rpc]` (`StreamLimits.of`), and the defaults
+    are that section's."""
 
-    max_subscribers: int = 16
-    max_queued_blocks: int = 256
-    send_timeout_ms: int = 10_000
-    max_per_client: int = 4
+    max_subscribers: int = RpcSection.max_stream_subscribers
+    max_queued_blocks: int = RpcSection.max_stream_queued_blocks
+    send_timeout_ms: int = RpcSection.stream_send_timeout_ms
+    max_per_client: int = RpcSection.max_stream_subscribers_per_address
     """Per client address on /ws/blocks, per member on /ws/patients."""
 
     @classmethod

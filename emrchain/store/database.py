@@ -12,6 +12,8 @@ from types import TracebackType
 
 import plyvel
 
+from emrchain.config.node import StorageSection
+from emrchain.config.settings import check_declared, settings_of
 from emrchain.store.errors import StoreCorruptionError, StoreError, StoreLockedError
 
 DATA_DIRECTORY = "data"
@@ -20,19 +22,21 @@ DATABASE_DIRECTORY = "chain.db"
 
 @dataclass(frozen=True, slots=True)
 class DatabaseOptions:
-    """How LevelDB is opened (the node takes them from `[storage]`)."""
+    """How LevelDB is opened: the `[storage]` settings of these names, with their defaults and
+    ranges (`emrchain/config/node.py`); the node builds it in `node/wiring.py`."""
 
-    compression: str = "none"
-    """"none" or "snappy". Tables written with either stay readable under the other."""
-    write_buffer_bytes: int = 32 * 1024 * 1024
-    """Memtable size: a 2,000-transaction block batch (~1 MB) fits many times over."""
-    block_cache_bytes: int = 64 * 1024 * 1024
+    compression: str = StorageSection.compression
+    write_buffer_bytes: int = StorageSection.write_buffer_bytes
+    block_cache_bytes: int = StorageSection.block_cache_bytes
 
     def __post_init__(self) -> None:
-        if self.compression not in ("none", "snappy"):
-            raise ValueError(f'compression must be "none" or "snappy", got {self.compression!r}')
-        if self.write_buffer_bytes < 1 or self.block_cache_bytes < 1:
-            raise ValueError("write_buffer_bytes and block_cache_bytes must be positive")
+        check_declared(DATABASE_SETTINGS, self)
+
+
+DATABASE_SETTINGS = {
+    name: settings_of(StorageSection)[name]
+    for name in ("compression", "write_buffer_bytes", "block_cache_bytes")
+}
 
 
 def database_path(home: Path | str) -> Path:

@@ -18,8 +18,8 @@ from emrchain.config.node import (
     _parse_section,
     parse_node_config_text,
 )
+from emrchain.config.reference import with_current_tables
 from emrchain.config.settings import Integer
-from emrchain.config.toml_writer import format_value
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,6 +135,11 @@ def test_every_key_refuses_a_wrong_type(section: str, key: str) -> None:
             "[p2p] handshake_timeout: unknown key; did you mean 'handshake_timeout_ms'?",
         ),
         ("[consensus]\ntimeout_propse_ms = 1", "did you mean 'timeout_propose_ms'?"),
+        ("[consensus]\nstatus_intervall_ms = 1", "did you mean 'status_interval_ms'?"),
+        (
+            "[p2p]\nrelay_peer_txs = true",
+            "[p2p] relay_peer_txs: unknown key; it belongs in [mempool]",
+        ),
         ("[mempol]\nmax_txs = 1", "[mempol]: unknown section; did you mean 'mempool'?"),
         ("[node]\nmax_txs = 5", "[node] max_txs: unknown key; it belongs in [mempool]"),
         ("moniker = 'a'", "moniker: keys must be inside a section; it belongs in [node]"),
@@ -254,6 +259,31 @@ def test_unknown_names_are_refused_with_a_suggestion(text: str, expected: str) -
             "[limits]\nmax_tx_bytes = 5000\nmax_block_bytes = 4999",
             "[limits] max_block_bytes: must be at least [limits] max_tx_bytes (5000)",
         ),
+        (
+            "[p2p]\nping_interval_ms = 1000\nidle_timeout_ms = 1999",
+            "[p2p] idle_timeout_ms: must be at least twice [p2p] ping_interval_ms (1000)",
+        ),
+        (
+            "[p2p]\nmax_frame_bytes = 67108865",
+            "[p2p] max_frame_bytes: must be within 1024..67108864",
+        ),
+        (
+            "[mempool]\nmax_bytes = 17179869185",
+            "[mempool] max_bytes: must be within 109..17179869184",
+        ),
+        ("[mempool]\nmax_gossip_txs = 5001", "[mempool] max_gossip_txs: must be within 1..5000"),
+        (
+            "[mempool]\nmax_gossip_bytes = 4095",
+            "[mempool] max_gossip_bytes: must be at least [limits] max_tx_bytes (4096)",
+        ),
+        (
+            "[mempool]\nmax_gossip_bytes = 33534369",  # 33554432 - 4 * 5000 - 64 + 1
+            "[mempool] max_gossip_bytes: a gossip message of max_gossip_bytes (33534369)",
+        ),
+        (
+            "[consensus]\nmax_own_messages = 2",
+            "[consensus] max_own_messages: must be within 3..10000",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(text: str, expected: str) -> None:
@@ -288,20 +318,34 @@ def test_example_file_is_the_rendered_defaults() -> None:
     )
 
 
-def test_reference_documents_every_key_with_its_type_and_default() -> None:
+def test_reference_tables_are_the_declarations() -> None:
     reference = (REPO / "docs" / "spec" / "config.md").read_text()
-    rows: dict[str, str] = {}
-    for line in reference.splitlines():
-        if line.startswith("| `"):  # the first row naming a key is its reference row
-            rows.setdefault(line.split("|")[1].strip(), line)
+    assert with_current_tables(reference) == reference, (
+        "docs/spec/config.md is stale: run python -m emrchain.config.reference docs/spec/config.md"
+    )
+
+
+def test_reference_lists_every_key_once_with_default_range_and_unit() -> None:
+    reference = (REPO / "docs" / "spec" / "config.md").read_text()
     for section in SECTIONS:
-        assert f"## [{section.name}]" in reference
         for key, spec in section.settings.items():
-            line = rows.get(f"`{section.name}.{key}`")
-            assert line, f"docs/spec/config.md lacks [{section.name}] {key}"
-            default = format_value(spec.kind.to_toml(getattr(section.factory(), key)))
-            assert f"`{default}`" in line, f"[{section.name}] {key}: default {default} missing"
-            assert spec.kind.describe().split(",")[0] in line
+            rows = [
+                line
+                for line in reference.splitlines()
+                if line.startswith(f"| `{section.name}.{key}` |")
+                and line.count(" | ") == 3  # a settings row, not a rule across keys
+            ]
+            assert len(rows) == 1, f"[{section.name}] {key}: {len(rows)} rows"
+            if isinstance(spec.kind, Integer):
+                kind = spec.kind
+                assert f"{kind.minimum}..{kind.maximum} {kind.unit} |" in rows[0]
+
+
+def test_a_stale_reference_table_is_noticed() -> None:
+    reference = (REPO / "docs" / "spec" / "config.md").read_text()
+    stale = reference.replace("| `1000` | Highest round", "| `10000` | Highest round")
+    assert stale != reference
+    assert with_current_tables(stale) == reference
 
 
 def test_strings_needing_escapes_round_trip() -> None:
@@ -313,3 +357,8 @@ def test_strings_needing_escapes_round_trip() -> None:
     text = render_node_config(config)
     assert tomllib.loads(text)["node"]["data_dir"] == awkward
     assert parse(text).node.data_dir == awkward
+
+
+def test_a_gossip_message_that_just_fits_its_frame_is_accepted() -> None:
+    config = parse("[mempool]\nmax_gossip_bytes = 33534368")  # 33554432 - 4 * 5000 - 64
+    assert config.mempool.max_gossip_bytes == 33_534_368

@@ -27,7 +27,11 @@ from emrchain.types.validator import Validator, ValidatorSet
 from emrchain.types.vote import NIL_BLOCK_ID, Proposal, Vote, VoteType
 
 CONFIG = ConsensusConfig(
-    timeout_propose_ms=300, timeout_prevote_ms=100, timeout_precommit_ms=100, timeout_delta_ms=50
+    timeout_propose_ms=300,
+    timeout_prevote_ms=100,
+    timeout_precommit_ms=100,
+    timeout_delta_ms=50,
+    max_round=10_000,
 )
 NIL = NIL_BLOCK_ID
 PREVOTE = VoteType.PREVOTE

@@ -6,9 +6,12 @@ proposer of (height 1, round r) is validator (1 + r) mod 4, so round 3 is ours.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from emrchain.consensus import ConsensusConfig, ProposalReceived, Step
 from emrchain.types.vote import Proposal
 from tests.consensus.support import (
+    CONFIG,
     NIL,
     PRECOMMIT,
     PREVOTE,
@@ -339,7 +342,11 @@ def test_line_65_precommit_timeout_starts_the_next_round() -> None:
 
 def test_timeouts_grow_with_the_round() -> None:
     config = ConsensusConfig(
-        timeout_propose_ms=300, timeout_prevote_ms=100, timeout_precommit_ms=120, timeout_delta_ms=7
+        timeout_propose_ms=300,
+        timeout_prevote_ms=100,
+        timeout_precommit_ms=120,
+        timeout_delta_ms=7,
+        max_round=10,
     )
     assert [config.timeout_ms(Step.PROPOSE, r) for r in (0, 1, 10)] == [300, 307, 370]
     assert [config.timeout_ms(Step.PREVOTE, r) for r in (0, 2)] == [100, 114]
@@ -347,7 +354,7 @@ def test_timeouts_grow_with_the_round() -> None:
 
 
 def test_max_round_bounds_the_rounds() -> None:
-    runtime = started(config=ConsensusConfig(max_round=2))
+    runtime = started(config=replace(CONFIG, max_round=2))
     move_to_round(runtime, 2)
     assert runtime.timeout(Step.PRECOMMIT) == []
     assert runtime.core.round == 2

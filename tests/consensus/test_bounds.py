@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from emrchain.consensus import ConsensusConfig
-from tests.consensus.support import PREVOTE, A, B, C, Runtime
+from tests.consensus.support import CONFIG, PREVOTE, A, B, C, Runtime
 
-SMALL = ConsensusConfig(
+SMALL = replace(
+    CONFIG,
     max_future_messages_per_validator=2,
     max_catchup_rounds_per_validator=2,
     max_proposals_per_round=1,
@@ -72,10 +74,10 @@ def test_proposals_per_round_are_bounded() -> None:
 
 def test_config_validation_rejects_nonsense() -> None:
     for bad in (
-        ConsensusConfig(timeout_propose_ms=0),
-        ConsensusConfig(timeout_delta_ms=-1),
-        ConsensusConfig(max_round=-1),
-        ConsensusConfig(max_catchup_rounds_per_validator=0),
+        replace(CONFIG, timeout_propose_ms=0),
+        replace(CONFIG, timeout_delta_ms=-1),
+        replace(CONFIG, max_round=-1),
+        replace(CONFIG, max_catchup_rounds_per_validator=0),
     ):
         with pytest.raises(ValueError):
             bad.validate()

@@ -21,7 +21,7 @@ def test_defaults_are_valid() -> None:
     [
         ("max_txs", 0),
         ("max_bytes", 100),  # below max_tx_bytes
-        ("max_tx_bytes", schema.ENVELOPE_FIXED_BYTES),
+        ("max_tx_bytes", schema.ENVELOPE_FIXED_BYTES - 1),
         ("max_tx_bytes", schema.TX_MAX_BYTES_LIMIT + 1),
         ("max_batch_txs", 0),
         ("max_txs_per_sender", 0),

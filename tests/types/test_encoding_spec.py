@@ -28,7 +28,6 @@ from emrchain._core.reference import merkle
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.transactions import rotate_key, rotation_proof
 from emrchain.crypto.keys import Ed25519Signer, verify_signature
-from emrchain.node.node import RuntimeIntervals
 from emrchain.schema.verdicts import Verdict
 from emrchain.state.emr import rotation_message
 from emrchain.types import (
@@ -175,7 +174,7 @@ FIXED_CONSTANTS: dict[str, int] = {
     "BREAK_GLASS_MAX_DURATION_MS": schema.BREAK_GLASS_MAX_DURATION_MS,
     "MAX_TREE_SIZE": merkle.MAX_TREE_SIZE,
     "MAX_PROOF_LENGTH": merkle.MAX_PROOF_LENGTH,
-    "max_gossip_txs": RuntimeIntervals().max_gossip_txs,
+    "max_gossip_txs": type_limits.MAX_GOSSIP_TXS,
 }
 """Rows of §8.2 that name a constant of the code."""
 
