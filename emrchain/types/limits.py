@@ -1,7 +1,9 @@
 """Decoding limits: every count and length a decoder accepts is capped by one of these.
 
 Nodes take them from their config file; the defaults below suit a hospital consortium.
-Hard ceilings (the `*_CEILING` constants) are what the wire format itself can express.
+The `*_CEILING` constants are the greatest values a config or genesis may choose: sanity bounds
+on memory and work, far below what the wire's length prefixes could express. `MAX_ROUND` is the
+wire's own bound (a round is `u32[0..2^31-1]` in votes, proposals and commits, encoding.md §6).
 """
 
 from __future__ import annotations
