@@ -55,40 +55,25 @@ def _compiled_unavailable() -> str | None:
 
 
 IMPORT_ERROR: str | None = _compiled_unavailable()
-IMPLEMENTATION: str
-# The twins are two classes with one interface (the stubs `_absence.pyi`, `_anchors.pyi`):
-# mypy types the package's names as the compiled ones, and tests/core/test_twin_interface.py
-# holds the reference classes to the same signatures (hence the two ignores below).
 if IMPORT_ERROR is None:
-    IMPLEMENTATION = CYTHON
-    from emrchain._core.compiled import (
-        AbsenceFilter,
-        AnchorPath,
-        check_transactions,
-        decode_accepted,
-        merkle_proof,
-        merkle_root,
-        tx_ids,
-        verify_batch,
-        verify_merkle_proof,
-        verify_transactions,
-        writes_digest,
-    )
+    from emrchain._core import compiled as _twin
 else:
-    IMPLEMENTATION = PYTHON
-    from emrchain._core.reference import (  # type: ignore[assignment]
-        AbsenceFilter,
-        AnchorPath,
-        check_transactions,
-        decode_accepted,
-        merkle_proof,
-        merkle_root,
-        tx_ids,
-        verify_batch,
-        verify_merkle_proof,
-        verify_transactions,
-        writes_digest,
-    )
+    # One interface, two modules: mypy types the package's names by the compiled twin (its
+    # stubs, `_*.pyi`); tests/core/test_twin_interface.py holds the reference twin to them.
+    from emrchain._core import reference as _twin  # type: ignore[no-redef]
+
+IMPLEMENTATION: str = _twin.IMPLEMENTATION
+AbsenceFilter = _twin.AbsenceFilter
+AnchorPath = _twin.AnchorPath
+check_transactions = _twin.check_transactions
+decode_accepted = _twin.decode_accepted
+merkle_proof = _twin.merkle_proof
+merkle_root = _twin.merkle_root
+tx_ids = _twin.tx_ids
+verify_batch = _twin.verify_batch
+verify_merkle_proof = _twin.verify_merkle_proof
+verify_transactions = _twin.verify_transactions
+writes_digest = _twin.writes_digest
 
 __all__ = [
     "CYTHON",

@@ -2,7 +2,8 @@
 `emrchain._core` exports, next to `reference` (the pure-Python twin, same names).
 
 Importing it raises ImportError when an extension is missing (not built, or
-``EMRCHAIN_NO_EXTENSIONS=1``); the ImportError names the missing module.
+``EMRCHAIN_NO_EXTENSIONS=1``); the ImportError names the missing module. Re-exports without
+`__all__`: pyproject.toml lets these two modules re-export.
 """
 
 from __future__ import annotations
@@ -16,19 +17,4 @@ from emrchain._core._merkle import merkle_proof, merkle_root, verify_merkle_proo
 from emrchain._core._txcheck import check_transactions, decode_accepted, tx_ids
 from emrchain._core._writes import writes_digest
 
-IMPLEMENTATION: Final = "cython"
-
-__all__ = [
-    "IMPLEMENTATION",
-    "AbsenceFilter",
-    "AnchorPath",
-    "check_transactions",
-    "decode_accepted",
-    "merkle_proof",
-    "merkle_root",
-    "tx_ids",
-    "verify_batch",
-    "verify_merkle_proof",
-    "verify_transactions",
-    "writes_digest",
-]
+IMPLEMENTATION: Final[str] = "cython"

@@ -2,7 +2,8 @@
 Python, the readable statement each compiled module is tested against (`tests/core`). Loaded by
 `emrchain._core` when ``EMRCHAIN_PUREPYTHON=1`` or the extensions are missing.
 
-This package exports the same names as `emrchain._core.compiled`, its compiled counterpart."""
+This package exports the same names as `emrchain._core.compiled`, its compiled counterpart
+(re-exports without `__all__`: pyproject.toml lets these two modules re-export)."""
 
 from __future__ import annotations
 
@@ -15,19 +16,4 @@ from emrchain._core.reference.merkle import merkle_proof, merkle_root, verify_me
 from emrchain._core.reference.txcheck import check_transactions, decode_accepted, tx_ids
 from emrchain._core.reference.writes import writes_digest
 
-IMPLEMENTATION: Final = "python"
-
-__all__ = [
-    "IMPLEMENTATION",
-    "AbsenceFilter",
-    "AnchorPath",
-    "check_transactions",
-    "decode_accepted",
-    "merkle_proof",
-    "merkle_root",
-    "tx_ids",
-    "verify_batch",
-    "verify_merkle_proof",
-    "verify_transactions",
-    "writes_digest",
-]
+IMPLEMENTATION: Final[str] = "python"
