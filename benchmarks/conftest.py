@@ -1,6 +1,6 @@
 """Shared benchmark fixtures.
 
-`impl` runs a benchmark once per twin: it is the namespace returned by
+`impl` runs a benchmark once per twin: it is the twin module returned by
 `emrchain._core.implementation(name)` for "cython" and "python". With ``CI=true`` (or ``CI=1``)
 a twin that cannot be loaded fails the benchmark; elsewhere it is skipped with the reason.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType
 
 import pytest
 
@@ -24,7 +24,7 @@ import emrchain._core as core  # noqa: E402 (needs the path above when run as pl
 
 
 @pytest.fixture(scope="module", params=[core.CYTHON, core.PYTHON])
-def impl(request: pytest.FixtureRequest) -> SimpleNamespace:
+def impl(request: pytest.FixtureRequest) -> ModuleType:
     try:
         return core.implementation(request.param)
     except ImportError as error:

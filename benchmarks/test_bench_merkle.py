@@ -7,7 +7,7 @@ Run: .venv/bin/python -m pytest benchmarks/test_bench_merkle.py --benchmark-only
 from __future__ import annotations
 
 import hashlib
-from types import SimpleNamespace
+from types import ModuleType
 
 import pytest
 
@@ -19,7 +19,7 @@ def leaves() -> list[bytes]:
     return [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(LEAVES)]
 
 
-def test_merkle_root_20k(benchmark, impl: SimpleNamespace, leaves: list[bytes]) -> None:
+def test_merkle_root_20k(benchmark, impl: ModuleType, leaves: list[bytes]) -> None:
     benchmark.group = "merkle_root 20k leaves"
     benchmark.extra_info["items"] = LEAVES
     root = benchmark(impl.merkle_root, leaves)

@@ -5,10 +5,11 @@ over committed record keys (`store/absence.py`), the accept path of ANCHOR_RECOR
 
 Two twins implement the same functions with the same names, signatures, results and exception
 types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`, `_absence`,
-`_anchors`) and the reference twin in `reference/` (plain Python, readable, the one the tests
-hold the compiled modules to). Importing this package picks the compiled twin unless
-``EMRCHAIN_PUREPYTHON=1`` is set or the extension is missing; `IMPLEMENTATION` says which one
-loaded and `IMPORT_ERROR` why the compiled one did not.
+`_anchors`, gathered in `compiled`) and the reference twin in `reference/` (plain Python,
+readable, the one the tests hold the compiled modules to). The stubs `_*.pyi` give the compiled
+modules their types; `tests/core/test_twin_interface.py` holds both twins to them. Importing
+this package picks the compiled twin unless ``EMRCHAIN_PUREPYTHON=1`` is set or an extension is
+missing; `IMPLEMENTATION` says which one loaded and `IMPORT_ERROR` why the compiled one did not.
 
 Callers outside `_core` use only the names re-exported here: never `_txcheck` & co., nor
 `reference/` (`tests/test_layering.py` enforces it). The transaction codec the twins implement
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from types import SimpleNamespace
+from types import ModuleType
 
 from emrchain.schema.verdicts import (
     CoreError,
@@ -29,112 +30,71 @@ from emrchain.schema.verdicts import (
     Verdict,
 )
 
-PUBLIC_FUNCTIONS = (
-    "check_transactions",
-    "decode_accepted",
-    "tx_ids",
-    "verify_batch",
-    "verify_transactions",
-    "merkle_root",
-    "merkle_proof",
-    "verify_merkle_proof",
-    "writes_digest",
-)
-PUBLIC_CLASSES = ("AbsenceFilter", "AnchorPath")
-
 CYTHON = "cython"
 PYTHON = "python"
+_TWIN_MODULES = {CYTHON: "emrchain._core.compiled", PYTHON: "emrchain._core.reference"}
 
 
-def _load_compiled() -> SimpleNamespace:
-    # import_module (not `from . import`) so a missing extension is reported by its module name
-    # rather than as a "partially initialized module" error.
-    _txcheck = importlib.import_module("emrchain._core._txcheck")
-    _merkle = importlib.import_module("emrchain._core._merkle")
-    _ed25519 = importlib.import_module("emrchain._core._ed25519")
-    _writes = importlib.import_module("emrchain._core._writes")
-    _absence = importlib.import_module("emrchain._core._absence")
-    _anchors = importlib.import_module("emrchain._core._anchors")
-
-    return SimpleNamespace(
-        name=CYTHON,
-        check_transactions=_txcheck.check_transactions,
-        decode_accepted=_txcheck.decode_accepted,
-        tx_ids=_txcheck.tx_ids,
-        verify_batch=_ed25519.verify_batch,
-        verify_transactions=_ed25519.verify_transactions,
-        merkle_root=_merkle.merkle_root,
-        merkle_proof=_merkle.merkle_proof,
-        verify_merkle_proof=_merkle.verify_merkle_proof,
-        writes_digest=_writes.writes_digest,
-        AbsenceFilter=_absence.AbsenceFilter,
-        AnchorPath=_anchors.AnchorPath,
-    )
+def implementation(name: str) -> ModuleType:
+    """Return one twin explicitly (tests and benchmarks compare both in one process): the
+    module `emrchain._core.compiled` or `emrchain._core.reference`, with the same names."""
+    if name not in _TWIN_MODULES:
+        raise ValueError(f"unknown implementation {name!r}; expected 'cython' or 'python'")
+    return importlib.import_module(_TWIN_MODULES[name])
 
 
-def _load_pure() -> SimpleNamespace:
-    from emrchain._core.reference import absence, anchors, ed25519, merkle, txcheck, writes
-
-    return SimpleNamespace(
-        name=PYTHON,
-        check_transactions=txcheck.check_transactions,
-        decode_accepted=txcheck.decode_accepted,
-        tx_ids=txcheck.tx_ids,
-        verify_batch=ed25519.verify_batch,
-        verify_transactions=ed25519.verify_transactions,
-        merkle_root=merkle.merkle_root,
-        merkle_proof=merkle.merkle_proof,
-        verify_merkle_proof=merkle.verify_merkle_proof,
-        writes_digest=writes.writes_digest,
-        AbsenceFilter=absence.AbsenceFilter,
-        AnchorPath=anchors.AnchorPath,
-    )
-
-
-def implementation(name: str) -> SimpleNamespace:
-    """Return one twin explicitly (tests and benchmarks compare both in one process)."""
-    if name == CYTHON:
-        return _load_compiled()
-    if name == PYTHON:
-        return _load_pure()
-    raise ValueError(f"unknown implementation {name!r}; expected 'cython' or 'python'")
-
-
-IMPORT_ERROR: str | None = None
-if os.environ.get("EMRCHAIN_PUREPYTHON") == "1":
-    _active = _load_pure()
-    IMPORT_ERROR = "EMRCHAIN_PUREPYTHON=1"
-else:
+def _compiled_unavailable() -> str | None:
+    """Why the compiled twin is not used, or None if it is."""
+    if os.environ.get("EMRCHAIN_PUREPYTHON") == "1":
+        return "EMRCHAIN_PUREPYTHON=1"
     try:
-        _active = _load_compiled()
+        implementation(CYTHON)
     except ImportError as error:
-        IMPORT_ERROR = f"{type(error).__name__}: {error}"
-        _active = _load_pure()
+        return f"{type(error).__name__}: {error}"
+    return None
 
-IMPLEMENTATION: str = _active.name
-check_transactions = _active.check_transactions
-decode_accepted = _active.decode_accepted
-tx_ids = _active.tx_ids
-verify_batch = _active.verify_batch
-verify_transactions = _active.verify_transactions
-merkle_root = _active.merkle_root
-merkle_proof = _active.merkle_proof
-verify_merkle_proof = _active.verify_merkle_proof
-writes_digest = _active.writes_digest
-AbsenceFilter = _active.AbsenceFilter
-AnchorPath = _active.AnchorPath
+
+IMPORT_ERROR: str | None = _compiled_unavailable()
+if IMPORT_ERROR is None:
+    from emrchain._core import compiled as _twin
+else:
+    # One interface, two modules: mypy types the package's names by the compiled twin (its
+    # stubs, `_*.pyi`); tests/core/test_twin_interface.py holds the reference twin to them.
+    from emrchain._core import reference as _twin  # type: ignore[no-redef]
+
+IMPLEMENTATION: str = _twin.IMPLEMENTATION
+AbsenceFilter = _twin.AbsenceFilter
+AnchorPath = _twin.AnchorPath
+check_transactions = _twin.check_transactions
+decode_accepted = _twin.decode_accepted
+merkle_proof = _twin.merkle_proof
+merkle_root = _twin.merkle_root
+tx_ids = _twin.tx_ids
+verify_batch = _twin.verify_batch
+verify_merkle_proof = _twin.verify_merkle_proof
+verify_transactions = _twin.verify_transactions
+writes_digest = _twin.writes_digest
 
 __all__ = [
     "CYTHON",
     "IMPLEMENTATION",
     "IMPORT_ERROR",
     "PYTHON",
+    "AbsenceFilter",
+    "AnchorPath",
     "CoreError",
     "LimitError",
     "MerkleError",
     "TxDecodeError",
     "Verdict",
+    "check_transactions",
+    "decode_accepted",
     "implementation",
-    *PUBLIC_FUNCTIONS,
-    *PUBLIC_CLASSES,
+    "merkle_proof",
+    "merkle_root",
+    "tx_ids",
+    "verify_batch",
+    "verify_merkle_proof",
+    "verify_transactions",
+    "writes_digest",
 ]

@@ -45,21 +45,18 @@ def summarize(pairs: list[Pair]) -> dict[str, object]:
     summary: dict[str, object] = {"pairs": len(pairs)}
     for figure in FIGURES:
         complete = [
-            (pair.base[figure], pair.new[figure])
+            (base, new)
             for pair in pairs
-            if pair.base.get(figure) is not None and pair.new.get(figure) is not None
+            if (base := pair.base.get(figure)) is not None
+            and (new := pair.new.get(figure)) is not None
         ]
         if not complete:
             summary[figure] = None
             continue
-        base_mean = statistics.fmean(float(base) for base, _ in complete)  # type: ignore[arg-type]
-        new_mean = statistics.fmean(float(new) for _, new in complete)  # type: ignore[arg-type]
+        base_mean = statistics.fmean(float(base) for base, _ in complete)
+        new_mean = statistics.fmean(float(new) for _, new in complete)
         lower = figure in LOWER_IS_BETTER
-        favour = sum(
-            1
-            for base, new in complete
-            if (new < base if lower else new > base)  # type: ignore[operator]
-        )
+        favour = sum(1 for base, new in complete if (new < base if lower else new > base))
         summary[figure] = {
             "base_mean": round(base_mean, 1),
             "new_mean": round(new_mean, 1),

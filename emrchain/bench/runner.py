@@ -127,7 +127,7 @@ def node_health(urls: list[str]) -> list[dict[str, Any]]:
     run (signatures verified and taken from the cache since the node started: with the
     committed count they say how often each node verified each transaction; the state cache's
     hits and misses)."""
-    health = []
+    health: list[dict[str, Any]] = []
     for url in urls:
         try:
             status = _get_json(url + "/status")

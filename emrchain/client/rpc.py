@@ -193,9 +193,9 @@ class EmrClient:
                 raise error_from_reply(status, None, what) from None
             raise BadReplyError(f"{what}: HTTP {status} with a reply that is not JSON") from None
         if status >= 400:
-            error = error_from_reply(status, document, what)
-            error.retry_after_s = int(retry_after) if retry_after.isdecimal() else None
-            raise error
+            reply_error = error_from_reply(status, document, what)
+            reply_error.retry_after_s = int(retry_after) if retry_after.isdecimal() else None
+            raise reply_error
         return document
 
     async def chain_id(self) -> bytes:

@@ -278,7 +278,7 @@ class Devnet:
         )
 
 
-def _tune_home(home: Path, index: int, consensus: dict[str, int | bool]) -> None:
+def _tune_home(home: Path, index: int, consensus: dict[str, Any]) -> None:
     """The devnet's settings for node `index`: its consensus timeouts, and a LevelDB write
     buffer of 1, 1.125, 1.25 or 1.375 times the default.
 
@@ -287,7 +287,9 @@ def _tune_home(home: Path, index: int, consensus: dict[str, int | bool]) -> None
     compactions together — on machines of their own that costs nothing, but a devnet's nodes
     share the machine's cores, and the stacked compactions become the tail of every latency
     figure. Different sizes spread them out (at 5,000 TPS on four validators: p95 1,345 ->
-    958 ms, BENCHMARKS.md, 2026-12-01 third session). A node's own default is unchanged."""
+    958 ms, BENCHMARKS.md, 2026-12-01 third session). A node's own default is unchanged.
+
+    `consensus` maps `[consensus]` keys to values; loading the tuned file checks them."""
     config = load_node_config(home)
     storage = config.storage
     buffer = storage.write_buffer_bytes * WRITE_BUFFER_EIGHTHS[index % 4] // 8

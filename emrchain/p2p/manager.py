@@ -84,7 +84,7 @@ class PeerManager:
         )
         self._tasks: set[asyncio.Task[object]] = set()
         # Every socket we hold, so close() can abort one whose task was cancelled before it ran.
-        self._transports: set[asyncio.BaseTransport] = set()
+        self._transports: set[asyncio.WriteTransport] = set()
         self._server: asyncio.Server | None = None
         self._listen_port: int | None = None
         # Inbound connections still in their handshake (outbound ones are bounded by the

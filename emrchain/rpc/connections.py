@@ -25,9 +25,10 @@ import logging
 import resource
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from emrchain.rpc.limits import SlotCounter, client_address
 from emrchain.rpc.throttled_log import ThrottledLog
@@ -214,8 +215,8 @@ class ConnectionGate:
             listener.close()
         self._listeners = []
 
-    def _spawn(self, work: object) -> None:
-        task = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 
 from emrchain.api.parse import lower_hex
 from emrchain.rpc.throttled_log import ThrottledLog
@@ -17,7 +18,6 @@ UNHANDLED_ERRORS_LOG = web.AppKey("unhandled_errors_log", ThrottledLog)
 """Where an application sets the throttle for its bug reports (else each is logged)."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:

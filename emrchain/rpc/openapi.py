@@ -15,7 +15,7 @@ from emrchain.rpc import openapi_schemas as replies
 HEX32 = replies.HEX32
 HEX = replies.HEX
 ERROR = {"$ref": "#/components/schemas/Error"}
-SIGNED = [
+SIGNED: list[dict[str, list[str]]] = [
     {"memberKey": [], "timestamp": [], "nonce": [], "signature": []},
 ]
 MAX_HEIGHT = (1 << 63) - 1

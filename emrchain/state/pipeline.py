@@ -113,15 +113,20 @@ class BlockPipeline:
         if not isinstance(genesis_time_ms, int) or not 0 <= genesis_time_ms <= _MAX_TIME_MS:
             raise BlockExecutionError("genesis_time_ms must be within 0..2^63-1")
 
-    def init_chain(
+    def init_chain(self, validators: ValidatorSet, genesis_time_ms: int) -> ExecutionResult:
+        """Genesis state: progress (0, genesis time) and `validators` for heights 1 and 2. An
+        application with genesis entries of its own extends this with keyword-only arguments
+        and builds its result with `genesis_result`."""
+        return self.genesis_result(validators, genesis_time_ms, MappingProxyType({}))
+
+    def genesis_result(
         self,
         validators: ValidatorSet,
         genesis_time_ms: int,
-        application_writes: Mapping[bytes, bytes | None] = MappingProxyType({}),
+        application_writes: Mapping[bytes, bytes | None],
     ) -> ExecutionResult:
-        """Genesis state: progress (0, genesis time), `validators` for heights 1 and 2, and the
-        application's own genesis entries (`application_writes`: the EMR application's genesis
-        organisations and their admins)."""
+        """`init_chain`'s state plus the application's own genesis entries
+        (`application_writes`: the EMR application's genesis organisations and their admins)."""
         self.check_genesis(validators, genesis_time_ms)
         encoded = validators.encode()
         writes: dict[bytes, bytes | None] = {
@@ -165,10 +170,8 @@ class BlockPipeline:
             )
         if len(block.txs) > self._limits.max_block_txs:
             raise BlockExecutionError(f"more than {self._limits.max_block_txs} transactions")
-        current_raw = view.get(keys.VALIDATORS_NEXT)
-        following_raw = view.get(keys.VALIDATORS_AFTER_NEXT)
-        current = self._read_set(view, keys.VALIDATORS_NEXT)
-        following = self._read_set(view, keys.VALIDATORS_AFTER_NEXT)
+        current_raw, current = self._read_raw_set(view, keys.VALIDATORS_NEXT)
+        following_raw, following = self._read_raw_set(view, keys.VALIDATORS_AFTER_NEXT)
         if header.validators_hash != current.hash:
             raise BlockExecutionError("validators_hash does not match the state's validator set")
         if header.next_validators_hash != following.hash:
@@ -334,12 +337,16 @@ class BlockPipeline:
 
     def _read_set(self, view: StateView, key: bytes) -> ValidatorSet:
         """Decode a validator set from state, through a small cache keyed by its bytes."""
+        return self._read_raw_set(view, key)[1]
+
+    def _read_raw_set(self, view: StateView, key: bytes) -> tuple[bytes, ValidatorSet]:
+        """A validator set's stored bytes and the set they decode to (see `_read_set`)."""
         raw = view.get(key)
         if raw is None:
             raise StateCorruptionError("a validator set is missing from state (no genesis?)")
         cached = self._validator_cache.get(raw)
         if cached is not None:
-            return cached
+            return raw, cached
         try:
             validator_set = ValidatorSet.decode(raw, self._limits)
         except DecodeError as error:
@@ -347,4 +354,4 @@ class BlockPipeline:
         if len(self._validator_cache) >= _VALIDATOR_CACHE_ENTRIES:
             self._validator_cache.clear()
         self._validator_cache[raw] = validator_set
-        return validator_set
+        return raw, validator_set

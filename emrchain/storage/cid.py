@@ -144,7 +144,7 @@ def cid_bytes_to_text(data: bytes) -> str:
     return ContentId.from_bytes(data).to_text()
 
 
-def raw_cid(data: bytes) -> ContentId:
+def raw_cid(data: bytes | memoryview) -> ContentId:
     """The CID of `data` as one raw block."""
     return ContentId(RAW_CODEC, hashlib.sha256(data).digest())
 

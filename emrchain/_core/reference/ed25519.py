@@ -62,7 +62,7 @@ _Y_MASK = (1 << 255) - 1
 _MIN_TX_BYTES = schema.ENVELOPE_FIXED_BYTES  # 109 + chain id length
 
 
-def resolve_threads(threads: int) -> int:
+def _resolve_threads(threads: int) -> int:
     """Validate `threads` and return the worker count it means (0 -> all cores)."""
     threads = operator.index(threads)
     if not 0 <= threads <= MAX_THREADS:
@@ -120,7 +120,7 @@ def verify_batch(
     outside 0..256, CoreError if the sequences differ in length and TypeError for non-bytes
     items. The result never depends on `threads`.
     """
-    resolve_threads(threads)
+    _resolve_threads(threads)
     keys = tuple(public_keys)
     texts = tuple(messages)
     sigs = tuple(signatures)
@@ -150,6 +150,6 @@ def verify_transactions(txs: Sequence[bytes], threads: int = 0) -> bytes:
     One byte per transaction (1 = valid); an item too short for its envelope is 0. Raises
     LimitError for threads outside 0..256 and TypeError for non-bytes items.
     """
-    resolve_threads(threads)
+    _resolve_threads(threads)
     items = _checked_bytes(txs, "transaction")
     return bytes(_verify_transaction(raw) for raw in items)

@@ -85,6 +85,4 @@ class EmrApplication(BlockPipeline):
             organization_writes = genesis_writes(organizations, genesis_time_ms)
         except ValueError as error:
             raise BlockExecutionError(f"genesis organisations are invalid: {error}") from None
-        return super().init_chain(
-            validators, genesis_time_ms, application_writes=organization_writes
-        )
+        return self.genesis_result(validators, genesis_time_ms, organization_writes)

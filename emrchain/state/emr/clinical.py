@@ -32,10 +32,10 @@ from emrchain.state.emr.context import (
     transaction_id,
 )
 from emrchain.state.emr.entities import NO_KEY, Member
-from emrchain.state.emr.limits import (
-    MAX_BREAK_GLASS_SESSIONS_PER_PATIENT,
-    MAX_RECORDS_PER_PATIENT,
-)
+from emrchain.state.emr.limits import MAX_BREAK_GLASS_SESSIONS_PER_PATIENT
+
+# Re-exported: the application gives the accept path the limit this module's rule reads.
+from emrchain.state.emr.limits import MAX_RECORDS_PER_PATIENT as MAX_RECORDS_PER_PATIENT
 from emrchain.state.emr.records import BreakGlassSession, EmrRecord, encode_record
 from emrchain.state.emr.tables import (
     TransactionRefusedError,

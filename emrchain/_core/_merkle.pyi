@@ -1,0 +1,9 @@
+"""Types of the compiled `_merkle` (`_merkle.pyx`); its twin is `reference/merkle.py`."""
+
+from collections.abc import Sequence
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes: ...
+def merkle_proof(leaves: Sequence[bytes], index: int) -> list[bytes]: ...
+def verify_merkle_proof(
+    root: bytes, leaf: bytes, index: int, total: int, proof: Sequence[bytes]
+) -> bool: ...
