@@ -390,7 +390,7 @@ class Node:
             await asyncio.sleep(intervals.gossip_interval_ms / 1000)
             # Local-only batches do not depend on the peer: peers at the same cursor get the
             # same batch, encoded once per tick.
-            by_cursor: dict[int, tuple[int, int, bytes]] = {}
+            by_cursor: dict[int, tuple[int, messages.Channel, bytes]] = {}
             for peer_id, cursor in list(self._gossip_cursors.items()):
                 known = by_cursor.get(cursor) if local_only else None
                 if known is None:

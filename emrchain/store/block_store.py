@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import plyvel
@@ -40,7 +41,8 @@ ZERO_ID = bytes(32)
 logger = logging.getLogger(__name__)
 
 
-class TxProof(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class TxProof:
     """Where a transaction is and the audit path proving it is under the header's tx_root:
     `verify_merkle_proof(header.tx_root, tx_id, index, total, audit_path)`."""
 

@@ -76,13 +76,12 @@ def reconcile(
 ) -> StoreStatus:
     """Check the store's invariants at its head (every height too when `full`), and that the
     application state is at the head's height (`application_height` reads it)."""
+    problems: list[str] = []
     if not store.is_initialized():
-        problems = []
         if store.database.get(layout.META_HEAD) is not None:
             problems.append("a head record exists without chain metadata")
         return StoreStatus(None, 0, ZERO_ID, ZERO_ID, None, tuple(problems))
     height = store.last_height()
-    problems: list[str] = []
     executed = _check_application(store, application_height, height, problems)
     if store.app_hash(height) != store.last_app_hash():
         problems.append(f"the app hash recorded for height {height} differs from the head's")
