@@ -21,6 +21,7 @@ import importlib
 import os
 from types import SimpleNamespace
 
+from emrchain.schema import anchor
 from emrchain.schema.verdicts import (
     CoreError,
     LimitError,
@@ -46,6 +47,22 @@ CYTHON = "cython"
 PYTHON = "python"
 
 
+def check_layout(module: str, layout: dict[str, int | bytes]) -> None:
+    """Raise ImportError unless a twin's `LAYOUT` (the constants it was built with) is the
+    declared one, `schema.anchor.ACCEPT_PATH_LAYOUT`: a compiled module built before the layout
+    changed, or with one constant edited, is refused rather than run."""
+    declared = anchor.ACCEPT_PATH_LAYOUT
+    differing = sorted(
+        name for name in declared.keys() | layout.keys() if layout.get(name) != declared.get(name)
+    )
+    if differing:
+        shown = ", ".join(
+            f"{name}: built {layout.get(name)!r}, declared {declared.get(name)!r}"
+            for name in differing
+        )
+        raise ImportError(f"{module} was built for another layout ({shown}); rebuild it")
+
+
 def _load_compiled() -> SimpleNamespace:
     # import_module (not `from . import`) so a missing extension is reported by its module name
     # rather than as a "partially initialized module" error.
@@ -55,6 +72,7 @@ def _load_compiled() -> SimpleNamespace:
     _writes = importlib.import_module("emrchain._core._writes")
     _absence = importlib.import_module("emrchain._core._absence")
     _anchors = importlib.import_module("emrchain._core._anchors")
+    check_layout("emrchain._core._anchors", _anchors.LAYOUT)
 
     return SimpleNamespace(
         name=CYTHON,
@@ -74,6 +92,8 @@ def _load_compiled() -> SimpleNamespace:
 
 def _load_pure() -> SimpleNamespace:
     from emrchain._core.reference import absence, anchors, ed25519, merkle, txcheck, writes
+
+    check_layout("emrchain._core.reference.anchors", anchors.LAYOUT)
 
     return SimpleNamespace(
         name=PYTHON,
