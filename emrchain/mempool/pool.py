@@ -46,7 +46,6 @@ its batch calls, so admission work still uses all cores).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 
 from emrchain import _core, schema
@@ -73,13 +72,13 @@ from emrchain.mempool.contracts import (
 from emrchain.mempool.pending import PendingSet, PendingTx
 from emrchain.mempool.seen import SeenCache, SeenState
 from emrchain.schema import codec
+from emrchain.types import envelope
 
 MAX_COUNTED_CODES = 128
 """Distinct refusal codes counted in stats; further stateful codes are counted as "other"."""
 OTHER_CODE = "other"
 
 _UNDECIDED = Admission(ZERO_TX_ID, False, "undecided", "internal placeholder; never returned")
-_NONCE = struct.Struct(">Q").unpack_from
 
 
 class Mempool:
@@ -259,10 +258,9 @@ class Mempool:
                 results[index] = _known_refusal(tx_id, state)
                 continue
             raw = raw_txs[index]
-            # The core accepted the envelope, so these offsets are in bounds.
-            sender_start = 3 + raw[1]
-            sender = raw[sender_start : sender_start + schema.PUBLIC_KEY_BYTES]
-            nonce = _NONCE(raw, sender_start + schema.PUBLIC_KEY_BYTES)[0]
+            # The core accepted the envelope, so its fields are in bounds.
+            sender = envelope.sender(raw)
+            nonce = envelope.nonce(raw)
             queue = senders.get(sender)
             if queue is None:
                 base = bases.get(sender)

@@ -138,10 +138,15 @@ def verify_batch(
 def _verify_transaction(raw: bytes) -> int:
     if len(raw) < _MIN_TX_BYTES:
         return 0
-    chain_id_length = raw[1]
+    chain_id_length = raw[schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET]
     if len(raw) < _MIN_TX_BYTES + chain_id_length:
         return 0
-    return _verify_one(raw[3 + chain_id_length : 35 + chain_id_length], raw[:-64], raw[-64:])
+    sender_start = schema.ENVELOPE_SENDER_OFFSET + chain_id_length
+    return _verify_one(
+        raw[sender_start : schema.ENVELOPE_NONCE_OFFSET + chain_id_length],
+        raw[: -schema.SIGNATURE_BYTES],
+        raw[-schema.SIGNATURE_BYTES :],
+    )
 
 
 def verify_transactions(txs: Sequence[bytes], threads: int = 0) -> bytes:
