@@ -83,14 +83,27 @@ cdef u8 V_BAD_IDENT = Verdict.BAD_IDENT
 cdef u8 TX_VERSION = schema.TX_VERSION
 cdef size_t KEY_BYTES = schema.PUBLIC_KEY_BYTES
 cdef size_t SIG_BYTES = schema.SIGNATURE_BYTES
-# Where each envelope field starts, plus the chain id length (`schema.ENVELOPE_*_OFFSET`).
-cdef size_t CHAIN_ID_LENGTH_OFFSET = schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET
-cdef size_t CHAIN_ID_OFFSET = schema.ENVELOPE_CHAIN_ID_OFFSET
-cdef size_t KIND_OFFSET = schema.ENVELOPE_KIND_OFFSET
-cdef size_t SENDER_OFFSET = schema.ENVELOPE_SENDER_OFFSET
-cdef size_t NONCE_OFFSET = schema.ENVELOPE_NONCE_OFFSET
-cdef size_t PAYLOAD_LENGTH_OFFSET = schema.ENVELOPE_PAYLOAD_LENGTH_OFFSET
-cdef size_t PAYLOAD_OFFSET = schema.ENVELOPE_PAYLOAD_OFFSET
+
+# Where each envelope field starts, plus the chain id length: compile-time constants (the C
+# loop folds them), checked against `schema.ENVELOPE_*_OFFSET` by _load_schema.
+cdef enum:
+    CHAIN_ID_LENGTH_OFFSET = 1
+    CHAIN_ID_OFFSET = 2
+    KIND_OFFSET = 2
+    SENDER_OFFSET = 3
+    NONCE_OFFSET = 35
+    PAYLOAD_LENGTH_OFFSET = 43
+    PAYLOAD_OFFSET = 45
+
+_ENVELOPE_OFFSETS = {
+    "ENVELOPE_CHAIN_ID_LENGTH_OFFSET": CHAIN_ID_LENGTH_OFFSET,
+    "ENVELOPE_CHAIN_ID_OFFSET": CHAIN_ID_OFFSET,
+    "ENVELOPE_KIND_OFFSET": KIND_OFFSET,
+    "ENVELOPE_SENDER_OFFSET": SENDER_OFFSET,
+    "ENVELOPE_NONCE_OFFSET": NONCE_OFFSET,
+    "ENVELOPE_PAYLOAD_LENGTH_OFFSET": PAYLOAD_LENGTH_OFFSET,
+    "ENVELOPE_PAYLOAD_OFFSET": PAYLOAD_OFFSET,
+}
 
 
 cdef void _load_schema() except *:
@@ -106,6 +119,9 @@ cdef void _load_schema() except *:
     }
     cdef int kind, index
     cdef FieldRule *rule
+    for name, offset in _ENVELOPE_OFFSETS.items():
+        if getattr(schema, name) != offset:
+            raise ImportError(f"_txcheck was built for another {name}; rebuild it")
     for kind in range(MAX_KINDS):
         _field_count[kind] = -1
     for number, fields in schema.PAYLOAD_SCHEMAS.items():

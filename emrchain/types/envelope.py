@@ -58,14 +58,6 @@ def sender(raw: bytes) -> bytes:
     return raw[SENDER_OFFSET + chain_id_length : SENDER_END + chain_id_length]
 
 
-def kind_and_sender(raw: bytes) -> tuple[int, bytes]:
-    chain_id_length = raw[CHAIN_ID_LENGTH_OFFSET]
-    return (
-        raw[KIND_OFFSET + chain_id_length],
-        raw[SENDER_OFFSET + chain_id_length : SENDER_END + chain_id_length],
-    )
-
-
 def nonce(raw: bytes) -> int:
     chain_id_length = raw[CHAIN_ID_LENGTH_OFFSET]
     return int.from_bytes(raw[NONCE_OFFSET + chain_id_length : NONCE_END + chain_id_length], "big")

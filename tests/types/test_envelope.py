@@ -57,7 +57,6 @@ def test_each_reader_returns_the_decoded_field(chain_id: str, kind: TxKind, nonc
     assert envelope.chain_id(raw) == decoded.chain_id
     assert envelope.kind(raw) == decoded.kind
     assert envelope.sender(raw) == decoded.sender == SIGNER.public_key
-    assert envelope.kind_and_sender(raw) == (decoded.kind, decoded.sender)
     assert envelope.nonce(raw) == decoded.nonce
     assert envelope.payload(raw) == decoded.payload
     assert raw[envelope.payload_offset(raw) :][: len(decoded.payload)] == decoded.payload

@@ -129,7 +129,10 @@ class SenderJudge:
         verdicts = self._verdicts
         found: list[tuple[int, bytes, Outcome]] = []
         for index, raw in enumerate(txs):
-            kind, sender = envelope.kind_and_sender(raw)
+            # envelope.kind_and_sender, inlined (a call per transaction costs ~25 % here).
+            chain_id_length = raw[CHAIN_ID_LENGTH_OFFSET]
+            kind = raw[KIND_OFFSET + chain_id_length]
+            sender = raw[SENDER_OFFSET + chain_id_length : SENDER_END + chain_id_length]
             outcome = verdicts.get(sender) if kind != _VALIDATOR_UPDATE else None
             if outcome is None:
                 outcome = self.judge(kind, sender)
@@ -258,7 +261,8 @@ class SenderAdmission:
         view = self._state_view()
         senders: set[bytes] = set()
         for raw, result in zip(block.txs, results, strict=True):
-            kind = envelope.kind(raw)  # most blocks hold neither kind: one call per transaction
+            # Most blocks hold neither kind: one byte per transaction (envelope.kind, inlined).
+            kind = raw[KIND_OFFSET + raw[CHAIN_ID_LENGTH_OFFSET]]
             if (kind != _ROTATE_KEY and kind != _REVOKE_MEMBER) or result.code != _OK:
                 continue  # a refused one changed nothing but its nonce
             if kind == _ROTATE_KEY:
