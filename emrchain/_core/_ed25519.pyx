@@ -13,17 +13,22 @@ so os.fork() from the node (which forks worker processes) never inherits a half-
 unlike libgomp's OpenMP pool.
 """
 
-import operator
-import os
-
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
 
-# The group order and the refused small-order points are stated once, in the twin; this module
-# copies them into its C tables at import.
-from emrchain._core.reference.ed25519 import FIELD_PRIME, GROUP_ORDER, SMALL_ORDER_Y
-from emrchain.schema.verdicts import CoreError, LimitError
+from emrchain._core._items cimport checked_bytes
+
+# The group order, the refused small-order points and the threads rule are stated once, in the
+# twin; this module copies the numbers into its C tables at import.
+from emrchain._core.reference.ed25519 import (
+    FIELD_PRIME,
+    GROUP_ORDER,
+    MAX_THREADS,
+    SMALL_ORDER_Y,
+    resolve_threads,
+)
+from emrchain.schema.verdicts import CoreError
 
 cdef extern from "sodium.h" nogil:
     int sodium_init()
@@ -50,7 +55,6 @@ cdef enum:
     SENDER_OFFSET = 3
     SIGNATURE_BYTES = 64
 
-MAX_THREADS = THREAD_LIMIT
 
 cdef enum:
     BLOCKLIST_SIZE = 7
@@ -169,25 +173,6 @@ cdef void _run(const Item *items, Py_ssize_t count, unsigned char *out,
             pthread_join(tids[t], NULL)
 
 
-def _resolve_threads(threads):
-    threads = operator.index(threads)
-    if not 0 <= threads <= MAX_THREADS:
-        raise LimitError(f"threads must be within 0..{MAX_THREADS}, got {threads}")
-    if threads == 0:
-        threads = min(os.cpu_count() or 1, MAX_THREADS)
-    return threads
-
-
-cdef tuple _checked_bytes(object items, str what):
-    cdef tuple snapshot = tuple(items)
-    cdef Py_ssize_t position
-    for position in range(len(snapshot)):
-        if not PyBytes_Check(snapshot[position]):
-            raise TypeError(
-                f"{what} {position} is {type(snapshot[position]).__name__}, not bytes")
-    return snapshot
-
-
 cdef bytes _verify_items(Item *items, Py_ssize_t count, int threads):
     """Run the prepared items without the GIL; return the verdict bytes and free `items`."""
     cdef unsigned char *out
@@ -226,7 +211,7 @@ def verify_batch(public_keys, messages, signatures, threads=0):
     outside 0..256, CoreError if the sequences differ in length and TypeError for non-bytes
     items. The result never depends on `threads`.
     """
-    cdef int workers = _resolve_threads(threads)
+    cdef int workers = resolve_threads(threads)
     cdef tuple keys = tuple(public_keys)
     cdef tuple texts = tuple(messages)
     cdef tuple sigs = tuple(signatures)
@@ -234,9 +219,9 @@ def verify_batch(public_keys, messages, signatures, threads=0):
         raise CoreError(
             f"public_keys, messages and signatures differ in length "
             f"({len(keys)}, {len(texts)}, {len(sigs)})")
-    _checked_bytes(keys, "public key")
-    _checked_bytes(texts, "message")
-    _checked_bytes(sigs, "signature")
+    checked_bytes(keys, "public key")
+    checked_bytes(texts, "message")
+    checked_bytes(sigs, "signature")
     cdef Py_ssize_t count = len(keys)
     cdef Py_ssize_t i
     cdef Item *items = _alloc_items(count)
@@ -259,8 +244,8 @@ def verify_transactions(txs, threads=0):
     LimitError for threads outside 0..256 and TypeError for non-bytes items. Zero-copy: the
     key, message and signature are pointers into the transaction buffers.
     """
-    cdef int workers = _resolve_threads(threads)
-    cdef tuple items_in = _checked_bytes(txs, "transaction")
+    cdef int workers = resolve_threads(threads)
+    cdef tuple items_in = checked_bytes(txs, "transaction")
     cdef Py_ssize_t count = len(items_in)
     cdef Py_ssize_t i, size, chain_id_length
     cdef const unsigned char *raw
@@ -292,6 +277,8 @@ def _init_tables():
         schema.SIGNATURE_BYTES,
     ) != (ENVELOPE_FIXED_BYTES, CHAIN_ID_LENGTH_OFFSET, SENDER_OFFSET, SIGNATURE_BYTES):
         raise ImportError("_ed25519 was built for another envelope layout; rebuild it")
+    if MAX_THREADS != THREAD_LIMIT:
+        raise ImportError("_ed25519 was built for another thread limit; rebuild it")
     if len(SMALL_ORDER_Y) != BLOCKLIST_SIZE:
         raise ImportError("_ed25519 was built for another small-order blocklist; rebuild it")
     cdef bytes encoded = GROUP_ORDER.to_bytes(32, "little")
