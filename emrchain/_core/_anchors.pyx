@@ -25,26 +25,62 @@ from libc.string cimport memcpy, memset
 from emrchain._core._bigendian cimport read_be, write_be
 
 from emrchain._core.reference.anchors import (
-    ANCHOR_FIXED_PAYLOAD_BYTES,
-    PATIENT_ENTRY_BYTES,
     check_arguments,
     check_author,
     check_block_arguments,
 )
 
+# The layout, as compile-time constants: each is `schema.anchor.ACCEPT_PATH_LAYOUT[name]`, and
+# `emrchain._core` loads this module only if `LAYOUT` below equals that declaration (a module
+# built from an older or edited layout is refused there, with the names that differ).
 cdef enum:
-    KEY = 32
-    ENTRY = 36
-    FIXED = 106  # 3 ids, cid length u8, record type u8, size u64
-    AFTER_CHAIN = 43  # kind u8, sender, nonce u64, payload length u16
+    KEY = 32  # ids, keys and hashes
+    ENTRY = 36  # patient entry: holder member id, record count
+    COUNT_AT = 32  # the record count in the entry
+    COUNT = 4  # its width (u32)
+    FIXED = 106  # payload: 3 ids, cid length u8, record type u8, size u64
+    RECORD_AT = 32  # the record's head (patient id to size) in the payload
+    CID_LENGTH_AT = 96  # the cid length in the payload
+    SENDER_AFTER_KIND = 1  # envelope offsets from the kind byte: sender, nonce, payload
+    NONCE_AFTER_KIND = 33
+    NONCE = 8
+    PAYLOAD_LENGTH = 2
+    PAYLOAD_AFTER_KIND = 43
     SIGNATURE = 64
-    ERASURE = 49  # reason u8, erased by, erased height u64, erased time u64
-    MESSAGE = 32  # "record " + 16 hex digits + " anchored"
+    HEIGHT = 8  # record: height u64, then time u64
+    TIME = 8
+    ERASURE = 49  # record: reason u8, erased by, erased height u64, erased time u64
+    MESSAGE_ID = 8  # record id bytes named in the message, in hex
+    MESSAGE_PREFIX_LENGTH = 7
+    MESSAGE_SUFFIX_LENGTH = 9
+    MESSAGE = MESSAGE_PREFIX_LENGTH + 2 * MESSAGE_ID + MESSAGE_SUFFIX_LENGTH
 
-if FIXED != ANCHOR_FIXED_PAYLOAD_BYTES or ENTRY != PATIENT_ENTRY_BYTES:
-    raise ImportError("_anchors: layout constants differ from the twin's")
-
+cdef const char *_MESSAGE_PREFIX = b"record "
+cdef const char *_MESSAGE_SUFFIX = b" anchored"
 cdef const char *_HEX = b"0123456789abcdef"
+
+LAYOUT = {
+    "KEY": KEY,
+    "ENTRY": ENTRY,
+    "COUNT_AT": COUNT_AT,
+    "COUNT": COUNT,
+    "FIXED": FIXED,
+    "RECORD_AT": RECORD_AT,
+    "CID_LENGTH_AT": CID_LENGTH_AT,
+    "SENDER_AFTER_KIND": SENDER_AFTER_KIND,
+    "NONCE_AFTER_KIND": NONCE_AFTER_KIND,
+    "NONCE": NONCE,
+    "PAYLOAD_LENGTH": PAYLOAD_LENGTH,
+    "PAYLOAD_AFTER_KIND": PAYLOAD_AFTER_KIND,
+    "SIGNATURE": SIGNATURE,
+    "HEIGHT": HEIGHT,
+    "TIME": TIME,
+    "ERASURE": ERASURE,
+    "MESSAGE_PREFIX": _MESSAGE_PREFIX[:MESSAGE_PREFIX_LENGTH],
+    "MESSAGE_SUFFIX": _MESSAGE_SUFFIX[:MESSAGE_SUFFIX_LENGTH],
+    "MESSAGE_ID": MESSAGE_ID,
+}
+"""The constants this twin was compiled with, under `schema.anchor.ACCEPT_PATH_LAYOUT`'s names."""
 
 
 cdef inline bytes _key(unsigned char prefix, const unsigned char *identifier):
@@ -65,12 +101,13 @@ cdef inline object _lookup(dict pending, bytes key, object read):
 
 cdef str _message(const unsigned char *record_id):
     cdef char text[MESSAGE]
+    cdef char *hex_digits = text + MESSAGE_PREFIX_LENGTH
     cdef int i
-    memcpy(text, b"record ", 7)
-    for i in range(8):
-        text[7 + 2 * i] = _HEX[record_id[i] >> 4]
-        text[8 + 2 * i] = _HEX[record_id[i] & 0x0F]
-    memcpy(text + 23, b" anchored", 9)
+    memcpy(text, _MESSAGE_PREFIX, MESSAGE_PREFIX_LENGTH)
+    for i in range(MESSAGE_ID):
+        hex_digits[2 * i] = _HEX[record_id[i] >> 4]
+        hex_digits[2 * i + 1] = _HEX[record_id[i] & 0x0F]
+    memcpy(hex_digits + 2 * MESSAGE_ID, _MESSAGE_SUFFIX, MESSAGE_SUFFIX_LENGTH)
     return PyUnicode_DecodeASCII(text, MESSAGE, NULL)
 
 
@@ -161,26 +198,28 @@ cdef class AnchorPath:
             return False
         cdef const unsigned char *data = <const unsigned char *>PyBytes_AS_STRING(raw)
         cdef Py_ssize_t size = PyBytes_GET_SIZE(raw)
-        cdef Py_ssize_t kind_at = 2 + data[1]
-        cdef Py_ssize_t payload_at = kind_at + AFTER_CHAIN
+        cdef Py_ssize_t kind_at = 2 + data[1]  # version u8, chain id length u8, chain id
+        cdef Py_ssize_t payload_at = kind_at + PAYLOAD_AFTER_KIND
         if size < payload_at + SIGNATURE or data[kind_at] != self._anchor_kind:
             return False
-        cdef Py_ssize_t payload_length = <Py_ssize_t>read_be(data + payload_at - 2, 2)
+        cdef Py_ssize_t payload_length = <Py_ssize_t>read_be(
+            data + payload_at - PAYLOAD_LENGTH, PAYLOAD_LENGTH
+        )
         if payload_at + payload_length + SIGNATURE != size or payload_length < FIXED:
             return False
-        cdef Py_ssize_t cid_length = data[payload_at + 3 * KEY]
+        cdef Py_ssize_t cid_length = data[payload_at + CID_LENGTH_AT]
         if payload_length != FIXED + cid_length:
             return False
-        cdef const unsigned char *sender_bytes = data + kind_at + 1
-        cdef uint64_t nonce = read_be(sender_bytes + KEY, 8)
+        cdef const unsigned char *sender_bytes = data + kind_at + SENDER_AFTER_KIND
+        cdef uint64_t nonce = read_be(data + kind_at + NONCE_AFTER_KIND, NONCE)
 
         nonce_key = _key(self._nonce_prefix, sender_bytes)
         stored = _lookup(pending, nonce_key, read)
         cdef uint64_t last_nonce = 0
         if stored is not None:
-            if not PyBytes_CheckExact(stored) or PyBytes_GET_SIZE(stored) != 8:
+            if not PyBytes_CheckExact(stored) or PyBytes_GET_SIZE(stored) != NONCE:
                 return False
-            last_nonce = read_be(<const unsigned char *>PyBytes_AS_STRING(stored), 8)
+            last_nonce = read_be(<const unsigned char *>PyBytes_AS_STRING(stored), NONCE)
         if last_nonce == 0xFFFFFFFFFFFFFFFF or nonce != last_nonce + 1:
             return False
         sender = PyBytes_FromStringAndSize(<const char *>sender_bytes, KEY)
@@ -200,12 +239,13 @@ cdef class AnchorPath:
         record_key = _key(self._record_prefix, payload)
         if _lookup(pending, record_key, read) is not None:
             return False
-        patient_key = _key(self._patient_prefix, payload + KEY)
+        cdef const unsigned char *head = payload + RECORD_AT  # the patient id starts the record
+        patient_key = _key(self._patient_prefix, head)
         entry = _lookup(pending, patient_key, read)
         if not PyBytes_CheckExact(entry) or PyBytes_GET_SIZE(entry) != ENTRY:
             return False
         cdef const unsigned char *entry_bytes = <const unsigned char *>PyBytes_AS_STRING(entry)
-        cdef uint64_t record_count = read_be(entry_bytes + KEY, 4)
+        cdef uint64_t record_count = read_be(entry_bytes + COUNT_AT, COUNT)
         if record_count >= self._max_records:
             return False
         cdef Py_ssize_t new_keys = (
@@ -216,15 +256,17 @@ cdef class AnchorPath:
         if PyDict_Size(pending) + new_keys > max_pending_writes:
             return False
 
-        # The EmrRecord encoding (docs/spec/state.md §3.1): the payload from the patient id to
-        # the size is already in record order; then author, organisation, height, time and the
-        # erasure fields of a live record.
-        cdef Py_ssize_t copied = payload_length - KEY
+        # The EmrRecord encoding (`schema.anchor.EMR_RECORD`): the payload from the patient id
+        # to the size is already in record order; then author, organisation, height, time and
+        # the erasure fields of a live record.
+        cdef Py_ssize_t copied = payload_length - RECORD_AT
         cdef Py_ssize_t organization_length = PyBytes_GET_SIZE(organization)
-        cdef Py_ssize_t record_length = copied + KEY + 1 + organization_length + 16 + ERASURE
+        cdef Py_ssize_t record_length = (
+            copied + KEY + 1 + organization_length + HEIGHT + TIME + ERASURE
+        )
         cdef bytes record = PyBytes_FromStringAndSize(NULL, record_length)
         cdef unsigned char *out = <unsigned char *>PyBytes_AS_STRING(record)
-        memcpy(out, payload + KEY, copied)
+        memcpy(out, head, copied)
         out += copied
         memcpy(out, PyBytes_AS_STRING(member_id), KEY)
         out += KEY
@@ -232,16 +274,16 @@ cdef class AnchorPath:
         out += 1
         memcpy(out, PyBytes_AS_STRING(organization), organization_length)
         out += organization_length
-        write_be(out, height, 8)
-        write_be(out + 8, time_ms, 8)
-        memset(out + 16, 0, ERASURE)
+        write_be(out, height, HEIGHT)
+        write_be(out + HEIGHT, time_ms, TIME)
+        memset(out + HEIGHT + TIME, 0, ERASURE)
 
         cdef bytes patient = PyBytes_FromStringAndSize(NULL, ENTRY)
         out = <unsigned char *>PyBytes_AS_STRING(patient)
-        memcpy(out, entry_bytes, KEY)
-        write_be(out + KEY, record_count + 1, 4)
-        cdef bytes nonce_value = PyBytes_FromStringAndSize(NULL, 8)
-        write_be(<unsigned char *>PyBytes_AS_STRING(nonce_value), nonce, 8)
+        memcpy(out, entry_bytes, COUNT_AT)
+        write_be(out + COUNT_AT, record_count + 1, COUNT)
+        cdef bytes nonce_value = PyBytes_FromStringAndSize(NULL, NONCE)
+        write_be(<unsigned char *>PyBytes_AS_STRING(nonce_value), nonce, NONCE)
 
         PyDict_SetItem(pending, record_key, record)
         PyDict_SetItem(pending, patient_key, patient)

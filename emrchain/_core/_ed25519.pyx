@@ -13,14 +13,22 @@ so os.fork() from the node (which forks worker processes) never inherits a half-
 unlike libgomp's OpenMP pool.
 """
 
-import operator
-import os
-
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
 
-from emrchain.schema.verdicts import CoreError, LimitError
+from emrchain._core._items cimport checked_bytes
+
+# The group order, the refused small-order points and the threads rule are stated once, in the
+# twin; this module copies the numbers into its C tables at import.
+from emrchain._core.reference.ed25519 import (
+    FIELD_PRIME,
+    GROUP_ORDER,
+    MAX_THREADS,
+    SMALL_ORDER_Y,
+    _resolve_threads,
+)
+from emrchain.schema.verdicts import CoreError
 
 cdef extern from "sodium.h" nogil:
     int sodium_init()
@@ -40,20 +48,13 @@ cdef enum:
     THREAD_LIMIT = 256
     MIN_ITEMS_PER_THREAD = 16  # below this, creating a thread costs more than it saves
     CLAIM_ITEMS = 16  # items a thread claims at once: ~0.8 ms of work, one atomic add
-    ENVELOPE_FIXED_BYTES = 109  # schema.ENVELOPE_FIXED_BYTES, checked at import below
+    # The envelope (`schema`: ENVELOPE_FIXED_BYTES and the ENVELOPE_*_OFFSET where a field
+    # starts, plus the chain id length), checked at import below.
+    ENVELOPE_FIXED_BYTES = 109
+    CHAIN_ID_LENGTH_OFFSET = 1
+    SENDER_OFFSET = 3
+    SIGNATURE_BYTES = 64
 
-FIELD_PRIME = 2**255 - 19
-GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
-SMALL_ORDER_Y = (
-    0,
-    1,
-    FIELD_PRIME - 1,
-    2707385501144840649318225287225658788936804267575313519463743609750303402022,
-    55188659117513257062467267217118295137698188065244968500265048394206261417927,
-    FIELD_PRIME,
-    FIELD_PRIME + 1,
-)
-MAX_THREADS = THREAD_LIMIT
 
 cdef enum:
     BLOCKLIST_SIZE = 7
@@ -172,25 +173,6 @@ cdef void _run(const Item *items, Py_ssize_t count, unsigned char *out,
             pthread_join(tids[t], NULL)
 
 
-def _resolve_threads(threads):
-    threads = operator.index(threads)
-    if not 0 <= threads <= MAX_THREADS:
-        raise LimitError(f"threads must be within 0..{MAX_THREADS}, got {threads}")
-    if threads == 0:
-        threads = min(os.cpu_count() or 1, MAX_THREADS)
-    return threads
-
-
-cdef tuple _checked_bytes(object items, str what):
-    cdef tuple snapshot = tuple(items)
-    cdef Py_ssize_t position
-    for position in range(len(snapshot)):
-        if not PyBytes_Check(snapshot[position]):
-            raise TypeError(
-                f"{what} {position} is {type(snapshot[position]).__name__}, not bytes")
-    return snapshot
-
-
 cdef bytes _verify_items(Item *items, Py_ssize_t count, int threads):
     """Run the prepared items without the GIL; return the verdict bytes and free `items`."""
     cdef unsigned char *out
@@ -237,9 +219,9 @@ def verify_batch(public_keys, messages, signatures, threads=0):
         raise CoreError(
             f"public_keys, messages and signatures differ in length "
             f"({len(keys)}, {len(texts)}, {len(sigs)})")
-    _checked_bytes(keys, "public key")
-    _checked_bytes(texts, "message")
-    _checked_bytes(sigs, "signature")
+    checked_bytes(keys, "public key")
+    checked_bytes(texts, "message")
+    checked_bytes(sigs, "signature")
     cdef Py_ssize_t count = len(keys)
     cdef Py_ssize_t i
     cdef Item *items = _alloc_items(count)
@@ -263,7 +245,7 @@ def verify_transactions(txs, threads=0):
     key, message and signature are pointers into the transaction buffers.
     """
     cdef int workers = _resolve_threads(threads)
-    cdef tuple items_in = _checked_bytes(txs, "transaction")
+    cdef tuple items_in = checked_bytes(txs, "transaction")
     cdef Py_ssize_t count = len(items_in)
     cdef Py_ssize_t i, size, chain_id_length
     cdef const unsigned char *raw
@@ -274,22 +256,31 @@ def verify_transactions(txs, threads=0):
         items[i].pk = NULL
         if size < ENVELOPE_FIXED_BYTES:
             continue
-        chain_id_length = raw[1]
+        chain_id_length = raw[CHAIN_ID_LENGTH_OFFSET]
         if size < ENVELOPE_FIXED_BYTES + chain_id_length:
             continue
-        # version | chain_id_len | chain_id | kind | sender ...; signature = last 64 bytes.
-        items[i].pk = raw + 3 + chain_id_length
-        items[i].sig = raw + size - 64
+        # The sender's key signs every byte before the signature, which ends the envelope.
+        items[i].pk = raw + SENDER_OFFSET + chain_id_length
+        items[i].sig = raw + size - SIGNATURE_BYTES
         items[i].msg = raw
-        items[i].mlen = <unsigned long long>(size - 64)
+        items[i].mlen = <unsigned long long>(size - SIGNATURE_BYTES)
     return _verify_items(items, count, workers)
 
 
 def _init_tables():
     from emrchain import schema
 
-    if schema.ENVELOPE_FIXED_BYTES != ENVELOPE_FIXED_BYTES:
+    if (
+        schema.ENVELOPE_FIXED_BYTES,
+        schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET,
+        schema.ENVELOPE_SENDER_OFFSET,
+        schema.SIGNATURE_BYTES,
+    ) != (ENVELOPE_FIXED_BYTES, CHAIN_ID_LENGTH_OFFSET, SENDER_OFFSET, SIGNATURE_BYTES):
         raise ImportError("_ed25519 was built for another envelope layout; rebuild it")
+    if MAX_THREADS != THREAD_LIMIT:
+        raise ImportError("_ed25519 was built for another thread limit; rebuild it")
+    if len(SMALL_ORDER_Y) != BLOCKLIST_SIZE:
+        raise ImportError("_ed25519 was built for another small-order blocklist; rebuild it")
     cdef bytes encoded = GROUP_ORDER.to_bytes(32, "little")
     cdef int i, k
     for i in range(32):

@@ -18,6 +18,7 @@ from libc.string cimport memcmp, memcpy
 
 from emrchain.schema.verdicts import MerkleError
 
+from emrchain._core._items cimport checked_bytes
 from emrchain._core._sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update
 
 cdef enum:
@@ -68,17 +69,6 @@ cdef Py_ssize_t _next_level(unsigned char *nodes, Py_ssize_t count) noexcept nog
     return pairs + (count & 1)
 
 
-cdef tuple _checked_bytes(object items, str what):
-    """Snapshot `items` as a tuple (it also keeps the buffers alive) of bytes objects."""
-    cdef tuple snapshot = tuple(items)
-    cdef Py_ssize_t position
-    for position in range(len(snapshot)):
-        if not PyBytes_Check(snapshot[position]):
-            raise TypeError(
-                f"{what} {position} is {type(snapshot[position]).__name__}, not bytes")
-    return snapshot
-
-
 cdef unsigned char *_leaf_level(tuple items) except NULL:
     """Return a malloc'd buffer holding the leaf hashes of `items` (caller frees it)."""
     cdef Py_ssize_t n = len(items)
@@ -107,7 +97,7 @@ def merkle_root(leaves):
 
     Raises TypeError if a leaf is not bytes.
     """
-    cdef tuple items = _checked_bytes(leaves, "leaf")
+    cdef tuple items = checked_bytes(leaves, "leaf")
     cdef Py_ssize_t count = len(items)
     if count == 0:
         return EMPTY_ROOT
@@ -126,7 +116,7 @@ def merkle_proof(leaves, index):
     Raises TypeError for non-bytes leaves or a non-integer index and MerkleError if `index` is
     not in range(len(leaves)) (so always for an empty tree).
     """
-    cdef tuple items = _checked_bytes(leaves, "leaf")
+    cdef tuple items = checked_bytes(leaves, "leaf")
     index = operator.index(index)
     if not 0 <= index < len(items):
         raise MerkleError(f"leaf index {index} out of range for a tree of {len(items)} leaves")
@@ -190,7 +180,7 @@ def verify_merkle_proof(root, leaf, index, total, proof):
         raise TypeError("root and leaf must be bytes")
     index = operator.index(index)
     total = operator.index(total)
-    cdef tuple elements = _checked_bytes(proof, "proof element")
+    cdef tuple elements = checked_bytes(proof, "proof element")
     if not 1 <= total <= MAX_TREE_SIZE:
         raise MerkleError(f"tree size {total} outside 1..2^63")
     if not 0 <= index < total:

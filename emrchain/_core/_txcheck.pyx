@@ -84,6 +84,27 @@ cdef u8 TX_VERSION = schema.TX_VERSION
 cdef size_t KEY_BYTES = schema.PUBLIC_KEY_BYTES
 cdef size_t SIG_BYTES = schema.SIGNATURE_BYTES
 
+# Where each envelope field starts, plus the chain id length: compile-time constants (the C
+# loop folds them), checked against `schema.ENVELOPE_*_OFFSET` by _load_schema.
+cdef enum:
+    CHAIN_ID_LENGTH_OFFSET = 1
+    CHAIN_ID_OFFSET = 2
+    KIND_OFFSET = 2
+    SENDER_OFFSET = 3
+    NONCE_OFFSET = 35
+    PAYLOAD_LENGTH_OFFSET = 43
+    PAYLOAD_OFFSET = 45
+
+_ENVELOPE_OFFSETS = {
+    "ENVELOPE_CHAIN_ID_LENGTH_OFFSET": CHAIN_ID_LENGTH_OFFSET,
+    "ENVELOPE_CHAIN_ID_OFFSET": CHAIN_ID_OFFSET,
+    "ENVELOPE_KIND_OFFSET": KIND_OFFSET,
+    "ENVELOPE_SENDER_OFFSET": SENDER_OFFSET,
+    "ENVELOPE_NONCE_OFFSET": NONCE_OFFSET,
+    "ENVELOPE_PAYLOAD_LENGTH_OFFSET": PAYLOAD_LENGTH_OFFSET,
+    "ENVELOPE_PAYLOAD_OFFSET": PAYLOAD_OFFSET,
+}
+
 
 cdef void _load_schema() except *:
     """Fill the C tables; refuse (ImportError) any schema the C loop cannot check exactly,
@@ -98,6 +119,9 @@ cdef void _load_schema() except *:
     }
     cdef int kind, index
     cdef FieldRule *rule
+    for name, offset in _ENVELOPE_OFFSETS.items():
+        if getattr(schema, name) != offset:
+            raise ImportError(f"_txcheck was built for another {name}; rebuild it")
     for kind in range(MAX_KINDS):
         _field_count[kind] = -1
     for number, fields in schema.PAYLOAD_SCHEMAS.items():
@@ -194,24 +218,25 @@ cdef u8 _check_one(const u8 *raw, size_t size, const u8 *chain, size_t chain_len
         return V_TRUNCATED
     if raw[0] != TX_VERSION:
         return V_BAD_VERSION
-    if size < 2 or size < 2 + <size_t>raw[1]:
+    if size < CHAIN_ID_OFFSET or size < CHAIN_ID_OFFSET + <size_t>raw[CHAIN_ID_LENGTH_OFFSET]:
         return V_TRUNCATED
-    cdef size_t chain_end = 2 + <size_t>raw[1]
-    if raw[1] != chain_len or memcmp(raw + 2, chain, chain_len) != 0:
+    cdef size_t length = raw[CHAIN_ID_LENGTH_OFFSET]  # of the chain id
+    if length != chain_len or memcmp(raw + CHAIN_ID_OFFSET, chain, chain_len) != 0:
         return V_WRONG_CHAIN
-    if size < chain_end + 1:
+    if size < KIND_OFFSET + length + 1:
         return V_TRUNCATED
-    cdef int kind = raw[chain_end]
+    cdef int kind = raw[KIND_OFFSET + length]
     if _field_count[kind] < 0:
         return V_UNKNOWN_KIND
-    cdef size_t sender = chain_end + 1
-    cdef size_t payload_start = sender + KEY_BYTES + 8 + 2
+    cdef size_t payload_start = PAYLOAD_OFFSET + length
     if size < payload_start:
         return V_TRUNCATED
-    if _all_zero(raw + sender, KEY_BYTES):
+    if _all_zero(raw + SENDER_OFFSET + length, KEY_BYTES):
         return V_ZERO_SENDER
-    # The nonce (8 bytes after the sender) has no stateless rule.
-    cdef size_t payload_len = read_be(raw + payload_start - 2, 2)
+    # The nonce (after the sender) has no stateless rule.
+    cdef size_t payload_len = read_be(
+        raw + PAYLOAD_LENGTH_OFFSET + length, PAYLOAD_OFFSET - PAYLOAD_LENGTH_OFFSET
+    )
     cdef size_t expected = payload_start + payload_len + SIG_BYTES
     if size < expected:
         return V_TRUNCATED
@@ -403,34 +428,37 @@ def decode_accepted(raw):
     global _last_chain_id
     cdef const u8 *data = <const u8 *>PyBytes_AS_STRING(raw)
     cdef size_t size = PyBytes_GET_SIZE(raw)
-    if size < 2 or size <= 2 + <size_t>data[1]:
+    if size < CHAIN_ID_OFFSET or size <= KIND_OFFSET + <size_t>data[CHAIN_ID_LENGTH_OFFSET]:
         raise IndexError("index out of range")
-    cdef size_t chain_len = data[1]
-    cdef size_t chain_end = 2 + chain_len
-    cdef int kind = data[chain_end]
+    cdef size_t chain_len = data[CHAIN_ID_LENGTH_OFFSET]
+    cdef int kind = data[KIND_OFFSET + chain_len]
     if _field_count[kind] < 0:
         raise KeyError(kind)
-    cdef size_t sender = chain_end + 1
-    cdef size_t payload_start = sender + KEY_BYTES + 8 + 2
+    cdef size_t sender = SENDER_OFFSET + chain_len
+    cdef size_t payload_start = PAYLOAD_OFFSET + chain_len
     if size < payload_start:
         _out_of_range()
-    cdef size_t payload_len = <size_t>read_be(data + payload_start - 2, 2)
+    cdef size_t payload_len = <size_t>read_be(
+        data + PAYLOAD_LENGTH_OFFSET + chain_len, PAYLOAD_OFFSET - PAYLOAD_LENGTH_OFFSET
+    )
     if payload_len > size - payload_start:
         _out_of_range()
     cdef size_t payload_end = payload_start + payload_len
     fields = _decode_fields(kind, data + payload_start, payload_len)
     chain_id = _last_chain_id
     if <size_t>PyBytes_GET_SIZE(chain_id) != chain_len or memcmp(
-        PyBytes_AS_STRING(chain_id), data + 2, chain_len
+        PyBytes_AS_STRING(chain_id), data + CHAIN_ID_OFFSET, chain_len
     ) != 0:
-        chain_id = PyBytes_FromStringAndSize(<char *>data + 2, chain_len)
+        chain_id = PyBytes_FromStringAndSize(<char *>data + CHAIN_ID_OFFSET, chain_len)
         _last_chain_id = chain_id
     result = PyType_GenericAlloc(<PyTypeObject *>_decoded_type, DECODED_ITEMS)
     _set_item(result, 0, data[0])
     _set_item(result, 1, chain_id)
     _set_item(result, 2, _kind_members[kind])
     _set_item(result, 3, PyBytes_FromStringAndSize(<char *>data + sender, KEY_BYTES))
-    _set_item(result, 4, PyLong_FromUnsignedLongLong(read_be(data + sender + KEY_BYTES, 8)))
+    _set_item(result, 4, PyLong_FromUnsignedLongLong(
+        read_be(data + NONCE_OFFSET + chain_len, PAYLOAD_LENGTH_OFFSET - NONCE_OFFSET)
+    ))
     _set_item(result, 5, PyBytes_FromStringAndSize(<char *>data + payload_start, payload_len))
     _set_item(result, 6, PyBytes_FromStringAndSize(<char *>data + payload_end,
                                                    size - payload_end))

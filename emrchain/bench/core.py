@@ -21,6 +21,7 @@ from typing import Any
 
 from emrchain import _core
 from emrchain.devnet.workload import DEFAULT_CHAIN_ID, anchor_transactions
+from emrchain.types import envelope
 
 MAX_TX_BYTES = 4096
 
@@ -38,10 +39,9 @@ def _median_seconds(function: Callable[[], Any], repeats: int) -> tuple[float, A
 def _signature_triplets(txs: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes]]:
     keys, messages, signatures = [], [], []
     for raw in txs:
-        offset = 3 + raw[1]
-        keys.append(raw[offset : offset + 32])
-        messages.append(raw[:-64])
-        signatures.append(raw[-64:])
+        keys.append(envelope.sender(raw))
+        messages.append(envelope.signed_bytes(raw))
+        signatures.append(envelope.signature(raw))
     return keys, messages, signatures
 
 

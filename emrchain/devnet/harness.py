@@ -21,6 +21,7 @@ from typing import Any
 
 from emrchain.config.homes import create_testnet
 from emrchain.config.node import load_node_config, render_node_config
+from emrchain.types import envelope
 
 DEVNET_CONSENSUS = {
     "timeout_propose_ms": 1_000,
@@ -203,7 +204,7 @@ class Devnet:
         targets = nodes if nodes is not None else list(range(len(self.homes)))
         per_node: dict[int, list[bytes]] = {}
         for tx in txs:
-            sender = tx[3 + tx[1] : 35 + tx[1]]
+            sender = envelope.sender(tx)
             per_node.setdefault(targets[sender[0] % len(targets)], []).append(tx)
         accepted: list[str] = []
         for node, node_txs in per_node.items():

@@ -19,6 +19,7 @@ from operator import attrgetter
 
 from emrchain.invariants import InvariantViolation
 from emrchain.schema import TxKind
+from emrchain.types.envelope import CHAIN_ID_LENGTH_OFFSET, KIND_OFFSET
 
 COMPACT_MINIMUM_ENTRIES = 1_024
 """The log is compacted once its removed entries outnumber its live ones by this margin."""
@@ -201,5 +202,5 @@ def _check_contiguous(sender: bytes, queue: SenderQueue) -> None:
 
 
 def _is_access_event(raw: bytes) -> bool:
-    """The kind byte follows the version and the chain id (`docs/spec/encoding.md` §4)."""
-    return raw[2 + raw[1]] == TxKind.ACCESS_EVENT
+    # envelope.kind, inlined: twice in the life of every pending transaction.
+    return raw[KIND_OFFSET + raw[CHAIN_ID_LENGTH_OFFSET]] == TxKind.ACCESS_EVENT

@@ -73,13 +73,14 @@ from emrchain.mempool.contracts import (
 from emrchain.mempool.pending import PendingSet, PendingTx
 from emrchain.mempool.seen import SeenCache, SeenState
 from emrchain.schema import codec
+from emrchain.types.envelope import CHAIN_ID_LENGTH_OFFSET, NONCE_OFFSET, SENDER_END, SENDER_OFFSET
 
 MAX_COUNTED_CODES = 128
 """Distinct refusal codes counted in stats; further stateful codes are counted as "other"."""
 OTHER_CODE = "other"
+_NONCE = struct.Struct(">Q").unpack_from
 
 _UNDECIDED = Admission(ZERO_TX_ID, False, "undecided", "internal placeholder; never returned")
-_NONCE = struct.Struct(">Q").unpack_from
 
 
 class Mempool:
@@ -259,10 +260,11 @@ class Mempool:
                 results[index] = _known_refusal(tx_id, state)
                 continue
             raw = raw_txs[index]
-            # The core accepted the envelope, so these offsets are in bounds.
-            sender_start = 3 + raw[1]
-            sender = raw[sender_start : sender_start + schema.PUBLIC_KEY_BYTES]
-            nonce = _NONCE(raw, sender_start + schema.PUBLIC_KEY_BYTES)[0]
+            # The core accepted the envelope, so its fields are in bounds. envelope.sender and
+            # envelope.nonce, inlined: the two calls cost more than these three lines.
+            chain_id_length = raw[CHAIN_ID_LENGTH_OFFSET]
+            sender = raw[SENDER_OFFSET + chain_id_length : SENDER_END + chain_id_length]
+            nonce = _NONCE(raw, NONCE_OFFSET + chain_id_length)[0]
             queue = senders.get(sender)
             if queue is None:
                 base = bases.get(sender)

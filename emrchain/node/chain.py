@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from emrchain import _core
 from emrchain.mempool import Mempool
 from emrchain.schema import TxKind
+from emrchain.schema.anchor import KEY_BYTES
 from emrchain.state import BlockPipeline, read_progress
 from emrchain.state.emr import queries as emr_queries
-from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge, envelope_kind_sender
+from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge
 from emrchain.state.keys import nonce_key
 from emrchain.state.result import ExecutionResult, TxResult
 from emrchain.store import BlockStore, PreparedCommit
@@ -28,9 +29,11 @@ from emrchain.types import (
     EvidenceError,
     Limits,
     ValidatorSet,
+    envelope,
     verify_commit,
 )
 from emrchain.types.block import ZERO_HASH, evidence_root
+from emrchain.types.envelope import CHAIN_ID_LENGTH_OFFSET, SENDER_END, SENDER_OFFSET
 
 logger = logging.getLogger(__name__)
 _U64 = struct.Struct(">Q")
@@ -173,7 +176,7 @@ class Chain:
             len(dropped),
         )
         kept = [
-            index for index, raw in enumerate(txs) if envelope_kind_sender(raw)[1] not in refused
+            index for index, raw in enumerate(txs) if envelope.sender(raw) not in refused
         ]
         return tuple(txs[index] for index in kept), tuple(ids[index] for index in kept)
 
@@ -264,11 +267,10 @@ class Chain:
         targets = []
         view = self.store.state_view()
         for index, tx in enumerate(block.txs):
-            chain_id_length = tx[1]
-            if tx[2 + chain_id_length] != TxKind.ERASE_RECORD:
+            if envelope.kind(tx) != TxKind.ERASE_RECORD:
                 continue
-            payload_start = 3 + chain_id_length + 32 + 8 + 2
-            record_id = tx[payload_start : payload_start + 32]
+            record_id_at = envelope.payload_offset(tx)  # the payload's first field
+            record_id = tx[record_id_at : record_id_at + KEY_BYTES]
             stored = emr_queries.record(view, record_id)
             targets.append((index, record_id, stored.cid if stored else b""))
         return targets
@@ -362,7 +364,11 @@ class Chain:
                 for erasure_listener in self.erasure_listeners:
                     erasure_listener(record_id, cid)
         ids = block.tx_ids
-        senders = {tx[3 + tx[1] : 35 + tx[1]] for tx in block.txs}
+        # envelope.sender, inlined: one call per transaction of every block costs ~20 %.
+        senders = {
+            tx[SENDER_OFFSET + tx[CHAIN_ID_LENGTH_OFFSET] : SENDER_END + tx[CHAIN_ID_LENGTH_OFFSET]]
+            for tx in block.txs
+        }
         # The block's writes hold the new nonce of every sender it moved (all but senders
         # whose every transaction had a wrong nonce): no store read for those.
         writes = result.writes

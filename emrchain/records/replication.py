@@ -31,7 +31,7 @@ from emrchain.state.result import TxResult
 from emrchain.state.view import StateView
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import BlobStore, StorageError
-from emrchain.types import Block
+from emrchain.types import Block, envelope
 from emrchain.types.transaction import Transaction
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class Replicator:
         for raw, tx_id, result in zip(block.txs, tx_ids, tx_results, strict=True):
             if result.code != 0:
                 continue
-            kind = raw[2 + raw[1]]  # version u8 | chain id (u8 length + bytes) | kind u8
+            kind = envelope.kind(raw)
             if kind == TxKind.ANCHOR_RECORD:
                 record_id = Transaction.decode(raw, self._chain_id, self._max_tx_bytes).fields[
                     "record_id"

@@ -51,9 +51,9 @@ from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
-from emrchain.schema import PUBLIC_KEY_BYTES, Role
+from emrchain.schema import Role
 from emrchain.state.emr import queries
-from emrchain.types import Block
+from emrchain.types import Block, envelope
 
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
@@ -394,10 +394,7 @@ class RpcServer:
         caller = await self.authenticator.authenticate(request)
         if caller.member.role == Role.AUDITOR:
             return True
-        sender_start = 3 + tx[1]
-        sender = queries.member(
-            self._node.chain.state_view(), tx[sender_start : sender_start + PUBLIC_KEY_BYTES]
-        )
+        sender = queries.member(self._node.chain.state_view(), envelope.sender(tx))
         return sender is not None and sender.member.member_id == caller.member.member_id
 
     async def latest_block(self, request: web.Request) -> web.Response:

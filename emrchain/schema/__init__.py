@@ -24,7 +24,24 @@ PUBLIC_KEY_BYTES = 32
 PAYLOAD_MAX_BYTES = 0xFFFF
 """The payload length is a u16; a node's `max_tx_bytes` usually caps it far lower."""
 
-ENVELOPE_FIXED_BYTES = 1 + 1 + 1 + PUBLIC_KEY_BYTES + 8 + 2 + SIGNATURE_BYTES
+NONCE_BYTES = 8
+PAYLOAD_LENGTH_BYTES = 2
+
+# The envelope (`docs/spec/encoding.md` §4): version u8 | chain id (u8 length + bytes) | kind u8 |
+# sender 32 | nonce u64 | payload (u16 length + bytes) | signature 64. The chain id is the one
+# variable field before the payload, so each offset below is where a field starts in a
+# transaction with an empty chain id: add the chain id length (the byte at
+# ENVELOPE_CHAIN_ID_LENGTH_OFFSET).
+# `emrchain.types.envelope` reads the fields with these; the core's twins use them directly.
+ENVELOPE_CHAIN_ID_LENGTH_OFFSET = 1
+ENVELOPE_CHAIN_ID_OFFSET = ENVELOPE_CHAIN_ID_LENGTH_OFFSET + 1
+ENVELOPE_KIND_OFFSET = ENVELOPE_CHAIN_ID_OFFSET
+ENVELOPE_SENDER_OFFSET = ENVELOPE_KIND_OFFSET + 1
+ENVELOPE_NONCE_OFFSET = ENVELOPE_SENDER_OFFSET + PUBLIC_KEY_BYTES
+ENVELOPE_PAYLOAD_LENGTH_OFFSET = ENVELOPE_NONCE_OFFSET + NONCE_BYTES
+ENVELOPE_PAYLOAD_OFFSET = ENVELOPE_PAYLOAD_LENGTH_OFFSET + PAYLOAD_LENGTH_BYTES
+
+ENVELOPE_FIXED_BYTES = ENVELOPE_PAYLOAD_OFFSET + SIGNATURE_BYTES
 """version + chain id length + kind + sender + nonce + payload length + signature (no chain id,
 no payload): a transaction is exactly this many bytes plus len(chain_id) plus len(payload)."""
 

@@ -121,25 +121,30 @@ def decode_transaction(raw: bytes, chain_id: bytes, max_tx_bytes: int) -> Decode
         raise TxDecodeError(Verdict.TRUNCATED, "empty")
     if raw[0] != schema.TX_VERSION:
         raise TxDecodeError(Verdict.BAD_VERSION, f"version={raw[0]}")
-    if size < 2 or size < 2 + raw[1]:
+    # Each field starts at its ENVELOPE_*_OFFSET plus the chain id length (schema).
+    chain_start = schema.ENVELOPE_CHAIN_ID_OFFSET
+    if size < chain_start or size < chain_start + raw[schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET]:
         raise TxDecodeError(Verdict.TRUNCATED, "inside chain id")
-    chain_end = 2 + raw[1]
-    if raw[2:chain_end] != chain_id:
+    chain_id_length = raw[schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET]
+    if raw[chain_start : chain_start + chain_id_length] != chain_id:
         raise TxDecodeError(Verdict.WRONG_CHAIN)
-    if size < chain_end + 1:
+    kind_at = schema.ENVELOPE_KIND_OFFSET + chain_id_length
+    if size < kind_at + 1:
         raise TxDecodeError(Verdict.TRUNCATED, "before kind")
-    kind = raw[chain_end]
+    kind = raw[kind_at]
     if kind not in schema.PAYLOAD_SCHEMAS:
         raise TxDecodeError(Verdict.UNKNOWN_KIND, f"kind={kind}")
-    sender_start = chain_end + 1
-    payload_start = sender_start + 32 + 8 + 2
+    sender_start = schema.ENVELOPE_SENDER_OFFSET + chain_id_length
+    nonce_start = schema.ENVELOPE_NONCE_OFFSET + chain_id_length
+    length_start = schema.ENVELOPE_PAYLOAD_LENGTH_OFFSET + chain_id_length
+    payload_start = schema.ENVELOPE_PAYLOAD_OFFSET + chain_id_length
     if size < payload_start:
         raise TxDecodeError(Verdict.TRUNCATED, "inside sender, nonce or payload length")
-    sender = raw[sender_start : sender_start + 32]
+    sender = raw[sender_start:nonce_start]
     if sender == _ZERO_ID:
         raise TxDecodeError(Verdict.ZERO_SENDER)
-    nonce = int.from_bytes(raw[sender_start + 32 : sender_start + 40], "big")
-    payload_length = int.from_bytes(raw[sender_start + 40 : payload_start], "big")
+    nonce = int.from_bytes(raw[nonce_start:length_start], "big")
+    payload_length = int.from_bytes(raw[length_start:payload_start], "big")
     expected = payload_start + payload_length + schema.SIGNATURE_BYTES
     if size < expected:
         raise TxDecodeError(Verdict.TRUNCATED, f"{size} < {expected}")

@@ -20,7 +20,7 @@ from emrchain import _core, schema
 from emrchain.crypto.keys import Signer
 from emrchain.schema import codec
 from emrchain.schema.verdicts import TxDecodeError
-from emrchain.types.codec import Writer
+from emrchain.types import envelope
 
 TxKind = schema.TxKind
 
@@ -49,7 +49,7 @@ class Transaction:
     ) -> Transaction:
         """Encode `fields` for `kind`, sign the envelope with `signer` and return it."""
         payload = codec.encode_payload(kind, fields)
-        unsigned = cls._unsigned(chain_id, kind, signer.public_key, nonce, payload)
+        unsigned = envelope.encode_unsigned(chain_id, kind, signer.public_key, nonce, payload)
         return cls(
             chain_id=chain_id,
             kind=TxKind(kind),
@@ -80,26 +80,15 @@ class Transaction:
             _payload=decoded.payload,
         )
 
-    @staticmethod
-    def _unsigned(chain_id: bytes, kind: int, sender: bytes, nonce: int, payload: bytes) -> bytes:
-        return (
-            Writer()
-            .u8(schema.TX_VERSION)
-            .var_bytes(chain_id, 1)
-            .u8(int(kind))
-            .fixed(sender, schema.PUBLIC_KEY_BYTES)
-            .u64(nonce)
-            .var_bytes(payload, 2)
-            .bytes()
-        )
-
     @property
     def payload(self) -> bytes:
         return self._payload or codec.encode_payload(self.kind, self.fields)
 
     def signed_bytes(self) -> bytes:
         """The bytes the sender signs: the envelope without its signature."""
-        return self._unsigned(self.chain_id, self.kind, self.sender, self.nonce, self.payload)
+        return envelope.encode_unsigned(
+            self.chain_id, self.kind, self.sender, self.nonce, self.payload
+        )
 
     def encode(self) -> bytes:
         return self.signed_bytes() + self.signature

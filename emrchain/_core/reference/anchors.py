@@ -6,6 +6,10 @@ was about half of the node's event loop (BENCHMARKS.md). This does that one case
 bytes of the block's transactions and the block's pending writes, with no per-transaction
 objects.
 
+Layouts: `emrchain/schema/anchor.py` (the stored record and patient entry, the payload offsets,
+the message), shared with the general rule and checked against the compiled twin's constants at
+import (`emrchain._core`).
+
 Exactness: the rule is `anchor_record` in `emrchain/state/emr/clinical.py`; this path never
 decides anything that rule could decide differently. A transaction is taken here only when
 every check passes — the next nonce (the stored value absent or 8 bytes), an author the
@@ -28,16 +32,35 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-KEY_BYTES = 32
-PATIENT_ENTRY_BYTES = 36
-"""A patient entry: holder member id (32) | record count u32."""
-ANCHOR_FIXED_PAYLOAD_BYTES = 3 * KEY_BYTES + 1 + 1 + 8
-"""record id, patient id, ciphertext sha256, cid length u8, record type u8, size u64."""
-_ENVELOPE_AFTER_CHAIN = 1 + KEY_BYTES + 8 + 2
-"""kind u8 | sender 32 | nonce u64 | payload length u16."""
-_SIGNATURE_BYTES = 64
+from emrchain.schema import (
+    ENVELOPE_CHAIN_ID_LENGTH_OFFSET,
+    ENVELOPE_KIND_OFFSET,
+    ENVELOPE_NONCE_OFFSET,
+    ENVELOPE_PAYLOAD_OFFSET,
+    ENVELOPE_SENDER_OFFSET,
+    NONCE_BYTES,
+    PAYLOAD_LENGTH_BYTES,
+    SIGNATURE_BYTES,
+)
+from emrchain.schema.anchor import (
+    ACCEPT_PATH_LAYOUT,
+    KEY_BYTES,
+    PATIENT_COUNT_BYTES,
+    PATIENT_COUNT_OFFSET,
+    PATIENT_ENTRY_BYTES,
+    PAYLOAD_CID_LENGTH_OFFSET,
+    PAYLOAD_FIXED_BYTES,
+    PAYLOAD_RECORD_OFFSET,
+    RECORD_ERASURE_BYTES,
+    RECORD_HEIGHT_BYTES,
+    RECORD_TIME_BYTES,
+    anchored_message,
+)
+
+LAYOUT = dict(ACCEPT_PATH_LAYOUT)
+"""The constants this twin builds on (`schema.anchor`; the compiled twin exposes its own)."""
 _U32_MAX = 0xFFFFFFFF
-_ERASURE_FIELDS = bytes(1 + KEY_BYTES + 8 + 8)
+_ERASURE_FIELDS = bytes(RECORD_ERASURE_BYTES)
 """A live record's erasure reason (0), erased by (zeros), erased height and time (0)."""
 
 Author = tuple[bytes, bytes]
@@ -194,29 +217,32 @@ class AnchorPath:
     ) -> bool:
         """Write and record the result of `raw` if the accept path takes it; else change
         nothing and return False."""
-        if type(raw) is not bytes or len(raw) < 2:
+        if type(raw) is not bytes or len(raw) <= ENVELOPE_CHAIN_ID_LENGTH_OFFSET:
             return False
         size = len(raw)
-        kind_at = 2 + raw[1]
-        payload_at = kind_at + _ENVELOPE_AFTER_CHAIN
-        if size < payload_at + _SIGNATURE_BYTES or raw[kind_at] != self._anchor_kind:
+        chain_id_length = raw[ENVELOPE_CHAIN_ID_LENGTH_OFFSET]
+        kind_at = ENVELOPE_KIND_OFFSET + chain_id_length
+        payload_at = ENVELOPE_PAYLOAD_OFFSET + chain_id_length
+        if size < payload_at + SIGNATURE_BYTES or raw[kind_at] != self._anchor_kind:
             return False
-        payload_length = int.from_bytes(raw[payload_at - 2 : payload_at], "big")
-        if payload_at + payload_length + _SIGNATURE_BYTES != size:
+        payload_length = int.from_bytes(raw[payload_at - PAYLOAD_LENGTH_BYTES : payload_at], "big")
+        if payload_at + payload_length + SIGNATURE_BYTES != size:
             return False
-        if payload_length < ANCHOR_FIXED_PAYLOAD_BYTES:
+        if payload_length < PAYLOAD_FIXED_BYTES:
             return False
-        cid_length = raw[payload_at + 3 * KEY_BYTES]
-        if payload_length != ANCHOR_FIXED_PAYLOAD_BYTES + cid_length:
+        cid_length = raw[payload_at + PAYLOAD_CID_LENGTH_OFFSET]
+        if payload_length != PAYLOAD_FIXED_BYTES + cid_length:
             return False
-        sender = raw[kind_at + 1 : kind_at + 1 + KEY_BYTES]
-        nonce = int.from_bytes(raw[kind_at + 1 + KEY_BYTES : payload_at - 2], "big")
+        sender_at = ENVELOPE_SENDER_OFFSET + chain_id_length
+        sender = raw[sender_at : sender_at + KEY_BYTES]
+        nonce_at = ENVELOPE_NONCE_OFFSET + chain_id_length
+        nonce = int.from_bytes(raw[nonce_at : payload_at - PAYLOAD_LENGTH_BYTES], "big")
 
         nonce_key = self._nonce_prefix + sender
         stored = pending[nonce_key] if nonce_key in pending else read(nonce_key)
         if stored is None:
             last_nonce = 0
-        elif type(stored) is bytes and len(stored) == 8:
+        elif type(stored) is bytes and len(stored) == NONCE_BYTES:
             last_nonce = int.from_bytes(stored, "big")
         else:
             return False
@@ -236,12 +262,14 @@ class AnchorPath:
         stored = pending[record_key] if record_key in pending else read(record_key)
         if stored is not None:
             return False
-        patient_id = raw[payload_at + KEY_BYTES : payload_at + 2 * KEY_BYTES]
+        record_at = payload_at + PAYLOAD_RECORD_OFFSET  # the patient id starts the record
+        patient_id = raw[record_at : record_at + KEY_BYTES]
         patient_key = self._patient_prefix + patient_id
         entry = pending[patient_key] if patient_key in pending else read(patient_key)
         if type(entry) is not bytes or len(entry) != PATIENT_ENTRY_BYTES:
             return False
-        record_count = int.from_bytes(entry[KEY_BYTES:], "big")
+        count_end = PATIENT_COUNT_OFFSET + PATIENT_COUNT_BYTES
+        record_count = int.from_bytes(entry[PATIENT_COUNT_OFFSET:count_end], "big")
         if record_count >= self._max_records:
             return False
         new_keys = (record_key not in pending) + (patient_key not in pending) + (
@@ -250,21 +278,20 @@ class AnchorPath:
         if len(pending) + new_keys > max_pending_writes:
             return False
 
-        cid_at = payload_at + 3 * KEY_BYTES + 1
-        tail_at = cid_at + cid_length
         pending[record_key] = b"".join(
             (
-                raw[payload_at + KEY_BYTES : cid_at],  # patient id, ciphertext hash, cid length
-                raw[cid_at : tail_at + 9],  # cid, record type, size
+                raw[record_at:-SIGNATURE_BYTES],  # patient id to size: the record's head
                 member_id,
                 bytes((len(organization),)),
                 organization,
-                height.to_bytes(8, "big"),
-                time_ms.to_bytes(8, "big"),
+                height.to_bytes(RECORD_HEIGHT_BYTES, "big"),
+                time_ms.to_bytes(RECORD_TIME_BYTES, "big"),
                 _ERASURE_FIELDS,
             )
         )
-        pending[patient_key] = entry[:KEY_BYTES] + (record_count + 1).to_bytes(4, "big")
-        pending[nonce_key] = nonce.to_bytes(8, "big")
-        results[index] = self._result_type(0, f"record {record_id[:8].hex()} anchored")
+        pending[patient_key] = entry[:PATIENT_COUNT_OFFSET] + (record_count + 1).to_bytes(
+            PATIENT_COUNT_BYTES, "big"
+        )
+        pending[nonce_key] = nonce.to_bytes(NONCE_BYTES, "big")
+        results[index] = self._result_type(0, anchored_message(record_id))
         return True

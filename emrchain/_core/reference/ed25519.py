@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 
 from emrchain import schema
+from emrchain._core.reference.items import checked_bytes
 from emrchain.schema.verdicts import CoreError, LimitError
 
 FIELD_PRIME = 2**255 - 19
@@ -70,14 +71,6 @@ def _resolve_threads(threads: int) -> int:
     if threads == 0:
         threads = min(os.cpu_count() or 1, MAX_THREADS)
     return threads
-
-
-def _checked_bytes(items: Iterable[bytes], what: str) -> tuple[bytes, ...]:
-    snapshot = tuple(items)
-    for position, item in enumerate(snapshot):
-        if not isinstance(item, bytes):
-            raise TypeError(f"{what} {position} is {type(item).__name__}, not bytes")
-    return snapshot
 
 
 def _point_allowed(encoding: bytes) -> bool:
@@ -129,19 +122,24 @@ def verify_batch(
             f"public_keys, messages and signatures differ in length "
             f"({len(keys)}, {len(texts)}, {len(sigs)})"
         )
-    _checked_bytes(keys, "public key")
-    _checked_bytes(texts, "message")
-    _checked_bytes(sigs, "signature")
+    checked_bytes(keys, "public key")
+    checked_bytes(texts, "message")
+    checked_bytes(sigs, "signature")
     return bytes(_verify_one(k, m, s) for k, m, s in zip(keys, texts, sigs, strict=True))
 
 
 def _verify_transaction(raw: bytes) -> int:
     if len(raw) < _MIN_TX_BYTES:
         return 0
-    chain_id_length = raw[1]
+    chain_id_length = raw[schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET]
     if len(raw) < _MIN_TX_BYTES + chain_id_length:
         return 0
-    return _verify_one(raw[3 + chain_id_length : 35 + chain_id_length], raw[:-64], raw[-64:])
+    sender_start = schema.ENVELOPE_SENDER_OFFSET + chain_id_length
+    return _verify_one(
+        raw[sender_start : schema.ENVELOPE_NONCE_OFFSET + chain_id_length],
+        raw[: -schema.SIGNATURE_BYTES],
+        raw[-schema.SIGNATURE_BYTES :],
+    )
 
 
 def verify_transactions(txs: Sequence[bytes], threads: int = 0) -> bytes:
@@ -151,5 +149,5 @@ def verify_transactions(txs: Sequence[bytes], threads: int = 0) -> bytes:
     LimitError for threads outside 0..256 and TypeError for non-bytes items.
     """
     _resolve_threads(threads)
-    items = _checked_bytes(txs, "transaction")
+    items = checked_bytes(txs, "transaction")
     return bytes(_verify_transaction(raw) for raw in items)

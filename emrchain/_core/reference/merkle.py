@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from emrchain._core.reference.items import checked_bytes
 from emrchain.schema.verdicts import MerkleError
 
 HASH_BYTES = 32
@@ -34,15 +35,6 @@ MAX_PROOF_LENGTH = 64
 _LEAF = b"\x00"
 _NODE = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-
-
-def _checked_bytes(items: Iterable[bytes], what: str) -> tuple[bytes, ...]:
-    """Snapshot `items` as a tuple and make sure every element is a bytes object."""
-    snapshot = tuple(items)
-    for position, item in enumerate(snapshot):
-        if not isinstance(item, bytes):
-            raise TypeError(f"{what} {position} is {type(item).__name__}, not bytes")
-    return snapshot
 
 
 def _leaf_level(leaves: tuple[bytes, ...]) -> list[bytes]:
@@ -66,7 +58,7 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
 
     Raises TypeError if a leaf is not bytes.
     """
-    items = _checked_bytes(leaves, "leaf")
+    items = checked_bytes(leaves, "leaf")
     if not items:
         return EMPTY_ROOT
     level = _leaf_level(items)
@@ -81,7 +73,7 @@ def merkle_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     Raises TypeError for non-bytes leaves or a non-integer index and MerkleError if `index` is
     not in range(len(leaves)) (so always for an empty tree).
     """
-    items = _checked_bytes(leaves, "leaf")
+    items = checked_bytes(leaves, "leaf")
     index = operator.index(index)
     if not 0 <= index < len(items):
         raise MerkleError(f"leaf index {index} out of range for a tree of {len(items)} leaves")
@@ -115,7 +107,7 @@ def verify_merkle_proof(
         raise TypeError("root and leaf must be bytes")
     index = operator.index(index)
     total = operator.index(total)
-    path = _checked_bytes(proof, "proof element")
+    path = checked_bytes(proof, "proof element")
     if not 1 <= total <= MAX_TREE_SIZE:
         raise MerkleError(f"tree size {total} outside 1..2^63")
     if not 0 <= index < total:

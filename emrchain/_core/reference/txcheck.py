@@ -35,11 +35,14 @@ def decode_accepted(raw: bytes) -> DecodedTransaction:
     The compiled twin (`_txcheck.decode_accepted`, selected as `emrchain._core.decode_accepted`)
     returns equal results, field by field and type by type, for every accepted transaction.
     """
-    chain_end = 2 + raw[1]
-    kind = raw[chain_end]
-    sender_start = chain_end + 1
-    payload_start = sender_start + 42
-    payload_end = payload_start + int.from_bytes(raw[sender_start + 40 : payload_start], "big")
+    chain_id_length = raw[schema.ENVELOPE_CHAIN_ID_LENGTH_OFFSET]
+    kind_at = schema.ENVELOPE_KIND_OFFSET + chain_id_length
+    kind = raw[kind_at]
+    sender_start = schema.ENVELOPE_SENDER_OFFSET + chain_id_length
+    nonce_start = schema.ENVELOPE_NONCE_OFFSET + chain_id_length
+    length_start = schema.ENVELOPE_PAYLOAD_LENGTH_OFFSET + chain_id_length
+    payload_start = schema.ENVELOPE_PAYLOAD_OFFSET + chain_id_length
+    payload_end = payload_start + int.from_bytes(raw[length_start:payload_start], "big")
     payload = raw[payload_start:payload_end]
     values: dict[str, Any] = {}
     position = 0
@@ -62,10 +65,10 @@ def decode_accepted(raw: bytes) -> DecodedTransaction:
         position = end
     return DecodedTransaction(
         version=raw[0],
-        chain_id=raw[2:chain_end],
+        chain_id=raw[schema.ENVELOPE_CHAIN_ID_OFFSET : kind_at],
         kind=_KINDS[kind],
-        sender=raw[sender_start : sender_start + 32],
-        nonce=int.from_bytes(raw[sender_start + 32 : sender_start + 40], "big"),
+        sender=raw[sender_start:nonce_start],
+        nonce=int.from_bytes(raw[nonce_start:length_start], "big"),
         payload=payload,
         signature=raw[payload_end:],
         fields=values,

@@ -8,6 +8,7 @@ record's; break-glass declarations also to the auditors' review queue.
 from __future__ import annotations
 
 from emrchain.schema import ErasureReason, Role
+from emrchain.schema.anchor import anchored_message
 from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
 from emrchain.state.application import BlockContext, writes_only_when_accepted
@@ -104,7 +105,7 @@ def anchor_record(
     )
     write_patient_fields(state, patient_id, holder, record_count + 1)
     # The message is short, so TxResult.make would not cut it.
-    return TxResult(_OK, f"record {short(record_id)} anchored")
+    return TxResult(_OK, anchored_message(record_id))
 
 
 def anchor_author(view: StateView, sender: bytes) -> tuple[bytes, bytes] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import struct
 from collections.abc import Callable, Collection
 
 from emrchain.schema import Role
@@ -22,8 +21,7 @@ from emrchain.state.emr.entities import Member
 from emrchain.state.emr.tables import TransactionRefusedError, member_of_key
 from emrchain.state.result import TxResult
 from emrchain.state.view import OverlayStateView, StateView
-
-_NONCE_AND_LENGTH = struct.Struct(">QH")
+from emrchain.types import envelope
 
 EmrHandlerFunction = Callable[[DecodedTransaction, OverlayStateView, BlockContext], TxResult]
 
@@ -46,15 +44,8 @@ def transaction_id(tx: DecodedTransaction) -> bytes:
 
     The envelope has exactly one encoding (`docs/spec/encoding.md` §4), so the rebuilt bytes are
     the bytes that were decoded, and this is the id the tx index and clients use."""
-    return hashlib.sha256(
-        bytes((tx.version, len(tx.chain_id)))
-        + tx.chain_id
-        + bytes((tx.kind,))
-        + tx.sender
-        + _NONCE_AND_LENGTH.pack(tx.nonce, len(tx.payload))
-        + tx.payload
-        + tx.signature
-    ).digest()
+    unsigned = envelope.encode_unsigned(tx.chain_id, tx.kind, tx.sender, tx.nonce, tx.payload)
+    return hashlib.sha256(unsigned + tx.signature).digest()
 
 
 def require_sender(view: StateView, tx: DecodedTransaction) -> Member:

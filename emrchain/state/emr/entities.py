@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from enum import IntEnum
 
 from emrchain.schema import Role
+from emrchain.schema.anchor import PATIENT_ENTRY, struct_sections
 from emrchain.state.emr.limits import (
     ORGANIZATION_ID_MAX_BYTES,
     ORGANIZATION_NAME_MAX_BYTES,
@@ -23,7 +24,8 @@ from emrchain.types.codec import U32_MAX, DecodeError, EncodeError, Reader, Writ
 NO_KEY = bytes(32)
 """32 zero bytes: "none" in an optional key, member id or hash field."""
 
-_PATIENT_ENTRY = struct.Struct(">32sI")
+(_PATIENT_ENTRY_FORMAT,) = struct_sections(PATIENT_ENTRY)
+_PATIENT_ENTRY = struct.Struct(_PATIENT_ENTRY_FORMAT)
 
 
 class MemberStatus(IntEnum):
@@ -191,9 +193,9 @@ class PatientEntry:
     member_id: bytes
     record_count: int
 
-    # Fixed layout (36 bytes), read and rewritten by every ANCHOR_RECORD: struct instead of
-    # Writer/Reader, with the same checks and the same bytes; `pack`/`unpack` spare the hot
-    # path the objects.
+    # Fixed layout (`schema.anchor.PATIENT_ENTRY`, 36 bytes), read and rewritten by every
+    # ANCHOR_RECORD: struct instead of Writer/Reader, with the same checks and the same bytes;
+    # `pack`/`unpack` spare the hot path the objects.
     def encode(self) -> bytes:
         return self.pack(self.member_id, self.record_count)
 

@@ -8,22 +8,20 @@ the chain, and the erasure fields say who erased it, when and why.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from emrchain.schema import ErasureReason, GranteeKind, GrantScope, RecordType
+from emrchain.schema.anchor import EMR_RECORD, FIXED, NOT_ERASED, UINT, struct_sections
 from emrchain.state.emr.entities import NO_KEY, read_ident
 from emrchain.state.emr.limits import CID_MAX_BYTES
 from emrchain.types.codec import DecodeError, EncodeError, Reader, Writer
 
-NOT_ERASED = 0
-"""`erasure_reason` of a record that is not erased (reasons are 1..3)."""
-
 # EmrRecord = _HASHES | cid | _TYPE_SIZE_AUTHOR | author_organization | _TAIL, where the
-# one-byte length prefixes of cid and author_organization end the struct before them.
-_HASHES = struct.Struct(">32s32sB")
-_TYPE_SIZE_AUTHOR = struct.Struct(">BQ32sB")
-_TAIL = struct.Struct(">QQB32sQQ")
+# one-byte length prefixes of cid and author_organization end the struct before them; the
+# layout is `schema.anchor.EMR_RECORD`, shared with the compiled accept path.
+_HASHES, _TYPE_SIZE_AUTHOR, _TAIL = (struct.Struct(form) for form in struct_sections(EMR_RECORD))
 
 
 def encode_record(
@@ -75,6 +73,31 @@ def encode_record(
     except struct.error as error:  # an integer that does not fit its field, or not an integer
         raise EncodeError(str(error)) from None
     return b"".join((head, cid, middle, organization, tail))
+
+
+def _record_type(reader: Reader) -> RecordType:
+    try:
+        return RecordType(reader.u8("record_type"))
+    except ValueError:
+        raise DecodeError("EmrRecord.record_type: unknown type") from None
+
+
+_RECORD_FIELD_READERS: dict[str, Callable[[Reader], Any]] = {
+    "cid": lambda reader: reader.var_bytes(1, CID_MAX_BYTES, "cid"),
+    "record_type": _record_type,
+    "author_organization": lambda reader: read_ident(reader, "author_organization", 1),
+}
+"""EmrRecord fields read with more than their width's check: bounds, enum, alphabet."""
+_UINT_READERS: dict[int, Callable[[Reader, str], int]] = {
+    1: Reader.u8,
+    4: Reader.u32,
+    8: Reader.u64,
+}
+if any(
+    field.kind != UINT and field.kind != FIXED and field.name not in _RECORD_FIELD_READERS
+    for field in EMR_RECORD
+):
+    raise RuntimeError("EmrRecord: a variable-length field has no reader with its bounds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,30 +153,18 @@ class EmrRecord:
 
     @classmethod
     def decode(cls, record_id: bytes, data: bytes) -> EmrRecord:
+        """The fields of `schema.anchor.EMR_RECORD`, in its order, each checked as it is read."""
         reader = Reader(data, "EmrRecord")
-        patient_id = reader.fixed(32, "patient_id")
-        ciphertext_sha256 = reader.fixed(32, "ciphertext_sha256")
-        cid = reader.var_bytes(1, CID_MAX_BYTES, "cid")
-        try:
-            record_type = RecordType(reader.u8("record_type"))
-        except ValueError:
-            raise DecodeError("EmrRecord.record_type: unknown type") from None
-        record = cls(
-            record_id=record_id,
-            patient_id=patient_id,
-            ciphertext_sha256=ciphertext_sha256,
-            cid=cid,
-            record_type=record_type,
-            size_bytes=reader.u64("size_bytes"),
-            author=reader.fixed(32, "author"),
-            author_organization=read_ident(reader, "author_organization", 1),
-            height=reader.u64("height"),
-            time_ms=reader.u64("time_ms"),
-            erasure_reason=reader.u8("erasure_reason"),
-            erased_by=reader.fixed(32, "erased_by"),
-            erased_height=reader.u64("erased_height"),
-            erased_time_ms=reader.u64("erased_time_ms"),
-        )
+        values: dict[str, Any] = {}
+        for field in EMR_RECORD:
+            special = _RECORD_FIELD_READERS.get(field.name)
+            if special is not None:
+                values[field.name] = special(reader)
+            elif field.kind == FIXED:
+                values[field.name] = reader.fixed(field.size, field.name)
+            else:
+                values[field.name] = _UINT_READERS[field.size](reader, field.name)
+        record = cls(record_id, **values)
         reader.finish()
         if record.erasure_reason not in (NOT_ERASED, *ErasureReason):
             raise DecodeError("EmrRecord.erasure_reason: unknown reason")
