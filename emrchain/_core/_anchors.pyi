@@ -5,6 +5,10 @@ from typing import Any
 
 from emrchain._core.reference.anchors import Author
 
+LAYOUT: dict[str, int | bytes]
+"""The record-layout constants this module was built with (checked against
+`emrchain.schema.anchor.ACCEPT_PATH_LAYOUT` at import)."""
+
 class AnchorPath:
     def __init__(
         self,
