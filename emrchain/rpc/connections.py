@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emrchain.rpc.limits import SlotCounter, client_address
-from emrchain.rpc.throttled_log import ThrottledLog
+from emrchain.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 
