@@ -100,6 +100,7 @@ async def start_node(
     allowed: list[bytes],
     *,
     chain_id: bytes = CHAIN_ID,
+    clock: Callable[[], float] = time.monotonic,
     **config_overrides: Any,
 ) -> Node:
     events = Events()
@@ -110,6 +111,7 @@ async def start_node(
         allowed,
         on_peer_connected=events.connected.append,
         on_peer_disconnected=lambda peer, reason: events.disconnected.append((peer, reason)),
+        clock=clock,
     )
     await manager.start()
     return Node(key, manager, events)
@@ -171,8 +173,12 @@ class OpenSockets:
     def __init__(self) -> None:
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(HOST, port)
+    async def connect(
+        self, port: int, source_host: str = HOST
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect from `source_host`: 127.0.0.2, 127.0.0.3... are loopback too on Linux, so
+        each models another remote address."""
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source_host, 0))
         self.writers.append(writer)
         return reader, writer
 
