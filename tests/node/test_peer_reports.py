@@ -36,7 +36,7 @@ def test_an_undecodable_message_is_reported_until_the_sender_is_banned(tmp_path:
             P2PConfig(
                 listen_host="127.0.0.1",
                 listen_port=0,
-                persistent_peers=(node.p2p.address.replace("0.0.0.0", "127.0.0.1"),),
+                persistent_peers=(node.p2p.address,),
             ),
             peer_key,
             CHAIN_ID.encode(),

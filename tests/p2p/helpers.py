@@ -162,6 +162,20 @@ async def linked_pair(
         await close_all(a, b)
 
 
+@contextlib.asynccontextmanager
+async def lone_node(**options: Any) -> AsyncIterator[tuple[Node, OpenSockets]]:
+    """A node that allows only itself, and raw sockets to hit it with; both closed on exit."""
+    signer = Ed25519Signer.generate()
+    sockets = OpenSockets()
+    node = None
+    try:
+        node = await start_node(signer, [signer.public_key], **options)
+        yield node, sockets
+    finally:
+        await sockets.close()
+        await close_all(node)
+
+
 async def gather_bounded(*awaitables: Awaitable[Any], timeout_s: float = 5.0) -> list[Any]:
     async with asyncio.timeout(timeout_s):
         return await asyncio.gather(*awaitables, return_exceptions=True)

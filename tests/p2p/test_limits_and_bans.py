@@ -4,8 +4,11 @@ real TCP: attackers connect from other loopback addresses (127.0.0.2, 127.0.0.3.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -14,17 +17,19 @@ from emrchain.p2p import CloseReason, HandshakeFailure, Misbehaviour
 from emrchain.p2p.handshake import encode_hello
 from tests.p2p.helpers import (
     CHAIN_ID,
+    Node,
     OpenSockets,
     close_all,
     exchange,
     fully_connected,
+    lone_node,
     run,
     start_node,
     wait_until,
 )
 
 ATTACKER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
-SLOTS = {"max_pending_handshakes": 16, "max_pending_handshakes_per_address": 4}
+SLOTS: dict[str, Any] = {"max_pending_handshakes": 16, "max_pending_handshakes_per_address": 4}
 
 
 class FakeClock:
@@ -55,11 +60,7 @@ async def hold_silent_sockets(
 
 def test_one_address_cannot_take_more_than_its_slots() -> None:
     async def scenario() -> None:
-        signer = Ed25519Signer.generate()
-        node = None
-        sockets = OpenSockets()
-        try:
-            node = await start_node(signer, [signer.public_key], **SLOTS)
+        async with lone_node(**SLOTS) as (node, sockets):
             port = node.manager.listen_port
             held = [(await sockets.connect(port, ATTACKER_HOSTS[0]))[0] for _ in range(4)]
             refused, _ = await sockets.connect(port, ATTACKER_HOSTS[0])
@@ -70,9 +71,6 @@ def test_one_address_cannot_take_more_than_its_slots() -> None:
             failures = node.manager.stats().handshake_failures
             assert failures == {HandshakeFailure.TOO_MANY_PENDING_FROM_ADDRESS: 1}
             assert all(not reader.at_eof() for reader in held)
-        finally:
-            await sockets.close()
-            await close_all(node)
 
     run(scenario())
 
@@ -80,14 +78,8 @@ def test_one_address_cannot_take_more_than_its_slots() -> None:
 @pytest.mark.parametrize("send_hello", [False, True], ids=["silent", "hello-without-auth"])
 def test_an_unauthenticated_connection_is_closed_at_the_hello_timeout(send_hello: bool) -> None:
     async def scenario() -> None:
-        signer = Ed25519Signer.generate()
-        node = None
-        sockets = OpenSockets()
-        try:
-            # The whole handshake may take 5 s; an unauthenticated dialer only 0.2 s.
-            node = await start_node(
-                signer, [signer.public_key], handshake_timeout_ms=5_000, hello_timeout_ms=200
-            )
+        # The whole handshake may take 5 s; an unauthenticated dialer only 0.2 s.
+        async with lone_node(handshake_timeout_ms=5_000, hello_timeout_ms=200) as (node, sockets):
             started = asyncio.get_running_loop().time()
             reader, writer = await sockets.connect(node.manager.listen_port, ATTACKER_HOSTS[0])
             if send_hello:  # a valid hello needs no key: only the authentication does
@@ -98,9 +90,6 @@ def test_an_unauthenticated_connection_is_closed_at_the_hello_timeout(send_hello
             assert 0.19 < elapsed < 2.0, elapsed
             assert node.manager.stats().handshake_failures == {HandshakeFailure.TIMEOUT: 1}
             assert node.manager.pending_inbound_handshakes == 0
-        finally:
-            await sockets.close()
-            await close_all(node)
 
     run(scenario())
 
@@ -152,18 +141,36 @@ def test_a_restarted_validator_reconnects_within_the_hello_timeout_under_a_slot_
     run(scenario())
 
 
+@contextlib.asynccontextmanager
+async def judge_and_offender(
+    judge_dials: bool, **judge_options: Any
+) -> AsyncIterator[tuple[Node, Node, FakeClock]]:
+    """Two connected nodes: the judge, on a clock the test moves, and the offender it will ban.
+    The judge dials the offender when `judge_dials`, else the offender dials the judge."""
+    signers = [Ed25519Signer.generate() for _ in range(2)]
+    allowed = [signer.public_key for signer in signers]
+    clock = FakeClock()
+    judge = offender = None
+    try:
+        if judge_dials:
+            offender = await start_node(signers[1], allowed)
+            dialled: tuple[str, ...] = (offender.manager.address,)
+            judge = await start_node(
+                signers[0], allowed, clock=clock, persistent_peers=dialled, **judge_options
+            )
+        else:
+            judge = await start_node(signers[0], allowed, clock=clock, **judge_options)
+            dialled = (judge.manager.address,)
+            offender = await start_node(signers[1], allowed, persistent_peers=dialled)
+        await fully_connected([judge, offender])
+        yield judge, offender, clock
+    finally:
+        await close_all(offender, judge)
+
+
 def test_a_severe_report_disconnects_and_bans_until_the_clock_passes_the_ban() -> None:
     async def scenario() -> None:
-        signers = [Ed25519Signer.generate() for _ in range(2)]
-        allowed = [signer.public_key for signer in signers]
-        clock = FakeClock()
-        judge = offender = None
-        try:
-            judge = await start_node(signers[0], allowed, clock=clock, ban_duration_ms=60_000)
-            offender = await start_node(
-                signers[1], allowed, persistent_peers=(judge.manager.address,)
-            )
-            await fully_connected([judge, offender])
+        async with judge_and_offender(False, ban_duration_ms=60_000) as (judge, offender, clock):
             assert judge.manager.report_misbehaviour(
                 offender.node_id, Misbehaviour.INVALID_SIGNATURE
             )
@@ -183,28 +190,17 @@ def test_a_severe_report_disconnects_and_bans_until_the_clock_passes_the_ban() -
             clock.now += 60.0
             await fully_connected([judge, offender])
             assert judge.manager.banned_peers() == {}
-        finally:
-            await close_all(offender, judge)
 
     run(scenario())
 
 
 def test_a_banned_peer_is_not_dialled_until_its_ban_expires() -> None:
     async def scenario() -> None:
-        signers = [Ed25519Signer.generate() for _ in range(2)]
-        allowed = [signer.public_key for signer in signers]
-        clock = FakeClock()
-        judge = offender = None
-        try:
-            offender = await start_node(signers[1], allowed)
-            judge = await start_node(
-                signers[0],
-                allowed,
-                clock=clock,
-                persistent_peers=(offender.manager.address,),
-                misbehaviour_ban_threshold=3,
-            )
-            await fully_connected([judge, offender])
+        async with judge_and_offender(True, misbehaviour_ban_threshold=3) as (
+            judge,
+            offender,
+            clock,
+        ):
             for _ in range(2):
                 assert not judge.manager.report_misbehaviour(offender.node_id, Misbehaviour.FLOOD)
             assert judge.manager.is_connected(offender.node_id)  # below the threshold
@@ -217,8 +213,6 @@ def test_a_banned_peer_is_not_dialled_until_its_ban_expires() -> None:
             clock.now += judge.manager.config.ban_duration_ms / 1000
             await fully_connected([judge, offender])
             assert offender.manager.stats().connections_established == 2
-        finally:
-            await close_all(judge, offender)
 
     run(scenario())
 
@@ -243,13 +237,7 @@ def test_reports_against_a_peer_that_is_not_allowed_are_ignored() -> None:
 
 def test_refusal_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> None:
-        signer = Ed25519Signer.generate()
-        node = None
-        sockets = OpenSockets()
-        try:
-            node = await start_node(
-                signer, [signer.public_key], log_interval_ms=60_000, **SLOTS
-            )
+        async with lone_node(log_interval_ms=60_000, **SLOTS) as (node, sockets):
             port = node.manager.listen_port
             for _ in range(4 + 50):
                 await sockets.connect(port, ATTACKER_HOSTS[0])
@@ -259,9 +247,6 @@ def test_refusal_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> Non
                 ]
                 == 50
             )
-        finally:
-            await sockets.close()
-            await close_all(node)
 
     with caplog.at_level(logging.WARNING, logger="emrchain.p2p"):
         run(scenario())
