@@ -44,7 +44,12 @@ class PeerScores:
         self._banned_until: dict[str, float] = {}
 
     def report(self, peer_id: str, kind: Misbehaviour) -> bool:
-        """Count one report; True if it bans the peer now (its strikes then start over)."""
+        """Count one report; True if it bans the peer now (its strikes then start over).
+
+        A report against a peer already banned changes nothing: messages it sent before the ban
+        may still be in the node's queue, and must not extend the ban or log it again."""
+        if self.is_banned(peer_id):
+            return False
         strikes = self._strikes.setdefault(peer_id, Counter())
         strikes[kind] += 1
         if kind not in SEVERE and strikes[kind] < self._threshold:

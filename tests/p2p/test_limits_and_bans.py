@@ -176,18 +176,24 @@ def test_a_severe_report_disconnects_and_bans_until_the_clock_passes_the_ban() -
             )
             await wait_until(lambda: not offender.manager.is_connected(judge.node_id))
             assert judge.events.disconnected == [(offender.node_id, CloseReason.BANNED)]
+            # What it sent before the ban may still be reported: that does not ban it again.
+            clock.now += 30.0
+            assert not judge.manager.report_misbehaviour(
+                offender.node_id, Misbehaviour.EQUIVOCATION
+            )
             # The offender keeps redialling; the judge refuses it once its key is known.
             await wait_until(
                 lambda: judge.manager.stats().handshake_failures[HandshakeFailure.BANNED] >= 3
             )
             assert not judge.manager.is_connected(offender.node_id)
-            assert judge.manager.banned_peers() == {offender.node_id: 60.0}
+            assert judge.manager.banned_peers() == {offender.node_id: 30.0}
             stats = judge.manager.stats()
             assert stats.bans == 1 and stats.peers[offender.node_id].bans == 1
             assert stats.peers[offender.node_id].misbehaviour == {
-                Misbehaviour.INVALID_SIGNATURE: 1
+                Misbehaviour.INVALID_SIGNATURE: 1,
+                Misbehaviour.EQUIVOCATION: 1,
             }
-            clock.now += 60.0
+            clock.now += 30.0
             await fully_connected([judge, offender])
             assert judge.manager.banned_peers() == {}
 
