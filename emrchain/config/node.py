@@ -156,8 +156,40 @@ class P2PSection:
     )
     max_pending_handshakes: int = setting(
         16,
-        "Connections still in their handshake; more inbound connections are closed at once.",
+        "Inbound connections whose dialer has not authenticated yet; more are closed at once.",
+        Integer(2, 10_000, "connections"),
+    )
+    max_pending_handshakes_per_address: int = setting(
+        4,
+        "Inbound connections from one source address (an IPv6 /64) not yet authenticated; more "
+        "from that address are closed at once. Below max_pending_handshakes, so one address "
+        "cannot hold every slot.",
         Integer(1, 10_000, "connections"),
+    )
+    hello_timeout_ms: int = setting(
+        1_000,
+        "An inbound connection whose dialer has not sent its hello and a verified authentication "
+        "by then is closed, freeing its pre-authentication slot (handshake_timeout_ms applies "
+        "instead when it is shorter).",
+        Integer(100, 60_000, "milliseconds"),
+    )
+    misbehaviour_ban_threshold: int = setting(
+        10,
+        "Reports of one kind of misbehaviour (invalid block, flood, protocol violation, bad sync "
+        "response) after which a peer is disconnected and banned; one invalid signature or "
+        "equivocation is enough.",
+        Integer(1, 1_000_000, "reports"),
+    )
+    ban_duration_ms: int = setting(
+        600_000,
+        "How long a banned peer is refused at the handshake and not dialled.",
+        Integer(1_000, 7 * 86_400_000, "milliseconds"),
+    )
+    log_interval_ms: int = setting(
+        10_000,
+        "At most one log line per interval about refused connections and one about "
+        "misbehaviour reports (bans are always logged); the next line counts those left out.",
+        Integer(0, 3_600_000, "milliseconds"),
     )
 
 
@@ -883,6 +915,12 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         "[p2p] reconnect_max_ms",
         f"must be at least [p2p] reconnect_initial_ms ({p2p.reconnect_initial_ms}), "
         f"got {p2p.reconnect_max_ms}",
+    )
+    require(
+        p2p.max_pending_handshakes_per_address < p2p.max_pending_handshakes,
+        "[p2p] max_pending_handshakes_per_address",
+        f"must be below [p2p] max_pending_handshakes ({p2p.max_pending_handshakes}) so one "
+        f"address cannot hold every slot, got {p2p.max_pending_handshakes_per_address}",
     )
     require(
         p2p.idle_timeout_ms >= 2 * p2p.ping_interval_ms,

@@ -35,7 +35,7 @@ from emrchain.node.wiring import (
     build,
     p2p_config,
 )
-from emrchain.p2p import PeerManager
+from emrchain.p2p import Misbehaviour, PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
@@ -346,6 +346,7 @@ class Node:
                 )
             except DecodeError as error:
                 self.undecodable_messages += 1
+                self.p2p.report_misbehaviour(received.peer_id, Misbehaviour.PROTOCOL_VIOLATION)
                 logger.warning("undecodable message from %s: %s", received.peer_id[:16], error)
                 continue
             if isinstance(message, messages.TxsMessage):

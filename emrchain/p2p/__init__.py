@@ -16,6 +16,7 @@ from emrchain.p2p.errors import (
 )
 from emrchain.p2p.identity import NodeAddress, node_id
 from emrchain.p2p.manager import PeerManager
+from emrchain.p2p.scoring import Misbehaviour
 from emrchain.p2p.stats import P2PStats, PeerStats
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeFailure",
     "MessageTooLargeError",
+    "Misbehaviour",
     "NodeAddress",
     "P2PConfig",
     "P2PError",

@@ -39,8 +39,12 @@ class P2PConfig:
     receive_queue_max_messages: int = P2PSection.receive_queue_max_messages
     max_write_buffer_bytes: int = P2PSection.max_write_buffer_bytes
     max_pending_handshakes: int = P2PSection.max_pending_handshakes
+    max_pending_handshakes_per_address: int = P2PSection.max_pending_handshakes_per_address
 
     handshake_timeout_ms: int = P2PSection.handshake_timeout_ms
+    # The inbound handshake runs under min(hello_timeout_ms, handshake_timeout_ms) until the
+    # dialer has authenticated, then under handshake_timeout_ms from its start.
+    hello_timeout_ms: int = P2PSection.hello_timeout_ms
     dial_timeout_ms: int = P2PSection.dial_timeout_ms
     reconnect_initial_ms: int = P2PSection.reconnect_initial_ms
     reconnect_max_ms: int = P2PSection.reconnect_max_ms
@@ -49,6 +53,9 @@ class P2PConfig:
     ping_interval_ms: int = P2PSection.ping_interval_ms
     idle_timeout_ms: int = P2PSection.idle_timeout_ms
     close_timeout_ms: int = P2PSection.close_timeout_ms
+    misbehaviour_ban_threshold: int = P2PSection.misbehaviour_ban_threshold
+    ban_duration_ms: int = P2PSection.ban_duration_ms
+    log_interval_ms: int = P2PSection.log_interval_ms
 
     @property
     def max_payload_bytes(self) -> int:
@@ -72,6 +79,8 @@ class P2PConfig:
         check_declared(P2P_SETTINGS, self)
         if self.reconnect_max_ms < self.reconnect_initial_ms:
             raise ValueError("reconnect_max_ms must be >= reconnect_initial_ms")
+        if self.max_pending_handshakes_per_address >= self.max_pending_handshakes:
+            raise ValueError("max_pending_handshakes_per_address must be < max_pending_handshakes")
         # Two missed keepalives are tolerated before a peer counts as gone.
         if self.idle_timeout_ms < 2 * self.ping_interval_ms:
             raise ValueError("idle_timeout_ms must be >= 2 * ping_interval_ms")

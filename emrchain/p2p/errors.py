@@ -26,6 +26,10 @@ class HandshakeFailure(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     BAD_READY = "bad_ready"
     TOO_MANY_PENDING = "too_many_pending"
+    # max_pending_handshakes_per_address connections from that address are already pending.
+    TOO_MANY_PENDING_FROM_ADDRESS = "too_many_pending_from_address"
+    # The peer authenticated with a key we banned for misbehaviour (`PeerManager.banned_peers`).
+    BANNED = "banned"
 
 
 class CloseReason(StrEnum):
@@ -41,6 +45,8 @@ class CloseReason(StrEnum):
     DUPLICATE_CONNECTION = "duplicate_connection"
     REPLACED_BY_DUPLICATE = "replaced_by_duplicate"
     PEER_NO_LONGER_ALLOWED = "peer_no_longer_allowed"
+    # The node reported enough misbehaviour for a ban (`PeerManager.report_misbehaviour`).
+    BANNED = "banned"
     SHUTDOWN = "shutdown"
 
 

@@ -15,7 +15,8 @@ is `SHA-256(label | hello_D | hello_R)`: it binds both ephemeral keys, both hell
 role byte) which side signed. Frames are those of `framing.py`, on the streams the session keys
 open, so the transport simply continues where the handshake stops.
 
-The caller bounds the whole exchange with `handshake_timeout_ms`.
+The caller bounds the whole exchange with `handshake_timeout_ms`, and the part before the peer
+has authenticated with `hello_timeout_ms` (it learns when through `on_peer_authenticated`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import struct
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -50,6 +51,8 @@ MAX_CHAIN_ID_BYTES = 50
 EPHEMERAL_KEY_BYTES = sodium.crypto_kx_PUBLIC_KEY_BYTES
 TRANSCRIPT_LABEL = b"emrchain-p2p-handshake-v1"
 SIGNATURE_BYTES = 64
+
+PeerAuthenticated = Callable[[bytes], None]
 
 _HELLO_FIXED = struct.Struct(">4sHB")  # magic, version, chain id length
 # Hello body sizes the protocol can produce; the length byte is checked against them unread.
@@ -142,16 +145,26 @@ async def perform_handshake(
     chain_id: bytes,
     allowed_peer_keys: Collection[bytes],
     expected_peer_key: bytes | None = None,
+    on_peer_authenticated: PeerAuthenticated | None = None,
 ) -> HandshakeResult:
     """Run the handshake as `role`; return the authenticated peer or raise HandshakeError.
 
     `expected_peer_key` is the key the dialer dialed (its address names it); a responder passes
-    None and accepts any key in `allowed_peer_keys`. Network errors and EOF surface as
-    HandshakeError(CONNECTION_CLOSED); the caller applies the timeout.
+    None and accepts any key in `allowed_peer_keys`. `on_peer_authenticated(peer_key)` runs once
+    the peer's signature verified and its key is allowed, before we go on (a responder before it
+    reveals its own key); it may refuse the peer by raising HandshakeError. Network errors and
+    EOF surface as HandshakeError(CONNECTION_CLOSED); the caller applies the timeout.
     """
     try:
         return await _handshake(
-            reader, writer, role, node_key, chain_id, allowed_peer_keys, expected_peer_key
+            reader,
+            writer,
+            role,
+            node_key,
+            chain_id,
+            allowed_peer_keys,
+            expected_peer_key,
+            on_peer_authenticated or _accept_any,
         )
     except asyncio.IncompleteReadError:
         raise HandshakeError(
@@ -165,6 +178,10 @@ async def perform_handshake(
         raise HandshakeError(HandshakeFailure.BAD_AUTH_MESSAGE, str(error)) from None
 
 
+def _accept_any(peer_key: bytes) -> None:
+    """The default `on_peer_authenticated`: every allowed key is welcome."""
+
+
 async def _handshake(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -173,6 +190,7 @@ async def _handshake(
     chain_id: bytes,
     allowed_peer_keys: Collection[bytes],
     expected_peer_key: bytes | None,
+    on_peer_authenticated: PeerAuthenticated,
 ) -> HandshakeResult:
     ephemeral_public, ephemeral_secret = sodium.crypto_kx_keypair()
     own_hello = encode_hello(chain_id, ephemeral_public)
@@ -212,6 +230,7 @@ async def _handshake(
         await _send_auth(writer, sealer, own_auth)
         opener, peer_key = await _receive_auth(reader, receive_key, chain_id, peer_role, transcript)
         _check_peer_key(peer_key, node_key.public_key, allowed_peer_keys, expected_peer_key)
+        on_peer_authenticated(peer_key)
         # "ready": tells the responder we accepted it, so it never registers a peer we refused.
         ready = sealer.seal_message(KEEPALIVE_CHANNEL, b"")
         writer.write(frame_prefix(ready) + ready)
@@ -220,6 +239,7 @@ async def _handshake(
         # The responder proves nothing about itself until the dialer proved it is allowed.
         opener, peer_key = await _receive_auth(reader, receive_key, chain_id, peer_role, transcript)
         _check_peer_key(peer_key, node_key.public_key, allowed_peer_keys, None)
+        on_peer_authenticated(peer_key)
         await _send_auth(writer, sealer, own_auth)
         ciphertext = await read_frame(reader, READY_CIPHERTEXT_BYTES)
         try:

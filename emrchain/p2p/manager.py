@@ -4,6 +4,13 @@ The node calls `start()`, then `send` / `broadcast` (never blocking) and `receiv
 `messages()`; `close()` cancels every task and closes every socket. Only nodes whose P2P key is
 in the allowed set (from genesis) get past the handshake.
 
+Before a dialer has authenticated it holds a pre-authentication slot: at most
+`max_pending_handshakes` in all and `max_pending_handshakes_per_address` from one source
+address, each for at most `hello_timeout_ms`, so unauthenticated sockets cannot keep an allowed
+validator out. The node reports what a peer did wrong (`report_misbehaviour`); enough of it bans
+the peer for `ban_duration_ms`: it is disconnected, refused at the handshake once its key is
+known, and not dialled (docs/spec/p2p.md §5.1–5.2).
+
 Two nodes that dial each other at the same moment end up with two connections; both sides then
 keep the one opened by the lower node id (`prefer_new_connection`), so they agree without
 talking about it.
@@ -13,9 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from emrchain.crypto.keys import Signer
@@ -26,7 +36,9 @@ from emrchain.p2p.errors import CloseReason, HandshakeError, HandshakeFailure, M
 from emrchain.p2p.framing import MAX_CHANNEL, MIN_APPLICATION_CHANNEL
 from emrchain.p2p.handshake import MAX_CHAIN_ID_BYTES, Role, perform_handshake
 from emrchain.p2p.identity import NODE_KEY_BYTES, NodeAddress, node_id
+from emrchain.p2p.scoring import Misbehaviour, PeerScores
 from emrchain.p2p.stats import P2PStats
+from emrchain.throttled_log import ThrottledLog
 
 logger = logging.getLogger("emrchain.p2p")
 
@@ -62,10 +74,12 @@ class PeerManager:
         *,
         on_peer_connected: PeerConnectedCallback | None = None,
         on_peer_disconnected: PeerDisconnectedCallback | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`on_peer_connected(peer_id)` / `on_peer_disconnected(peer_id, reason)` are called on
         the event loop when a peer goes from not connected to connected and back; they must not
-        block. A duplicate connection replacing another is not a disconnect."""
+        block. A duplicate connection replacing another is not a disconnect. `clock` (monotonic
+        seconds) times bans and log intervals; tests pass their own to move time."""
         config.validate()
         if not isinstance(chain_id, bytes) or not 1 <= len(chain_id) <= MAX_CHAIN_ID_BYTES:
             raise ValueError(f"chain_id must be 1..{MAX_CHAIN_ID_BYTES} bytes")
@@ -78,6 +92,14 @@ class PeerManager:
         self._on_peer_connected = on_peer_connected
         self._on_peer_disconnected = on_peer_disconnected
         self._stats = P2PStats()
+        self._clock = clock
+        self._scores = PeerScores(
+            config.misbehaviour_ban_threshold, config.ban_duration_ms / 1000, clock
+        )
+        # Refused connections and misbehaviour reports are the remote side's doing, as often as
+        # it likes: one line per interval each.
+        self._refusal_log = ThrottledLog(logger, config.log_interval_ms / 1000, clock)
+        self._report_log = ThrottledLog(logger, config.log_interval_ms / 1000, clock)
         self._connections: dict[str, PeerConnection] = {}
         self._receive_queue: asyncio.Queue[ReceivedMessage] = asyncio.Queue(
             maxsize=config.receive_queue_max_messages
@@ -87,9 +109,9 @@ class PeerManager:
         self._transports: set[asyncio.WriteTransport] = set()
         self._server: asyncio.Server | None = None
         self._listen_port: int | None = None
-        # Inbound connections still in their handshake (outbound ones are bounded by the
-        # number of persistent peers).
-        self._pending_inbound_handshakes = 0
+        # Inbound connections whose dialer has not authenticated yet (outbound ones are
+        # bounded by the number of persistent peers).
+        self._pre_auth = _PreAuthSlots()
         self._started = False
         self._closing = False
 
@@ -164,8 +186,8 @@ class PeerManager:
 
     @property
     def pending_inbound_handshakes(self) -> int:
-        """Inbound connections accepted whose handshake has not finished yet."""
-        return self._pending_inbound_handshakes
+        """Inbound connections accepted whose dialer has not authenticated yet."""
+        return self._pre_auth.total
 
     @property
     def open_sockets(self) -> int:
@@ -175,6 +197,34 @@ class PeerManager:
     def stats(self) -> P2PStats:
         """A snapshot of the counters (safe to keep; later traffic does not change it)."""
         return self._stats.snapshot()
+
+    def banned_peers(self) -> dict[str, float]:
+        """Every peer banned now, with the seconds its ban has left."""
+        return self._scores.banned()
+
+    def report_misbehaviour(self, peer_id: str, kind: Misbehaviour) -> bool:
+        """Hold `kind` against `peer_id` (the authenticated sender of what was wrong); True if
+        this report bans it: the peer is then disconnected, refused at the handshake and not
+        dialled for `ban_duration_ms`. A peer that is not allowed is ignored (False)."""
+        kind = Misbehaviour(kind)
+        if len(peer_id) != 2 * NODE_KEY_BYTES or not _is_allowed(peer_id, self._allowed_peer_keys):
+            return False
+        self._stats.misbehaviour[kind] += 1
+        peer_stats = self._stats.peer(peer_id)
+        peer_stats.misbehaviour[kind] += 1
+        if not self._scores.report(peer_id, kind):
+            self._report_log.warning("peer %s reported for %s", peer_id[:16], kind)
+            return False
+        self._stats.bans += 1
+        peer_stats.bans += 1
+        # Bans are few (each lasts ban_duration_ms), so each is logged.
+        logger.warning(
+            "peer %s banned for %d ms after %s", peer_id[:16], self._config.ban_duration_ms, kind
+        )
+        connection = self._connections.get(peer_id)
+        if connection is not None:
+            connection.close(CloseReason.BANNED, str(kind))
+        return True
 
     def set_allowed_peer_keys(self, keys: Iterable[bytes]) -> None:
         """Replace the allowed set (validator set change); drop peers no longer in it."""
@@ -247,18 +297,18 @@ class PeerManager:
         if self._closing:
             writer.transport.abort()
             return
-        if self._pending_inbound_handshakes >= self._config.max_pending_handshakes:
+        source = _source_address(writer)
+        refusal = self._pre_auth.refusal(source, self._config)
+        if refusal is not None:
             self._record_handshake_failure(
-                HandshakeFailure.TOO_MANY_PENDING,
-                f"{self._config.max_pending_handshakes} handshakes already in progress",
-                _peer_label(writer, None),
+                refusal, f"pre-authentication slots of {source} full", _peer_label(writer, None)
             )
             writer.transport.abort()
             return
-        # Counted here, synchronously, so a burst of connects cannot overshoot the limit.
-        self._pending_inbound_handshakes += 1
+        # Taken here, synchronously, so a burst of connects cannot overshoot the limits.
+        self._pre_auth.take(source)
         self._transports.add(writer.transport)
-        self._spawn(self._run_connection(reader, writer, Role.RESPONDER, None))
+        self._spawn(self._run_connection(reader, writer, Role.RESPONDER, None, source))
 
     async def _maintain_persistent_peer(self, address: NodeAddress) -> None:
         """Keep `address` connected: dial when not connected, back off on failures."""
@@ -272,6 +322,12 @@ class PeerManager:
             if address.public_key not in self._allowed_peer_keys:
                 # Removed from the allowed set: we would refuse it ourselves, so do not dial.
                 await asyncio.sleep(self._config.reconnect_max_ms / 1000)
+                continue
+            ban_remaining_s = self._scores.ban_remaining_s(address.node_id)
+            if ban_remaining_s > 0:
+                # Looked at again every reconnect_initial_ms: the clock may be a test's.
+                self._stats.banned_dials_skipped += 1
+                await asyncio.sleep(min(ban_remaining_s, self._config.reconnect_initial_ms / 1000))
                 continue
             # Dials start at least backoff_delay_ms apart: initial after a success, doubling
             # with each consecutive failure up to reconnect_max_ms.
@@ -312,13 +368,31 @@ class PeerManager:
         writer: asyncio.StreamWriter,
         role: Role,
         address: NodeAddress | None,
+        source: str | None = None,
     ) -> bool:
-        """Handshake, register, run until closed; True if the handshake succeeded."""
+        """Handshake, register, run until closed; True if the handshake succeeded.
+
+        `source` is the address whose pre-authentication slot an inbound connection holds; the
+        slot is given back once the dialer authenticated, or when the handshake ends."""
         writer.transport.set_write_buffer_limits(high=self._config.max_write_buffer_bytes)
         handed_over = False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        config = self._config
+        pre_auth_s = min(config.hello_timeout_ms, config.handshake_timeout_ms) / 1000
+        timeout_s = pre_auth_s if source is not None else config.handshake_timeout_ms / 1000
         try:
             try:
-                async with asyncio.timeout(self._config.handshake_timeout_ms / 1000):
+                async with asyncio.timeout(timeout_s) as deadline:
+
+                    def authenticated(peer_key: bytes) -> None:
+                        nonlocal source
+                        self._refuse_if_banned(peer_key)
+                        if source is not None:
+                            self._pre_auth.release(source)
+                            source = None
+                            deadline.reschedule(started + config.handshake_timeout_ms / 1000)
+
                     result = await perform_handshake(
                         reader,
                         writer,
@@ -327,6 +401,7 @@ class PeerManager:
                         chain_id=self._chain_id,
                         allowed_peer_keys=self._allowed_peer_keys,
                         expected_peer_key=address.public_key if address else None,
+                        on_peer_authenticated=authenticated,
                     )
             except HandshakeError as error:
                 self._record_handshake_failure(
@@ -334,9 +409,10 @@ class PeerManager:
                 )
                 return False
             except TimeoutError:
+                stage = "no authentication" if source is not None else "no complete handshake"
                 self._record_handshake_failure(
                     HandshakeFailure.TIMEOUT,
-                    f"no complete handshake within {self._config.handshake_timeout_ms} ms",
+                    f"{stage} within {(loop.time() - started) * 1000:.0f} ms",
                     _peer_label(writer, address),
                 )
                 return False
@@ -346,8 +422,8 @@ class PeerManager:
                 )
                 return False
             finally:
-                if role is Role.RESPONDER:
-                    self._pending_inbound_handshakes -= 1
+                if source is not None:
+                    self._pre_auth.release(source)
             if self._closing:
                 return True
             peer_id = node_id(result.peer_public_key)
@@ -372,6 +448,13 @@ class PeerManager:
             if not handed_over:
                 writer.transport.abort()
             self._transports.discard(writer.transport)
+
+    def _refuse_if_banned(self, peer_key: bytes) -> None:
+        remaining_s = self._scores.ban_remaining_s(node_id(peer_key))
+        if remaining_s > 0:
+            raise HandshakeError(
+                HandshakeFailure.BANNED, f"banned for {remaining_s * 1000:.0f} ms more"
+            )
 
     def _register(self, connection: PeerConnection) -> bool:
         existing = self._connections.get(connection.peer_id)
@@ -411,7 +494,7 @@ class PeerManager:
         self, reason: HandshakeFailure, detail: str, peer_label: str
     ) -> None:
         self._stats.handshake_failures[reason] += 1
-        logger.warning("handshake with %s refused: %s (%s)", peer_label, reason, detail)
+        self._refusal_log.warning("handshake with %s refused: %s (%s)", peer_label, reason, detail)
 
     def _parse_persistent_peers(self, addresses: tuple[str, ...]) -> tuple[NodeAddress, ...]:
         parsed: dict[str, NodeAddress] = {}
@@ -442,3 +525,52 @@ def _peer_label(writer: asyncio.StreamWriter, address: NodeAddress | None) -> st
             location = f"{peer[0]}:{peer[1]}"
             return f"{address.node_id[:16]}@{location}" if address else location
     return str(address) if address else "unknown peer"
+
+
+@dataclass(slots=True)
+class _PreAuthSlots:
+    """Inbound connections whose dialer has not authenticated: in all and by source address."""
+
+    total: int = 0
+    by_source: Counter[str] = field(default_factory=Counter)
+
+    def refusal(self, source: str, config: P2PConfig) -> HandshakeFailure | None:
+        """Why a new connection from `source` is refused, or None if it may take a slot."""
+        if self.total >= config.max_pending_handshakes:
+            return HandshakeFailure.TOO_MANY_PENDING
+        if self.by_source[source] >= config.max_pending_handshakes_per_address:
+            return HandshakeFailure.TOO_MANY_PENDING_FROM_ADDRESS
+        return None
+
+    def take(self, source: str) -> None:
+        self.total += 1
+        self.by_source[source] += 1
+
+    def release(self, source: str) -> None:
+        self.total -= 1
+        self.by_source[source] -= 1
+        if not self.by_source[source]:
+            del self.by_source[source]  # the counter holds only addresses with a slot
+
+
+def _source_address(writer: asyncio.StreamWriter) -> str:
+    """The address whose slots a connection counts against: the IPv4 address, or the /64 of an
+    IPv6 one (a single host commonly owns a whole /64)."""
+    peer = writer.get_extra_info("peername")
+    host = str(peer[0]) if peer else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def _is_allowed(peer_id: str, allowed_peer_keys: frozenset[bytes]) -> bool:
+    try:
+        return bytes.fromhex(peer_id) in allowed_peer_keys
+    except ValueError:
+        return False

@@ -17,6 +17,9 @@ class PeerStats:
     bytes_out: int = 0
     # Messages refused because this peer's send queue was full (the newest is dropped).
     send_queue_drops: int = 0
+    # Reports by kind (`Misbehaviour` values), every one since the start, bans or not.
+    misbehaviour: Counter[str] = field(default_factory=Counter)
+    bans: int = 0
 
 
 @dataclass(slots=True)
@@ -32,6 +35,11 @@ class P2PStats:
     send_not_connected: int = 0
     dial_failures: int = 0
     connections_established: int = 0
+    # Misbehaviour reports by kind over all peers, and bans they caused.
+    misbehaviour: Counter[str] = field(default_factory=Counter)
+    bans: int = 0
+    # Times the dialer of a persistent peer found it banned and waited instead of dialling.
+    banned_dials_skipped: int = 0
     # Keys are `HandshakeFailure` / `CloseReason` values.
     handshake_failures: Counter[str] = field(default_factory=Counter)
     disconnects: Counter[str] = field(default_factory=Counter)

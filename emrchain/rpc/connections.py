@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from emrchain.rpc.limits import SlotCounter, client_address
-from emrchain.rpc.throttled_log import ThrottledLog
+from emrchain.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 

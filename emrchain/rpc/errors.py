@@ -11,7 +11,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from emrchain.api.parse import lower_hex
-from emrchain.rpc.throttled_log import ThrottledLog
+from emrchain.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
 UNHANDLED_ERRORS_LOG = web.AppKey("unhandled_errors_log", ThrottledLog)

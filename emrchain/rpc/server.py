@@ -50,9 +50,9 @@ from emrchain.rpc.openapi import document as openapi_document
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
-from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
 from emrchain.schema import Role
 from emrchain.state.emr import queries
+from emrchain.throttled_log import ThrottledLog, ThrottleFilter
 from emrchain.types import Block, envelope
 
 if TYPE_CHECKING:

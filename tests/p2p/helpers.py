@@ -100,6 +100,7 @@ async def start_node(
     allowed: list[bytes],
     *,
     chain_id: bytes = CHAIN_ID,
+    clock: Callable[[], float] = time.monotonic,
     **config_overrides: Any,
 ) -> Node:
     events = Events()
@@ -110,6 +111,7 @@ async def start_node(
         allowed,
         on_peer_connected=events.connected.append,
         on_peer_disconnected=lambda peer, reason: events.disconnected.append((peer, reason)),
+        clock=clock,
     )
     await manager.start()
     return Node(key, manager, events)
@@ -160,6 +162,20 @@ async def linked_pair(
         await close_all(a, b)
 
 
+@contextlib.asynccontextmanager
+async def lone_node(**options: Any) -> AsyncIterator[tuple[Node, OpenSockets]]:
+    """A node that allows only itself, and raw sockets to hit it with; both closed on exit."""
+    signer = Ed25519Signer.generate()
+    sockets = OpenSockets()
+    node = None
+    try:
+        node = await start_node(signer, [signer.public_key], **options)
+        yield node, sockets
+    finally:
+        await sockets.close()
+        await close_all(node)
+
+
 async def gather_bounded(*awaitables: Awaitable[Any], timeout_s: float = 5.0) -> list[Any]:
     async with asyncio.timeout(timeout_s):
         return await asyncio.gather(*awaitables, return_exceptions=True)
@@ -171,8 +187,12 @@ class OpenSockets:
     def __init__(self) -> None:
         self.writers: list[asyncio.StreamWriter] = []
 
-    async def connect(self, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection(HOST, port)
+    async def connect(
+        self, port: int, source_host: str = HOST
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect from `source_host`: 127.0.0.2, 127.0.0.3... are loopback too on Linux, so
+        each models another remote address."""
+        reader, writer = await asyncio.open_connection(HOST, port, local_addr=(source_host, 0))
         self.writers.append(writer)
         return reader, writer
 

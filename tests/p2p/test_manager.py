@@ -253,8 +253,15 @@ def test_pending_handshakes_are_bounded() -> None:
         a = None
         sockets = OpenSockets()
         try:
-            a = await start_node(signer, [signer.public_key], max_pending_handshakes=2)
-            readers = [(await sockets.connect(a.manager.listen_port))[0] for _ in range(3)]
+            a = await start_node(
+                signer,
+                [signer.public_key],
+                max_pending_handshakes=2,
+                max_pending_handshakes_per_address=1,
+            )
+            port = a.manager.listen_port
+            sources = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+            readers = [(await sockets.connect(port, source))[0] for source in sources]
             # The third connection is closed on accept, while the first two wait for a hello.
             async with asyncio.timeout(2):
                 assert await readers[2].read() == b""

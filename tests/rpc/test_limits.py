@@ -32,7 +32,7 @@ from emrchain.rpc.connections import RESERVED_FILE_DESCRIPTORS, FileLimitError, 
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.guard import RequestGuard, RoutePolicy, read_body
 from emrchain.rpc.limits import Rate, RateLimiter, SlotCounter, client_address
-from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
+from emrchain.throttled_log import ThrottledLog, ThrottleFilter
 
 CHAIN = b"limits-chain"
 NODE = bytes(range(32))
