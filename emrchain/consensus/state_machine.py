@@ -39,6 +39,7 @@ from emrchain.consensus.events import (
     ValueValidated,
     VoteReceived,
 )
+from emrchain.consensus.invariants import invariant
 from emrchain.consensus.proposer import ProposerSelector
 from emrchain.consensus.step import Step
 from emrchain.consensus.vote_tally import HeightVotes
@@ -46,6 +47,13 @@ from emrchain.types.commit import CommitCertificate
 from emrchain.types.evidence import DuplicateVoteEvidence
 from emrchain.types.validator import ValidatorSet
 from emrchain.types.vote import NIL_BLOCK_ID, Proposal, Vote, VoteType
+
+MAX_EVALUATION_PASSES = 12
+"""Bound of invariant C1 (docs/spec/consensus.md §5.1). A pass of `_evaluate` decides, skips
+to a higher round (at most once per call: the round then equals the changed round), fires one
+of five rules that can each fire at most once per round (prevote on a proposal and nil
+precommit leave their step; the timeout and polka rules have "first time" guards), or ends
+the loop. Rules of at most two rounds (before and after the skip): 2 × 5 + 1 skip + 1 last."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,7 +403,14 @@ class TendermintCore:
 
     def _evaluate(self, changed_round: int) -> None:
         """Fire every upon-rule enabled by a change in `changed_round`, until none is."""
+        passes = 0
         while self.round_step != Step.COMMIT:
+            passes += 1
+            invariant(
+                passes <= MAX_EVALUATION_PASSES,
+                "C1 progress: each pass of the evaluation loop fires a rule that fires at most "
+                "once per round",
+            )
             if self._try_decide(changed_round):
                 return
             if changed_round > self.round and self._exceeds_one_third(
@@ -499,6 +514,7 @@ class TendermintCore:
                 and self._validity.get(block_id)
                 and round_number in self._proposal_rounds.get(block_id, ())
             ):
+                invariant(self.decided_block_id is None, "I1 agreement: one decision per height")
                 commit = CommitCertificate.from_precommits(votes.votes_for(block_id))
                 self.decided_block_id = block_id
                 self.round_step = Step.COMMIT

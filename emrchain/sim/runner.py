@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class RunSummary:
     virtual_time_ms: int
     trace_hash: str
     description: str
+    restart_path: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ def run_one(spec: RunSpec) -> RunSummary:
         virtual_time_ms=result.virtual_time_ms,
         trace_hash=result.trace_hash,
         description=scenario.describe(),
+        restart_path=result.restart_path,
     )
 
 
@@ -92,6 +95,7 @@ class Totals:
     heights_decided: int = 0
     events: int = 0
     failing: list[dict] = field(default_factory=list)
+    restart_path: Counter[str] = field(default_factory=Counter)
     _trace: object = field(default_factory=hashlib.sha256)
     started: float = field(default_factory=time.perf_counter)
 
@@ -99,6 +103,7 @@ class Totals:
         self.runs += 1
         self.heights_decided += summary.heights_decided
         self.events += summary.events
+        self.restart_path.update(summary.restart_path)
         self._trace.update(summary.trace_hash.encode())
         if summary.safety:
             self.safety_violations += 1
@@ -127,6 +132,8 @@ class Totals:
             "elapsed_seconds": round(elapsed, 2),
             "events": self.events,
             "failing_seeds": self.failing,
+            # What the runs exercised of the runtime's restart path (correct nodes).
+            "restart_path": dict(sorted(self.restart_path.items())),
             # Digest of every run's event trace, in run order: equal digests, equal runs.
             "trace_digest": self._trace.hexdigest(),
         }
