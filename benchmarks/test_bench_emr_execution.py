@@ -25,14 +25,14 @@ from pathlib import Path
 import pytest
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
-from emrchain.client.envelope import derive_member_key_pair
+from emrchain.crypto.encryption_keys import derive_member_key_pair
+from emrchain.devnet.workload import anchor_transactions, registration_transactions
+from emrchain.schema import TxKind
 from emrchain.state import MemoryState, StateView
 from emrchain.state.emr import EMR_HANDLERS, EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.store import CommittedStateView, layout
 from emrchain.store.database import ChainDatabase
 from emrchain.types import Block
-from emrchain.workload import anchor_transactions, registration_transactions
 from tests.state.chain import CHAIN_ID, ChainBuilder, signer
 
 TX_COUNT = 2_000

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from emrchain import _core
+from emrchain.devnet.workload import DEFAULT_CHAIN_ID, anchor_transactions
 from emrchain.mempool import Mempool, MempoolConfig
-from emrchain.workload import DEFAULT_CHAIN_ID, anchor_transactions
 
 TX_COUNT = 20_000
 SENDERS = 200

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import TxKind
+from emrchain.devnet.workload import anchor_fields, sender_key
 from emrchain.node.node import Node
+from emrchain.schema import TxKind
 from emrchain.types import Block, Transaction
-from emrchain.workload import anchor_fields, sender_key
 from tests.node.in_process import (
     CHAIN_ID,
     commit_own_block,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emrchain.node.devnet import Devnet
+from emrchain.devnet.harness import Devnet
 
 pytest_plugins = ["tests.services.fixtures"]
 

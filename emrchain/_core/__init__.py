@@ -5,12 +5,14 @@ over committed record keys (`store/absence.py`), the accept path of ANCHOR_RECOR
 
 Two twins implement the same functions with the same names, signatures, results and exception
 types: the compiled Cython modules (`_txcheck`, `_merkle`, `_ed25519`, `_writes`, `_absence`,
-`_anchors`)
-and the pure-Python modules in `fallback/`. Importing this package picks the compiled twin unless
+`_anchors`) and the reference twin in `reference/` (plain Python, readable, the one the tests
+hold the compiled modules to). Importing this package picks the compiled twin unless
 ``EMRCHAIN_PUREPYTHON=1`` is set or the extension is missing; `IMPLEMENTATION` says which one
 loaded and `IMPORT_ERROR` why the compiled one did not.
 
-Callers use only the names re-exported here; they never import `_txcheck` & co. directly.
+Callers outside `_core` use only the names re-exported here: never `_txcheck` & co., nor
+`reference/` (`tests/test_layers.py` enforces it). The transaction codec the twins implement
+is public, in `emrchain.schema.codec`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import importlib
 import os
 from types import SimpleNamespace
 
-from emrchain._core.codes import (
+from emrchain.schema.verdicts import (
     CoreError,
     LimitError,
     MerkleError,
@@ -71,13 +73,13 @@ def _load_compiled() -> SimpleNamespace:
 
 
 def _load_pure() -> SimpleNamespace:
-    from emrchain._core.fallback import absence, anchors, ed25519, merkle, txcodec, writes
+    from emrchain._core.reference import absence, anchors, ed25519, merkle, txcheck, writes
 
     return SimpleNamespace(
         name=PYTHON,
-        check_transactions=txcodec.check_transactions,
-        decode_accepted=txcodec.decode_accepted,
-        tx_ids=txcodec.tx_ids,
+        check_transactions=txcheck.check_transactions,
+        decode_accepted=txcheck.decode_accepted,
+        tx_ids=txcheck.tx_ids,
         verify_batch=ed25519.verify_batch,
         verify_transactions=ed25519.verify_transactions,
         merkle_root=merkle.merkle_root,

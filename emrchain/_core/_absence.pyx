@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/absence.py`: the blocked Bloom filter behind `store/absence.py`.
+"""Compiled twin of `reference/absence.py`: the blocked Bloom filter behind `store/absence.py`.
 
 Same constructor checks (shared), same bit layout, same answers; the difference is the cost: a
 lookup is one hash (cached in the bytes object) and four bit tests in C, not ~40 bytecodes, and
@@ -11,7 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_GET_SI
 from cpython.object cimport PyObject_Hash
 from libc.stdint cimport uint64_t
 
-from emrchain._core.fallback.absence import LINE_BYTES, check_arguments
+from emrchain._core.reference.absence import LINE_BYTES, check_arguments
 
 cdef enum:
     BIT_FIELD = 511
@@ -67,7 +67,7 @@ cdef class AbsenceFilter:
         self.add_all((key,))
 
     def add_all(self, keys):
-        """`add` for each key (the layout of `fallback/absence.py`)."""
+        """`add` for each key (the layout of `reference/absence.py`)."""
         cdef uint64_t value
         cdef unsigned char *block
         cdef long long added = 0

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/anchors.py`: the ANCHOR_RECORD accept path on raw bytes.
+"""Compiled twin of `reference/anchors.py`: the ANCHOR_RECORD accept path on raw bytes.
 
 What it does, why, and why it cannot disagree with the general rule is in the twin's docstring.
 This twin runs the same checks in the same order, hands the same transactions back to
@@ -24,7 +24,7 @@ from libc.string cimport memcpy, memset
 
 from emrchain._core._bigendian cimport read_be, write_be
 
-from emrchain._core.fallback.anchors import (
+from emrchain._core.reference.anchors import (
     ANCHOR_FIXED_PAYLOAD_BYTES,
     PATIENT_ENTRY_BYTES,
     check_arguments,
@@ -118,7 +118,7 @@ cdef class AnchorPath:
     ):
         """Deliver the block's transactions in order; return how many took the accept path.
 
-        Same contract as `fallback.anchors.AnchorPath.deliver_block`."""
+        Same contract as `reference.anchors.AnchorPath.deliver_block`."""
         check_block_arguments(
             txs, pending, eligible, results, max_pending_writes, height, time_ms
         )

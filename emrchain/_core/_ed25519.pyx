@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/ed25519.py`: Ed25519 batch verification on libsodium.
+"""Compiled twin of `reference/ed25519.py`: Ed25519 batch verification on libsodium.
 
-The acceptance rules, argument checks and exceptions are documented in `fallback/ed25519.py`
+The acceptance rules, argument checks and exceptions are documented in `reference/ed25519.py`
 and are identical here: S < L, canonical and non-small-order R and A, then libsodium's
 crypto_sign_verify_detached (Debian's 1.0.18 here; the explicit checks make the verdict
 independent of the libsodium version).
@@ -20,7 +20,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringA
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdlib cimport free, malloc
 
-from emrchain._core.codes import CoreError, LimitError
+from emrchain.schema.verdicts import CoreError, LimitError
 
 cdef extern from "sodium.h" nogil:
     int sodium_init()
@@ -286,7 +286,7 @@ def verify_transactions(txs, threads=0):
 
 
 def _init_tables():
-    from emrchain._core import schema
+    from emrchain import schema
 
     if schema.ENVELOPE_FIXED_BYTES != ENVELOPE_FIXED_BYTES:
         raise ImportError("_ed25519 was built for another envelope layout; rebuild it")

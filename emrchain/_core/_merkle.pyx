@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/merkle.py`: the RFC 6962 / RFC 9162 §2.1 Merkle Tree Hash.
+"""Compiled twin of `reference/merkle.py`: the RFC 6962 / RFC 9162 §2.1 Merkle Tree Hash.
 
-The definition, argument checks and exceptions are documented in `fallback/merkle.py` and are
+The definition, argument checks and exceptions are documented in `reference/merkle.py` and are
 identical here. Speed comes from OpenSSL's low-level SHA256_Init/Update/Final, which use the
 CPU's SHA extensions without the per-call EVP/hashlib object overhead, and from hashing the
 whole tree without the GIL: leaf pointers are gathered first (the leaves tuple keeps them
@@ -16,7 +16,7 @@ from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcmp, memcpy
 
-from emrchain._core.codes import MerkleError
+from emrchain.schema.verdicts import MerkleError
 
 from emrchain._core._sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update
 
@@ -56,7 +56,7 @@ cdef Py_ssize_t _next_level(unsigned char *nodes, Py_ssize_t count) noexcept nog
     """Replace the `count` nodes in `nodes` by their parents in place; return the new count.
 
     Parent i only reads nodes 2i and 2i+1 (>= i), so writing in place is safe. An odd last node
-    is promoted unchanged, which is RFC 6962's unbalanced split (see fallback/merkle.py).
+    is promoted unchanged, which is RFC 6962's unbalanced split (see reference/merkle.py).
     """
     cdef Py_ssize_t i
     cdef Py_ssize_t pairs = count >> 1
@@ -184,7 +184,7 @@ def verify_merkle_proof(root, leaf, index, total, proof):
     root/leaf/elements or non-integer index/total, and MerkleError only for impossible
     arguments: total < 1, total > 2^63, index outside range(total), more than 64 elements.
     The same proof can verify for another (index, total) of the same path shape; callers take
-    `total` from an authenticated source (see fallback/merkle.py).
+    `total` from an authenticated source (see reference/merkle.py).
     """
     if not PyBytes_Check(root) or not PyBytes_Check(leaf):
         raise TypeError("root and leaf must be bytes")

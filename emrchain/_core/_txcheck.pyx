@@ -1,7 +1,7 @@
 # cython: language_level=3
-"""Compiled twin of `emrchain._core.fallback.txcodec.check_transactions` and `decode_accepted`.
+"""Compiled twin of `reference/txcheck.py`: `check_transactions`, `tx_ids`, `decode_accepted`.
 
-The reference decoder in `fallback/txcodec.py` is normative: this module applies the same checks
+The codec in `emrchain/schema/codec.py` is normative: this module applies the same checks
 in the same order and returns the same verdicts and ids, and decodes accepted transactions into
 the same `DecodedTransaction` values. The payload rules are not restated here: at import,
 `schema.PAYLOAD_SCHEMAS` is converted into C tables that the decode loop walks, and the verdict
@@ -24,9 +24,9 @@ from libc.string cimport memcmp
 
 import sys
 
-from emrchain._core import schema
-from emrchain._core.codes import Verdict
-from emrchain._core.fallback.txcodec import DecodedTransaction, check_arguments
+from emrchain import schema
+from emrchain.schema.verdicts import Verdict
+from emrchain.schema.codec import DecodedTransaction, check_arguments
 
 ctypedef unsigned char u8
 ctypedef unsigned long long u64
@@ -138,7 +138,7 @@ cdef inline bint _all_zero(const u8 *data, size_t length) noexcept nogil:
 
 
 cdef u8 _check_payload(int kind, const u8 *payload, size_t end) noexcept nogil:
-    """Walk the kind's field rules: `txcodec._read_field` and `decode_payload`, in order."""
+    """Walk the kind's field rules: `codec._read_field` and `decode_payload`, in order."""
     cdef size_t pos = 0, width, length, i
     cdef u64 value
     cdef const u8 *data
@@ -187,7 +187,7 @@ cdef u8 _check_payload(int kind, const u8 *payload, size_t end) noexcept nogil:
 
 cdef u8 _check_one(const u8 *raw, size_t size, const u8 *chain, size_t chain_len,
                    size_t max_tx_bytes) noexcept nogil:
-    """`txcodec.decode_transaction` without building anything: the first failing verdict."""
+    """`codec.decode_transaction` without building anything: the first failing verdict."""
     if size > max_tx_bytes:
         return V_TOO_LARGE
     if size < 1:
@@ -259,11 +259,11 @@ cdef list _split_digests(bytearray digests, Py_ssize_t n):
 def check_transactions(txs, chain_id, max_tx_bytes):
     """Stateless checks on a batch: (one Verdict byte per tx, one 32-byte id per tx).
 
-    Same contract as `fallback.txcodec.check_transactions`: the verdict is the first failing
+    Same contract as `reference.txcheck.check_transactions`: the verdict is the first failing
     check in spec order (`Verdict.OK` if none; signatures are not checked here); the id is
     SHA-256 of the whole transaction, or 32 zero bytes for TOO_LARGE items, which are never
     hashed. Raises TypeError if an item is not bytes or an argument has the wrong type, and
-    LimitError for a bad `chain_id` or `max_tx_bytes` (the rules of `txcodec.check_arguments`).
+    LimitError for a bad `chain_id` or `max_tx_bytes` (the rules of `codec.check_arguments`).
     """
     check_arguments(chain_id, max_tx_bytes)
     len(txs)  # same TypeError as the reference for unsized inputs (e.g. generators)
@@ -294,7 +294,7 @@ def check_transactions(txs, chain_id, max_tx_bytes):
 def tx_ids(txs):
     """The id of each transaction: SHA-256 of all its bytes, hashed without the GIL.
 
-    Same contract as `fallback.txcodec.tx_ids`: TypeError if an item is not bytes.
+    Same contract as `reference.txcheck.tx_ids`: TypeError if an item is not bytes.
     """
     len(txs)  # same TypeError as the reference for unsized inputs
     items = list(txs)  # keeps every transaction alive while the loop reads their buffers
@@ -391,7 +391,7 @@ def decode_accepted(raw):
     """Decode a transaction that `check_transactions` accepted (verdict OK): the same result
     as `decode_transaction`, without repeating its checks.
 
-    Same contract as `fallback.txcodec.decode_accepted`: only valid for accepted bytes, for
+    Same contract as `reference.txcheck.decode_accepted`: only valid for accepted bytes, for
     which both twins return equal `DecodedTransaction`s (str text/ident fields, int numbers,
     bytes elsewhere). Outside it the result is unspecified, but this twin never reads outside
     `raw`: TypeError if `raw` is not bytes, KeyError for an unknown kind (as the reference),

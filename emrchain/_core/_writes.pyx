@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""Compiled twin of `fallback/writes.py`: the SHA-256 of a block's canonical state writes.
+"""Compiled twin of `reference/writes.py`: the SHA-256 of a block's canonical state writes.
 
 Encoding, argument checks, their order and the exceptions are documented in
-`fallback/writes.py` and identical here. Speed: the small fields (lengths, flags) and short
+`reference/writes.py` and identical here. Speed: the small fields (lengths, flags) and short
 values are copied into one staging buffer that is fed to OpenSSL's SHA256_Update when full, so
 a block's thousands of writes cost a few hundred Update calls rather than five Python-level
 calls each; the keys are sorted by the same builtin `sorted` the twin uses.
@@ -12,8 +12,8 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromSt
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
-from emrchain._core.codes import LimitError
-from emrchain._core.fallback.writes import check_limits
+from emrchain.schema.verdicts import LimitError
+from emrchain._core.reference.writes import check_limits
 
 from emrchain._core._sha256 cimport SHA256_CTX, SHA256_Final, SHA256_Init, SHA256_Update
 

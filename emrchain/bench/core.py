@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from emrchain import _core
-from emrchain.workload import DEFAULT_CHAIN_ID, anchor_transactions
+from emrchain.devnet.workload import DEFAULT_CHAIN_ID, anchor_transactions
 
 MAX_TX_BYTES = 4096
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from emrchain import _core
-from emrchain.workload import DEFAULT_CHAIN_ID, anchor_transactions
+from emrchain.devnet.workload import DEFAULT_CHAIN_ID, anchor_transactions
 
 
 def _timed(label: str, count: int, function):

@@ -7,7 +7,7 @@ result can be cached on disk, since the workload is deterministic.
 The load is split into lanes. A lane owns its senders (no other lane signs for them) and
 submits its batches one at a time, in order, to one node: the mempool admits only a sender's
 next nonce, so a sender's transactions must arrive in order, which concurrent requests to one
-node would not guarantee. All lanes draw from one workload seed (`emrchain.workload`): lane l
+node would not guarantee. All lanes draw from one workload seed (`emrchain.devnet.workload`): lane l
 signs for senders l * senders_per_lane ... (l + 1) * senders_per_lane - 1, so registering the
 workload's first lanes x senders_per_lane senders makes every anchor executable.
 """
@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from emrchain._core import schema
+from emrchain import schema
+from emrchain.devnet.workload import anchor_fields, sender_key
 from emrchain.rpc.binary import encode_batch
 from emrchain.types.transaction import Transaction
-from emrchain.workload import anchor_fields, sender_key
 
 CHUNK_TXS = 4_000
 """Transactions per signing task: large enough to amortise the process hop, small enough to

@@ -27,13 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from emrchain._core.schema import RecordType, Role
 from emrchain.bench.stats import percentile
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
 from emrchain.config.node import ConsensusSection
+from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import DEVNET_CONSENSUS, Devnet
+from emrchain.schema import RecordType, Role
 
 NO_PATIENT = bytes(32)
 START_TIMEOUT_S = 120.0

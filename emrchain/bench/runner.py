@@ -23,7 +23,7 @@ from emrchain.bench import report
 from emrchain.bench.cpu import process_cpu_seconds
 from emrchain.bench.load import WindowOptions, run_window
 from emrchain.bench.prepare import LoadPlan, prepare
-from emrchain.node.devnet import Devnet
+from emrchain.devnet.harness import Devnet
 
 BENCH_CONSENSUS = {
     "timeout_propose_ms": 2_000,

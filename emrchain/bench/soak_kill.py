@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from emrchain.node.devnet import Devnet, DevnetError
-from emrchain.workload import anchor_transactions
+from emrchain.devnet.harness import Devnet, DevnetError
+from emrchain.devnet.workload import anchor_transactions
 
 
 def same_chain(network: Devnet) -> int:

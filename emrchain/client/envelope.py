@@ -59,7 +59,6 @@ MAX_RECIPIENT_NAME_LENGTH = 64
 
 _ASSOCIATED_DATA_LABEL = b"emrchain/record-envelope"
 _KEY_DERIVATION_INFO = b"emrchain/record-envelope/v1 encryption+commitment keys"
-_MEMBER_KEY_DERIVATION_INFO = b"emrchain/member-x25519/v1"
 
 
 class EnvelopeError(Exception):
@@ -108,37 +107,9 @@ class SealedRecord:
     """Recipient name → 80-byte wrapped data key."""
 
 
-@dataclass(frozen=True, slots=True)
-class MemberKeyPair:
-    """A member's X25519 encryption key pair (raw 32-byte keys)."""
-
-    private_key: bytes = field(repr=False)
-    public_key: bytes
-
-
 def new_record_id() -> bytes:
     """A fresh record id: 32 random bytes (unlinkable to the patient or the content)."""
     return secrets.token_bytes(ID_BYTES)
-
-
-def derive_member_key_pair(seed: bytes) -> MemberKeyPair:
-    """The X25519 key pair of a member, derived deterministically from a 32-byte secret seed.
-
-    The seed goes through HKDF with an X25519-specific label before libsodium's seeded key
-    generation. Without it, the same seed used for the member's Ed25519 signing key would give
-    the very same secret scalar (both hash the seed with SHA-512 and keep 32 bytes), reusing one
-    key for signatures and key agreement.
-    """
-    _require_bytes("seed", seed, 32)
-    derived = HKDFExpand(hashes.SHA256(), 32, _MEMBER_KEY_DERIVATION_INFO).derive(seed)
-    private_key = PrivateKey.from_seed(derived)
-    return MemberKeyPair(bytes(private_key), bytes(private_key.public_key))
-
-
-def generate_member_key_pair() -> MemberKeyPair:
-    """A random X25519 key pair."""
-    private_key = PrivateKey.generate()
-    return MemberKeyPair(bytes(private_key), bytes(private_key.public_key))
 
 
 def seal_record(

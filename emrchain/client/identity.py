@@ -8,7 +8,8 @@ one 0600 JSON file, never overwritten), so the files `emrchain testnet` writes i
      "member_key": "<64 hex>", "encryption_key": "<64 hex>"}
 
 The signing key is the seed itself (RFC 8032); the encryption key pair is
-`envelope.derive_member_key_pair(seed)`, whose HKDF label keeps the two secret scalars apart.
+`derive_member_key_pair(seed)` (`emrchain/crypto/encryption_keys.py`), whose HKDF label keeps
+the two secret scalars apart.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Everything secret stays here: records are sealed and opened in this process, data keys are
 wrapped for grantees here, and the node only ever receives ciphertext, wraps sealed to public
 keys and signed transactions. Requests that touch medical data are signed with the member's key
-(`emrchain.rpc.signing.sign_request`); every reply is size-bounded and checked before use, and
+(`emrchain.api.signing.sign_request`); every reply is size-bounded and checked before use, and
 every failure is an `EmrClientError` subclass with a one-line message.
 
 Signed requests are bound to the chain and to the node they go to: the client asks
@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 import yarl
 
-from emrchain._core.schema import ErasureReason, RecordType
+from emrchain.api.signing import HEADER_ACCESS_EVENT, sign_request
 from emrchain.client import transactions
 from emrchain.client.envelope import (
     DEFAULT_MAX_PLAINTEXT_BYTES,
@@ -65,7 +65,7 @@ from emrchain.client.replies import (
     read_bounded_reply,
     text_field,
 )
-from emrchain.rpc.signing import HEADER_ACCESS_EVENT, sign_request
+from emrchain.schema import ErasureReason, RecordType
 from emrchain.types.transaction import Transaction
 
 DEFAULT_TIMEOUT_S = 30.0

@@ -18,10 +18,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from emrchain._core.schema import ErasureReason, RecordType
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import Committed, RecordRead, StoredRecord, Verdict
 from emrchain.client.rpc import DEFAULT_COMMIT_TIMEOUT_S, DEFAULT_TRAIL_LIMIT, EmrClient
+from emrchain.schema import ErasureReason, RecordType
 from emrchain.types.transaction import Transaction
 
 Result = TypeVar("Result")

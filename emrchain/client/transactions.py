@@ -9,7 +9,10 @@ the node never sees a data key in clear.
 
 from __future__ import annotations
 
-from emrchain._core.schema import (
+from emrchain.client.envelope import SealedRecord, rewrap
+from emrchain.client.identity import MemberIdentity
+from emrchain.crypto.keys import Signer
+from emrchain.schema import (
     AccessAction,
     ErasureReason,
     GranteeKind,
@@ -18,9 +21,6 @@ from emrchain._core.schema import (
     Role,
     TxKind,
 )
-from emrchain.client.envelope import SealedRecord, rewrap
-from emrchain.client.identity import MemberIdentity
-from emrchain.crypto.keys import Signer
 from emrchain.types.signing import Domain, signed_message
 from emrchain.types.transaction import Transaction
 

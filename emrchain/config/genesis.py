@@ -19,10 +19,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from emrchain._core.schema import MAX_VALIDATOR_POWER
 from emrchain.config.errors import ConfigError
 from emrchain.config.node import LIMITS_SETTINGS, NodeConfig, load_node_config
-from emrchain.state.emr.keycheck import is_prime_order_key
+from emrchain.crypto.keycheck import is_prime_order_key
+from emrchain.schema import MAX_VALIDATOR_POWER
 from emrchain.types.limits import MAX_TOTAL_VOTING_POWER, Limits
 from emrchain.types.validator import Validator, ValidatorSet
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.config import toml_writer
 from emrchain.config.address import Address, PeerAddress
 from emrchain.config.errors import ConfigError

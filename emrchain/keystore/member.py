@@ -1,8 +1,9 @@
 """Member identities and organisation keys as 0600 JSON files.
 
 A member identity is one 32-byte seed: the Ed25519 signing key comes from it directly, the
-X25519 encryption key pair from `envelope.derive_member_key_pair` (an HKDF step keeps the two
-secrets distinct). An organisation key is the X25519 key pair custody wraps are sealed to.
+X25519 encryption key pair from `derive_member_key_pair` (`emrchain/crypto/encryption_keys.py`:
+an HKDF step keeps the two secrets distinct). An organisation key is the X25519 key pair
+custody wraps are sealed to.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emrchain.client.envelope import derive_member_key_pair
+from emrchain.crypto.encryption_keys import derive_member_key_pair
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.keystore.file import KeystoreError, read_private_json, write_private_json
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
-from emrchain._core.codes import VERDICT_MESSAGES, Verdict
+from emrchain.schema.verdicts import VERDICT_MESSAGES, Verdict
 
 
 class AdmissionCode(StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.mempool.pending import PendingSet
 
 TX_ID_BYTES = 32

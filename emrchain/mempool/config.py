@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.types.limits import DEFAULT_LIMITS
 
 MAX_VERIFY_THREADS = 256

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 StatefulCheck = Callable[[Sequence[bytes]], Sequence[tuple[str, str]]]
 """Judges a batch of raw transactions against the latest committed state and the pool's
 pending transactions; returns one (code, reason) per transaction, code "ok" to admit. It must
-not judge the nonce: the mempool owns nonce order against committed + pending (an adapter over
-`Application.check_tx` skips or ignores its nonce rule). Codes must match [a-z][a-z0-9_]{0,47}.
+not judge the nonce: the mempool owns nonce order against committed + pending. Codes must
+match [a-z][a-z0-9_]{0,47}.
 
 What is pending before a transaction: the sender's pending transactions with a lower nonce
 (`Mempool.last_pending` gives the newest) and the batch's earlier items. At admission every

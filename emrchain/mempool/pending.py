@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Collection, Hashable, Iterator
 from operator import attrgetter
 
-from emrchain._core.schema import TxKind
+from emrchain.invariants import InvariantViolation
+from emrchain.schema import TxKind
 
 COMPACT_MINIMUM_ENTRIES = 1_024
 """The log is compacted once its removed entries outnumber its live ones by this margin."""
@@ -130,6 +131,8 @@ class PendingSet:
         queue.committed_nonce = committed_nonce
         if not queue.entries:
             del self.senders[sender]
+        else:
+            _check_contiguous(sender, queue)
         return committed, stale
 
     def cut_from(self, entry: PendingTx) -> list[bytes]:
@@ -143,6 +146,8 @@ class PendingSet:
             dropped.append(removed.tx_id)
         if not queue.entries:
             del self.senders[entry.sender]
+        else:
+            _check_contiguous(entry.sender, queue)
         return dropped
 
     def _forget(self, entry: PendingTx) -> None:
@@ -177,6 +182,22 @@ class PendingSet:
         """Drop removed entries from the log once they dominate."""
         if len(self._log) > 2 * len(self.by_id) + COMPACT_MINIMUM_ENTRIES:
             self._log = [entry for entry in self._log if entry.live]
+
+
+def _check_contiguous(sender: bytes, queue: SenderQueue) -> None:
+    """A sender's pending nonces run from its committed nonce + 1 without a gap (the module
+    docstring). Appends only ever add the next nonce, so checking both ends after a removal
+    covers the whole queue in O(1)."""
+    entries = queue.entries
+    if (
+        entries[0].nonce != queue.committed_nonce + 1
+        or entries[-1].nonce != queue.committed_nonce + len(entries)
+    ):
+        raise InvariantViolation(
+            "a sender's pending nonces are contiguous from its committed nonce + 1",
+            f"sender {sender.hex()[:16]}: committed {queue.committed_nonce}, pending "
+            f"{entries[0].nonce}..{entries[-1].nonce} ({len(entries)} entries)",
+        )
 
 
 def _is_access_event(raw: bytes) -> bool:

@@ -49,9 +49,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 
-from emrchain import _core
-from emrchain._core import schema
-from emrchain._core.fallback import txcodec
+from emrchain import _core, schema
 from emrchain.mempool.admission import (
     ACCEPTED_REASON,
     ZERO_TX_ID,
@@ -74,6 +72,7 @@ from emrchain.mempool.contracts import (
 )
 from emrchain.mempool.pending import PendingSet, PendingTx
 from emrchain.mempool.seen import SeenCache, SeenState
+from emrchain.schema import codec
 
 MAX_COUNTED_CODES = 128
 """Distinct refusal codes counted in stats; further stateful codes are counted as "other"."""
@@ -100,7 +99,7 @@ class Mempool:
         `verify_transactions` defaults to the core's; tests inject a counting wrapper.
         """
         config.validate()
-        txcodec.check_arguments(chain_id, config.max_tx_bytes)
+        codec.check_arguments(chain_id, config.max_tx_bytes)
         self._config = config
         self._chain_id = chain_id
         self._committed_nonce = committed_nonce

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
 from emrchain.mempool import Mempool
-from emrchain.state import NonceAnchorApplication, read_progress
+from emrchain.schema import TxKind
+from emrchain.state import BlockPipeline, read_progress
 from emrchain.state.emr import queries as emr_queries
 from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge, envelope_kind_sender
 from emrchain.state.keys import nonce_key
@@ -68,7 +68,7 @@ class Chain:
         self,
         chain_id: bytes,
         store: BlockStore,
-        application: NonceAnchorApplication,
+        application: BlockPipeline,
         mempool: Mempool,
         limits: Limits,
         clock_ms: Callable[[], int],

@@ -46,7 +46,7 @@ from emrchain.consensus.runtime import (
     Warn,
 )
 from emrchain.consensus.signing_guard import SignedStep, SigningState
-from emrchain.consensus.state_machine import TendermintCore
+from emrchain.consensus.state_machine import ConsensusState, TendermintCore
 from emrchain.crypto.keys import Signer
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
@@ -240,6 +240,10 @@ class ConsensusDriver:
                 height,
                 self.runtime.resent_after_restart,
             )
+
+    def consensus_state(self) -> ConsensusState:
+        """Where the core is (height, round, step, lock): what `/status` reports."""
+        return self._core.state()
 
     def start_height(self, height: int) -> None:
         """Enter `height` after the block before it is durable (decided or synced)."""

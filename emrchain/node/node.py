@@ -31,14 +31,14 @@ from emrchain.node.admission import AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.rpc_view import NodeRpcView
 from emrchain.p2p import P2PConfig, PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
 from emrchain.rpc.server import RpcServer
-from emrchain.state import EmrApplication
-from emrchain.state.emr import GenesisAdmin, GenesisOrganization
+from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
@@ -193,7 +193,7 @@ class Node:
         self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
-        self.rpc = RpcServer(self)
+        self.rpc = RpcServer(NodeRpcView(self))
         self.driver: ConsensusDriver | None = None
         self.blocksync = BlockSync(self.chain, self._send_to, self._on_synced)
         self._gossip_cursors: dict[str, int] = {}

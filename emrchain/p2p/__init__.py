@@ -1,7 +1,8 @@
 """Authenticated, encrypted validator connections (docs/spec/p2p.md).
 
-The node uses `PeerManager` (connections), `P2PConfig` (limits) and `MsgpackPayloads` (bounded
-payload decoding for its reactors); the other modules are the pieces they are built from.
+The node uses `PeerManager` (connections) and `P2PConfig` (limits); the other modules are the
+pieces they are built from. Payloads are opaque bytes here: the node encodes and decodes its
+messages with the bounded codec of `emrchain/types` (`emrchain/node/messages.py`).
 """
 
 from emrchain.p2p.config import P2PConfig
@@ -12,12 +13,9 @@ from emrchain.p2p.errors import (
     HandshakeFailure,
     MessageTooLargeError,
     P2PError,
-    PayloadError,
-    PayloadLimitError,
 )
 from emrchain.p2p.identity import NodeAddress, node_id
 from emrchain.p2p.manager import PeerManager
-from emrchain.p2p.payload import MsgpackPayloads
 from emrchain.p2p.stats import P2PStats, PeerStats
 
 __all__ = [
@@ -25,13 +23,10 @@ __all__ = [
     "HandshakeError",
     "HandshakeFailure",
     "MessageTooLargeError",
-    "MsgpackPayloads",
     "NodeAddress",
     "P2PConfig",
     "P2PError",
     "P2PStats",
-    "PayloadError",
-    "PayloadLimitError",
     "PeerManager",
     "PeerStats",
     "ReceivedMessage",

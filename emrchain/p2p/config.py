@@ -56,13 +56,6 @@ class P2PConfig:
     # How long `close()` lets a connection flush before aborting it.
     close_timeout_ms: int = 1_000
 
-    # Limits for `payload.unpack_payload` (the msgpack helper reactors use).
-    msgpack_max_buffer_bytes: int = 4 * 1024 * 1024
-    msgpack_max_bin_bytes: int = 4 * 1024 * 1024
-    msgpack_max_str_bytes: int = 64 * 1024
-    msgpack_max_array_items: int = 100_000
-    msgpack_max_map_items: int = 10_000
-
     @property
     def max_payload_bytes(self) -> int:
         """The largest payload `send` accepts: a frame minus the channel byte and the MAC."""
@@ -109,14 +102,6 @@ class P2PConfig:
         # Two missed keepalives are tolerated before a peer counts as gone.
         if self.idle_timeout_ms < 2 * self.ping_interval_ms:
             raise ValueError("idle_timeout_ms must be >= 2 * ping_interval_ms")
-        _check_range("msgpack_max_buffer_bytes", self.msgpack_max_buffer_bytes, 1, 1 << 30)
-        for name in (
-            "msgpack_max_bin_bytes",
-            "msgpack_max_str_bytes",
-            "msgpack_max_array_items",
-            "msgpack_max_map_items",
-        ):
-            _check_range(name, getattr(self, name), 0, self.msgpack_max_buffer_bytes)
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:

@@ -69,14 +69,3 @@ class FrameError(P2PError):
 class MessageTooLargeError(P2PError, ValueError):
     """`send`/`broadcast` got a payload that cannot fit in one frame (a caller bug)."""
 
-
-class PayloadError(P2PError, ValueError):
-    """A msgpack payload is not one well-formed msgpack object of the accepted types."""
-
-
-class PayloadLimitError(PayloadError):
-    """A msgpack payload broke a configured limit; `field` names the P2PConfig field."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(f"{field}: {detail}")
-        self.field = field

@@ -22,8 +22,8 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from emrchain._core.schema import GranteeKind, GrantScope, TxKind
 from emrchain.config.node import NodeConfig
+from emrchain.schema import GranteeKind, GrantScope, TxKind
 from emrchain.state.emr import queries
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.emr.tables import read_grant, read_record

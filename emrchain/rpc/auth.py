@@ -30,16 +30,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from emrchain.rpc.errors import RpcError
-from emrchain.rpc.guard import read_body, request_state
-from emrchain.rpc.limits import Rate, RateLimiter
-from emrchain.rpc.signing import (
+from emrchain.api.signing import (
     DuplicateHeaderError,
     RequestSignatureError,
     SignatureHeaders,
     parse_headers,
     verify_request,
 )
+from emrchain.rpc.errors import RpcError
+from emrchain.rpc.guard import read_body, request_state
+from emrchain.rpc.limits import Rate, RateLimiter
 from emrchain.state.emr import queries
 from emrchain.state.emr.entities import Member, MemberStatus
 from emrchain.state.view import StateView

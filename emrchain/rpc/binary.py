@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.guard import read_body
-
-if TYPE_CHECKING:
-    from emrchain.node.node import Node
+from emrchain.rpc.node_view import NodeView
 
 CONTENT_TYPE = "application/octet-stream"
 _U32 = struct.Struct(">I")
@@ -79,7 +76,7 @@ def decode_batch(body: bytes, max_batch_txs: int) -> list[bytes]:
 class BinarySubmit:
     """The `POST /txs` handler: binary bodies here, everything else to the JSON handler."""
 
-    def __init__(self, node: Node, json_handler: Handler) -> None:
+    def __init__(self, node: NodeView, json_handler: Handler) -> None:
         self._node = node
         self._json_handler = json_handler
         self._max_batch_txs = node.config.rpc.max_batch_txs
@@ -89,7 +86,7 @@ class BinarySubmit:
             return await self._json_handler(request)
         txs = decode_batch(await read_body(request), self._max_batch_txs)
         # Through the node's admission pipeline: signatures verified off the event loop.
-        admissions = await self._node.admission.admit(txs)
+        admissions = await self._node.admit(txs)
         refused = [
             {
                 "index": index,

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import hdrs, web
 
-from emrchain.rpc.parse import lower_hex
+from emrchain.api.parse import lower_hex
 from emrchain.rpc.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)

@@ -14,20 +14,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
 from emrchain.rpc.auth import Authenticator
 from emrchain.rpc.errors import RpcError, hex_argument
+from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.records import event_json
 from emrchain.rpc.stream import StreamLimits, _Subscriber, take_slot
 from emrchain.state.emr import list_decision, queries
 from emrchain.state.result import TxResult
 from emrchain.types import Block
-
-if TYPE_CHECKING:
-    from emrchain.node.node import Node
 
 MAX_EVENTS_PER_FRAME = 1_000
 
@@ -43,21 +40,21 @@ class _PatientSubscriber(_Subscriber):
 
 class PatientEventStream:
     def __init__(
-        self, node: Node, authenticator: Authenticator, limits: StreamLimits | None = None
+        self, node: NodeView, authenticator: Authenticator, limits: StreamLimits | None = None
     ) -> None:
         self._node = node
         self._auth = authenticator
         self._limits = limits or StreamLimits()
         self._subscribers: set[_PatientSubscriber] = set()
         self.slots = self._limits.slots()
-        node.chain.commit_listeners.append(self.publish)
+        node.add_commit_listener(self.publish)
 
     def publish(
         self, block: Block, tx_ids: Sequence[bytes], tx_results: Sequence[TxResult]
     ) -> None:
         if not self._subscribers:
             return
-        view = self._node.store.state_view()
+        view = self._node.chain.state_view()
         for subscriber in self._subscribers:
             if subscriber.overflowed:
                 continue
@@ -83,7 +80,7 @@ class PatientEventStream:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
         caller = await self._auth.authenticate(request)
-        view = self._node.store.state_view()
+        view = self._node.chain.state_view()
         decision = list_decision(view, caller.key, patient_id=patient_id)
         if not decision.allowed:
             # As the listings answer: who may not follow a patient learns nothing of it.
@@ -95,7 +92,7 @@ class PatientEventStream:
             self.slots.release(caller.key)
 
     async def _serve(self, request: web.Request, patient_id: bytes) -> web.WebSocketResponse:
-        view = self._node.store.state_view()
+        view = self._node.chain.state_view()
         seen = queries.access_events_for(view, patient_id=patient_id, limit=1).total
         subscriber = _PatientSubscriber(self._limits.max_queued_blocks, patient_id, seen)
         socket = web.WebSocketResponse(heartbeat=30.0)

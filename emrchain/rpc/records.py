@@ -9,26 +9,27 @@ import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from emrchain._core.schema import AccessAction, Role, TxKind
+from emrchain.api.parse import decimal, lower_hex
+from emrchain.api.signing import HEADER_ACCESS_EVENT
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.guard import defer_continue, read_body
+from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
-from emrchain.rpc.parse import decimal, lower_hex
-from emrchain.rpc.signing import HEADER_ACCESS_EVENT
+from emrchain.schema import AccessAction, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision
 from emrchain.state.emr.audit import AccessEvent
 from emrchain.state.emr.entities import Member, MemberStatus
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.keys import nonce_key
-from emrchain.state.nonce_anchor import read_progress
+from emrchain.state.progress import read_progress
 from emrchain.state.view import StateView
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import (
@@ -38,9 +39,6 @@ from emrchain.storage.interfaces import (
 )
 from emrchain.types import Transaction
 from emrchain.types.codec import DecodeError
-
-if TYPE_CHECKING:
-    from emrchain.node.node import Node
 
 
 def grant_json(grant: Grant) -> dict[str, Any]:
@@ -104,7 +102,7 @@ def _knows_of_erasure(caller: Caller, record: EmrRecord) -> bool:
 
 class RecordRoutes:
     def __init__(
-        self, node: Node, authenticator: Authenticator, clock_ms: Callable[[], int]
+        self, node: NodeView, authenticator: Authenticator, clock_ms: Callable[[], int]
     ) -> None:
         self._node = node
         self._auth = authenticator
@@ -127,7 +125,7 @@ class RecordRoutes:
         ]
 
     def _view(self):
-        return self._node.store.state_view()
+        return self._node.chain.state_view()
 
     # ------------------------------------------------------------------ upload
 
@@ -248,7 +246,7 @@ class RecordRoutes:
         except ValueError:
             raise RpcError(409, "access_event_refused", "this access event is in use") from None
         try:
-            admission = self._node.mempool.admit_batch([raw])[0]
+            admission = self._node.admit_now([raw])[0]
             if not admission.accepted:
                 raise RpcError(
                     409, "access_event_refused", f"{admission.code}: {admission.reason}"
@@ -428,7 +426,7 @@ class RecordRoutes:
             return web.json_response(_public_account(key, found))
         raw = view.get(nonce_key(key))
         committed = struct.unpack(">Q", raw)[0] if raw else 0
-        pending = self._node.mempool.pending_nonces(key)
+        pending = self._node.pending_nonces(key)
         return web.json_response(
             {
                 "member_key": key.hex(),

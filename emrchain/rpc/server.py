@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from emrchain import _core
-from emrchain._core.schema import PUBLIC_KEY_BYTES, Role
+from emrchain.api.parse import decimal, lower_hex
+from emrchain.api.signing import HEADER_KEY
 from emrchain.rpc.auth import Authenticator, NodeIdentity, ReplayHorizon, ReplayLimits
 from emrchain.rpc.binary import BinarySubmit
 from emrchain.rpc.connections import (
@@ -43,21 +44,19 @@ from emrchain.rpc.guard import (
     read_body,
 )
 from emrchain.rpc.limits import Rate, RateLimiter
+from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.openapi import MAX_HEIGHT, DocumentLimits
 from emrchain.rpc.openapi import document as openapi_document
-from emrchain.rpc.parse import decimal, lower_hex
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
-from emrchain.rpc.signing import HEADER_KEY
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
+from emrchain.schema import PUBLIC_KEY_BYTES, Role
 from emrchain.state.emr import queries
 from emrchain.types import Block
 
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
-    from emrchain.node.node import Node
-    from emrchain.store import BlockStore
 
 logger = logging.getLogger(__name__)
 REPLAY_HORIZON_FILE = "rpc_replay_horizon"
@@ -66,20 +65,50 @@ UPLOAD_ROUTE = ("PUT", "/records/{record_id}/ciphertext")
 SUBMIT_ROUTE = ("POST", "/txs")
 
 
-def _store_counters(store: BlockStore) -> dict[str, int]:
-    """The store's read shortcuts since the node started (0 when configured off): how many
-    committed-state reads the cache answered, and how many keys the absence filter holds."""
-    cache, absence = store.state_cache, store.absence_filter
-    return {
-        "state_cache_hits": cache.hits if cache is not None else 0,
-        "state_cache_misses": cache.misses if cache is not None else 0,
-        "state_cache_entries": len(cache) if cache is not None else 0,
-        "absence_filter_keys": absence.keys_added if absence is not None else 0,
-    }
-
-
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def status_json(node: NodeView) -> dict[str, Any]:
+    """The `/status` reply (`docs/spec/rpc.md`)."""
+    status = node.status()
+    consensus = status.consensus
+    mempool, counters = status.mempool, status.counters
+    return {
+        "chain_id": node.chain_id.decode(),
+        "node_id": status.node_id,
+        "validator": status.validator.hex(),
+        "core_implementation": _core.IMPLEMENTATION,
+        "latest_height": node.height,
+        "latest_block_id": status.latest_block_id.hex() if status.latest_block_id else None,
+        "latest_app_hash": status.latest_app_hash.hex(),
+        "consensus": {
+            "height": consensus.height if consensus else None,
+            "round": consensus.round if consensus else None,
+            "step": consensus.step if consensus else None,
+        },
+        "peers": status.peers,
+        "mempool_txs": mempool.size_txs,
+        "evidence": [item.hex() for item in status.evidence],
+        "refused_signatures": status.refused_signatures,
+        "blocks_synced": status.blocks_synced,
+        # Totals since the node started: what an operator (and a benchmark) needs to see where
+        # admission work goes without attaching a profiler.
+        "counters": {
+            "admitted_txs": mempool.admitted_txs,
+            "refused_txs_by_code": dict(mempool.refused_txs_by_code),
+            "signatures_verified": mempool.signatures_verified,
+            "signature_cache_hits": mempool.signature_cache_hits,
+            "preverified_txs": counters.preverified_txs,
+            "gossip_batches_dropped": counters.gossip_batches_dropped,
+            "undecodable_messages": counters.undecodable_messages,
+            "state_cache_hits": counters.state_cache_hits,
+            "state_cache_misses": counters.state_cache_misses,
+            "state_cache_entries": counters.state_cache_entries,
+            "absence_filter_keys": counters.absence_filter_keys,
+        },
+        "halt": node.halt_reason,
+    }
 
 
 def _tls_context(config: NodeConfig) -> ssl.SSLContext | None:
@@ -115,11 +144,11 @@ def header_json(block: Block) -> dict[str, Any]:
     }
 
 
-def _authenticator(node: Node) -> Authenticator:
+def _authenticator(node: NodeView) -> Authenticator:
     config = node.config
     return Authenticator(
-        NodeIdentity(node.chain_id, node.node_key.public_key),
-        node.store.state_view,
+        NodeIdentity(node.chain_id, node.node_public_key),
+        node.chain.state_view,
         wall_clock_ms,
         ReplayLimits(
             config.records.max_clock_skew_ms,
@@ -167,7 +196,7 @@ def _http_logger(interval_s: float) -> logging.Logger:
 class RpcServer:
     """The aiohttp application of one node, bound to `[rpc] listen_address`."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: NodeView) -> None:
         self._node = node
         section = node.config.rpc
         self._max_batch_txs = section.max_batch_txs
@@ -277,51 +306,14 @@ class RpcServer:
     async def health(self, request: web.Request) -> web.Response:
         node = self._node
         return web.json_response(
-            {"ok": node.halt_reason is None, "height": node.chain.height, "halt": node.halt_reason}
+            {"ok": node.halt_reason is None, "height": node.height, "halt": node.halt_reason}
         )
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(self._document)
 
     async def status(self, request: web.Request) -> web.Response:
-        node = self._node
-        driver = node.driver
-        state = driver._core.state() if driver else None
-        mempool = node.mempool.stats()
-        return web.json_response(
-            {
-                "chain_id": node.chain_id.decode(),
-                "node_id": node.p2p.node_id,
-                "validator": node.validator_key.public_key.hex(),
-                "core_implementation": _core.IMPLEMENTATION,
-                "latest_height": node.chain.height,
-                "latest_block_id": node.store.last_block_id().hex() if node.chain.height else None,
-                "latest_app_hash": node.store.last_app_hash().hex(),
-                "consensus": {
-                    "height": state.height if state else None,
-                    "round": state.round if state else None,
-                    "step": state.step.name if state else None,
-                },
-                "peers": node.p2p.connected_peers(),
-                "mempool_txs": len(node.mempool),
-                "evidence": [item.encode().hex() for item in driver.evidence] if driver else [],
-                "refused_signatures": driver.refused_signatures if driver else 0,
-                "blocks_synced": node.blocksync.blocks_synced,
-                # Totals since the node started: what an operator (and a benchmark) needs to
-                # see where admission work goes without attaching a profiler.
-                "counters": {
-                    "admitted_txs": mempool.admitted_txs,
-                    "refused_txs_by_code": dict(mempool.refused_txs_by_code),
-                    "signatures_verified": mempool.signatures_verified,
-                    "signature_cache_hits": mempool.signature_cache_hits,
-                    "preverified_txs": node.admission.preverified_txs,
-                    "gossip_batches_dropped": node.gossip_batches_dropped,
-                    "undecodable_messages": node.undecodable_messages,
-                    **_store_counters(node.store),
-                },
-                "halt": node.halt_reason,
-            }
-        )
+        return web.json_response(status_json(self._node))
 
     async def submit(self, request: web.Request) -> web.Response:
         raw = await read_body(request)
@@ -344,7 +336,7 @@ class RpcServer:
             raise RpcError(400, "bad_hex", "a transaction is not lowercase hex") from None
         # Through the node's admission pipeline, like binary batches: signatures are verified
         # in its worker thread, not on the event loop that runs consensus.
-        admissions = await self._node.admission.admit(txs)
+        admissions = await self._node.admit(txs)
         return web.json_response(
             {
                 "results": [
@@ -362,13 +354,13 @@ class RpcServer:
     async def tx_status(self, request: web.Request) -> web.Response:
         tx_id = hex_argument(request.match_info["tx_id"], 32, "tx id")
         node = self._node
-        proof = node.store.tx_proof(tx_id)
+        proof = node.chain.tx_proof(tx_id)
         if proof is None:
-            if tx_id in node.mempool:
+            if node.is_pending(tx_id):
                 return web.json_response({"tx_id": tx_id.hex(), "status": "pending"})
             raise RpcError(404, "unknown_tx", "no such transaction in the chain or mempool")
-        block = node.store.block(proof.height)
-        results = node.store.tx_results(proof.height) or []
+        block = node.chain.block(proof.height)
+        results = node.chain.tx_results(proof.height) or []
         result = results[proof.index] if proof.index < len(results) else None
         # The result message can say what the transaction did (a break-glass opened, why a
         # read was refused): only the sender's member and auditors read it; others see the code.
@@ -404,12 +396,12 @@ class RpcServer:
             return True
         sender_start = 3 + tx[1]
         sender = queries.member(
-            self._node.store.state_view(), tx[sender_start : sender_start + PUBLIC_KEY_BYTES]
+            self._node.chain.state_view(), tx[sender_start : sender_start + PUBLIC_KEY_BYTES]
         )
         return sender is not None and sender.member.member_id == caller.member.member_id
 
     async def latest_block(self, request: web.Request) -> web.Response:
-        return self._block_response(self._node.chain.height)
+        return self._block_response(self._node.height)
 
     async def block(self, request: web.Request) -> web.Response:
         height = decimal(request.match_info["height"], MAX_HEIGHT)
@@ -418,10 +410,10 @@ class RpcServer:
         return self._block_response(height)
 
     def _block_response(self, height: int) -> web.Response:
-        block = self._node.store.block(height) if height >= 1 else None
+        block = self._node.chain.block(height) if height >= 1 else None
         if block is None:
             raise RpcError(404, "unknown_block", f"no block at height {height}")
-        commit = self._node.store.commit(height)
+        commit = self._node.chain.commit(height)
         return web.json_response(
             {
                 "header": header_json(block),

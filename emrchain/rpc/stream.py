@@ -30,12 +30,12 @@ from aiohttp import WSCloseCode, web
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.guard import request_client
 from emrchain.rpc.limits import SlotCounter
+from emrchain.rpc.node_view import NodeView
 from emrchain.state.result import TxResult
 from emrchain.types import Block
 
 if TYPE_CHECKING:
     from emrchain.config.node import RpcSection
-    from emrchain.node.node import Node
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +120,11 @@ class _Subscriber:
 class BlockStream:
     """Fans committed blocks out to WebSocket subscribers; `handle` is the route handler."""
 
-    def __init__(self, node: Node, limits: StreamLimits | None = None) -> None:
+    def __init__(self, node: NodeView, limits: StreamLimits | None = None) -> None:
         self._limits = limits or StreamLimits()
         self._subscribers: set[_Subscriber] = set()
         self.slots = self._limits.slots()
-        node.chain.commit_listeners.append(self.publish)
+        node.add_commit_listener(self.publish)
 
     @property
     def subscribers(self) -> int:

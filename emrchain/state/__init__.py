@@ -1,19 +1,21 @@
 """Deterministic execution: reads state through views, returns writes, an app hash, results
-and validator updates. No clock, randomness or I/O (`docs/spec/state.md`)."""
+and validator updates. No clock, randomness or I/O (`docs/spec/state.md`).
+
+This package is the block pipeline and what it stands on (views, the app hash, results, the
+validator sets, the progress record, the key layout); the rules of the EMR application, which
+the node runs, are in `emrchain.state.emr`, a layer above that this package never imports.
+"""
 
 from emrchain.state.application import (
-    Application,
     ApplicationRules,
     BlockContext,
     BlockExecutionError,
     Handler,
 )
 from emrchain.state.codes import ResultCode, code_name
-from emrchain.state.emr import EMR_HANDLERS, EmrApplication
-from emrchain.state.handlers import DEFAULT_HANDLERS
 from emrchain.state.memory import MemoryState
-from emrchain.state.nonce_anchor import NonceAnchorApplication, read_progress
-from emrchain.state.records import AnchorRecord
+from emrchain.state.pipeline import BlockPipeline
+from emrchain.state.progress import read_progress
 from emrchain.state.result import (
     GENESIS_PREVIOUS_APP_HASH,
     ExecutionResult,
@@ -36,20 +38,15 @@ from emrchain.state.view import (
 )
 
 __all__ = [
-    "DEFAULT_HANDLERS",
-    "EMR_HANDLERS",
     "GENESIS_PREVIOUS_APP_HASH",
-    "AnchorRecord",
-    "Application",
     "ApplicationRules",
     "BlockContext",
     "BlockExecutionError",
+    "BlockPipeline",
     "CommittedState",
-    "EmrApplication",
     "ExecutionResult",
     "Handler",
     "MemoryState",
-    "NonceAnchorApplication",
     "OverlayStateView",
     "ResultCode",
     "StateCorruptionError",

@@ -1,8 +1,9 @@
-"""The execution contract between the node and the application logic.
+"""How the per-kind transaction rules plug into the block pipeline (`pipeline.py`).
 
-`Application` is what the node and the mempool call; `BlockContext` and `Handler` are how the
-per-kind transaction rules plug into an application (a table `TxKind -> Handler`), so the EMR
-rules of the next milestone slot in without touching the block pipeline.
+A `Handler` is the rule of one kind; an application is a table `TxKind -> Handler` that the
+pipeline runs (the EMR table: `emrchain/state/emr/handlers.py`). `BlockContext` is what a
+handler may know of its block, `ApplicationRules` the chain parameters every node shares, and
+`AcceptPath` the compiled shortcut for the kind that dominates a busy chain.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain.state.result import ExecutionResult, TxResult
+from emrchain.schema.codec import DecodedTransaction
+from emrchain.state.result import TxResult
 from emrchain.state.validators import MAX_OPEN_PROPOSALS_CEILING
 from emrchain.state.view import OverlayStateView, StateView
-from emrchain.types.block import Block
 from emrchain.types.limits import Limits
 from emrchain.types.validator import ValidatorSet
 
@@ -50,11 +50,8 @@ class ApplicationRules:
 
 
 class BlockContext:
-    """What a transaction handler may know about the block it runs in.
-
-    For admission (`check_tx`) the height is the next block's and `time_ms` the last block's
-    time: the real block time is not known yet, and nothing may read a clock.
-    """
+    """What a transaction handler may know about the block it runs in: its height, its header
+    time (never a clock), the chain's rules and limits, and the validator set signing it."""
 
     def __init__(
         self,
@@ -110,35 +107,3 @@ class AcceptPath:
     author_of: Callable[[StateView, bytes], tuple[bytes, bytes] | None]
     """(member id, organisation id bytes) of the sender key when the rule's sender checks
     pass for it on that view, else None."""
-
-
-@runtime_checkable
-class Application(Protocol):
-    """Deterministic application logic: reads state through views, returns writes."""
-
-    def info(self) -> tuple[int, bytes]:
-        """(last executed height, app hash after it) of the committed state."""
-        ...
-
-    def init_chain(self, validators: ValidatorSet, genesis_time_ms: int) -> ExecutionResult:
-        """The genesis state (height 0) for `validators`, the sets of heights 1 and 2.
-        Implementations may take further optional keyword arguments (genesis organisations)."""
-        ...
-
-    def check_tx(self, tx: DecodedTransaction, view: StateView) -> TxResult:
-        """Stateful admission of a statelessly valid, signature-checked transaction."""
-        ...
-
-    def execute_block(
-        self,
-        block: Block,
-        view: StateView,
-        *,
-        signature_verdicts: bytes | None = None,
-        stateless_verdicts: bytes | None = None,
-    ) -> ExecutionResult:
-        """Begin block, deliver every transaction in order, end block; raises
-        BlockExecutionError if the block does not fit the state at all. `signature_verdicts`
-        and `stateless_verdicts` are the node's own verdicts from validating the proposal
-        (else computed here)."""
-        ...

@@ -1,7 +1,7 @@
-"""Transaction result codes: one numbering for the mempool (check_tx) and block execution.
+"""Transaction result codes: one numbering for admission (the mempool) and block execution.
 
-0 is "applied". 1..15 are the stateless verdicts of `emrchain._core.codes.Verdict` with the same
-numbers (a transaction in a block that fails decoding or its signature is recorded with its
+0 is "applied". 1..15 are the stateless verdicts of `emrchain.schema.verdicts.Verdict` with the
+same numbers (a transaction in a block that fails decoding or its signature is recorded with its
 verdict). 32 and up are stateful refusals. The numbers are stable API.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from emrchain._core.codes import Verdict
+from emrchain.schema.verdicts import Verdict
 
 FIRST_STATEFUL_CODE = 32
 

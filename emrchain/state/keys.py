@@ -1,10 +1,12 @@
 """Application state key layout (`docs/spec/state.md` §3).
 
 Every key starts with a one-byte namespace. Keys are application keys: the store adds its own
-prefix in front of them. Namespaces 0x20..0x7F are reserved for the EMR rules (organisations,
-members, grants, audit events); their layout follows the milestone-1 keys below and is
-specified in `docs/spec/state.md` §3.1. Every EMR key is a namespace byte and fixed-width fields,
-so no key is a prefix of a key of another kind.
+prefix in front of them. Namespaces below 0x20 belong to the block pipeline (progress, validator
+sets, nonces); 0x20..0x7F to the EMR rules (organisations, members, records, grants, audit
+events), specified in `docs/spec/state.md` §3.1. Every EMR key is a namespace byte and
+fixed-width fields, so no key is a prefix of a key of another kind. 0x12 held the anchors of the
+first milestone's rules, which the node no longer runs: nothing writes it, and it stays
+unassigned.
 """
 
 from __future__ import annotations
@@ -21,8 +23,6 @@ NONCE_PREFIX = b"\x10"
 """0x10 | sender key (32) -> last applied nonce u64."""
 VALIDATOR_EPOCH_PREFIX = b"\x11"
 """0x11 | validator key (32) -> epoch u64 of the last update applied to that key."""
-RECORD_PREFIX = b"\x12"
-"""0x12 | record id (32) -> AnchorRecord encoding (`records.py`)."""
 
 
 def nonce_key(sender: bytes) -> bytes:
@@ -31,10 +31,6 @@ def nonce_key(sender: bytes) -> bytes:
 
 def validator_epoch_key(validator_key: bytes) -> bytes:
     return VALIDATOR_EPOCH_PREFIX + validator_key
-
-
-def record_key(record_id: bytes) -> bytes:
-    return RECORD_PREFIX + record_id
 
 
 # --- EMR rules (`emrchain/state/emr/`), namespaces 0x20..0x7F ---------------------------------

@@ -59,8 +59,6 @@ class TxResult(NamedTuple):
         return cls(int(code), message)
 
 
-APPLIED = TxResult(0, "")
-
 
 @dataclass(frozen=True, slots=True)
 class ExecutionResult:

@@ -60,6 +60,12 @@ def check_value(value: bytes) -> None:
         raise StateLimitError(f"state value of {len(value)} bytes exceeds {MAX_STATE_VALUE_BYTES}")
 
 
+def read_u64(view: StateView, key: bytes) -> int:
+    """A u64 state value (a nonce, an epoch, a counter), 0 when absent."""
+    raw = view.get(key)
+    return 0 if raw is None else int.from_bytes(raw, "big")
+
+
 class ReadOnceView:
     """Reads of a base view that does not change while this object is in use, each key read
     from the base at most once.

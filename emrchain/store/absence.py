@@ -12,7 +12,7 @@ the write is durable; a deleted key stays in it (a false positive). So the filte
 skips reads whose answer is "absent", and no result changes.
 
 The filter is in the compiled core (`_core/_absence.pyx`, with its pure twin
-`_core/fallback/absence.py`): in Python, adding a key cost ~1 µs and a lookup ~0.3 µs, on the
+`_core/reference/absence.py`): in Python, adding a key cost ~1 µs and a lookup ~0.3 µs, on the
 event loop for every anchored record.
 
 Hashing uses Python's `hash()` of the key, which is keyed randomly per process (SipHash), so a
@@ -25,6 +25,5 @@ degrades gradually (never wrongly) beyond.
 from __future__ import annotations
 
 from emrchain._core import AbsenceFilter
-from emrchain._core.fallback.absence import LINE_BYTES, MAX_SIZE_BYTES, MIN_SIZE_BYTES, PROBES
 
-__all__ = ["LINE_BYTES", "MAX_SIZE_BYTES", "MIN_SIZE_BYTES", "PROBES", "AbsenceFilter"]
+__all__ = ["AbsenceFilter"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from emrchain.state.nonce_anchor import read_progress
+from emrchain.state.progress import read_progress
 from emrchain.state.validators import StateCorruptionError
 from emrchain.store import layout
 from emrchain.store.block_store import ZERO_ID, BlockStore

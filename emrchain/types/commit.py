@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from emrchain import _core
 from emrchain.types.codec import DecodeError, Reader, Writer
@@ -132,9 +132,13 @@ def verify_commit(
     Every entry must be a member of the set with a valid signature (a certificate carrying any
     bad entry is refused, even if the good ones alone reach quorum), and the signers' power must
     exceed 2/3 of the set's total. This is all a light client needs besides the set itself.
+
+    The structural check bounds the entries by the set's own size: a certificate of distinct
+    members cannot have more (the default `Limits` would refuse a chain's own commits once more
+    than its 150 validators sign).
     """
     try:
-        commit.validate_basic()
+        commit.validate_basic(replace(DEFAULT_LIMITS, max_validators=len(validator_set)))
     except ValueError as error:
         raise CommitError(str(error)) from None
     if height is not None and commit.height != height:

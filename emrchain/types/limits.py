@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emrchain._core import schema
+from emrchain import schema
 
 MAX_VALIDATORS_CEILING = 1_000
 MAX_ROUND = (1 << 31) - 1

@@ -4,7 +4,7 @@ Layout (`docs/spec/encoding.md` §4): version u8 | chain id (u8 length + bytes) 
 sender 32 | nonce u64 | payload (u16 length + bytes) | signature 64. The signature covers
 every byte before it; the transaction id is SHA-256 of all bytes.
 
-The payload rules live in `emrchain._core.schema` and are applied by the shared reference codec,
+The payload rules live in `emrchain.schema` and are applied by its codec (`schema/codec.py`),
 so `Transaction.validate_basic()` and the compiled batch checker enforce exactly the same rules.
 """
 
@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from emrchain import _core
-from emrchain._core import schema
-from emrchain._core.codes import TxDecodeError
-from emrchain._core.fallback import txcodec
+from emrchain import _core, schema
 from emrchain.crypto.keys import Signer
+from emrchain.schema import codec
+from emrchain.schema.verdicts import TxDecodeError
 from emrchain.types.codec import Writer
 
 TxKind = schema.TxKind
@@ -49,7 +48,7 @@ class Transaction:
         fields: Mapping[str, Any],
     ) -> Transaction:
         """Encode `fields` for `kind`, sign the envelope with `signer` and return it."""
-        payload = txcodec.encode_payload(kind, fields)
+        payload = codec.encode_payload(kind, fields)
         unsigned = cls._unsigned(chain_id, kind, signer.public_key, nonce, payload)
         return cls(
             chain_id=chain_id,
@@ -69,7 +68,7 @@ class Transaction:
 
         The signature is not verified here; see `verify_signature`.
         """
-        decoded = txcodec.decode_transaction(raw, chain_id, max_tx_bytes)
+        decoded = codec.decode_transaction(raw, chain_id, max_tx_bytes)
         return cls(
             chain_id=decoded.chain_id,
             kind=decoded.kind,
@@ -96,7 +95,7 @@ class Transaction:
 
     @property
     def payload(self) -> bytes:
-        return self._payload or txcodec.encode_payload(self.kind, self.fields)
+        return self._payload or codec.encode_payload(self.kind, self.fields)
 
     def signed_bytes(self) -> bytes:
         """The bytes the sender signs: the envelope without its signature."""
@@ -113,8 +112,8 @@ class Transaction:
         """Apply every stateless rule (size, chain id, kind, payload schema); raise on failure."""
         if self.version != schema.TX_VERSION:
             raise TxDecodeError(_core.Verdict.BAD_VERSION, f"version={self.version}")
-        txcodec.check_arguments(self.chain_id, max_tx_bytes)
-        txcodec.decode_transaction(self.encode(), self.chain_id, max_tx_bytes)
+        codec.check_arguments(self.chain_id, max_tx_bytes)
+        codec.decode_transaction(self.encode(), self.chain_id, max_tx_bytes)
 
     def verify_signature(self) -> bool:
         return _core.verify_transactions([self.encode()], 1) == b"\x01"

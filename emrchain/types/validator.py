@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from emrchain import _core
-from emrchain._core.schema import MAX_VALIDATOR_POWER
+from emrchain.schema import MAX_VALIDATOR_POWER
 from emrchain.types.codec import DecodeError, Reader, Writer
 from emrchain.types.limits import DEFAULT_LIMITS, MAX_TOTAL_VOTING_POWER, Limits
 

@@ -6,7 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emrchain import _core
-from emrchain._core.fallback import txcodec
+from emrchain._core.reference import txcheck
+from emrchain.schema import codec
 from tests.core.txgen import CHAIN_ID, valid_transactions
 
 MAX_TX_BYTES = 65_000
@@ -18,6 +19,6 @@ def test_decode_accepted_equals_decode_transaction(txs: list[bytes]) -> None:
     verdicts, _ = _core.check_transactions(txs, CHAIN_ID, MAX_TX_BYTES)
     assert not any(verdicts)
     for raw in txs:
-        assert txcodec.decode_accepted(raw) == txcodec.decode_transaction(
+        assert txcheck.decode_accepted(raw) == codec.decode_transaction(
             raw, CHAIN_ID, MAX_TX_BYTES
         )

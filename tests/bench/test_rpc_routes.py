@@ -14,15 +14,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from emrchain.devnet.workload import anchor_fields, anchor_transactions
+from emrchain.devnet.workload import sender_key as workload_sender_key
 from emrchain.node.node import Node
+from emrchain.node.rpc_view import NodeRpcView
 from emrchain.rpc.binary import CONTENT_TYPE, BinarySubmit, decode_batch, encode_batch
 from emrchain.rpc.errors import RpcError, json_errors
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.state.codes import ResultCode
 from emrchain.types import Transaction, TxKind
 from emrchain.types.block import tx_ids
-from emrchain.workload import anchor_fields, anchor_transactions
-from emrchain.workload import sender_key as workload_sender_key
 from tests.node.in_process import (
     CHAIN_ID,
     commit_own_block,
@@ -46,11 +47,11 @@ async def json_route(request: web.Request) -> web.Response:
 def serve(node: Node, test: Callable[[TestClient, BlockStream], Awaitable[None]],
           **stream: Any) -> None:
     async def main() -> None:
-        blocks = BlockStream(node, StreamLimits(**stream))
+        blocks = BlockStream(NodeRpcView(node), StreamLimits(**stream))
         app = web.Application(client_max_size=4096, middlewares=[json_errors])
         app.add_routes(
             [
-                web.post("/txs", BinarySubmit(node, json_route).handle),
+                web.post("/txs", BinarySubmit(NodeRpcView(node), json_route).handle),
                 web.get("/ws/blocks", blocks.handle),
             ]
         )

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from emrchain import _core
+from emrchain.devnet.workload import anchor_transactions
 from emrchain.node.node import Node
-from emrchain.workload import anchor_transactions
 from tests.node.in_process import (
     CHAIN_ID,
     commit_for,

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from emrchain import cli
+from emrchain.cli import arguments as argument_types
+from emrchain.cli import registry as command_registry
+from emrchain.cli.main import load_commands
 from emrchain.config import homes as homes_module
 from emrchain.config import load_config_and_genesis, load_genesis, load_node_config
 from emrchain.keystore import load_key_file
@@ -410,22 +413,23 @@ def test_unsafe_reset_all_refuses_a_broken_config(
 
 @pytest.fixture
 def registry() -> Iterator[None]:
-    saved = dict(cli._COMMANDS)
+    load_commands()
+    saved = dict(command_registry._COMMANDS)
     yield
-    cli._COMMANDS.clear()
-    cli._COMMANDS.update(saved)
+    command_registry._COMMANDS.clear()
+    command_registry._COMMANDS.update(saved)
 
 
 def test_registered_command_runs_with_its_arguments(
     registry: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def arguments(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--count", type=cli.bounded_integer(1, 3), required=True)
+        parser.add_argument("--count", type=argument_types.bounded_integer(1, 3), required=True)
 
-    @cli.command("echo-count", "print the count", arguments=arguments)
+    @command_registry.command("echo-count", "print the count", arguments=arguments)
     def echo_count(args: argparse.Namespace) -> int:
         if args.count == 3:
-            raise cli.CommandError("three is too many at runtime")
+            raise command_registry.CommandError("three is too many at runtime")
         print(args.count)
         return 7
 
@@ -439,11 +443,11 @@ def test_registered_command_runs_with_its_arguments(
 
 def test_duplicate_command_names_are_refused(registry: None) -> None:
     with pytest.raises(ValueError, match="'init' is already registered"):
-        cli.register_command(cli.Command("init", "again", lambda args: 0))
+        command_registry.register_command(command_registry.Command("init", "again", lambda args: 0))
 
 
 def test_bugs_keep_their_traceback(registry: None, capsys: pytest.CaptureFixture[str]) -> None:
-    @cli.command("buggy", "raises an unexpected exception")
+    @command_registry.command("buggy", "raises an unexpected exception")
     def buggy(args: argparse.Namespace) -> int:
         raise KeyError("internal")
 

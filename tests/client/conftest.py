@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import Role
 from emrchain.client import transactions
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity, OrganizationKey
-from emrchain.node.devnet import Devnet
+from emrchain.schema import Role
 
 CLINIC_B = "clinic-b"
 NO_PATIENT = transactions.NO_KEY

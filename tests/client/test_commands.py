@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from emrchain import cli
-from emrchain._core.schema import RecordType, Role
 from emrchain.client.identity import MemberIdentity, load_identity, save_identity
 from emrchain.client.sync import SyncEmrClient
+from emrchain.schema import RecordType, Role
 from tests.client.conftest import Cast, RealNode
 
 ID = "ab" * 32

@@ -23,14 +23,13 @@ from emrchain.client.envelope import (
     TamperedCiphertextError,
     WrongRecipientKeyError,
     decrypt_with_data_key,
-    derive_member_key_pair,
-    generate_member_key_pair,
     new_record_id,
     open_record,
     rewrap,
     seal_record,
     unwrap_data_key,
 )
+from emrchain.crypto.encryption_keys import derive_member_key_pair, generate_member_key_pair
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.storage.cid import ContentId, compute_cid
 

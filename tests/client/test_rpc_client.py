@@ -19,9 +19,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from emrchain._core.schema import ErasureReason, RecordType
+from emrchain.api.signing import (
+    HEADER_KEY,
+    HEADER_TIMESTAMP,
+    parse_headers,
+    sign_request,
+    verify_request,
+)
 from emrchain.client import transactions
-from emrchain.client.envelope import derive_member_key_pair, new_record_id, seal_record
+from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
     BadReplyError,
@@ -37,13 +43,8 @@ from emrchain.client.replies import (
     Unavailable,
 )
 from emrchain.client.rpc import EmrClient, check_base_url
-from emrchain.rpc.signing import (
-    HEADER_KEY,
-    HEADER_TIMESTAMP,
-    parse_headers,
-    sign_request,
-    verify_request,
-)
+from emrchain.crypto.encryption_keys import derive_member_key_pair
+from emrchain.schema import ErasureReason, RecordType
 from emrchain.state.codes import ResultCode
 from tests.client.conftest import Cast, RealNode
 

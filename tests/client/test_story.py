@@ -13,9 +13,9 @@ import pytest
 
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import Unauthenticated
-from emrchain.client.story import LAB_RESULT, run_story
 from emrchain.client.sync import SyncEmrClient
-from emrchain.node.devnet import Devnet
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import LAB_RESULT, run_story
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from emrchain._core.schema import RecordType
 from emrchain.client import transactions
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import NotFound
 from emrchain.client.sync import SyncEmrClient
+from emrchain.schema import RecordType
 from tests.client.conftest import RealNode
 
 

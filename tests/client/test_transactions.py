@@ -8,11 +8,11 @@ import hashlib
 import pytest
 
 from emrchain import _core
-from emrchain._core.schema import TX_MAX_BYTES_LIMIT, ErasureReason, RecordType, Role, TxKind
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, open_record, seal_record, unwrap_data_key
 from emrchain.client.identity import MemberIdentity
 from emrchain.crypto.keys import verify_signature
+from emrchain.schema import TX_MAX_BYTES_LIMIT, ErasureReason, RecordType, Role, TxKind
 from emrchain.state import ResultCode
 from emrchain.state.emr import EMR_HANDLERS, GenesisAdmin, GenesisOrganization, rotation_message
 from emrchain.types.transaction import Transaction

@@ -21,7 +21,7 @@ CheckFn = Callable[..., tuple[bytes, list[bytes]]]
 # The module each twin's check_transactions lives in. The selector (`implementation`) imports
 # all three modules of a twin at once; if only a sibling (merkle, ed25519) is missing, these
 # tests still exercise the one module they are about.
-_MODULES = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: "emrchain._core.fallback.txcodec"}
+_MODULES = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: "emrchain._core.reference.txcheck"}
 
 
 def import_twin_module(module: str, *, compiled: bool) -> ModuleType:
@@ -39,7 +39,7 @@ def import_twin_module(module: str, *, compiled: bool) -> ModuleType:
 
 
 def load_function(name: str, function: str) -> Callable[..., Any]:
-    """`implementation(name).<function>` for a function of `_txcheck`/`txcodec`; skip (fail in
+    """`implementation(name).<function>` for a function of `_txcheck`/`txcheck`; skip (fail in
     CI) if its module is missing."""
     try:
         return cast(Callable[..., Any], getattr(core.implementation(name), function))

@@ -1,5 +1,5 @@
 """`AbsenceFilter`: the compiled twin (`_core/_absence.pyx`) and the pure one
-(`_core/fallback/absence.py`) set and test the same bits, so every question gets the same answer
+(`_core/reference/absence.py`) set and test the same bits, so every question gets the same answer
 from both, and they refuse the same constructor arguments with the same errors. The store's
 exactness (no key present is ever called absent) is tested in `tests/store/test_absence.py`
 against whichever twin loaded; this file makes that test cover both."""
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain._core.fallback import absence as pure
+from emrchain._core.reference import absence as pure
 from tests.core.conftest import import_twin_module
 
 PREFIXES = (b"R", b"\x07")

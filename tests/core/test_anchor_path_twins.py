@@ -1,5 +1,5 @@
 """`AnchorPath`: the compiled twin (`_core/_anchors.pyx`) and the pure one
-(`_core/fallback/anchors.py`) take the same transactions, hand the same ones to `deliver`, ask
+(`_core/reference/anchors.py`) take the same transactions, hand the same ones to `deliver`, ask
 `author_of` about the same senders, write the same bytes in the same order, and raise the same
 errors. That each twin agrees with the general ANCHOR_RECORD rule is tested at the application
 level in `tests/state/emr/test_anchor_path.py`.
@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain._core.fallback import anchors as pure
+from emrchain._core.reference import anchors as pure
 from tests.core.conftest import import_twin_module
 
 ANCHOR_KIND = 5

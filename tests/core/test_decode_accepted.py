@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import emrchain._core as core
-from emrchain._core import schema
-from emrchain._core.fallback import txcodec
-from emrchain._core.fallback.txcodec import DecodedTransaction
+from emrchain import schema
+from emrchain._core.reference import txcheck
+from emrchain.schema import codec
+from emrchain.schema.codec import DecodedTransaction
 from tests.core import txgen
 from tests.core.conftest import CheckFn, load_function
 from tests.core.test_txcheck import mutated_transactions
@@ -76,7 +77,7 @@ def assert_agree(
     for raw in txs:
         got, want = compiled(raw), reference(raw)
         assert type(got) is DecodedTransaction and type(want) is DecodedTransaction
-        assert want == txcodec.decode_transaction(raw, chain_id, MAX)
+        assert want == codec.decode_transaction(raw, chain_id, MAX)
         for name in DecodedTransaction._fields:
             value, expected = getattr(got, name), getattr(want, name)
             assert type(value) is type(expected) is ENVELOPE_TYPES[name], name
@@ -153,7 +154,7 @@ def test_edge_values(decode_twins, twins, tx: bytes) -> None:
 
 
 def test_selector_exports_the_active_twin() -> None:
-    module = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: txcodec.__name__}
+    module = {core.CYTHON: "emrchain._core._txcheck", core.PYTHON: txcheck.__name__}
     assert core.decode_accepted.__module__ == module[core.IMPLEMENTATION]
 
 

@@ -24,12 +24,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from emrchain._core.codes import CoreError, LimitError
+from emrchain.schema.verdicts import CoreError, LimitError
 from tests.core import txgen
 from tests.core.conftest import import_twin_module
 
 VECTOR_DIR = Path(__file__).parents[1] / "vectors"
-MODULES = {"cython": "emrchain._core._ed25519", "python": "emrchain._core.fallback.ed25519"}
+MODULES = {"cython": "emrchain._core._ed25519", "python": "emrchain._core.reference.ed25519"}
 
 # --- Independent Edwards-curve arithmetic (extended coordinates, RFC 8032 §5.1.4) -------------
 P = 2**255 - 19

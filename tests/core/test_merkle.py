@@ -16,11 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain._core.codes import MerkleError
+from emrchain.schema.verdicts import MerkleError
 from tests.core.conftest import import_twin_module
 
 VECTORS = json.loads((Path(__file__).parents[1] / "vectors" / "merkle.json").read_text())
-MODULES = {"cython": "emrchain._core._merkle", "python": "emrchain._core.fallback.merkle"}
+MODULES = {"cython": "emrchain._core._merkle", "python": "emrchain._core.reference.merkle"}
 
 
 def load_twin(name: str) -> ModuleType:

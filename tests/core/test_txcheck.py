@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emrchain._core import schema
-from emrchain._core.codes import LimitError, Verdict
+from emrchain import schema
+from emrchain.schema.verdicts import LimitError, Verdict
 from tests.core import txgen
 from tests.core.txgen import CHAIN_ID, build_tx, envelope
 

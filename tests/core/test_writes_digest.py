@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain._core.codes import LimitError
-from emrchain._core.fallback import writes as pure
+from emrchain._core.reference import writes as pure
+from emrchain.schema.verdicts import LimitError
 from emrchain.state.result import MAX_WRITES, encode_writes, writes_digest
 from emrchain.state.view import MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES, StateLimitError
 from tests.core.conftest import import_twin_module

@@ -1,6 +1,6 @@
 """Build signed transactions for tests and benchmarks, straight from `schema.PAYLOAD_SCHEMAS`.
 
-This encoder is deliberately independent of `fallback.txcodec` (the code under test): it walks
+This encoder is deliberately independent of `schema/codec.py` (the code under test): it walks
 the schema itself and enforces nothing beyond the byte layout, so tests can also encode values
 that break a rule (out-of-range integers, unknown enum values, raw non-UTF-8 text bytes).
 
@@ -18,7 +18,7 @@ from typing import Any
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from emrchain._core import schema
+from emrchain import schema
 
 CHAIN_ID = b"emrchain-test"
 IDENT_CHARS = bytes(sorted(schema.IDENT_ALPHABET)).decode("ascii")

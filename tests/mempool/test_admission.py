@@ -9,9 +9,9 @@ from dataclasses import replace
 
 import pytest
 
-from emrchain._core.codes import Verdict
 from emrchain.mempool import AdmissionCode, Mempool, MempoolConfig
 from emrchain.mempool.admission import VERDICT_CODES
+from emrchain.schema.verdicts import Verdict
 from emrchain.types import TxKind
 from tests.mempool.txs import (
     OTHER_CHAIN_ID,

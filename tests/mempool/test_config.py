@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from emrchain._core import schema
-from emrchain._core.codes import LimitError
+from emrchain import schema
 from emrchain.mempool import Mempool, MempoolConfig, MempoolConfigError
+from emrchain.schema.verdicts import LimitError
 from tests.mempool.txs import CHAIN_ID, Chain
 
 

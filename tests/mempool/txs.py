@@ -6,8 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from functools import cache
 
-from emrchain import _core
-from emrchain._core import schema
+from emrchain import _core, schema
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.mempool import Mempool, MempoolConfig
 from emrchain.types import Transaction, TxKind

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from emrchain import _core
-from emrchain.node.devnet import Devnet
+from emrchain.devnet.harness import Devnet
 
 
 def chain_id(network: Devnet) -> bytes:

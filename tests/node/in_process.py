@@ -13,12 +13,12 @@ from pathlib import Path
 from emrchain import _core
 from emrchain.config.homes import ADMIN_IDENTITY_FILE, create_testnet
 from emrchain.config.node import load_node_config, render_node_config
+from emrchain.devnet.workload import registration_transactions
 from emrchain.keystore.member import load_member_identity
 from emrchain.node.node import Node
 from emrchain.types import Block, CommitCertificate, Vote
 from emrchain.types.block import tx_ids
 from emrchain.types.vote import VoteType
-from emrchain.workload import registration_transactions
 
 CHAIN_ID = "emrchain-devnet"
 
@@ -77,7 +77,7 @@ def proposal_with(node: Node, txs: list[bytes]) -> Block:
 
 def register_workload_senders(node: Node, *, senders: int, seed: int) -> Block:
     """The home's organisation admin registers the workload's clinicians and patients
-    (`emrchain.workload`), so that their anchors execute under the EMR rules; the block."""
+    (`emrchain.devnet.workload`), so that their anchors execute under the EMR rules; the block."""
     admin = load_member_identity(node.config.resolve(ADMIN_IDENTITY_FILE))
     txs = registration_transactions(
         admin.signer, node.config.node.organization_id, chain_id=CHAIN_ID.encode(),

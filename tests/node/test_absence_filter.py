@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from emrchain._core.schema import TxKind
+from emrchain.devnet.workload import anchor_fields, anchor_transactions, sender_key
 from emrchain.node.node import Node
+from emrchain.schema import TxKind
 from emrchain.state import ResultCode, keys
 from emrchain.types import Transaction
-from emrchain.workload import anchor_fields, anchor_transactions, sender_key
 from tests.node.in_process import (
     CHAIN_ID,
     commit_own_block,

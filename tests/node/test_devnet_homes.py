@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from emrchain.config.node import StorageSection, load_node_config
-from emrchain.node.devnet import DEVNET_CONSENSUS, Devnet
+from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet
 
 
 def test_devnet_homes_have_its_timeouts_and_staggered_write_buffers(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from emrchain.node.devnet import Devnet
-from emrchain.workload import anchor_transactions
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.workload import anchor_transactions
 from tests.node.conftest import assert_no_equivocation, assert_same_chain, chain_id
 
 NODES = [0, 1, 2, 3]

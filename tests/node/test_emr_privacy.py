@@ -12,18 +12,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-import time
 from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import ErasureReason, RecordType, Role
 from emrchain.client.replies import Gone
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
 from emrchain.config.node import load_node_config
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
+from emrchain.schema import ErasureReason, RecordType, Role
 from emrchain.storage.local import LocalBlobStore
 from emrchain.storage.vault import LevelDbKeyVault
 
@@ -93,7 +92,14 @@ def test_privacy_break_glass_and_erasure(tmp_path: Path) -> None:
         network.wait_for_height(top, [1, 2, 3], timeout_s=60)
         erased_record = outcome["stored"][1]
         chain_view = network.rpc(3, f"/txs/{erased_record.anchor_tx_id.hex()}")
-        time.sleep(1.0)  # the erasure's local deletions run right after its commit
+        # The erasure's local deletions run right after its commit; the node logs when done.
+        erased_line = f"erased record {erased_record.record_id.hex()[:16]}"
+        network.wait_for(
+            lambda: erased_line in network.log_path(0).read_text(),
+            30,
+            "node 0 to delete the erased record's blob and custody copy",
+            poll_s=0.05,
+        )
     finally:
         network.stop_all()
 

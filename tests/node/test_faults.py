@@ -10,9 +10,9 @@ import time
 
 from emrchain.config.node import load_node_config
 from emrchain.crypto.keys import Ed25519Signer
-from emrchain.node.devnet import Devnet
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.workload import anchor_transactions
 from emrchain.p2p import P2PConfig, PeerManager
-from emrchain.workload import anchor_transactions
 from tests.node.conftest import assert_no_equivocation, assert_same_chain, chain_id
 
 

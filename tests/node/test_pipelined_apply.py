@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from emrchain.devnet.workload import anchor_transactions
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.messages import BlockResponse
 from emrchain.store import BlockStore, StoreError
-from emrchain.workload import anchor_transactions
 from tests.node.in_process import (
     CHAIN_ID,
     commit_for,

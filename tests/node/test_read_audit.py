@@ -30,14 +30,14 @@ from typing import Any
 
 import pytest
 
-from emrchain._core.schema import RecordType, Role
+from emrchain.api.signing import HEADER_ACCESS_EVENT
 from emrchain.client import transactions
 from emrchain.client.replies import EmrClientError, RequestFailedError
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
-from emrchain.rpc.signing import HEADER_ACCESS_EVENT
+from emrchain.schema import RecordType, Role
 
 pytestmark = pytest.mark.slow
 

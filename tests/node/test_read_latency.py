@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import RecordType, Role
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
+from emrchain.schema import RecordType, Role
 
 pytestmark = pytest.mark.slow
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import Role, TxKind
 from emrchain.client import transactions
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
+from emrchain.devnet.workload import anchor_fields
+from emrchain.devnet.workload import sender_key as workload_key
 from emrchain.keystore.member import MemberIdentity, load_member_identity
 from emrchain.node.node import Node
+from emrchain.schema import Role, TxKind
 from emrchain.state.codes import ResultCode
 from emrchain.types import Block, Transaction
-from emrchain.workload import anchor_fields
-from emrchain.workload import sender_key as workload_key
 from tests.node.in_process import (
     CHAIN_ID,
     commit_for,

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from emrchain.config.node import load_node_config
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.workload import anchor_fields, anchor_transactions
 from emrchain.keystore.file import load_key_file
 from emrchain.node import messages
-from emrchain.node.devnet import Devnet
 from emrchain.p2p import P2PConfig, PeerManager
 from emrchain.rpc.binary import CONTENT_TYPE, encode_batch
 from emrchain.types import Transaction, TxKind
-from emrchain.workload import anchor_fields, anchor_transactions
 from tests.node.conftest import assert_no_equivocation, assert_same_chain, chain_id
 
 RUNNING = [0, 1, 2]

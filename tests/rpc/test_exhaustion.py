@@ -22,13 +22,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from emrchain._core.schema import Role
+from emrchain.api.signing import sign_request
 from emrchain.client import transactions
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import Hospital, _register
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
-from emrchain.rpc.signing import sign_request
+from emrchain.schema import Role
 from tests.rpc.bounded import run
 
 MIB = 1024 * 1024

@@ -16,18 +16,18 @@ import jsonschema_rs
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from emrchain.config.homes import ADMIN_IDENTITY_FILE
-from emrchain.keystore.member import MemberIdentity, load_member_identity
-from emrchain.node.node import Node
-from emrchain.rpc.binary import CONTENT_TYPE, encode_batch
-from emrchain.rpc.openapi import DocumentLimits, document
-from emrchain.rpc.signing import (
+from emrchain.api.signing import (
     HEADER_KEY,
     HEADER_NONCE,
     HEADER_SIGNATURE,
     HEADER_TIMESTAMP,
     sign_request,
 )
+from emrchain.config.homes import ADMIN_IDENTITY_FILE
+from emrchain.keystore.member import MemberIdentity, load_member_identity
+from emrchain.node.node import Node
+from emrchain.rpc.binary import CONTENT_TYPE, encode_batch
+from emrchain.rpc.openapi import DocumentLimits, document
 from tests.node.in_process import commit_own_block, single_validator_node
 
 ZERO32 = "00" * 32

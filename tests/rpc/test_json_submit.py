@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from emrchain.devnet.workload import anchor_transactions
 from emrchain.node.node import Node
-from emrchain.workload import anchor_transactions
 from tests.node.in_process import CHAIN_ID, register_workload_senders, single_validator_node
 
 

@@ -15,14 +15,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from emrchain.client.identity import MemberIdentity
-from emrchain.crypto.keys import Ed25519Signer
-from emrchain.rpc.auth import ReplayCache, ReplayHorizon, ReplayLimits
-from emrchain.rpc.connections import RESERVED_FILE_DESCRIPTORS, FileLimitError, ensure_file_limit
-from emrchain.rpc.errors import RpcError
-from emrchain.rpc.guard import RequestGuard, RoutePolicy, read_body
-from emrchain.rpc.limits import Rate, RateLimiter, SlotCounter, client_address
-from emrchain.rpc.signing import (
+from emrchain.api.signing import (
     HEADER_ACCESS_EVENT,
     HEADER_CONTENT_SHA256,
     HEADER_SIGNATURE,
@@ -32,6 +25,13 @@ from emrchain.rpc.signing import (
     sign_request,
     verify_request,
 )
+from emrchain.client.identity import MemberIdentity
+from emrchain.crypto.keys import Ed25519Signer
+from emrchain.rpc.auth import ReplayCache, ReplayHorizon, ReplayLimits
+from emrchain.rpc.connections import RESERVED_FILE_DESCRIPTORS, FileLimitError, ensure_file_limit
+from emrchain.rpc.errors import RpcError
+from emrchain.rpc.guard import RequestGuard, RoutePolicy, read_body
+from emrchain.rpc.limits import Rate, RateLimiter, SlotCounter, client_address
 from emrchain.rpc.throttled_log import ThrottledLog, ThrottleFilter
 
 CHAIN = b"limits-chain"

@@ -11,7 +11,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from emrchain.node.devnet import Devnet
+from emrchain.devnet.harness import Devnet
 from emrchain.node.node import Node
 from emrchain.rpc.openapi import document
 

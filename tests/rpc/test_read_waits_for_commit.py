@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from emrchain._core.schema import RecordType, Role
+from emrchain.api.signing import HEADER_ACCESS_EVENT, sign_request
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, open_record, seal_record
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
 from emrchain.keystore.member import MemberIdentity, load_member_identity
 from emrchain.node.node import Node
 from emrchain.rpc.commit_waits import CommitWaits, TxDropped, WaitLimitError
-from emrchain.rpc.signing import HEADER_ACCESS_EVENT, sign_request
+from emrchain.schema import RecordType, Role
 from emrchain.state.emr import queries
 from emrchain.types import Transaction
 from tests.node.in_process import commit_own_block, single_validator_node

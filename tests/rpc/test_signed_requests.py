@@ -18,19 +18,19 @@ import pytest
 import yarl
 from multidict import CIMultiDict
 
-from emrchain._core.schema import RecordType, Role
-from emrchain.client import transactions
-from emrchain.client.envelope import new_record_id, seal_record
-from emrchain.client.rpc import EXPECT_CONTINUE_BYTES, EmrClient
-from emrchain.client.story import Hospital, _register
-from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
-from emrchain.rpc.signing import (
+from emrchain.api.signing import (
     HEADER_ACCESS_EVENT,
     HEADER_CONTENT_SHA256,
     HEADER_SIGNATURE,
     sign_request,
 )
+from emrchain.client import transactions
+from emrchain.client.envelope import new_record_id, seal_record
+from emrchain.client.rpc import EXPECT_CONTINUE_BYTES, EmrClient
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital, _register
+from emrchain.keystore.member import MemberIdentity
+from emrchain.schema import RecordType, Role
 from tests.rpc.bounded import run
 
 NO_PATIENT = transactions.NO_KEY

@@ -20,13 +20,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from emrchain._core.schema import Role
 from emrchain.client import transactions
 from emrchain.client.replies import NodeUnreachableError
 from emrchain.client.rpc import EmrClient, TlsOptions
-from emrchain.client.story import Hospital
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import Hospital
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
+from emrchain.schema import Role
 from tests.rpc.bounded import run
 
 TLS_DIR = "config/tls"

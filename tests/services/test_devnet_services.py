@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from emrchain._core.schema import RecordType, Role
 from emrchain.client.replies import Unavailable
 from emrchain.client.rpc import EmrClient
-from emrchain.client.story import LAB_RESULT, Hospital, _register, run_story
+from emrchain.devnet.harness import Devnet
+from emrchain.devnet.story import LAB_RESULT, Hospital, _register, run_story
 from emrchain.hsm import HsmKeyRing, HsmSigner
 from emrchain.keystore.member import MemberIdentity
-from emrchain.node.devnet import Devnet
+from emrchain.schema import RecordType, Role
 from emrchain.storage.cid import ContentId, compute_cid
 from tests.records.homes import configure_home, hsm_settings, replace_validator_keys
 from tests.records.ipfs_swarm import SwarmIpfsDaemon

@@ -1,8 +1,10 @@
 """Build real, valid chains for tests: signed transactions, blocks whose headers follow the
 application state, and commit certificates signed by the validators of each height.
 
-`ChainBuilder` runs the real application on a `MemoryState`, exactly as a proposer and the
-network would; the store tests commit what it builds and compare against it.
+`ChainBuilder` runs the node's application (`EmrApplication`) on a `MemoryState`, exactly as a
+proposer and the network would; the store tests commit what it builds and compare against it.
+Its default genesis has one organisation whose admins are the test clients (`CLIENTS`), so a
+client's registration of a clinician (`register_tx`) applies from height 1 on.
 """
 
 from __future__ import annotations
@@ -13,22 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.devnet.workload import registration_transactions
+from emrchain.schema import Role, TxKind
 from emrchain.state import (
-    DEFAULT_HANDLERS,
     ApplicationRules,
-    EmrApplication,
     ExecutionResult,
     Handler,
     MemoryState,
-    NonceAnchorApplication,
     ResultCode,
     keys,
     read_validator_sets,
 )
 from emrchain.state.codes import FIRST_STATEFUL_CODE
-from emrchain.state.emr.genesis import GenesisOrganization
+from emrchain.state.emr import EMR_HANDLERS, EmrApplication
+from emrchain.state.emr.genesis import GenesisAdmin, GenesisOrganization
 from emrchain.types import (
     Block,
     BlockHeader,
@@ -40,7 +41,6 @@ from emrchain.types import (
     VoteType,
 )
 from emrchain.types.block import EMPTY_MERKLE_ROOT, ZERO_HASH, tx_ids
-from emrchain.workload import anchor_fields
 
 CHAIN_ID = b"emrchain-test"
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -74,11 +74,42 @@ def signed_tx(
     return Transaction.create(key, chain_id, kind, nonce, fields).encode()
 
 
-def anchor_tx(key: Ed25519Signer, nonce: int, label: int = 0, **overrides: Any) -> bytes:
-    """A valid anchor; `label` selects the record id (same label = same record)."""
-    fields = anchor_fields(7, label, 0)
-    fields.update(overrides)
-    return signed_tx(key, TxKind.ANCHOR_RECORD, nonce, fields)
+def _encryption_key(public_key: bytes) -> bytes:
+    """A stand-in X25519 public key (the chain only stores it)."""
+    return hashlib.sha256(b"emrchain-state-test/x25519/" + public_key).digest()
+
+
+TEST_ORGANIZATION_ID = "hospital-test"
+ALICE, BOB = signer("alice"), signer("bob")
+CLIENTS = (ALICE, BOB, *(signer(f"client/{index}") for index in range(6)))
+"""The admins of the default genesis organisation: they may register members at once."""
+
+
+def clients_organization(admins: Sequence[Ed25519Signer] = CLIENTS) -> GenesisOrganization:
+    return GenesisOrganization(
+        TEST_ORGANIZATION_ID,
+        "Test Hospital",
+        _encryption_key(b"organisation"),
+        tuple(GenesisAdmin(key.public_key, _encryption_key(key.public_key)) for key in admins),
+    )
+
+
+def registration_fields(label: int) -> dict[str, Any]:
+    """REGISTER_MEMBER of a clinician of the test organisation; `label` selects its key."""
+    member = signer(f"member/{label}").public_key
+    return {
+        "organization_id": TEST_ORGANIZATION_ID,
+        "member_key": member,
+        "encryption_key": _encryption_key(member),
+        "role": Role.CLINICIAN,
+        "patient_id": bytes(32),
+    }
+
+
+def register_tx(admin: Ed25519Signer, nonce: int, label: int = 0) -> bytes:
+    """A genesis admin registers a clinician; `label` selects the clinician's key (same label =
+    same member: the second registration is refused, KEY_IN_USE)."""
+    return signed_tx(admin, TxKind.REGISTER_MEMBER, nonce, registration_fields(label))
 
 
 def validator_update_tx(
@@ -104,13 +135,12 @@ class ChainBuilder:
         *,
         chain_id: bytes = CHAIN_ID,
         rules: ApplicationRules | None = None,
-        handlers: Mapping[TxKind, Handler] = DEFAULT_HANDLERS,
-        organizations: Sequence[GenesisOrganization] = (),
-        anchor_path: bool | None = None,
+        handlers: Mapping[TxKind, Handler] = EMR_HANDLERS,
+        organizations: Sequence[GenesisOrganization] | None = None,
+        anchor_path: bool = True,
     ) -> None:
-        """`anchor_path` None runs `NonceAnchorApplication`; True or False runs
-        `EmrApplication` (the node's application) with or without its compiled ANCHOR_RECORD
-        accept path."""
+        """`organizations` None is the test organisation of `CLIENTS`; `anchor_path` runs
+        `EmrApplication` with or without its compiled ANCHOR_RECORD accept path."""
         self.chain_id = chain_id
         self.keys = {signer(index).public_key: signer(index) for index in range(16)}
         self.validator_keys = [signer(index) for index in range(len(powers))]
@@ -119,15 +149,13 @@ class ChainBuilder:
             for key, power in zip(self.validator_keys, powers, strict=True)
         )
         self.state = MemoryState()
-        self.app: NonceAnchorApplication
-        if anchor_path is None:
-            self.app = NonceAnchorApplication(chain_id, self.state, rules=rules, handlers=handlers)
-        else:
-            self.app = EmrApplication(
-                chain_id, self.state, rules=rules, handlers=handlers, anchor_path=anchor_path
-            )
+        self.app = EmrApplication(
+            chain_id, self.state, rules=rules, handlers=handlers, anchor_path=anchor_path
+        )
         self.genesis = self.app.init_chain(
-            self.genesis_validators, GENESIS_TIME_MS, organizations=organizations
+            self.genesis_validators,
+            GENESIS_TIME_MS,
+            organizations=[clients_organization()] if organizations is None else organizations,
         )
         self.state.apply_genesis(self.genesis)
         self.built: list[BuiltBlock] = []
@@ -189,4 +217,14 @@ class ChainBuilder:
         self.state.apply(block, result)
         built = BuiltBlock(block, commit, result)
         self.built.append(built)
+        return built
+
+    def register_workload(self, *, senders: int, seed: int = 0) -> BuiltBlock:
+        """A block in which ALICE (nonces 1 on) registers the synthetic workload's clinicians
+        and patients (`emrchain.devnet.workload`), so that its anchors apply afterwards."""
+        txs = registration_transactions(
+            ALICE, TEST_ORGANIZATION_ID, chain_id=self.chain_id, senders=senders, seed=seed
+        )
+        built = self.add_block(txs)
+        assert [result.code for result in built.result.tx_results] == [0] * len(txs)
         return built

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emrchain._core.fallback import txcodec
+from emrchain.schema import codec
 from emrchain.state import (
     ApplicationRules,
     ResultCode,
@@ -50,7 +50,7 @@ class Approvals:
         senders = {signer(index).public_key: index for index in range(16)}
         for raw, result in zip(txs, built.result.tx_results, strict=True):
             if not consumes_nonce(result.code):
-                self.nonces[senders[txcodec.decode_transaction(raw, CHAIN_ID, 4096).sender]] -= 1
+                self.nonces[senders[codec.decode_transaction(raw, CHAIN_ID, 4096).sender]] -= 1
         return built
 
 
@@ -183,16 +183,3 @@ def test_proposals_encoding_is_canonical() -> None:
     unsorted = encode_proposals(proposals[:1]).replace(a + b, b + a)
     with pytest.raises(DecodeError, match="approvers"):
         decode_proposals(unsorted)
-
-
-def test_check_tx_applies_the_validator_rules_without_writing() -> None:
-    chain = ChainBuilder()
-    approval = validator_update_tx(signer(0), 1, NEWCOMER, 5, 1)
-    outsider = validator_update_tx(signer("outsider"), 1, NEWCOMER, 5, 1)
-
-    def check(raw: bytes) -> int:
-        return chain.app.check_tx(txcodec.decode_transaction(raw, CHAIN_ID, 4096), chain.state).code
-
-    assert check(approval) == ResultCode.OK
-    assert check(outsider) == ResultCode.NOT_A_VALIDATOR
-    assert read_proposals(chain.state) == []

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from emrchain import _core
-from emrchain.state import NonceAnchorApplication
+from emrchain.devnet.workload import anchor_transactions
+from emrchain.state.emr import EmrApplication
 from emrchain.store import BlockStore, ChainDatabase
-from emrchain.workload import anchor_transactions
 from tests.state.chain import CHAIN_ID, ChainBuilder
 
 
@@ -28,13 +28,15 @@ def run(blocks: int, txs_per_block: int, home: Path, preverified: bool) -> dict[
     # The builder proposes and certifies (its own in-memory execution gives the next header's
     # app hash); only the store-side execute and commit below are timed.
     chain = ChainBuilder()
+    registration = chain.register_workload(senders=500)  # so that the anchors apply
     built = [
         chain.add_block(txs[height * txs_per_block : (height + 1) * txs_per_block])
         for height in range(blocks)
     ]
     store = BlockStore(ChainDatabase.open(home))
     store.initialize(CHAIN_ID, chain.genesis_validators, chain.genesis)
-    app = NonceAnchorApplication(CHAIN_ID, store.state_view())
+    app = EmrApplication(CHAIN_ID, store.state_view())
+    store.commit_block(registration.block, registration.commit, registration.result)
     execute_seconds, commit_seconds = [], []
     for item in built:
         # A node verifies a proposal's signatures before prevoting; --preverified hands those

@@ -11,7 +11,7 @@ import struct
 import sys
 from pathlib import Path
 
-from emrchain.state import NonceAnchorApplication
+from emrchain.state.emr import EmrApplication
 from emrchain.store import BlockStore, ChainDatabase
 from emrchain.types import Block, CommitCertificate
 
@@ -37,7 +37,7 @@ def write_records(path: Path, records: list[tuple[bytes, bytes]]) -> None:
 
 def main(home: str, chain_id: bytes, blocks_file: str) -> None:
     store = BlockStore(ChainDatabase.open(home))
-    app = NonceAnchorApplication(chain_id, store.state_view())
+    app = EmrApplication(chain_id, store.state_view())
     records = read_records(Path(blocks_file))
     for height in range(store.last_height() + 1, len(records) + 1):
         block_bytes, commit_bytes = records[height - 1]

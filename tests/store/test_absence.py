@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 from emrchain.state import keys
 from emrchain.store import BlockStore, ChainDatabase
 from emrchain.store.absence import AbsenceFilter
-from tests.state.chain import CHAIN_ID, ChainBuilder, anchor_tx, signer
+from tests.state.chain import ALICE, BOB, CHAIN_ID, ChainBuilder, register_tx
 from tests.store.counting import CountingDatabase
 
-ALICE, BOB = signer("alice"), signer("bob")
-PREFIX = keys.RECORD_PREFIX  # the NonceAnchor rules' record keyspace (tests/state/chain.py)
+PREFIX = keys.MEMBER_KEY_PREFIX  # every registration looks its new key up there first
 
 
 @settings(max_examples=200, deadline=None)
@@ -67,12 +66,12 @@ def test_the_store_keeps_the_filter_current_and_reads_agree_with_the_database(
     store = _store(home, AbsenceFilter(1 << 16, [PREFIX]))
     store.initialize(CHAIN_ID, chain.genesis_validators, chain.genesis)
     blocks = [
-        chain.add_block([anchor_tx(ALICE, 1, label=1), anchor_tx(BOB, 1, label=2)]),
-        chain.add_block([anchor_tx(ALICE, 2, label=3), anchor_tx(BOB, 2, label=1)]),  # dup
+        chain.add_block([register_tx(ALICE, 1, label=1), register_tx(BOB, 1, label=2)]),
+        chain.add_block([register_tx(ALICE, 2, label=3), register_tx(BOB, 2, label=1)]),  # dup
     ]
-    anchored = [key for key, _ in chain.state.items() if key[:1] == PREFIX]
-    # Pipelined commit of block 1: the new record is not in the filter (nor visible through
-    # the old head) until the write is finished.
+    indexed = [key for key, _ in chain.state.items() if key[:1] == PREFIX]
+    # Pipelined commit of block 1: the new member keys are not in the filter (nor visible
+    # through the old head) until the write is finished.
     prepared = store.prepare_commit(blocks[0].block, blocks[0].commit, blocks[0].result)
     first_records = prepared.filtered_keys
     assert first_records and all(key[:1] == PREFIX for key in first_records)
@@ -86,7 +85,7 @@ def test_the_store_keeps_the_filter_current_and_reads_agree_with_the_database(
     view = store.state_view()
     for key, value in chain.state.items():
         assert view.get(key) == value
-    assert len(anchored) == 3
+    assert len(indexed) == len([key for key in chain.genesis.writes if key[:1] == PREFIX]) + 3
     counting = CountingDatabase(store.database)
     never = [PREFIX + os.urandom(32) for _ in range(200)]
     assert all(view.get(key) is None for key in never)
@@ -94,7 +93,7 @@ def test_the_store_keeps_the_filter_current_and_reads_agree_with_the_database(
     store.database.close()
     # Reopened: the filter is filled from the database and answers the same.
     reopened = _store(home, AbsenceFilter(1 << 16, [PREFIX]))
-    assert reopened._absence is not None and reopened._absence.keys_added == 3
+    assert reopened._absence is not None and reopened._absence.keys_added == len(indexed)
     view = reopened.state_view()
     for key, value in chain.state.items():
         assert view.get(key) == value

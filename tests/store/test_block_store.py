@@ -7,13 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from emrchain.state import ExecutionResult, NonceAnchorApplication, TxResult, read_validator_sets
+from emrchain.state import ExecutionResult, TxResult, read_validator_sets
+from emrchain.state.emr import EmrApplication
 from emrchain.store import BlockRefusedError, BlockStore, NotInitializedError, StoreError
 from emrchain.types import Validator, ValidatorSet
-from tests.state.chain import CHAIN_ID, ChainBuilder, anchor_tx, signer, validator_update_tx
+from tests.state.chain import (
+    ALICE,
+    BOB,
+    CHAIN_ID,
+    ChainBuilder,
+    register_tx,
+    signer,
+    validator_update_tx,
+)
 from tests.store.conftest import open_store
-
-ALICE, BOB = signer("alice"), signer("bob")
 
 
 def all_entries(store: BlockStore) -> list[tuple[bytes, bytes]]:
@@ -24,8 +31,8 @@ def test_genesis_and_blocks_round_trip(store: BlockStore, chain: ChainBuilder) -
     assert (store.last_height(), store.last_block_id()) == (0, bytes(32))
     assert store.last_app_hash() == chain.genesis.app_hash == store.app_hash(0)
     built = [
-        chain.add_block([anchor_tx(ALICE, 1, label=1), anchor_tx(BOB, 1, label=2)]),
-        chain.add_block([anchor_tx(ALICE, 2, label=3), anchor_tx(ALICE, 9, label=4)]),
+        chain.add_block([register_tx(ALICE, 1, label=1), register_tx(BOB, 1, label=2)]),
+        chain.add_block([register_tx(ALICE, 2, label=3), register_tx(ALICE, 9, label=4)]),
         chain.add_block([]),
     ]
     for item in built:
@@ -47,18 +54,18 @@ def test_genesis_and_blocks_round_trip(store: BlockStore, chain: ChainBuilder) -
     view = store.state_view()
     for key, value in chain.state.items():
         assert view.get(key) == value
-    assert (view.last_height(), view.last_app_hash()) == chain.app.info()
+    assert (view.last_height(), view.last_app_hash()) == (3, chain.state.last_app_hash())
 
 
 def test_state_view_drives_the_application(store: BlockStore, chain: ChainBuilder) -> None:
     """Execute on the store's own view: same result as on the in-memory state."""
-    app = NonceAnchorApplication(CHAIN_ID, store.state_view())
-    for txs in ([anchor_tx(ALICE, 1, label=1)], [anchor_tx(ALICE, 2, label=2)]):
+    app = EmrApplication(CHAIN_ID, store.state_view())
+    for txs in ([register_tx(ALICE, 1, label=1)], [register_tx(ALICE, 2, label=2)]):
         built = chain.add_block(txs)
         result = app.execute_block(built.block, store.state_view())
         assert result == built.result
         store.commit_block(built.block, built.commit, result)
-    assert app.info() == (2, chain.state.last_app_hash())
+    assert (store.last_height(), store.last_app_hash()) == (2, chain.state.last_app_hash())
 
 
 def test_validator_sets_are_kept_per_height(store: BlockStore, chain: ChainBuilder) -> None:
@@ -78,8 +85,8 @@ def test_validator_sets_are_kept_per_height(store: BlockStore, chain: ChainBuild
 def test_out_of_order_and_foreign_blocks_are_refused_and_write_nothing(
     store: BlockStore, chain: ChainBuilder
 ) -> None:
-    first = chain.add_block([anchor_tx(ALICE, 1, label=1)])
-    second = chain.add_block([anchor_tx(ALICE, 2, label=2)])
+    first = chain.add_block([register_tx(ALICE, 1, label=1)])
+    second = chain.add_block([register_tx(ALICE, 2, label=2)])
     before = all_entries(store)
     with pytest.raises(BlockRefusedError, match="height 2 is not the next height 1"):
         store.commit_block(second.block, second.commit, second.result)
@@ -141,7 +148,7 @@ def test_uninitialized_store_and_double_genesis(home: Path, chain: ChainBuilder)
 def test_reopen_restores_head_and_data(home: Path, chain: ChainBuilder) -> None:
     store = open_store(home)
     store.initialize(CHAIN_ID, chain.genesis_validators, chain.genesis)
-    built = chain.add_block([anchor_tx(ALICE, 1, label=1)])
+    built = chain.add_block([register_tx(ALICE, 1, label=1)])
     store.commit_block(built.block, built.commit, built.result)
     store.database.close()
     reopened = open_store(home)

@@ -6,15 +6,13 @@ from pathlib import Path
 
 from emrchain.state import keys
 from emrchain.store import BlockStore, StartupAction, layout, reconcile
-from tests.state.chain import ChainBuilder, anchor_tx, signer
+from tests.state.chain import ALICE, ChainBuilder, register_tx
 from tests.store.conftest import open_store
-
-ALICE = signer("alice")
 
 
 def commit_blocks(store: BlockStore, chain: ChainBuilder, count: int) -> None:
     for nonce in range(1, count + 1):
-        built = chain.add_block([anchor_tx(ALICE, nonce, label=nonce)])
+        built = chain.add_block([register_tx(ALICE, nonce, label=nonce)])
         store.commit_block(built.block, built.commit, built.result)
 
 

@@ -16,10 +16,10 @@ import pytest
 from emrchain.state import keys
 from emrchain.store import BlockStore, ChainDatabase
 from emrchain.store.state_cache import MISSING, StateCache
-from tests.state.chain import CHAIN_ID, ChainBuilder, anchor_tx, signer
+from tests.state.chain import CHAIN_ID, CLIENTS, ChainBuilder, register_tx, signer
 from tests.store.counting import CountingDatabase
 
-SENDERS = [signer(f"cache/{index}") for index in range(6)]
+SENDERS = list(CLIENTS[2:])  # six genesis admins besides ALICE and BOB
 
 
 def _blocks(chain: ChainBuilder, count: int, seed: int) -> list:
@@ -31,7 +31,7 @@ def _blocks(chain: ChainBuilder, count: int, seed: int) -> list:
         txs = []
         for index in rng.sample(range(len(SENDERS)), rng.randint(1, len(SENDERS))):
             nonces[index] += 1
-            txs.append(anchor_tx(SENDERS[index], nonces[index], label=height * 100 + index))
+            txs.append(register_tx(SENDERS[index], nonces[index], label=height * 100 + index))
         built.append(chain.add_block(txs))
     return built
 
@@ -78,7 +78,7 @@ def test_a_key_read_while_its_block_is_written_is_not_remembered_stale(tmp_path:
     chain = ChainBuilder()
     store = BlockStore(ChainDatabase.open(tmp_path / "node"), cache=StateCache(1000))
     store.initialize(CHAIN_ID, chain.genesis_validators, chain.genesis)
-    built = chain.add_block([anchor_tx(SENDERS[0], 1, label=1)])
+    built = chain.add_block([register_tx(SENDERS[0], 1, label=1)])
     nonce_key = keys.nonce_key(SENDERS[0].public_key)
     prepared = store.prepare_commit(built.block, built.commit, built.result)
     assert store.state_view().get(nonce_key) is None  # read before the write lands

@@ -7,10 +7,8 @@ from pathlib import Path
 
 from emrchain import _core
 from emrchain.store import BlockStore
-from tests.state.chain import ChainBuilder, anchor_tx, signer
+from tests.state.chain import ALICE, BOB, ChainBuilder, register_tx
 from tests.store.conftest import initialized_store
-
-ALICE, BOB = signer("alice"), signer("bob")
 
 
 def tx_id(raw: bytes) -> bytes:
@@ -20,7 +18,7 @@ def tx_id(raw: bytes) -> bytes:
 def test_tx_proofs_verify_against_the_header_and_only_for_their_tx(
     store: BlockStore, chain: ChainBuilder
 ) -> None:
-    txs = [anchor_tx(ALICE, nonce, label=nonce) for nonce in range(1, 8)]
+    txs = [register_tx(ALICE, nonce, label=nonce) for nonce in range(1, 8)]
     built = chain.add_block(txs)
     store.commit_block(built.block, built.commit, built.result)
     root = built.block.header.tx_root
@@ -39,14 +37,14 @@ def test_tx_proofs_verify_against_the_header_and_only_for_their_tx(
         assert not _core.verify_merkle_proof(
             root, tx_id(raw), wrong_index, proof.total, proof.audit_path
         )
-    never_included = anchor_tx(BOB, 1, label=99)
+    never_included = register_tx(BOB, 1, label=99)
     assert store.tx_proof(tx_id(never_included)) is None
     assert store.tx_location(tx_id(never_included)) is None
 
 
 def test_tx_index_prefers_the_applied_inclusion(store: BlockStore, chain: ChainBuilder) -> None:
-    early = anchor_tx(ALICE, 2, label=1)  # nonce gap at height 1: refused, changes nothing
-    for txs in ([early], [anchor_tx(ALICE, 1, label=2), early], [early]):
+    early = register_tx(ALICE, 2, label=1)  # nonce gap at height 1: refused, changes nothing
+    for txs in ([early], [register_tx(ALICE, 1, label=2), early], [early]):
         built = chain.add_block(txs)
         store.commit_block(built.block, built.commit, built.result)
     assert [r.code for r in store.tx_results(2)] == [0, 0]
@@ -58,7 +56,7 @@ def test_tx_index_prefers_the_applied_inclusion(store: BlockStore, chain: ChainB
 
 
 def test_refused_only_inclusions_keep_the_first(store: BlockStore, chain: ChainBuilder) -> None:
-    never_valid = anchor_tx(ALICE, 5, label=1)
+    never_valid = register_tx(ALICE, 5, label=1)
     for _ in range(2):
         built = chain.add_block([never_valid])
         store.commit_block(built.block, built.commit, built.result)
@@ -71,9 +69,9 @@ def test_same_blocks_give_the_same_app_hash_and_state_in_independent_stores(
     chains = [ChainBuilder(), ChainBuilder()]
     stores = [initialized_store(tmp_path / name, c) for name, c in zip("ab", chains, strict=True)]
     blocks = [
-        [anchor_tx(ALICE, 1, label=1), anchor_tx(BOB, 1, label=2)],
-        [anchor_tx(BOB, 2, label=1), b"garbage"],
-        [anchor_tx(ALICE, 2, label=3)],
+        [register_tx(ALICE, 1, label=1), register_tx(BOB, 1, label=2)],
+        [register_tx(BOB, 2, label=1), b"garbage"],
+        [register_tx(ALICE, 2, label=3)],
     ]
     for txs in blocks:
         for chain, store in zip(chains, stores, strict=True):
@@ -85,7 +83,7 @@ def test_same_blocks_give_the_same_app_hash_and_state_in_independent_stores(
     # A chain that differs in one write (one anchor more) diverges from there on. Bob's
     # duplicate record in block 2 was refused but consumed his nonce 2, so his next is 3.
     third = ChainBuilder()
-    for txs in [*blocks[:2], [anchor_tx(ALICE, 2, label=3), anchor_tx(BOB, 3, label=4)]]:
+    for txs in [*blocks[:2], [register_tx(ALICE, 2, label=3), register_tx(BOB, 3, label=4)]]:
         third.add_block(txs)
     assert [r.code for r in third.built[2].result.tx_results] == [0, 0]
     assert third.built[1].result.app_hash == chains[0].built[1].result.app_hash

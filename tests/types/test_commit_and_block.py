@@ -49,6 +49,20 @@ def test_quorum_is_strictly_more_than_two_thirds() -> None:
     verify_commit(commit_from([0, 2]), weighted, CHAIN_ID)  # 5 of 6
 
 
+def test_a_set_larger_than_the_default_limit_verifies_its_own_commits() -> None:
+    """A chain configured for more than the default 150 validators: a commit signed by 160 of
+    its 200 decodes under its limits and must verify (found by reading encoding.md against the
+    code: verify_commit bounded the entries by the default limits and refused it)."""
+    limits = Limits(max_validators=200)
+    powers = validator_set([1] * 200)
+    commit = commit_from(list(range(160)))
+    decoded = CommitCertificate.decode(commit.encode(), limits)
+    verify_commit(decoded, powers, CHAIN_ID, height=9, block_id=BLOCK)
+    # The bound that remains is the set's own size: a smaller set refuses the same commit.
+    with pytest.raises(CommitError, match=r"1\.\.100 signatures"):
+        verify_commit(decoded, validator_set([1] * 100), CHAIN_ID)
+
+
 def test_commit_refuses_foreign_and_forged_entries() -> None:
     powers = validator_set([1, 1, 1, 1])
     with pytest.raises(CommitError, match="not in the validator set"):

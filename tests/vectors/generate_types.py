@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from emrchain._core import schema
+from emrchain import schema
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.types import (
     Block,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emrchain._core.schema import GranteeKind, GrantScope, Role
+from emrchain.schema import GranteeKind, GrantScope, Role
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.audit import AccessBasis
 from emrchain.state.emr.entities import NO_KEY, Member

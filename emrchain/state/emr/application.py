@@ -1,27 +1,33 @@
-"""`EmrApplication`: the block pipeline of `NonceAnchorApplication` with the EMR handler table.
-
-The pipeline (envelope, signature, nonce, handler, app hash) is unchanged; only the rules per
-kind differ. Genesis organisations and their admins are passed to `init_chain` as
-`organizations=` (see `emrchain.state.emr.genesis`).
+"""`EmrApplication`: the application every node runs — the block pipeline
+(`emrchain/state/pipeline.py`: envelope, signature, nonce, handler, app hash) with the EMR
+handler table and the compiled ANCHOR_RECORD accept path. Genesis organisations and their
+admins are passed to `init_chain` as `organizations=` (see `emrchain.state.emr.genesis`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from emrchain import _core
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind
 from emrchain.state import keys
-from emrchain.state.application import AcceptPath, ApplicationRules, Handler
+from emrchain.state.application import (
+    AcceptPath,
+    ApplicationRules,
+    BlockExecutionError,
+    Handler,
+)
 from emrchain.state.emr import clinical
+from emrchain.state.emr.genesis import GenesisOrganization, genesis_writes
 from emrchain.state.emr.handlers import EMR_HANDLERS
-from emrchain.state.nonce_anchor import NonceAnchorApplication
-from emrchain.state.result import TxResult
+from emrchain.state.pipeline import BlockPipeline
+from emrchain.state.result import ExecutionResult, TxResult
 from emrchain.state.view import CommittedState
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
+from emrchain.types.validator import ValidatorSet
 
 
-class EmrApplication(NonceAnchorApplication):
+class EmrApplication(BlockPipeline):
     """Organisations, members, anchors, consent, audit and validator updates."""
 
     ABSENCE_FILTERED_PREFIXES = (keys.EMR_RECORD_PREFIX,)
@@ -63,4 +69,22 @@ class EmrApplication(NonceAnchorApplication):
             handlers=handlers,
             signature_threads=signature_threads,
             accept_path=accept_path,
+        )
+
+    def init_chain(
+        self,
+        validators: ValidatorSet,
+        genesis_time_ms: int,
+        *,
+        organizations: Sequence[GenesisOrganization] = (),
+    ) -> ExecutionResult:
+        """Genesis state: the pipeline's (progress, the validator sets of heights 1 and 2) and
+        the genesis `organizations` with their admins (registration starts with them)."""
+        self.check_genesis(validators, genesis_time_ms)  # the pipeline's checks come first
+        try:
+            organization_writes = genesis_writes(organizations, genesis_time_ms)
+        except ValueError as error:
+            raise BlockExecutionError(f"genesis organisations are invalid: {error}") from None
+        return super().init_chain(
+            validators, genesis_time_ms, application_writes=organization_writes
         )

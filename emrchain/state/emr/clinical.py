@@ -7,8 +7,8 @@ record's; break-glass declarations also to the auditors' review queue.
 
 from __future__ import annotations
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import ErasureReason, Role
+from emrchain.schema import ErasureReason, Role
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
 from emrchain.state.application import BlockContext, writes_only_when_accepted
 from emrchain.state.codes import ResultCode

@@ -9,8 +9,8 @@ grants (at most MAX_GRANTS_PER_RECORD). Rules: `docs/spec/access-control.md` §3
 
 from __future__ import annotations
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import GranteeKind, GrantScope, Role
+from emrchain.schema import GranteeKind, GrantScope, Role
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
 from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode

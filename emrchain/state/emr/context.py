@@ -13,8 +13,8 @@ import hashlib
 import struct
 from collections.abc import Callable, Collection
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import Role
+from emrchain.schema import Role
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state.application import BlockContext, Handler
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.access import member_status

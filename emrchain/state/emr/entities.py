@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from emrchain._core.schema import Role
+from emrchain.schema import Role
 from emrchain.state.emr.limits import (
     ORGANIZATION_ID_MAX_BYTES,
     ORGANIZATION_NAME_MAX_BYTES,

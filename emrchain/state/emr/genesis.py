@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from emrchain._core.schema import IDENT_ALPHABET, Role
+from emrchain.crypto.keycheck import is_prime_order_key
+from emrchain.schema import IDENT_ALPHABET, Role
 from emrchain.state.emr.entities import (
     NO_KEY,
     KeyHistoryEntry,
@@ -18,7 +19,6 @@ from emrchain.state.emr.entities import (
     MemberStatus,
     Organization,
 )
-from emrchain.state.emr.keycheck import is_prime_order_key
 from emrchain.state.emr.limits import (
     MAX_ORGANIZATIONS,
     ORGANIZATION_ID_MAX_BYTES,

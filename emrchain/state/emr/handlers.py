@@ -1,6 +1,7 @@
 """The EMR handler table: every transaction kind with its access-control rules.
 
-VALIDATOR_UPDATE keeps the milestone-1 approval rule (validators, not members, send it).
+VALIDATOR_UPDATE takes the chain's approval rule (`emrchain/state/validator_updates.py`):
+validators, not members, send it.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from emrchain._core.schema import TxKind
+from emrchain.schema import TxKind
 from emrchain.state.application import Handler
 from emrchain.state.emr.clinical import access_event, anchor_record, break_glass, erase_record
 from emrchain.state.emr.consent import grant_access, revoke_access
@@ -18,7 +19,7 @@ from emrchain.state.emr.membership import (
     revoke_member,
     rotate_key,
 )
-from emrchain.state.handlers import validator_update
+from emrchain.state.validator_updates import validator_update
 
 EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
     {

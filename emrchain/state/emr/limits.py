@@ -8,7 +8,7 @@ event itself stays in its block forever).
 
 from __future__ import annotations
 
-from emrchain._core import schema
+from emrchain import schema
 
 MAX_ORGANIZATIONS = 4_096
 """Registered organisations, genesis ones included."""

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from emrchain._core.fallback.txcodec import DecodedTransaction
-from emrchain._core.schema import Role
+from emrchain.crypto.keycheck import is_prime_order_key
 from emrchain.crypto.keys import verify_signature
+from emrchain.schema import Role
+from emrchain.schema.codec import DecodedTransaction
 from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.audit import (
@@ -40,7 +41,6 @@ from emrchain.state.emr.entities import (
     Organization,
     PatientEntry,
 )
-from emrchain.state.emr.keycheck import is_prime_order_key
 from emrchain.state.emr.limits import (
     MAX_KEYS_PER_MEMBER,
     MAX_MEMBERS_PER_ORGANIZATION,

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from emrchain._core.schema import ErasureReason, GranteeKind, GrantScope, RecordType
+from emrchain.schema import ErasureReason, GranteeKind, GrantScope, RecordType
 from emrchain.state.emr.entities import NO_KEY, read_ident
 from emrchain.state.emr.limits import CID_MAX_BYTES
 from emrchain.types.codec import DecodeError, EncodeError, Reader, Writer

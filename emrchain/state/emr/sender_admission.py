@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 
-from emrchain._core.schema import PUBLIC_KEY_BYTES, TxKind
+from emrchain.schema import PUBLIC_KEY_BYTES, TxKind
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.access import member_status
 from emrchain.state.emr.entities import Member

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from emrchain._core.schema import ErasureReason, GrantScope, Role, TxKind
+from emrchain.schema import ErasureReason, GrantScope, Role, TxKind
 from emrchain.state import ResultCode
 from emrchain.state.emr import list_decision, read_decision
 from tests.state.chain import refused_writes, signer, validator_update_tx

@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emrchain._core.schema import Role, TxKind
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.schema import Role, TxKind
 from emrchain.state import keys
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr import EmrApplication

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emrchain._core.schema import GranteeKind, GrantScope, Role, TxKind
+from emrchain.schema import GranteeKind, GrantScope, Role, TxKind
 from emrchain.state import ResultCode, keys
 from emrchain.state.emr import NO_KEY, access_events_for, grants_for, read_decision
 from emrchain.state.emr import consent as consent_module

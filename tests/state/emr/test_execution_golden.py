@@ -23,7 +23,7 @@ import hashlib
 
 import pytest
 
-from emrchain._core.schema import ErasureReason, GrantScope, Role, TxKind
+from emrchain.schema import ErasureReason, GrantScope, Role, TxKind, codec
 from emrchain.state.emr.context import transaction_id
 from tests.state.chain import CHAIN_ID, signer
 from tests.state.emr.world import (
@@ -149,10 +149,8 @@ def run_workload(*, anchor_path: bool = True) -> World:
 
 
 def _last_tx_id(world: World, index: int) -> bytes:
-    from emrchain._core.fallback import txcodec
-
     raw = world.chain.built[-1].block.txs[index]
-    return transaction_id(txcodec.decode_transaction(raw, CHAIN_ID, 4096))
+    return transaction_id(codec.decode_transaction(raw, CHAIN_ID, 4096))
 
 
 def results_digest(world: World) -> str:
@@ -184,3 +182,42 @@ def test_golden_workload_is_reproducible_in_one_process() -> None:
     first, second = run_workload(), run_workload()
     assert results_digest(first) == results_digest(second)
     assert list(first.state.items()) == list(second.state.items())
+
+
+def _declared_namespaces() -> set[int]:
+    """The first byte of every key kind `emrchain/state/keys.py` declares."""
+    from emrchain.state import keys
+
+    return {
+        value[0]
+        for name, value in vars(keys).items()
+        if name.isupper() and isinstance(value, bytes) and len(value) == 1
+    }
+
+
+def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() -> None:
+    """The retired anchor keyspace (0x12, the first milestone's rules) is dead: the golden
+    workload, plus the two kinds it lacks, applies every transaction kind the node runs, and no
+    block writes a key outside the namespaces `keys.py` declares, 0x12 not among them."""
+    from tests.state.chain import validator_update_tx
+
+    world = run_workload()
+    organization = {"organization_id": "hospital-c", "name": "C", "encryption_key": digest("c")}
+    newcomer = signer("golden/validator").public_key
+    world.block(
+        [world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization)]
+        + [validator_update_tx(signer(index), 1, newcomer, 1, 1) for index in range(3)]
+    )
+    applied = {
+        codec.decode_transaction(raw, CHAIN_ID, 65_000).kind
+        for built in world.chain.built
+        for raw, result in zip(built.block.txs, built.result.tx_results, strict=True)
+        if result.code == 0
+    }
+    assert applied == set(TxKind)
+    declared = _declared_namespaces()
+    assert 0x12 not in declared and {0x01, 0x10, 0x22, 0x30} <= declared
+    written = {key[0] for built in world.chain.built for key in built.result.writes}
+    written |= {key[0] for key in world.chain.genesis.writes}
+    assert written <= declared, sorted(hex(byte) for byte in written - declared)
+    assert not any(key[:1] == b"\x12" for key, _ in world.state.items())

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emrchain._core.schema import Role
+from emrchain.schema import Role
 from emrchain.state import StateCorruptionError, keys
 from emrchain.state.emr import memo as memo_module
 from emrchain.state.emr import tables

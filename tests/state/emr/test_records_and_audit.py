@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from emrchain._core.schema import AccessAction, ErasureReason, GrantScope, RecordType, TxKind
+from emrchain.schema import AccessAction, ErasureReason, GrantScope, RecordType, TxKind
 from emrchain.state import ResultCode, keys
 from emrchain.state.emr import (
     AccessBasis,

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from emrchain._core.schema import Role, TxKind
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.mempool import Mempool, MempoolConfig, UpdateResult
+from emrchain.schema import Role, TxKind
 from emrchain.state import keys
 from emrchain.state.emr.sender_admission import SenderAdmission
-from emrchain.state.handlers import read_u64
 from emrchain.state.result import TxResult
 from emrchain.state.validators import read_validator_sets
+from emrchain.state.view import read_u64
 from emrchain.types import ValidatorSet
 from tests.state.chain import CHAIN_ID, signed_tx, signer
 from tests.state.emr.world import (

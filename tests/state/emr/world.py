@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from emrchain._core.fallback import txcodec
-from emrchain._core.schema import (
+from emrchain.crypto.keys import Ed25519Signer
+from emrchain.schema import (
     AccessAction,
     ErasureReason,
     GranteeKind,
@@ -21,8 +21,8 @@ from emrchain._core.schema import (
     RecordType,
     Role,
     TxKind,
+    codec,
 )
-from emrchain.crypto.keys import Ed25519Signer
 from emrchain.state import ResultCode, TxResult
 from emrchain.state.emr import (
     EMR_HANDLERS,
@@ -208,7 +208,7 @@ class World:
         built = self.chain.add_block(txs)
         for raw, result in zip(txs, built.result.tx_results, strict=True):
             if not consumes_nonce(result.code):
-                sender = txcodec.decode_transaction(raw, CHAIN_ID, 4096).sender
+                sender = codec.decode_transaction(raw, CHAIN_ID, 4096).sender
                 self.nonces[sender] -= 1
         return list(built.result.tx_results)
 
@@ -221,7 +221,7 @@ class World:
         raw = self.tx(sender, kind, fields)
         result = self.block([raw])[0]
         assert result.code == ResultCode.OK, result
-        return transaction_id(txcodec.decode_transaction(raw, CHAIN_ID, 4096))
+        return transaction_id(codec.decode_transaction(raw, CHAIN_ID, 4096))
 
     def idle(self, blocks: int = 1) -> None:
         for _ in range(blocks):

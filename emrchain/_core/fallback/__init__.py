@@ -1,1 +1,0 @@
-"""Pure-Python twins of the compiled core modules (same names, results and exceptions)."""

@@ -1,0 +1,331 @@
+"""Client commands: `keys new`, `record put|get`, `grant`, `revoke`, `grants`, `audit`,
+`break-glass`, `erase`.
+
+Each talks to one node (`--rpc URL`) as one member (`--key FILE`, a member identity file). All
+encryption happens here, in the client process; the node receives ciphertext and signed
+transactions only. Bad arguments exit 2 with one line; a refusal by the node or the chain exits
+1 with one line naming the HTTP status and code, or the result code's name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from emrchain.cli.arguments import bounded_integer, home_path
+from emrchain.cli.registry import CommandError, UsageError, command
+from emrchain.client.envelope import DEFAULT_MAX_PLAINTEXT_BYTES, EnvelopeError
+from emrchain.client.identity import create_identity_file, load_identity
+from emrchain.client.replies import EmrClientError
+from emrchain.client.rpc import TlsOptions, check_base_url
+from emrchain.client.sync import SyncEmrClient
+from emrchain.schema import BREAK_GLASS_MAX_DURATION_MS, U64_MAX, ErasureReason, RecordType
+
+DEFAULT_RPC_URL = "http://127.0.0.1:26657"
+BREAK_GLASS_REASON_BYTES = (8, 512)
+ORGANIZATION_ID_PATTERN = re.compile(r"[a-z0-9._-]{1,64}")
+RECORD_TYPES = {kind.name.lower(): kind for kind in RecordType}
+ERASURE_REASONS = {reason.name.lower(): reason for reason in ErasureReason}
+
+
+# ---- argument types (their errors are usage errors: one line, exit 2) ----------------------
+
+
+def hex_id(what: str) -> Callable[[str], bytes]:
+    """32 bytes as 64 hex characters, not all zero (the chain refuses zero ids)."""
+
+    def parse(text: str) -> bytes:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+            raise argparse.ArgumentTypeError(f"{what} must be 64 hex characters, got {text!r}")
+        value = bytes.fromhex(text)
+        if value == bytes(32):
+            raise argparse.ArgumentTypeError(f"{what} must not be all zeros")
+        return value
+
+    return parse
+
+
+def rpc_url(text: str) -> str:
+    try:
+        return check_base_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def organization_id(text: str) -> str:
+    if not ORGANIZATION_ID_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"must be 1..64 characters of a-z 0-9 . _ -, got {text!r}")
+    return text
+
+
+def break_glass_reason(text: str) -> str:
+    minimum, maximum = BREAK_GLASS_REASON_BYTES
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if not minimum <= size <= maximum:
+        raise argparse.ArgumentTypeError(f"must be {minimum}..{maximum} bytes, got {size}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("must be valid text (UTF-8)") from None
+    return text
+
+
+def _connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rpc", type=rpc_url, default=DEFAULT_RPC_URL, help=f"node RPC URL ({DEFAULT_RPC_URL})"
+    )
+    parser.add_argument(
+        "--key", type=home_path, required=True, metavar="FILE", help="member identity file"
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=home_path,
+        metavar="FILE",
+        help="PEM CAs an https:// node's certificate must chain to (default: the system's)",
+    )
+    parser.add_argument(
+        "--client-certificate",
+        type=home_path,
+        metavar="FILE",
+        help="PEM certificate (and, in the same file or --client-key, its key) for a node "
+        "that asks for client certificates",
+    )
+    parser.add_argument("--client-key", type=home_path, metavar="FILE", help="its PEM key")
+
+
+def _one_target(parser: argparse.ArgumentParser, record_help: str, patient_help: str) -> None:
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--record", type=hex_id("record id"), metavar="ID", help=record_help)
+    target.add_argument("--patient", type=hex_id("patient id"), metavar="HEX", help=patient_help)
+
+
+# ---- running a client call ---------------------------------------------------------------
+
+
+def _with_client(args: argparse.Namespace, action: Callable[[SyncEmrClient], Any]) -> Any:
+    """Run `action` with a client for `--rpc` as `--key`; client errors become one line."""
+    identity = load_identity(args.key)
+    try:
+        tls = TlsOptions(args.ca_file, args.client_certificate, args.client_key)
+        with SyncEmrClient(args.rpc, identity, tls=tls) as client:
+            return action(client)
+    except (EmrClientError, EnvelopeError, ValueError) as error:
+        # ValueError: a value the client or the transaction schema refuses (user input).
+        raise CommandError(str(error)) from None
+
+
+def _write_new_private_file(path: Path, content: bytes) -> None:
+    """Write `content` to a new file only its owner can read; refuse to replace a file."""
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CommandError(f"{path}: already exists; refusing to overwrite it") from None
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+
+
+def _read_bounded_file(path: Path, limit: int) -> bytes:
+    with path.open("rb") as handle:
+        content = handle.read(limit + 1)
+    if len(content) > limit:
+        raise CommandError(f"{path}: larger than the record limit of {limit} bytes")
+    return content
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True))
+
+
+# ---- keys ----------------------------------------------------------------------------------
+
+
+def _keys_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="keys_action", metavar="<action>", required=True)
+    new = actions.add_parser("new", help="create a member identity file (mode 0600)")
+    new.add_argument("--out", type=home_path, required=True, metavar="FILE", help="new file")
+    new.set_defaults(_parser=new)  # errors name "emrchain keys new"
+
+
+@command("keys", "member identity files", arguments=_keys_arguments)
+def keys(args: argparse.Namespace) -> int:
+    identity = create_identity_file(args.out)
+    print(f"wrote {args.out}")
+    print(f"  member key      {identity.member_key.hex()}")
+    print(f"  encryption key  {identity.encryption_public_key.hex()}")
+    return 0
+
+
+# ---- records -------------------------------------------------------------------------------
+
+
+def _record_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="record_action", metavar="<action>", required=True)
+    put = actions.add_parser("put", help="encrypt a file, store it and anchor it")
+    put.add_argument("file", type=home_path, metavar="FILE", help="the record (plaintext)")
+    put.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
+    put.add_argument("--type", choices=sorted(RECORD_TYPES), required=True, dest="record_type")
+    put.add_argument(
+        "--custody-key",
+        type=hex_id("custody key"),
+        required=True,
+        metavar="HEX",
+        help="X25519 key of the node's organisation (it keeps the custody copy)",
+    )
+    _connection_arguments(put)
+    put.set_defaults(_parser=put)
+    get = actions.add_parser("get", help="read, decrypt and save a record (the read is audited)")
+    get.add_argument("record_id", type=hex_id("record id"), metavar="ID")
+    get.add_argument("--out", type=home_path, required=True, metavar="FILE", help="new file")
+    _connection_arguments(get)
+    get.set_defaults(_parser=get)
+
+
+@command("record", "store or read an encrypted medical record", arguments=_record_arguments)
+def record(args: argparse.Namespace) -> int:
+    if args.record_action == "put":
+        plaintext = _read_bounded_file(args.file, DEFAULT_MAX_PLAINTEXT_BYTES)
+        stored = _with_client(
+            args,
+            lambda client: client.put_record(
+                plaintext, args.patient, RECORD_TYPES[args.record_type], args.custody_key
+            ),
+        )
+        print(f"record {stored.record_id.hex()}")
+        print(f"  anchored at height {stored.height} by tx {stored.anchor_tx_id.hex()}")
+        print(f"  cid {stored.cid_text}, {stored.size_bytes} bytes of ciphertext")
+        return 0
+    if args.out.exists():
+        raise CommandError(f"{args.out}: already exists; refusing to overwrite it")
+    read = _with_client(args, lambda client: client.get_record(args.record_id))
+    _write_new_private_file(args.out, read.plaintext)
+    print(f"wrote {len(read.plaintext)} bytes to {args.out}")
+    print(f"  read recorded on chain by tx {read.access_event_tx_id.hex()}")
+    return 0
+
+
+# ---- consent -------------------------------------------------------------------------------
+
+
+def _grant_arguments(parser: argparse.ArgumentParser) -> None:
+    _one_target(parser, "one record (its key is re-wrapped)", "all of a patient's records")
+    grantee = parser.add_mutually_exclusive_group(required=True)
+    grantee.add_argument("--to-member", type=hex_id("member key"), metavar="KEY")
+    grantee.add_argument("--to-organization", type=organization_id, metavar="ID")
+    parser.add_argument(
+        "--grantee-encryption-key",
+        type=hex_id("grantee encryption key"),
+        metavar="HEX",
+        help="the organisation's X25519 key (needed for --record with --to-organization)",
+    )
+    parser.add_argument(
+        "--expires-ms",
+        type=bounded_integer(0, U64_MAX),
+        default=0,
+        metavar="MS",
+        help="expiry as Unix time in milliseconds (default 0: no expiry)",
+    )
+    _connection_arguments(parser)
+
+
+@command("grant", "grant access to a record or to a patient's records", arguments=_grant_arguments)
+def grant(args: argparse.Namespace) -> int:
+    if args.record and args.to_organization and args.grantee_encryption_key is None:
+        raise UsageError("--record with --to-organization needs --grantee-encryption-key")
+    committed = _with_client(
+        args,
+        lambda client: client.grant(
+            record_id=args.record,
+            patient_id=args.patient,
+            grantee_member=args.to_member,
+            grantee_organization=args.to_organization,
+            grantee_encryption_key=args.grantee_encryption_key,
+            expires_at_ms=args.expires_ms,
+        ),
+    )
+    print(f"grant {committed.tx_id.hex()} in force from height {committed.height}")
+    return 0
+
+
+def _revoke_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grant_id", type=hex_id("grant id"), metavar="GRANT_ID")
+    _connection_arguments(parser)
+
+
+@command("revoke", "revoke a grant (by its id)", arguments=_revoke_arguments)
+def revoke(args: argparse.Namespace) -> int:
+    committed = _with_client(args, lambda client: client.revoke(args.grant_id))
+    print(f"grant {args.grant_id.hex()} revoked at height {committed.height}")
+    return 0
+
+
+def _listing_arguments(parser: argparse.ArgumentParser) -> None:
+    _one_target(parser, "one record", "a patient")
+    _connection_arguments(parser)
+
+
+@command("grants", "list the grants of a patient or a record", arguments=_listing_arguments)
+def grants(args: argparse.Namespace) -> int:
+    listing = _with_client(
+        args, lambda client: client.grants(patient_id=args.patient, record_id=args.record)
+    )
+    _print_json(listing)
+    return 0
+
+
+@command("audit", "list the access trail of a patient or a record", arguments=_listing_arguments)
+def audit(args: argparse.Namespace) -> int:
+    trail = _with_client(
+        args, lambda client: client.access_events(patient_id=args.patient, record_id=args.record)
+    )
+    _print_json(trail)
+    return 0
+
+
+# ---- emergency access and erasure ----------------------------------------------------------
+
+
+def _break_glass_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
+    parser.add_argument("--record", type=hex_id("record id"), metavar="ID", help="only this one")
+    parser.add_argument("--reason", type=break_glass_reason, required=True, metavar="TEXT")
+    parser.add_argument(
+        "--duration-ms",
+        type=bounded_integer(1, BREAK_GLASS_MAX_DURATION_MS),
+        required=True,
+        metavar="N",
+    )
+    _connection_arguments(parser)
+
+
+@command(
+    "break-glass",
+    "emergency access to a patient's records (time-boxed, flagged for review)",
+    arguments=_break_glass_arguments,
+)
+def break_glass(args: argparse.Namespace) -> int:
+    committed = _with_client(
+        args,
+        lambda client: client.break_glass(args.patient, args.reason, args.duration_ms, args.record),
+    )
+    print(f"break-glass {committed.tx_id.hex()} open for {args.duration_ms} ms, flagged")
+    return 0
+
+
+def _erase_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("record_id", type=hex_id("record id"), metavar="ID")
+    parser.add_argument("--reason", choices=sorted(ERASURE_REASONS), required=True)
+    _connection_arguments(parser)
+
+
+@command("erase", "erase a record (ciphertext and keys deleted)", arguments=_erase_arguments)
+def erase(args: argparse.Namespace) -> int:
+    committed = _with_client(
+        args, lambda client: client.erase(args.record_id, ERASURE_REASONS[args.reason])
+    )
+    print(f"record {args.record_id.hex()} erased at height {committed.height}")
+    return 0

@@ -1,0 +1,110 @@
+"""A running node as its RPC sees it: the node's side of `emrchain.rpc.node_view.NodeView`.
+
+The RPC gets this object, never the node, so the routes can only reach what the view offers;
+everything that knows how the node is put together (its driver, mempool, admission pipeline,
+peer manager, store) stays here, in the node package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from emrchain.rpc.node_view import (
+    ChainReader,
+    CommitListener,
+    ConsensusPosition,
+    NodeCounters,
+    NodeStatus,
+)
+
+if TYPE_CHECKING:
+    from emrchain.config.node import NodeConfig
+    from emrchain.mempool import Admission
+    from emrchain.node.node import Node
+    from emrchain.records.service import RecordService
+    from emrchain.rpc.commit_waits import CommitWaits
+
+
+class NodeRpcView:
+    """Implements `NodeView` over one node."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    @property
+    def config(self) -> NodeConfig:
+        return self._node.config
+
+    @property
+    def chain_id(self) -> bytes:
+        return self._node.chain_id
+
+    @property
+    def node_public_key(self) -> bytes:
+        return self._node.node_key.public_key
+
+    @property
+    def height(self) -> int:
+        return self._node.chain.height
+
+    @property
+    def halt_reason(self) -> str | None:
+        return self._node.halt_reason
+
+    @property
+    def chain(self) -> ChainReader:
+        return self._node.store
+
+    @property
+    def records(self) -> RecordService:
+        return self._node.records
+
+    @property
+    def commit_waits(self) -> CommitWaits:
+        return self._node.commit_waits
+
+    async def admit(self, txs: list[bytes]) -> list[Admission]:
+        return await self._node.admission.admit(txs)
+
+    def admit_now(self, txs: Sequence[bytes]) -> list[Admission]:
+        return self._node.mempool.admit_batch(txs)
+
+    def is_pending(self, tx_id: bytes) -> bool:
+        return tx_id in self._node.mempool
+
+    def pending_nonces(self, sender: bytes) -> tuple[int, int] | None:
+        return self._node.mempool.pending_nonces(sender)
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._node.chain.commit_listeners.append(listener)
+
+    def status(self) -> NodeStatus:
+        node = self._node
+        driver = node.driver
+        state = driver.consensus_state() if driver is not None else None
+        store = node.store
+        cache, absence = store.state_cache, store.absence_filter
+        return NodeStatus(
+            node_id=node.p2p.node_id,
+            validator=node.validator_key.public_key,
+            latest_block_id=store.last_block_id() if node.chain.height else None,
+            latest_app_hash=store.last_app_hash(),
+            consensus=ConsensusPosition(state.height, state.round, state.step.name)
+            if state is not None
+            else None,
+            peers=node.p2p.connected_peers(),
+            evidence=[item.encode() for item in driver.evidence] if driver is not None else [],
+            refused_signatures=driver.refused_signatures if driver is not None else 0,
+            blocks_synced=node.blocksync.blocks_synced,
+            mempool=node.mempool.stats(),
+            counters=NodeCounters(
+                preverified_txs=node.admission.preverified_txs,
+                gossip_batches_dropped=node.gossip_batches_dropped,
+                undecodable_messages=node.undecodable_messages,
+                state_cache_hits=cache.hits if cache is not None else 0,
+                state_cache_misses=cache.misses if cache is not None else 0,
+                state_cache_entries=len(cache) if cache is not None else 0,
+                absence_filter_keys=absence.keys_added if absence is not None else 0,
+            ),
+        )

@@ -1,0 +1,137 @@
+"""The node as its RPC sees it: what the routes read and ask of it, and nothing more.
+
+The RPC package never imports the node. `emrchain/node/rpc_view.py` adapts a running node to
+`NodeView`, and the server, the block and patient streams and the record routes take that.
+Committed blocks, certificates, results, proofs and state are read through `ChainReader` (the
+block store has exactly these methods); `/status` is one `NodeStatus` snapshot that the node
+assembles from its own parts, so no route reaches into the consensus driver, the mempool or
+the peer manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from emrchain.state.result import TxResult
+from emrchain.types import Block
+
+if TYPE_CHECKING:
+    from emrchain.config.node import NodeConfig
+    from emrchain.mempool import Admission, MempoolStats
+    from emrchain.records.service import RecordService
+    from emrchain.rpc.commit_waits import CommitWaits
+    from emrchain.state.view import CommittedState
+    from emrchain.store.block_store import TxProof
+    from emrchain.types import CommitCertificate
+
+CommitListener = Callable[[Block, Sequence[bytes], list[TxResult]], None]
+"""Called on the event loop after each block is durably committed: the block, its tx ids and
+its results, in order."""
+
+
+class ChainReader(Protocol):
+    """Reads of the committed chain."""
+
+    def state_view(self) -> CommittedState: ...
+
+    def block(self, height: int) -> Block | None: ...
+
+    def commit(self, height: int) -> CommitCertificate | None: ...
+
+    def tx_results(self, height: int) -> list[TxResult] | None: ...
+
+    def tx_proof(self, tx_id: bytes) -> TxProof | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusPosition:
+    height: int
+    round: int
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCounters:
+    """Totals since the node started, beyond the mempool's: where admission work went and how
+    often the store's read shortcuts answered (0 when configured off)."""
+
+    preverified_txs: int
+    gossip_batches_dropped: int
+    undecodable_messages: int
+    state_cache_hits: int
+    state_cache_misses: int
+    state_cache_entries: int
+    absence_filter_keys: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """What `/status` reports of the node beyond its chain id and head."""
+
+    node_id: str
+    validator: bytes
+    latest_block_id: bytes | None
+    """None before the first block."""
+    latest_app_hash: bytes
+    consensus: ConsensusPosition | None
+    """None until consensus has started."""
+    peers: list[str]
+    evidence: list[bytes]
+    """Encoded equivocation evidence the node has seen."""
+    refused_signatures: int
+    blocks_synced: int
+    mempool: MempoolStats
+    counters: NodeCounters
+
+
+class NodeView(Protocol):
+    """The narrow interface between a node and the RPC that serves it."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+
+    @property
+    def chain_id(self) -> bytes: ...
+
+    @property
+    def node_public_key(self) -> bytes:
+        """The node's P2P key: signed requests name it, so they cannot be replayed elsewhere."""
+        ...
+
+    @property
+    def height(self) -> int:
+        """The last committed height."""
+        ...
+
+    @property
+    def halt_reason(self) -> str | None: ...
+
+    @property
+    def chain(self) -> ChainReader: ...
+
+    @property
+    def records(self) -> RecordService: ...
+
+    @property
+    def commit_waits(self) -> CommitWaits: ...
+
+    def admit(self, txs: list[bytes]) -> Awaitable[list[Admission]]:
+        """Admit a client's batch through the admission pipeline (signatures verified off the
+        event loop)."""
+        ...
+
+    def admit_now(self, txs: Sequence[bytes]) -> list[Admission]:
+        """Admit on the event loop, at once (a read's access event)."""
+        ...
+
+    def is_pending(self, tx_id: bytes) -> bool: ...
+
+    def pending_nonces(self, sender: bytes) -> tuple[int, int] | None:
+        """(committed nonce, highest pending nonce) of `sender`, or None if none is pending."""
+        ...
+
+    def add_commit_listener(self, listener: CommitListener) -> None: ...
+
+    def status(self) -> NodeStatus: ...

@@ -1,0 +1,215 @@
+"""The domain's vocabulary and the transaction wire format: the single source of truth.
+
+Transaction kinds, roles, record types and the other enums; envelope constants; the payload
+field tables. `codec.py` (the normative codec) and the compiled batch checker
+(`emrchain/_core/_txcheck.pyx`) both walk these tables, so a payload rule is written exactly
+once; `verdicts.py` numbers the stateless verdicts. The byte layout is specified in
+`docs/spec/encoding.md`. This package imports nothing else of emrchain: every layer may use it.
+
+A field is a `FieldSpec` tuple; its `type` selects how `arg`, `minimum`, `maximum` and
+`allowed` are read (see the FIELD_* constants).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+TX_VERSION = 1
+"""The only envelope version this node accepts; it is also the transaction's domain tag byte."""
+
+CHAIN_ID_MAX_BYTES = 50
+SIGNATURE_BYTES = 64
+PUBLIC_KEY_BYTES = 32
+PAYLOAD_MAX_BYTES = 0xFFFF
+"""The payload length is a u16; a node's `max_tx_bytes` usually caps it far lower."""
+
+ENVELOPE_FIXED_BYTES = 1 + 1 + 1 + PUBLIC_KEY_BYTES + 8 + 2 + SIGNATURE_BYTES
+"""version + chain id length + kind + sender + nonce + payload length + signature (no chain id,
+no payload): a transaction is exactly this many bytes plus len(chain_id) plus len(payload)."""
+
+TX_MAX_BYTES_LIMIT = ENVELOPE_FIXED_BYTES + CHAIN_ID_MAX_BYTES + PAYLOAD_MAX_BYTES
+"""No transaction can be longer than this; `max_tx_bytes` arguments above it are refused."""
+
+
+class TxKind(IntEnum):
+    """Transaction kinds (the envelope's `kind` byte)."""
+
+    REGISTER_ORGANIZATION = 1
+    REGISTER_MEMBER = 2
+    REVOKE_MEMBER = 3
+    ROTATE_KEY = 4
+    ANCHOR_RECORD = 5
+    GRANT_ACCESS = 6
+    REVOKE_ACCESS = 7
+    ACCESS_EVENT = 8
+    BREAK_GLASS = 9
+    ERASE_RECORD = 10
+    VALIDATOR_UPDATE = 11
+
+
+class Role(IntEnum):
+    ADMIN = 1
+    CLINICIAN = 2
+    PATIENT = 3
+    AUDITOR = 4
+
+
+class RecordType(IntEnum):
+    CLINICAL_NOTE = 1
+    LAB_RESULT = 2
+    IMAGING = 3
+    PRESCRIPTION = 4
+    DISCHARGE_SUMMARY = 5
+    REFERRAL = 6
+    IMMUNIZATION = 7
+    OTHER = 8
+
+
+class GrantScope(IntEnum):
+    RECORD = 1
+    PATIENT = 2
+
+
+class GranteeKind(IntEnum):
+    MEMBER = 1
+    ORGANIZATION = 2
+
+
+class AccessAction(IntEnum):
+    READ = 1
+    EXPORT = 2
+
+
+class ErasureReason(IntEnum):
+    PATIENT_REQUEST = 1
+    LEGAL_ORDER = 2
+    ENTERED_IN_ERROR = 3
+
+
+# Field types. The meaning of (arg, minimum, maximum, allowed) per type:
+FIELD_FIXED = 1
+"""`arg` raw bytes. `minimum` = 1 means the value must not be all zero bytes."""
+FIELD_UINT = 2
+"""Big-endian unsigned integer of `arg` bytes (1, 2, 4 or 8), `minimum` <= value <= `maximum`."""
+FIELD_BYTES = 3
+"""Length prefix of `arg` bytes (1 or 2, big-endian), then that many raw bytes;
+`minimum` <= length <= `maximum`."""
+FIELD_TEXT = 4
+"""Like FIELD_BYTES, and the bytes must be strict UTF-8 (RFC 3629)."""
+FIELD_IDENT = 5
+"""Like FIELD_BYTES with a 1-byte prefix (`arg` = 1); every byte in [a-z0-9._-]."""
+FIELD_ENUM = 6
+"""One byte whose value v has bit v set in `allowed` (values 0..63)."""
+
+FIELD_TYPE_NAMES = {
+    FIELD_FIXED: "fixed",
+    FIELD_UINT: "uint",
+    FIELD_BYTES: "bytes",
+    FIELD_TEXT: "text",
+    FIELD_IDENT: "ident",
+    FIELD_ENUM: "enum",
+}
+
+IDENT_ALPHABET = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-")
+
+U64_MAX = (1 << 64) - 1
+MAX_VALIDATOR_POWER = 1 << 50
+"""Per-validator cap; with at most a few thousand validators the total stays below 2^62."""
+MAX_RECORD_BYTES = 1 << 40
+BREAK_GLASS_MAX_DURATION_MS = 24 * 60 * 60 * 1000
+
+
+class FieldSpec(NamedTuple):
+    name: str
+    type: int
+    arg: int
+    minimum: int = 0
+    maximum: int = 0
+    allowed: int = 0
+
+
+def _mask(values: type[IntEnum]) -> int:
+    mask = 0
+    for member in values:
+        mask |= 1 << int(member)
+    return mask
+
+
+def _key(name: str) -> FieldSpec:
+    """A 32-byte key or hash that must not be all zeros."""
+    return FieldSpec(name, FIELD_FIXED, 32, 1)
+
+
+def _optional_key(name: str) -> FieldSpec:
+    """A 32-byte key or hash where all zeros means "none"."""
+    return FieldSpec(name, FIELD_FIXED, 32, 0)
+
+
+def _ident(name: str, minimum: int = 1, maximum: int = 64) -> FieldSpec:
+    return FieldSpec(name, FIELD_IDENT, 1, minimum, maximum)
+
+
+PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
+    TxKind.REGISTER_ORGANIZATION: (
+        _ident("organization_id"),
+        FieldSpec("name", FIELD_TEXT, 1, 1, 128),
+        _key("encryption_key"),
+    ),
+    TxKind.REGISTER_MEMBER: (
+        _ident("organization_id"),
+        _key("member_key"),
+        _key("encryption_key"),
+        FieldSpec("role", FIELD_ENUM, 1, allowed=_mask(Role)),
+        _optional_key("patient_id"),
+    ),
+    TxKind.REVOKE_MEMBER: (
+        _key("member_key"),
+        FieldSpec("reason", FIELD_TEXT, 1, 0, 128),
+    ),
+    TxKind.ROTATE_KEY: (
+        _key("new_member_key"),
+        _key("new_encryption_key"),
+        FieldSpec("proof", FIELD_FIXED, 64, 1),
+    ),
+    TxKind.ANCHOR_RECORD: (
+        _key("record_id"),
+        _key("patient_id"),
+        _key("ciphertext_sha256"),
+        FieldSpec("cid", FIELD_BYTES, 1, 2, 64),
+        FieldSpec("record_type", FIELD_ENUM, 1, allowed=_mask(RecordType)),
+        FieldSpec("size_bytes", FIELD_UINT, 8, 1, MAX_RECORD_BYTES),
+    ),
+    TxKind.GRANT_ACCESS: (
+        FieldSpec("scope", FIELD_ENUM, 1, allowed=_mask(GrantScope)),
+        _key("target"),
+        FieldSpec("grantee_kind", FIELD_ENUM, 1, allowed=_mask(GranteeKind)),
+        _optional_key("grantee_member"),
+        _ident("grantee_organization", 0, 64),
+        FieldSpec("expires_at_ms", FIELD_UINT, 8, 0, U64_MAX),
+        FieldSpec("wrapped_key", FIELD_BYTES, 1, 0, 128),
+    ),
+    TxKind.REVOKE_ACCESS: (_key("grant_id"),),
+    TxKind.ACCESS_EVENT: (
+        _key("record_id"),
+        FieldSpec("action", FIELD_ENUM, 1, allowed=_mask(AccessAction)),
+        _optional_key("grant_id"),
+    ),
+    TxKind.BREAK_GLASS: (
+        _key("patient_id"),
+        _optional_key("record_id"),
+        FieldSpec("reason", FIELD_TEXT, 2, 8, 512),
+        FieldSpec("duration_ms", FIELD_UINT, 4, 1, BREAK_GLASS_MAX_DURATION_MS),
+    ),
+    TxKind.ERASE_RECORD: (
+        _key("record_id"),
+        FieldSpec("reason", FIELD_ENUM, 1, allowed=_mask(ErasureReason)),
+    ),
+    TxKind.VALIDATOR_UPDATE: (
+        _key("validator_key"),
+        FieldSpec("power", FIELD_UINT, 8, 0, MAX_VALIDATOR_POWER),
+        FieldSpec("epoch", FIELD_UINT, 8, 1, U64_MAX),
+    ),
+}
+
+MAX_KIND = max(PAYLOAD_SCHEMAS)
