@@ -51,7 +51,6 @@ from emrchain.consensus.events import (
     ValueValidated,
     VoteReceived,
 )
-from emrchain.consensus.invariants import invariant
 from emrchain.consensus.signing_guard import (
     DoubleSignError,
     SignedStep,
@@ -70,6 +69,7 @@ from emrchain.consensus.wal import (
     vote_record,
 )
 from emrchain.crypto.keys import Signer
+from emrchain.invariants import invariant
 from emrchain.types.codec import DecodeError
 from emrchain.types.commit import CommitCertificate
 from emrchain.types.validator import ValidatorSet

@@ -39,10 +39,10 @@ from emrchain.consensus.events import (
     ValueValidated,
     VoteReceived,
 )
-from emrchain.consensus.invariants import invariant
 from emrchain.consensus.proposer import ProposerSelector
 from emrchain.consensus.step import Step
 from emrchain.consensus.vote_tally import HeightVotes
+from emrchain.invariants import invariant
 from emrchain.types.commit import CommitCertificate
 from emrchain.types.evidence import DuplicateVoteEvidence
 from emrchain.types.validator import ValidatorSet

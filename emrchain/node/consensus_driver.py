@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 
 from emrchain.consensus.effects import ReportEvidence, ScheduleTimeout
 from emrchain.consensus.events import TimeoutFired
-from emrchain.consensus.invariants import invariant
 from emrchain.consensus.runtime import (
     Action,
     AppendToWal,
@@ -48,6 +47,7 @@ from emrchain.consensus.runtime import (
 from emrchain.consensus.signing_guard import SignedStep, SigningState
 from emrchain.consensus.state_machine import ConsensusState, TendermintCore
 from emrchain.crypto.keys import Signer
+from emrchain.invariants import invariant
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
 from emrchain.store import ConsensusWal, SigningStateStore

@@ -6,9 +6,9 @@ import dataclasses
 
 from emrchain.consensus import SignedStep, SigningState
 from emrchain.sim.scenario import Crash, CrashPoint, make_scenario
+from emrchain.sim.simulation import Simulation
 
 POINTS = (CrashPoint.AFTER_WAL, CrashPoint.AT_ONCE, CrashPoint.AFTER_SIGNING_STATE)
-from emrchain.sim.simulation import Simulation
 
 
 def scenario_with(crashes: tuple[Crash, ...]):
