@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from emrchain.consensus.effects import (
     Decide,
@@ -156,7 +156,7 @@ class SignedProposal(Generic[BlockT]):
     block: BlockT
 
 
-ConsensusMessage = Vote | SignedProposal
+ConsensusMessage = Vote | SignedProposal[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +226,7 @@ Action = (
     | DiscardWal
     | Broadcast
     | ScheduleTimeout
-    | CommitBlock
+    | CommitBlock[Any]
     | ReportEvidence
     | Warn
 )
@@ -517,29 +517,28 @@ class ConsensusRuntime(Generic[BlockT]):
                     pending.append(follow_up)
 
     def _carry_out(self, effect: Effect, actions: list[Action]) -> Event | None:
-        kind = type(effect)
-        if kind is SignVote:
+        if isinstance(effect, SignVote):
             signed = self._sign_vote(effect.vote, actions)
             return VoteReceived(signed) if signed is not None else None
-        if kind is ScheduleTimeout:
+        if isinstance(effect, ScheduleTimeout):
             actions.append(effect)
             return None
-        if kind is SignProposal:
+        if isinstance(effect, SignProposal):
             proposal = self._sign_proposal(effect.proposal, actions)
             return ProposalReceived(proposal) if proposal is not None else None
-        if kind is ValidateValue:
+        if isinstance(effect, ValidateValue):
             block = self._blocks.get(effect.height, {}).get(effect.block_id)
             valid = block is not None and self.blocks.validate(effect.height, block)
             return ValueValidated(effect.height, effect.block_id, valid)
-        if kind is RequestValue:
+        if isinstance(effect, RequestValue):
             return self._value_to_propose(effect)
-        if kind is Decide:
+        if isinstance(effect, Decide):
             self._decide(effect, actions)
             return None
-        if kind is ReportEvidence:
+        if isinstance(effect, ReportEvidence):
             actions.append(effect)
             return None
-        raise TypeError(f"unknown effect {kind.__name__}")
+        raise TypeError(f"unknown effect {type(effect).__name__}")
 
     def _value_to_propose(self, effect: RequestValue) -> ValueToPropose:
         """getValue(); the block of our earlier proposal at this position if we made one."""

@@ -82,10 +82,10 @@ class TendermintCore:
         self.config = config
         self.own_key = own_key
         self.height = 0
-        self.validator_set: ValidatorSet | None = None
+        self.validator_set = ValidatorSet(())  # empty until the first StartHeight
         self._selector: ProposerSelector | None = None
         self.drop_counts: dict[str, int] = {}
-        self._future: list[Event] = []
+        self._future: list[VoteReceived | ProposalReceived] = []
         self._future_count: dict[bytes, int] = {}
         self._effects: list[Effect] = []
         self._reset_height()
@@ -94,7 +94,8 @@ class TendermintCore:
 
     def step(self, event: Event) -> list[Effect]:
         """Apply one event and return the effects the runtime must carry out, in order."""
-        self._effects = effects = []
+        effects: list[Effect] = []
+        self._effects = effects
         if isinstance(event, VoteReceived):
             self._on_vote(event.vote)
         elif isinstance(event, ProposalReceived):
@@ -213,7 +214,9 @@ class TendermintCore:
             else:
                 self._on_proposal(message.proposal)
 
-    def _accept_height(self, height: int, sender: bytes, event: Event) -> bool:
+    def _accept_height(
+        self, height: int, sender: bytes, event: VoteReceived | ProposalReceived
+    ) -> bool:
         """True if the message is for the current height; buffer height + 1 (bounded)."""
         if height == self.height and self.height > 0:
             if self.round_step == Step.COMMIT:
@@ -269,7 +272,7 @@ class TendermintCore:
     def _on_proposal(self, proposal: Proposal) -> None:
         if not self._accept_height(proposal.height, proposal.proposer, ProposalReceived(proposal)):
             return
-        if proposal.proposer != self._selector.proposer(proposal.height, proposal.round):
+        if proposal.proposer != self.proposer(proposal.height, proposal.round):
             self._drop("not_the_proposer")
             return
         if not self._admit_round(proposal.proposer, proposal.round):
@@ -356,24 +359,28 @@ class TendermintCore:
             self._drop("invalid_value_to_propose")
             return
         self._awaiting_value_round = None
-        self._effects.append(
-            SignProposal(Proposal(self.height, self.round, -1, event.block_id, self.own_key))
-        )
+        own_key = self._voter_key()
+        if own_key is not None:  # always: only a voting proposer awaits a value
+            proposal = Proposal(self.height, self.round, -1, event.block_id, own_key)
+            self._effects.append(SignProposal(proposal))
 
     # ---------------------------------------------------------------- the algorithm
 
-    def _is_voter(self) -> bool:
-        return self.own_key is not None and self.own_key in self.validator_set
+    def _voter_key(self) -> bytes | None:
+        """Our key if we vote in this height's set; None for an observer."""
+        own_key = self.own_key
+        return own_key if own_key is not None and own_key in self.validator_set else None
 
     def _start_round(self, round_number: int) -> None:
         """Lines 10-21 (StartRound)."""
         self.round = round_number
         self.round_step = Step.PROPOSE
         self._awaiting_value_round = None
-        if self._is_voter() and self._selector.proposer(self.height, round_number) == self.own_key:
+        own_key = self._voter_key()
+        if own_key is not None and self.proposer(self.height, round_number) == own_key:
             if self.valid_block_id is not None:  # lines 14-15: carry the valid value over
                 proposal = Proposal(
-                    self.height, round_number, self.valid_round, self.valid_block_id, self.own_key
+                    self.height, round_number, self.valid_round, self.valid_block_id, own_key
                 )
                 self._effects.append(SignProposal(proposal))
             else:  # line 16: getValue()
@@ -390,14 +397,16 @@ class TendermintCore:
         )
 
     def _prevote(self, block_id: bytes) -> None:
-        if self._is_voter():
-            vote = Vote(VoteType.PREVOTE, self.height, self.round, block_id, self.own_key)
+        own_key = self._voter_key()
+        if own_key is not None:
+            vote = Vote(VoteType.PREVOTE, self.height, self.round, block_id, own_key)
             self._effects.append(SignVote(vote))
         self.round_step = Step.PREVOTE
 
     def _precommit(self, block_id: bytes) -> None:
-        if self._is_voter():
-            vote = Vote(VoteType.PRECOMMIT, self.height, self.round, block_id, self.own_key)
+        own_key = self._voter_key()
+        if own_key is not None:
+            vote = Vote(VoteType.PRECOMMIT, self.height, self.round, block_id, own_key)
             self._effects.append(SignVote(vote))
         self.round_step = Step.PRECOMMIT
 

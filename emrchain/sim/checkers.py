@@ -147,9 +147,9 @@ class InvariantChecker:
                 self._evidence_memo[memo_key] = None
             except EvidenceError as error:
                 self._evidence_memo[memo_key] = str(error)
-        error = self._evidence_memo[memo_key]
-        if error is not None:
-            self._violate("I6", time_ms, f"node {node} reported unverifiable evidence: {error}")
+        refusal = self._evidence_memo[memo_key]
+        if refusal is not None:
+            self._violate("I6", time_ms, f"node {node} reported unverifiable evidence: {refusal}")
         elif evidence.validator not in self._byzantine_keys:
             self._violate("I6", time_ms, f"node {node} accused a correct validator")
 

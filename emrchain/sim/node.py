@@ -240,25 +240,24 @@ class SimNode:
         pending: deque[Action] = deque(actions)
         while pending:
             action = pending.popleft()
-            kind = type(action)
-            if kind is Broadcast:
+            if isinstance(action, Broadcast):
                 self.sim.broadcast(self.index, _wire(action.message))
-            elif kind is AppendToWal:
+            elif isinstance(action, AppendToWal):
                 self._append_to_wal(action)
-            elif kind is ScheduleTimeout:
+            elif isinstance(action, ScheduleTimeout):
                 self.sim.schedule_timeout(
                     self, action.duration_ms, TimeoutFired(action.height, action.round, action.step)
                 )
-            elif kind is SaveSigningState:
+            elif isinstance(action, SaveSigningState):
                 self._save_signing_state(action)
-            elif kind is CommitBlock:
+            elif isinstance(action, CommitBlock):
                 self._commit(action.height, action.block, action.commit)
                 pending.extend(self.runtime.start_height(action.height + 1, self.sim.validator_set))
-            elif kind is DiscardWal:
+            elif isinstance(action, DiscardWal):
                 wal = self.storage.wal
                 for height in [height for height in wal if height < action.below_height]:
                     del wal[height]
-            elif kind is ReportEvidence:
+            elif isinstance(action, ReportEvidence):
                 self.evidence_reported += 1
                 self.sim.checker.on_evidence(self.sim.now, self.index, action.evidence)
 

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from emrchain.sim.scenario import make_scenario, parse_faults
 from emrchain.sim.simulation import Simulation, SimulationOptions
@@ -86,6 +87,14 @@ def run_many(specs_to_run: list[RunSpec], processes: int = 1) -> Iterator[RunSum
         yield from pool.imap(run_one, specs_to_run, chunksize=4)
 
 
+class Digest(Protocol):
+    """A running hash (`hashlib.sha256()`)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
 @dataclass
 class Totals:
     runs: int = 0
@@ -94,9 +103,9 @@ class Totals:
     liveness_failures: int = 0
     heights_decided: int = 0
     events: int = 0
-    failing: list[dict] = field(default_factory=list)
+    failing: list[dict[str, object]] = field(default_factory=list)
     restart_path: Counter[str] = field(default_factory=Counter)
-    _trace: object = field(default_factory=hashlib.sha256)
+    _trace: Digest = field(default_factory=hashlib.sha256)
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, summary: RunSummary) -> None:
@@ -119,9 +128,9 @@ class Totals:
                 }
             )
 
-    def as_json(self, extra: dict | None = None) -> dict:
+    def as_json(self, extra: dict[str, object] | None = None) -> dict[str, object]:
         elapsed = time.perf_counter() - self.started
-        report = {
+        report: dict[str, object] = {
             "runs": self.runs,
             "seeds": self.seeds,
             "safety_violations": self.safety_violations,

@@ -13,6 +13,7 @@ import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from emrchain.consensus.config import ConsensusConfig
 from emrchain.consensus.events import TimeoutFired
@@ -141,7 +142,7 @@ class Simulation:
             self.nodes.append(node)
         self.correct_nodes = [self.nodes[index] for index in correct]
         self.now = 0
-        self._heap: list[tuple] = []
+        self._heap: list[tuple[int, int, int, int, Any]] = []  # data: by kind
         self._sequence = itertools.count()
         self.verifier = MemoisedVerifier(self.chain_id)
         self._trace = hashlib.sha256()
@@ -212,8 +213,7 @@ class Simulation:
         except CrashNow:
             self._crash(node)
 
-    def _reached_target(self) -> bool:
-        target = self._target_height
+    def _reached_target(self, target: int) -> bool:
         return all(node.storage.decided_height >= target for node in self.correct_nodes)
 
     def run(self) -> SimulationResult:
@@ -281,12 +281,12 @@ class Simulation:
                 self._decisions_changed = True
             if self._decisions_changed and self._target_height is not None:
                 self._decisions_changed = False
-                if self._reached_target():
+                if self._reached_target(self._target_height):
                     break
             if checker.agreement_violated:
                 break  # nothing after a disagreement is worth simulating
         else:
-            if self._target_height is None or not self._reached_target():
+            if self._target_height is None or not self._reached_target(self._target_height):
                 self._liveness_failure("event queue ran dry")
         restart_path = self._restart_path()
         return SimulationResult(

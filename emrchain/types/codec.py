@@ -130,16 +130,20 @@ class Reader:
         return self._take(1, field)[0]
 
     def u16(self, field: str) -> int:
-        return _U16.unpack(self._take(2, field))[0]
+        value: int = _U16.unpack(self._take(2, field))[0]
+        return value
 
     def u32(self, field: str) -> int:
-        return _U32.unpack(self._take(4, field))[0]
+        value: int = _U32.unpack(self._take(4, field))[0]
+        return value
 
     def i32(self, field: str) -> int:
-        return _I32.unpack(self._take(4, field))[0]
+        value: int = _I32.unpack(self._take(4, field))[0]
+        return value
 
     def u64(self, field: str) -> int:
-        return _U64.unpack(self._take(8, field))[0]
+        value: int = _U64.unpack(self._take(8, field))[0]
+        return value
 
     def fixed(self, length: int, field: str) -> bytes:
         return self._take(length, field)

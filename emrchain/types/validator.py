@@ -7,7 +7,7 @@ merkle root of the validator encodings.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -60,7 +60,7 @@ class ValidatorSet:
     def __len__(self) -> int:
         return len(self.validators)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Validator]:
         return iter(self.validators)
 
     def __contains__(self, public_key: object) -> bool:
@@ -115,4 +115,5 @@ class ValidatorSet:
 
     @cached_property
     def hash(self) -> bytes:
-        return _core.merkle_root([validator.encode() for validator in self.validators])
+        root: bytes = _core.merkle_root([validator.encode() for validator in self.validators])
+        return root
