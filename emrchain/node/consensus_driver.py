@@ -292,26 +292,25 @@ class ConsensusDriver:
         """Carry out the runtime's actions in order, each complete before the next."""
         wake = False
         for action in actions:
-            kind = type(action)
-            if kind is Broadcast:
+            if isinstance(action, Broadcast):
                 self._broadcast(self._wire(action.message))
-            elif kind is AppendToWal:
+            elif isinstance(action, AppendToWal):
                 self._wal.append(action.height, action.record, sync=action.sync)
                 # A verified message for the height we wait at: a validator that holds
                 # transactions started it, and waiting would hold up its quorum.
                 wake = wake or action.height == self._waiting_height
-            elif kind is SaveSigningState:
+            elif isinstance(action, SaveSigningState):
                 self._signing_store.save(action.state.encode())
                 self._exit_if_armed(action.state)
-            elif kind is ScheduleTimeout:
+            elif isinstance(action, ScheduleTimeout):
                 self._schedule(action)
-            elif kind is CommitBlock:
+            elif isinstance(action, CommitBlock):
                 self._decide(action)
-            elif kind is DiscardWal:
+            elif isinstance(action, DiscardWal):
                 self._wal.discard_below(action.below_height)
-            elif kind is ReportEvidence:
+            elif isinstance(action, ReportEvidence):
                 self._report(action.evidence)
-            elif kind is Warn:
+            elif isinstance(action, Warn):
                 logger.warning("%s", action.text)
         if wake and self._waiting_height is not None:
             self._wake_for(self._waiting_height)

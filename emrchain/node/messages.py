@@ -107,9 +107,9 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
     if channel == Channel.CONSENSUS and tag == 1:
         if len(body) < PROPOSAL_BYTES:
             raise DecodeError("proposal message: too short")
-        block = body[PROPOSAL_BYTES:]
+        block_bytes = body[PROPOSAL_BYTES:]
         return ProposalMessage(
-            Proposal.decode(body[:PROPOSAL_BYTES]), Block.decode(block, limits), block
+            Proposal.decode(body[:PROPOSAL_BYTES]), Block.decode(block_bytes, limits), block_bytes
         )
     if channel == Channel.CONSENSUS and tag == 2:
         return VoteMessage(Vote.decode(body), body)
