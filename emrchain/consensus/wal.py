@@ -84,12 +84,6 @@ def vote_record(vote: Vote, encoded: bytes | None = None) -> bytes:
     return _record(bytes((VOTE_ENTRY,)) + (encoded if encoded is not None else vote.encode()))
 
 
-def record_for(entry: WalEntry) -> bytes:
-    if isinstance(entry, VoteEntry):
-        return vote_record(entry.vote)
-    return proposal_record(entry.proposal, entry.block)
-
-
 def decode_entry(data: bytes) -> WalEntry:
     """One entry (without its record prefix); DecodeError if it is not exactly one."""
     if not data:
