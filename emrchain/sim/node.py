@@ -10,7 +10,7 @@ the simulator's resources:
 - broadcasts go onto the simulated network, timeouts onto the virtual clock, decided blocks
   into the storage's block list;
 - it serves and applies decided blocks with their commit certificates (`verify_commit`) to
-  and from peers that are behind or ahead (block sync, simulated: §4.5).
+  and from peers that are behind or ahead (block sync, simulated: §4.6).
 """
 
 from __future__ import annotations

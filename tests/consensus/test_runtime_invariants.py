@@ -11,7 +11,12 @@ import pytest
 
 from emrchain.consensus.effects import Decide
 from emrchain.consensus.events import Event
-from emrchain.consensus.runtime import CommitBlock, ConsensusRuntime, RuntimeLimits
+from emrchain.consensus.runtime import (
+    CommitBlock,
+    ConsensusRuntime,
+    PersistedConsensus,
+    RuntimeLimits,
+)
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.invariants import InvariantViolation
 from emrchain.sim.application import block_id_of, make_block
@@ -77,3 +82,10 @@ def test_i1_the_runtime_commits_one_block_per_height() -> None:
         else:
             actions = runtime.on_vote(last)
             assert sum(isinstance(action, CommitBlock) for action in actions) == decisions
+
+
+def test_r2_a_runtime_restarts_once_before_any_height() -> None:
+    runtime, _signers = runtime_of(TendermintCore)  # already at height 1
+    nothing = PersistedConsensus(None, {})
+    with pytest.raises(InvariantViolation, match="R2 restart"):
+        runtime.restart(1, Runtime().validator_set, nothing)

@@ -4,10 +4,13 @@ signature and sending it re-sends that message from its WAL after restart.
 Three of four validators run (node2 never starts), so every height needs all three of them.
 node3 carries the test-only fault hook: it exits right after its prevote of (height 3, round
 0) is durable in its WAL and signing state, before the broadcast. node0 and node1 then hold two
-of the four prevotes of round 0 and wait (a prevote timeout needs 2f+1 prevotes). The restarted
-node3 must say that very prevote again: the height then decides in round 0 with node3's
-precommit, which proves that node0/node1 received node3's round-0 prevote, the one it died
-before sending.
+of the four prevotes of round 0 and wait: leaving round 0 takes 2f+1 = 3 of its prevotes (to
+precommit, or to start the prevote timeout) or messages of a higher round from f+1 = 2
+validators, and node3 alone is one. So height 3 completes only once node0 or node1 has node3's
+round-0 prevote, the one it died before sending (the guard lets node3 sign no other at that
+position). The restarted node3 logs that it re-sent it; the height then completes with node3's
+precommit in the commit (round 0 if a running validator proposes it, a later round if node2,
+which never runs, is round 0's proposer).
 """
 
 from __future__ import annotations
@@ -54,13 +57,13 @@ def test_killed_between_persisting_and_sending_its_prevote_it_resends_it(
         assert RESENT_LINE in network.log_path(3).read_text()
         node3 = network.rpc(3, "/status")["validator"]
         commit = network.rpc(0, f"/blocks/{HEIGHT}")["commit"]
-        assert commit["round"] == 0, commit
-        assert node3 in commit["signers"]
+        assert node3 in commit["signers"], commit
         assert_same_chain(network, list(RUNNING))
         assert_no_equivocation(network, list(RUNNING))
         print(
             f"hook fired {exited - began:.1f} s after start; height {HEIGHT} completed "
-            f"{completed - exited:.1f} s after the exit (restart included)"
+            f"{completed - exited:.1f} s after the exit (restart included), "
+            f"in round {commit['round']}"
         )
     finally:
         network.stop_all()
