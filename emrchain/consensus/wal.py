@@ -110,11 +110,7 @@ def read_segment(data: bytes, max_entry_bytes: int, max_entries: int) -> Segment
     if len(data) < HEADER_BYTES:
         raise DecodeError("WAL segment: shorter than its header")
     header = Reader(data[:HEADER_BYTES], "WAL segment header")
-    if header.fixed(len(MAGIC), "magic") != MAGIC:
-        raise DecodeError("WAL segment: bad magic")
-    version = header.u8("version")
-    if version != WAL_VERSION:
-        raise DecodeError(f"WAL segment: unsupported version {version}")
+    header.magic_and_version(MAGIC, WAL_VERSION, "WAL segment")
     height = header.u64("height")
     entries: list[WalEntry] = []
     offset = HEADER_BYTES
