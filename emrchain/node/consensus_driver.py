@@ -21,12 +21,11 @@ node from starting. It is read from the environment only, never from the node's 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from emrchain.consensus.effects import ReportEvidence, ScheduleTimeout
 from emrchain.consensus.events import TimeoutFired
@@ -70,11 +69,29 @@ class DriverLimits:
     """The pause after a commit while the mempool holds an access event: a reader waits for
     that event's block before it is served, so the next height starts after this instead of
     timeout_commit_ms (at most timeout_commit_ms)."""
+    max_blocks_per_height: int = 8
     max_evidence_kept: int = 1_000
+    max_events_per_dispatch: int = 10_000
+    max_own_messages: int = 64
+    future_heights: int = 4
+    """Proposals and votes up to this many heights above our current one are kept for later,
+    beyond the core's window (current and next height)."""
+    max_future_messages: int = 2_048
     create_empty_blocks: bool = True
     """False: after timeout_commit, the next height starts only once there is something to
     commit (see `_start_or_wait`); an idle chain then makes no blocks."""
-    runtime: RuntimeLimits = field(default_factory=RuntimeLimits)
+
+    def runtime_limits(self, max_block_bytes: int) -> RuntimeLimits:
+        """The runtime's bounds (`RuntimeLimits`): these fields, and WAL entries as long as a
+        proposal of the largest block."""
+        return RuntimeLimits(
+            max_events_per_dispatch=self.max_events_per_dispatch,
+            max_own_messages=self.max_own_messages,
+            future_heights=self.future_heights,
+            max_future_messages=self.max_future_messages,
+            max_blocks_per_height=self.max_blocks_per_height,
+            max_wal_entry_bytes=1 + PROPOSAL_BYTES + max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES,
+        )
 
 
 def exit_point_from_environment(
@@ -180,16 +197,13 @@ class ConsensusDriver:
         self._limits = limits
         self._loop = asyncio.get_running_loop()
         self._blocks = ChainBlocks(chain, signer.public_key)
-        max_entry_bytes = chain.store.limits.max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES
         self.runtime = ConsensusRuntime(
             core,
             signer,
             chain.chain_id,
             self._blocks,
             ChainVerifier(chain.chain_id),
-            dataclasses.replace(
-                limits.runtime, max_wal_entry_bytes=1 + PROPOSAL_BYTES + max_entry_bytes
-            ),
+            limits.runtime_limits(chain.store.limits.max_block_bytes),
         )
         self._exit_point = exit_point_from_environment(environment)
         if self._exit_point is not None:
