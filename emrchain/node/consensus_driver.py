@@ -26,6 +26,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from emrchain.consensus.effects import ReportEvidence, ScheduleTimeout
 from emrchain.consensus.events import TimeoutFired
@@ -82,16 +83,15 @@ class DriverLimits:
     commit (see `_start_or_wait`); an idle chain then makes no blocks."""
 
     def runtime_limits(self, max_block_bytes: int) -> RuntimeLimits:
-        """The runtime's bounds (`RuntimeLimits`): these fields, and WAL entries as long as a
-        proposal of the largest block."""
-        return RuntimeLimits(
-            max_events_per_dispatch=self.max_events_per_dispatch,
-            max_own_messages=self.max_own_messages,
-            future_heights=self.future_heights,
-            max_future_messages=self.max_future_messages,
-            max_blocks_per_height=self.max_blocks_per_height,
-            max_wal_entry_bytes=1 + PROPOSAL_BYTES + max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES,
-        )
+        """The runtime's bounds (`RuntimeLimits`): the fields both classes name, and WAL
+        entries as long as a proposal of the largest block."""
+        shared: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in RuntimeLimits.__dataclass_fields__
+            if hasattr(self, name)
+        }
+        max_entry_bytes = 1 + PROPOSAL_BYTES + max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES
+        return RuntimeLimits(**shared, max_wal_entry_bytes=max_entry_bytes)
 
 
 def exit_point_from_environment(
