@@ -6,6 +6,9 @@ the invariant, as the spec numbers or words it, so a failure points at the rule 
 
     if queue.entries and queue.entries[0].nonce != queue.committed_nonce + 1:
         raise InvariantViolation("pending nonces are contiguous", f"sender {sender.hex()}")
+
+or, where the check is one condition, `invariant(condition, name, detail)`. The consensus core
+and runtime number theirs as docs/spec/consensus.md §5.1 does ("C1 ...", "R1 ...").
 """
 
 from __future__ import annotations
@@ -19,3 +22,9 @@ class InvariantViolation(AssertionError):  # noqa: N818 - named for what it repo
         self.invariant = invariant
         self.detail = detail
         super().__init__(f"invariant violated: {invariant}" + (f" ({detail})" if detail else ""))
+
+
+def invariant(condition: bool, name: str, detail: str = "") -> None:
+    """Raise InvariantViolation naming `name` unless `condition` holds."""
+    if not condition:
+        raise InvariantViolation(name, detail)

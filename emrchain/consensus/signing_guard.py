@@ -92,11 +92,7 @@ class SigningState:
         if hashlib.sha256(data[:-4]).digest()[:4] != data[-4:]:
             raise DecodeError("SigningState: checksum mismatch (torn or corrupted write)")
         reader = Reader(data[:-4], "SigningState")
-        if reader.fixed(len(_MAGIC), "magic") != _MAGIC:
-            raise DecodeError("SigningState: bad magic")
-        version = reader.u8("version")
-        if version != SIGNING_STATE_VERSION:
-            raise DecodeError(f"SigningState: unsupported version {version}")
+        reader.magic_and_version(_MAGIC, SIGNING_STATE_VERSION, "SigningState")
         height = reader.u64("height")
         round_number = reader.u32("round")
         raw_step = reader.u8("step")

@@ -42,10 +42,18 @@ from emrchain.consensus.events import (
 from emrchain.consensus.proposer import ProposerSelector
 from emrchain.consensus.step import Step
 from emrchain.consensus.vote_tally import HeightVotes
+from emrchain.invariants import invariant
 from emrchain.types.commit import CommitCertificate
 from emrchain.types.evidence import DuplicateVoteEvidence
 from emrchain.types.validator import ValidatorSet
 from emrchain.types.vote import NIL_BLOCK_ID, Proposal, Vote, VoteType
+
+MAX_EVALUATION_PASSES = 12
+"""Bound of invariant C1 (docs/spec/consensus.md §5.1). A pass of `_evaluate` decides, skips
+to a higher round (at most once per call: the round then equals the changed round), fires one
+of five rules that can each fire at most once per round (prevote on a proposal and nil
+precommit leave their step; the timeout and polka rules have "first time" guards), or ends
+the loop. Rules of at most two rounds (before and after the skip): 2 × 5 + 1 skip + 1 last."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +82,10 @@ class TendermintCore:
         self.config = config
         self.own_key = own_key
         self.height = 0
-        self.validator_set: ValidatorSet | None = None
+        self.validator_set = ValidatorSet(())  # empty until the first StartHeight
         self._selector: ProposerSelector | None = None
         self.drop_counts: dict[str, int] = {}
-        self._future: list[Event] = []
+        self._future: list[VoteReceived | ProposalReceived] = []
         self._future_count: dict[bytes, int] = {}
         self._effects: list[Effect] = []
         self._reset_height()
@@ -86,7 +94,8 @@ class TendermintCore:
 
     def step(self, event: Event) -> list[Effect]:
         """Apply one event and return the effects the runtime must carry out, in order."""
-        self._effects = effects = []
+        effects: list[Effect] = []
+        self._effects = effects
         if isinstance(event, VoteReceived):
             self._on_vote(event.vote)
         elif isinstance(event, ProposalReceived):
@@ -205,7 +214,9 @@ class TendermintCore:
             else:
                 self._on_proposal(message.proposal)
 
-    def _accept_height(self, height: int, sender: bytes, event: Event) -> bool:
+    def _accept_height(
+        self, height: int, sender: bytes, event: VoteReceived | ProposalReceived
+    ) -> bool:
         """True if the message is for the current height; buffer height + 1 (bounded)."""
         if height == self.height and self.height > 0:
             if self.round_step == Step.COMMIT:
@@ -261,7 +272,7 @@ class TendermintCore:
     def _on_proposal(self, proposal: Proposal) -> None:
         if not self._accept_height(proposal.height, proposal.proposer, ProposalReceived(proposal)):
             return
-        if proposal.proposer != self._selector.proposer(proposal.height, proposal.round):
+        if proposal.proposer != self.proposer(proposal.height, proposal.round):
             self._drop("not_the_proposer")
             return
         if not self._admit_round(proposal.proposer, proposal.round):
@@ -348,24 +359,28 @@ class TendermintCore:
             self._drop("invalid_value_to_propose")
             return
         self._awaiting_value_round = None
-        self._effects.append(
-            SignProposal(Proposal(self.height, self.round, -1, event.block_id, self.own_key))
-        )
+        own_key = self._voter_key()
+        if own_key is not None:  # always: only a voting proposer awaits a value
+            proposal = Proposal(self.height, self.round, -1, event.block_id, own_key)
+            self._effects.append(SignProposal(proposal))
 
     # ---------------------------------------------------------------- the algorithm
 
-    def _is_voter(self) -> bool:
-        return self.own_key is not None and self.own_key in self.validator_set
+    def _voter_key(self) -> bytes | None:
+        """Our key if we vote in this height's set; None for an observer."""
+        own_key = self.own_key
+        return own_key if own_key is not None and own_key in self.validator_set else None
 
     def _start_round(self, round_number: int) -> None:
         """Lines 10-21 (StartRound)."""
         self.round = round_number
         self.round_step = Step.PROPOSE
         self._awaiting_value_round = None
-        if self._is_voter() and self._selector.proposer(self.height, round_number) == self.own_key:
+        own_key = self._voter_key()
+        if own_key is not None and self.proposer(self.height, round_number) == own_key:
             if self.valid_block_id is not None:  # lines 14-15: carry the valid value over
                 proposal = Proposal(
-                    self.height, round_number, self.valid_round, self.valid_block_id, self.own_key
+                    self.height, round_number, self.valid_round, self.valid_block_id, own_key
                 )
                 self._effects.append(SignProposal(proposal))
             else:  # line 16: getValue()
@@ -382,20 +397,29 @@ class TendermintCore:
         )
 
     def _prevote(self, block_id: bytes) -> None:
-        if self._is_voter():
-            vote = Vote(VoteType.PREVOTE, self.height, self.round, block_id, self.own_key)
+        own_key = self._voter_key()
+        if own_key is not None:
+            vote = Vote(VoteType.PREVOTE, self.height, self.round, block_id, own_key)
             self._effects.append(SignVote(vote))
         self.round_step = Step.PREVOTE
 
     def _precommit(self, block_id: bytes) -> None:
-        if self._is_voter():
-            vote = Vote(VoteType.PRECOMMIT, self.height, self.round, block_id, self.own_key)
+        own_key = self._voter_key()
+        if own_key is not None:
+            vote = Vote(VoteType.PRECOMMIT, self.height, self.round, block_id, own_key)
             self._effects.append(SignVote(vote))
         self.round_step = Step.PRECOMMIT
 
     def _evaluate(self, changed_round: int) -> None:
         """Fire every upon-rule enabled by a change in `changed_round`, until none is."""
+        passes = 0
         while self.round_step != Step.COMMIT:
+            passes += 1
+            invariant(
+                passes <= MAX_EVALUATION_PASSES,
+                "C1 progress: each pass of the evaluation loop fires a rule that fires at most "
+                "once per round",
+            )
             if self._try_decide(changed_round):
                 return
             if changed_round > self.round and self._exceeds_one_third(
@@ -499,6 +523,7 @@ class TendermintCore:
                 and self._validity.get(block_id)
                 and round_number in self._proposal_rounds.get(block_id, ())
             ):
+                invariant(self.decided_block_id is None, "I1 agreement: one decision per height")
                 commit = CommitCertificate.from_precommits(votes.votes_for(block_id))
                 self.decided_block_id = block_id
                 self.round_step = Step.COMMIT

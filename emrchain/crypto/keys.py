@@ -56,4 +56,5 @@ class Ed25519Signer:
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """Verify one signature under the chain's acceptance rules."""
-    return _core.verify_batch([public_key], [message], [signature], 1) == b"\x01"
+    verdicts: bytes = _core.verify_batch([public_key], [message], [signature], 1)
+    return verdicts == b"\x01"

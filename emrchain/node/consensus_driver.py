@@ -1,43 +1,66 @@
-"""Runs the pure consensus core inside the node: effects become I/O, timers become events.
+"""The node's host of the consensus runtime: actions become I/O, timers become events.
 
-Own signatures follow the guard's order (`docs/spec/consensus.md` §4): authorize against the
-persisted signing state → persist it (fsync) → sign → broadcast → feed back to the core.
-Messages from peers reach the core only after their signature verified.
+Everything around the core that must behave the same in the node and in the simulator (the
+signing guard's order, the WAL, restart and re-send, retransmission, buffering of future
+heights) is `emrchain.consensus.runtime.ConsensusRuntime`, which the simulator drives too. This
+module carries out its actions with the node's resources: WAL segment files
+(`store/consensus_wal.py`), the guard record in LevelDB (`SigningStateStore`, sync writes), P2P
+broadcasts, asyncio timers, and the chain (building, validating and applying blocks). It also
+owns what only a node does between heights: the commit pause (`timeout_commit_ms`, shorter
+while a reader waits for a block) and, with create_empty_blocks = false, waiting for a reason
+to start a height.
+
+Test-only fault hook: `EMRCHAIN_UNSAFE_EXIT_AFTER_SIGNING_STATE=height/round/step` (step one of
+PROPOSAL, PREVOTE, PRECOMMIT) makes the process exit with status `FAULT_EXIT_STATUS` right after
+it persisted the signing state for exactly that position, before sending the message: the
+crash point of docs/spec/consensus.md §4.2 that tests/node/test_restart_wal.py kills a real
+validator at. A node with it set logs a CRITICAL line at start; a malformed value stops the
+node from starting. It is read from the environment only, never from the node's config.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from emrchain.consensus import effects as fx
-from emrchain.consensus.events import (
-    Event,
-    ProposalReceived,
-    StartHeight,
-    TimeoutFired,
-    ValueToPropose,
-    ValueValidated,
-    VoteReceived,
+from emrchain.consensus.effects import ReportEvidence, ScheduleTimeout
+from emrchain.consensus.events import TimeoutFired
+from emrchain.consensus.runtime import (
+    Action,
+    AppendToWal,
+    Broadcast,
+    CommitBlock,
+    ConsensusMessage,
+    ConsensusRuntime,
+    DiscardWal,
+    PersistedConsensus,
+    RuntimeLimits,
+    SaveSigningState,
+    SignedProposal,
+    Warn,
 )
-from emrchain.consensus.signing_guard import (
-    DoubleSignError,
-    SigningState,
-    authorize,
-    request_for_proposal,
-    request_for_vote,
-)
+from emrchain.consensus.signing_guard import SignedStep, SigningState
 from emrchain.consensus.state_machine import ConsensusState, TendermintCore
 from emrchain.crypto.keys import Signer
+from emrchain.invariants import invariant
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
-from emrchain.store import SigningStateStore
+from emrchain.store import ConsensusWal, SigningStateStore
 from emrchain.types import Block, CommitCertificate, DuplicateVoteEvidence, Proposal, Vote
+from emrchain.types.vote import PROPOSAL_BYTES
 
 logger = logging.getLogger(__name__)
+
+FAULT_ENVIRONMENT_VARIABLE = "EMRCHAIN_UNSAFE_EXIT_AFTER_SIGNING_STATE"
+FAULT_EXIT_STATUS = 86
+WAL_ENTRY_OVERHEAD_BYTES = 1024 * 1024
+"""Beyond max_block_bytes, what a WAL entry of a proposal may hold (header, commit, evidence;
+the block decoder's own allowance)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +82,98 @@ class DriverLimits:
     """False: after timeout_commit, the next height starts only once there is something to
     commit (see `_start_or_wait`); an idle chain then makes no blocks."""
 
+    def runtime_limits(self, max_block_bytes: int) -> RuntimeLimits:
+        """The runtime's bounds (`RuntimeLimits`): the fields both classes name, and WAL
+        entries as long as a proposal of the largest block."""
+        shared: dict[str, Any] = {
+            name: getattr(self, name)
+            for name in RuntimeLimits.__dataclass_fields__
+            if hasattr(self, name)
+        }
+        max_entry_bytes = 1 + PROPOSAL_BYTES + max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES
+        return RuntimeLimits(**shared, max_wal_entry_bytes=max_entry_bytes)
+
+
+def exit_point_from_environment(
+    environment: Mapping[str, str],
+) -> tuple[int, int, int] | None:
+    """The (height, round, step) of the test-only fault hook, or None if it is not set."""
+    value = environment.get(FAULT_ENVIRONMENT_VARIABLE)
+    if value is None:
+        return None
+    try:
+        height, round_number, step = value.split("/")
+        return (int(height), int(round_number), int(SignedStep[step]))
+    except (ValueError, KeyError):
+        raise ValueError(
+            f"{FAULT_ENVIRONMENT_VARIABLE} must be height/round/step with step PROPOSAL, "
+            f"PREVOTE or PRECOMMIT, not {value!r}"
+        ) from None
+
+
+class ChainBlocks:
+    """`BlockRules` over the node's chain. Keeps each block's verdict (execution reuses what
+    validation computed) and our own block's encoding (the WAL and P2P share it)."""
+
+    def __init__(self, chain: Chain, proposer: bytes) -> None:
+        self._chain = chain
+        self._proposer = proposer
+        # block id -> (height, verdict); pruned when a height starts.
+        self._verdicts: dict[bytes, tuple[int, BlockVerdict]] = {}
+        self._own_encoding: tuple[bytes, bytes] | None = None
+
+    def identify(self, block: Block) -> tuple[int, bytes]:
+        return block.height, block.block_id
+
+    def build(self, height: int, round_number: int) -> Block:
+        block = self._chain.build_block(height, self._proposer)
+        self._verdicts[block.block_id] = (height, self._chain.own_block_verdict(block))
+        return block
+
+    def validate(self, height: int, block: Block) -> bool:
+        if height != self._chain.height + 1:
+            return False
+        known = self._verdicts.get(block.block_id)
+        if known is not None:
+            return known[1].valid
+        verdict = self._chain.validate_block(block)
+        self._verdicts[block.block_id] = (height, verdict)
+        if not verdict.valid:
+            logger.warning("block %d from proposer is invalid: %s", height, verdict.reason)
+        return verdict.valid
+
+    def verdict(self, block_id: bytes) -> BlockVerdict | None:
+        known = self._verdicts.get(block_id)
+        return known[1] if known is not None else None
+
+    def encode(self, block: Block) -> bytes:
+        block_id = block.block_id
+        if self._own_encoding is not None and self._own_encoding[0] == block_id:
+            return self._own_encoding[1]
+        encoded = block.encode()
+        self._own_encoding = (block_id, encoded)
+        return encoded
+
+    def decode(self, data: bytes) -> Block:
+        return Block.decode(data, self._chain.store.limits)
+
+    def forget_below(self, height: int) -> None:
+        for block_id in [key for key, (known, _) in self._verdicts.items() if known < height]:
+            del self._verdicts[block_id]
+
+
+class ChainVerifier:
+    """Signature checks of consensus messages on the node's chain id."""
+
+    def __init__(self, chain_id: bytes) -> None:
+        self._chain_id = chain_id
+
+    def vote(self, vote: Vote) -> bool:
+        return vote.verify(self._chain_id)
+
+    def proposal(self, proposal: Proposal) -> bool:
+        return proposal.verify(self._chain_id)
+
 
 class ConsensusDriver:
     """One validator's consensus loop. All methods run on the node's event loop."""
@@ -69,36 +184,38 @@ class ConsensusDriver:
         chain: Chain,
         signer: Signer,
         signing_store: SigningStateStore,
+        wal: ConsensusWal,
         broadcast: Callable[[Message], None],
         limits: DriverLimits,
+        environment: Mapping[str, str] = os.environ,
     ) -> None:
         self._core = core
         self._chain = chain
-        self._signer = signer
         self._signing_store = signing_store
+        self._wal = wal
         self._broadcast = broadcast
         self._limits = limits
         self._loop = asyncio.get_running_loop()
-        saved = signing_store.load()
-        self._signing_state = SigningState.decode(saved) if saved else SigningState()
-        # height -> block id -> (block, verdict once validated); only current and next height.
-        self._blocks: dict[int, dict[bytes, tuple[Block, BlockVerdict | None]]] = {}
+        self._blocks = ChainBlocks(chain, signer.public_key)
+        self.runtime = ConsensusRuntime(
+            core,
+            signer,
+            chain.chain_id,
+            self._blocks,
+            ChainVerifier(chain.chain_id),
+            limits.runtime_limits(chain.store.limits.max_block_bytes),
+        )
+        self._exit_point = exit_point_from_environment(environment)
+        if self._exit_point is not None:
+            logger.critical(
+                "TEST FAULT HOOK ARMED (%s): this process exits right after persisting the "
+                "signing state at %s; never set it outside tests",
+                FAULT_ENVIRONMENT_VARIABLE,
+                environment[FAULT_ENVIRONMENT_VARIABLE],
+            )
         self._timers: list[asyncio.TimerHandle] = []
         self._start_timer: asyncio.TimerHandle | None = None
         self.evidence: deque[DuplicateVoteEvidence] = deque(maxlen=limits.max_evidence_kept)
-        # Our own signed messages of the current height. Algorithm 1 assumes every message of
-        # a correct process eventually reaches every correct process; a peer that was down or
-        # disconnected when we sent them would otherwise wait forever (for example for the
-        # 2f+1 precommits that schedule timeoutPrecommit), so the node resends these.
-        self._own_messages: deque[Message] = deque(maxlen=limits.max_own_messages)
-        # Messages for heights beyond the core's window (a validator that fell behind, e.g.
-        # descheduled under load, would otherwise drop them and could only catch up through
-        # block sync, one status interval per height, while the others wait for it whenever it
-        # is the proposer). Replayed when their height comes into the window; bounded.
-        self._future: dict[int, list[ProposalMessage | VoteMessage]] = {}
-        self._future_count = 0
-        self.future_messages_dropped = 0
-        self.refused_signatures = 0
         self.stopped = False
         self._applying: asyncio.Task[None] | None = None
         # The height we would start if there were transactions (create_empty_blocks = false).
@@ -116,13 +233,34 @@ class ConsensusDriver:
     def height(self) -> int:
         return self._core.height
 
+    @property
+    def refused_signatures(self) -> int:
+        return self.runtime.refused_signatures
+
+    def resume(self, height: int) -> None:
+        """Join consensus at `height` (the one after our last committed block) from the
+        persisted signing state and WAL: resume our round and lock, replay, re-send."""
+        runtime_limits = self.runtime.limits
+        persisted = PersistedConsensus(
+            self._signing_store.load(),
+            self._wal.load(
+                runtime_limits.max_wal_entry_bytes, runtime_limits.max_wal_entries_per_height
+            ),
+        )
+        self._execute(self.runtime.restart(height, self._chain.validator_set(height), persisted))
+        if self.runtime.resent_after_restart:
+            logger.info(
+                "resumed height %d: re-sent %d messages signed before the restart",
+                height,
+                self.runtime.resent_after_restart,
+            )
+
     def consensus_state(self) -> ConsensusState:
         """Where the core is (height, round, step, lock): what `/status` reports."""
         return self._core.state()
 
     def start_height(self, height: int) -> None:
-        """Enter `height` (the one after our last committed block), resuming our own signing
-        position and lock if we crashed in the middle of it."""
+        """Enter `height` after the block before it is durable (decided or synced)."""
         if self._start_timer is not None:
             self._start_timer.cancel()
             self._start_timer = None
@@ -131,26 +269,16 @@ class ConsensusDriver:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        for stale in [known for known in self._blocks if known < height]:
-            del self._blocks[stale]
-        self._own_messages.clear()
-        state = self._signing_state
-        locked_round, locked_block_id = state.lock_at(height)
-        resume_round = state.round if state.height == height else 0
-        self._dispatch(
-            StartHeight(
-                height,
-                self._chain.validator_set(height),
-                resume_round,
-                locked_round,
-                locked_block_id,
-            )
-        )
-        self._replay_future()
+        self._blocks.forget_below(height)
+        self._execute(self.runtime.start_height(height, self._chain.validator_set(height)))
 
     def own_messages(self) -> list[Message]:
         """Our signed proposal and votes of the current height, oldest first (for resending)."""
-        return list(self._own_messages)
+        return [self._wire(message) for message in self.runtime.own_messages()]
+
+    def tick(self) -> None:
+        """Every status interval: the runtime re-sends our messages if the height is stuck."""
+        self._execute(self.runtime.on_tick())
 
     def stop(self) -> None:
         self.stopped = True
@@ -158,147 +286,92 @@ class ConsensusDriver:
             timer.cancel()
         if self._start_timer is not None:
             self._start_timer.cancel()
+        self._wal.close()
 
     # --------------------------------------------------------------- from the network
 
     def on_proposal(self, message: ProposalMessage) -> None:
-        proposal, block = message.proposal, message.block
-        if block.block_id != proposal.block_id or block.height != proposal.height:
-            logger.warning("proposal whose block does not match it; dropped")
-            return
-        if self._keep_for_later(block.height, message):
-            return
-        if not self._keep_block(block):
-            return
-        if not proposal.verify(self._chain.chain_id):
-            logger.warning("proposal with an invalid signature; dropped")
-            return
-        self._wake_for(block.height)
-        self._dispatch(ProposalReceived(proposal))
+        if not self.stopped:
+            self._execute(
+                self.runtime.on_proposal(message.proposal, message.block, message.block_bytes)
+            )
 
     def on_vote(self, message: VoteMessage) -> None:
-        vote = message.vote
-        if self._keep_for_later(vote.height, message):
-            return
-        if not self.height <= vote.height <= self.height + 1:
-            return
-        if not vote.verify(self._chain.chain_id):
-            logger.warning("vote with an invalid signature from %s", vote.validator.hex()[:16])
-            return
-        self._wake_for(vote.height)
-        self._dispatch(VoteReceived(vote))
+        if not self.stopped:
+            self._execute(self.runtime.on_vote(message.vote, message.encoded))
 
-    def _keep_for_later(self, height: int, message: ProposalMessage | VoteMessage) -> bool:
-        """Buffer a message for a height above the core's window; True if it was taken (kept
-        or dropped for want of room). Signatures are checked when it is replayed."""
-        if not self.height + 1 < height <= self.height + self._limits.future_heights:
-            return False
-        if self._future_count >= self._limits.max_future_messages:
-            self.future_messages_dropped += 1
-            return True
-        self._future.setdefault(height, []).append(message)
-        self._future_count += 1
-        return True
+    # ------------------------------------------------------------------- the actions
 
-    def _replay_future(self) -> None:
-        """Feed buffered messages whose height is now in the window; forget older ones."""
-        for height in sorted(self._future):
-            if height > self.height + 1:
-                break
-            messages = self._future.pop(height)
-            self._future_count -= len(messages)
-            if height < self.height:
-                continue
-            for message in messages:
-                if isinstance(message, ProposalMessage):
-                    self.on_proposal(message)
-                else:
-                    self.on_vote(message)
+    def _execute(self, actions: list[Action]) -> None:
+        """Carry out the runtime's actions in order, each complete before the next."""
+        wake = False
+        for action in actions:
+            if isinstance(action, Broadcast):
+                self._broadcast(self._wire(action.message))
+            elif isinstance(action, AppendToWal):
+                self._wal.append(action.height, action.record, sync=action.sync)
+                # A verified message for the height we wait at: a validator that holds
+                # transactions started it, and waiting would hold up its quorum.
+                wake = wake or action.height == self._waiting_height
+            elif isinstance(action, SaveSigningState):
+                self._signing_store.save(action.state.encode())
+                self._exit_if_armed(action.state)
+            elif isinstance(action, ScheduleTimeout):
+                self._schedule(action)
+            elif isinstance(action, CommitBlock):
+                self._decide(action)
+            elif isinstance(action, DiscardWal):
+                self._wal.discard_below(action.below_height)
+            elif isinstance(action, ReportEvidence):
+                self._report(action.evidence)
+            elif isinstance(action, Warn):
+                logger.warning("%s", action.text)
+        if wake and self._waiting_height is not None:
+            self._wake_for(self._waiting_height)
 
-    def _keep_block(self, block: Block) -> bool:
-        if not self.height <= block.height <= self.height + 1:
-            return False
-        bucket = self._blocks.setdefault(block.height, {})
-        if block.block_id in bucket:
-            return True
-        if len(bucket) >= self._limits.max_blocks_per_height:
-            logger.warning("too many proposed blocks at height %d; dropped", block.height)
-            return False
-        bucket[block.block_id] = (block, None)
-        return True
+    def _wire(self, message: ConsensusMessage) -> Message:
+        if isinstance(message, SignedProposal):
+            block = message.block
+            return ProposalMessage(message.proposal, block, self._blocks.encode(block))
+        return VoteMessage(message)
 
-    # ------------------------------------------------------------------- the loop
-
-    def _dispatch(self, event: Event) -> None:
-        """Feed `event` and every event its effects produce, in order (bounded)."""
-        if self.stopped:
-            return
-        pending: deque[Event] = deque([event])
-        handled = 0
-        while pending:
-            handled += 1
-            if handled > self._limits.max_events_per_dispatch:
-                raise RuntimeError("consensus produced an unbounded chain of events")
-            for effect in self._core.step(pending.popleft()):
-                follow_up = self._execute(effect)
-                if follow_up is not None:
-                    pending.append(follow_up)
-
-    def _execute(self, effect: fx.Effect) -> Event | None:
-        if isinstance(effect, fx.SignVote):
-            signed = self._sign_vote(effect.vote)
-            return VoteReceived(signed) if signed else None
-        if isinstance(effect, fx.SignProposal):
-            signed_proposal = self._sign_proposal(effect.proposal)
-            return ProposalReceived(signed_proposal) if signed_proposal else None
-        if isinstance(effect, fx.ScheduleTimeout):
-            self._schedule(effect)
-            return None
-        if isinstance(effect, fx.RequestValue):
-            block = self._chain.build_block(effect.height, self._signer.public_key)
-            bucket = self._blocks.setdefault(block.height, {})
-            bucket[block.block_id] = (block, self._chain.own_block_verdict(block))
-            return ValueToPropose(effect.height, effect.round, block.block_id)
-        if isinstance(effect, fx.ValidateValue):
-            return ValueValidated(effect.height, effect.block_id, self._validate(effect))
-        if isinstance(effect, fx.Decide):
-            self._decide(effect)
-            return None
-        if isinstance(effect, fx.ReportEvidence):
-            logger.warning(
-                "equivocation by validator %s at height %d",
-                effect.evidence.validator.hex()[:16],
-                effect.evidence.height,
+    def _exit_if_armed(self, state: SigningState) -> None:
+        """The test-only fault hook (module docstring): die between persisting and sending."""
+        if self._exit_point is not None and state.position == self._exit_point:
+            logger.critical(
+                "TEST FAULT HOOK: exiting after persisting the signing state at height %d "
+                "round %d step %s, before sending",
+                state.height,
+                state.round,
+                state.step.name,
             )
-            self.evidence.append(effect.evidence)
-            return None
-        raise TypeError(f"unknown effect {type(effect).__name__}")
+            logging.shutdown()
+            os._exit(FAULT_EXIT_STATUS)
 
-    def _validate(self, effect: fx.ValidateValue) -> bool:
-        entry = self._blocks.get(effect.height, {}).get(effect.block_id)
-        if entry is None or effect.height != self._chain.height + 1:
-            return False
-        block, verdict = entry
-        if verdict is None:
-            verdict = self._chain.validate_block(block)
-            self._blocks[effect.height][effect.block_id] = (block, verdict)
-            if not verdict.valid:
-                logger.warning(
-                    "block %d from proposer is invalid: %s", block.height, verdict.reason
-                )
-        return verdict.valid
+    def _report(self, evidence: DuplicateVoteEvidence) -> None:
+        logger.warning(
+            "equivocation by validator %s at height %d",
+            evidence.validator.hex()[:16],
+            evidence.height,
+        )
+        self.evidence.append(evidence)
 
-    def _decide(self, effect: fx.Decide) -> None:
-        block, verdict = self._blocks[effect.height][effect.block_id]
-        if effect.height != self._chain.height + 1:  # block sync applied it already
+    def _decide(self, action: CommitBlock) -> None:
+        block = action.block
+        if action.height != self._chain.height + 1:  # block sync applied it already
+            invariant(
+                self._chain.store.height_of(block.block_id) == action.height,
+                "I1 agreement: the block consensus decides is the one block sync applied",
+            )
             self._schedule_next_height(block_had_txs=True)
             return
         if self._applying is not None:
-            raise RuntimeError(f"decided height {effect.height} while a block is still written")
+            raise RuntimeError(f"decided height {action.height} while a block is still written")
         # Executed now; written in the chain's writer thread while the loop goes on (admission,
         # RPC, votes for the next height, which the core keeps). The next height starts only
         # once the block is durable.
-        self._applying = self._loop.create_task(self._apply_decided(block, effect.commit, verdict))
+        verdict = self._blocks.verdict(block.block_id)
+        self._applying = self._loop.create_task(self._apply_decided(block, action.commit, verdict))
 
     async def _apply_decided(
         self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None
@@ -379,67 +452,16 @@ class ConsensusDriver:
         if self._applying is not None:
             await asyncio.gather(self._applying, return_exceptions=True)
 
-    def _schedule(self, effect: fx.ScheduleTimeout) -> None:
+    def _schedule(self, effect: ScheduleTimeout) -> None:
         event = TimeoutFired(effect.height, effect.round, effect.step)
         self._timers = [timer for timer in self._timers if not timer.cancelled()]
         self._timers.append(
-            self._loop.call_later(effect.duration_ms / 1000, self.guard, self._dispatch, event)
+            self._loop.call_later(effect.duration_ms / 1000, self.guard, self._on_timeout, event)
         )
 
-    # ---------------------------------------------------------------- signing
-
-    def _persist_then_sign(self, request: SigningState, message: bytes) -> bytes | None:
-        try:
-            new_state = authorize(self._signing_state, request)
-        except DoubleSignError as error:
-            self.refused_signatures += 1
-            logger.warning("double-sign guard refused a signature: %s", error)
-            return None
-        if new_state != self._signing_state:
-            self._signing_store.save(new_state.encode())
-            self._signing_state = new_state
-        return self._signer.sign(message)
-
-    def _send_own(self, message: Message) -> None:
-        self._own_messages.append(message)
-        self._broadcast(message)
-
-    def _sign_vote(self, vote: Vote) -> Vote | None:
-        chain_id = self._chain.chain_id
-        signature = self._persist_then_sign(
-            request_for_vote(vote, chain_id), vote.signed_message(chain_id)
-        )
-        if signature is None:
-            return None
-        signed = Vote(vote.type, vote.height, vote.round, vote.block_id, vote.validator, signature)
-        self._send_own(VoteMessage(signed))
-        return signed
-
-    def _sign_proposal(self, proposal: Proposal) -> Proposal | None:
-        chain_id = self._chain.chain_id
-        entry = self._blocks.get(proposal.height, {}).get(proposal.block_id)
-        if entry is None:
-            logger.error("asked to propose a block we do not hold; skipped")
-            return None
-        signature = self._persist_then_sign(
-            request_for_proposal(proposal, chain_id), proposal.signed_message(chain_id)
-        )
-        if signature is None:
-            return None
-        signed = Proposal(
-            proposal.height,
-            proposal.round,
-            proposal.pol_round,
-            proposal.block_id,
-            proposal.proposer,
-            signature,
-        )
-        self._send_own(ProposalMessage(signed, entry[0]))
-        if signed.pol_round >= 0:
-            # Locked validators need the polka that justifies a re-proposal (paper line 28).
-            for vote in self._core.prevotes_for(signed.pol_round, signed.block_id):
-                self._broadcast(VoteMessage(vote))
-        return signed
+    def _on_timeout(self, event: TimeoutFired) -> None:
+        if not self.stopped:
+            self._execute(self.runtime.on_timeout(event))
 
 
 def _raise(error: Exception) -> None:

@@ -13,7 +13,7 @@ BLOCKSYNC  1 status    = height u64 | block_id 32     (our latest committed bloc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from emrchain.types import Block, CommitCertificate, DecodeError, Limits, Proposal, Vote
@@ -31,11 +31,15 @@ class Channel(IntEnum):
 class ProposalMessage:
     proposal: Proposal
     block: Block
+    block_bytes: bytes | None = field(default=None, compare=False, repr=False)
+    """`block.encode()` when known (received, or encoded once for the WAL): not encoded again."""
 
 
 @dataclass(frozen=True, slots=True)
 class VoteMessage:
     vote: Vote
+    encoded: bytes | None = field(default=None, compare=False, repr=False)
+    """`vote.encode()` when known (received): the consensus WAL stores these bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,10 @@ def encode(message: Message) -> tuple[Channel, bytes]:
     channel, tag = _TAGS[type(message)]
     writer = Writer().u8(tag)
     if isinstance(message, ProposalMessage):
-        writer.raw(message.proposal.encode()).raw(message.block.encode())
+        block = message.block_bytes
+        writer.raw(message.proposal.encode()).raw(
+            block if block is not None else message.block.encode()
+        )
     elif isinstance(message, VoteMessage):
         writer.raw(message.vote.encode())
     elif isinstance(message, TxsMessage):
@@ -100,11 +107,12 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
     if channel == Channel.CONSENSUS and tag == 1:
         if len(body) < PROPOSAL_BYTES:
             raise DecodeError("proposal message: too short")
+        block_bytes = body[PROPOSAL_BYTES:]
         return ProposalMessage(
-            Proposal.decode(body[:PROPOSAL_BYTES]), Block.decode(body[PROPOSAL_BYTES:], limits)
+            Proposal.decode(body[:PROPOSAL_BYTES]), Block.decode(block_bytes, limits), block_bytes
         )
     if channel == Channel.CONSENSUS and tag == 2:
-        return VoteMessage(Vote.decode(body))
+        return VoteMessage(Vote.decode(body), body)
     reader = Reader(body, f"channel {channel} tag {tag}")
     if channel == Channel.MEMPOOL and tag == 1:
         count = reader.count(4, max_gossip_txs, "count")

@@ -1,9 +1,10 @@
 """A validator node: wires store, application, mempool, consensus, P2P, block sync and RPC.
 
 Startup handshake: open the store (initialising it from genesis the first time), check it is
-consistent (`store.reconcile`), restore the double-sign guard's state, then join consensus at
-the height after the last committed block — resuming our own round and lock if we crashed in
-the middle of that height. Block and state are committed in one atomic batch, so there is never
+consistent (`store.reconcile`), then join consensus at the height after the last committed
+block from the double-sign guard's state and the consensus WAL — resuming our own round and
+lock, and re-sending what we signed, if we crashed in the middle of that height
+(docs/spec/consensus.md §4.4). Block and state are committed in one atomic batch, so there is never
 a decided-but-half-applied block to replay.
 """
 
@@ -48,6 +49,7 @@ from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
     BlockStore,
     ChainDatabase,
+    ConsensusWal,
     DatabaseOptions,
     SigningStateStore,
     reconcile,
@@ -236,6 +238,7 @@ class Node:
             self.chain,
             self.validator_key,
             SigningStateStore(self._database),
+            ConsensusWal.open(self.config.home),
             self._broadcast,
             build(DriverLimits, self.config),
         )
@@ -248,7 +251,7 @@ class Node:
             _core.IMPLEMENTATION,
         )
         self.driver.guard = self._guarded
-        self._guarded(self.driver.start_height, self.chain.height + 1)
+        self._guarded(self.driver.resume, self.chain.height + 1)
         self._tasks = [
             asyncio.create_task(self._receive_loop()),
             asyncio.create_task(self._gossip_loop()),
@@ -412,18 +415,14 @@ class Node:
                     self._gossip_cursors[peer_id] = next_cursor
 
     async def _status_loop(self) -> None:
-        previous_height = -1
         while True:
             await asyncio.sleep(self.intervals.status_interval_ms / 1000)
             self._broadcast(self.blocksync.status())
             self._guarded(self.blocksync.tick)
-            driver = self.driver
-            if driver is not None and driver.height == previous_height:
-                # Stuck for a whole interval: resend our messages of this height, in case a
-                # peer missed them (dropped from a full queue, or connected in between).
-                for message in driver.own_messages():
-                    self._broadcast(message)
-            previous_height = driver.height if driver is not None else -1
+            if self.driver is not None:
+                # Stuck for a whole interval: the runtime resends our messages of this height,
+                # in case a peer missed them (dropped from a full queue, or connected since).
+                self._guarded(self.driver.tick)
 
 
 async def run_node(home: Path | str) -> Node:

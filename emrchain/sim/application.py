@@ -32,7 +32,8 @@ def is_valid_block(payload: bytes, height: int) -> bool:
     """`valid(v)` of the paper: deterministic, so every correct node gives the same answer."""
     if len(payload) != PAYLOAD_BYTES:
         return False
-    magic, block_height, _round, _proposer, valid, _variant = _LAYOUT.unpack(payload)
+    fields: tuple[bytes, int, int, bytes, int, int] = _LAYOUT.unpack(payload)
+    magic, block_height, _round, _proposer, valid, _variant = fields
     return magic == _MAGIC and block_height == height and valid == 1
 
 

@@ -1,6 +1,7 @@
 """Byzantine validators: at most f of them (by power), colluding through one `Adversary`.
 
-Each runs a correct core (so it follows the rounds plausibly) but replaces what it signs:
+Each runs the correct core inside the shared runtime (so it follows the rounds plausibly) but
+its runtime replaces what it signs (`ByzantineRuntime` overrides the two signing hooks):
 - SILENT: sends nothing at all;
 - EQUIVOCATE: as proposer, two different blocks to two halves of the correct nodes; as voter,
   votes for one value to one half and another (or nil) to the other half;
@@ -12,16 +13,15 @@ It never consults the signing guard, never crashes and is never checked by I3.
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from emrchain.consensus.events import Event, ProposalReceived, VoteReceived
+from emrchain.consensus.runtime import Action, ConsensusRuntime, SignedProposal
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.sim.application import block_id_of, make_block
 from emrchain.sim.messages import Message, ProposalMessage, VoteMessage
-from emrchain.sim.node import SimNode
+from emrchain.sim.node import SimNode, SimulatedBlocks
 from emrchain.sim.scenario import Behaviour
 from emrchain.types.vote import NIL_BLOCK_ID, Proposal, Vote, VoteType
 
@@ -97,6 +97,9 @@ class ByzantineNode(SimNode):
         self.behaviour = behaviour
         self.adversary = adversary
 
+    def make_runtime(self) -> ConsensusRuntime[bytes]:
+        return ByzantineRuntime(self, self._make_core(self.key))
+
     def deliver(self, source: int, message: Message) -> None:
         if self.behaviour == Behaviour.SILENT:
             return
@@ -111,7 +114,7 @@ class ByzantineNode(SimNode):
         if self.behaviour != Behaviour.SILENT:
             super().tick()
 
-    def _send_split(
+    def send_split(
         self, height: int, round_number: int, step: int, first: Message, second: Message
     ) -> None:
         group_a, _group_b = self.adversary.groups(height, round_number, step)
@@ -121,62 +124,77 @@ class ByzantineNode(SimNode):
             chosen = first if destination in group_a else second
             self.sim.send(self.index, destination, chosen)
 
-    def _sign_vote(self, vote: Vote, queue: deque[Event]) -> None:
-        if self.behaviour == Behaviour.SILENT:
-            return
-        chain_id = self.sim.chain_id
+
+class ByzantineRuntime(ConsensusRuntime[bytes]):
+    """The shared runtime with the adversary's signing: it sends straight onto the simulated
+    network (no guard, no WAL: a byzantine validator never crashes) and feeds the core the
+    message it would have sent to itself."""
+
+    def __init__(self, node: ByzantineNode, core: TendermintCore) -> None:
+        simulation = node.sim
+        super().__init__(
+            core, node.signer, simulation.chain_id, SimulatedBlocks(node.key), simulation.verifier
+        )
+        self.node = node
+
+    def _sign_vote(self, vote: Vote, actions: list[Action]) -> Vote | None:
+        node = self.node
+        if node.behaviour == Behaviour.SILENT:
+            return None
+        sim = node.sim
         signed: dict[bytes, Vote] = {}
 
         def signed_for(block_id: bytes) -> Vote:
             if block_id not in signed:
                 signed[block_id] = Vote.create(
-                    self.signer, chain_id, vote.type, vote.height, vote.round, block_id
+                    node.signer, sim.chain_id, vote.type, vote.height, vote.round, block_id
                 )
             return signed[block_id]
 
-        if self.behaviour == Behaviour.INVALID_BLOCKS:
+        if node.behaviour == Behaviour.INVALID_BLOCKS:
             key = (vote.height, vote.round)
-            own = signed_for(self.adversary.invalid_values.get(key, vote.block_id))
-            self.sim.broadcast(self.index, VoteMessage.of(own))
+            own = signed_for(node.adversary.invalid_values.get(key, vote.block_id))
+            sim.broadcast(node.index, VoteMessage.of(own))
         else:
             own = signed_for(vote.block_id)
-            for destination in range(self.sim.validators):
-                if destination == self.index:
+            for destination in range(sim.validators):
+                if destination == node.index:
                     continue
-                block_id = self.adversary.vote_value(
+                block_id = node.adversary.vote_value(
                     vote.height, vote.round, vote.type, destination
                 )
-                self.sim.send(self.index, destination, VoteMessage.of(signed_for(block_id)))
-        self.own_messages.append(VoteMessage.of(own))
-        queue.append(VoteReceived(own))
+                sim.send(node.index, destination, VoteMessage.of(signed_for(block_id)))
+        self._own_messages.append(own)
+        return own
 
-    def _sign_proposal(self, proposal: Proposal, queue: deque[Event]) -> None:
-        if self.behaviour == Behaviour.SILENT:
-            return
-        if self.behaviour not in (Behaviour.EQUIVOCATE, Behaviour.INVALID_BLOCKS):
-            super()._sign_proposal(proposal, queue)
-            return
+    def _sign_proposal(self, proposal: Proposal, actions: list[Action]) -> Proposal | None:
+        node = self.node
+        if node.behaviour == Behaviour.SILENT:
+            return None
+        if node.behaviour not in (Behaviour.EQUIVOCATE, Behaviour.INVALID_BLOCKS):
+            return super()._sign_proposal(proposal, actions)
         height, round_number = proposal.height, proposal.round
-        chain_id = self.sim.chain_id
-        if self.behaviour == Behaviour.INVALID_BLOCKS:
-            payloads = [make_block(height, round_number, self.key, valid=False)]
+        sim = node.sim
+        if node.behaviour == Behaviour.INVALID_BLOCKS:
+            payloads = [make_block(height, round_number, node.key, valid=False)]
         else:
-            payloads = [make_block(height, round_number, self.key, variant=v) for v in (1, 2)]
+            payloads = [make_block(height, round_number, node.key, variant=v) for v in (1, 2)]
         messages = []
         for payload in payloads:
             block_id = block_id_of(payload)
-            self.payloads[block_id] = payload
-            signed = Proposal.create(self.signer, chain_id, height, round_number, -1, block_id)
-            self.sim.checker.on_proposal_signed(self.sim.now, self.index, signed, payload)
+            self._keep_block(height, block_id, payload, own=True)
+            signed = Proposal.create(node.signer, sim.chain_id, height, round_number, -1, block_id)
+            sim.checker.on_proposal_signed(sim.now, node.index, signed, payload)
             messages.append(ProposalMessage.of(signed, payload))
-        if self.behaviour == Behaviour.INVALID_BLOCKS:
-            self.adversary.invalid_values[(height, round_number)] = messages[0].proposal.block_id
-            self.sim.broadcast(self.index, messages[0])
+        if node.behaviour == Behaviour.INVALID_BLOCKS:
+            node.adversary.invalid_values[(height, round_number)] = messages[0].proposal.block_id
+            sim.broadcast(node.index, messages[0])
         else:
-            self.adversary.split_values[(height, round_number)] = (
+            node.adversary.split_values[(height, round_number)] = (
                 messages[0].proposal.block_id,
                 messages[1].proposal.block_id,
             )
-            self._send_split(height, round_number, int(VoteType.PREVOTE), messages[0], messages[1])
-        self.own_messages.append(messages[0])
-        queue.append(ProposalReceived(messages[0].proposal))
+            node.send_split(height, round_number, int(VoteType.PREVOTE), messages[0], messages[1])
+        first = messages[0]
+        self._own_messages.append(SignedProposal(first.proposal, first.payload))
+        return first.proposal

@@ -7,7 +7,9 @@ Numbering is the one of docs/spec/consensus.md §5, which tests cite:
 - I3 no correct node signs two different messages for one (height, round, step);
 - I4 every decision carries a commit certificate that `verify_commit` accepts;
 - I5 liveness: after GST, every correct node decides the next K heights within the bound;
-- I6 evidence: what a correct node reports verifies and accuses only a byzantine validator.
+- I6 evidence: what a correct node reports verifies and accuses only a byzantine validator;
+- I7 no muted step: a correct node's signing guard never refuses a signature (after a restart
+  the runtime says again what it signed instead of asking to sign something else).
 """
 
 from __future__ import annotations
@@ -145,15 +147,23 @@ class InvariantChecker:
                 self._evidence_memo[memo_key] = None
             except EvidenceError as error:
                 self._evidence_memo[memo_key] = str(error)
-        error = self._evidence_memo[memo_key]
-        if error is not None:
-            self._violate("I6", time_ms, f"node {node} reported unverifiable evidence: {error}")
+        refusal = self._evidence_memo[memo_key]
+        if refusal is not None:
+            self._violate("I6", time_ms, f"node {node} reported unverifiable evidence: {refusal}")
         elif evidence.validator not in self._byzantine_keys:
             self._violate("I6", time_ms, f"node {node} accused a correct validator")
 
     # I5 --------------------------------------------------------------------------
     def on_liveness_failure(self, time_ms: int, detail: str) -> None:
         self._violate("I5", time_ms, detail)
+
+    # I7 --------------------------------------------------------------------------
+    def on_signatures_refused(self, time_ms: int, node: int, refused: int) -> None:
+        """At the end of a run: `refused` signatures the guard of node `node` refused."""
+        if self._correct[node] and refused:
+            self._violate(
+                "I7", time_ms, f"node {node}'s signing guard refused {refused} signatures"
+            )
 
     @property
     def agreement_violated(self) -> bool:

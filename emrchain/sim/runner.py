@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from emrchain.sim.scenario import make_scenario, parse_faults
 from emrchain.sim.simulation import Simulation, SimulationOptions
@@ -40,6 +42,7 @@ class RunSummary:
     virtual_time_ms: int
     trace_hash: str
     description: str
+    restart_path: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -62,6 +65,7 @@ def run_one(spec: RunSpec) -> RunSummary:
         virtual_time_ms=result.virtual_time_ms,
         trace_hash=result.trace_hash,
         description=scenario.describe(),
+        restart_path=result.restart_path,
     )
 
 
@@ -83,6 +87,14 @@ def run_many(specs_to_run: list[RunSpec], processes: int = 1) -> Iterator[RunSum
         yield from pool.imap(run_one, specs_to_run, chunksize=4)
 
 
+class Digest(Protocol):
+    """A running hash (`hashlib.sha256()`)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
 @dataclass
 class Totals:
     runs: int = 0
@@ -91,14 +103,16 @@ class Totals:
     liveness_failures: int = 0
     heights_decided: int = 0
     events: int = 0
-    failing: list[dict] = field(default_factory=list)
-    _trace: object = field(default_factory=hashlib.sha256)
+    failing: list[dict[str, object]] = field(default_factory=list)
+    restart_path: Counter[str] = field(default_factory=Counter)
+    _trace: Digest = field(default_factory=hashlib.sha256)
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, summary: RunSummary) -> None:
         self.runs += 1
         self.heights_decided += summary.heights_decided
         self.events += summary.events
+        self.restart_path.update(summary.restart_path)
         self._trace.update(summary.trace_hash.encode())
         if summary.safety:
             self.safety_violations += 1
@@ -114,9 +128,9 @@ class Totals:
                 }
             )
 
-    def as_json(self, extra: dict | None = None) -> dict:
+    def as_json(self, extra: dict[str, object] | None = None) -> dict[str, object]:
         elapsed = time.perf_counter() - self.started
-        report = {
+        report: dict[str, object] = {
             "runs": self.runs,
             "seeds": self.seeds,
             "safety_violations": self.safety_violations,
@@ -127,6 +141,8 @@ class Totals:
             "elapsed_seconds": round(elapsed, 2),
             "events": self.events,
             "failing_seeds": self.failing,
+            # What the runs exercised of the runtime's restart path (correct nodes).
+            "restart_path": dict(sorted(self.restart_path.items())),
             # Digest of every run's event trace, in run order: equal digests, equal runs.
             "trace_digest": self._trace.hexdigest(),
         }

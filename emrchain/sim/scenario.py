@@ -32,13 +32,23 @@ class Partition:
     groups: tuple[frozenset[int], ...]
 
 
+class CrashPoint(Enum):
+    """Where a crash strikes (docs/spec/consensus.md §4.2)."""
+
+    AT_ONCE = "at-once"
+    AFTER_WAL = "after-wal"
+    """At the next signature, right after its message is in the WAL, before the guard record
+    (the restart must catch the guard up from the WAL)."""
+    AFTER_SIGNING_STATE = "after-signing-state"
+    """At the next signature, right after its guard record too, before it is sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class Crash:
     node: int
     at_ms: int
     restart_ms: int
-    # Crash right after persisting the signing state of the next signature, before it leaves.
-    after_persist: bool
+    point: CrashPoint = CrashPoint.AT_ONCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,13 +159,20 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
             )
 
     crashes: list[Crash] = []
+    # Which of the two signing crash points: its own stream, so that the draws above (and
+    # with them every earlier seed's plan) are unchanged.
+    point_rng = random.Random(f"emrchain-sim/crash-point/{seed}/{validators}/{','.join(faults)}")
     if "crash" in faults and rng.random() < 0.7:
         horizon = max(network_heal_ms, 2_000)
         correct = [index for index in range(validators) if index not in dict(byzantine)]
         for node in rng.sample(correct, min(len(correct), rng.randint(1, 2))):
             at_ms = rng.randint(0, horizon - 1)
             restart_ms = rng.randint(at_ms + 1, at_ms + 1 + rng.choice((50, 500, 2_000)))
-            crashes.append(Crash(node, at_ms, restart_ms, rng.random() < 0.5))
+            point = CrashPoint.AT_ONCE
+            if rng.random() < 0.5:
+                after_wal = point_rng.random() < 0.5
+                point = CrashPoint.AFTER_WAL if after_wal else CrashPoint.AFTER_SIGNING_STATE
+            crashes.append(Crash(node, at_ms, restart_ms, point))
 
     return Scenario(
         seed=seed,

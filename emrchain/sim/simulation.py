@@ -10,24 +10,26 @@ import hashlib
 import heapq
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from emrchain.consensus.config import ConsensusConfig
 from emrchain.consensus.events import TimeoutFired
 from emrchain.consensus.proposer import ProposerSelector
 from emrchain.consensus.step import Step
 from emrchain.crypto.keys import Ed25519Signer
-from emrchain.sim.application import block_id_of
 from emrchain.sim.byzantine import Adversary, ByzantineNode
 from emrchain.sim.checkers import InvariantChecker, Violation
-from emrchain.sim.messages import Message, ProposalMessage, VoteMessage
+from emrchain.sim.messages import Message
 from emrchain.sim.network import Network
 from emrchain.sim.node import SYNC_INTERVAL_MS, CrashNow, SimNode
-from emrchain.sim.scenario import Crash, Scenario
+from emrchain.sim.scenario import Crash, CrashPoint, Scenario
 from emrchain.sim.variants import core_factory
 from emrchain.types.commit import CommitCertificate
 from emrchain.types.validator import Validator, ValidatorSet
+from emrchain.types.vote import Proposal, Vote
 
 CHAIN_ID = b"emrchain-sim"
 SIM_CONFIG = ConsensusConfig(
@@ -58,6 +60,10 @@ class SimulationResult:
     virtual_time_ms: int = 0
     events: int = 0
     trace_hash: str = ""
+    restart_path: dict[str, int] = field(default_factory=dict)
+    """Over the correct nodes: restarts, crashes at each signing crash point, messages
+    re-sent after a restart, signatures said again instead of re-signed differently, and
+    guard refusals (a correct node's are a bug: the runtime says again what it said)."""
 
     @property
     def safety_violations(self) -> list[Violation]:
@@ -70,6 +76,28 @@ class SimulationResult:
     @property
     def ok(self) -> bool:
         return not self.violations
+
+
+class MemoisedVerifier:
+    """Ingress signature checks, memoised: each distinct message is verified once per
+    simulation (a node verifies each message once at ingress; n nodes need not repeat it)."""
+
+    def __init__(self, chain_id: bytes) -> None:
+        self._chain_id = chain_id
+        self._votes: dict[Vote, bool] = {}
+        self._proposals: dict[Proposal, bool] = {}
+
+    def vote(self, vote: Vote) -> bool:
+        verdict = self._votes.get(vote)
+        if verdict is None:
+            verdict = self._votes[vote] = vote.verify(self._chain_id)
+        return verdict
+
+    def proposal(self, proposal: Proposal) -> bool:
+        verdict = self._proposals.get(proposal)
+        if verdict is None:
+            verdict = self._proposals[proposal] = proposal.verify(self._chain_id)
+        return verdict
 
 
 def signer_for(seed: int, validators: int, index: int) -> Ed25519Signer:
@@ -115,9 +143,9 @@ class Simulation:
             self.nodes.append(node)
         self.correct_nodes = [self.nodes[index] for index in correct]
         self.now = 0
-        self._heap: list[tuple] = []
+        self._heap: list[tuple[int, int, int, int, Any]] = []  # data: by kind
         self._sequence = itertools.count()
-        self._authentic_memo: dict[bytes, bool] = {}
+        self.verifier = MemoisedVerifier(self.chain_id)
         self._trace = hashlib.sha256()
         self._target_height: int | None = None
         self._decisions_changed = False
@@ -144,19 +172,6 @@ class Simulation:
 
     def schedule_timeout(self, node: SimNode, duration_ms: int, event: TimeoutFired) -> None:
         self._push(self.now + duration_ms, _TIMEOUT, node.index, (node.incarnation, event))
-
-    def authentic(self, message: VoteMessage | ProposalMessage) -> bool:
-        """Ingress signature check, memoised: each distinct message is verified once."""
-        verdict = self._authentic_memo.get(message.key)
-        if verdict is None:
-            if isinstance(message, VoteMessage):
-                verdict = message.vote.verify(self.chain_id)
-            else:
-                verdict = message.proposal.verify(self.chain_id)
-            self._authentic_memo[message.key] = verdict
-        if verdict and isinstance(message, ProposalMessage):
-            return block_id_of(message.payload) == message.proposal.block_id
-        return verdict
 
     def commit_is_valid(self, commit: CommitCertificate, height: int, block_id: bytes) -> bool:
         return self.checker.commit_error(commit, height, block_id) is None
@@ -199,8 +214,7 @@ class Simulation:
         except CrashNow:
             self._crash(node)
 
-    def _reached_target(self) -> bool:
-        target = self._target_height
+    def _reached_target(self, target: int) -> bool:
         return all(node.storage.decided_height >= target for node in self.correct_nodes)
 
     def run(self) -> SimulationResult:
@@ -268,13 +282,14 @@ class Simulation:
                 self._decisions_changed = True
             if self._decisions_changed and self._target_height is not None:
                 self._decisions_changed = False
-                if self._reached_target():
+                if self._reached_target(self._target_height):
                     break
             if checker.agreement_violated:
                 break  # nothing after a disagreement is worth simulating
         else:
-            if self._target_height is None or not self._reached_target():
+            if self._target_height is None or not self._reached_target(self._target_height):
                 self._liveness_failure("event queue ran dry")
+        restart_path = self._restart_path()
         return SimulationResult(
             scenario=scenario,
             variant=self.options.variant,
@@ -283,14 +298,25 @@ class Simulation:
             virtual_time_ms=self.now,
             events=events,
             trace_hash=trace.hexdigest(),
+            restart_path=restart_path,
         )
+
+    def _restart_path(self) -> dict[str, int]:
+        """Totals over the correct nodes; checks I7 (no guard refusal) on each."""
+        totals: Counter[str] = Counter()
+        for node in self.correct_nodes:
+            counters = node.restart_counters()
+            self.checker.on_signatures_refused(self.now, node.index, counters["refused_signatures"])
+            totals["restarts"] += node.restarts
+            totals.update(counters)
+        return dict(sorted(totals.items()))
 
     def _start_crash(self, node: SimNode, crash: Crash) -> None:
         if node.alive:
-            if crash.after_persist:
-                node.crash_armed = True
-            else:
+            if crash.point is CrashPoint.AT_ONCE:
                 self._crash(node)
+            else:
+                node.crash_point = crash.point
         self._push(crash.restart_ms, _RESTART, node.index, None)
 
     def _liveness_failure(self, reason: str) -> None:

@@ -1,9 +1,11 @@
 """Durable storage (LevelDB via plyvel): blocks, commit certificates, the tx index, application
-state and the consensus signing state, in one database per node home (`docs/spec/state.md` §5).
+state and the consensus signing state, in one database per node home (`docs/spec/state.md` §5);
+the consensus WAL in files beside it (`consensus_wal.py`).
 """
 
 from emrchain.store.block_store import BlockStore, Head, PreparedCommit, TxProof
 from emrchain.store.committed_view import CommittedStateView
+from emrchain.store.consensus_wal import ConsensusWal
 from emrchain.store.database import ChainDatabase, DatabaseOptions, database_path
 from emrchain.store.errors import (
     BlockRefusedError,
@@ -22,6 +24,7 @@ __all__ = [
     "BlockStore",
     "ChainDatabase",
     "CommittedStateView",
+    "ConsensusWal",
     "DatabaseOptions",
     "Head",
     "NotInitializedError",

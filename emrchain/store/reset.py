@@ -9,13 +9,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from emrchain.store.consensus_wal import remove_wal
 from emrchain.store.database import ChainDatabase, database_path
 from emrchain.store.signing_state import SigningStateStore
 
 
 def unsafe_reset_all(home: Path | str, *, keep_signing_state: bool = False) -> Path:
     """Delete `<home>/data/chain.db` (blocks, state, index; the signing state too unless
-    `keep_signing_state`). Refuses with StoreLockedError while a node has the database open.
+    `keep_signing_state`) and the consensus WAL (`<home>/data/consensus-wal`, messages of the
+    chain's heights). Refuses with StoreLockedError while a node has the database open.
     Files outside the database (config, keys) are never touched. Returns the deleted path."""
     path = database_path(home)
     saved: bytes | None = None
@@ -25,6 +27,7 @@ def unsafe_reset_all(home: Path | str, *, keep_signing_state: bool = False) -> P
             if keep_signing_state:
                 saved = SigningStateStore(database).load()
         shutil.rmtree(path)
+        remove_wal(home)
     if saved is not None:
         with ChainDatabase.open(home) as database:
             SigningStateStore(database).save(saved)

@@ -129,11 +129,13 @@ class BlockHeader:
 
 def tx_ids(txs: tuple[bytes, ...] | list[bytes]) -> list[bytes]:
     """SHA-256 of each transaction (the compiled core hashes the batch without the GIL)."""
-    return _core.tx_ids(txs)
+    ids: list[bytes] = _core.tx_ids(txs)
+    return ids
 
 
 def evidence_root(evidence: tuple[DuplicateVoteEvidence, ...]) -> bytes:
-    return _core.merkle_root([item.encode() for item in evidence])
+    root: bytes = _core.merkle_root([item.encode() for item in evidence])
+    return root
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,6 +148,14 @@ class Reader:
     def fixed(self, length: int, field: str) -> bytes:
         return self._take(length, field)
 
+    def magic_and_version(self, magic: bytes, version: int, what: str) -> None:
+        """The leading magic bytes and u8 version of a stored record; `what` names it."""
+        if self._take(len(magic), "magic") != magic:
+            raise DecodeError(f"{what}: bad magic")
+        found = self.u8("version")
+        if found != version:
+            raise DecodeError(f"{what}: unsupported version {found}")
+
     def var_bytes(self, prefix_bytes: int, maximum: int, field: str) -> bytes:
         length = {1: self.u8, 2: self.u16, 4: self.u32}[prefix_bytes](field)
         if length > maximum:

@@ -105,4 +105,5 @@ class Transaction:
         codec.decode_transaction(self.encode(), self.chain_id, max_tx_bytes)
 
     def verify_signature(self) -> bool:
-        return _core.verify_transactions([self.encode()], 1) == b"\x01"
+        verdicts: bytes = _core.verify_transactions([self.encode()], 1)
+        return verdicts == b"\x01"

@@ -115,4 +115,5 @@ class ValidatorSet:
 
     @cached_property
     def hash(self) -> bytes:
-        return _core.merkle_root([validator.encode() for validator in self.validators])
+        root: bytes = _core.merkle_root([validator.encode() for validator in self.validators])
+        return root

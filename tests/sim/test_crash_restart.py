@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 from emrchain.consensus import SignedStep, SigningState
-from emrchain.sim.scenario import Crash, make_scenario
+from emrchain.sim.scenario import Crash, CrashPoint, make_scenario
 from emrchain.sim.simulation import Simulation
+
+POINTS = (CrashPoint.AFTER_WAL, CrashPoint.AT_ONCE, CrashPoint.AFTER_SIGNING_STATE)
 
 
 def scenario_with(crashes: tuple[Crash, ...]):
@@ -15,7 +17,7 @@ def scenario_with(crashes: tuple[Crash, ...]):
 
 
 def test_crash_right_after_persisting_then_resend_identical_vote() -> None:
-    simulation = Simulation(scenario_with((Crash(1, 30, 700, after_persist=True),)))
+    simulation = Simulation(scenario_with((Crash(1, 30, 700, CrashPoint.AFTER_SIGNING_STATE),)))
     result = simulation.run()
     assert result.ok, result.violations
     node = simulation.nodes[1]
@@ -27,7 +29,7 @@ def test_crash_right_after_persisting_then_resend_identical_vote() -> None:
 
 def test_every_node_crashing_once_still_agrees_and_decides() -> None:
     crashes = tuple(
-        Crash(index, 40 + 90 * index, 400 + 150 * index, after_persist=index % 2 == 0)
+        Crash(index, 40 + 90 * index, 400 + 150 * index, POINTS[index % 3])
         for index in range(4)
     )
     simulation = Simulation(scenario_with(crashes))
