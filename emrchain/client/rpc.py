@@ -155,7 +155,31 @@ class EmrClient:
         headers: dict[str, str] | None = None,
         limit: int = MAX_JSON_REPLY_BYTES,
     ) -> Any:
-        """Send one request; the decoded JSON reply, or the error the reply describes."""
+        """Send one request; the decoded JSON reply, or the error the reply describes.
+
+        A signed request the node refuses as timestamped before its replay horizon (it
+        restarted less than a second after accepting a request, docs/spec/rpc.md) was not
+        accepted, so it is signed anew and sent once more after the reply's Retry-After, when
+        that is within this client's timeout."""
+        try:
+            return await self._request_once(method, path, body, signed, headers, limit)
+        except Unauthenticated as error:
+            wait_s = error.retry_after_s
+            total_s = self._timeout.total or DEFAULT_TIMEOUT_S
+            if not signed or error.code != "stale_request" or wait_s is None or wait_s > total_s:
+                raise
+            await asyncio.sleep(wait_s)
+            return await self._request_once(method, path, body, signed, headers, limit)
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        signed: bool,
+        headers: dict[str, str] | None,
+        limit: int,
+    ) -> Any:
         all_headers = dict(headers or {})
         if signed:
             chain_id, node_id = await self.chain_id(), await self.node_id()

@@ -138,13 +138,16 @@ class ReplayHorizon:
         self._written_ms = self.floor_ms
 
     def check(self, timestamp_ms: int) -> None:
-        """RpcError if a request with this timestamp may have been accepted before."""
+        """RpcError if a request with this timestamp may have been accepted before. A client
+        whose clock agrees with the node's meets this for up to HORIZON_STEP_MS after a quick
+        restart: Retry-After says when a request signed anew will pass."""
         if timestamp_ms <= self.floor_ms:
             raise RpcError(
                 401,
                 "stale_request",
                 "signed no later than a request this node accepted before it restarted; "
-                "sign the request again",
+                "sign the request again after Retry-After",
+                retry_after_s=(self.floor_ms + 1 - timestamp_ms) / 1000,
             )
 
     def record(self, timestamp_ms: int) -> None:

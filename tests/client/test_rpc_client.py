@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import secrets
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -43,7 +44,9 @@ from emrchain.client.replies import (
     Unavailable,
 )
 from emrchain.client.rpc import EmrClient, check_base_url
+from emrchain.config.node import load_node_config
 from emrchain.crypto.encryption_keys import derive_member_key_pair
+from emrchain.rpc.server import REPLAY_HORIZON_FILE
 from emrchain.schema import ErasureReason, RecordType
 from emrchain.state.codes import ResultCode
 from tests.client.conftest import Cast, RealNode
@@ -162,6 +165,47 @@ def test_forged_stale_replayed_and_unknown_key_requests_get_the_401_codes(
         (401, "bad_signature"),
         (401, "unknown_key"),
     ]
+
+
+def test_a_request_behind_the_replay_horizon_is_signed_again_after_retry_after(
+    real_node: RealNode,
+) -> None:
+    """After a quick restart the node refuses requests timestamped at or before its replay
+    horizon (they may be replays of requests it accepted) and says when a request signed anew
+    will pass; the client waits that long, signs again and succeeds."""
+    cast = real_node.cast()
+    horizon_path = load_node_config(real_node.home).data_path / REPLAY_HORIZON_FILE
+    devnet = real_node.devnet
+    devnet.stop(0)
+    # As if the node had accepted, just before it stopped, a request signed 1.5 s from now.
+    floor_ms = time.time_ns() // 1_000_000 + 1_500
+    horizon_path.write_bytes(struct.pack(">Q", floor_ms))
+    devnet.start(0)
+    devnet.wait_for(lambda: devnet.try_status(0) is not None, timeout_s=60, what="node0 up")
+    path = f"/accounts/{cast.patient.member_key.hex()}"
+
+    async def scenario() -> tuple[int, str, str, int]:
+        async with EmrClient(real_node.url, cast.patient) as client:
+            chain_id, node_id = await client.chain_id(), await client.node_id()
+            now_ms = time.time_ns() // 1_000_000
+            assert now_ms < floor_ms, "the node took longer to start than the test allows"
+            headers = sign_request(
+                cast.patient.signer, chain_id, node_id, "GET", path, b"", now_ms
+            ).as_dict()
+            async with (
+                aiohttp.ClientSession(real_node.url) as session,
+                session.get(path, headers=headers) as response,
+            ):
+                refused = (response.status, (await response.json())["error"]["code"])
+                retry_after = response.headers["Retry-After"]
+            account = await client.account()  # signed before the horizon too, then again
+            assert account["member_key"] == cast.patient.member_key.hex()
+            return *refused, retry_after, time.time_ns() // 1_000_000 - floor_ms
+
+    status, code, retry_after, served_after_ms = run(scenario())
+    assert (status, code) == (401, "stale_request")
+    assert retry_after in {"1", "2"}
+    assert served_after_ms > 0  # it could only pass once the node's clock passed the horizon
 
 
 def test_nonces_go_out_back_to_back_after_one_account_lookup(real_node: RealNode) -> None:
