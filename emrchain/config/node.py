@@ -430,6 +430,13 @@ class ConsensusSection:
         "Most proposals and votes kept for those future heights, all heights together.",
         Integer(0, 1_000_000, "messages"),
     )
+    max_wal_entries_per_height: int = setting(
+        4_096,
+        "Most received proposals and votes written to one height's consensus WAL (and replayed "
+        "after a restart); beyond it they are still handled, not logged. This validator's own "
+        "signed messages are always written.",
+        Integer(1, 1_000_000, "messages"),
+    )
 
 
 @dataclass(frozen=True)

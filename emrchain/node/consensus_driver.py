@@ -78,6 +78,7 @@ class DriverLimits:
     """Proposals and votes up to this many heights above our current one are kept for later,
     beyond the core's window (current and next height)."""
     max_future_messages: int = 2_048
+    max_wal_entries_per_height: int = 4_096
     create_empty_blocks: bool = True
     """False: after timeout_commit, the next height starts only once there is something to
     commit (see `_start_or_wait`); an idle chain then makes no blocks."""

@@ -189,6 +189,7 @@ def test_the_driver_and_runtime_take_every_field_from_the_config() -> None:
             "max_own_messages": 11,
             "future_heights": 13,
             "max_future_messages": 17,
+            "max_wal_entries_per_height": 47,
             "timeout_commit_ms": 19,
             "timeout_commit_reads_ms": 23,
             "create_empty_blocks": False,
