@@ -91,19 +91,9 @@ def init_repo(repo: Path) -> None:
     init_config_path.write_text(json.dumps(init_config))
     try:
         completed = subprocess.run(
-            [
-                "node",
-                str(COMMAND_LINE_SCRIPT),
-                "init",
-                "--empty-repo",
-                "--profile",
-                "test",
-                str(init_config_path),
-            ],
-            env=node_environment(repo),
-            capture_output=True,
-            text=True,
-            timeout=INIT_TIMEOUT_S,
+            ["node", str(COMMAND_LINE_SCRIPT), "init", "--empty-repo", "--profile", "test",
+             str(init_config_path)],
+            env=node_environment(repo), capture_output=True, text=True, timeout=INIT_TIMEOUT_S,
             check=False,
         )
     except subprocess.TimeoutExpired as error:
@@ -200,11 +190,8 @@ def start(repo: Path, api_port: int, timeout_s: float) -> dict[str, object]:
     try:
         process = subprocess.Popen(
             ["node", str(COMMAND_LINE_SCRIPT), "daemon", "--offline", "--enable-preload=false"],
-            env=node_environment(repo),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env=node_environment(repo), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
     finally:
         log.close()
