@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from emrchain import _core
@@ -325,16 +326,11 @@ class Chain:
         """
         if not self._claim(block):
             return False
-        try:
+        with self._releasing_claim():
             applied = self._execute_decided(block, commit, verdict)
-            try:
+            with self._abandoned_on_failure(applied):
                 self.store.write_prepared(applied.prepared)
-            except BaseException:
-                self.store.abandon_commit(applied.prepared)
-                raise
             self._finish_apply(applied)
-        finally:
-            self._claimed = None
         return True
 
     def apply_block_pipelined(
@@ -362,26 +358,38 @@ class Chain:
     ) -> bool:
         if not claimed:
             return False
-        try:
+        with self._releasing_claim():
             applied = self._execute_decided(block, commit, verdict)
             if self._writer is None:
                 self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
             loop = asyncio.get_running_loop()
-            try:
+            with self._abandoned_on_failure(applied):
                 # Shielded: a cancelled caller (shutdown) must not leave the head behind a
                 # write that still completes in the thread; close() waits for it.
                 await asyncio.shield(
                     loop.run_in_executor(self._writer, self.store.write_prepared, applied.prepared)
                 )
-            except asyncio.CancelledError:
-                raise
-            except BaseException:
-                self.store.abandon_commit(applied.prepared)
-                raise
             self._finish_apply(applied)
+        return True
+
+    @contextmanager
+    def _releasing_claim(self) -> Iterator[None]:
+        try:
+            yield
         finally:
             self._claimed = None
-        return True
+
+    @contextmanager
+    def _abandoned_on_failure(self, applied: _Applied) -> Iterator[None]:
+        """A failed write leaves the store's head where it was (and the block appliable
+        again); a cancelled caller does not fail the write, which goes on in the thread."""
+        try:
+            yield
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.store.abandon_commit(applied.prepared)
+            raise
 
     def close(self) -> None:
         """Wait for a block write in flight, then stop the writer thread (before the database
