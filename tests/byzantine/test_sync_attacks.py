@@ -142,9 +142,15 @@ def test_a_peer_claiming_height_ten_to_the_twelve_cannot_eclipse_a_node_behind(
 ) -> None:
     """Node 2 starts late, behind 0 and 1. The byzantine validator tells it, again and again,
     that it is at height 10^12 and never answers a request: node 2 still catches up from 0 and
-    1 within CATCH_UP_BOUND_S, and the three go on committing. Before: `candidates[height % n]`
-    picked the liar again after every timeout, for good."""
+    1 within CATCH_UP_BOUND_S, the three go on committing, and each timeout counts against the
+    liar until node 2 bans it. Before: `candidates[height % n]` picked the liar again after
+    every timeout, for good."""
     with _devnet(tmp_path) as network:
+        # Demoted for 1 s only, so that the liar is asked (and times out) again and again: at
+        # the third timeout node 2 bans it.
+        network.configure(
+            2, {"consensus": {"sync_demotion_ms": 1_000}, "p2p": {"misbehaviour_ban_threshold": 3}}
+        )
         network.start(0)
         network.start(1)
         with ByzantinePeer(network, BYZANTINE) as peer:
@@ -178,6 +184,14 @@ def test_a_peer_claiming_height_ten_to_the_twelve_cannot_eclipse_a_node_behind(
             # We were asked (the claim looked best) and were demoted after the timeout.
             assert requests_to_us >= 1
             assert "did not answer a block request in time" in _log(network, 2)
+
+            def banned() -> bool:
+                peer.send(2, lie)
+                return "after sync_timeout" in _log(network, 2)
+
+            peer.wait_for(banned, 20.0, "node 2 banning the liar after three timeouts")
+            peer.wait_for(lambda: 2 not in peer.connected(), 20.0, "node 2 disconnecting us")
+            network.wait_for_height(network.height(2) + 2, [0, 1, 2], timeout_s=60.0)
 
 
 def test_lying_sync_responses_are_reported_until_the_liar_is_banned(tmp_path: Path) -> None:
