@@ -396,6 +396,19 @@ class ConsensusSection:
         "has not moved for a whole interval, sends its own messages of that height again.",
         Integer(10, 60_000, "milliseconds"),
     )
+    sync_request_timeout_ms: int = setting(
+        2_000,
+        "A block-sync request unanswered this long (counted in whole status intervals, at least "
+        "one) is given up: the peer is demoted and reported, and the next request goes to another "
+        "peer.",
+        Integer(10, 600_000, "milliseconds"),
+    )
+    sync_demotion_ms: int = setting(
+        30_000,
+        "How long block sync ignores the heights a demoted peer claims (one that let a request "
+        "time out or answered it wrongly); counted in whole status intervals.",
+        Integer(10, 3_600_000, "milliseconds"),
+    )
     max_blocks_per_height: int = setting(
         8,
         "Most distinct proposed blocks kept for one height (more than one only after round "

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from emrchain import _core
@@ -20,7 +21,7 @@ from emrchain.state.emr import queries as emr_queries
 from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge
 from emrchain.state.keys import nonce_key
 from emrchain.state.result import ExecutionResult, TxResult
-from emrchain.store import BlockStore, PreparedCommit
+from emrchain.store import BlockStore, PreparedCommit, StoreError
 from emrchain.types import (
     Block,
     BlockHeader,
@@ -97,6 +98,10 @@ class Chain:
         uncommitted (a nonce the block used for another transaction, or a failed recheck);
         a listener must not block or raise."""
         self._writer: ThreadPoolExecutor | None = None
+        # (height, block id) of the decided block being applied, from the moment a caller
+        # claims it (before any await) until it is durable or abandoned: consensus and block
+        # sync both apply through `_claim`, so a height is applied once whoever delivers it.
+        self._claimed: tuple[int, bytes] | None = None
 
     # ------------------------------------------------------------------------ reads
 
@@ -175,9 +180,7 @@ class Chain:
             len(refused),
             len(dropped),
         )
-        kept = [
-            index for index, raw in enumerate(txs) if envelope.sender(raw) not in refused
-        ]
+        kept = [index for index, raw in enumerate(txs) if envelope.sender(raw) not in refused]
         return tuple(txs[index] for index in kept), tuple(ids[index] for index in kept)
 
     # ----------------------------------------------------------------- validating
@@ -277,51 +280,116 @@ class Chain:
 
     @property
     def applying(self) -> bool:
-        """A decided block is being written (`apply_block_pipelined`); until it is, the chain
-        takes no other block."""
-        return self.store.commit_in_flight
+        """A decided block is claimed and not yet durable (`apply_block_pipelined`, from the
+        call on); until it is, the chain takes no other block."""
+        return self._claimed is not None
+
+    def is_applied_or_applying(self, height: int, block_id: bytes) -> bool:
+        """This block is committed at `height`, or is the one being applied there."""
+        return self._claimed == (height, block_id) or (
+            height <= self.height and self.store.height_of(block_id) == height
+        )
+
+    def _claim(self, block: Block) -> bool:
+        """Reserve the block's height for it: the one gate both consensus and block sync pass.
+
+        False if this very block is committed or being applied already (a second delivery:
+        nothing to do). A different block at a height committed or being applied is a verified
+        fork, which correct validators never produce: ChainHaltError. Any other block goes on
+        to the store's own checks (next height, extends our head)."""
+        height, block_id = block.height, block.block_id
+        if self.is_applied_or_applying(height, block_id):
+            return False
+        claimed = self._claimed
+        if height <= self.height or (claimed is not None and claimed[0] == height):
+            raise ChainHaltError(
+                f"a decided block {block_id.hex()[:16]} at height {height} conflicts with the "
+                "block committed or being applied there: the validators forked; halting"
+            )
+        if claimed is not None:
+            raise StoreError(
+                f"a block commit is already in flight (height {claimed[0]}); "
+                f"block {height} must wait for it"
+            )
+        self._claimed = (height, block_id)
+        return True
 
     def apply_block(
         self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None = None
-    ) -> None:
+    ) -> bool:
         """Execute and durably commit a decided block, then update the mempool. `verdict` is
         our validation of it (None from block sync: the block was not validated here).
 
+        False (and nothing done) if this block is already committed or being applied.
         Raises ChainHaltError if the block does not fit our state although the validators
         committed it: our application state has diverged and the node must stop.
         """
-        applied = self._execute_decided(block, commit, verdict)
-        try:
-            self.store.write_prepared(applied.prepared)
-        except BaseException:
-            self.store.abandon_commit(applied.prepared)
-            raise
-        self._finish_apply(applied)
+        if not self._claim(block):
+            return False
+        with self._releasing_claim():
+            applied = self._execute_decided(block, commit, verdict)
+            with self._abandoned_on_failure(applied):
+                self.store.write_prepared(applied.prepared)
+            self._finish_apply(applied)
+        return True
 
-    async def apply_block_pipelined(
+    def apply_block_pipelined(
         self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None = None
-    ) -> None:
+    ) -> Coroutine[None, None, bool]:
         """`apply_block`, with the durable write in the chain's writer thread: the event loop
         goes on admitting transactions and serving RPC while LevelDB writes and fsyncs the
         block (and while a write waits for a memtable flush). The head, the mempool and the
         listeners move only after the write, on the loop, so every reader on the loop sees
-        the old height until the new block is durable."""
-        applied = self._execute_decided(block, commit, verdict)
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
-        loop = asyncio.get_running_loop()
+        the old height until the new block is durable.
+
+        The height is claimed at the call, not when the returned coroutine first runs: a
+        block-sync response handled in between finds the height taken (the crash of issue
+        #17, a block applied twice). The caller must await the coroutine."""
+        claimed = self._claim(block)
+        return self._apply_claimed_pipelined(block, commit, verdict, claimed=claimed)
+
+    async def _apply_claimed_pipelined(
+        self,
+        block: Block,
+        commit: CommitCertificate,
+        verdict: BlockVerdict | None,
+        *,
+        claimed: bool,
+    ) -> bool:
+        if not claimed:
+            return False
+        with self._releasing_claim():
+            applied = self._execute_decided(block, commit, verdict)
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
+            loop = asyncio.get_running_loop()
+            with self._abandoned_on_failure(applied):
+                # Shielded: a cancelled caller (shutdown) must not leave the head behind a
+                # write that still completes in the thread; close() waits for it.
+                await asyncio.shield(
+                    loop.run_in_executor(self._writer, self.store.write_prepared, applied.prepared)
+                )
+            self._finish_apply(applied)
+        return True
+
+    @contextmanager
+    def _releasing_claim(self) -> Iterator[None]:
         try:
-            # Shielded: a cancelled caller (shutdown) must not leave the head behind a write
-            # that still completes in the thread; close() waits for it.
-            await asyncio.shield(
-                loop.run_in_executor(self._writer, self.store.write_prepared, applied.prepared)
-            )
+            yield
+        finally:
+            self._claimed = None
+
+    @contextmanager
+    def _abandoned_on_failure(self, applied: _Applied) -> Iterator[None]:
+        """A failed write leaves the store's head where it was (and the block appliable
+        again); a cancelled caller does not fail the write, which goes on in the thread."""
+        try:
+            yield
         except asyncio.CancelledError:
             raise
         except BaseException:
             self.store.abandon_commit(applied.prepared)
             raise
-        self._finish_apply(applied)
 
     def close(self) -> None:
         """Wait for a block write in flight, then stop the writer thread (before the database

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import os
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,11 +47,10 @@ from emrchain.consensus.runtime import (
 from emrchain.consensus.signing_guard import SignedStep, SigningState
 from emrchain.consensus.state_machine import ConsensusState, TendermintCore
 from emrchain.crypto.keys import Signer
-from emrchain.invariants import invariant
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
 from emrchain.store import ConsensusWal, SigningStateStore
-from emrchain.types import Block, CommitCertificate, DuplicateVoteEvidence, Proposal, Vote
+from emrchain.types import Block, DuplicateVoteEvidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
 
 logger = logging.getLogger(__name__)
@@ -359,33 +358,32 @@ class ConsensusDriver:
 
     def _decide(self, action: CommitBlock) -> None:
         block = action.block
-        if action.height != self._chain.height + 1:  # block sync applied it already
-            invariant(
-                self._chain.store.height_of(block.block_id) == action.height,
-                "I1 agreement: the block consensus decides is the one block sync applied",
-            )
-            self._schedule_next_height(block_had_txs=True)
-            return
         if self._applying is not None:
             raise RuntimeError(f"decided height {action.height} while a block is still written")
-        # Executed now; written in the chain's writer thread while the loop goes on (admission,
-        # RPC, votes for the next height, which the core keeps). The next height starts only
-        # once the block is durable.
+        # The chain claims the height now, before any await: a block-sync response handled
+        # before the write starts finds it taken. Executed and written in the chain's writer
+        # thread while the loop goes on (admission, RPC, votes for the next height, which the
+        # core keeps). The next height starts only once the block is durable.
         verdict = self._blocks.verdict(block.block_id)
-        self._applying = self._loop.create_task(self._apply_decided(block, action.commit, verdict))
+        write = self._chain.apply_block_pipelined(block, action.commit, verdict)
+        self._applying = self._loop.create_task(self._apply_decided(write, block))
 
-    async def _apply_decided(
-        self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None
-    ) -> None:
+    async def _apply_decided(self, write: Coroutine[None, None, bool], block: Block) -> None:
         try:
-            await self._chain.apply_block_pipelined(block, commit, verdict)
+            applied = await write
         except Exception as error:  # the node's guard halts with the reason
             self._applying = None
             self.guard(_raise, error)
             return
         self._applying = None
-        if not self.stopped:
+        if self.stopped:
+            return
+        if applied:
             self._schedule_next_height(block_had_txs=len(block.txs) > 0)
+        elif self._core.height <= block.height:
+            # Block sync applied this very block first (the chain checked it is the same one)
+            # and our height did not move on with it: move on now.
+            self._schedule_next_height(block_had_txs=True)
 
     def _schedule_next_height(self, *, block_had_txs: bool) -> None:
         height, began = self._chain.height + 1, self._loop.time()

@@ -27,7 +27,7 @@ from emrchain.keystore.file import load_key_file
 from emrchain.mempool import Mempool, MempoolConfig
 from emrchain.node import messages
 from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
-from emrchain.node.blocksync import BlockSync
+from emrchain.node.blocksync import BlockSync, SyncLimits
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
 from emrchain.node.rpc_view import NodeRpcView
@@ -177,7 +177,13 @@ class Node:
         """The KEK rotation this run finished in the background, if any."""
         self.rpc = RpcServer(NodeRpcView(self))
         self.driver: ConsensusDriver | None = None
-        self.blocksync = BlockSync(self.chain, self._send_to, self._on_synced)
+        self.blocksync = BlockSync(
+            self.chain,
+            self._send_to,
+            self._on_synced,
+            self.p2p.report_misbehaviour,
+            build(SyncLimits, config),
+        )
         self._gossip_cursors: dict[str, int] = {}
         self._gossip_inbox: asyncio.Queue[tuple[str, tuple[bytes, ...]]] = asyncio.Queue(
             maxsize=self.intervals.max_queued_gossip_batches

@@ -14,6 +14,7 @@ from emrchain.config.node import NodeConfig
 from emrchain.consensus.config import ConsensusConfig
 from emrchain.mempool.config import MempoolConfig
 from emrchain.node.admission import AdmissionLimits
+from emrchain.node.blocksync import SyncLimits
 from emrchain.node.consensus_driver import DriverLimits
 from emrchain.p2p.config import P2P_SETTINGS, P2PConfig
 from emrchain.store.database import DatabaseOptions
@@ -53,6 +54,7 @@ SECTIONS_OF: dict[type, tuple[str, ...]] = {
     ConsensusConfig: ("consensus",),
     DriverLimits: ("consensus",),
     RuntimeIntervals: ("consensus", "mempool"),
+    SyncLimits: ("consensus",),
     MempoolConfig: ("mempool", "limits"),
     AdmissionLimits: ("mempool",),
     DatabaseOptions: ("storage",),

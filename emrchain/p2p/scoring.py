@@ -20,12 +20,15 @@ class Misbehaviour(StrEnum):
     INVALID_BLOCK = "invalid_block"
     # Two conflicting signed messages from the peer's own key.
     EQUIVOCATION = "equivocation"
-    # A block-sync response nobody asked for, or one whose commit does not verify.
+    # A block-sync response nobody asked for (and we do not need), or one whose commit does not
+    # verify for its block.
     BAD_SYNC_RESPONSE = "bad_sync_response"
     # A message over a limit, or more messages than the protocol allows.
     FLOOD = "flood"
     # A message that does not decode, or that the protocol never sends at that point.
     PROTOCOL_VIOLATION = "protocol_violation"
+    # A block-sync request left unanswered for the sync request timeout.
+    SYNC_TIMEOUT = "sync_timeout"
 
 
 SEVERE = frozenset({Misbehaviour.INVALID_SIGNATURE, Misbehaviour.EQUIVOCATION})

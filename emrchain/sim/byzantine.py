@@ -6,7 +6,12 @@ its runtime replaces what it signs (`ByzantineRuntime` overrides the two signing
 - EQUIVOCATE: as proposer, two different blocks to two halves of the correct nodes; as voter,
   votes for one value to one half and another (or nil) to the other half;
 - DOUBLE_VOTE: proposes honestly, splits its votes like EQUIVOCATE;
-- INVALID_BLOCKS: proposes blocks the application rejects and prevotes/precommits for them.
+- INVALID_BLOCKS: proposes blocks the application rejects and prevotes/precommits for them;
+- LYING_SYNC: votes honestly; claims height 10^12 every tick, leaves every other sync request
+  unanswered and answers the rest (and peers it sees behind) with blocks their commits do not
+  prove;
+- WITHHOLD_PROPOSAL: votes honestly; as proposer, sends its proposal to every correct node but
+  one, and sends that one the proposal and an unrequested sync response once it decides.
 It never consults the signing guard, never crashes and is never checked by I3.
 """
 
@@ -20,13 +25,25 @@ from emrchain.consensus.runtime import Action, ConsensusRuntime, SignedProposal
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.sim.application import block_id_of, make_block
-from emrchain.sim.messages import Message, ProposalMessage, VoteMessage
+from emrchain.sim.messages import (
+    Message,
+    ProposalMessage,
+    StatusMessage,
+    SyncResponse,
+    VoteMessage,
+)
 from emrchain.sim.node import SimNode, SimulatedBlocks
 from emrchain.sim.scenario import Behaviour
+from emrchain.types.commit import CommitCertificate
 from emrchain.types.vote import NIL_BLOCK_ID, Proposal, Vote, VoteType
 
 if TYPE_CHECKING:
     from emrchain.sim.simulation import Simulation
+
+HUGE_HEIGHT = 10**12
+"""What a LYING_SYNC validator claims to have decided."""
+HONEST_VOTERS = frozenset({Behaviour.LYING_SYNC, Behaviour.WITHHOLD_PROPOSAL})
+"""Behaviours whose attack is elsewhere: they sign votes as a correct validator does."""
 
 
 class Adversary:
@@ -96,6 +113,9 @@ class ByzantineNode(SimNode):
         super().__init__(index, signer, simulation, make_core)
         self.behaviour = behaviour
         self.adversary = adversary
+        # WITHHOLD_PROPOSAL: height -> (the correct node kept in the dark, our proposal).
+        self.withheld: dict[int, tuple[int, ProposalMessage]] = {}
+        self._sync_requests_seen = 0
 
     def make_runtime(self) -> ConsensusRuntime[bytes]:
         return ByzantineRuntime(self, self._make_core(self.key))
@@ -113,6 +133,38 @@ class ByzantineNode(SimNode):
     def tick(self) -> None:
         if self.behaviour != Behaviour.SILENT:
             super().tick()
+        if self.behaviour == Behaviour.LYING_SYNC:
+            self.sim.broadcast(self.index, StatusMessage(HUGE_HEIGHT))
+
+    def _push_blocks(self, peer: int, from_height: int, *, rate_limited: bool = True) -> None:
+        if self.behaviour != Behaviour.LYING_SYNC:
+            super()._push_blocks(peer, from_height, rate_limited=rate_limited)
+            return
+        self._sync_requests_seen += 1
+        if self._sync_requests_seen % 2:
+            return  # never answered: the asker must time out and ask someone else
+        lie = self._lying_block(max(from_height, 1))
+        if lie is not None:
+            self.sim.send(self.index, peer, SyncResponse((lie,)))
+
+    def _lying_block(self, height: int) -> tuple[bytes, CommitCertificate] | None:
+        """A block for `height` with a real commit that does not prove it: the commit of the
+        real block at `height` (another block id), or of our last decided height."""
+        blocks = self.storage.blocks
+        if not blocks:
+            return None
+        _, commit = blocks.get(height, blocks[len(blocks)])
+        return make_block(height, 99, self.key, variant=3), commit
+
+    def _commit(self, height: int, payload: bytes, commit: CommitCertificate) -> None:
+        super()._commit(height, payload, commit)
+        withheld = self.withheld.pop(height, None)
+        if withheld is not None:
+            # Late, together: the proposal and a sync response nobody asked for, for the block
+            # the victim may be deciding through consensus at this very moment.
+            victim, proposal = withheld
+            self.sim.send(self.index, victim, proposal)
+            self.sim.send(self.index, victim, SyncResponse(((payload, commit),)))
 
     def send_split(
         self, height: int, round_number: int, step: int, first: Message, second: Message
@@ -141,6 +193,8 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
         node = self.node
         if node.behaviour == Behaviour.SILENT:
             return None
+        if node.behaviour in HONEST_VOTERS:
+            return super()._sign_vote(vote, actions)
         sim = node.sim
         signed: dict[bytes, Vote] = {}
 
@@ -171,6 +225,8 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
         node = self.node
         if node.behaviour == Behaviour.SILENT:
             return None
+        if node.behaviour == Behaviour.WITHHOLD_PROPOSAL:
+            return self._withhold_proposal(proposal)
         if node.behaviour not in (Behaviour.EQUIVOCATE, Behaviour.INVALID_BLOCKS):
             return super()._sign_proposal(proposal, actions)
         height, round_number = proposal.height, proposal.round
@@ -198,3 +254,24 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
         first = messages[0]
         self._own_messages.append(SignedProposal(first.proposal, first.payload))
         return first.proposal
+
+    def _withhold_proposal(self, proposal: Proposal) -> Proposal | None:
+        """Sign our block and send it to every correct node but one (drawn per height)."""
+        node, sim = self.node, self.node.sim
+        height, round_number = proposal.height, proposal.round
+        payload = self._blocks.get(height, {}).get(proposal.block_id)
+        if payload is None:
+            return None
+        signed = Proposal.create(
+            node.signer, sim.chain_id, height, round_number, proposal.pol_round, proposal.block_id
+        )
+        sim.checker.on_proposal_signed(sim.now, node.index, signed, payload)
+        message = ProposalMessage.of(signed, payload)
+        group_a, group_b = node.adversary.groups(height, round_number, int(VoteType.PREVOTE))
+        victim = min(group_b or group_a)
+        node.withheld.setdefault(height, (victim, message))
+        for destination in range(sim.validators):
+            if destination not in (node.index, victim):
+                sim.send(node.index, destination, message)
+        # Not in our own messages: the runtime's retransmission would hand it to the victim.
+        return signed

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults",
         default="mixed",
-        help="mixed (default) | none | attack | comma list of network,crash,byzantine",
+        help="mixed (default) | none | attack | comma list of network,crash,byzantine "
+        "(with byzantine, behaviour names such as lying-sync restrict it to those)",
     )
     parser.add_argument(
         "--variant",

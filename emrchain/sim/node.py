@@ -10,7 +10,9 @@ the simulator's resources:
 - broadcasts go onto the simulated network, timeouts onto the virtual clock, decided blocks
   into the storage's block list;
 - it serves and applies decided blocks with their commit certificates (`verify_commit`) to
-  and from peers that are behind or ahead (block sync, simulated: §4.6).
+  and from peers that are behind or ahead (block sync, simulated: §4.6), choosing whom to ask
+  with the node's own policy (`SyncPeers`: claims are hints, requests rotate, time out and
+  demote the peer).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from emrchain.consensus.runtime import (
 )
 from emrchain.consensus.signing_guard import SigningState
 from emrchain.consensus.state_machine import TendermintCore
+from emrchain.consensus.sync_peers import SyncPeers
 from emrchain.consensus.wal import segment_header
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.sim.application import block_height, block_id_of, is_valid_block, make_block
@@ -57,6 +60,10 @@ if TYPE_CHECKING:
 
 SYNC_INTERVAL_MS = 400
 SYNC_BATCH = 8
+SYNC_REQUEST_TIMEOUT_TICKS = 2
+"""A pull unanswered for this many ticks (gossip intervals) is given up, its peer demoted."""
+SYNC_DEMOTION_TICKS = 10
+"""Ticks a demoted peer's claimed heights are ignored."""
 RESTART_COUNTERS = (
     "refused_signatures",
     "resent_after_restart",
@@ -128,6 +135,8 @@ class SimNode:
         self.crash_point: CrashPoint | None = None
         self.evidence_reported = 0
         self.restarts = 0
+        self.sync_refused = 0
+        """Synced blocks refused because their commit did not verify for them."""
         # The restart path's counters over every incarnation: `RESTART_COUNTERS` of the
         # runtimes that crashed, plus the crash points that struck.
         self._earlier_incarnations: Counter[str] = Counter()
@@ -148,8 +157,10 @@ class SimNode:
         self.alive = True
         self.incarnation += 1
         self.runtime = self.make_runtime()
-        self._last_pull: dict[int, int] = {}
         self._last_push: dict[int, int] = {}
+        self.sync_peers: SyncPeers[int] = SyncPeers(
+            SYNC_REQUEST_TIMEOUT_TICKS, SYNC_DEMOTION_TICKS, self.sim.validators
+        )
         self._last_tick_height = -1
         storage = self.storage
         persisted = PersistedConsensus(
@@ -208,7 +219,9 @@ class SimNode:
                 self._push_blocks(source, height)
                 return
             if height > current:
-                self._pull_blocks(source)
+                # Signed by the sender, but only a hint of how far it is: it may be lying.
+                self.sync_peers.claim(source, height - 1)
+                self._pull_blocks(stalled=True)
             if isinstance(message, VoteMessage):
                 self._execute(self.runtime.on_vote(message.vote, message.key))
             else:
@@ -216,10 +229,12 @@ class SimNode:
         elif isinstance(message, StatusMessage):
             if message.height < self.runtime.height:
                 self._push_blocks(source, message.height)
+            elif message.height > self.runtime.height:
+                self.sync_peers.claim(source, message.height - 1)
         elif isinstance(message, SyncRequest):
             self._push_blocks(source, message.from_height, rate_limited=False)
         elif isinstance(message, SyncResponse):
-            self._apply_synced(message)
+            self._apply_synced(source, message)
 
     def timeout(self, event: TimeoutFired) -> None:
         self._execute(self.runtime.on_timeout(event))
@@ -229,9 +244,12 @@ class SimNode:
         changed since the last tick, our height (a peer ahead then pushes us its blocks)."""
         height = self.runtime.height
         self._execute(self.runtime.on_tick())
-        if height == self._last_tick_height:
+        stalled = height == self._last_tick_height
+        if stalled:
             self.sim.broadcast(self.index, StatusMessage(height))
         self._last_tick_height = height
+        self.sync_peers.tick(self.storage.decided_height)
+        self._pull_blocks(stalled=stalled)
 
     # -------------------------------------------------------------- the actions
 
@@ -301,25 +319,34 @@ class SimNode:
             self._last_push[peer] = now
             self.sim.send(self.index, peer, SyncResponse(batch))
 
-    def _pull_blocks(self, peer: int) -> None:
-        now = self.sim.now
-        if now - self._last_pull.get(peer, -SYNC_INTERVAL_MS) < SYNC_INTERVAL_MS:
-            return
-        self._last_pull[peer] = now
-        self.sim.send(self.index, peer, SyncRequest(self.runtime.height))
+    def _pull_blocks(self, *, stalled: bool) -> None:
+        """Ask the peer the shared policy chooses for the blocks from our height on."""
+        decided = self.storage.decided_height
+        peer = self.sync_peers.choose(decided, stalled=stalled)
+        if peer is not None:
+            self.sim.send(self.index, peer, SyncRequest(decided + 1))
+            self.sync_peers.requested(peer, decided + 1)
 
-    def _apply_synced(self, response: SyncResponse) -> None:
+    def _apply_synced(self, source: int, response: SyncResponse) -> None:
+        """Apply what verifies and extends our chain, asked for or not (pushes from peers
+        ahead are how the simulated sync mostly works); a block whose commit does not verify
+        demotes its sender and ends the batch."""
+        if response.blocks:
+            self.sync_peers.answered(source, response.blocks[0][1].height)
         for payload, commit in response.blocks:
             height = self.runtime.height
             if commit.height < height:
                 continue
+            if commit.height > height:
+                return  # a gap: nothing here is for us yet
             block_id = block_id_of(payload)
             if (
-                commit.height != height
-                or commit.block_id != block_id
+                commit.block_id != block_id
                 or not is_valid_block(payload, height)
                 or not self.sim.commit_is_valid(commit, height, block_id)
             ):
+                self.sync_refused += 1
+                self.sync_peers.demote(source)
                 return
             self._commit(height, payload, commit)
             self._execute(self.runtime.start_height(height + 1, self.sim.validator_set))

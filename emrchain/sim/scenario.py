@@ -23,6 +23,15 @@ class Behaviour(Enum):
     EQUIVOCATE = "equivocate"  # two proposals when proposer; split votes otherwise
     DOUBLE_VOTE = "double-vote"  # proposes honestly, votes differently to two groups
     INVALID_BLOCKS = "invalid-blocks"  # proposes invalid blocks and votes for them
+    # Votes honestly; claims height 10^12 to everyone, answers sync requests with lies or not
+    # at all, and pushes lying sync responses nobody asked for.
+    LYING_SYNC = "lying-sync"
+    # Votes honestly; as proposer, withholds its proposal from one correct node, and sends it the
+    # proposal with an unrequested sync response for the block once the block is decided.
+    WITHHOLD_PROPOSAL = "withhold-proposal"
+
+
+BEHAVIOUR_NAMES = tuple(behaviour.value for behaviour in Behaviour)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +103,18 @@ class Scenario:
 
 
 def parse_faults(text: str) -> tuple[str, ...]:
-    """'mixed' (all classes) | 'none' | a comma list of network, crash, byzantine."""
+    """'mixed' (all classes) | 'none' | a comma list of network, crash, byzantine; with
+    byzantine, behaviour names (`Behaviour` values) restrict the byzantine validators to those."""
     if text == "mixed":
         return FAULT_CLASSES
     if text == "none":
         return ()
     classes = tuple(part.strip() for part in text.split(",") if part.strip())
     for name in classes:
-        if name not in (*FAULT_CLASSES, ATTACK):
+        if name not in (*FAULT_CLASSES, ATTACK, *BEHAVIOUR_NAMES):
             raise ValueError(
-                f"unknown fault class {name!r}; expected mixed, none or {FAULT_CLASSES}"
+                f"unknown fault class {name!r}; expected mixed, none or {FAULT_CLASSES}, "
+                f"or with byzantine some of {BEHAVIOUR_NAMES}"
             )
     return classes
 
@@ -131,7 +142,7 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
         chosen.sort(key=lambda index: (-powers[index], index))
         while chosen and 3 * sum(powers[index] for index in chosen) >= total:
             chosen.pop(0)
-        behaviours = list(Behaviour)
+        behaviours = [b for b in Behaviour if b.value in faults] or list(Behaviour)
         byzantine = sorted((index, rng.choice(behaviours)) for index in chosen)
 
     network_heal_ms = 0

@@ -1,18 +1,22 @@
 """A decided block applied with its durable write in the chain's writer thread
 (`Chain.apply_block_pipelined`, what consensus uses) ends exactly where the synchronous
-`apply_block` does, and while the write is in flight the chain takes no other block."""
+`apply_block` does, and while the write is in flight the chain takes no other block (the same
+block again is a no-op)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from pathlib import Path
 
 import pytest
 
 from emrchain.devnet.workload import anchor_transactions
-from emrchain.node.blocksync import BlockSync
+from emrchain.node.blocksync import BlockSync, SyncLimits
 from emrchain.node.messages import BlockResponse
+from emrchain.node.wiring import build
+from emrchain.p2p import Misbehaviour
 from emrchain.store import BlockStore, StoreError
 from tests.node.in_process import (
     CHAIN_ID,
@@ -72,7 +76,14 @@ def test_while_the_write_is_in_flight_the_chain_takes_no_other_block(
         gated = _GatedStore(chain.store)
         monkeypatch.setattr(chain.store, "write_prepared", gated.write_prepared)
         synced: list[int] = []
-        blocksync = BlockSync(chain, lambda *_: True, synced.append)
+        reports: list[tuple[str, Misbehaviour]] = []
+        blocksync = BlockSync(
+            chain,
+            lambda *_: True,
+            synced.append,
+            lambda peer, kind: reports.append((peer, kind)),
+            build(SyncLimits, node.config),
+        )
 
         async def scenario() -> None:
             task = asyncio.create_task(
@@ -85,10 +96,16 @@ def test_while_the_write_is_in_flight_the_chain_takes_no_other_block(
             assert chain.applying
             assert chain.height == height_before
             assert len(node.mempool) == 8
+            assert chain.apply_block(block, commit) is False  # the same block: a no-op
+            next_block = dataclasses.replace(
+                block, header=dataclasses.replace(block.header, height=block.height + 1)
+            )
             with pytest.raises(StoreError, match="already in flight"):
-                chain.apply_block(block, commit)
+                chain.apply_block(next_block, commit)
             blocksync.on_response("peer", BlockResponse(block, commit))
             assert synced == [] and chain.height == height_before
+            # Nobody asked that peer: counted against it, nothing applied.
+            assert reports == [("peer", Misbehaviour.BAD_SYNC_RESPONSE)]
             gated.gate.set()
             await task
 
