@@ -36,7 +36,6 @@ from tests.ci import running_in_ci
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 IPFS_DAEMON_SCRIPT = REPOSITORY / "scripts" / "ipfs" / "daemon.py"
-IPFS_COMMAND_LINE = REPOSITORY / "scripts" / "ipfs" / "node_modules" / "ipfs" / "src" / "cli.js"
 SOFTHSM_MODULE_CANDIDATES = (
     Path("/usr/lib/softhsm/libsofthsm2.so"),
     Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"),
@@ -81,10 +80,18 @@ def _missing_reason(name: str) -> str | None:
             return "no softhsm2-util binary"
         return None if softhsm_module_path() else "no libsofthsm2.so module"
     if name == "ipfs":
-        if not shutil.which("node"):
-            return "no node binary"
-        return None if IPFS_COMMAND_LINE.exists() else f"js-ipfs missing at {IPFS_COMMAND_LINE}"
+        binary = kubo_binary()
+        return None if binary.exists() else f"Kubo missing at {binary}"
     raise ValueError(f"unknown service {name!r}")
+
+
+def kubo_binary() -> Path:
+    """Where scripts/setup caches the Kubo binary (the script's own answer)."""
+    completed = subprocess.run(
+        [sys.executable, str(IPFS_DAEMON_SCRIPT), "binary"], capture_output=True, text=True,
+        timeout=30, check=True,
+    )
+    return Path(completed.stdout.strip())
 
 
 def softhsm_module_path() -> Path | None:
@@ -250,7 +257,7 @@ def hsm_worker(softhsm_token: SoftHsmToken) -> Iterator[Any]:
 
 @dataclass
 class IpfsDaemon:
-    """A private offline js-ipfs node, managed through scripts/ipfs/daemon.py."""
+    """A private offline Kubo node, managed through scripts/ipfs/daemon.py."""
 
     repo: Path
     api_port: int = 0

@@ -1,6 +1,6 @@
 """Issue 6 acceptance: a 4-validator devnet on the real services, and its fault behaviour.
 
-Every node runs as its own process with its ciphertext in js-ipfs (two swarm-connected IPFS
+Every node runs as its own process with its ciphertext in Kubo (two swarm-connected IPFS
 nodes: nodes 0 and 2 use one, nodes 1 and 3 the other), its hot cache in one private Redis, and
 its keys in SoftHSM2: the custody KEK (`kek_backend = "hsm"`) and the validator's consensus key
 (`[keys] backend = "hsm"`; the homes' validator key files are deleted, genesis names the
@@ -245,8 +245,8 @@ def test_corrupted_bytes_from_ipfs_are_detected_and_not_served(
 
 
 def block_file(repo: Path, cid: str) -> Path:
-    """The blockstore file of the raw block `cid` (a record smaller than one chunk): js-ipfs
-    names it by the base32 of its multihash (sha2-256 code 0x12, length 0x20, digest)."""
+    """The blockstore file of the raw block `cid` (a record smaller than one chunk): Kubo's
+    flatfs names it by the base32 of its multihash (sha2-256 code 0x12, length 0x20, digest)."""
     multihash = bytes((0x12, 0x20)) + ContentId.from_text(cid).digest
     name = base64.b32encode(multihash).decode().rstrip("=")
     matches = list((repo / "blocks").rglob(f"{name}.data"))
