@@ -180,8 +180,8 @@ def install() -> Path:
         return binary
     go = go_command()
     progress(
-        f"building Kubo {KUBO_VERSION} from its Go module into {binary} (once; ~15 min on 2 "
-        "cores without a Go build cache)"
+        f"building Kubo {KUBO_VERSION} from its Go module into {binary} (once; ~6 min on 2 "
+        "cores with empty Go caches)"
     )
     started = time.monotonic()
     binary.parent.mkdir(parents=True, exist_ok=True)
