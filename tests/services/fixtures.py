@@ -111,10 +111,12 @@ def _wait_until(condition: Any, timeout_s: float, what: str) -> None:
 
 @dataclass
 class RedisServer:
-    """A private redis-server on a unix socket (TCP disabled), no persistence."""
+    """A private redis-server on a unix socket (TCP disabled), no persistence; `arguments` are
+    added to its command line (e.g. `--requirepass`, a `--tls-port`)."""
 
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    arguments: tuple[str, ...] = ()
 
     @property
     def unix_socket(self) -> str:
@@ -129,6 +131,7 @@ class RedisServer:
                 "redis-server", "--port", "0", "--unixsocket", self.unix_socket,
                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                 "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log"),
+                *self.arguments,
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -148,7 +151,8 @@ class RedisServer:
                 connection.settimeout(1.0)
                 connection.connect(self.unix_socket)
                 connection.sendall(b"PING\r\n")
-                return connection.recv(64).startswith(b"+PONG")
+                # NOAUTH: up, and asking for the password it was started with.
+                return connection.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
