@@ -589,6 +589,7 @@ class KeysSection:
     )
 
 
+_ENVIRONMENT_VARIABLE = Name(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name")
 _HOST_AND_PORT = r"[A-Za-z0-9.\-\[\]:]{1,200}"
 # One scheme set per service, so a Redis URL given as the IPFS API (or the reverse) is refused
 # at load, not at the first request. Neither may carry a user or password ("@" is not allowed):
@@ -650,7 +651,7 @@ class RecordsSection:
         "EMRCHAIN_REDIS_PASSWORD",
         "Environment variable holding the Redis password (never in this file); unset or empty "
         "for no AUTH.",
-        Name(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name"),
+        _ENVIRONMENT_VARIABLE,
     )
     redis_tls_ca_file: str = setting(
         "",
@@ -677,7 +678,7 @@ class RecordsSection:
     hsm_pin_environment_variable: str = setting(
         "EMRCHAIN_HSM_PIN",
         "Environment variable holding the HSM user PIN (never in this file).",
-        Name(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name"),
+        _ENVIRONMENT_VARIABLE,
     )
     hsm_kek_label_prefix: str = setting(
         "emrchain-kek",
