@@ -117,7 +117,7 @@ class _Audited(Generic[Result]):
 
     def __init__(self, operation: Operation[Result], name: str | None, key_label: str) -> None:
         self._operation = operation
-        self._name = name or getattr(operation, "__name__", "operation")
+        self._name: str = name or str(getattr(operation, "__name__", "operation"))
         self._key_label = key_label
         self._caller = calling_code()
         self._time = utc_now()

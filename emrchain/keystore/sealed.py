@@ -35,8 +35,10 @@ SCRYPT_R = 8
 SCRYPT_P = 1
 MIN_PASSPHRASE_CHARACTERS = 8
 MAX_PASSPHRASE_BYTES = 1024
-SEALED_FIELDS = ("format_version", "kdf", "scrypt_log2_n", "scrypt_r", "scrypt_p", "salt")
-SEALED_FIELDS += ("cipher", "nonce", "sealed_seed")
+SEALED_FIELDS: tuple[str, ...] = (
+    "format_version", "kdf", "scrypt_log2_n", "scrypt_r", "scrypt_p", "salt", "cipher", "nonce",
+    "sealed_seed",
+)  # fmt: skip
 _HEX = re.compile(r"[0-9a-f]*")
 
 
