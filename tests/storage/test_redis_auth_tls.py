@@ -8,7 +8,8 @@ import datetime
 import ipaddress
 import secrets
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -139,15 +140,24 @@ def round_trip(cache: Cache) -> tuple[bytes | None, bool]:
     return run(scenario())
 
 
+def works(make_cache: Callable[[], Cache], deadline_s: float = 20.0) -> bool:
+    """Whether a fresh cache from `make_cache` round-trips a value within `deadline_s`: a
+    best-effort cache may miss once on a loaded machine (a TLS handshake over its 200 ms
+    budget), so a working configuration is polled for."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if round_trip(make_cache())[0] is not None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_auth_the_right_password_works_and_no_or_a_wrong_one_is_a_miss(
     password_redis: RedisServer,
 ) -> None:
     socket_path = password_redis.unix_socket
-    assert round_trip(RedisCache(unix_socket=socket_path, password=PASSWORD))[0] is not None
-    assert (
-        round_trip(RedisCache(unix_socket=socket_path, username="default", password=PASSWORD))[0]
-        is not None
-    )
+    assert works(lambda: RedisCache(unix_socket=socket_path, password=PASSWORD))
+    assert works(lambda: RedisCache(unix_socket=socket_path, username="default", password=PASSWORD))
     # The broken variants: each is a miss and marks Redis down (never an exception).
     assert round_trip(RedisCache(unix_socket=socket_path)) == (None, True)
     assert round_trip(RedisCache(unix_socket=socket_path, password="wrong-" + PASSWORD)) == (
@@ -161,8 +171,9 @@ def test_tls_with_auth_works_and_an_unknown_ca_or_plain_tcp_is_refused(
 ) -> None:
     _, port, authority, stranger = tls_redis
     url = f"rediss://127.0.0.1:{port}/0"
-    good = RedisCache(url, password=PASSWORD, tls_ca_file=str(authority), timeout_ms=2_000)
-    assert round_trip(good)[0] is not None
+    assert works(
+        lambda: RedisCache(url, password=PASSWORD, tls_ca_file=str(authority), timeout_ms=2_000)
+    )
     wrong_ca = RedisCache(url, password=PASSWORD, tls_ca_file=str(stranger), timeout_ms=2_000)
     assert round_trip(wrong_ca) == (None, True)
     plain = RedisCache(f"redis://127.0.0.1:{port}/0", password=PASSWORD, timeout_ms=500)
@@ -194,7 +205,7 @@ def test_the_node_config_carries_tls_and_the_password_variable(
     monkeypatch.delenv(PASSWORD_VARIABLE, raising=False)
     assert round_trip(open_redis_cache(section)) == (None, True)
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
-    assert round_trip(open_redis_cache(section))[0] is not None
+    assert works(lambda: open_redis_cache(section))
 
 
 def test_the_node_config_carries_auth_over_a_unix_socket(
@@ -206,7 +217,7 @@ def test_the_node_config_carries_auth_over_a_unix_socket(
         redis_password_environment_variable=PASSWORD_VARIABLE,
     )
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
-    assert round_trip(open_redis_cache(section))[0] is not None
+    assert works(lambda: open_redis_cache(section))
 
 
 def test_the_cache_refuses_a_foreign_scheme_and_a_ca_without_tls() -> None:
