@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import os
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -85,6 +88,35 @@ def test_the_offline_node_is_kubo_and_reaches_nothing(ipfs_daemon: IpfsDaemon) -
     assert environment["IPFS_TELEMETRY"] == "off"
 
 
+def socket_addresses(pid: int) -> set[str]:
+    """Local and remote IPv4/IPv6 addresses of every TCP and UDP socket process `pid` holds
+    (its descriptors' socket inodes, looked up in /proc/PID/net)."""
+    inodes = set()
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(descriptor)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    addresses = set()
+    for table in ("tcp", "tcp6", "udp", "udp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                addresses.update(hex_address(field) for field in fields[1:3])
+    return addresses
+
+
+def hex_address(field: str) -> str:
+    """/proc/net's `HEXADDR:PORT` as an address without the port (IPv4 or IPv6)."""
+    raw = bytes.fromhex(field.split(":")[0])
+    # The kernel prints each 32-bit word in host (little-endian) order.
+    words = b"".join(raw[index : index + 4][::-1] for index in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(words))
+
+
+LOOPBACK_OR_UNSET = {"127.0.0.1", "0.0.0.0", "::1", "::"}
+
+
 def test_an_online_node_listens_on_loopback_only_and_has_no_peers(tmp_path: Path) -> None:
     require_service("ipfs")
     daemon = SwarmIpfsDaemon(tmp_path / "repo")
@@ -93,6 +125,18 @@ def test_an_online_node_listens_on_loopback_only_and_has_no_peers(tmp_path: Path
         listening = api(daemon.api_url, "swarm/addrs/listen")["Strings"]
         assert listening and all(address.startswith("/ip4/127.0.0.1/") for address in listening)
         assert not api(daemon.api_url, "swarm/peers").get("Peers")
+        assert daemon.process is not None
+        # Every socket the daemon holds is on loopback (no telemetry, update check, DHT or
+        # bootstrap connection), and there is more than the API's listener to look at.
+        addresses = socket_addresses(daemon.process.pid)
+        assert "127.0.0.1" in addresses and addresses <= LOOPBACK_OR_UNSET, addresses
     finally:
         daemon.stop()
     assert os.path.exists(daemon.repo / "config")
+
+
+def test_the_socket_check_sees_a_non_loopback_socket() -> None:
+    """Broken variant: a socket bound to another address shows up in `socket_addresses`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))  # TEST-NET-1: UDP connect sends nothing
+        assert "192.0.2.1" in socket_addresses(os.getpid())
