@@ -36,6 +36,8 @@ FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast
 def passphrase_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process commands read the key files' passphrase from the environment."""
     monkeypatch.setenv(PASSPHRASE_VARIABLE, PASS)
+
+
 COMMAND_TIMEOUT_S = 60.0
 
 
