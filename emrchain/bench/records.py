@@ -1,6 +1,6 @@
-"""Record put/get latency through the real stack: js-ipfs + Redis + SoftHSM2 + one node.
+"""Record put/get latency through the real stack: Kubo + Redis + SoftHSM2 + one node.
 
-Started here, privately, in a temporary directory: a Redis on a unix socket, an offline js-ipfs
+Started here, privately, in a temporary directory: a Redis on a unix socket, an offline Kubo
 node on a free loopback port, a SoftHSM2 token (custody KEK and validator key inside it), and a
 one-validator node (its own process) configured for all three. Then, through the client library
 and the node's RPC, `--records` records of `--record-bytes` are stored and read:
@@ -68,7 +68,7 @@ def summary(samples_s: list[float]) -> dict[str, float]:
 
 
 class Services:
-    """Private Redis, js-ipfs and SoftHSM2 token under `root`; `close` stops them."""
+    """Private Redis, Kubo and SoftHSM2 token under `root`; `close` stops them."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     services = Services(root)
     devnet: Devnet | None = None
     try:
-        log(f"starting Redis, js-ipfs and a SoftHSM2 token under {root}")
+        log(f"starting Redis, Kubo and a SoftHSM2 token under {root}")
         services.start()
         devnet = Devnet(root / "net", 1, chain_id="emrchain-bench-records")
         second_home = root / "read-path-home"

@@ -10,9 +10,11 @@ transactions only. Bad arguments exit 2 with one line; a refusal by the node or 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,12 @@ from typing import Any
 from emrchain.cli.arguments import bounded_integer, home_path
 from emrchain.cli.registry import CommandError, UsageError, command
 from emrchain.client.envelope import DEFAULT_MAX_PLAINTEXT_BYTES, EnvelopeError
-from emrchain.client.identity import create_identity_file, load_identity
+from emrchain.client.identity import (
+    PASSPHRASE_VARIABLE,
+    create_identity_file,
+    load_identity,
+    save_identity,
+)
 from emrchain.client.replies import EmrClientError
 from emrchain.client.rpc import TlsOptions, check_base_url
 from emrchain.client.sync import SyncEmrClient
@@ -109,7 +116,7 @@ def _one_target(parser: argparse.ArgumentParser, record_help: str, patient_help:
 
 def _with_client(args: argparse.Namespace, action: Callable[[SyncEmrClient], Any]) -> Any:
     """Run `action` with a client for `--rpc` as `--key`; client errors become one line."""
-    identity = load_identity(args.key)
+    identity = load_identity(args.key, _passphrase_prompt("passphrase of " + str(args.key)))
     try:
         tls = TlsOptions(args.ca_file, args.client_certificate, args.client_key)
         with SyncEmrClient(args.rpc, identity, tls=tls) as client:
@@ -146,18 +153,55 @@ def _print_json(document: Any) -> None:
 
 def _keys_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="keys_action", metavar="<action>", required=True)
-    new = actions.add_parser("new", help="create a member identity file (mode 0600)")
+    new = actions.add_parser(
+        "new",
+        help=f"create a member identity file (mode 0600), encrypted under a passphrase "
+        f"({PASSPHRASE_VARIABLE}, or asked on a terminal)",
+    )
     new.add_argument("--out", type=home_path, required=True, metavar="FILE", help="new file")
+    new.add_argument("--plain", action="store_true", help="write the seed unencrypted")
     new.set_defaults(_parser=new)  # errors name "emrchain keys new"
+    encrypt = actions.add_parser("encrypt", help="write an encrypted copy of an identity file")
+    encrypt.add_argument("--key", type=home_path, required=True, metavar="FILE", help="identity")
+    encrypt.add_argument("--out", type=home_path, required=True, metavar="FILE", help="new file")
+    encrypt.set_defaults(_parser=encrypt)
 
 
 @command("keys", "member identity files", arguments=_keys_arguments)
 def keys(args: argparse.Namespace) -> int:
-    identity = create_identity_file(args.out)
-    print(f"wrote {args.out}")
+    if args.keys_action == "encrypt":
+        identity = load_identity(args.key, _passphrase_prompt(f"passphrase of {args.key}"))
+        save_identity(args.out, identity, _new_passphrase(args.out))
+    else:
+        passphrase = None if args.plain else _new_passphrase(args.out)
+        identity = create_identity_file(args.out, passphrase)
+    plain = args.keys_action == "new" and args.plain
+    print(f"wrote {args.out}" + ("" if plain else " (encrypted)"))
     print(f"  member key      {identity.member_key.hex()}")
     print(f"  encryption key  {identity.encryption_public_key.hex()}")
     return 0
+
+
+def _passphrase_prompt(prompt: str) -> Callable[[], str] | None:
+    """A terminal prompt when there is one and the environment gives no passphrase."""
+    if os.environ.get(PASSPHRASE_VARIABLE) is not None or not sys.stdin.isatty():
+        return None
+    return lambda: getpass.getpass(f"{prompt}: ")
+
+
+def _new_passphrase(path: Path) -> str:
+    """The passphrase for a new encrypted file: the environment's, or asked twice."""
+    given = os.environ.get(PASSPHRASE_VARIABLE)
+    if given is not None:
+        return given
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"{path}: no passphrase: set {PASSPHRASE_VARIABLE}, run on a terminal, or --plain"
+        )
+    first = getpass.getpass(f"new passphrase for {path}: ")
+    if getpass.getpass("again: ") != first:
+        raise CommandError("the two passphrases differ")
+    return first
 
 
 # ---- records -------------------------------------------------------------------------------

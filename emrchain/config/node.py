@@ -602,9 +602,21 @@ class KeysSection:
     )
 
 
-_URL = Name(
-    r"(http|redis)://[A-Za-z0-9.\-\[\]:]{1,200}(/[A-Za-z0-9._/-]{0,200})?|unix:///[A-Za-z0-9._/-]{1,200}",
-    "an http://, redis:// or unix:/// URL",
+_ENVIRONMENT_VARIABLE = Name(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name")
+_HOST_AND_PORT = r"[A-Za-z0-9.\-\[\]:]{1,200}"
+# One scheme set per service, so a Redis URL given as the IPFS API (or the reverse) is refused
+# at load, not at the first request. Neither may carry a user or password ("@" is not allowed):
+# secrets never go in node.toml.
+_IPFS_URL = Name(
+    rf"https?://{_HOST_AND_PORT}(/[A-Za-z0-9._/-]{{0,200}})?",
+    "an http:// or https:// URL of the IPFS node's RPC API, host[:port][/path], without a "
+    "user or password (redis:// URLs belong in redis_url)",
+)
+_REDIS_URL = Name(
+    rf"rediss?://{_HOST_AND_PORT}(/[0-9]{{1,2}})?|unix:///[A-Za-z0-9._/-]{{1,200}}",
+    "a redis://host[:port][/db], rediss://host[:port][/db] (TLS) or unix:///path URL, without "
+    "a user or password (see redis_username and redis_password_environment_variable; http:// "
+    "URLs belong in ipfs_api_url)",
 )
 
 
@@ -617,7 +629,7 @@ class RecordsSection:
     )
     blob_dir: str = setting("data/blobs", "Directory of the local blob store.", HomePath())
     ipfs_api_url: str = setting(
-        "http://127.0.0.1:5001", "Kubo-compatible RPC API of this hospital's IPFS node.", _URL
+        "http://127.0.0.1:5001", "Kubo-compatible RPC API of this hospital's IPFS node.", _IPFS_URL
     )
     ipfs_timeout_ms: int = setting(
         5_000,
@@ -639,7 +651,25 @@ class RecordsSection:
         600_000, "How long a cached ciphertext stays.", Integer(1_000, 86_400_000, "milliseconds")
     )
     redis_url: str = setting(
-        "redis://127.0.0.1:6379/0", "Redis for the hot cache (redis:// or unix:///path).", _URL
+        "redis://127.0.0.1:6379/0",
+        "Redis for the hot cache (redis://, rediss:// for TLS, or unix:///path).",
+        _REDIS_URL,
+    )
+    redis_username: str = setting(
+        "",
+        "Redis ACL user to AUTH as; empty for the default user.",
+        Name(r"[A-Za-z0-9._-]{0,64}", "0..64 characters of A-Z a-z 0-9 . _ -"),
+    )
+    redis_password_environment_variable: str = setting(
+        "EMRCHAIN_REDIS_PASSWORD",
+        "Environment variable holding the Redis password (never in this file); unset or empty "
+        "for no AUTH.",
+        _ENVIRONMENT_VARIABLE,
+    )
+    redis_tls_ca_file: str = setting(
+        "",
+        "PEM CA bundle a rediss:// server's certificate must chain to; empty for the system's.",
+        Name(r"(/[A-Za-z0-9._/-]{1,300})?", "empty, or an absolute path"),
     )
     vault_dir: str = setting(
         "data/vault", "LevelDB of custody copies (data keys wrapped by the KEK).", HomePath()
@@ -661,7 +691,7 @@ class RecordsSection:
     hsm_pin_environment_variable: str = setting(
         "EMRCHAIN_HSM_PIN",
         "Environment variable holding the HSM user PIN (never in this file).",
-        Name(r"[A-Z_][A-Z0-9_]{0,63}", "an environment variable name"),
+        _ENVIRONMENT_VARIABLE,
     )
     hsm_kek_label_prefix: str = setting(
         "emrchain-kek",
@@ -971,6 +1001,11 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         f"must be below [rpc] request_timeout_ms ({rpc.request_timeout_ms}) so a read that "
         f"waits for its access event can still answer, got "
         f"{config.records.access_event_timeout_ms}",
+    )
+    require(
+        not config.records.redis_tls_ca_file or config.records.redis_url.startswith("rediss://"),
+        "[records] redis_tls_ca_file",
+        "is only used with a rediss:// redis_url (TLS); empty it or use rediss://",
     )
     absence_filter_bytes = config.storage.absence_filter_bytes
     require(

@@ -63,7 +63,12 @@ class HsmKeyRing:
                     found.append(int(match.group(1)))
             return sorted(found)
 
-        return self._worker.call(list_versions, self._timeout_ms)
+        return self._worker.call(
+            list_versions,
+            self._timeout_ms,
+            name="list_kek_versions",
+            key_label=f"{self._prefix}-v*",
+        )
 
     def current(self) -> HsmKeyEncryptionKey:
         """The newest version (the one new wraps use); HsmKeyNotFoundError if there is none."""
@@ -78,6 +83,8 @@ class HsmKeyRing:
         self._worker.call(
             lambda context: context.find_key(ObjectClass.SECRET_KEY, KeyType.AES, label),
             self._timeout_ms,
+            name="find_kek",
+            key_label=label,
         )
         return HsmKeyEncryptionKey(self, version)
 
@@ -111,7 +118,10 @@ class HsmKeyRing:
             )
             return version
 
-        return HsmKeyEncryptionKey(self, self._worker.call(generate, self._timeout_ms))
+        version = self._worker.call(
+            generate, self._timeout_ms, name="generate_kek", key_label=f"{self._prefix}-v*"
+        )
+        return HsmKeyEncryptionKey(self, version)
 
     def destroy_version(self, version: int) -> None:
         """Delete version `version` from the token (idempotent). Irreversible."""
@@ -131,7 +141,7 @@ class HsmKeyRing:
             for key in objects:
                 key.destroy()
 
-        self._worker.call(destroy, self._timeout_ms)
+        self._worker.call(destroy, self._timeout_ms, name="destroy_kek", key_label=label)
 
     # -- used by HsmKeyEncryptionKey -------------------------------------------------------
 
@@ -157,7 +167,7 @@ class HsmKeyRing:
             finally:
                 data_key_object.destroy()
 
-        return self._worker.call(wrap, self._timeout_ms)
+        return self._worker.call(wrap, self._timeout_ms, name="wrap", key_label=label)
 
     def _unwrap(self, version: int, wrapped_key: bytes) -> bytes:
         label = version_label(self._prefix, version)
@@ -194,7 +204,7 @@ class HsmKeyRing:
                 # lifetime here): destroy each one now.
                 data_key_object.destroy()
 
-        data_key = self._worker.call(unwrap, self._timeout_ms)
+        data_key = self._worker.call(unwrap, self._timeout_ms, name="unwrap", key_label=label)
         if len(data_key) != DATA_KEY_LENGTH:
             raise InvalidWrappedKeyError(
                 f"unwrapped key is {len(data_key)} bytes, a data key is {DATA_KEY_LENGTH}"

@@ -53,7 +53,9 @@ class HsmSigner:
         self._worker = worker
         self._key_label = key_label
         self._timeout_ms = timeout_ms
-        self._public_key = worker.call(self._load, timeout_ms)
+        self._public_key = worker.call(
+            self._load, timeout_ms, name="load_signing_key", key_label=key_label
+        )
 
     @classmethod
     def generate(cls, worker: HsmWorker, key_label: str, *, timeout_ms: int = 5_000) -> HsmSigner:
@@ -81,7 +83,7 @@ class HsmSigner:
                 public_template={Attribute.TOKEN: True, Attribute.PRIVATE: False},
             )
 
-        worker.call(generate_in_token, timeout_ms)
+        worker.call(generate_in_token, timeout_ms, name="generate_signing_key", key_label=key_label)
         return cls(worker, key_label, timeout_ms=timeout_ms)
 
     @classmethod
@@ -106,14 +108,22 @@ class HsmSigner:
         """The 64-byte Ed25519 signature of `message`, made inside the HSM."""
         if not isinstance(message, bytes):
             raise TypeError("message must be bytes")
-        return self._worker.call(lambda context: self._sign(context, message), self._timeout_ms)
+        return self._worker.call(
+            lambda context: self._sign(context, message),
+            self._timeout_ms,
+            name="sign",
+            key_label=self._key_label,
+        )
 
     async def sign_async(self, message: bytes) -> bytes:
         """`sign` for the event loop."""
         if not isinstance(message, bytes):
             raise TypeError("message must be bytes")
         return await self._worker.call_async(
-            lambda context: self._sign(context, message), self._timeout_ms
+            lambda context: self._sign(context, message),
+            self._timeout_ms,
+            name="sign",
+            key_label=self._key_label,
         )
 
     # -- run on the worker thread ----------------------------------------------------------

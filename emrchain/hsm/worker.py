@@ -21,12 +21,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, ObjectClass
 
 from emrchain.hsm.config import HsmConfig, PinUnavailableError
+from emrchain.hsm.operation_log import OperationRecord, calling_code, record_operation, utc_now
 from emrchain.storage.interfaces import KeyUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,38 @@ class HsmContext:
 _STOP = object()
 
 
+class _Audited(Generic[Result]):
+    """An operation that leaves an operation-log record when it runs (on the worker thread)
+    or when its caller gives up before it ran. The caller is taken on the calling thread."""
+
+    __slots__ = ("_caller", "_key_label", "_name", "_operation", "_started", "_time")
+
+    def __init__(self, operation: Operation[Result], name: str | None, key_label: str) -> None:
+        self._operation = operation
+        self._name: str = name or str(getattr(operation, "__name__", "operation"))
+        self._key_label = key_label
+        self._caller = calling_code()
+        self._time = utc_now()
+        self._started = time.monotonic()
+
+    def __call__(self, context: HsmContext) -> Result:
+        try:
+            result = self._operation(context)
+        except BaseException as error:
+            self.record(f"error:{type(error).__name__}")
+            raise
+        self.record("ok")
+        return result
+
+    def record(self, result: str) -> None:
+        duration_ms = (time.monotonic() - self._started) * 1000
+        record_operation(
+            OperationRecord(
+                self._name, self._key_label, self._caller, self._time, result, duration_ms
+            )
+        )
+
+
 class HsmWorker:
     """Owns the PKCS#11 library, the logged-in session and every call, on one thread.
 
@@ -185,31 +218,49 @@ class HsmWorker:
             HsmWorker._running = self
         atexit.register(self.close)
 
-    def call(self, operation: Operation[Result], timeout_ms: int | None = None) -> Result:
+    def call(
+        self,
+        operation: Operation[Result],
+        timeout_ms: int | None = None,
+        *,
+        name: str | None = None,
+        key_label: str = "",
+    ) -> Result:
         """Run `operation` on the worker thread and return its result (or raise its error).
 
         PKCS#11 errors become HsmUnavailableError; a call not finished within the timeout
-        raises HsmUnavailableError (if it was still queued, it never runs).
+        raises HsmUnavailableError (if it was still queued, it never runs). Each call leaves
+        a record in the HSM operation log (`emrchain/hsm/operation_log.py`) under `name`
+        (default: the operation function's name) and `key_label`.
         """
-        future = self._submit(operation, timeout_ms)
+        audited = _Audited(operation, name, key_label)
+        future = self._submit(audited, timeout_ms)
         timeout_s = self._timeout_s(timeout_ms)
         try:
             return future.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
-            future.cancel()
+            if future.cancel():
+                audited.record("timeout")
             raise HsmUnavailableError(f"HSM call did not finish within {timeout_s} s") from None
 
     async def call_async(
-        self, operation: Operation[Result], timeout_ms: int | None = None
+        self,
+        operation: Operation[Result],
+        timeout_ms: int | None = None,
+        *,
+        name: str | None = None,
+        key_label: str = "",
     ) -> Result:
         """`call` for the event loop: waits without blocking it."""
-        future = self._submit(operation, timeout_ms)
+        audited = _Audited(operation, name, key_label)
+        future = self._submit(audited, timeout_ms)
         timeout_s = self._timeout_s(timeout_ms)
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.wrap_future(future)
         except TimeoutError:
-            future.cancel()
+            if future.cancel():
+                audited.record("timeout")
             raise HsmUnavailableError(f"HSM call did not finish within {timeout_s} s") from None
 
     def close(self, timeout_ms: int = 5_000) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from emrchain.config.node import NodeConfig
+from emrchain.config.node import NodeConfig, RecordsSection
 from emrchain.keystore.member import OrganizationKey, load_organization_key
 from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
 from emrchain.records.rotation import (
@@ -180,6 +181,23 @@ class RecordService:
         self.vault.close()
 
 
+def open_redis_cache(section: RecordsSection) -> Cache:
+    """The Redis cache of `[records]`: its URL, and AUTH with the password from the
+    environment variable the config names (unset or empty: no AUTH)."""
+    from emrchain.storage.redis_cache import RedisCache
+
+    unix = section.redis_url.startswith("unix://")
+    return RedisCache(
+        None if unix else section.redis_url,
+        unix_socket=section.redis_url.removeprefix("unix://") if unix else None,
+        ttl_ms=section.cache_ttl_ms,
+        max_value_bytes=section.max_record_bytes,
+        username=section.redis_username or None,
+        password=os.environ.get(section.redis_password_environment_variable) or None,
+        tls_ca_file=section.redis_tls_ca_file or None,
+    )
+
+
 def open_record_service(config: NodeConfig) -> RecordService:
     """Build the record service from `[records]` and `[keys]` (embedded defaults, or IPFS,
     Redis and an HSM when configured)."""
@@ -199,20 +217,7 @@ def open_record_service(config: NodeConfig) -> RecordService:
     else:
         blob_store = LocalBlobStore(config.resolve(section.blob_dir), section.max_record_bytes)
     if section.cache_backend == "redis":
-        from emrchain.storage.redis_cache import RedisCache
-
-        if section.redis_url.startswith("unix://"):
-            cache: Cache = RedisCache(
-                unix_socket=section.redis_url.removeprefix("unix://"),
-                ttl_ms=section.cache_ttl_ms,
-                max_value_bytes=section.max_record_bytes,
-            )
-        else:
-            cache = RedisCache(
-                section.redis_url,
-                ttl_ms=section.cache_ttl_ms,
-                max_value_bytes=section.max_record_bytes,
-            )
+        cache: Cache = open_redis_cache(section)
     else:
         cache = MemoryCache(
             section.cache_max_bytes,

@@ -1,4 +1,4 @@
-"""`BlobStore` on an IPFS node's HTTP RPC API (`/api/v0`, Kubo's API; js-ipfs serves the same).
+"""`BlobStore` on an IPFS node's HTTP RPC API (`/api/v0`, Kubo's; the tests run Kubo itself).
 
 The node is untrusted for integrity: every CID it returns from `add` must equal the CID we
 compute for the bytes we sent, and every byte it returns from `cat` is checked against the
@@ -40,13 +40,15 @@ logger = logging.getLogger(__name__)
 SHA256_LENGTH = 32
 _READ_CHUNK_BYTES = 65_536
 _ERROR_BODY_LIMIT_BYTES = 65_536
-# The message both Kubo and js-ipfs put in an error when their `timeout=` expires.
-_NODE_TIMEOUT_MESSAGE = "request timed out"
+# What Kubo says when its `timeout=` expires (an online node searched and found nothing), and
+# what an offline node (or an `offline=true` lookup) says at once for a CID it does not hold.
+_NOT_HELD_MESSAGES = ("request timed out", "not found locally", "ipld: could not find")
 _NOT_PINNED_MESSAGE = "not pinned"
 
 
 class _NodeLookupTimeoutError(Exception):
-    """The node's own `timeout=` expired: it does not have the CID (and could not fetch it)."""
+    """The node does not have the CID and could not fetch it: its own `timeout=` expired, or
+    it is offline and said so."""
 
 
 class _NodeRejectedError(Exception):
@@ -203,8 +205,7 @@ class IpfsBlobStore:
     async def has(self, cid: str) -> bool:
         """Whether the node holds the root block of `cid` (a short lookup; exact offline)."""
         _parse_cid(cid)
-        # `offline` keeps Kubo from searching the network; js-ipfs ignores it, and our nodes
-        # run offline, where the short node timeout means "not held".
+        # `offline` keeps Kubo from searching the network: it answers from its own blockstore.
         params = {"arg": cid, "timeout": self._has_timeout, "offline": "true"}
         try:
             await self._call(_Request("block/stat", params, self._timeout_s))
@@ -306,7 +307,7 @@ class IpfsBlobStore:
         form: aiohttp.FormData | None = None
         if data is not None:
             form = aiohttp.FormData()
-            # js-ipfs rejects a file part without a content type (Kubo does not care).
+            # An explicit content type: some `/api/v0` servers reject a file part without one.
             form.add_field("file", data, filename="blob", content_type="application/octet-stream")
         timeout = aiohttp.ClientTimeout(total=request.timeout_s)
         url = f"{self._api_url}/{request.path}"
@@ -334,7 +335,7 @@ class IpfsBlobStore:
 
 def _raise_for_error(status: int, body: bytes) -> None:
     message = _error_message(body)
-    if _NODE_TIMEOUT_MESSAGE in message:
+    if any(not_held in message for not_held in _NOT_HELD_MESSAGES):
         raise _NodeLookupTimeoutError(message)
     if status >= 500 and "not pinned" not in message and "invalid" not in message.lower():
         raise _RetryableError(f"HTTP {status}: {message}")

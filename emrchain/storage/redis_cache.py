@@ -46,7 +46,8 @@ class RateLimitedLog:
 
 
 class RedisCache:
-    """Ciphertext cache on one Redis server (TCP URL or unix socket)."""
+    """Ciphertext cache on one Redis server (redis:// or rediss:// URL, or unix socket), with
+    AUTH when a password is given."""
 
     def __init__(
         self,
@@ -60,9 +61,16 @@ class RedisCache:
         down_retry_interval_ms: int = 1_000,
         log_interval_ms: int = 60_000,
         key_prefix: str = "emrchain:blob:",
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> None:
         if (url is None) == (unix_socket is None):
             raise ValueError("give exactly one of url and unix_socket")
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must be a redis://, rediss:// or unix:// URL")
+        if tls_ca_file is not None and not (url or "").startswith("rediss://"):
+            raise ValueError("tls_ca_file needs a rediss:// url")
         if ttl_ms <= 0 or max_value_bytes <= 0 or max_connections <= 0 or timeout_ms <= 0:
             raise ValueError("ttl_ms, max_value_bytes, max_connections, timeout_ms must be > 0")
         if down_retry_interval_ms < 0 or log_interval_ms < 0:
@@ -81,6 +89,9 @@ class RedisCache:
             # No client-side retries: a miss is cheaper than waiting for a struggling Redis,
             # and redis-py's default retry backs off for seconds.
             "retry": Retry(NoBackoff(), 0),
+            # AUTH on every new connection (None: the server has no password).
+            "username": username,
+            "password": password,
         }
         # A blocking pool waits (bounded by `timeout`) for a free connection instead of
         # raising MaxConnectionsError when every connection is busy.
@@ -95,6 +106,12 @@ class RedisCache:
             self._where = f"unix:{unix_socket}"
         else:
             assert url is not None
+            if url.startswith("rediss://"):
+                # TLS: the server's certificate must chain to `tls_ca_file` (else the system's
+                # CAs) and name the URL's host.
+                connection_options.update(ssl_cert_reqs="required", ssl_check_hostname=True)
+                if tls_ca_file is not None:
+                    connection_options["ssl_ca_certs"] = tls_ca_file
             self._pool = BlockingConnectionPool.from_url(
                 url, max_connections=max_connections, timeout=self._timeout_s,
                 **connection_options,

@@ -1,28 +1,37 @@
 #!/usr/bin/env python3
-"""Start and stop a private, offline js-ipfs node (Kubo-compatible /api/v0 RPC) on 127.0.0.1.
+"""Build, start and stop a private Kubo (go-ipfs) node whose HTTP RPC API listens on 127.0.0.1.
 
-Used by the test fixtures and by hand for the demo; standard library only, so it runs before
-the project's virtualenv exists. The node comes from `scripts/ipfs/node_modules` (installed by
-`scripts/setup --with-services`).
+Used by the test fixtures, the benchmarks and by hand; standard library only, so it runs before
+the project's virtualenv exists.
 
+    daemon.py install                                           # build Kubo once, cached
+    daemon.py binary                                            # print the cached binary's path
     daemon.py start --repo DIR [--api-port N] [--timeout-s S]   # prints {"pid":..,"api_url":..}
     daemon.py stop --repo DIR [--timeout-s S]
     daemon.py status --repo DIR
 
-Facts this script is built around (measured, see the team notes):
-- a daemon that fails to start hangs instead of exiting, so readiness is polled and the process
-  group is killed when the deadline passes;
-- after SIGKILL a stale `repo.lock` blocks the next start for ~20 s, so it is removed whenever
-  no daemon of this repo is alive;
-- `--offline --enable-preload=false`, an empty Bootstrap list and MDNS off keep every byte of
-  traffic on this machine.
+Kubo is built from its Go module (`KUBO_MODULE` at `KUBO_VERSION`) into
+`$EMRCHAIN_CACHE_DIR/kubo/<version>/bin/ipfs` (default `~/.cache/emrchain`); `install` is a
+no-op when that binary answers with the right version and build recipe. The documented route
+`go install github.com/ipfs/kubo/cmd/ipfs@v0.43.1` fails: Kubo's go.mod replaces go-libp2p by a
+fork (`github.com/lidel/go-libp2p`) that the Go module proxy does not serve (403), and `go
+install pkg@version` refuses modules with replace directives anyway. The fork exists only to
+require newer quic-go/webtransport-go (go.mod's own comment says to drop it once a go-libp2p
+release requires quic-go >= v0.62.0 and webtransport-go >= v0.13.0); go-libp2p v0.50.0 is that
+release, so `install` builds a copy of the module with the replace removed and go-libp2p at
+v0.50.0 (`GO_MODULE_OVERRIDES`).
 
-The `overrides` in package.json hold js-ipfs 0.66.1's dependency tree together on Node 20:
-`mortice`, `@libp2p/tcp`, `@libp2p/websockets` and `@multiformats/mafmt` keep it from crashing
-at start; `@libp2p/peer-record` 5.0.2 and `@libp2p/utils` 3.0.4 keep the multiaddrs they create
-on `@multiformats/multiaddr` 11 like libp2p 0.42 itself (their later patch releases moved to 12,
-whose objects fail libp2p's `isMultiaddr` check, so identify fails and two online nodes never
-become bitswap partners).
+Every node this script starts reaches nothing beyond this machine: the `test` profile (API and
+swarm on 127.0.0.1, empty Bootstrap, MDNS off, AutoConf and AutoTLS off, no DNS resolvers or
+delegated routers), plus no gateway, no routing (`Routing.Type = "none"`: no DHT, no
+providing), NAT port mapping, relays and AutoNAT off, and telemetry off (config and
+`IPFS_TELEMETRY=off`). `start` runs the daemon `--offline` (no libp2p at all); an online node
+for replication tests (tests/records/ipfs_swarm.py) listens on a 127.0.0.1 swarm port and
+knows only the peers it is told to dial.
+
+Facts this script is built around: a daemon that fails to start is detected by polling its API
+(and killed at the deadline); after SIGKILL the repo's lock files are removed whenever no
+daemon of this repo is alive, so a restart never waits on them.
 """
 
 from __future__ import annotations
@@ -31,31 +40,180 @@ import argparse
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-PACKAGE_DIRECTORY = Path(__file__).resolve().parent
-COMMAND_LINE_SCRIPT = PACKAGE_DIRECTORY / "node_modules" / "ipfs" / "src" / "cli.js"
+KUBO_MODULE = "github.com/ipfs/kubo"
+KUBO_VERSION = "v0.43.1"
+# (module, version) pairs `install` requires instead of Kubo's go.mod replace directives; see
+# the module docstring. Part of the build recipe: changing it rebuilds the cached binary.
+GO_MODULE_OVERRIDES = (("github.com/libp2p/go-libp2p", "v0.50.0"),)
+CACHE_DIRECTORY_VARIABLE = "EMRCHAIN_CACHE_DIR"
+# Where go.dev's tarball installs Go, for a root shell whose PATH lacks it.
+GO_FALLBACK_PATHS = ("/usr/local/go/bin/go",)
 PID_FILE_NAME = "daemon.pid"
 LOG_FILE_NAME = "daemon.log"
+RECIPE_FILE_NAME = "recipe.json"
 INIT_TIMEOUT_S = 60.0
+BUILD_TIMEOUT_S = 3600.0
 POLL_INTERVAL_S = 0.1
 
 
 class DaemonError(RuntimeError):
-    """The node could not be installed, initialised, started or stopped."""
+    """The node could not be built, initialised, started or stopped."""
 
 
-def node_environment(repo: Path) -> dict[str, str]:
+# -- building Kubo ---------------------------------------------------------------------------
+
+
+def cache_directory() -> Path:
+    configured = os.environ.get(CACHE_DIRECTORY_VARIABLE)
+    return Path(configured) if configured else Path.home() / ".cache" / "emrchain"
+
+
+def kubo_directory() -> Path:
+    return cache_directory() / "kubo" / KUBO_VERSION
+
+
+def kubo_binary() -> Path:
+    return kubo_directory() / "bin" / "ipfs"
+
+
+def build_recipe() -> dict[str, object]:
+    return {
+        "module": KUBO_MODULE,
+        "version": KUBO_VERSION,
+        "overrides": [list(pair) for pair in GO_MODULE_OVERRIDES],
+    }
+
+
+def installed_version(binary: Path) -> str | None:
+    """`ipfs version --number` of `binary` when it was built by the current recipe."""
+    try:
+        recorded = json.loads((binary.parent / RECIPE_FILE_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if recorded != build_recipe() or not os.access(binary, os.X_OK):
+        return None
+    try:
+        completed = subprocess.run(
+            [str(binary), "version", "--number"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            env=node_environment(None),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    number = completed.stdout.strip()
+    return number if completed.returncode == 0 and f"v{number}" == KUBO_VERSION else None
+
+
+def patched_go_mod(text: str) -> str:
+    """Kubo's go.mod with its replace directives dropped and `GO_MODULE_OVERRIDES` required."""
+    replace_pattern = re.compile(r"^replace [^\n]*\n", re.MULTILINE)
+    if not replace_pattern.search(text):
+        raise DaemonError(
+            f"{KUBO_MODULE}@{KUBO_VERSION} has no replace directive any more: revisit "
+            "GO_MODULE_OVERRIDES in scripts/ipfs/daemon.py"
+        )
+    text = replace_pattern.sub("", text)
+    for module, version in GO_MODULE_OVERRIDES:
+        requirement = re.compile(rf"^(\t{re.escape(module)}) v\S+$", re.MULTILINE)
+        text, count = requirement.subn(rf"\1 {version}", text, count=1)
+        if count != 1:
+            raise DaemonError(f"go.mod of {KUBO_MODULE} does not require {module}")
+    return text
+
+
+def go_command() -> str:
+    found = shutil.which("go") or next(
+        (path for path in GO_FALLBACK_PATHS if os.access(path, os.X_OK)), None
+    )
+    if found is None:
+        raise DaemonError(
+            "no Go toolchain (`go`) on PATH or in /usr/local/go/bin: Kubo is built from its Go "
+            "module; install Go >= 1.21 (it fetches the toolchain Kubo's go.mod asks for)"
+        )
+    return found
+
+
+def run_go(go: str, arguments: list[str], directory: Path) -> str:
     environment = dict(os.environ)
-    environment["IPFS_PATH"] = str(repo)
-    # The update notifier would otherwise contact the npm registry on every start.
-    environment["NO_UPDATE_NOTIFIER"] = "1"
+    # -mod=mod lets the build record the overrides' checksums in the copy's go.sum.
+    environment["GOFLAGS"] = "-mod=mod"
+    completed = subprocess.run(
+        [go, *arguments],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        check=False,
+        env=environment,
+    )
+    if completed.returncode != 0:
+        raise DaemonError(
+            f"`go {' '.join(arguments)}` failed ({completed.returncode}):\n"
+            f"{completed.stderr.strip()[-4000:]}"
+        )
+    return completed.stdout
+
+
+def progress(message: str) -> None:
+    print(f"setup: {message}", file=sys.stderr, flush=True)
+
+
+def install() -> Path:
+    """Build Kubo into the cache unless the binary of this recipe is already there."""
+    binary = kubo_binary()
+    if installed_version(binary) is not None:
+        progress(f"Kubo {KUBO_VERSION} cached at {binary}")
+        return binary
+    go = go_command()
+    progress(
+        f"building Kubo {KUBO_VERSION} from its Go module into {binary} (once; ~6 min on 2 "
+        "cores with empty Go caches)"
+    )
+    started = time.monotonic()
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=kubo_directory(), prefix="build-") as scratch:
+        downloaded = json.loads(
+            run_go(go, ["mod", "download", "-json", f"{KUBO_MODULE}@{KUBO_VERSION}"], Path(scratch))
+        )
+        source = Path(scratch) / "kubo"
+        # The module cache is read-only: build a writable copy with the patched go.mod.
+        shutil.copytree(downloaded["Dir"], source)
+        for path in (source, *source.rglob("*")):
+            path.chmod(path.stat().st_mode | 0o200)
+        (source / "go.mod").write_text(patched_go_mod((source / "go.mod").read_text()))
+        built = Path(scratch) / "ipfs"
+        run_go(go, ["build", "-trimpath", "-o", str(built), "./cmd/ipfs"], source)
+        (binary.parent / RECIPE_FILE_NAME).unlink(missing_ok=True)
+        os.replace(built, binary)
+    (binary.parent / RECIPE_FILE_NAME).write_text(json.dumps(build_recipe()))
+    if installed_version(binary) is None:
+        raise DaemonError(f"the Kubo built at {binary} does not report version {KUBO_VERSION}")
+    progress(f"Kubo {KUBO_VERSION} built in {time.monotonic() - started:.0f} s")
+    return binary
+
+
+# -- repositories and daemons ----------------------------------------------------------------
+
+
+def node_environment(repo: Path | None) -> dict[str, str]:
+    environment = dict(os.environ)
+    if repo is not None:
+        environment["IPFS_PATH"] = str(repo)
+    environment["IPFS_TELEMETRY"] = "off"
     return environment
 
 
@@ -63,45 +221,75 @@ def api_multiaddress(port: int) -> str:
     return f"/ip4/127.0.0.1/tcp/{port}"
 
 
-def init_repo(repo: Path) -> None:
-    """Create an empty, offline-only repository in `repo` (no-op if it exists)."""
-    if (repo / "config").exists():
-        return
-    if not COMMAND_LINE_SCRIPT.exists():
-        raise DaemonError(
-            f"js-ipfs is not installed at {COMMAND_LINE_SCRIPT}: run scripts/setup --with-services"
-        )
-    repo.mkdir(parents=True, exist_ok=True)
-    init_config = {
-        "Addresses": {
+def section(config: dict, *names: str) -> dict:
+    """The nested object `config[names[0]][names[1]]...`, created where missing or null."""
+    for name in names:
+        if not isinstance(config.get(name), dict):
+            config[name] = {}
+        config = config[name]
+    return config
+
+
+def loopback_only(config: dict) -> dict:
+    """Settings on top of Kubo's `test` profile that keep a node's traffic on this machine."""
+    section(config, "Addresses").update(
+        {
+            "API": api_multiaddress(0),
+            "Gateway": [],
             "Swarm": [],
             "Announce": [],
+            "AppendAnnounce": [],
             "NoAnnounce": [],
-            "API": api_multiaddress(0),
-            "Gateway": "",
-            "RPC": "",
-            "Delegates": [],
-        },
-        "Discovery": {"MDNS": {"Enabled": False}, "webRTCStar": {"Enabled": False}},
-        "Bootstrap": [],
-        "Pubsub": {"Enabled": False},
-        "Swarm": {"DisableNatPortMap": True},
+        }
+    )
+    config["Bootstrap"] = []
+    section(config, "Discovery", "MDNS")["Enabled"] = False
+    section(config, "Routing")["Type"] = "none"
+    section(config, "Swarm")["DisableNatPortMap"] = True
+    section(config, "Swarm", "RelayClient")["Enabled"] = False
+    section(config, "Swarm", "RelayService")["Enabled"] = False
+    section(config, "Swarm", "Transports")["Network"] = {
+        "QUIC": False,
+        "WebTransport": False,
+        "WebRTCDirect": False,
+        "Websocket": False,
+        "Relay": False,
     }
-    init_config_path = repo.parent / f"{repo.name}.init-config.json"
-    init_config_path.write_text(json.dumps(init_config))
+    section(config, "AutoNAT")["ServiceMode"] = "disabled"
+    section(config, "Plugins", "Plugins", "telemetry", "Config")["Mode"] = "off"
+    return config
+
+
+def init_repo(repo: Path) -> None:
+    """Create an empty, loopback-only repository in `repo` (no-op if it exists)."""
+    if (repo / "config").exists():
+        return
+    binary = kubo_binary()
+    if not binary.exists():
+        raise DaemonError(f"Kubo is not built at {binary}: run scripts/setup --with-services")
+    repo.mkdir(parents=True, exist_ok=True)
     try:
         completed = subprocess.run(
-            ["node", str(COMMAND_LINE_SCRIPT), "init", "--empty-repo", "--profile", "test",
-             str(init_config_path)],
-            env=node_environment(repo), capture_output=True, text=True, timeout=INIT_TIMEOUT_S,
+            [str(binary), "init", "--empty-repo", "--profile", "test"],
+            env=node_environment(repo),
+            capture_output=True,
+            text=True,
+            timeout=INIT_TIMEOUT_S,
             check=False,
         )
     except subprocess.TimeoutExpired as error:
         raise DaemonError(f"ipfs init did not finish within {INIT_TIMEOUT_S} s") from error
-    finally:
-        init_config_path.unlink(missing_ok=True)
     if completed.returncode != 0:
         raise DaemonError(f"ipfs init failed: {completed.stderr.strip()[-2000:]}")
+    config_path = repo / "config"
+    config = loopback_only(json.loads(config_path.read_text()))
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def daemon_command(*, online: bool) -> list[str]:
+    """The daemon's command line; offline unless `online` (then only dialled peers exist)."""
+    command = [str(kubo_binary()), "daemon", "--migrate=false"]
+    return command if online else [*command, "--offline"]
 
 
 def set_api_port(repo: Path, port: int) -> None:
@@ -159,14 +347,9 @@ def api_answers(api_url: str, timeout_s: float = 1.0) -> bool:
 
 
 def remove_stale_files(repo: Path) -> None:
-    """Remove what a killed daemon leaves behind; only called when none is alive."""
-    lock = repo / "repo.lock"
-    if lock.is_dir():
-        for child in lock.iterdir():
-            child.unlink()
-        lock.rmdir()
-    else:
-        lock.unlink(missing_ok=True)
+    """Remove what a killed daemon leaves behind; only called when none is alive (a stale
+    `api` file would point clients at a dead port)."""
+    (repo / "repo.lock").unlink(missing_ok=True)
     (repo / "api").unlink(missing_ok=True)
 
 
@@ -189,9 +372,12 @@ def start(repo: Path, api_port: int, timeout_s: float) -> dict[str, object]:
     log = (repo / LOG_FILE_NAME).open("ab")
     try:
         process = subprocess.Popen(
-            ["node", str(COMMAND_LINE_SCRIPT), "daemon", "--offline", "--enable-preload=false"],
-            env=node_environment(repo), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            daemon_command(online=False),
+            env=node_environment(repo),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     finally:
         log.close()
@@ -237,11 +423,23 @@ def log_tail(repo: Path, size_bytes: int = 2000) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--repo", type=Path, required=True, help="IPFS repository directory")
+    parser.add_argument("command", choices=["install", "binary", "start", "stop", "status"])
+    parser.add_argument("--repo", type=Path, help="IPFS repository directory")
     parser.add_argument("--api-port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--timeout-s", type=float, default=60.0)
     arguments = parser.parse_args(argv)
+    if arguments.command == "binary":
+        print(kubo_binary())
+        return 0
+    if arguments.command == "install":
+        try:
+            print(install())
+        except DaemonError as error:
+            print(f"ipfs install: {error}", file=sys.stderr)
+            return 1
+        return 0
+    if arguments.repo is None:
+        parser.error(f"{arguments.command} needs --repo")
     repo = arguments.repo.resolve()
     try:
         if arguments.command == "start":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import secrets
 import socket
 import stat
@@ -15,12 +16,28 @@ from pathlib import Path
 import pytest
 
 from emrchain import cli
-from emrchain.client.identity import MemberIdentity, load_identity, save_identity
+from emrchain.client.identity import (
+    PASSPHRASE_VARIABLE,
+    MemberIdentity,
+    load_identity,
+)
 from emrchain.client.sync import SyncEmrClient
+from emrchain.keystore.member import write_member_identity
+from emrchain.keystore.sealed import MIN_LOG2_N
 from emrchain.schema import RecordType, Role
 from tests.client.conftest import Cast, RealNode
 
 ID = "ab" * 32
+PASS = "a member key passphrase"
+FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast tests
+
+
+@pytest.fixture(autouse=True)
+def passphrase_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process commands read the key files' passphrase from the environment."""
+    monkeypatch.setenv(PASSPHRASE_VARIABLE, PASS)
+
+
 COMMAND_TIMEOUT_S = 60.0
 
 
@@ -102,7 +119,8 @@ def test_bad_arguments_exit_2_with_one_line(
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "clinician.json"
-    save_identity(path, MemberIdentity.from_seed(hashlib.sha256(b"cli clinician").digest()))
+    identity = MemberIdentity.from_seed(hashlib.sha256(b"cli clinician").digest())
+    write_member_identity(path, identity, PASS, **FAST)
     return path
 
 
@@ -127,14 +145,20 @@ def test_runtime_errors_exit_1_with_one_line(
 # ---- the commands as a person runs them, against the real node -----------------------------
 
 
-def emrchain(*argv: str, cwd: Path) -> tuple[int, str, str]:
-    """`python -m emrchain.cli ARGV` in its own process: (exit status, stdout, stderr)."""
+def emrchain(*argv: str, cwd: Path, passphrase: str | None = PASS) -> tuple[int, str, str]:
+    """`python -m emrchain.cli ARGV` in its own process (stdin not a terminal, the member key
+    passphrase in the environment unless None): (exit status, stdout, stderr)."""
+    environment = {k: v for k, v in os.environ.items() if k != PASSPHRASE_VARIABLE}
+    if passphrase is not None:
+        environment[PASSPHRASE_VARIABLE] = passphrase
     done = subprocess.run(
         [sys.executable, "-m", "emrchain.cli", *argv],
         capture_output=True,
         text=True,
         timeout=COMMAND_TIMEOUT_S,
         cwd=cwd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
     )
     return done.returncode, done.stdout, done.stderr
 
@@ -146,7 +170,7 @@ class Keys:
         self.url = node.url
         self.directory = directory
         for name in ("clinician", "patient", "auditor", "outsider"):
-            save_identity(directory / f"{name}.json", getattr(cast, name))
+            write_member_identity(directory / f"{name}.json", getattr(cast, name), PASS, **FAST)
 
     def __call__(self, name: str) -> list[str]:
         return ["--rpc", self.url, "--key", str(self.directory / f"{name}.json")]
@@ -163,25 +187,48 @@ def store(node: RealNode, cast: Cast, plaintext: bytes) -> bytes:
 
 def test_keys_new_then_registered_and_used(real_node: RealNode, tmp_path: Path) -> None:
     path = tmp_path / "me.json"
-    status, out, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path)
+    # Without a passphrase (no terminal, nothing in the environment) nothing is written.
+    status, _, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path, passphrase=None)
+    assert status == 1 and PASSPHRASE_VARIABLE in err and not path.exists()
+    assert_one_line(err, "keys new")
+    status, out, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path, passphrase=PASS)
     assert status == 0, err
-    identity = load_identity(path)
+    assert "(encrypted)" in out and json.loads(path.read_text())["type"].endswith("-encrypted")
+    identity = load_identity(path, PASS)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert identity.member_key.hex() in out and identity.encryption_public_key.hex() in out
-    status, _, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path)
+    status, _, err = emrchain("keys", "new", "--out", str(path), cwd=tmp_path, passphrase=PASS)
     assert status == 1 and "refusing to replace" in err
     assert_one_line(err, "keys new")
-    assert load_identity(path).member_key == identity.member_key  # the first key survives
+    assert load_identity(path, PASS).member_key == identity.member_key  # the first survives
+    status, _, err = emrchain(
+        "audit", "--patient", ID, "--rpc", real_node.url, "--key", str(path), cwd=tmp_path,
+        passphrase="a wrong passphrase",
+    )  # fmt: skip
+    assert status == 1 and "wrong passphrase" in err
 
     # The admin registers the new key as a patient; the patient lists its own (empty) trail.
     patient_id = secrets.token_bytes(32)
     real_node.register((identity, Role.PATIENT, patient_id))
     status, out, err = emrchain(
         "audit", "--patient", patient_id.hex(), "--rpc", real_node.url, "--key", str(path),
-        cwd=tmp_path,
+        cwd=tmp_path, passphrase=PASS,
     )  # fmt: skip
     assert status == 0, err
     assert json.loads(out) == {"events": [], "total": 0, "dropped": 0}
+
+
+def test_keys_plain_and_encrypt(tmp_path: Path) -> None:
+    plain, encrypted = tmp_path / "plain.json", tmp_path / "encrypted.json"
+    status, out, err = emrchain("keys", "new", "--out", str(plain), "--plain", cwd=tmp_path)
+    assert status == 0 and "(encrypted)" not in out, err
+    assert "seed" in json.loads(plain.read_text())
+    status, out, err = emrchain(
+        "keys", "encrypt", "--key", str(plain), "--out", str(encrypted), cwd=tmp_path,
+        passphrase=PASS,
+    )  # fmt: skip
+    assert status == 0 and "(encrypted)" in out, err
+    assert load_identity(encrypted, PASS).signer.seed == load_identity(plain).signer.seed
 
 
 def test_record_put_get_audit_and_erase_through_the_commands(

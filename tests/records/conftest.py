@@ -12,7 +12,7 @@ from tests.services.fixtures import require_service
 
 @pytest.fixture(scope="module")
 def ipfs_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SwarmIpfsDaemon, ...]]:
-    """Two online js-ipfs nodes on loopback, connected to each other (A dialled B); per module
+    """Two online Kubo nodes on loopback, connected to each other (A dialled B); per module
     (a node takes seconds to start): a test that kills one starts it again."""
     require_service("ipfs")
     daemons = tuple(

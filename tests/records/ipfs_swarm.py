@@ -1,17 +1,15 @@
-"""Two private js-ipfs nodes that talk to each other over a 127.0.0.1 swarm, for replication.
+"""Two private Kubo nodes that talk to each other over a 127.0.0.1 swarm, for replication.
 
 `scripts/ipfs/daemon.py` runs nodes `--offline` (no libp2p at all), which is right for every
 single-node test; replication needs libp2p, so these nodes run online but can still reach
-nothing beyond loopback: empty Bootstrap, MDNS off, preload off, swarm listening on
-127.0.0.1 only, and the only peer is the one `connect` dials. The repository setup and the
-helpers (init, stale-lock removal, API polling) are the script's own.
+nothing beyond loopback: the script's loopback-only repository (empty Bootstrap, MDNS off, no
+routing, no gateway, telemetry off) with the swarm listening on 127.0.0.1 only, and the only
+peer is the one `connect` dials. The repository setup and the helpers (init, stale-lock
+removal, API polling) are the script's own.
 
-A swarm connection is not yet a bitswap partnership: js-ipfs's bitswap starts sending wants to a
-peer only once libp2p's identify exchange has stored that peer's protocols, so `connect` waits
-for identify on both sides. (`bitswap/stat` is no readiness signal here: js-ipfs lists as Peers
-only the peers it has exchanged bitswap messages with, so it is empty until the first want.)
-Identify failed (logged only under DEBUG) until `scripts/ipfs/package.json` pinned
-`@libp2p/peer-record` and `@libp2p/utils` to releases on libp2p 0.42's multiaddr major (11).
+A swarm connection is not yet a bitswap partnership: bitswap sends wants to a peer once
+libp2p's identify exchange has recorded that peer's protocols, so `connect` waits for identify
+on both sides (`id?arg=PEER` lists the peer's bitswap protocols).
 """
 
 from __future__ import annotations
@@ -50,7 +48,7 @@ _script = _daemon_script()
 
 @dataclass
 class SwarmIpfsDaemon:
-    """An online js-ipfs node on loopback; `kill` and `start` keep its API port."""
+    """An online Kubo node on loopback; `kill` and `start` keep its API port."""
 
     repo: Path
     api_port: int = 0
@@ -68,7 +66,7 @@ class SwarmIpfsDaemon:
         config_path.write_text(json.dumps(config, indent=2))
         with open(self.repo / "daemon.log", "ab") as log:
             self.process = subprocess.Popen(
-                ["node", str(_script.COMMAND_LINE_SCRIPT), "daemon", "--enable-preload=false"],
+                _script.daemon_command(online=True),
                 env=_script.node_environment(self.repo), stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
@@ -120,7 +118,7 @@ class SwarmIpfsDaemon:
         peer's bitswap protocols, which is what makes its bitswap treat the peer as a partner."""
         try:
             protocols = self.call(f"id?arg={peer_id}").get("Protocols") or []
-        except urllib.error.HTTPError:  # js-ipfs answers 500 for a peer it has never seen
+        except urllib.error.HTTPError:  # 500 for a peer it has never seen
             return False
         return any(protocol.startswith(BITSWAP_PROTOCOL_PREFIX) for protocol in protocols)
 

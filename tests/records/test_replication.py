@@ -39,7 +39,7 @@ def test_a_record_pinned_by_b_is_served_by_b_after_a_is_killed(ipfs_pair) -> Non
         store_a, store_b = blob_store(a.api_url), blob_store(b.api_url)
         try:
             cids = [await store_a.put(data) for data in ciphertexts]
-            # (Not `has`: an online js-ipfs ignores `offline=true` and fetches to answer it.)
+            # Pins, not `has`: B's pinset is what replication changes.
             assert not set(cids) & b.pins()
             pins = replicator(store_b)
             for cid in cids:

@@ -36,7 +36,6 @@ from tests.ci import running_in_ci
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 IPFS_DAEMON_SCRIPT = REPOSITORY / "scripts" / "ipfs" / "daemon.py"
-IPFS_COMMAND_LINE = REPOSITORY / "scripts" / "ipfs" / "node_modules" / "ipfs" / "src" / "cli.js"
 SOFTHSM_MODULE_CANDIDATES = (
     Path("/usr/lib/softhsm/libsofthsm2.so"),
     Path("/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so"),
@@ -81,10 +80,18 @@ def _missing_reason(name: str) -> str | None:
             return "no softhsm2-util binary"
         return None if softhsm_module_path() else "no libsofthsm2.so module"
     if name == "ipfs":
-        if not shutil.which("node"):
-            return "no node binary"
-        return None if IPFS_COMMAND_LINE.exists() else f"js-ipfs missing at {IPFS_COMMAND_LINE}"
+        binary = kubo_binary()
+        return None if binary.exists() else f"Kubo missing at {binary}"
     raise ValueError(f"unknown service {name!r}")
+
+
+def kubo_binary() -> Path:
+    """Where scripts/setup caches the Kubo binary (the script's own answer)."""
+    completed = subprocess.run(
+        [sys.executable, str(IPFS_DAEMON_SCRIPT), "binary"], capture_output=True, text=True,
+        timeout=30, check=True,
+    )
+    return Path(completed.stdout.strip())
 
 
 def softhsm_module_path() -> Path | None:
@@ -104,10 +111,12 @@ def _wait_until(condition: Any, timeout_s: float, what: str) -> None:
 
 @dataclass
 class RedisServer:
-    """A private redis-server on a unix socket (TCP disabled), no persistence."""
+    """A private redis-server on a unix socket (TCP disabled), no persistence; `arguments` are
+    added to its command line (e.g. `--requirepass`, a `--tls-port`)."""
 
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    arguments: tuple[str, ...] = ()
 
     @property
     def unix_socket(self) -> str:
@@ -122,6 +131,7 @@ class RedisServer:
                 "redis-server", "--port", "0", "--unixsocket", self.unix_socket,
                 "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
                 "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log"),
+                *self.arguments,
             ],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -141,7 +151,8 @@ class RedisServer:
                 connection.settimeout(1.0)
                 connection.connect(self.unix_socket)
                 connection.sendall(b"PING\r\n")
-                return connection.recv(64).startswith(b"+PONG")
+                # NOAUTH: up, and asking for the password it was started with.
+                return connection.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
@@ -250,7 +261,7 @@ def hsm_worker(softhsm_token: SoftHsmToken) -> Iterator[Any]:
 
 @dataclass
 class IpfsDaemon:
-    """A private offline js-ipfs node, managed through scripts/ipfs/daemon.py."""
+    """A private offline Kubo node, managed through scripts/ipfs/daemon.py."""
 
     repo: Path
     api_port: int = 0

@@ -1,8 +1,9 @@
 """Issue 6 acceptance: a 4-validator devnet on the real services, and its fault behaviour.
 
-Every node runs as its own process with its ciphertext in js-ipfs (two swarm-connected IPFS
-nodes: nodes 0 and 2 use one, nodes 1 and 3 the other), its hot cache in one private Redis, and
-its keys in SoftHSM2: the custody KEK (`kek_backend = "hsm"`) and the validator's consensus key
+Every node runs as its own process with its ciphertext in Kubo (two swarm-connected IPFS
+nodes: nodes 0 and 2 use one, nodes 1 and 3 the other), its hot cache in one private Redis
+(which asks for a password: the nodes AUTH, so a cached entry proves it worked), and its keys
+in SoftHSM2: the custody KEK (`kek_backend = "hsm"`) and the validator's consensus key
 (`[keys] backend = "hsm"`; the homes' validator key files are deleted, genesis names the
 token's keys). The homes are configured through the strict config loader.
 
@@ -17,6 +18,7 @@ Faults, each through the real client against hospital A's node (node 0):
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import subprocess
 import time
@@ -44,6 +46,8 @@ VALIDATORS = 4
 NO_PATIENT = bytes(32)
 REDIS_KEY_PREFIX = "emrchain:blob:"
 FAST_FAILURE_S = 10.0
+REDIS_PASSWORD = secrets.token_hex(16)
+REDIS_PASSWORD_VARIABLE = "EMRCHAIN_TEST_DEVNET_REDIS_PASSWORD"
 
 
 @dataclass
@@ -60,6 +64,7 @@ class ServicesDevnet:
         completed = subprocess.run(
             ["redis-cli", "--raw", "-s", self.redis.unix_socket, *arguments],
             capture_output=True, timeout=10, check=True,
+            env=dict(os.environ, REDISCLI_AUTH=REDIS_PASSWORD),
         )
         return completed.stdout.removesuffix(b"\n")
 
@@ -84,7 +89,12 @@ def services_devnet(
         require_service(service)
     root = tmp_path_factory.mktemp("services-devnet")
     ipfs = (SwarmIpfsDaemon(root / "ipfs-a" / "repo"), SwarmIpfsDaemon(root / "ipfs-b" / "repo"))
-    redis = RedisServer(tmp_path_factory.mktemp("redis"))
+    # Redis asks for a password: the nodes AUTH with the one in the environment variable
+    # their config names (inherited by the node processes).
+    redis = RedisServer(
+        tmp_path_factory.mktemp("redis"), arguments=("--requirepass", REDIS_PASSWORD)
+    )
+    os.environ[REDIS_PASSWORD_VARIABLE] = REDIS_PASSWORD
     devnet = Devnet(root / "net", VALIDATORS)
     try:
         for daemon in ipfs:
@@ -108,6 +118,7 @@ def services_devnet(
                     "ipfs_api_url": ipfs[index % 2].api_url,
                     "cache_backend": "redis",
                     "redis_url": f"unix://{redis.unix_socket}",
+                    "redis_password_environment_variable": REDIS_PASSWORD_VARIABLE,
                     "kek_backend": "hsm",
                     "hsm_kek_label_prefix": kek_prefix,
                     **hsm_settings(softhsm_token),
@@ -138,6 +149,7 @@ def services_devnet(
     finally:
         devnet.stop_all()
         redis.stop()
+        os.environ.pop(REDIS_PASSWORD_VARIABLE, None)
         for daemon in ipfs:
             daemon.stop()
 
@@ -245,8 +257,8 @@ def test_corrupted_bytes_from_ipfs_are_detected_and_not_served(
 
 
 def block_file(repo: Path, cid: str) -> Path:
-    """The blockstore file of the raw block `cid` (a record smaller than one chunk): js-ipfs
-    names it by the base32 of its multihash (sha2-256 code 0x12, length 0x20, digest)."""
+    """The blockstore file of the raw block `cid` (a record smaller than one chunk): Kubo's
+    flatfs names it by the base32 of its multihash (sha2-256 code 0x12, length 0x20, digest)."""
     multihash = bytes((0x12, 0x20)) + ContentId.from_text(cid).digest
     name = base64.b32encode(multihash).decode().rstrip("=")
     matches = list((repo / "blocks").rglob(f"{name}.data"))

@@ -21,9 +21,10 @@ def test_missing_service_fails_in_ci_and_skips_locally(monkeypatch: pytest.Monke
 
 
 def test_missing_ipfs_install_is_reported(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(fixtures, "IPFS_COMMAND_LINE", tmp_path / "absent" / "cli.js")
+    # The script's cache directory variable moves the expected binary somewhere empty.
+    monkeypatch.setenv("EMRCHAIN_CACHE_DIR", str(tmp_path / "absent"))
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="js-ipfs missing"):
+    with pytest.raises(pytest.fail.Exception, match=r"Kubo missing at .*absent"):
         fixtures.require_service("ipfs")
 
 

@@ -1,4 +1,4 @@
-"""IpfsBlobStore against a real, private, offline js-ipfs node (Kubo RPC API on 127.0.0.1)."""
+"""IpfsBlobStore against a real, private, offline Kubo node (Kubo RPC API on 127.0.0.1)."""
 
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def test_absent_cid_is_not_found_within_the_node_lookup_timeout(ipfs_daemon: Ipf
             started = time.monotonic()
             with pytest.raises(BlobNotFoundError):
                 await store.get(cid, hashlib.sha256(never_added).digest())
-            # Bounded (js-ipfs would wait forever) and not retried: "absent" is an answer.
+            # Bounded (an online node searches until `timeout=`) and not retried: "absent" is
+            # an answer.
             # The margin is for a loaded machine.
             assert time.monotonic() - started < 5.0
             assert not await store.has(cid)
@@ -156,7 +157,8 @@ def block_file_holding(repo: Path, data: bytes) -> Path:
 
 
 def test_bytes_corrupted_on_the_node_disk_are_detected(ipfs_daemon: IpfsDaemon) -> None:
-    """js-ipfs serves a block without re-hashing it; the store must not pass that on."""
+    """Kubo serves a block without re-hashing it (`Datastore.HashOnRead` is off by default);
+    the store must not pass that on."""
 
     async def scenario() -> None:
         store = store_for(ipfs_daemon)

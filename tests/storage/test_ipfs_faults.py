@@ -1,4 +1,4 @@
-"""IpfsBlobStore against a misbehaving IPFS node: the real js-ipfs daemon behind a fault-injecting
+"""IpfsBlobStore against a misbehaving IPFS node: the real Kubo daemon behind a fault-injecting
 proxy on 127.0.0.1 that forwards every call and, per test, lies, corrupts, stalls or fails in
 ways a real node does only rarely (a bad disk, a bug, an overloaded host)."""
 
@@ -265,7 +265,9 @@ def test_transient_server_errors_are_retried(ipfs_daemon: IpfsDaemon) -> None:
     assert calls == 3
 
 
-def test_node_lookup_timeout_means_not_found_and_is_not_retried(ipfs_daemon: IpfsDaemon) -> None:
+def test_node_not_holding_a_cid_means_not_found_and_is_not_retried(
+    ipfs_daemon: IpfsDaemon,
+) -> None:
     answers: list[tuple[str, int, bytes]] = []
 
     async def watched_cat(request: web.Request, forward: Forward) -> web.Response:
@@ -287,10 +289,11 @@ def test_node_lookup_timeout_means_not_found_and_is_not_retried(ipfs_daemon: Ipf
                 await store.close()
 
     run(scenario())
-    # The real node's own answer to a block it lacks, once: "absent" is an answer, not a fault.
+    # The real (offline) node's own answer to a block it lacks, once: "absent" is an answer, not
+    # a fault. (An online node searches until `timeout=` expires: tests/records/test_replication.)
     assert len(answers) == 1
     timeout, status, body = answers[0]
-    assert timeout == "100ms" and status == 500 and b"timed out" in body
+    assert timeout == "100ms" and status == 500 and b"not found locally" in body
 
 
 def test_nothing_listening_is_unavailable_quickly() -> None:
