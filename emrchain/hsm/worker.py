@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import pkcs11
 from pkcs11 import Attribute, KeyType, ObjectClass
 
+from emrchain import metrics
 from emrchain.hsm.config import HsmConfig, PinUnavailableError
 from emrchain.storage.interfaces import KeyUnavailableError
 
@@ -194,7 +195,8 @@ class HsmWorker:
         future = self._submit(operation, timeout_ms)
         timeout_s = self._timeout_s(timeout_ms)
         try:
-            return future.result(timeout=timeout_s)
+            with metrics.dependency_call("hsm", "call"):
+                return future.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise HsmUnavailableError(f"HSM call did not finish within {timeout_s} s") from None
@@ -206,8 +208,9 @@ class HsmWorker:
         future = self._submit(operation, timeout_ms)
         timeout_s = self._timeout_s(timeout_ms)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await asyncio.wrap_future(future)
+            with metrics.dependency_call("hsm", "call"):
+                async with asyncio.timeout(timeout_s):
+                    return await asyncio.wrap_future(future)
         except TimeoutError:
             future.cancel()
             raise HsmUnavailableError(f"HSM call did not finish within {timeout_s} s") from None

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from emrchain import _core
+from emrchain import _core, metrics
 from emrchain.mempool import Mempool
 from emrchain.schema import TxKind
 from emrchain.schema.anchor import KEY_BYTES
@@ -290,13 +291,15 @@ class Chain:
         Raises ChainHaltError if the block does not fit our state although the validators
         committed it: our application state has diverged and the node must stop.
         """
+        started = time.perf_counter()
         applied = self._execute_decided(block, commit, verdict)
         try:
-            self.store.write_prepared(applied.prepared)
+            self._write(applied.prepared)
         except BaseException:
             self.store.abandon_commit(applied.prepared)
             raise
         self._finish_apply(applied)
+        metrics.BLOCK_COMMIT.observe(time.perf_counter() - started)
 
     async def apply_block_pipelined(
         self, block: Block, commit: CommitCertificate, verdict: BlockVerdict | None = None
@@ -306,6 +309,7 @@ class Chain:
         block (and while a write waits for a memtable flush). The head, the mempool and the
         listeners move only after the write, on the loop, so every reader on the loop sees
         the old height until the new block is durable."""
+        started = time.perf_counter()
         applied = self._execute_decided(block, commit, verdict)
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-write")
@@ -314,7 +318,7 @@ class Chain:
             # Shielded: a cancelled caller (shutdown) must not leave the head behind a write
             # that still completes in the thread; close() waits for it.
             await asyncio.shield(
-                loop.run_in_executor(self._writer, self.store.write_prepared, applied.prepared)
+                loop.run_in_executor(self._writer, self._write, applied.prepared)
             )
         except asyncio.CancelledError:
             raise
@@ -322,6 +326,12 @@ class Chain:
             self.store.abandon_commit(applied.prepared)
             raise
         self._finish_apply(applied)
+        metrics.BLOCK_COMMIT.observe(time.perf_counter() - started)
+
+    def _write(self, prepared: PreparedCommit) -> None:
+        started = time.perf_counter()
+        self.store.write_prepared(prepared)
+        metrics.STORE_WRITE.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         """Wait for a block write in flight, then stop the writer thread (before the database
@@ -347,6 +357,7 @@ class Chain:
             signature_verdicts = verdict.signature_verdicts
             stateless_verdicts = verdict.stateless_verdicts
         erasures = self._erasure_targets(block) if self.erasure_listeners else []
+        started = time.perf_counter()
         result = self.application.execute_block(
             block,
             self.store.state_view(),
@@ -354,6 +365,7 @@ class Chain:
             stateless_verdicts=stateless_verdicts,
         )
         prepared = self.store.prepare_commit(block, commit, result)
+        metrics.BLOCK_EXECUTION.observe(time.perf_counter() - started)
         return _Applied(block, result, prepared, erasures)
 
     def _finish_apply(self, applied: _Applied) -> None:

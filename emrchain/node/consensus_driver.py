@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from emrchain import metrics
 from emrchain.consensus.effects import ReportEvidence, ScheduleTimeout
 from emrchain.consensus.events import TimeoutFired
 from emrchain.consensus.runtime import (
@@ -50,6 +51,7 @@ from emrchain.crypto.keys import Signer
 from emrchain.invariants import invariant
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
+from emrchain.node.metrics import StepTimer
 from emrchain.store import ConsensusWal, SigningStateStore
 from emrchain.types import Block, CommitCertificate, DuplicateVoteEvidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
@@ -227,6 +229,7 @@ class ConsensusDriver:
         # Timer callbacks run through this, so the node can halt on an unexpected exception
         # instead of losing a timer silently (the node sets it to its own guard).
         self.guard: Callable[..., None] = lambda function, *arguments: function(*arguments)
+        self._step_timer = StepTimer()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -329,6 +332,8 @@ class ConsensusDriver:
                 logger.warning("%s", action.text)
         if wake and self._waiting_height is not None:
             self._wake_for(self._waiting_height)
+        core = self._core
+        self._step_timer.update(core.height, core.round, core.round_step, self._loop.time())
 
     def _wire(self, message: ConsensusMessage) -> Message:
         if isinstance(message, SignedProposal):
@@ -356,6 +361,7 @@ class ConsensusDriver:
             evidence.height,
         )
         self.evidence.append(evidence)
+        metrics.EVIDENCE_DETECTED.inc()
 
     def _decide(self, action: CommitBlock) -> None:
         block = action.block

@@ -30,6 +30,7 @@ from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.metrics import CommitMetrics
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.node.wiring import (
     RuntimeIntervals,
@@ -41,6 +42,7 @@ from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
+from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
@@ -175,7 +177,16 @@ class Node:
         self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
-        self.rpc = RpcServer(NodeRpcView(self))
+        view = NodeRpcView(self)
+        self.rpc = RpcServer(view)
+        self.instrumentation = (
+            InstrumentationServer(view, config.instrumentation)
+            if config.instrumentation.enabled
+            else None
+        )
+        self.chain.commit_listeners.append(
+            CommitMetrics(self.store.commit, self.chain.validator_set, time.monotonic).on_commit
+        )
         self.driver: ConsensusDriver | None = None
         self.blocksync = BlockSync(self.chain, self._send_to, self._on_synced)
         self._gossip_cursors: dict[str, int] = {}
@@ -233,6 +244,8 @@ class Node:
         await self.p2p.start()
         self.admission.start()
         await self.rpc.start()
+        if self.instrumentation is not None:
+            await self.instrumentation.start()
         self.driver = ConsensusDriver(
             TendermintCore(build(ConsensusConfig, self.config), self.validator_key.public_key),
             self.chain,
@@ -277,6 +290,10 @@ class Node:
         self._erasures.add(task)
         task.add_done_callback(self._erasures.discard)
 
+    @property
+    def erasures_in_flight(self) -> int:
+        return len(self._erasures)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -288,6 +305,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.rpc.close()
+        if self.instrumentation is not None:
+            await self.instrumentation.close()
         await asyncio.gather(*self._erasures, return_exceptions=True)
         if self.replicator is not None:
             await self.replicator.close()
