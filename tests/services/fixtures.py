@@ -62,7 +62,8 @@ def run(coroutine: Coroutine[Any, Any, Result], deadline_s: float = TEST_DEADLIN
 def require_service(name: str) -> None:
     """Skip (locally) or fail (CI=true) the current test when service `name` is not installed.
 
-    Names: "redis", "softhsm", "ipfs".
+    Names: "redis", "softhsm", "ipfs", "prometheus" (with promtool), "alertmanager" (with
+    amtool).
     """
     missing = _missing_reason(name)
     if missing is None:
@@ -84,7 +85,17 @@ def _missing_reason(name: str) -> str | None:
         if not shutil.which("node"):
             return "no node binary"
         return None if IPFS_COMMAND_LINE.exists() else f"js-ipfs missing at {IPFS_COMMAND_LINE}"
+    if name in MONITORING_BINARIES:
+        missing = [binary for binary in MONITORING_BINARIES[name] if not shutil.which(binary)]
+        return f"no {', '.join(missing)} binary" if missing else None
     raise ValueError(f"unknown service {name!r}")
+
+
+MONITORING_BINARIES = {
+    "prometheus": ("prometheus", "promtool"),
+    "alertmanager": ("prometheus-alertmanager", "amtool"),
+}
+"""Debian's `prometheus` and `prometheus-alertmanager` packages (scripts/setup installs them)."""
 
 
 def softhsm_module_path() -> Path | None:
