@@ -30,6 +30,7 @@ from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.log_context import consensus_log_context
 from emrchain.node.metrics import CommitMetrics
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.node.wiring import (
@@ -290,6 +291,14 @@ class Node:
         self._erasures.add(task)
         task.add_done_callback(self._erasures.discard)
 
+    def consensus_position(self) -> tuple[int, int] | None:
+        """(height, round) consensus is at, for log lines; None before it started."""
+        driver = self.driver
+        if driver is None:
+            return None
+        state = driver.consensus_state()
+        return state.height, state.round
+
     @property
     def erasures_in_flight(self) -> int:
         return len(self._erasures)
@@ -369,7 +378,12 @@ class Node:
             except DecodeError as error:
                 self.undecodable_messages += 1
                 self.p2p.report_misbehaviour(received.peer_id, Misbehaviour.PROTOCOL_VIOLATION)
-                logger.warning("undecodable message from %s: %s", received.peer_id[:16], error)
+                logger.warning(
+                    "undecodable message from %s: %s",
+                    received.peer_id[:16],
+                    error,
+                    extra={"peer": received.peer_id},
+                )
                 continue
             if isinstance(message, messages.TxsMessage):
                 # Never wait for admission here: votes and proposals queue behind this loop,
@@ -453,5 +467,6 @@ async def run_node(home: Path | str) -> Node:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal_number, node.request_stop)
-    await node.run()
+    with consensus_log_context(node.consensus_position):
+        await node.run()
     return node
