@@ -317,9 +317,7 @@ class Chain:
         try:
             # Shielded: a cancelled caller (shutdown) must not leave the head behind a write
             # that still completes in the thread; close() waits for it.
-            await asyncio.shield(
-                loop.run_in_executor(self._writer, self._write, applied.prepared)
-            )
+            await asyncio.shield(loop.run_in_executor(self._writer, self._write, applied.prepared))
         except asyncio.CancelledError:
             raise
         except BaseException:

@@ -79,7 +79,9 @@ class NodeCollector(Collector):
         yield _gauge(
             "consensus_validators", "Validators in the next height's set.", operations.validators
         )
-        yield _gauge("node_halted", "1 once the node halted (it then stops).", node.halt_reason is not None)
+        yield _gauge(
+            "node_halted", "1 once the node halted (it then stops).", node.halt_reason is not None
+        )
         yield _counter(
             "consensus_refused_signatures",
             "Consensus messages refused for a bad signature.",
@@ -144,18 +146,27 @@ class NodeCollector(Collector):
             dict(p2p.handshake_failures),
         )
         yield _labelled_counter(
-            "p2p_misbehaviour_reports", "Misbehaviour reports, by kind.", "kind", dict(p2p.misbehaviour)
+            "p2p_misbehaviour_reports",
+            "Misbehaviour reports, by kind.",
+            "kind",
+            dict(p2p.misbehaviour),
         )
         yield _counter("p2p_bans", "Peers banned for misbehaviour.", p2p.bans)
 
     def _store_and_records(self, status: Any, operations: Any) -> Iterator[Metric]:
         counters = status.counters
-        yield _gauge("store_data_bytes", "Bytes of files in the data directory.", operations.data_bytes)
         yield _gauge(
-            "disk_free_bytes", "Free bytes on the data directory's filesystem.", operations.disk_free_bytes
+            "store_data_bytes", "Bytes of files in the data directory.", operations.data_bytes
         )
         yield _gauge(
-            "disk_total_bytes", "Size of the data directory's filesystem.", operations.disk_total_bytes
+            "disk_free_bytes",
+            "Free bytes on the data directory's filesystem.",
+            operations.disk_free_bytes,
+        )
+        yield _gauge(
+            "disk_total_bytes",
+            "Size of the data directory's filesystem.",
+            operations.disk_total_bytes,
         )
         yield _labelled_counter(
             "store_state_cache_lookups",

@@ -217,9 +217,7 @@ class RpcServer:
             # json_errors outermost: it turns the timeout's RpcError into a JSON reply too.
             middlewares=[
                 json_errors,
-                request_observer(
-                    ThrottledLog(logger, section.error_log_interval_ms / 1000)
-                ),
+                request_observer(ThrottledLog(logger, section.error_log_interval_ms / 1000)),
                 request_timeout(section.request_timeout_ms),
                 guard.middleware,
             ],

@@ -55,7 +55,11 @@ def get(url: str, timeout_s: float = 5.0) -> tuple[int, Any]:
     """(status, body) of a GET; JSON bodies decoded, others as text."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            status, raw, kind = response.status, response.read(), response.headers.get_content_type()
+            status, raw, kind = (
+                response.status,
+                response.read(),
+                response.headers.get_content_type(),
+            )
     except urllib.error.HTTPError as error:
         status, raw, kind = error.code, error.read(), error.headers.get_content_type()
     text = raw.decode()

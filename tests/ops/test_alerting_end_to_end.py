@@ -5,8 +5,8 @@ restarting it sends the resolution to both.
 
 The shipped configs are used, with only what a test must change: the addresses (free loopback
 ports), short intervals (scrape and evaluation 1 s, Alertmanager group_wait and group_interval
-1 s) and NodeDown's `for` (1 m -> 2 s). Bounds (docs/spec/metrics.md, Alerting): firing is delivered within
-scrape 1 s + `for` 2 s + evaluation 1 s + group_wait 1 s + slack, asserted under
+1 s) and NodeDown's `for` (1 m -> 2 s). Bounds (docs/spec/metrics.md, Alerting): firing is
+delivered within scrape 1 s + `for` 2 s + evaluation 1 s + group_wait 1 s + slack, asserted under
 FIRING_BOUND_S; the resolution within a scrape, an evaluation and a group_interval, asserted under
 RESOLVED_BOUND_S after the node answers again.
 """
@@ -186,7 +186,7 @@ def prometheus_config(
     ]
     config["scrape_configs"][0]["static_configs"][0]["targets"] = targets
     rules = (PROMETHEUS_CONFIGS / "emrchain-alerts.yml").read_text()
-    node_down = "expr: up{job=\"emrchain\"} == 0\n        for: 1m"
+    node_down = 'expr: up{job="emrchain"} == 0\n        for: 1m'
     assert rules.count(node_down) == 1
     (directory / "emrchain-alerts.yml").write_text(
         rules.replace(node_down, node_down.replace("1m", "2s"))

@@ -49,9 +49,7 @@ def refused_lines(log: Path) -> list[dict]:
 @pytest.mark.slow
 def test_a_flood_of_refused_requests_is_counted_but_logged_once(tmp_path: Path) -> None:
     with Devnet(tmp_path / "net", 1) as devnet:
-        devnet.configure(
-            0, {"log": {"format": "json"}, "rpc": {"error_log_interval_ms": 600_000}}
-        )
+        devnet.configure(0, {"log": {"format": "json"}, "rpc": {"error_log_interval_ms": 600_000}})
         devnet.start_all()
         devnet.wait_for_height(2, [0], timeout_s=60)
         url = devnet.rpc_urls[0] + "/records/" + "00" * 32
