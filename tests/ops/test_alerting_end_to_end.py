@@ -202,6 +202,22 @@ def prometheus_targets_up(port: int, count: int) -> bool:
     return bool(result) and float(result[0]["value"][1]) == count
 
 
+def wait_delivered(inbox: Inbox, status: str, instance: str, since: float, bound_s: float) -> float:
+    """Until NodeDown of `instance` in `status` reached both receivers, within `bound_s` of
+    `since`; returns the seconds it took."""
+    wait_until(
+        lambda: inbox.webhook_alerts(status, "EmrchainNodeDown", instance),
+        bound_s,
+        f"NodeDown {status} at the webhook",
+    )
+    wait_until(
+        lambda: inbox.email(status.upper(), "EmrchainNodeDown", instance),
+        max(bound_s - (time.monotonic() - since), 0.1),
+        f"NodeDown {status} by email",
+    )
+    return time.monotonic() - since
+
+
 def test_node_down_is_delivered_to_webhook_and_email_then_resolved(tmp_path: Path) -> None:
     require_service("prometheus")
     require_service("alertmanager")
@@ -256,17 +272,7 @@ def test_node_down_is_delivered_to_webhook_and_email_then_resolved(tmp_path: Pat
             killed = targets[KILLED]
             devnet.kill(KILLED)
             killed_at = time.monotonic()
-            wait_until(
-                lambda: inbox.webhook_alerts("firing", "EmrchainNodeDown", killed),
-                FIRING_BOUND_S,
-                "NodeDown firing at the webhook",
-            )
-            wait_until(
-                lambda: inbox.email("FIRING", "EmrchainNodeDown", killed),
-                FIRING_BOUND_S - (time.monotonic() - killed_at),
-                "NodeDown firing by email",
-            )
-            fired_s = time.monotonic() - killed_at
+            fired_s = wait_delivered(inbox, "firing", killed, killed_at, FIRING_BOUND_S)
             devnet.start(KILLED)
             wait_until(
                 lambda: try_get(devnet.instrumentation_url(KILLED) + "/health"),
@@ -274,17 +280,7 @@ def test_node_down_is_delivered_to_webhook_and_email_then_resolved(tmp_path: Pat
                 "the restarted node to answer",
             )
             answered_at = time.monotonic()
-            wait_until(
-                lambda: inbox.webhook_alerts("resolved", "EmrchainNodeDown", killed),
-                RESOLVED_BOUND_S,
-                "NodeDown resolved at the webhook",
-            )
-            wait_until(
-                lambda: inbox.email("RESOLVED", "EmrchainNodeDown", killed),
-                RESOLVED_BOUND_S - (time.monotonic() - answered_at),
-                "NodeDown resolved by email",
-            )
-            resolved_s = time.monotonic() - answered_at
+            resolved_s = wait_delivered(inbox, "resolved", killed, answered_at, RESOLVED_BOUND_S)
             print(f"NodeDown delivered {fired_s:.1f} s after the kill, resolved {resolved_s:.1f} s")
             # Only the killed node was reported down.
             with inbox.lock:

@@ -22,7 +22,7 @@ from tests.ops.support import (
     mismatches,
     try_get,
 )
-from tests.services.fixtures import RedisServer, require_service
+from tests.services.fixtures import RedisServer, started_redis
 
 pytestmark = pytest.mark.slow
 
@@ -33,13 +33,7 @@ blocks, each verified and written with fsync) for /ready to be seen answering 50
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    require_service("redis")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from started_redis(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

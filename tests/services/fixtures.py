@@ -172,8 +172,8 @@ class RedisServer:
                 self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def started_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A running RedisServer until the generator closes (for fixtures of any scope)."""
     require_service("redis")
     # A short directory: unix socket paths are limited to ~107 bytes.
     server = RedisServer(tmp_path_factory.mktemp("redis"))
@@ -182,6 +182,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from started_redis(tmp_path_factory)
 
 
 # -- SoftHSM2 --------------------------------------------------------------------------------
