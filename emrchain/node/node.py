@@ -246,7 +246,15 @@ class Node:
         self.admission.start()
         await self.rpc.start()
         if self.instrumentation is not None:
-            await self.instrumentation.start()
+            try:
+                await self.instrumentation.start()
+            except OSError as error:
+                await self.rpc.close()
+                await self.p2p.close()
+                address = self.config.instrumentation.listen_address
+                raise NodeStartError(
+                    f"[instrumentation] listen_address {address}: cannot listen ({error.strerror})"
+                ) from None
         self.driver = ConsensusDriver(
             TendermintCore(build(ConsensusConfig, self.config), self.validator_key.public_key),
             self.chain,

@@ -177,3 +177,22 @@ def test_ready_is_503_while_a_node_catches_up(network: Devnet) -> None:
     assert "behind" in seen_catching_up["checks"]["caught_up"]["detail"]
     body = wait_for_status(url, 200, 60)
     assert body["checks"]["caught_up"]["ok"] and body["checks"]["peers_for_quorum"]["ok"]
+
+
+def test_a_taken_instrumentation_port_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from emrchain.config.address import Address
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with Devnet(tmp_path / "net", 1) as devnet:
+            address = Address("127.0.0.1", port)
+            devnet.configure(0, {"instrumentation": {"listen_address": address}})
+            devnet.start(0)
+            devnet.wait_for(lambda: not devnet.is_running(0), 30, "the node to exit")
+            assert devnet.processes[0].returncode != 0
+            log = devnet.log_path(0).read_text()
+            assert f"[instrumentation] listen_address 127.0.0.1:{port}: cannot listen" in log
