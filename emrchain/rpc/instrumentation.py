@@ -197,6 +197,8 @@ KEY_PREFIX_CHARACTERS = 16
 """Refused requests are logged with the first 16 hex characters of the signing key they
 named: enough to find the member, too short to be mistaken for the key."""
 UNMATCHED_ROUTE = "unmatched"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""Any other method is labelled `other`: a client must not be able to mint label values."""
 
 
 def request_observer(refusals_log: ThrottledLog) -> Any:
@@ -221,7 +223,8 @@ def request_observer(refusals_log: ThrottledLog) -> Any:
         finally:
             route = request.match_info.route.resource
             template = route.canonical if route is not None else UNMATCHED_ROUTE
-            metrics.RPC_DURATION.labels(template, request.method, str(status)).observe(
+            method = request.method if request.method in KNOWN_METHODS else "other"
+            metrics.RPC_DURATION.labels(template, method, str(status)).observe(
                 time.perf_counter() - started
             )
             if status in REFUSED_STATUSES:
