@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 
 class ThrottledLog:
@@ -41,16 +41,23 @@ class ThrottledLog:
         left_out, self.suppressed = self.suppressed, 0
         return left_out
 
-    def warning(self, message: str, *arguments: object, exc_info: bool = False) -> bool:
+    def warning(
+        self,
+        message: str,
+        *arguments: object,
+        exc_info: bool = False,
+        extra: Mapping[str, object] | None = None,
+    ) -> bool:
         """Log `message` unless a line was written within the interval; True if written.
-        `exc_info`: with the current exception's traceback (for bugs, not client faults)."""
+        `exc_info`: with the current exception's traceback (for bugs, not client faults);
+        `extra`: fields for structured (JSON) log lines."""
         left_out = self.allow()
         if left_out is None:
             return False
         if left_out:
             message += " (and %d more like it since the last line)"
             arguments = (*arguments, left_out)
-        self._logger.warning(message, *arguments, exc_info=exc_info)
+        self._logger.warning(message, *arguments, exc_info=exc_info, extra=extra)
         return True
 
 

@@ -34,7 +34,7 @@ def _layer(name: str, *packages: str) -> Layer:
 
 
 LAYERS = (
-    _layer("vocabulary", "schema", "invariants", "throttled_log"),
+    _layer("vocabulary", "schema", "invariants", "throttled_log", "metrics"),
     _layer("compiled core", "_core"),
     _layer("cryptography", "crypto"),
     _layer("data types", "types"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -110,8 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/bench-ab", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("base", help="the commit to compare against (any git revision)")
+    parser.add_argument(
+        "base",
+        help="the commit to compare against (any git revision), or `.` for this checkout "
+        "(to compare two configurations of the same code, with --base-arguments)",
+    )
     parser.add_argument("--pairs", type=int, default=3, help=f"pairs of runs (1..{MAX_PAIRS})")
+    parser.add_argument(
+        "--base-arguments",
+        default="",
+        help='extra `emrchain bench` arguments for the base side only (e.g. "--metrics off")',
+    )
+    parser.add_argument(
+        "--new-arguments", default="", help="extra `emrchain bench` arguments for the new side"
+    )
     parser.epilog = "Everything after -- goes to `emrchain bench` for both sides."
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
@@ -132,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
             bench_arguments += [option, str(default)]
     pairs: list[Pair] = []
     with tempfile.TemporaryDirectory(prefix="emrchain-ab-") as directory:
-        tree = _worktree(arguments.base, Path(directory))
+        same_code = arguments.base == "."
+        tree = REPOSITORY if same_code else _worktree(arguments.base, Path(directory))
+        extra = {
+            "base": shlex.split(arguments.base_arguments),
+            "new": shlex.split(arguments.new_arguments),
+        }
         try:
             for number in range(1, arguments.pairs + 1):
                 # Alternate which side goes first, so a drift of the machine favours neither.
@@ -140,17 +158,22 @@ def main(argv: list[str] | None = None) -> int:
                 figures = {}
                 for side in order:
                     side_tree = tree if side == "base" else REPOSITORY
-                    figures[side] = _run(side_tree, bench_arguments, f"ab-{side}-{number}")
+                    figures[side] = _run(
+                        side_tree, [*bench_arguments, *extra[side]], f"ab-{side}-{number}"
+                    )
                 pair = Pair(figures["base"], figures["new"])
                 pairs.append(pair)
                 print(f"pair {number}: base {pair.base}  new {pair.new}", file=sys.stderr)
         finally:
-            subprocess.run(
-                ["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(tree)],
-                check=False,
-            )
+            if not same_code:
+                subprocess.run(
+                    ["git", "-C", str(REPOSITORY), "worktree", "remove", "--force", str(tree)],
+                    check=False,
+                )
     summary = summarize(pairs)
     summary["base"] = arguments.base
+    summary["base_arguments"] = extra["base"]
+    summary["new_arguments"] = extra["new"]
     summary["bench_arguments"] = bench_arguments
     print(json.dumps(summary))
     return 0

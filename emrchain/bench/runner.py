@@ -68,6 +68,44 @@ class BenchOptions:
     devnet_dir: Path | None = None
     """Create the devnet's homes here and keep them (logs, data) after the run."""
     consensus: dict[str, int] = dataclasses.field(default_factory=lambda: dict(BENCH_CONSENSUS))
+    metrics: bool = True
+    """Devnet nodes serve /metrics ([instrumentation], as testnet homes do), scraped every
+    METRICS_SCRAPE_INTERVAL_S during the window like Prometheus would; False turns it off."""
+
+
+METRICS_SCRAPE_INTERVAL_S = 1.0
+"""Fifteen times Prometheus's default rate: the cost of scraping shows, if it has one."""
+
+
+class MetricsScraper:
+    """A thread that GETs every node's /metrics each interval until stopped; counts replies."""
+
+    def __init__(self, urls: list[str], interval_s: float) -> None:
+        import threading
+
+        self._urls, self._interval_s = urls, interval_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.scrapes = 0
+        self.failures = 0
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval_s):
+            for url in self._urls:
+                try:
+                    with urllib.request.urlopen(url + "/metrics", timeout=5) as response:
+                        response.read()
+                    self.scrapes += 1
+                except OSError:
+                    self.failures += 1
+
+    def __enter__(self) -> MetricsScraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join(10)
 
 
 def _batch_size(options: BenchOptions) -> int:
@@ -166,7 +204,12 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             else:
                 temporary = Path(tempfile.mkdtemp(prefix="emrchain-bench-"))
                 root = temporary / "net"
-            devnet = Devnet(root, options.validators, consensus=options.consensus)
+            devnet = Devnet(
+                root,
+                options.validators,
+                consensus=options.consensus,
+                settings={"instrumentation": {"enabled": options.metrics}},
+            )
             urls = devnet.rpc_urls
             chain_id = b"emrchain-devnet"
             seed = options.seed if options.seed is not None else 0
@@ -199,7 +242,13 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         )
         client_cpu_start_s = time.process_time()
         node_cpu_start_s = _devnet_cpu_seconds(devnet)
-        tracker, window = asyncio.run(run_window(urls, lanes, window_options))
+        scraped = (
+            [devnet.instrumentation_url(index) for index in range(len(urls))]
+            if devnet is not None and options.metrics
+            else []
+        )
+        with MetricsScraper(scraped, METRICS_SCRAPE_INTERVAL_S) as scraper:
+            tracker, window = asyncio.run(run_window(urls, lanes, window_options))
         node_cpu_end_s = _devnet_cpu_seconds(devnet)
         client_cpu_s = time.process_time() - client_cpu_start_s
         summary = report.summarize(tracker, window)
@@ -218,6 +267,9 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             load_average_start=load_start,
             load_average_end=_load_average(),
             client_cpu_s=round(client_cpu_s, 2),
+            metrics=options.metrics,
+            metrics_scrapes=scraper.scrapes,
+            metrics_scrape_failures=scraper.failures,
             node_cpu_s=None if node_cpu_s is None else round(node_cpu_s, 2),
             node_cpu_us_per_tx=(
                 round(node_cpu_s / committed * 1e6, 1) if node_cpu_s and committed else None

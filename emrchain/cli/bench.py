@@ -109,6 +109,13 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="devnet consensus timeout_commit_ms (default: the bench devnet's)",
     )
+    parser.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help="devnet nodes serve /metrics, scraped every second during the window (on, the "
+        "default, as testnet homes), or [instrumentation] is disabled (off)",
+    )
 
 
 @command(
@@ -143,6 +150,7 @@ def bench(args: argparse.Namespace) -> int:
         name=args.name,
         devnet_dir=args.devnet_dir,
         consensus=consensus,
+        metrics=args.metrics == "on",
         **({"workers": args.workers} if args.workers else {}),
     )
     try:

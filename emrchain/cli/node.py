@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import shutil
 import tempfile
 import time
@@ -21,14 +20,12 @@ def _start_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("start", "run a validator node from its home directory", arguments=_start_arguments)
 def start(args: argparse.Namespace) -> int:
+    from emrchain.cli.log_format import configure_logging
     from emrchain.config.node import load_node_config
     from emrchain.node.node import NodeStartError, run_node
 
-    level = load_node_config(args.home).log.level.upper()
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    log = load_node_config(args.home).log
+    configure_logging(log.level, log.format)
     try:
         node = asyncio.run(run_node(args.home))
     except NodeStartError as error:

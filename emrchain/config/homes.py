@@ -43,8 +43,9 @@ from emrchain.types.limits import DEFAULT_LIMITS, Limits
 DATA_DIR = "data"
 PRIVATE_DIRECTORY_MODE = 0o700
 TESTNET_VALIDATOR_POWER = 10
-PORTS_PER_NODE = 2
-"""Each testnet node gets a P2P port and an RPC port, consecutive from the base port."""
+PORTS_PER_NODE = 3
+"""Each testnet node gets a P2P, an RPC and an instrumentation (metrics) port, consecutive
+from the base port."""
 
 
 ADMIN_IDENTITY_FILE = "config/admin_key.json"
@@ -205,8 +206,9 @@ def choose_free_ports(host: str, count: int) -> list[int]:
             probe.close()
 
 
-def testnet_ports(host: str, nodes: int, base_port: int) -> list[tuple[int, int]]:
-    """(p2p port, rpc port) per node: consecutive from `base_port`, or free ports if 0."""
+def testnet_ports(host: str, nodes: int, base_port: int) -> list[tuple[int, int, int]]:
+    """(p2p port, rpc port, instrumentation port) per node: consecutive from `base_port`, or
+    free ports if 0."""
     count = nodes * PORTS_PER_NODE
     if base_port == 0:
         ports = choose_free_ports(host, count)
@@ -214,7 +216,9 @@ def testnet_ports(host: str, nodes: int, base_port: int) -> list[tuple[int, int]
         if base_port + count - 1 > 65535:
             raise HomeError(f"base port {base_port} leaves no room for {count} ports")
         ports = list(range(base_port, base_port + count))
-    return [(ports[2 * index], ports[2 * index + 1]) for index in range(nodes)]
+    return [
+        (ports[3 * index], ports[3 * index + 1], ports[3 * index + 2]) for index in range(nodes)
+    ]
 
 
 def create_testnet(
@@ -257,7 +261,7 @@ def create_testnet(
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         for index, moniker in enumerate(monikers):
-            p2p_port, rpc_port = ports[index]
+            p2p_port, rpc_port, instrumentation_port = ports[index]
             base = NodeConfig(home=output / moniker)
             config = dataclasses.replace(
                 base,
@@ -272,6 +276,12 @@ def create_testnet(
                     persistent_peers=tuple(peers[:index] + peers[index + 1 :]),
                 ),
                 rpc=dataclasses.replace(base.rpc, listen_address=Address(host, rpc_port)),
+                # Testnets are for trying things out: metrics on, on a port of their own.
+                instrumentation=dataclasses.replace(
+                    base.instrumentation,
+                    enabled=True,
+                    listen_address=Address(host, instrumentation_port),
+                ),
             )
             (staging / moniker).mkdir(mode=PRIVATE_DIRECTORY_MODE)
             _write_home(staging / moniker, config, genesis, keys[index])

@@ -738,9 +738,53 @@ class RecordsSection:
 
 
 @dataclass(frozen=True)
+class InstrumentationSection:
+    enabled: bool = setting(
+        False,
+        "Serve Prometheus metrics (/metrics), /health and /ready on listen_address "
+        "(docs/spec/metrics.md).",
+        Boolean(),
+    )
+    listen_address: Address = setting(  # noqa: RUF009
+        Address("127.0.0.1", 26660),
+        "Where the metrics, health and readiness endpoints listen (plain HTTP, no "
+        "authentication: keep it on loopback or an operations network).",
+        ListenAddress(),
+    )
+    heartbeat_interval_ms: int = setting(
+        1_000,
+        "How often the node's event loop records that it is alive (/health reads it).",
+        Integer(10, 60_000, "milliseconds"),
+    )
+    heartbeat_stale_ms: int = setting(
+        10_000,
+        "/health answers 503 when the loop's last heartbeat is older than this; at least "
+        "twice heartbeat_interval_ms.",
+        Integer(20, 600_000, "milliseconds"),
+    )
+    ready_max_blocks_behind: int = setting(
+        2,
+        "/ready answers 503 while the best height a peer reported is more than this many blocks "
+        "above ours (the node is catching up).",
+        Integer(0, 1_000_000, "blocks"),
+    )
+    dependency_timeout_ms: int = setting(
+        1_000,
+        "Deadline of one readiness probe of a configured dependency (Redis, IPFS, HSM).",
+        Integer(10, 60_000, "milliseconds"),
+    )
+
+
+@dataclass(frozen=True)
 class LogSection:
     level: str = setting(
         "info", "Least severe log level written.", Choice(("debug", "info", "warning", "error"))
+    )
+    format: str = setting(
+        "text",
+        "text: one human-readable line per event; json: one JSON object per line, with the "
+        "event's height, round, peer and request fields when it has them.",
+        Choice(("text", "json")),
     )
 
 
@@ -815,6 +859,12 @@ SECTIONS: tuple[Section, ...] = (
         settings_of(RecordsSection),
     ),
     Section("log", "Logging.", LogSection, settings_of(LogSection)),
+    Section(
+        "instrumentation",
+        "Prometheus metrics, health and readiness for operators.",
+        InstrumentationSection,
+        settings_of(InstrumentationSection),
+    ),
 )
 SECTIONS_BY_NAME = {section.name: section for section in SECTIONS}
 
@@ -834,6 +884,7 @@ class NodeConfig:
     keys: KeysSection = field(default_factory=KeysSection)
     records: RecordsSection = field(default_factory=RecordsSection)
     log: LogSection = field(default_factory=LogSection)
+    instrumentation: InstrumentationSection = field(default_factory=InstrumentationSection)
 
     def resolve(self, relative: str) -> Path:
         """An absolute-or-cwd-relative path for a home-relative config path."""
@@ -1007,6 +1058,7 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         "[records] redis_tls_ca_file",
         "is only used with a rediss:// redis_url (TLS); empty it or use rediss://",
     )
+    _check_instrumentation(config, require)
     absence_filter_bytes = config.storage.absence_filter_bytes
     require(
         absence_filter_bytes == 0 or absence_filter_bytes >= 1024,
@@ -1053,6 +1105,24 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         limits.validate_basic()
     except ValueError as error:  # a guard: the per-key ranges above should already hold
         raise ConfigError(source, "[limits]", str(error)) from None
+
+
+def _check_instrumentation(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:
+    section = config.instrumentation
+    require(
+        section.heartbeat_stale_ms >= 2 * section.heartbeat_interval_ms,
+        "[instrumentation] heartbeat_stale_ms",
+        f"must be at least twice [instrumentation] heartbeat_interval_ms "
+        f"({section.heartbeat_interval_ms}), got {section.heartbeat_stale_ms}",
+    )
+    if section.enabled:
+        for other in ("rpc", "p2p"):
+            taken = getattr(config, other).listen_address
+            require(
+                section.listen_address != taken,
+                "[instrumentation] listen_address",
+                f"must differ from [{other}] listen_address ({taken})",
+            )
 
 
 def _check_gossip(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:

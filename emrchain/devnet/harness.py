@@ -74,6 +74,11 @@ class Devnet:
             )
         self.rpc_urls = [self._rpc_url(home) for home in self.homes]
 
+    def instrumentation_url(self, index: int) -> str:
+        """Base URL of node `index`'s /metrics, /health and /ready (testnet homes enable it)."""
+        address = load_node_config(self.homes[index]).instrumentation.listen_address
+        return f"http://{address.host}:{address.port}"
+
     @staticmethod
     def _rpc_url(home: Path) -> str:
         rpc = load_node_config(home).rpc

@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 import pkcs11
 from pkcs11 import Attribute, KeyType, ObjectClass
 
+from emrchain import metrics
 from emrchain.hsm.config import HsmConfig, PinUnavailableError
 from emrchain.hsm.operation_log import OperationRecord, calling_code, record_operation, utc_now
 from emrchain.storage.interfaces import KeyUnavailableError
@@ -237,7 +238,8 @@ class HsmWorker:
         future = self._submit(audited, timeout_ms)
         timeout_s = self._timeout_s(timeout_ms)
         try:
-            return future.result(timeout=timeout_s)
+            with metrics.dependency_call("hsm", "call"):
+                return future.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
             if future.cancel():
                 audited.record("timeout")
@@ -256,8 +258,9 @@ class HsmWorker:
         future = self._submit(audited, timeout_ms)
         timeout_s = self._timeout_s(timeout_ms)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await asyncio.wrap_future(future)
+            with metrics.dependency_call("hsm", "call"):
+                async with asyncio.timeout(timeout_s):
+                    return await asyncio.wrap_future(future)
         except TimeoutError:
             if future.cancel():
                 audited.record("timeout")

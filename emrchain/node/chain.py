@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from emrchain import _core
+from emrchain import _core, metrics
 from emrchain.mempool import Mempool
 from emrchain.schema import TxKind
 from emrchain.schema.anchor import KEY_BYTES
@@ -326,11 +327,13 @@ class Chain:
         """
         if not self._claim(block):
             return False
+        started = time.perf_counter()
         with self._releasing_claim():
             applied = self._execute_decided(block, commit, verdict)
             with self._abandoned_on_failure(applied):
-                self.store.write_prepared(applied.prepared)
+                self._write(applied.prepared)
             self._finish_apply(applied)
+        metrics.BLOCK_COMMIT.observe(time.perf_counter() - started)
         return True
 
     def apply_block_pipelined(
@@ -358,6 +361,7 @@ class Chain:
     ) -> bool:
         if not claimed:
             return False
+        started = time.perf_counter()
         with self._releasing_claim():
             applied = self._execute_decided(block, commit, verdict)
             if self._writer is None:
@@ -367,9 +371,10 @@ class Chain:
                 # Shielded: a cancelled caller (shutdown) must not leave the head behind a
                 # write that still completes in the thread; close() waits for it.
                 await asyncio.shield(
-                    loop.run_in_executor(self._writer, self.store.write_prepared, applied.prepared)
+                    loop.run_in_executor(self._writer, self._write, applied.prepared)
                 )
             self._finish_apply(applied)
+        metrics.BLOCK_COMMIT.observe(time.perf_counter() - started)
         return True
 
     @contextmanager
@@ -390,6 +395,11 @@ class Chain:
         except BaseException:
             self.store.abandon_commit(applied.prepared)
             raise
+
+    def _write(self, prepared: PreparedCommit) -> None:
+        started = time.perf_counter()
+        self.store.write_prepared(prepared)
+        metrics.STORE_WRITE.observe(time.perf_counter() - started)
 
     def close(self) -> None:
         """Wait for a block write in flight, then stop the writer thread (before the database
@@ -415,6 +425,7 @@ class Chain:
             signature_verdicts = verdict.signature_verdicts
             stateless_verdicts = verdict.stateless_verdicts
         erasures = self._erasure_targets(block) if self.erasure_listeners else []
+        started = time.perf_counter()
         result = self.application.execute_block(
             block,
             self.store.state_view(),
@@ -422,6 +433,7 @@ class Chain:
             stateless_verdicts=stateless_verdicts,
         )
         prepared = self.store.prepare_commit(block, commit, result)
+        metrics.BLOCK_EXECUTION.observe(time.perf_counter() - started)
         return _Applied(block, result, prepared, erasures)
 
     def _finish_apply(self, applied: _Applied) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from emrchain import metrics
 from emrchain.consensus.effects import ReportEvidence, ScheduleTimeout
 from emrchain.consensus.events import TimeoutFired
 from emrchain.consensus.runtime import (
@@ -49,6 +50,7 @@ from emrchain.consensus.state_machine import ConsensusState, TendermintCore
 from emrchain.crypto.keys import Signer
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
+from emrchain.node.metrics import StepTimer
 from emrchain.store import ConsensusWal, SigningStateStore
 from emrchain.types import Block, DuplicateVoteEvidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
@@ -226,6 +228,7 @@ class ConsensusDriver:
         # Timer callbacks run through this, so the node can halt on an unexpected exception
         # instead of losing a timer silently (the node sets it to its own guard).
         self.guard: Callable[..., None] = lambda function, *arguments: function(*arguments)
+        self._step_timer = StepTimer()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -328,6 +331,8 @@ class ConsensusDriver:
                 logger.warning("%s", action.text)
         if wake and self._waiting_height is not None:
             self._wake_for(self._waiting_height)
+        core = self._core
+        self._step_timer.update(core.height, core.round, core.round_step, self._loop.time())
 
     def _wire(self, message: ConsensusMessage) -> Message:
         if isinstance(message, SignedProposal):
@@ -355,6 +360,7 @@ class ConsensusDriver:
             evidence.height,
         )
         self.evidence.append(evidence)
+        metrics.EVIDENCE_DETECTED.inc()
 
     def _decide(self, action: CommitBlock) -> None:
         block = action.block

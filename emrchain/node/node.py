@@ -30,6 +30,8 @@ from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync, SyncLimits
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.log_context import consensus_log_context
+from emrchain.node.metrics import CommitMetrics
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.node.wiring import (
     RuntimeIntervals,
@@ -41,6 +43,7 @@ from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
+from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
@@ -175,7 +178,16 @@ class Node:
         self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
-        self.rpc = RpcServer(NodeRpcView(self))
+        view = NodeRpcView(self)
+        self.rpc = RpcServer(view)
+        self.instrumentation = (
+            InstrumentationServer(view, config.instrumentation)
+            if config.instrumentation.enabled
+            else None
+        )
+        self.chain.commit_listeners.append(
+            CommitMetrics(self.store.commit, self.chain.validator_set, time.monotonic).on_commit
+        )
         self.driver: ConsensusDriver | None = None
         self.blocksync = BlockSync(
             self.chain,
@@ -239,6 +251,16 @@ class Node:
         await self.p2p.start()
         self.admission.start()
         await self.rpc.start()
+        if self.instrumentation is not None:
+            try:
+                await self.instrumentation.start()
+            except OSError as error:
+                await self.rpc.close()
+                await self.p2p.close()
+                address = self.config.instrumentation.listen_address
+                raise NodeStartError(
+                    f"[instrumentation] listen_address {address}: cannot listen ({error.strerror})"
+                ) from None
         self.driver = ConsensusDriver(
             TendermintCore(build(ConsensusConfig, self.config), self.validator_key.public_key),
             self.chain,
@@ -283,6 +305,18 @@ class Node:
         self._erasures.add(task)
         task.add_done_callback(self._erasures.discard)
 
+    def consensus_position(self) -> tuple[int, int] | None:
+        """(height, round) consensus is at, for log lines; None before it started."""
+        driver = self.driver
+        if driver is None:
+            return None
+        state = driver.consensus_state()
+        return state.height, state.round
+
+    @property
+    def erasures_in_flight(self) -> int:
+        return len(self._erasures)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -294,6 +328,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.rpc.close()
+        if self.instrumentation is not None:
+            await self.instrumentation.close()
         await asyncio.gather(*self._erasures, return_exceptions=True)
         if self.replicator is not None:
             await self.replicator.close()
@@ -356,7 +392,12 @@ class Node:
             except DecodeError as error:
                 self.undecodable_messages += 1
                 self.p2p.report_misbehaviour(received.peer_id, Misbehaviour.PROTOCOL_VIOLATION)
-                logger.warning("undecodable message from %s: %s", received.peer_id[:16], error)
+                logger.warning(
+                    "undecodable message from %s: %s",
+                    received.peer_id[:16],
+                    error,
+                    extra={"peer": received.peer_id},
+                )
                 continue
             if isinstance(message, messages.TxsMessage):
                 # Never wait for admission here: votes and proposals queue behind this loop,
@@ -440,5 +481,6 @@ async def run_node(home: Path | str) -> Node:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal_number, node.request_stop)
-    await node.run()
+    with consensus_log_context(node.consensus_position):
+        await node.run()
     return node

@@ -7,16 +7,25 @@ peer manager, store) stays here, in the node package.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import dataclasses
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emrchain.rpc.node_view import (
     ChainReader,
     CommitListener,
     ConsensusPosition,
+    DependencyStatus,
     NodeCounters,
     NodeStatus,
+    OperationsSnapshot,
 )
+from emrchain.storage.ipfs import IpfsBlobStore
+from emrchain.storage.redis_cache import RedisCache
 
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
@@ -108,3 +117,67 @@ class NodeRpcView:
                 absence_filter_keys=absence.keys_added if absence is not None else 0,
             ),
         )
+
+    def operations(self) -> OperationsSnapshot:
+        node = self._node
+        validators = len(node.chain.validator_set(node.chain.height + 1).validators)
+        replicator = node.replicator
+        disk = shutil.disk_usage(node.config.data_path)
+        return OperationsSnapshot(
+            validators=validators,
+            peers_needed_for_quorum=peers_needed_for_quorum(validators),
+            best_peer_height=node.blocksync.best_peer_height,
+            p2p=node.p2p.stats(),
+            replication_queued=replicator.backlog if replicator is not None else 0,
+            replication_counters=dataclasses.asdict(replicator.counters)
+            if replicator is not None
+            else {},
+            erasures_in_flight=node.erasures_in_flight,
+            data_bytes=directory_bytes(node.config.data_path),
+            disk_free_bytes=disk.free,
+            disk_total_bytes=disk.total,
+        )
+
+    async def probe_dependencies(self, timeout_s: float) -> list[DependencyStatus]:
+        records = self._node.records
+        probes: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        if isinstance(records.cache, RedisCache):
+            probes.append(("redis", records.cache.ping))
+        if isinstance(records.blob_store, IpfsBlobStore):
+            probes.append(("ipfs", records.blob_store.version))
+        if self._node.config.records.kek_backend == "hsm":
+            key_ring = records.key_ring
+            # A worker round trip through the token; the call blocks, so off the loop.
+            probes.append(("hsm", lambda: asyncio.to_thread(key_ring.versions)))
+        return list(await asyncio.gather(*(_probe(name, call, timeout_s) for name, call in probes)))
+
+
+def peers_needed_for_quorum(validators: int) -> int:
+    """Peers a validator needs so that, with itself, more than 2/3 of `validators` vote."""
+    quorum = validators * 2 // 3 + 1
+    return max(quorum - 1, 0)
+
+
+def directory_bytes(root: Path) -> int:
+    """Total size of the regular files under `root` (a LevelDB holds few, large files)."""
+    total = 0
+    for directory, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:  # deleted by a compaction meanwhile
+                continue
+    return total
+
+
+async def _probe(
+    name: str, call: Callable[[], Awaitable[object]], timeout_s: float
+) -> DependencyStatus:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await call()
+    except TimeoutError:
+        return DependencyStatus(name, False, f"no answer within {timeout_s:g} s")
+    except Exception as error:
+        return DependencyStatus(name, False, f"{type(error).__name__}: {error}"[:200])
+    return DependencyStatus(name, True, "reachable")

@@ -470,7 +470,9 @@ class PeerManager:
             return True
         self._connections[connection.peer_id] = connection
         self._stats.connections_established += 1
-        logger.info("connected to peer %s", connection.peer_id[:16])
+        logger.info(
+            "connected to peer %s", connection.peer_id[:16], extra={"peer": connection.peer_id}
+        )
         self._notify(self._on_peer_connected, connection.peer_id)
         return True
 

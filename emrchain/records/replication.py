@@ -170,6 +170,11 @@ class Replicator:
         self._idle.clear()
         logger.info("replication: pinning %s", cid)
 
+    @property
+    def backlog(self) -> int:
+        """Pins queued or in progress (docs/spec/metrics.md)."""
+        return len(self._queued)
+
     async def wait_idle(self) -> None:
         """Until every queued pin finished (pinned or given up); for tests and shutdown."""
         await self._idle.wait()

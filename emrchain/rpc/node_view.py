@@ -20,6 +20,7 @@ from emrchain.types import Block
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
     from emrchain.mempool import Admission, MempoolStats
+    from emrchain.p2p.stats import P2PStats
     from emrchain.records.service import RecordService
     from emrchain.rpc.commit_waits import CommitWaits
     from emrchain.state.view import CommittedState
@@ -86,6 +87,39 @@ class NodeStatus:
     counters: NodeCounters
 
 
+@dataclass(frozen=True, slots=True)
+class OperationsSnapshot:
+    """What the metrics and readiness endpoints read beyond `NodeStatus` (docs/spec/metrics.md)."""
+
+    validators: int
+    """Validators in the set of the next height."""
+    peers_needed_for_quorum: int
+    """Connected validator peers this node needs so that, with its own vote, more than two
+    thirds of the validators can vote (equal voting power assumed, as genesis gives)."""
+    best_peer_height: int
+    """The highest height a peer reported (0 before any report)."""
+    p2p: P2PStats
+    replication_queued: int
+    """Pins queued or in progress (0 without replication)."""
+    replication_counters: dict[str, int]
+    """Pins done, failed, dropped (queue full) and retried since start."""
+    erasures_in_flight: int
+    """Committed erasures whose blob, cache entry and custody copy are still being deleted."""
+    data_bytes: int
+    """Bytes of the files in the data directory."""
+    disk_free_bytes: int
+    disk_total_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyStatus:
+    """One configured dependency as a readiness probe found it."""
+
+    name: str
+    reachable: bool
+    detail: str
+
+
 class NodeView(Protocol):
     """The narrow interface between a node and the RPC that serves it."""
 
@@ -135,3 +169,11 @@ class NodeView(Protocol):
     def add_commit_listener(self, listener: CommitListener) -> None: ...
 
     def status(self) -> NodeStatus: ...
+
+    def operations(self) -> OperationsSnapshot:
+        """Counters for `/metrics` and `/ready`, read at scrape time."""
+        ...
+
+    def probe_dependencies(self, timeout_s: float) -> Awaitable[list[DependencyStatus]]:
+        """Reach each configured dependency (Redis, IPFS, HSM) now, each within `timeout_s`."""
+        ...

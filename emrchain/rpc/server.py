@@ -43,6 +43,7 @@ from emrchain.rpc.guard import (
     defer_continue,
     read_body,
 )
+from emrchain.rpc.instrumentation import request_observer
 from emrchain.rpc.limits import Rate, RateLimiter
 from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.openapi import MAX_HEIGHT, DocumentLimits
@@ -216,6 +217,7 @@ class RpcServer:
             # json_errors outermost: it turns the timeout's RpcError into a JSON reply too.
             middlewares=[
                 json_errors,
+                request_observer(ThrottledLog(logger, section.error_log_interval_ms / 1000)),
                 request_timeout(section.request_timeout_ms),
                 guard.middleware,
             ],

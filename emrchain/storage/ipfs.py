@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 
+from emrchain import metrics
 from emrchain.storage.cid import CHUNK_SIZE, ContentId, compute_cid
 from emrchain.storage.interfaces import (
     BlobCorruptedError,
@@ -274,7 +275,8 @@ class IpfsBlobStore:
             if attempt:
                 await asyncio.sleep(self._backoff_delay_s(attempt))
             try:
-                return await self._post_once(request, data, limit_bytes)
+                with metrics.dependency_call("ipfs", request.path):
+                    return await self._post_once(request, data, limit_bytes)
             except _RetryableError as error:
                 last_error = error
                 logger.debug(

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 
+from emrchain import metrics
 from emrchain.storage.interfaces import BlobStore, Cache
 
 logger = logging.getLogger(__name__)
@@ -25,10 +26,12 @@ async def read_through(cache: Cache, store: BlobStore, cid: str, expected_sha256
     cached = await cache.get(cid)
     if cached is not None:
         if hmac.compare_digest(hashlib.sha256(cached).digest(), expected_sha256):
+            metrics.CIPHERTEXT_CACHE.labels("hit").inc()
             return cached
         # Poisoned or stale: drop it so the next reader does not pay for it again.
         logger.warning("cache entry for %s failed its hash check; evicted", cid)
         await cache.delete(cid)
+    metrics.CIPHERTEXT_CACHE.labels("miss").inc()
     data = await store.get(cid, expected_sha256)
     await cache.set(cid, data)
     return data

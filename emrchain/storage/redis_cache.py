@@ -23,6 +23,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from emrchain import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -145,6 +147,12 @@ class RedisCache:
     async def delete(self, key: str) -> None:
         await self._run("delete", self._client.delete(self._key_prefix + key))
 
+    async def ping(self) -> None:
+        """Reach Redis now (readiness probes), ignoring the down window; raises on failure."""
+        with metrics.dependency_call("redis", "ping"):
+            async with asyncio.timeout(self._timeout_s * 2):
+                await self._client.ping()
+
     async def close(self) -> None:
         await self._client.aclose()
         await self._pool.disconnect()
@@ -158,8 +166,9 @@ class RedisCache:
         try:
             # The socket timeouts bound each read and connect; this bounds the whole call,
             # including the wait for a pooled connection.
-            async with asyncio.timeout(self._timeout_s * 2):
-                result = await command
+            with metrics.dependency_call("redis", operation):
+                async with asyncio.timeout(self._timeout_s * 2):
+                    result = await command
         except (RedisError, OSError, TimeoutError) as error:
             self._is_down = True
             self._down_until = time.monotonic() + self._down_retry_interval_s

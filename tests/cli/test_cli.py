@@ -292,8 +292,10 @@ def test_testnet_base_port_lays_ports_out_consecutively(
     )
     for index in range(3):
         config = load_node_config(output / f"node{index}")
-        assert str(config.p2p.listen_address) == f"127.0.0.2:{40000 + 2 * index}"
-        assert str(config.rpc.listen_address) == f"127.0.0.2:{40001 + 2 * index}"
+        assert str(config.p2p.listen_address) == f"127.0.0.2:{40000 + 3 * index}"
+        assert str(config.rpc.listen_address) == f"127.0.0.2:{40001 + 3 * index}"
+        assert config.instrumentation.enabled
+        assert str(config.instrumentation.listen_address) == f"127.0.0.2:{40002 + 3 * index}"
 
 
 def test_testnet_refuses_a_non_empty_output_and_leaves_no_trace(

@@ -362,3 +362,17 @@ def test_strings_needing_escapes_round_trip() -> None:
 def test_a_gossip_message_that_just_fits_its_frame_is_accepted() -> None:
     config = parse("[mempool]\nmax_gossip_bytes = 33534368")  # 33554432 - 4 * 5000 - 64
     assert config.mempool.max_gossip_bytes == 33_534_368
+
+
+def test_instrumentation_rules_across_keys() -> None:
+    assert "[instrumentation] heartbeat_stale_ms: must be at least twice" in refused(
+        "[instrumentation]\nheartbeat_interval_ms = 1000\nheartbeat_stale_ms = 1500"
+    )
+    assert "[instrumentation] listen_address: must differ from [rpc]" in refused(
+        '[instrumentation]\nenabled = true\nlisten_address = "127.0.0.1:26657"'
+    )
+    # Disabled, its address is not bound, so it may equal another.
+    loaded = parse_node_config_text(
+        '[instrumentation]\nlisten_address = "127.0.0.1:26657"', home=HOME, source=SOURCE
+    )
+    assert loaded.instrumentation.enabled is False

@@ -61,7 +61,8 @@ def run(coroutine: Coroutine[Any, Any, Result], deadline_s: float = TEST_DEADLIN
 def require_service(name: str) -> None:
     """Skip (locally) or fail (CI=true) the current test when service `name` is not installed.
 
-    Names: "redis", "softhsm", "ipfs".
+    Names: "redis", "softhsm", "ipfs", "prometheus" (with promtool), "alertmanager" (with
+    amtool).
     """
     missing = _missing_reason(name)
     if missing is None:
@@ -82,7 +83,17 @@ def _missing_reason(name: str) -> str | None:
     if name == "ipfs":
         binary = kubo_binary()
         return None if binary.exists() else f"Kubo missing at {binary}"
+    if name in MONITORING_BINARIES:
+        missing = [binary for binary in MONITORING_BINARIES[name] if not shutil.which(binary)]
+        return f"no {', '.join(missing)} binary" if missing else None
     raise ValueError(f"unknown service {name!r}")
+
+
+MONITORING_BINARIES = {
+    "prometheus": ("prometheus", "promtool"),
+    "alertmanager": ("prometheus-alertmanager", "amtool"),
+}
+"""Debian's `prometheus` and `prometheus-alertmanager` packages (scripts/setup installs them)."""
 
 
 def kubo_binary() -> Path:
@@ -172,8 +183,8 @@ class RedisServer:
                 self.process.wait(timeout=10)
 
 
-@pytest.fixture
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def started_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A running RedisServer until the generator closes (for fixtures of any scope)."""
     require_service("redis")
     # A short directory: unix socket paths are limited to ~107 bytes.
     server = RedisServer(tmp_path_factory.mktemp("redis"))
@@ -182,6 +193,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    yield from started_redis(tmp_path_factory)
 
 
 # -- SoftHSM2 --------------------------------------------------------------------------------
