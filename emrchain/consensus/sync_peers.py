@@ -62,6 +62,13 @@ class SyncPeers(Generic[Peer]):
         """The highest height a peer in good standing claims: a hint, never proof."""
         return max(self._claims.values(), default=0)
 
+    def vouched_claim(self, liars: int) -> int:
+        """A height some honest peer claims when at most `liars` peers lie: the (liars + 1)-th
+        highest claim in good standing (0 with fewer claims). Readiness uses it, so that one
+        peer claiming a huge height cannot keep a node "catching up" for ever."""
+        claims = sorted(self._claims.values(), reverse=True)
+        return claims[liars] if 0 <= liars < len(claims) else 0
+
     def is_demoted(self, peer: Peer) -> bool:
         return self._demoted_until.get(peer, -1) > self._now_tick
 

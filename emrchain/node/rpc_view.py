@@ -126,7 +126,7 @@ class NodeRpcView:
         return OperationsSnapshot(
             validators=validators,
             peers_needed_for_quorum=peers_needed_for_quorum(validators),
-            best_peer_height=node.blocksync.best_peer_height,
+            best_peer_height=node.blocksync.peers.vouched_claim(liars=(validators - 1) // 3),
             p2p=node.p2p.stats(),
             replication_queued=replicator.backlog if replicator is not None else 0,
             replication_counters=dataclasses.asdict(replicator.counters)

@@ -97,7 +97,8 @@ class OperationsSnapshot:
     """Connected validator peers this node needs so that, with its own vote, more than two
     thirds of the validators can vote (equal voting power assumed, as genesis gives)."""
     best_peer_height: int
-    """The highest height a peer reported (0 before any report)."""
+    """A height some honest peer reported, if at most f = (validators - 1) // 3 peers lie: the
+    (f + 1)-th highest report in good standing (0 before enough reports)."""
     p2p: P2PStats
     replication_queued: int
     """Pins queued or in progress (0 without replication)."""

@@ -59,3 +59,13 @@ def test_one_ahead_is_asked_only_when_stalled_and_a_passed_request_is_dropped() 
 def test_bounds_are_checked() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         SyncPeers(request_timeout_ticks=0, demotion_ticks=1, max_peers=1)
+
+
+def test_a_vouched_claim_ignores_the_highest_liars() -> None:
+    peers: SyncPeers[str] = SyncPeers(request_timeout_ticks=2, demotion_ticks=4, max_peers=10)
+    for peer, height in (("a", 10), ("b", 11), ("liar", 10**12)):
+        peers.claim(peer, height)
+    assert peers.best_claim == 10**12
+    assert peers.vouched_claim(liars=1) == 11
+    assert peers.vouched_claim(liars=0) == 10**12
+    assert peers.vouched_claim(liars=3) == 0
