@@ -306,9 +306,18 @@ def _validators(value: object, limits: Limits, source: str) -> list[GenesisValid
                 "must be 1..64 characters of "
                 f"A-Z a-z 0-9 . _ -, starting with a letter or digit, got {name!r}",
             )
+        public_key = _key32(item["public_key"], f"{where}.public_key", source)
+        if not is_prime_order_key(public_key):
+            # A mixed-order key verifies some forged-looking signatures under the cofactorless
+            # check (docs/spec/encoding.md §2.1); execution refuses such a VALIDATOR_UPDATE too.
+            raise ConfigError(
+                source,
+                f"{where}.public_key",
+                "is not an Ed25519 public key in the prime-order subgroup",
+            )
         validator = GenesisValidator(
             name=name,
-            public_key=_key32(item["public_key"], f"{where}.public_key", source),
+            public_key=public_key,
             power=_integer(item["power"], f"{where}.power", 1, MAX_VALIDATOR_POWER, source),
             node_key=_key32(item["node_key"], f"{where}.node_key", source),
         )
