@@ -204,6 +204,17 @@ class Broadcast:
 
 
 @dataclass(frozen=True, slots=True)
+class Relay:
+    """Send `message` (a peer's vote, just verified and new to us) to every peer except
+    `source` (None: to every peer). Votes are relayed once each, so that two conflicting votes
+    an equivocating validator sent to different peers meet at every correct node, which then
+    reports the evidence (docs/spec/consensus.md §5)."""
+
+    message: Vote
+    source: object
+
+
+@dataclass(frozen=True, slots=True)
 class CommitBlock(Generic[BlockT]):
     """`block` is decided at `height`: persist it, then call `start_height(height + 1)`."""
 
@@ -225,6 +236,7 @@ Action = (
     | SaveSigningState
     | DiscardWal
     | Broadcast
+    | Relay
     | ScheduleTimeout
     | CommitBlock[Any]
     | ReportEvidence
@@ -336,21 +348,34 @@ class ConsensusRuntime(Generic[BlockT]):
         return actions
 
     def on_proposal(
-        self, proposal: Proposal, block: BlockT, encoded_block: bytes | None = None
+        self,
+        proposal: Proposal,
+        block: BlockT,
+        encoded_block: bytes | None = None,
+        *,
+        source: object = None,
     ) -> list[Action]:
         """A proposal with its block from a peer (signature not yet checked);
-        `encoded_block`, if the host has it, is the block's encoding (the bytes it received)."""
+        `encoded_block`, if the host has it, is the block's encoding (the bytes it received).
+        `source`: the peer it came from (opaque to the runtime; None: unknown)."""
         actions: list[Action] = []
         self._accept(
-            SignedProposal(proposal, block), actions, write_wal=True, encoded=encoded_block
+            SignedProposal(proposal, block),
+            actions,
+            write_wal=True,
+            encoded=encoded_block,
+            source=source,
         )
         return actions
 
-    def on_vote(self, vote: Vote, encoded: bytes | None = None) -> list[Action]:
+    def on_vote(
+        self, vote: Vote, encoded: bytes | None = None, *, source: object = None
+    ) -> list[Action]:
         """A vote from a peer (signature not yet checked); `encoded`, if the host has it,
-        is `vote.encode()` (the bytes it received), written to the WAL as they are."""
+        is `vote.encode()` (the bytes it received), written to the WAL as they are.
+        `source`: the peer it came from; a vote new to us is relayed to every other peer."""
         actions: list[Action] = []
-        self._accept(vote, actions, write_wal=True, encoded=encoded)
+        self._accept(vote, actions, write_wal=True, encoded=encoded, source=source)
         return actions
 
     def on_timeout(self, event: TimeoutFired) -> list[Action]:
@@ -412,8 +437,10 @@ class ConsensusRuntime(Generic[BlockT]):
         *,
         write_wal: bool,
         encoded: bytes | None = None,
+        source: object = None,
     ) -> None:
-        """De-duplicate, keep for later or drop by height, verify, log, feed to the core."""
+        """De-duplicate, keep for later or drop by height, verify, log, relay (a vote), feed
+        to the core."""
         if isinstance(message, Vote):
             key, height = message.signature, message.height
         else:
@@ -441,9 +468,13 @@ class ConsensusRuntime(Generic[BlockT]):
                 record = proposal_record(message.proposal, block)
             else:
                 record = b""
-        self._remember(key, height)
+        remembered = self._remember(key, height)
         if write_wal:
             self._log_received(height, record, actions)
+        # Only a vote we will recognise again is relayed: two nodes past the de-duplication
+        # bound would otherwise send one vote back and forth for ever.
+        if remembered and isinstance(message, Vote) and not self._restarting:
+            actions.append(Relay(message, source))
         self._dispatch(event, actions)
 
     def _admit_proposal(self, message: SignedProposal[BlockT], actions: list[Action]) -> bool:
@@ -463,10 +494,13 @@ class ConsensusRuntime(Generic[BlockT]):
         self.invalid_signatures += 1
         actions.append(Warn(text))
 
-    def _remember(self, key: bytes, height: int) -> None:
-        """De-duplicate later copies (bounded like the WAL: beyond it the core de-duplicates)."""
+    def _remember(self, key: bytes, height: int) -> bool:
+        """De-duplicate later copies (bounded like the WAL: beyond it the core de-duplicates).
+        False: past the bound, not remembered."""
         if self._wal_entries.get(height, 0) < self.limits.max_wal_entries_per_height:
             self._seen.setdefault(height, set()).add(key)
+            return True
+        return False
 
     def _log_received(self, height: int, record: bytes, actions: list[Action]) -> None:
         count = self._wal_entries.get(height, 0)

@@ -39,6 +39,7 @@ from emrchain.consensus.runtime import (
     ConsensusRuntime,
     DiscardWal,
     PersistedConsensus,
+    Relay,
     RuntimeLimits,
     SaveSigningState,
     SignedProposal,
@@ -187,6 +188,7 @@ class ConsensusDriver:
         signing_store: SigningStateStore,
         wal: ConsensusWal,
         broadcast: Callable[[Message], None],
+        relay: Callable[[Message, object], None],
         limits: DriverLimits,
         environment: Mapping[str, str] = os.environ,
     ) -> None:
@@ -195,6 +197,8 @@ class ConsensusDriver:
         self._signing_store = signing_store
         self._wal = wal
         self._broadcast = broadcast
+        self._relay = relay
+        """Send a message to every peer but the one given (its source; None: every peer)."""
         self._limits = limits
         self._loop = asyncio.get_running_loop()
         self._blocks = ChainBlocks(chain, signer.public_key)
@@ -291,15 +295,18 @@ class ConsensusDriver:
 
     # --------------------------------------------------------------- from the network
 
-    def on_proposal(self, message: ProposalMessage) -> None:
+    def on_proposal(self, message: ProposalMessage, source: str | None = None) -> None:
         if not self.stopped:
             self._execute(
-                self.runtime.on_proposal(message.proposal, message.block, message.block_bytes)
+                self.runtime.on_proposal(
+                    message.proposal, message.block, message.block_bytes, source=source
+                )
             )
 
-    def on_vote(self, message: VoteMessage) -> None:
+    def on_vote(self, message: VoteMessage, source: str | None = None) -> None:
+        """`source`: the peer id it came from (a new vote is relayed to every other peer)."""
         if not self.stopped:
-            self._execute(self.runtime.on_vote(message.vote, message.encoded))
+            self._execute(self.runtime.on_vote(message.vote, message.encoded, source=source))
 
     # ------------------------------------------------------------------- the actions
 
@@ -309,6 +316,8 @@ class ConsensusDriver:
         for action in actions:
             if isinstance(action, Broadcast):
                 self._broadcast(self._wire(action.message))
+            elif isinstance(action, Relay):
+                self._relay(VoteMessage(action.message), action.source)
             elif isinstance(action, AppendToWal):
                 self._wal.append(action.height, action.record, sync=action.sync)
                 # A verified message for the height we wait at: a validator that holds

@@ -240,6 +240,7 @@ class Node:
             SigningStateStore(self._database),
             ConsensusWal.open(self.config.home),
             self._broadcast,
+            self._relay,
             build(DriverLimits, self.config),
         )
         self.mempool.on_admitted = self.driver.txs_available
@@ -321,6 +322,13 @@ class Node:
         channel, payload = messages.encode(message)
         self.p2p.broadcast(channel, payload)
 
+    def _relay(self, message: messages.Message, source: object) -> None:
+        """Send to every connected peer except `source` (the peer we had it from)."""
+        channel, payload = messages.encode(message)
+        for peer_id in self.p2p.connected_peers():
+            if peer_id != source:
+                self.p2p.send(peer_id, channel, payload)
+
     def _send_to(self, peer_id: str, message: messages.Message) -> bool:
         channel, payload = messages.encode(message)
         return self.p2p.send(peer_id, channel, payload)
@@ -367,9 +375,9 @@ class Node:
     def _handle(self, peer_id: str, message: messages.Message) -> None:
         driver = self.driver
         if isinstance(message, messages.ProposalMessage) and driver:
-            driver.on_proposal(message)
+            driver.on_proposal(message, peer_id)
         elif isinstance(message, messages.VoteMessage) and driver:
-            driver.on_vote(message)
+            driver.on_vote(message, peer_id)
         elif isinstance(message, messages.StatusMessage):
             self.blocksync.on_status(peer_id, message)
         elif isinstance(message, messages.BlockRequest):
