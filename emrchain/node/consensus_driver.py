@@ -221,6 +221,8 @@ class ConsensusDriver:
         self._timers: list[asyncio.TimerHandle] = []
         self._start_timer: asyncio.TimerHandle | None = None
         self.evidence: deque[DuplicateVoteEvidence] = deque(maxlen=limits.max_evidence_kept)
+        self.evidence_listeners: list[Callable[[DuplicateVoteEvidence], None]] = []
+        """Called with each equivocation the runtime reports (the node's evidence pool)."""
         self.stopped = False
         self._applying: asyncio.Task[None] | None = None
         # The height we would start if there were transactions (create_empty_blocks = false).
@@ -365,6 +367,8 @@ class ConsensusDriver:
             evidence.height,
         )
         self.evidence.append(evidence)
+        for listener in self.evidence_listeners:
+            listener(evidence)
 
     def _decide(self, action: CommitBlock) -> None:
         block = action.block

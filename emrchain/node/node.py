@@ -30,6 +30,7 @@ from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.evidence_pool import EvidencePool
 from emrchain.node.rpc_view import NodeRpcView
 from emrchain.node.wiring import (
     RuntimeIntervals,
@@ -56,7 +57,7 @@ from emrchain.store import (
 )
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.state_cache import StateCache
-from emrchain.types import DecodeError
+from emrchain.types import DecodeError, DuplicateVoteEvidence
 from emrchain.types.limits import MAX_GOSSIP_TXS
 
 logger = logging.getLogger(__name__)
@@ -152,6 +153,15 @@ class Node:
             wall_clock_ms,
             self.sender_admission,
         )
+        # Verified evidence waiting for our blocks, persisted (docs/spec/consensus.md §6).
+        self.evidence_pool = EvidencePool(database, self.chain, config.consensus.max_evidence_kept)
+        self.chain.pending_evidence = self.evidence_pool.for_block
+        self.chain.commit_listeners.append(
+            lambda block, _ids, _results: self.evidence_pool.on_commit(block)
+        )
+        self.evidence_pool.listeners.append(
+            lambda item: self._broadcast(messages.EvidenceMessage(item))
+        )
         self.p2p = PeerManager(
             p2p_config(config),
             self.node_key,
@@ -244,6 +254,7 @@ class Node:
             build(DriverLimits, self.config),
         )
         self.mempool.on_admitted = self.driver.txs_available
+        self.driver.evidence_listeners.append(self._admit_evidence)
         logger.info(
             "node %s (validator %s) starting at height %d; core %s",
             self.p2p.node_id[:16],
@@ -322,6 +333,13 @@ class Node:
         channel, payload = messages.encode(message)
         self.p2p.broadcast(channel, payload)
 
+    def _admit_evidence(self, item: DuplicateVoteEvidence) -> None:
+        """Evidence we detected or a peer gossiped: into the pool, which gossips it if new.
+        A peer's stale or already committed item is not misbehaviour (it may lag behind)."""
+        reason = self.evidence_pool.add(item)
+        if reason is not None:
+            logger.info("evidence against %s not kept: %s", item.validator.hex()[:16], reason)
+
     def _relay(self, message: messages.Message, source: object) -> None:
         """Send to every connected peer except `source` (the peer we had it from)."""
         channel, payload = messages.encode(message)
@@ -378,6 +396,8 @@ class Node:
             driver.on_proposal(message, peer_id)
         elif isinstance(message, messages.VoteMessage) and driver:
             driver.on_vote(message, peer_id)
+        elif isinstance(message, messages.EvidenceMessage):
+            self._admit_evidence(message.evidence)
         elif isinstance(message, messages.StatusMessage):
             self.blocksync.on_status(peer_id, message)
         elif isinstance(message, messages.BlockRequest):

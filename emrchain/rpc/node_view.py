@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from emrchain.rpc.commit_waits import CommitWaits
     from emrchain.state.view import CommittedState
     from emrchain.store.block_store import TxProof
-    from emrchain.types import CommitCertificate
+    from emrchain.types import CommitCertificate, DuplicateVoteEvidence, ValidatorSet
 
 CommitListener = Callable[[Block, Sequence[bytes], list[TxResult]], None]
 """Called on the event loop after each block is durably committed: the block, its tx ids and
@@ -43,6 +43,17 @@ class ChainReader(Protocol):
     def tx_results(self, height: int) -> list[TxResult] | None: ...
 
     def tx_proof(self, tx_id: bytes) -> TxProof | None: ...
+
+    def validator_set(self, height: int) -> ValidatorSet | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceReport:
+    """`GET /evidence`: misbehaviour evidence committed (with the height of the block that
+    carried it) and waiting in this node's pool."""
+
+    committed: list[tuple[int, DuplicateVoteEvidence]]
+    pending: list[DuplicateVoteEvidence]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +146,5 @@ class NodeView(Protocol):
     def add_commit_listener(self, listener: CommitListener) -> None: ...
 
     def status(self) -> NodeStatus: ...
+
+    def evidence(self) -> EvidenceReport: ...

@@ -47,9 +47,7 @@ def evidence_error(
     if not item.height < block_height:
         return f"evidence of height {item.height} is not below the block's {block_height}"
     if block_height - item.height > MAX_EVIDENCE_AGE_BLOCKS:
-        return (
-            f"evidence of height {item.height} is older than {MAX_EVIDENCE_AGE_BLOCKS} blocks"
-        )
+        return f"evidence of height {item.height} is older than {MAX_EVIDENCE_AGE_BLOCKS} blocks"
     validator_set = validator_set_at(item.height)
     if validator_set is None:
         return f"no validator set is known for height {item.height}"
