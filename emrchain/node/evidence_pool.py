@@ -2,8 +2,9 @@
 §6).
 
 Evidence enters when our consensus runtime detects an equivocation or a peer gossips it; it is
-kept only if a block at our next height could carry it (`emrchain.state.evidence.
-evidence_error`: signatures against the validator set of its height, age, not committed yet),
+kept only if a block at our next height, or the one after for evidence of our next height,
+could carry it (`emrchain.state.evidence.evidence_error`: signatures against the validator set
+of its height, age, not committed yet),
 persisted in LevelDB (`E | hash`, so it survives a restart), and bounded by `max_evidence_kept`
 (the oldest heights go first). An honest proposer puts up to `max_evidence_per_block` of it in
 its block, oldest first; once a committed block carries an item, or an item can no longer be
@@ -53,7 +54,7 @@ class EvidencePool:
         item_hash = item.hash
         if item_hash in self._pending:
             return None
-        reason = self._chain.evidence_error(item, self._chain.height + 1)
+        reason = self._keep_error(item, self._chain.height + 1)
         if reason is not None:
             self.refused += 1
             return reason
@@ -93,7 +94,7 @@ class EvidencePool:
         stale = [
             item_hash
             for item_hash, item in self._pending.items()
-            if item_hash in carried or self._chain.evidence_error(item, next_height) is not None
+            if item_hash in carried or self._keep_error(item, next_height) is not None
         ]
         if stale:
             self._remove(stale)
@@ -121,6 +122,14 @@ class EvidencePool:
         return sorted(found, key=lambda entry: (entry[0], entry[1].hash))
 
     # ------------------------------------------------------------------ internal
+
+    def _keep_error(self, item: DuplicateVoteEvidence, next_height: int) -> str | None:
+        """Why no block from `next_height` (our next) on could carry `item`. Evidence of the
+        height consensus is deciding now is the commonest kind: a block carries it only from
+        the following height, so it is judged as that block would judge it."""
+        if item.height > next_height:
+            return f"evidence of height {item.height} is above our next height {next_height}"
+        return self._chain.evidence_error(item, max(next_height, item.height + 1))
 
     def _load(self) -> None:
         try:

@@ -1,0 +1,120 @@
+"""Equivocation has a consequence (issue 17 item 5; docs/spec/consensus.md §6, state.md §4.4).
+
+Validator 3 (`ByzantinePeer`, its real keys) signs two prevotes for different blocks at one
+position and sends each to a DIFFERENT honest node, so only the relay of votes (or the gossip
+of evidence) can bring them together. Then on every honest node: the evidence is committed
+(`GET /evidence`), validator 3 is out of the validator set from exactly the commit height + 2
+(`GET /validators/{height}`, and the headers' `validators_hash`), and the chain goes on with
+three validators. A governance VALIDATOR_UPDATE approved by the three restores it.
+
+Stall bound: the honest three hold 3 of 4 equal powers, more than two thirds, before and after
+the jailing, so no height waits for validator 3; the test allows 90 s per phase on a shared
+machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from emrchain.client import transactions
+from emrchain.config.node import load_node_config
+from emrchain.devnet.byzantine import ByzantinePeer
+from emrchain.devnet.harness import Devnet
+from emrchain.hsm.node_keys import validator_signer
+from emrchain.node import messages
+from emrchain.types import VoteType
+
+HONEST = [0, 1, 2]
+BYZANTINE = 3
+PHASE_TIMEOUT_S = 90.0
+
+
+def committed_evidence(network: Devnet, index: int) -> list[dict[str, Any]]:
+    return network.rpc(index, "/evidence")["committed"]
+
+
+def validator_keys(network: Devnet, index: int, height: int) -> set[str]:
+    reply = network.rpc(index, f"/validators/{height}")
+    return {validator["public_key"] for validator in reply["validators"]}
+
+
+def double_sign(peer: ByzantinePeer, network: Devnet) -> int:
+    """Two prevotes of validator 3 at one (height, round), one to node 0 and one to node 1.
+    The height is two above node 0's committed height: every honest node keeps it until it
+    gets there (a vote for a height already passed would be ignored)."""
+    height = network.height(0) + 2
+    first = peer.vote(VoteType.PREVOTE, height, 0, hashlib.sha256(b"block a").digest())
+    second = peer.vote(VoteType.PREVOTE, height, 0, hashlib.sha256(b"block b").digest())
+    peer.send(0, messages.VoteMessage(first))
+    peer.send(1, messages.VoteMessage(second))
+    return height
+
+
+def test_double_sign_is_committed_everywhere_and_jails_from_commit_height_plus_two(
+    tmp_path: Path,
+) -> None:
+    with Devnet(tmp_path / "net", 4, consensus={"create_empty_blocks": True}) as network:
+        for index in HONEST:
+            network.start(index)
+        network.wait_for_height(2, HONEST, PHASE_TIMEOUT_S)
+        with ByzantinePeer(network, BYZANTINE) as peer:
+            peer.wait_connected(HONEST)
+            offender = peer.consensus_key.public_key.hex()
+            assert all(offender in validator_keys(network, index, 1) for index in HONEST)
+            vote_height = double_sign(peer, network)
+
+            def committed_on_all() -> bool:
+                return all(committed_evidence(network, index) for index in HONEST)
+
+            network.wait_for(committed_on_all, PHASE_TIMEOUT_S, "the evidence committed on all")
+            listings = [committed_evidence(network, index) for index in HONEST]
+            assert listings[0] == listings[1] == listings[2]
+            (entry,) = listings[0]
+            assert (entry["type"], entry["offender"]) == ("duplicate_vote", offender)
+            assert (entry["height"], entry["round"], entry["vote_type"]) == (
+                vote_height,
+                0,
+                "prevote",
+            )
+            commit_height = entry["committed_height"]
+            block = network.rpc(0, f"/blocks/{commit_height}")
+            assert block["header"]["evidence_hash"] != hashlib.sha256(b"").hexdigest()
+
+            network.wait_for_height(commit_height + 5, HONEST, PHASE_TIMEOUT_S)
+            for index in HONEST:
+                assert offender in validator_keys(network, index, commit_height + 1)
+                assert offender not in validator_keys(network, index, commit_height + 2)
+                assert len(validator_keys(network, index, commit_height + 2)) == 3
+                assert network.rpc(index, "/evidence")["pending"] == []
+            for height in range(commit_height + 2, commit_height + 5):
+                header = network.rpc(0, f"/blocks/{height}")["header"]
+                jailed_set = network.rpc(0, f"/validators/{height}")
+                assert header["validators_hash"] == jailed_set["hash"]
+                signers = network.rpc(0, f"/blocks/{height + 1}")["commit"]["signers"]
+                assert offender not in signers and len(signers) >= 3
+
+            # Governance: the three remaining validators approve validator 3's return.
+            approvals = []
+            for index in HONEST:
+                signer = validator_signer(load_node_config(network.homes[index]))
+                approvals.append(
+                    transactions.validator_update(
+                        signer,
+                        peer.chain_id,
+                        1,
+                        validator_key=peer.consensus_key.public_key,
+                        power=1,
+                        epoch=1,
+                    ).encode()
+                )
+            accepted = network.submit(approvals, nodes=[0])
+            assert len(accepted) == 3
+            network.wait_committed(0, accepted, PHASE_TIMEOUT_S)
+            restored_at = max(network.rpc(0, f"/txs/{tx_id}")["height"] for tx_id in accepted)
+            network.wait_for_height(restored_at + 3, HONEST, PHASE_TIMEOUT_S)
+            for index in HONEST:
+                assert offender in validator_keys(network, index, restored_at + 2)
+            for index in HONEST:
+                assert network.is_running(index)
