@@ -208,7 +208,7 @@ class Relay:
     """Send `message` (a peer's vote, just verified and new to us) to every peer except
     `source` (None: to every peer). Votes are relayed once each, so that two conflicting votes
     an equivocating validator sent to different peers meet at every correct node, which then
-    reports the evidence (docs/spec/consensus.md §5)."""
+    reports the evidence (docs/spec/consensus.md §1.4)."""
 
     message: Vote
     source: object

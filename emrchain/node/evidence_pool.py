@@ -1,5 +1,5 @@
 """The evidence pool: verified misbehaviour evidence waiting for a block (docs/spec/consensus.md
-§6).
+§1.4).
 
 Evidence enters when our consensus runtime detects an equivocation or a peer gossips it; it is
 kept only if a block at our next height, or the one after for evidence of our next height,

@@ -153,7 +153,7 @@ class Node:
             wall_clock_ms,
             self.sender_admission,
         )
-        # Verified evidence waiting for our blocks, persisted (docs/spec/consensus.md §6).
+        # Verified evidence waiting for our blocks, persisted (docs/spec/consensus.md §1.4).
         self.evidence_pool = EvidencePool(database, self.chain, config.consensus.max_evidence_kept)
         self.chain.pending_evidence = self.evidence_pool.for_block
         self.chain.commit_listeners.append(

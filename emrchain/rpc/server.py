@@ -423,7 +423,7 @@ class RpcServer:
         return self._block_response(height)
 
     async def evidence(self, request: web.Request) -> web.Response:
-        """Committed and pending misbehaviour evidence (docs/spec/consensus.md §6)."""
+        """Committed and pending misbehaviour evidence (docs/spec/consensus.md §1.4)."""
         report = self._node.evidence()
         return web.json_response(
             {

@@ -1,7 +1,7 @@
 """Committed misbehaviour evidence and its consequence: the offender is jailed.
 
 Which evidence a block may carry is `evidence_error` (the node's validation and its evidence
-pool both apply it; `docs/spec/consensus.md` §6); what committing it does is `commit_evidence`,
+pool both apply it; `docs/spec/consensus.md` §1.4); what committing it does is `commit_evidence`,
 run by the block pipeline after the transactions (`docs/spec/state.md` §1, §4.4): each item is
 recorded under `0x05 | hash` (so it can never be committed twice) and its offender is removed
 from the working copy of the validator set of height + 2. It stays out ("jailed") until a

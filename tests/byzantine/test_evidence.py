@@ -1,4 +1,4 @@
-"""Equivocation has a consequence (issue 17 item 5; docs/spec/consensus.md §6, state.md §4.4).
+"""Equivocation has a consequence (issue 17 item 5; docs/spec/consensus.md §1.4, state.md §4.4).
 
 Validator 3 (`ByzantinePeer`, its real keys) signs two prevotes for different blocks at one
 position and sends each to a DIFFERENT honest node, so only the relay of votes (or the gossip

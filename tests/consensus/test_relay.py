@@ -1,4 +1,4 @@
-"""Vote relay (docs/spec/consensus.md §5): a peer's vote that verifies and is new to us is
+"""Vote relay (docs/spec/consensus.md §1.4): a peer's vote that verifies and is new to us is
 relayed once to every peer but its source, so that conflicting votes an equivocating
 validator sends to different peers meet at every correct node."""
 

@@ -1,7 +1,7 @@
 """The evidence pool and the block rules for evidence on a real (in-process) node:
 verified on entry, persisted across a restart, bounded, proposed by our own blocks, removed
 once committed; a block carrying the same evidence twice, or evidence already committed, is
-invalid (docs/spec/consensus.md §6)."""
+invalid (docs/spec/consensus.md §1.4)."""
 
 from __future__ import annotations
 
