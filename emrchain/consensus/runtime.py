@@ -72,6 +72,7 @@ from emrchain.crypto.keys import Signer
 from emrchain.invariants import invariant
 from emrchain.types.codec import DecodeError
 from emrchain.types.commit import CommitCertificate
+from emrchain.types.evidence import ConflictingProposalEvidence
 from emrchain.types.validator import ValidatorSet
 from emrchain.types.vote import Proposal, Vote, VoteType
 
@@ -287,6 +288,8 @@ class ConsensusRuntime(Generic[BlockT]):
         # height -> block id -> block; only the current and the next height.
         self._blocks: dict[int, dict[bytes, BlockT]] = {}
         self._future: dict[int, list[ConsensusMessage]] = {}
+        # height -> (round, proposer) -> the first proposal it signed there (None: reported).
+        self._first_proposals: dict[int, dict[tuple[int, bytes], Proposal | None]] = {}
         self._future_count = 0
         self._decided_height = 0
         self._last_tick_height = -1
@@ -403,7 +406,7 @@ class ConsensusRuntime(Generic[BlockT]):
     def _reset_height(self, height: int) -> None:
         self._signed = {}
         self._own_messages.clear()
-        for by_height in (self._seen, self._blocks, self._wal_entries):
+        for by_height in (self._seen, self._blocks, self._wal_entries, self._first_proposals):
             for known in [known for known in by_height if known < height]:
                 del by_height[known]
 
@@ -485,10 +488,26 @@ class ConsensusRuntime(Generic[BlockT]):
         if not self.verifier.proposal(proposal):
             self._invalid("proposal with an invalid signature; dropped", actions)
             return False
+        self._note_proposal(proposal, actions)
         if not self._keep_block(proposal.height, proposal.block_id, message.block):
             actions.append(Warn(f"too many proposed blocks at height {proposal.height}; dropped"))
             return False
         return True
+
+    def _note_proposal(self, proposal: Proposal, actions: list[Action]) -> None:
+        """A signed proposal differing from the first one its proposer signed at this (height,
+        round) is evidence (`ConflictingProposalEvidence`), reported once per position.
+        Remembered per height, bounded like the WAL."""
+        first = self._first_proposals.setdefault(proposal.height, {})
+        position = (proposal.round, proposal.proposer)
+        earlier = first.get(position, proposal)
+        if earlier is None or earlier.body() == proposal.body():
+            if position not in first and len(first) < self.limits.max_wal_entries_per_height:
+                first[position] = proposal
+            return
+        first[position] = None  # reported
+        evidence = ConflictingProposalEvidence.from_proposals(earlier, proposal)
+        actions.append(ReportEvidence(evidence))
 
     def _invalid(self, text: str, actions: list[Action]) -> None:
         self.invalid_signatures += 1

@@ -27,7 +27,7 @@ from emrchain.types import (
     BlockHeader,
     CommitCertificate,
     CommitError,
-    DuplicateVoteEvidence,
+    Evidence,
     Limits,
     ValidatorSet,
     envelope,
@@ -98,7 +98,7 @@ class Chain:
         uncommitted (a nonce the block used for another transaction, or a failed recheck);
         a listener must not block or raise."""
         self._writer: ThreadPoolExecutor | None = None
-        self.pending_evidence: Callable[[int, int], tuple[DuplicateVoteEvidence, ...]] = (
+        self.pending_evidence: Callable[[int, int], tuple[Evidence, ...]] = (
             lambda height, max_items: ()
         )
         """(height, most items) -> evidence our block at that height carries: the node's
@@ -187,7 +187,7 @@ class Chain:
 
     # ----------------------------------------------------------------- validating
 
-    def evidence_error(self, item: DuplicateVoteEvidence, height: int) -> str | None:
+    def evidence_error(self, item: Evidence, height: int) -> str | None:
         """Why our block at `height` (at most our height + 1) may not carry `item`, or None."""
         return evidence_error(
             item, height, self.chain_id, self.store.validator_set, self.store.state_view()

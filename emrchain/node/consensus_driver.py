@@ -52,7 +52,7 @@ from emrchain.invariants import invariant
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
 from emrchain.store import ConsensusWal, SigningStateStore
-from emrchain.types import Block, CommitCertificate, DuplicateVoteEvidence, Proposal, Vote
+from emrchain.types import Block, CommitCertificate, Evidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
 
 logger = logging.getLogger(__name__)
@@ -220,8 +220,8 @@ class ConsensusDriver:
             )
         self._timers: list[asyncio.TimerHandle] = []
         self._start_timer: asyncio.TimerHandle | None = None
-        self.evidence: deque[DuplicateVoteEvidence] = deque(maxlen=limits.max_evidence_kept)
-        self.evidence_listeners: list[Callable[[DuplicateVoteEvidence], None]] = []
+        self.evidence: deque[Evidence] = deque(maxlen=limits.max_evidence_kept)
+        self.evidence_listeners: list[Callable[[Evidence], None]] = []
         """Called with each equivocation the runtime reports (the node's evidence pool)."""
         self.stopped = False
         self._applying: asyncio.Task[None] | None = None
@@ -360,7 +360,7 @@ class ConsensusDriver:
             logging.shutdown()
             os._exit(FAULT_EXIT_STATUS)
 
-    def _report(self, evidence: DuplicateVoteEvidence) -> None:
+    def _report(self, evidence: Evidence) -> None:
         logger.warning(
             "equivocation by validator %s at height %d",
             evidence.validator.hex()[:16],

@@ -23,7 +23,7 @@ from emrchain.state import keys
 from emrchain.state.evidence import decode_committed
 from emrchain.store import ChainDatabase, layout
 from emrchain.store.database import translate_error
-from emrchain.types import Block, DecodeError, DuplicateVoteEvidence
+from emrchain.types import Block, DecodeError, Evidence, decode_evidence
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ class EvidencePool:
         self._database = database
         self._chain = chain
         self._max_pending = max_pending
-        self._pending: dict[bytes, DuplicateVoteEvidence] = {}
-        self.listeners: list[Callable[[DuplicateVoteEvidence], None]] = []
+        self._pending: dict[bytes, Evidence] = {}
+        self.listeners: list[Callable[[Evidence], None]] = []
         """Called with each item newly admitted (the node gossips it); must not raise."""
         self.refused = 0
         self._load()
 
     # ------------------------------------------------------------------ entering
 
-    def add(self, item: DuplicateVoteEvidence) -> str | None:
+    def add(self, item: Evidence) -> str | None:
         """Admit `item` if a block at our next height could carry it; the reason if not
         (already pending is not a refusal: None, and nothing happens)."""
         item_hash = item.hash
@@ -77,9 +77,9 @@ class EvidencePool:
 
     # ---------------------------------------------------------------- proposing
 
-    def for_block(self, height: int, max_items: int) -> tuple[DuplicateVoteEvidence, ...]:
+    def for_block(self, height: int, max_items: int) -> tuple[Evidence, ...]:
         """Up to `max_items` pending items a block at `height` may carry, oldest first."""
-        chosen: list[DuplicateVoteEvidence] = []
+        chosen: list[Evidence] = []
         for item in sorted(self._pending.values(), key=_order):
             if len(chosen) >= max_items:
                 break
@@ -101,12 +101,10 @@ class EvidencePool:
 
     # ------------------------------------------------------------------- reading
 
-    def pending(self) -> list[DuplicateVoteEvidence]:
+    def pending(self) -> list[Evidence]:
         return sorted(self._pending.values(), key=_order)
 
-    def committed(
-        self, limit: int = MAX_COMMITTED_LISTED
-    ) -> list[tuple[int, DuplicateVoteEvidence]]:
+    def committed(self, limit: int = MAX_COMMITTED_LISTED) -> list[tuple[int, Evidence]]:
         """(commit height, evidence) of committed evidence, read from state, by commit
         height; at most `limit` entries."""
         prefix = layout.state_key(keys.COMMITTED_EVIDENCE_PREFIX)
@@ -123,7 +121,7 @@ class EvidencePool:
 
     # ------------------------------------------------------------------ internal
 
-    def _keep_error(self, item: DuplicateVoteEvidence, next_height: int) -> str | None:
+    def _keep_error(self, item: Evidence, next_height: int) -> str | None:
         """Why no block from `next_height` (our next) on could carry `item`. Evidence of the
         height consensus is deciding now is the commonest kind: a block carries it only from
         the following height, so it is judged as that block would judge it."""
@@ -140,7 +138,7 @@ class EvidencePool:
         dropped = []
         for key, value in stored:
             try:
-                item = DuplicateVoteEvidence.decode(value)
+                item = decode_evidence(value)
             except DecodeError:
                 dropped.append(key[len(layout.PENDING_EVIDENCE) :])
                 continue
@@ -171,6 +169,6 @@ class EvidencePool:
             raise translate_error(error, self._database.path) from None
 
 
-def _order(item: DuplicateVoteEvidence) -> tuple[int, bytes]:
+def _order(item: Evidence) -> tuple[int, bytes]:
     """Oldest height first; the hash breaks ties, so every node orders alike."""
     return (item.height, item.hash)

@@ -5,7 +5,7 @@ can never make this node allocate beyond the configured limits:
 
 CONSENSUS  1 proposal  = Proposal | Block            (the block travels with its proposal)
            2 vote      = Vote
-           3 evidence  = DuplicateVoteEvidence       (one verified item, gossiped once)
+           3 evidence  = Evidence                    (one verified item, gossiped once)
 MEMPOOL    1 txs       = list32(bytes32(tx, max_tx_bytes), max_gossip_txs)
 BLOCKSYNC  1 status    = height u64 | block_id 32     (our latest committed block)
            2 request   = height u64
@@ -21,10 +21,11 @@ from emrchain.types import (
     Block,
     CommitCertificate,
     DecodeError,
-    DuplicateVoteEvidence,
+    Evidence,
     Limits,
     Proposal,
     Vote,
+    decode_evidence,
 )
 from emrchain.types.codec import Reader, Writer
 from emrchain.types.vote import PROPOSAL_BYTES
@@ -55,7 +56,7 @@ class VoteMessage:
 class EvidenceMessage:
     """Evidence our pool admitted (`evidence_pool.py`); a peer admits it after verifying it."""
 
-    evidence: DuplicateVoteEvidence
+    evidence: Evidence
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
     if channel == Channel.CONSENSUS and tag == 2:
         return VoteMessage(Vote.decode(body), body)
     if channel == Channel.CONSENSUS and tag == 3:
-        return EvidenceMessage(DuplicateVoteEvidence.decode(body))
+        return EvidenceMessage(decode_evidence(body))
     reader = Reader(body, f"channel {channel} tag {tag}")
     if channel == Channel.MEMPOOL and tag == 1:
         count = reader.count(4, max_gossip_txs, "count")

@@ -57,7 +57,7 @@ from emrchain.store import (
 )
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.state_cache import StateCache
-from emrchain.types import DecodeError, DuplicateVoteEvidence
+from emrchain.types import DecodeError, Evidence
 from emrchain.types.limits import MAX_GOSSIP_TXS
 
 logger = logging.getLogger(__name__)
@@ -333,7 +333,7 @@ class Node:
         channel, payload = messages.encode(message)
         self.p2p.broadcast(channel, payload)
 
-    def _admit_evidence(self, item: DuplicateVoteEvidence) -> None:
+    def _admit_evidence(self, item: Evidence) -> None:
         """Evidence we detected or a peer gossiped: into the pool, which gossips it if new.
         A peer's stale or already committed item is not misbehaviour (it may lag behind)."""
         reason = self.evidence_pool.add(item)

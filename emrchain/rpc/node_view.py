@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from emrchain.rpc.commit_waits import CommitWaits
     from emrchain.state.view import CommittedState
     from emrchain.store.block_store import TxProof
-    from emrchain.types import CommitCertificate, DuplicateVoteEvidence, ValidatorSet
+    from emrchain.types import CommitCertificate, Evidence, ValidatorSet
 
 CommitListener = Callable[[Block, Sequence[bytes], list[TxResult]], None]
 """Called on the event loop after each block is durably committed: the block, its tx ids and
@@ -52,8 +52,8 @@ class EvidenceReport:
     """`GET /evidence`: misbehaviour evidence committed (with the height of the block that
     carried it) and waiting in this node's pool."""
 
-    committed: list[tuple[int, DuplicateVoteEvidence]]
-    pending: list[DuplicateVoteEvidence]
+    committed: list[tuple[int, Evidence]]
+    pending: list[Evidence]
 
 
 @dataclass(frozen=True, slots=True)

@@ -114,11 +114,11 @@ BLOCK = strict(
     commit=nullable(strict(round=INT, signers={"type": "array", "items": HEX32})),
 )
 EVIDENCE_ITEM = dict(
-    type={"const": "duplicate_vote"},
+    type={"enum": ["duplicate_vote", "conflicting_proposals"]},
     offender=HEX32,
     height=INT,
     round=INT,
-    vote_type={"enum": ["prevote", "precommit"]},
+    vote_type={"enum": ["prevote", "precommit", "proposal"]},
     block_ids={"type": "array", "items": HEX32, "minItems": 2, "maxItems": 2},
     hash=HEX32,
 )

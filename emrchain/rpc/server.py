@@ -53,7 +53,7 @@ from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.schema import Role
 from emrchain.state.emr import queries
 from emrchain.throttled_log import ThrottledLog, ThrottleFilter
-from emrchain.types import Block, DuplicateVoteEvidence, envelope
+from emrchain.types import Block, ConflictingProposalEvidence, Evidence, envelope
 
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
@@ -144,14 +144,22 @@ def header_json(block: Block) -> dict[str, Any]:
     }
 
 
-def evidence_json(item: DuplicateVoteEvidence) -> dict[str, Any]:
+def evidence_json(item: Evidence) -> dict[str, Any]:
+    if isinstance(item, ConflictingProposalEvidence):
+        kind, step = "conflicting_proposals", "proposal"
+        ids = [item.proposal_a.block_id, item.proposal_b.block_id]
+        round_number = item.round
+    else:
+        kind, step = "duplicate_vote", item.vote_a.type.name.lower()
+        ids = [item.vote_a.block_id, item.vote_b.block_id]
+        round_number = item.vote_a.round
     return {
-        "type": "duplicate_vote",
+        "type": kind,
         "offender": item.validator.hex(),
         "height": item.height,
-        "round": item.vote_a.round,
-        "vote_type": item.vote_a.type.name.lower(),
-        "block_ids": [item.vote_a.block_id.hex(), item.vote_b.block_id.hex()],
+        "round": round_number,
+        "vote_type": step,
+        "block_ids": [block_id.hex() for block_id in ids],
         "hash": item.hash.hex(),
     }
 

@@ -23,7 +23,7 @@ from emrchain.state.validators import (
 )
 from emrchain.state.view import OverlayStateView, StateView
 from emrchain.types.codec import DecodeError
-from emrchain.types.evidence import DuplicateVoteEvidence, EvidenceError
+from emrchain.types.evidence import Evidence, EvidenceError, decode_evidence
 from emrchain.types.limits import Limits
 from emrchain.types.validator import Validator, ValidatorSet
 
@@ -36,7 +36,7 @@ _COMMIT_HEIGHT = struct.Struct(">Q")
 
 
 def evidence_error(
-    item: DuplicateVoteEvidence,
+    item: Evidence,
     block_height: int,
     chain_id: bytes,
     validator_set_at: Callable[[int], ValidatorSet | None],
@@ -61,7 +61,7 @@ def evidence_error(
 
 
 def block_evidence_error(
-    evidence: tuple[DuplicateVoteEvidence, ...],
+    evidence: tuple[Evidence, ...],
     block_height: int,
     chain_id: bytes,
     validator_set_at: Callable[[int], ValidatorSet | None],
@@ -79,7 +79,7 @@ def block_evidence_error(
 
 
 def commit_evidence(
-    evidence: tuple[DuplicateVoteEvidence, ...],
+    evidence: tuple[Evidence, ...],
     state: OverlayStateView,
     height: int,
     limits: Limits,
@@ -103,9 +103,9 @@ def commit_evidence(
         state.put(keys.VALIDATORS_AFTER_NEXT, jailed.encode())
 
 
-def decode_committed(value: bytes) -> tuple[int, DuplicateVoteEvidence]:
+def decode_committed(value: bytes) -> tuple[int, Evidence]:
     """(commit height, evidence) of a `0x05` entry; DecodeError if it is not one."""
     if len(value) < _COMMIT_HEIGHT.size:
         raise DecodeError("CommittedEvidence: shorter than its commit height")
     (height,) = _COMMIT_HEIGHT.unpack_from(value)
-    return height, DuplicateVoteEvidence.decode(value[_COMMIT_HEIGHT.size :])
+    return height, decode_evidence(value[_COMMIT_HEIGHT.size :])

@@ -1,8 +1,16 @@
-"""Evidence of equivocation: two votes by one validator for different blocks in one step.
+"""Evidence of equivocation: a validator signed two conflicting messages at one position.
 
-Encoding: vote_a | vote_b (each a fixed-size Vote encoding), with vote_a.block_id <
-vote_b.block_id so that a pair has exactly one encoding. Anyone holding the validator set of that
-height can verify it.
+Two kinds, told apart by their first byte, so that a block's evidence list needs no separate
+tag and evidence of the first kind keeps the bytes (and hashes) it always had:
+
+- `DuplicateVoteEvidence` = vote_a | vote_b (each a fixed-size Vote encoding, which begins with
+  the vote type, 1 or 2), two votes of one (type, height, round) for different blocks, with
+  vote_a.block_id < vote_b.block_id so that a pair has exactly one encoding;
+- `ConflictingProposalEvidence` = 0x03 | proposal_a | proposal_b (fixed-size Proposal
+  encodings), two different proposals of one proposer at one (height, round), ordered by
+  their signed bodies.
+
+Anyone holding the validator set of that height can verify either.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from dataclasses import dataclass
 
 from emrchain.types.codec import DecodeError, Reader
 from emrchain.types.validator import ValidatorSet
-from emrchain.types.vote import Vote
+from emrchain.types.vote import PROPOSAL_BYTES, Proposal, Vote
 
 
 class EvidenceError(ValueError):
@@ -82,3 +90,97 @@ class DuplicateVoteEvidence:
     @property
     def hash(self) -> bytes:
         return hashlib.sha256(self.encode()).digest()
+
+
+CONFLICTING_PROPOSALS_TAG = 3
+"""First byte of `ConflictingProposalEvidence`; a `DuplicateVoteEvidence` begins with a vote
+type (1 or 2)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictingProposalEvidence:
+    proposal_a: Proposal
+    proposal_b: Proposal
+
+    @classmethod
+    def from_proposals(cls, first: Proposal, second: Proposal) -> ConflictingProposalEvidence:
+        """Order the two proposals canonically and check they conflict."""
+        low, high = sorted((first, second), key=lambda proposal: proposal.body())
+        evidence = cls(low, high)
+        evidence.validate_basic()
+        return evidence
+
+    @property
+    def validator(self) -> bytes:
+        return self.proposal_a.proposer
+
+    @property
+    def height(self) -> int:
+        return self.proposal_a.height
+
+    @property
+    def round(self) -> int:
+        return self.proposal_a.round
+
+    def validate_basic(self) -> None:
+        self.proposal_a.validate_basic()
+        self.proposal_b.validate_basic()
+        a, b = self.proposal_a, self.proposal_b
+        if (a.height, a.round, a.proposer) != (b.height, b.round, b.proposer):
+            raise EvidenceError("proposals differ in height, round or proposer")
+        if not a.body() < b.body():
+            raise EvidenceError("proposals must differ, in the order of their signed bodies")
+
+    def verify(self, chain_id: bytes, validator_set: ValidatorSet) -> None:
+        """Raise EvidenceError unless both proposals are validly signed by a member of the set."""
+        try:
+            self.validate_basic()
+        except ValueError as error:
+            raise EvidenceError(str(error)) from None
+        if self.validator not in validator_set:
+            raise EvidenceError("the accused is not in the validator set of that height")
+        if not (self.proposal_a.verify(chain_id) and self.proposal_b.verify(chain_id)):
+            raise EvidenceError("a proposal signature does not verify")
+
+    def encode(self) -> bytes:
+        return (
+            bytes((CONFLICTING_PROPOSALS_TAG,))
+            + self.proposal_a.encode()
+            + self.proposal_b.encode()
+        )
+
+    @classmethod
+    def read(cls, reader: Reader) -> ConflictingProposalEvidence:
+        tag = reader.u8("tag")
+        if tag != CONFLICTING_PROPOSALS_TAG:
+            raise DecodeError(f"ConflictingProposalEvidence.tag: {tag} is not 3")
+        try:
+            evidence = cls(
+                Proposal.decode(reader.fixed(PROPOSAL_BYTES, "proposal_a")),
+                Proposal.decode(reader.fixed(PROPOSAL_BYTES, "proposal_b")),
+            )
+            evidence.validate_basic()
+        except ValueError as error:
+            raise DecodeError(f"ConflictingProposalEvidence: {error}") from None
+        return evidence
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+
+Evidence = DuplicateVoteEvidence | ConflictingProposalEvidence
+
+
+def read_evidence(reader: Reader) -> Evidence:
+    """Either kind, by its first byte."""
+    if reader.peek_u8("evidence") == CONFLICTING_PROPOSALS_TAG:
+        return ConflictingProposalEvidence.read(reader)
+    return DuplicateVoteEvidence.read(reader)
+
+
+def decode_evidence(data: bytes) -> Evidence:
+    reader = Reader(data, "Evidence")
+    evidence = read_evidence(reader)
+    reader.finish()
+    return evidence

@@ -41,7 +41,7 @@ from emrchain.types import (
     VoteType,
 )
 from emrchain.types.block import ZERO_HASH, evidence_root, tx_ids
-from emrchain.types.evidence import DuplicateVoteEvidence
+from emrchain.types.evidence import Evidence
 
 CHAIN_ID = b"emrchain-test"
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -171,7 +171,7 @@ class ChainBuilder:
         return GENESIS_TIME_MS + height * BLOCK_INTERVAL_MS
 
     def propose(
-        self, txs: Iterable[bytes], evidence: tuple[DuplicateVoteEvidence, ...] = ()
+        self, txs: Iterable[bytes], evidence: tuple[Evidence, ...] = ()
     ) -> Block:
         """The next block for `txs` (and `evidence`), with a header that follows the state."""
         txs = tuple(txs)
@@ -213,7 +213,7 @@ class ChainBuilder:
         return CommitCertificate.from_precommits(votes)
 
     def add_block(
-        self, txs: Iterable[bytes] = (), evidence: tuple[DuplicateVoteEvidence, ...] = ()
+        self, txs: Iterable[bytes] = (), evidence: tuple[Evidence, ...] = ()
     ) -> BuiltBlock:
         """Propose, execute and apply the next block; return it with its certificate."""
         block = self.propose(txs, evidence)

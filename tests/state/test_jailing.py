@@ -12,7 +12,13 @@ from emrchain.state.evidence import (
     evidence_error,
 )
 from emrchain.state.keys import committed_evidence_key
-from emrchain.types import DuplicateVoteEvidence, Vote, VoteType
+from emrchain.types import (
+    ConflictingProposalEvidence,
+    DuplicateVoteEvidence,
+    Proposal,
+    Vote,
+    VoteType,
+)
 from tests.state.chain import CHAIN_ID, ChainBuilder, signer, validator_update_tx
 
 
@@ -105,3 +111,21 @@ def test_a_validator_update_restores_the_jailed_validator() -> None:
     built = chain.add_block(approvals)
     assert [result.code for result in built.result.tx_results] == [ResultCode.OK] * 3
     assert offender in keys_of(read_validator_sets(chain.state)[1])
+
+
+def test_conflicting_proposals_jail_too() -> None:
+    chain = ChainBuilder(powers=(1, 1, 1, 1))
+    chain.add_block()
+    offender = signer(2)
+    evidence = ConflictingProposalEvidence.from_proposals(
+        *(
+            Proposal.create(offender, CHAIN_ID, 1, 0, -1, block_id)
+            for block_id in (b"\x01" * 32, b"\x02" * 32)
+        )
+    )
+    assert (
+        evidence_error(evidence, 2, CHAIN_ID, lambda height: chain.genesis_validators, chain.state)
+        is None
+    )
+    chain.add_block(evidence=(evidence,))
+    assert offender.public_key not in keys_of(read_validator_sets(chain.state)[1])
