@@ -27,8 +27,44 @@ class EvidenceError(ValueError):
     """The evidence does not prove an equivocation."""
 
 
+class _SignedPairEvidence:
+    """What both kinds share: two messages one validator signed, checked the same way."""
+
+    __slots__ = ()
+
+    @property
+    def validator(self) -> bytes:
+        raise NotImplementedError
+
+    def validate_basic(self) -> None:
+        raise NotImplementedError
+
+    def signed_pair(self) -> tuple[Vote, Vote] | tuple[Proposal, Proposal]:
+        raise NotImplementedError
+
+    def encode(self) -> bytes:
+        raise NotImplementedError
+
+    def verify(self, chain_id: bytes, validator_set: ValidatorSet) -> None:
+        """Raise EvidenceError unless both messages are validly signed by a member of the set."""
+        try:
+            self.validate_basic()
+        except ValueError as error:
+            raise EvidenceError(str(error)) from None
+        if self.validator not in validator_set:
+            raise EvidenceError("the accused is not in the validator set of that height")
+        first, second = self.signed_pair()
+        if not (first.verify(chain_id) and second.verify(chain_id)):
+            kind = "vote" if isinstance(first, Vote) else "proposal"
+            raise EvidenceError(f"a {kind} signature does not verify")
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+
 @dataclass(frozen=True, slots=True)
-class DuplicateVoteEvidence:
+class DuplicateVoteEvidence(_SignedPairEvidence):
     vote_a: Vote
     vote_b: Vote
 
@@ -57,16 +93,8 @@ class DuplicateVoteEvidence:
         if not a.block_id < b.block_id:
             raise EvidenceError("votes must be for different blocks, in block id order")
 
-    def verify(self, chain_id: bytes, validator_set: ValidatorSet) -> None:
-        """Raise EvidenceError unless both votes are validly signed by a member of the set."""
-        try:
-            self.validate_basic()
-        except ValueError as error:
-            raise EvidenceError(str(error)) from None
-        if self.validator not in validator_set:
-            raise EvidenceError("the accused is not in the validator set of that height")
-        if not (self.vote_a.verify(chain_id) and self.vote_b.verify(chain_id)):
-            raise EvidenceError("a vote signature does not verify")
+    def signed_pair(self) -> tuple[Vote, Vote]:
+        return self.vote_a, self.vote_b
 
     def encode(self) -> bytes:
         return self.vote_a.encode() + self.vote_b.encode()
@@ -87,10 +115,6 @@ class DuplicateVoteEvidence:
         reader.finish()
         return evidence
 
-    @property
-    def hash(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
-
 
 CONFLICTING_PROPOSALS_TAG = 3
 """First byte of `ConflictingProposalEvidence`; a `DuplicateVoteEvidence` begins with a vote
@@ -98,7 +122,7 @@ type (1 or 2)."""
 
 
 @dataclass(frozen=True, slots=True)
-class ConflictingProposalEvidence:
+class ConflictingProposalEvidence(_SignedPairEvidence):
     proposal_a: Proposal
     proposal_b: Proposal
 
@@ -131,16 +155,8 @@ class ConflictingProposalEvidence:
         if not a.body() < b.body():
             raise EvidenceError("proposals must differ, in the order of their signed bodies")
 
-    def verify(self, chain_id: bytes, validator_set: ValidatorSet) -> None:
-        """Raise EvidenceError unless both proposals are validly signed by a member of the set."""
-        try:
-            self.validate_basic()
-        except ValueError as error:
-            raise EvidenceError(str(error)) from None
-        if self.validator not in validator_set:
-            raise EvidenceError("the accused is not in the validator set of that height")
-        if not (self.proposal_a.verify(chain_id) and self.proposal_b.verify(chain_id)):
-            raise EvidenceError("a proposal signature does not verify")
+    def signed_pair(self) -> tuple[Proposal, Proposal]:
+        return self.proposal_a, self.proposal_b
 
     def encode(self) -> bytes:
         return (
@@ -163,10 +179,6 @@ class ConflictingProposalEvidence:
         except ValueError as error:
             raise DecodeError(f"ConflictingProposalEvidence: {error}") from None
         return evidence
-
-    @property
-    def hash(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
 
 
 Evidence = DuplicateVoteEvidence | ConflictingProposalEvidence

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +36,36 @@ MEMORY_BOUND_MIB = 512
 """Resident memory of an honest node during these attacks (measured: 74 MiB each)."""
 
 
+@contextmanager
+def honest_three_and_byzantine_three(
+    tmp_path: Path, consensus: dict[str, int | bool]
+) -> Iterator[tuple[Devnet, ByzantinePeer]]:
+    """Validators 0, 1 and 2 running and past height 2; validator 3 byzantine, connected."""
+    settings: dict[str, int | bool] = {"create_empty_blocks": True, **consensus}
+    with Devnet(tmp_path / "net", 4, consensus=settings) as network:
+        for index in HONEST:
+            network.start(index)
+        network.wait_for_height(2, HONEST, PHASE_TIMEOUT_S)
+        with ByzantinePeer(network, BYZANTINE) as peer:
+            peer.wait_connected(HONEST)
+            yield network, peer
+
+
 def committed_evidence(network: Devnet, index: int) -> list[dict[str, Any]]:
     return network.rpc(index, "/evidence")["committed"]
+
+
+def committed_everywhere(network: Devnet) -> dict[str, Any]:
+    """Wait until every honest node lists committed evidence; they list the same one item."""
+
+    def committed_on_all() -> bool:
+        return all(committed_evidence(network, index) for index in HONEST)
+
+    network.wait_for(committed_on_all, PHASE_TIMEOUT_S, "the evidence committed on all")
+    listings = [committed_evidence(network, index) for index in HONEST]
+    assert listings[0] == listings[1] == listings[2]
+    (entry,) = listings[0]
+    return entry
 
 
 def validator_keys(network: Devnet, index: int, height: int) -> set[str]:
@@ -58,70 +88,58 @@ def double_sign(peer: ByzantinePeer, network: Devnet) -> int:
 def test_double_sign_is_committed_everywhere_and_jails_from_commit_height_plus_two(
     tmp_path: Path,
 ) -> None:
-    with Devnet(tmp_path / "net", 4, consensus={"create_empty_blocks": True}) as network:
+    with honest_three_and_byzantine_three(tmp_path, {}) as (network, peer):
+        offender = peer.consensus_key.public_key.hex()
+        assert all(offender in validator_keys(network, index, 1) for index in HONEST)
+        vote_height = double_sign(peer, network)
+        entry = committed_everywhere(network)
+        assert (entry["type"], entry["offender"]) == ("duplicate_vote", offender)
+        assert (entry["height"], entry["round"], entry["vote_type"]) == (
+            vote_height,
+            0,
+            "prevote",
+        )
+        commit_height = entry["committed_height"]
+        block = network.rpc(0, f"/blocks/{commit_height}")
+        assert block["header"]["evidence_hash"] != hashlib.sha256(b"").hexdigest()
+
+        network.wait_for_height(commit_height + 5, HONEST, PHASE_TIMEOUT_S)
         for index in HONEST:
-            network.start(index)
-        network.wait_for_height(2, HONEST, PHASE_TIMEOUT_S)
-        with ByzantinePeer(network, BYZANTINE) as peer:
-            peer.wait_connected(HONEST)
-            offender = peer.consensus_key.public_key.hex()
-            assert all(offender in validator_keys(network, index, 1) for index in HONEST)
-            vote_height = double_sign(peer, network)
+            assert offender in validator_keys(network, index, commit_height + 1)
+            assert offender not in validator_keys(network, index, commit_height + 2)
+            assert len(validator_keys(network, index, commit_height + 2)) == 3
+            assert network.rpc(index, "/evidence")["pending"] == []
+        for height in range(commit_height + 2, commit_height + 5):
+            header = network.rpc(0, f"/blocks/{height}")["header"]
+            jailed_set = network.rpc(0, f"/validators/{height}")
+            assert header["validators_hash"] == jailed_set["hash"]
+            signers = network.rpc(0, f"/blocks/{height + 1}")["commit"]["signers"]
+            assert offender not in signers and len(signers) >= 3
 
-            def committed_on_all() -> bool:
-                return all(committed_evidence(network, index) for index in HONEST)
-
-            network.wait_for(committed_on_all, PHASE_TIMEOUT_S, "the evidence committed on all")
-            listings = [committed_evidence(network, index) for index in HONEST]
-            assert listings[0] == listings[1] == listings[2]
-            (entry,) = listings[0]
-            assert (entry["type"], entry["offender"]) == ("duplicate_vote", offender)
-            assert (entry["height"], entry["round"], entry["vote_type"]) == (
-                vote_height,
-                0,
-                "prevote",
+        # Governance: the three remaining validators approve validator 3's return.
+        approvals = []
+        for index in HONEST:
+            signer = validator_signer(load_node_config(network.homes[index]))
+            approvals.append(
+                transactions.validator_update(
+                    signer,
+                    peer.chain_id,
+                    1,
+                    validator_key=peer.consensus_key.public_key,
+                    power=1,
+                    epoch=1,
+                ).encode()
             )
-            commit_height = entry["committed_height"]
-            block = network.rpc(0, f"/blocks/{commit_height}")
-            assert block["header"]["evidence_hash"] != hashlib.sha256(b"").hexdigest()
-
-            network.wait_for_height(commit_height + 5, HONEST, PHASE_TIMEOUT_S)
-            for index in HONEST:
-                assert offender in validator_keys(network, index, commit_height + 1)
-                assert offender not in validator_keys(network, index, commit_height + 2)
-                assert len(validator_keys(network, index, commit_height + 2)) == 3
-                assert network.rpc(index, "/evidence")["pending"] == []
-            for height in range(commit_height + 2, commit_height + 5):
-                header = network.rpc(0, f"/blocks/{height}")["header"]
-                jailed_set = network.rpc(0, f"/validators/{height}")
-                assert header["validators_hash"] == jailed_set["hash"]
-                signers = network.rpc(0, f"/blocks/{height + 1}")["commit"]["signers"]
-                assert offender not in signers and len(signers) >= 3
-
-            # Governance: the three remaining validators approve validator 3's return.
-            approvals = []
-            for index in HONEST:
-                signer = validator_signer(load_node_config(network.homes[index]))
-                approvals.append(
-                    transactions.validator_update(
-                        signer,
-                        peer.chain_id,
-                        1,
-                        validator_key=peer.consensus_key.public_key,
-                        power=1,
-                        epoch=1,
-                    ).encode()
-                )
-            accepted = network.submit(approvals, nodes=[0])
-            assert len(accepted) == 3
-            network.wait_committed(0, accepted, PHASE_TIMEOUT_S)
-            restored_at = max(network.rpc(0, f"/txs/{tx_id}")["height"] for tx_id in accepted)
-            network.wait_for_height(restored_at + 3, HONEST, PHASE_TIMEOUT_S)
-            for index in HONEST:
-                assert offender in validator_keys(network, index, restored_at + 2)
-            for index in HONEST:
-                assert network.is_running(index)
-                assert resident_mib(network, index) < MEMORY_BOUND_MIB
+        accepted = network.submit(approvals, nodes=[0])
+        assert len(accepted) == 3
+        network.wait_committed(0, accepted, PHASE_TIMEOUT_S)
+        restored_at = max(network.rpc(0, f"/txs/{tx_id}")["height"] for tx_id in accepted)
+        network.wait_for_height(restored_at + 3, HONEST, PHASE_TIMEOUT_S)
+        for index in HONEST:
+            assert offender in validator_keys(network, index, restored_at + 2)
+        for index in HONEST:
+            assert network.is_running(index)
+            assert resident_mib(network, index) < MEMORY_BOUND_MIB
 
 
 def resident_mib(network: Devnet, index: int) -> float:
@@ -136,64 +154,54 @@ def test_conflicting_proposals_sent_to_one_node_are_committed_and_jail(tmp_path:
     0 only: node 0 detects them, gossips the evidence, and every honest node commits it and
     jails validator 3 from the commit height + 2. The commit pause (1 s) keeps node 0 at the
     height of the proposal it just decided, so our proposals for that height reach its runtime."""
-    consensus = {"create_empty_blocks": True, "timeout_commit_ms": 1_000}
-    with Devnet(tmp_path / "net", 4, consensus=consensus) as network:
-        for index in HONEST:
-            network.start(index)
-        network.wait_for_height(2, HONEST, PHASE_TIMEOUT_S)
-        with ByzantinePeer(network, BYZANTINE) as peer:
-            peer.wait_connected(HONEST)
-            offender = peer.consensus_key.public_key.hex()
-            attempts: list[int] = []
+    with honest_three_and_byzantine_three(tmp_path, {"timeout_commit_ms": 1_000}) as (
+        network,
+        peer,
+    ):
+        offender = peer.consensus_key.public_key.hex()
+        attempts: list[int] = []
 
-            def equivocate_until_pending() -> bool:
-                pending = network.rpc(0, "/evidence")["pending"]
-                if pending or committed_evidence(network, 0):
-                    return True
-                honest = peer.latest_proposal(min_height=max(attempts, default=0) + 1)
-                if honest is not None:
-                    height = honest.proposal.height
-                    attempts.append(height)
-                    header = honest.block.header
-                    variants = [
-                        dataclasses.replace(
-                            honest.block,
-                            header=dataclasses.replace(header, time_ms=header.time_ms + offset),
-                        )
-                        for offset in (1, 2)
-                    ]
-                    peer.send(
-                        0,
-                        *(
-                            messages.ProposalMessage(
-                                peer.proposal(height, 7, variant.block_id), variant
-                            )
-                            for variant in variants
-                        ),
+        def equivocate_until_pending() -> bool:
+            pending = network.rpc(0, "/evidence")["pending"]
+            if pending or committed_evidence(network, 0):
+                return True
+            honest = peer.latest_proposal(min_height=max(attempts, default=0) + 1)
+            if honest is not None:
+                height = honest.proposal.height
+                attempts.append(height)
+                header = honest.block.header
+                variants = [
+                    dataclasses.replace(
+                        honest.block,
+                        header=dataclasses.replace(header, time_ms=header.time_ms + offset),
                     )
-                return False
+                    for offset in (1, 2)
+                ]
+                peer.send(
+                    0,
+                    *(
+                        messages.ProposalMessage(
+                            peer.proposal(height, 7, variant.block_id), variant
+                        )
+                        for variant in variants
+                    ),
+                )
+            return False
 
-            peer.wait_for(equivocate_until_pending, PHASE_TIMEOUT_S, "conflicting proposals seen")
-
-            def committed_on_all() -> bool:
-                return all(committed_evidence(network, index) for index in HONEST)
-
-            network.wait_for(committed_on_all, PHASE_TIMEOUT_S, "the evidence committed on all")
-            listings = [committed_evidence(network, index) for index in HONEST]
-            assert listings[0] == listings[1] == listings[2]
-            (entry,) = listings[0]
-            assert (entry["type"], entry["offender"], entry["round"]) == (
-                "conflicting_proposals",
-                offender,
-                7,
-            )
-            assert entry["height"] in attempts
-            commit_height = entry["committed_height"]
-            network.wait_for_height(commit_height + 3, HONEST, PHASE_TIMEOUT_S)
-            for index in HONEST:
-                assert offender in validator_keys(network, index, commit_height + 1)
-                assert offender not in validator_keys(network, index, commit_height + 2)
-                assert network.is_running(index)
-            rss = [resident_mib(network, index) for index in HONEST]
-            print(f"honest RSS MiB after the attack: {[round(value) for value in rss]}")
-            assert max(rss) < MEMORY_BOUND_MIB
+        peer.wait_for(equivocate_until_pending, PHASE_TIMEOUT_S, "conflicting proposals seen")
+        entry = committed_everywhere(network)
+        assert (entry["type"], entry["offender"], entry["round"]) == (
+            "conflicting_proposals",
+            offender,
+            7,
+        )
+        assert entry["height"] in attempts
+        commit_height = entry["committed_height"]
+        network.wait_for_height(commit_height + 3, HONEST, PHASE_TIMEOUT_S)
+        for index in HONEST:
+            assert offender in validator_keys(network, index, commit_height + 1)
+            assert offender not in validator_keys(network, index, commit_height + 2)
+            assert network.is_running(index)
+        rss = [resident_mib(network, index) for index in HONEST]
+        print(f"honest RSS MiB after the attack: {[round(value) for value in rss]}")
+        assert max(rss) < MEMORY_BOUND_MIB

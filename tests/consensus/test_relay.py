@@ -7,29 +7,16 @@ from __future__ import annotations
 import dataclasses
 
 from emrchain.consensus.effects import ReportEvidence
-from emrchain.consensus.runtime import ConsensusRuntime, Relay, RuntimeLimits
+from emrchain.consensus.runtime import Relay, RuntimeLimits
 from emrchain.consensus.state_machine import TendermintCore
-from emrchain.sim.node import SimulatedBlocks
-from emrchain.sim.simulation import MemoisedVerifier
 from emrchain.types.vote import Vote, VoteType
-from tests.consensus.support import CONFIG, Runtime
+from tests.consensus import test_runtime_invariants as runtime_invariants
 
-CHAIN_ID = b"runtime-relay"
+CHAIN_ID = runtime_invariants.CHAIN_ID
 
 
 def runtime_of(limits: RuntimeLimits | None = None):
-    layout = Runtime()
-    signers = layout.signers
-    runtime = ConsensusRuntime(
-        TendermintCore(CONFIG, signers[0].public_key),
-        signers[0],
-        CHAIN_ID,
-        SimulatedBlocks(signers[0].public_key),
-        MemoisedVerifier(CHAIN_ID),
-        limits,
-    )
-    runtime.start_height(1, layout.validator_set)
-    return runtime, signers
+    return runtime_invariants.runtime_of(TendermintCore, limits)
 
 
 def relays(actions) -> list[Relay]:
