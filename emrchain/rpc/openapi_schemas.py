@@ -113,7 +113,7 @@ BLOCK = strict(
     tx_ids={"type": "array", "items": HEX32},
     commit=nullable(strict(round=INT, signers={"type": "array", "items": HEX32})),
 )
-EVIDENCE_ITEM = dict(
+EVIDENCE_ITEM: dict[str, dict[str, Any]] = dict(
     type={"enum": ["duplicate_vote", "conflicting_proposals"]},
     offender=HEX32,
     height=INT,
