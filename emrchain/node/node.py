@@ -57,7 +57,9 @@ from emrchain.store import (
 )
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.state_cache import StateCache
+from emrchain.throttled_log import ThrottledLog
 from emrchain.types import DecodeError, Evidence
+from emrchain.types.evidence import FORGED
 from emrchain.types.limits import MAX_GOSSIP_TXS
 
 logger = logging.getLogger(__name__)
@@ -67,6 +69,8 @@ class NodeStartError(RuntimeError):
     """The node cannot start; the message says why and what to do."""
 
 
+EVIDENCE_LOG_INTERVAL_S = 10.0
+"""At most one line per interval about evidence the pool refused (peers can send it freely)."""
 GC_GENERATION0_THRESHOLD = 50_000
 """Container allocations between young-generation collections (CPython's default is 700)."""
 
@@ -159,6 +163,7 @@ class Node:
         self.chain.commit_listeners.append(
             lambda block, _ids, _results: self.evidence_pool.on_commit(block)
         )
+        self._evidence_refusals = ThrottledLog(logger, EVIDENCE_LOG_INTERVAL_S)
         self.evidence_pool.listeners.append(
             lambda item: self._broadcast(messages.EvidenceMessage(item))
         )
@@ -333,12 +338,18 @@ class Node:
         channel, payload = messages.encode(message)
         self.p2p.broadcast(channel, payload)
 
-    def _admit_evidence(self, item: Evidence) -> None:
-        """Evidence we detected or a peer gossiped: into the pool, which gossips it if new.
-        A peer's stale or already committed item is not misbehaviour (it may lag behind)."""
+    def _admit_evidence(self, item: Evidence, peer_id: str | None = None) -> None:
+        """Evidence we detected or a peer (`peer_id`) gossiped: into the pool, which gossips it
+        if new. A forged item costs the peer its score; a stale or already committed one does
+        not (the peer may lag behind). Refusals are logged at most once per interval."""
         reason = self.evidence_pool.add(item)
-        if reason is not None:
-            logger.info("evidence against %s not kept: %s", item.validator.hex()[:16], reason)
+        if reason is None:
+            return
+        if peer_id is not None and reason.endswith(FORGED):
+            self.p2p.report_misbehaviour(peer_id, Misbehaviour.INVALID_SIGNATURE)
+        self._evidence_refusals.warning(
+            "evidence against %s not kept: %s", item.validator.hex()[:16], reason
+        )
 
     def _relay(self, message: messages.Message, source: object) -> None:
         """Send to every connected peer except `source` (the peer we had it from)."""
@@ -397,7 +408,7 @@ class Node:
         elif isinstance(message, messages.VoteMessage) and driver:
             driver.on_vote(message, peer_id)
         elif isinstance(message, messages.EvidenceMessage):
-            self._admit_evidence(message.evidence)
+            self._admit_evidence(message.evidence, peer_id)
         elif isinstance(message, messages.StatusMessage):
             self.blocksync.on_status(peer_id, message)
         elif isinstance(message, messages.BlockRequest):

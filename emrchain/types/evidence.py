@@ -27,6 +27,10 @@ class EvidenceError(ValueError):
     """The evidence does not prove an equivocation."""
 
 
+FORGED = "signature does not verify"
+"""How every refusal of a forged evidence item ends (a peer that sends one is penalised)."""
+
+
 class _SignedPairEvidence:
     """What both kinds share: two messages one validator signed, checked the same way."""
 
@@ -56,7 +60,7 @@ class _SignedPairEvidence:
         first, second = self.signed_pair()
         if not (first.verify(chain_id) and second.verify(chain_id)):
             kind = "vote" if isinstance(first, Vote) else "proposal"
-            raise EvidenceError(f"a {kind} signature does not verify")
+            raise EvidenceError(f"a {kind} {FORGED}")
 
     @property
     def hash(self) -> bytes:

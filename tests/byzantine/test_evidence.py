@@ -27,7 +27,7 @@ from emrchain.devnet.byzantine import ByzantinePeer
 from emrchain.devnet.harness import Devnet
 from emrchain.hsm.node_keys import validator_signer
 from emrchain.node import messages
-from emrchain.types import VoteType
+from emrchain.types import DuplicateVoteEvidence, VoteType
 
 HONEST = [0, 1, 2]
 BYZANTINE = 3
@@ -205,3 +205,22 @@ def test_conflicting_proposals_sent_to_one_node_are_committed_and_jail(tmp_path:
         rss = [resident_mib(network, index) for index in HONEST]
         print(f"honest RSS MiB after the attack: {[round(value) for value in rss]}")
         assert max(rss) < MEMORY_BOUND_MIB
+
+
+def test_forged_evidence_gets_its_sender_banned_and_changes_nothing(tmp_path: Path) -> None:
+    """Evidence whose second vote carries a signature that does not verify, gossiped by
+    validator 3 to node 0: refused, nothing pending or committed, and the sender banned
+    (INVALID_SIGNATURE is severe); the node keeps committing."""
+    with honest_three_and_byzantine_three(tmp_path, {}) as (network, peer):
+        height = network.height(0)
+        first = peer.vote(VoteType.PREVOTE, height, 0, hashlib.sha256(b"block a").digest())
+        second = peer.vote(VoteType.PREVOTE, height, 0, hashlib.sha256(b"block b").digest())
+        genuine = DuplicateVoteEvidence.from_votes(first, second)
+        forged = dataclasses.replace(
+            genuine, vote_b=dataclasses.replace(genuine.vote_b, signature=bytes(64))
+        )
+        peer.send(0, messages.EvidenceMessage(forged))
+        peer.wait_for(lambda: 0 not in peer.connected(), PHASE_TIMEOUT_S, "node 0 to ban us")
+        network.wait_for_height(height + 3, HONEST, PHASE_TIMEOUT_S)
+        assert network.rpc(0, "/evidence") == {"committed": [], "pending": []}
+        assert network.is_running(0)
