@@ -264,6 +264,15 @@ def _key32(value: object, where: str, source: str) -> bytes:
     return key
 
 
+def _prime_order_key(value: object, where: str, source: str) -> bytes:
+    """A `_key32` that is also an Ed25519 key of the prime-order subgroup: execution refuses
+    other keys (docs/spec/encoding.md §2.1), so say so here, not when the chain starts."""
+    key = _key32(value, where, source)
+    if not is_prime_order_key(key):
+        raise ConfigError(source, where, "is not an Ed25519 public key in the prime-order subgroup")
+    return key
+
+
 def _limits(value: object, source: str) -> Limits:
     params = _object(value, "consensus_params", tuple(LIMITS_SETTINGS), source)
     values = {}
@@ -308,7 +317,8 @@ def _validators(value: object, limits: Limits, source: str) -> list[GenesisValid
             )
         validator = GenesisValidator(
             name=name,
-            public_key=_key32(item["public_key"], f"{where}.public_key", source),
+            # Execution refuses such a key in VALIDATOR_UPDATE too (docs/spec/state.md §4.2).
+            public_key=_prime_order_key(item["public_key"], f"{where}.public_key", source),
             power=_integer(item["power"], f"{where}.power", 1, MAX_VALIDATOR_POWER, source),
             node_key=_key32(item["node_key"], f"{where}.node_key", source),
         )
@@ -380,14 +390,7 @@ def _admins(value: object, where: str, source: str) -> tuple[GenesisAdmin, ...]:
     admins = []
     for index, entry in enumerate(value):
         item = _object(entry, f"{where}[{index}]", _ADMIN_KEYS, source)
-        member_key = _key32(item["member_key"], f"{where}[{index}].member_key", source)
-        if not is_prime_order_key(member_key):
-            # Execution refuses such keys (docs/spec/encoding.md §2.1); say so here, not at start.
-            raise ConfigError(
-                source,
-                f"{where}[{index}].member_key",
-                "is not an Ed25519 public key in the prime-order subgroup",
-            )
+        member_key = _prime_order_key(item["member_key"], f"{where}[{index}].member_key", source)
         admins.append(
             GenesisAdmin(
                 member_key=member_key,

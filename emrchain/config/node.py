@@ -417,7 +417,8 @@ class ConsensusSection:
     )
     max_evidence_kept: int = setting(
         1_000,
-        "Most pieces of double-sign evidence held until a block carries them; the oldest go.",
+        "Most evidence items (double votes, conflicting proposals) the evidence pool keeps, "
+        "persisted, until a block carries them; the lowest heights go first.",
         Integer(1, 1_000_000, "evidence items"),
     )
     max_events_per_dispatch: int = setting(

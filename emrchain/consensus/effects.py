@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from emrchain.consensus.step import Step
 from emrchain.types.commit import CommitCertificate
-from emrchain.types.evidence import DuplicateVoteEvidence
+from emrchain.types.evidence import Evidence
 from emrchain.types.vote import Proposal, Vote
 
 
@@ -70,7 +70,7 @@ class Decide:
 class ReportEvidence:
     """A validator signed two different votes for one (type, height, round)."""
 
-    evidence: DuplicateVoteEvidence
+    evidence: Evidence
 
 
 Effect = (

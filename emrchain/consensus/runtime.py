@@ -72,6 +72,7 @@ from emrchain.crypto.keys import Signer
 from emrchain.invariants import invariant
 from emrchain.types.codec import DecodeError
 from emrchain.types.commit import CommitCertificate
+from emrchain.types.evidence import ConflictingProposalEvidence
 from emrchain.types.validator import ValidatorSet
 from emrchain.types.vote import Proposal, Vote, VoteType
 
@@ -204,6 +205,17 @@ class Broadcast:
 
 
 @dataclass(frozen=True, slots=True)
+class Relay:
+    """Send `message` (a peer's vote, just verified and new to us) to every peer except
+    `source` (None: to every peer). Votes are relayed once each, so that two conflicting votes
+    an equivocating validator sent to different peers meet at every correct node, which then
+    reports the evidence (docs/spec/consensus.md §1.4)."""
+
+    message: Vote
+    source: object
+
+
+@dataclass(frozen=True, slots=True)
 class CommitBlock(Generic[BlockT]):
     """`block` is decided at `height`: persist it, then call `start_height(height + 1)`."""
 
@@ -225,6 +237,7 @@ Action = (
     | SaveSigningState
     | DiscardWal
     | Broadcast
+    | Relay
     | ScheduleTimeout
     | CommitBlock[Any]
     | ReportEvidence
@@ -275,6 +288,8 @@ class ConsensusRuntime(Generic[BlockT]):
         # height -> block id -> block; only the current and the next height.
         self._blocks: dict[int, dict[bytes, BlockT]] = {}
         self._future: dict[int, list[ConsensusMessage]] = {}
+        # height -> (round, proposer) -> the first proposal it signed there (None: reported).
+        self._first_proposals: dict[int, dict[tuple[int, bytes], Proposal | None]] = {}
         self._future_count = 0
         self._decided_height = 0
         self._last_tick_height = -1
@@ -336,21 +351,34 @@ class ConsensusRuntime(Generic[BlockT]):
         return actions
 
     def on_proposal(
-        self, proposal: Proposal, block: BlockT, encoded_block: bytes | None = None
+        self,
+        proposal: Proposal,
+        block: BlockT,
+        encoded_block: bytes | None = None,
+        *,
+        source: object = None,
     ) -> list[Action]:
         """A proposal with its block from a peer (signature not yet checked);
-        `encoded_block`, if the host has it, is the block's encoding (the bytes it received)."""
+        `encoded_block`, if the host has it, is the block's encoding (the bytes it received).
+        `source`: the peer it came from (opaque to the runtime; None: unknown)."""
         actions: list[Action] = []
         self._accept(
-            SignedProposal(proposal, block), actions, write_wal=True, encoded=encoded_block
+            SignedProposal(proposal, block),
+            actions,
+            write_wal=True,
+            encoded=encoded_block,
+            source=source,
         )
         return actions
 
-    def on_vote(self, vote: Vote, encoded: bytes | None = None) -> list[Action]:
+    def on_vote(
+        self, vote: Vote, encoded: bytes | None = None, *, source: object = None
+    ) -> list[Action]:
         """A vote from a peer (signature not yet checked); `encoded`, if the host has it,
-        is `vote.encode()` (the bytes it received), written to the WAL as they are."""
+        is `vote.encode()` (the bytes it received), written to the WAL as they are.
+        `source`: the peer it came from; a vote new to us is relayed to every other peer."""
         actions: list[Action] = []
-        self._accept(vote, actions, write_wal=True, encoded=encoded)
+        self._accept(vote, actions, write_wal=True, encoded=encoded, source=source)
         return actions
 
     def on_timeout(self, event: TimeoutFired) -> list[Action]:
@@ -378,7 +406,7 @@ class ConsensusRuntime(Generic[BlockT]):
     def _reset_height(self, height: int) -> None:
         self._signed = {}
         self._own_messages.clear()
-        for by_height in (self._seen, self._blocks, self._wal_entries):
+        for by_height in (self._seen, self._blocks, self._wal_entries, self._first_proposals):
             for known in [known for known in by_height if known < height]:
                 del by_height[known]
 
@@ -412,8 +440,10 @@ class ConsensusRuntime(Generic[BlockT]):
         *,
         write_wal: bool,
         encoded: bytes | None = None,
+        source: object = None,
     ) -> None:
-        """De-duplicate, keep for later or drop by height, verify, log, feed to the core."""
+        """De-duplicate, keep for later or drop by height, verify, log, relay (a vote), feed
+        to the core."""
         if isinstance(message, Vote):
             key, height = message.signature, message.height
         else:
@@ -441,9 +471,13 @@ class ConsensusRuntime(Generic[BlockT]):
                 record = proposal_record(message.proposal, block)
             else:
                 record = b""
-        self._remember(key, height)
+        remembered = self._remember(key, height)
         if write_wal:
             self._log_received(height, record, actions)
+        # Only a vote we will recognise again is relayed: two nodes past the de-duplication
+        # bound would otherwise send one vote back and forth for ever.
+        if remembered and isinstance(message, Vote) and not self._restarting:
+            actions.append(Relay(message, source))
         self._dispatch(event, actions)
 
     def _admit_proposal(self, message: SignedProposal[BlockT], actions: list[Action]) -> bool:
@@ -454,19 +488,38 @@ class ConsensusRuntime(Generic[BlockT]):
         if not self.verifier.proposal(proposal):
             self._invalid("proposal with an invalid signature; dropped", actions)
             return False
+        self._note_proposal(proposal, actions)
         if not self._keep_block(proposal.height, proposal.block_id, message.block):
             actions.append(Warn(f"too many proposed blocks at height {proposal.height}; dropped"))
             return False
         return True
 
+    def _note_proposal(self, proposal: Proposal, actions: list[Action]) -> None:
+        """A signed proposal differing from the first one its proposer signed at this (height,
+        round) is evidence (`ConflictingProposalEvidence`), reported once per position.
+        Remembered per height, bounded like the WAL."""
+        first = self._first_proposals.setdefault(proposal.height, {})
+        position = (proposal.round, proposal.proposer)
+        earlier = first.get(position, proposal)
+        if earlier is None or earlier.body() == proposal.body():
+            if position not in first and len(first) < self.limits.max_wal_entries_per_height:
+                first[position] = proposal
+            return
+        first[position] = None  # reported
+        evidence = ConflictingProposalEvidence.from_proposals(earlier, proposal)
+        actions.append(ReportEvidence(evidence))
+
     def _invalid(self, text: str, actions: list[Action]) -> None:
         self.invalid_signatures += 1
         actions.append(Warn(text))
 
-    def _remember(self, key: bytes, height: int) -> None:
-        """De-duplicate later copies (bounded like the WAL: beyond it the core de-duplicates)."""
+    def _remember(self, key: bytes, height: int) -> bool:
+        """De-duplicate later copies (bounded like the WAL: beyond it the core de-duplicates).
+        False: past the bound, not remembered."""
         if self._wal_entries.get(height, 0) < self.limits.max_wal_entries_per_height:
             self._seen.setdefault(height, set()).add(key)
+            return True
+        return False
 
     def _log_received(self, height: int, record: bytes, actions: list[Action]) -> None:
         count = self._wal_entries.get(height, 0)

@@ -20,6 +20,7 @@ from emrchain.schema.anchor import KEY_BYTES
 from emrchain.state import BlockPipeline, read_progress
 from emrchain.state.emr import queries as emr_queries
 from emrchain.state.emr.sender_admission import SenderAdmission, SenderJudge
+from emrchain.state.evidence import block_evidence_error, evidence_error
 from emrchain.state.keys import nonce_key
 from emrchain.state.result import ExecutionResult, TxResult
 from emrchain.store import BlockStore, PreparedCommit, StoreError
@@ -28,7 +29,7 @@ from emrchain.types import (
     BlockHeader,
     CommitCertificate,
     CommitError,
-    EvidenceError,
+    Evidence,
     Limits,
     ValidatorSet,
     envelope,
@@ -103,6 +104,11 @@ class Chain:
         # claims it (before any await) until it is durable or abandoned: consensus and block
         # sync both apply through `_claim`, so a height is applied once whoever delivers it.
         self._claimed: tuple[int, bytes] | None = None
+        self.pending_evidence: Callable[[int, int], tuple[Evidence, ...]] = (
+            lambda height, max_items: ()
+        )
+        """(height, most items) -> evidence our block at that height carries: the node's
+        evidence pool (`evidence_pool.py`) once it is open; none before."""
 
     # ------------------------------------------------------------------------ reads
 
@@ -140,6 +146,7 @@ class Chain:
             self.limits.max_block_txs, self.limits.max_block_bytes
         )
         txs, ids = self._admissible(reaped, reaped_ids)
+        evidence = self.pending_evidence(height, self.limits.max_evidence_per_block)
         last_commit = self.store.commit(self.height) if self.height else None
         header = BlockHeader(
             chain_id=self.chain_id,
@@ -153,10 +160,10 @@ class Chain:
             app_hash=self.store.last_app_hash(),
             validators_hash=self.validator_set(height).hash,
             next_validators_hash=self.validator_set(height + 1).hash,
-            evidence_hash=evidence_root(()),
+            evidence_hash=evidence_root(evidence),
             proposer=proposer,
         )
-        return Block.with_known_tx_ids(header, txs, last_commit, (), ids)
+        return Block.with_known_tx_ids(header, txs, last_commit, evidence, ids)
 
     def _admissible(
         self, txs: list[bytes], ids: list[bytes]
@@ -185,6 +192,12 @@ class Chain:
         return tuple(txs[index] for index in kept), tuple(ids[index] for index in kept)
 
     # ----------------------------------------------------------------- validating
+
+    def evidence_error(self, item: Evidence, height: int) -> str | None:
+        """Why our block at `height` (at most our height + 1) may not carry `item`, or None."""
+        return evidence_error(
+            item, height, self.chain_id, self.store.validator_set, self.store.state_view()
+        )
 
     def validate_block(self, block: Block) -> BlockVerdict:
         """The paper's valid(v): does `block` correctly extend our committed chain?"""
@@ -220,11 +233,16 @@ class Chain:
                 )
             except CommitError as error:
                 return BlockVerdict(False, f"last commit: {error}")
-        for item in block.evidence:
-            try:
-                item.verify(self.chain_id, self.validator_set(item.height))
-            except (EvidenceError, ChainHaltError) as error:
-                return BlockVerdict(False, f"evidence: {error}")
+        if block.evidence:
+            reason = block_evidence_error(
+                block.evidence,
+                height,
+                self.chain_id,
+                self.store.validator_set,
+                self.store.state_view(),
+            )
+            if reason is not None:
+                return BlockVerdict(False, reason)
         txs = list(block.txs)
         verdicts, ids = _core.check_transactions(txs, self.chain_id, self.limits.max_tx_bytes)
         if any(verdicts):

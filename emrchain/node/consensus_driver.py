@@ -40,6 +40,7 @@ from emrchain.consensus.runtime import (
     ConsensusRuntime,
     DiscardWal,
     PersistedConsensus,
+    Relay,
     RuntimeLimits,
     SaveSigningState,
     SignedProposal,
@@ -52,7 +53,7 @@ from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
 from emrchain.node.metrics import StepTimer
 from emrchain.store import ConsensusWal, SigningStateStore
-from emrchain.types import Block, DuplicateVoteEvidence, Proposal, Vote
+from emrchain.types import Block, Evidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
 
 logger = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class ConsensusDriver:
         signing_store: SigningStateStore,
         wal: ConsensusWal,
         broadcast: Callable[[Message], None],
+        relay: Callable[[Message, object], None],
         limits: DriverLimits,
         environment: Mapping[str, str] = os.environ,
     ) -> None:
@@ -196,6 +198,8 @@ class ConsensusDriver:
         self._signing_store = signing_store
         self._wal = wal
         self._broadcast = broadcast
+        self._relay = relay
+        """Send a message to every peer but the one given (its source; None: every peer)."""
         self._limits = limits
         self._loop = asyncio.get_running_loop()
         self._blocks = ChainBlocks(chain, signer.public_key)
@@ -217,7 +221,9 @@ class ConsensusDriver:
             )
         self._timers: list[asyncio.TimerHandle] = []
         self._start_timer: asyncio.TimerHandle | None = None
-        self.evidence: deque[DuplicateVoteEvidence] = deque(maxlen=limits.max_evidence_kept)
+        self.evidence: deque[Evidence] = deque(maxlen=limits.max_evidence_kept)
+        self.evidence_listeners: list[Callable[[Evidence], None]] = []
+        """Called with each equivocation the runtime reports (the node's evidence pool)."""
         self.stopped = False
         self._applying: asyncio.Task[None] | None = None
         # The height we would start if there were transactions (create_empty_blocks = false).
@@ -293,15 +299,18 @@ class ConsensusDriver:
 
     # --------------------------------------------------------------- from the network
 
-    def on_proposal(self, message: ProposalMessage) -> None:
+    def on_proposal(self, message: ProposalMessage, source: str | None = None) -> None:
         if not self.stopped:
             self._execute(
-                self.runtime.on_proposal(message.proposal, message.block, message.block_bytes)
+                self.runtime.on_proposal(
+                    message.proposal, message.block, message.block_bytes, source=source
+                )
             )
 
-    def on_vote(self, message: VoteMessage) -> None:
+    def on_vote(self, message: VoteMessage, source: str | None = None) -> None:
+        """`source`: the peer id it came from (a new vote is relayed to every other peer)."""
         if not self.stopped:
-            self._execute(self.runtime.on_vote(message.vote, message.encoded))
+            self._execute(self.runtime.on_vote(message.vote, message.encoded, source=source))
 
     # ------------------------------------------------------------------- the actions
 
@@ -311,6 +320,8 @@ class ConsensusDriver:
         for action in actions:
             if isinstance(action, Broadcast):
                 self._broadcast(self._wire(action.message))
+            elif isinstance(action, Relay):
+                self._relay(VoteMessage(action.message), action.source)
             elif isinstance(action, AppendToWal):
                 self._wal.append(action.height, action.record, sync=action.sync)
                 # A verified message for the height we wait at: a validator that holds
@@ -353,7 +364,7 @@ class ConsensusDriver:
             logging.shutdown()
             os._exit(FAULT_EXIT_STATUS)
 
-    def _report(self, evidence: DuplicateVoteEvidence) -> None:
+    def _report(self, evidence: Evidence) -> None:
         logger.warning(
             "equivocation by validator %s at height %d",
             evidence.validator.hex()[:16],
@@ -361,6 +372,8 @@ class ConsensusDriver:
         )
         self.evidence.append(evidence)
         metrics.EVIDENCE_DETECTED.inc()
+        for listener in self.evidence_listeners:
+            listener(evidence)
 
     def _decide(self, action: CommitBlock) -> None:
         block = action.block

@@ -5,6 +5,7 @@ can never make this node allocate beyond the configured limits:
 
 CONSENSUS  1 proposal  = Proposal | Block            (the block travels with its proposal)
            2 vote      = Vote
+           3 evidence  = Evidence                    (one verified item, gossiped once)
 MEMPOOL    1 txs       = list32(bytes32(tx, max_tx_bytes), max_gossip_txs)
 BLOCKSYNC  1 status    = height u64 | block_id 32     (our latest committed block)
            2 request   = height u64
@@ -16,7 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from emrchain.types import Block, CommitCertificate, DecodeError, Limits, Proposal, Vote
+from emrchain.types import (
+    Block,
+    CommitCertificate,
+    DecodeError,
+    Evidence,
+    Limits,
+    Proposal,
+    Vote,
+    decode_evidence,
+)
 from emrchain.types.codec import Reader, Writer
 from emrchain.types.vote import PROPOSAL_BYTES
 
@@ -43,6 +53,13 @@ class VoteMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class EvidenceMessage:
+    """Evidence our pool admitted (`evidence_pool.py`); a peer admits it after verifying it."""
+
+    evidence: Evidence
+
+
+@dataclass(frozen=True, slots=True)
 class TxsMessage:
     txs: tuple[bytes, ...]
 
@@ -64,11 +81,20 @@ class BlockResponse:
     commit: CommitCertificate
 
 
-Message = ProposalMessage | VoteMessage | TxsMessage | StatusMessage | BlockRequest | BlockResponse
+Message = (
+    ProposalMessage
+    | VoteMessage
+    | EvidenceMessage
+    | TxsMessage
+    | StatusMessage
+    | BlockRequest
+    | BlockResponse
+)
 
 _TAGS: dict[type, tuple[Channel, int]] = {
     ProposalMessage: (Channel.CONSENSUS, 1),
     VoteMessage: (Channel.CONSENSUS, 2),
+    EvidenceMessage: (Channel.CONSENSUS, 3),
     TxsMessage: (Channel.MEMPOOL, 1),
     StatusMessage: (Channel.BLOCKSYNC, 1),
     BlockRequest: (Channel.BLOCKSYNC, 2),
@@ -87,6 +113,8 @@ def encode(message: Message) -> tuple[Channel, bytes]:
         )
     elif isinstance(message, VoteMessage):
         writer.raw(message.vote.encode())
+    elif isinstance(message, EvidenceMessage):
+        writer.raw(message.evidence.encode())
     elif isinstance(message, TxsMessage):
         writer.u32(len(message.txs)).var_bytes_u32_list(message.txs)
     elif isinstance(message, StatusMessage):
@@ -113,6 +141,8 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
         )
     if channel == Channel.CONSENSUS and tag == 2:
         return VoteMessage(Vote.decode(body), body)
+    if channel == Channel.CONSENSUS and tag == 3:
+        return EvidenceMessage(decode_evidence(body))
     reader = Reader(body, f"channel {channel} tag {tag}")
     if channel == Channel.MEMPOOL and tag == 1:
         count = reader.count(4, max_gossip_txs, "count")

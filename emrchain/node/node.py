@@ -30,6 +30,7 @@ from emrchain.node.admission import AdmissionLimits, AdmissionPipeline
 from emrchain.node.blocksync import BlockSync, SyncLimits
 from emrchain.node.chain import Chain, ChainHaltError
 from emrchain.node.consensus_driver import ConsensusDriver, DriverLimits
+from emrchain.node.evidence_pool import EvidencePool
 from emrchain.node.log_context import consensus_log_context
 from emrchain.node.metrics import CommitMetrics
 from emrchain.node.rpc_view import NodeRpcView
@@ -59,7 +60,9 @@ from emrchain.store import (
 )
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.state_cache import StateCache
-from emrchain.types import DecodeError
+from emrchain.throttled_log import ThrottledLog
+from emrchain.types import DecodeError, Evidence
+from emrchain.types.evidence import FORGED
 from emrchain.types.limits import MAX_GOSSIP_TXS
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,8 @@ class NodeStartError(RuntimeError):
     """The node cannot start; the message says why and what to do."""
 
 
+EVIDENCE_LOG_INTERVAL_S = 10.0
+"""At most one line per interval about evidence the pool refused (peers can send it freely)."""
 GC_GENERATION0_THRESHOLD = 50_000
 """Container allocations between young-generation collections (CPython's default is 700)."""
 
@@ -154,6 +159,16 @@ class Node:
             limits,
             wall_clock_ms,
             self.sender_admission,
+        )
+        # Verified evidence waiting for our blocks, persisted (docs/spec/consensus.md §1.4).
+        self.evidence_pool = EvidencePool(database, self.chain, config.consensus.max_evidence_kept)
+        self.chain.pending_evidence = self.evidence_pool.for_block
+        self.chain.commit_listeners.append(
+            lambda block, _ids, _results: self.evidence_pool.on_commit(block)
+        )
+        self._evidence_refusals = ThrottledLog(logger, EVIDENCE_LOG_INTERVAL_S)
+        self.evidence_pool.listeners.append(
+            lambda item: self._broadcast(messages.EvidenceMessage(item))
         )
         self.p2p = PeerManager(
             p2p_config(config),
@@ -268,9 +283,11 @@ class Node:
             SigningStateStore(self._database),
             ConsensusWal.open(self.config.home),
             self._broadcast,
+            self._relay,
             build(DriverLimits, self.config),
         )
         self.mempool.on_admitted = self.driver.txs_available
+        self.driver.evidence_listeners.append(self._admit_evidence)
         logger.info(
             "node %s (validator %s) starting at height %d; core %s",
             self.p2p.node_id[:16],
@@ -363,6 +380,26 @@ class Node:
         channel, payload = messages.encode(message)
         self.p2p.broadcast(channel, payload)
 
+    def _admit_evidence(self, item: Evidence, peer_id: str | None = None) -> None:
+        """Evidence we detected or a peer (`peer_id`) gossiped: into the pool, which gossips it
+        if new. A forged item costs the peer its score; a stale or already committed one does
+        not (the peer may lag behind). Refusals are logged at most once per interval."""
+        reason = self.evidence_pool.add(item)
+        if reason is None:
+            return
+        if peer_id is not None and reason.endswith(FORGED):
+            self.p2p.report_misbehaviour(peer_id, Misbehaviour.INVALID_SIGNATURE)
+        self._evidence_refusals.warning(
+            "evidence against %s not kept: %s", item.validator.hex()[:16], reason
+        )
+
+    def _relay(self, message: messages.Message, source: object) -> None:
+        """Send to every connected peer except `source` (the peer we had it from)."""
+        channel, payload = messages.encode(message)
+        for peer_id in self.p2p.connected_peers():
+            if peer_id != source:
+                self.p2p.send(peer_id, channel, payload)
+
     def _send_to(self, peer_id: str, message: messages.Message) -> bool:
         channel, payload = messages.encode(message)
         return self.p2p.send(peer_id, channel, payload)
@@ -414,9 +451,11 @@ class Node:
     def _handle(self, peer_id: str, message: messages.Message) -> None:
         driver = self.driver
         if isinstance(message, messages.ProposalMessage) and driver:
-            driver.on_proposal(message)
+            driver.on_proposal(message, peer_id)
         elif isinstance(message, messages.VoteMessage) and driver:
-            driver.on_vote(message)
+            driver.on_vote(message, peer_id)
+        elif isinstance(message, messages.EvidenceMessage):
+            self._admit_evidence(message.evidence, peer_id)
         elif isinstance(message, messages.StatusMessage):
             self.blocksync.on_status(peer_id, message)
         elif isinstance(message, messages.BlockRequest):

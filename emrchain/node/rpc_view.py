@@ -20,6 +20,7 @@ from emrchain.rpc.node_view import (
     CommitListener,
     ConsensusPosition,
     DependencyStatus,
+    EvidenceReport,
     NodeCounters,
     NodeStatus,
     OperationsSnapshot,
@@ -87,6 +88,10 @@ class NodeRpcView:
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._node.chain.commit_listeners.append(listener)
+
+    def evidence(self) -> EvidenceReport:
+        pool = self._node.evidence_pool
+        return EvidenceReport(pool.committed(), pool.pending())
 
     def status(self) -> NodeStatus:
         node = self._node

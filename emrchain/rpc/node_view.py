@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from emrchain.rpc.commit_waits import CommitWaits
     from emrchain.state.view import CommittedState
     from emrchain.store.block_store import TxProof
-    from emrchain.types import CommitCertificate
+    from emrchain.types import CommitCertificate, Evidence, ValidatorSet
 
 CommitListener = Callable[[Block, Sequence[bytes], list[TxResult]], None]
 """Called on the event loop after each block is durably committed: the block, its tx ids and
@@ -44,6 +44,17 @@ class ChainReader(Protocol):
     def tx_results(self, height: int) -> list[TxResult] | None: ...
 
     def tx_proof(self, tx_id: bytes) -> TxProof | None: ...
+
+    def validator_set(self, height: int) -> ValidatorSet | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceReport:
+    """`GET /evidence`: misbehaviour evidence committed (with the height of the block that
+    carried it) and waiting in this node's pool."""
+
+    committed: list[tuple[int, Evidence]]
+    pending: list[Evidence]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,3 +189,5 @@ class NodeView(Protocol):
     def probe_dependencies(self, timeout_s: float) -> Awaitable[list[DependencyStatus]]:
         """Reach each configured dependency (Redis, IPFS, HSM) now, each within `timeout_s`."""
         ...
+
+    def evidence(self) -> EvidenceReport: ...

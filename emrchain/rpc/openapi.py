@@ -205,6 +205,25 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.BLOCK), **_error_responses(400, 404, 503)},
                 }
             },
+            "/evidence": {
+                "get": {
+                    "operationId": "evidence",
+                    "description": "Misbehaviour evidence: committed (at most 1,000, by commit "
+                    "height) and pending in this node's pool.",
+                    "responses": {**_ok(replies.EVIDENCE), **_error_responses(503)},
+                }
+            },
+            "/validators/{height}": {
+                "get": {
+                    "operationId": "validators",
+                    "parameters": [
+                        _path_parameter(
+                            "height", {"type": "integer", "minimum": 1, "maximum": MAX_HEIGHT}
+                        )
+                    ],
+                    "responses": {**_ok(replies.VALIDATORS), **_error_responses(400, 404, 503)},
+                }
+            },
             "/ws/blocks": {
                 "get": {
                     "operationId": "blockStream",

@@ -113,6 +113,24 @@ BLOCK = strict(
     tx_ids={"type": "array", "items": HEX32},
     commit=nullable(strict(round=INT, signers={"type": "array", "items": HEX32})),
 )
+EVIDENCE_ITEM: dict[str, dict[str, Any]] = dict(
+    type={"enum": ["duplicate_vote", "conflicting_proposals"]},
+    offender=HEX32,
+    height=INT,
+    round=INT,
+    vote_type={"enum": ["prevote", "precommit", "proposal"]},
+    block_ids={"type": "array", "items": HEX32, "minItems": 2, "maxItems": 2},
+    hash=HEX32,
+)
+EVIDENCE = strict(
+    committed={"type": "array", "items": strict(**EVIDENCE_ITEM, committed_height=INT)},
+    pending={"type": "array", "items": strict(**EVIDENCE_ITEM)},
+)
+VALIDATORS = strict(
+    height=INT,
+    hash=HEX32,
+    validators={"type": "array", "items": strict(public_key=HEX32, power=INT)},
+)
 ACCOUNT = strict(
     member_key=HEX32,
     # Fields the caller may not see are null (`docs/spec/rpc.md`, Accounts).

@@ -54,7 +54,7 @@ from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.schema import Role
 from emrchain.state.emr import queries
 from emrchain.throttled_log import ThrottledLog, ThrottleFilter
-from emrchain.types import Block, envelope
+from emrchain.types import Block, ConflictingProposalEvidence, Evidence, envelope
 
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
@@ -142,6 +142,26 @@ def header_json(block: Block) -> dict[str, Any]:
         "next_validators_hash": header.next_validators_hash.hex(),
         "evidence_hash": header.evidence_hash.hex(),
         "proposer": header.proposer.hex(),
+    }
+
+
+def evidence_json(item: Evidence) -> dict[str, Any]:
+    if isinstance(item, ConflictingProposalEvidence):
+        kind, step = "conflicting_proposals", "proposal"
+        ids = [item.proposal_a.block_id, item.proposal_b.block_id]
+        round_number = item.round
+    else:
+        kind, step = "duplicate_vote", item.vote_a.type.name.lower()
+        ids = [item.vote_a.block_id, item.vote_b.block_id]
+        round_number = item.vote_a.round
+    return {
+        "type": kind,
+        "offender": item.validator.hex(),
+        "height": item.height,
+        "round": round_number,
+        "vote_type": step,
+        "block_ids": [block_id.hex() for block_id in ids],
+        "hash": item.hash.hex(),
     }
 
 
@@ -254,6 +274,8 @@ class RpcServer:
                 web.get("/blocks/latest", self.latest_block),
                 web.get("/blocks/{height}", self.block),
                 web.get("/ws/blocks", self.block_stream.handle),
+                web.get("/evidence", self.evidence),
+                web.get("/validators/{height}", self.validators),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
             ]
@@ -407,6 +429,38 @@ class RpcServer:
         if height is None:
             raise RpcError(400, "bad_height", f"height must be an integer 0..{MAX_HEIGHT}")
         return self._block_response(height)
+
+    async def evidence(self, request: web.Request) -> web.Response:
+        """Committed and pending misbehaviour evidence (docs/spec/consensus.md §1.4)."""
+        report = self._node.evidence()
+        return web.json_response(
+            {
+                "committed": [
+                    {**evidence_json(item), "committed_height": height}
+                    for height, item in report.committed
+                ],
+                "pending": [evidence_json(item) for item in report.pending],
+            }
+        )
+
+    async def validators(self, request: web.Request) -> web.Response:
+        """The validator set of a height (known up to the latest height + 2)."""
+        height = decimal(request.match_info["height"], MAX_HEIGHT)
+        if height is None:
+            raise RpcError(400, "bad_height", f"height must be an integer 0..{MAX_HEIGHT}")
+        validator_set = self._node.chain.validator_set(height) if height >= 1 else None
+        if validator_set is None:
+            raise RpcError(404, "unknown_height", f"no validator set known for height {height}")
+        return web.json_response(
+            {
+                "height": height,
+                "hash": validator_set.hash.hex(),
+                "validators": [
+                    {"public_key": validator.public_key.hex(), "power": validator.power}
+                    for validator in validator_set
+                ],
+            }
+        )
 
     def _block_response(self, height: int) -> web.Response:
         block = self._node.chain.block(height) if height >= 1 else None

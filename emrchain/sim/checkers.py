@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from emrchain.consensus.proposer import ProposerSelector
 from emrchain.sim.application import block_id_of, is_valid_block
 from emrchain.types.commit import CommitCertificate, CommitError, verify_commit
-from emrchain.types.evidence import DuplicateVoteEvidence, EvidenceError
+from emrchain.types.evidence import Evidence, EvidenceError
 from emrchain.types.validator import ValidatorSet
 from emrchain.types.vote import Proposal, Vote
 
@@ -137,7 +137,7 @@ class InvariantChecker:
             self._violate("I4", time_ms, f"height {height}: node {node}'s certificate: {error}")
 
     # I6 --------------------------------------------------------------------------
-    def on_evidence(self, time_ms: int, node: int, evidence: DuplicateVoteEvidence) -> None:
+    def on_evidence(self, time_ms: int, node: int, evidence: Evidence) -> None:
         if not self._correct[node]:
             return
         memo_key = evidence.encode()

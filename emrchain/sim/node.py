@@ -32,6 +32,7 @@ from emrchain.consensus.runtime import (
     ConsensusRuntime,
     DiscardWal,
     PersistedConsensus,
+    Relay,
     SaveSigningState,
     SignedProposal,
 )
@@ -223,9 +224,11 @@ class SimNode:
                 self.sync_peers.claim(source, height - 1)
                 self._pull_blocks(stalled=True)
             if isinstance(message, VoteMessage):
-                self._execute(self.runtime.on_vote(message.vote, message.key))
+                self._execute(self.runtime.on_vote(message.vote, message.key, source=source))
             else:
-                self._execute(self.runtime.on_proposal(message.proposal, message.payload))
+                self._execute(
+                    self.runtime.on_proposal(message.proposal, message.payload, source=source)
+                )
         elif isinstance(message, StatusMessage):
             if message.height < self.runtime.height:
                 self._push_blocks(source, message.height)
@@ -260,6 +263,8 @@ class SimNode:
             action = pending.popleft()
             if isinstance(action, Broadcast):
                 self.sim.broadcast(self.index, _wire(action.message))
+            elif isinstance(action, Relay):
+                self._relay(action)
             elif isinstance(action, AppendToWal):
                 self._append_to_wal(action)
             elif isinstance(action, ScheduleTimeout):
@@ -278,6 +283,13 @@ class SimNode:
             elif isinstance(action, ReportEvidence):
                 self.evidence_reported += 1
                 self.sim.checker.on_evidence(self.sim.now, self.index, action.evidence)
+
+    def _relay(self, action: Relay) -> None:
+        """A peer's new vote, to every other node but its source (as the node's driver)."""
+        message = _wire(action.message)
+        for destination in range(self.sim.validators):
+            if destination not in (self.index, action.source):
+                self.sim.send(self.index, destination, message)
 
     def _append_to_wal(self, action: AppendToWal) -> None:
         segment = self.storage.wal.get(action.height)

@@ -60,6 +60,8 @@ class ResultCode(IntEnum):
     ACCESS_DENIED = 69
     GRANT_NOT_APPLICABLE = 70
     TOO_MANY_BREAK_GLASS = 71
+    # Validators (after the EMR codes: the numbers are stable API).
+    INVALID_VALIDATOR_KEY = 72
 
 
 def code_name(code: int) -> str:

@@ -19,6 +19,8 @@ VALIDATORS_AFTER_NEXT = b"\x03"
 """-> ValidatorSet encoding: the set for height + 2 (already fixed, updates go after it)."""
 VALIDATOR_PROPOSALS = b"\x04"
 """-> the open validator-update proposals and their approvals (`validators.py`)."""
+COMMITTED_EVIDENCE_PREFIX = b"\x05"
+"""0x05 | evidence hash (32) -> commit height u64 | evidence encoding (`evidence.py`)."""
 NONCE_PREFIX = b"\x10"
 """0x10 | sender key (32) -> last applied nonce u64."""
 VALIDATOR_EPOCH_PREFIX = b"\x11"
@@ -31,6 +33,10 @@ def nonce_key(sender: bytes) -> bytes:
 
 def validator_epoch_key(validator_key: bytes) -> bytes:
     return VALIDATOR_EPOCH_PREFIX + validator_key
+
+
+def committed_evidence_key(evidence_hash: bytes) -> bytes:
+    return COMMITTED_EVIDENCE_PREFIX + evidence_hash
 
 
 # --- EMR rules (`emrchain/state/emr/`), namespaces 0x20..0x7F ---------------------------------

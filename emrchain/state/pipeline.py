@@ -35,6 +35,7 @@ from emrchain.state.application import (
     HandlerContractError,
 )
 from emrchain.state.codes import ResultCode
+from emrchain.state.evidence import commit_evidence
 from emrchain.state.progress import encode_progress, read_progress
 from emrchain.state.result import (
     GENESIS_PREVIOUS_APP_HASH,
@@ -189,6 +190,8 @@ class BlockPipeline:
         tx_results = self._deliver_all(
             block.txs, block_state, context, signature_verdicts, stateless_verdicts
         )
+        # Committed evidence jails its offender from h + 2, after this block's approvals.
+        commit_evidence(block.evidence, block_state, header.height, self._limits)
         # End block: whatever the approvals changed in the working copy takes effect at h + 2.
         # The store records the new set as handed over here; it does not apply updates itself.
         after_raw = block_state.get(keys.VALIDATORS_AFTER_NEXT)

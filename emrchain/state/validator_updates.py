@@ -7,6 +7,7 @@ validators, not members, send it.
 
 from __future__ import annotations
 
+from emrchain.crypto.keycheck import is_prime_order_key
 from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
 from emrchain.state.application import BlockContext
@@ -41,6 +42,13 @@ def validator_update(
     validator_key = tx.fields["validator_key"]
     power = tx.fields["power"]
     epoch = tx.fields["epoch"]
+    if power and not is_prime_order_key(validator_key):
+        # A removal (power 0) names a key already in the set; only keys entering it are checked.
+        return TxResult.make(
+            ResultCode.INVALID_VALIDATOR_KEY,
+            f"validator key {validator_key.hex()[:16]} is not an Ed25519 public key of the "
+            "prime-order subgroup",
+        )
     last_epoch = read_u64(state, keys.validator_epoch_key(validator_key))
     if epoch <= last_epoch:
         return TxResult.make(

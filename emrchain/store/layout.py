@@ -29,6 +29,9 @@ META_HEAD = b"Mhead"
 """-> last height u64 | last block id 32 | last app hash 32."""
 SIGNING_STATE = b"G"
 """-> the consensus signing guard's state (opaque bytes)."""
+PENDING_EVIDENCE = b"E"
+"""E | evidence hash -> evidence encoding: the node's evidence pool, not yet committed
+(node-local, not consensus state; `emrchain/node/evidence_pool.py`)."""
 
 STORE_FORMAT = 1
 
@@ -75,3 +78,7 @@ def validator_set_key(height: int) -> bytes:
 
 def state_key(app_key: bytes) -> bytes:
     return STATE + app_key
+
+
+def pending_evidence_key(evidence_hash: bytes) -> bytes:
+    return PENDING_EVIDENCE + evidence_hash

@@ -6,7 +6,13 @@ The byte layouts are specified in `docs/spec/encoding.md`.
 from emrchain.types.block import Block, BlockHeader
 from emrchain.types.codec import DecodeError, EncodeError
 from emrchain.types.commit import CommitCertificate, CommitError, CommitSignature, verify_commit
-from emrchain.types.evidence import DuplicateVoteEvidence, EvidenceError
+from emrchain.types.evidence import (
+    ConflictingProposalEvidence,
+    DuplicateVoteEvidence,
+    Evidence,
+    EvidenceError,
+    decode_evidence,
+)
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 from emrchain.types.signing import Domain, signed_message
 from emrchain.types.transaction import Transaction, TxKind
@@ -21,10 +27,12 @@ __all__ = [
     "CommitCertificate",
     "CommitError",
     "CommitSignature",
+    "ConflictingProposalEvidence",
     "DecodeError",
     "Domain",
     "DuplicateVoteEvidence",
     "EncodeError",
+    "Evidence",
     "EvidenceError",
     "Limits",
     "Proposal",
@@ -34,6 +42,7 @@ __all__ = [
     "ValidatorSet",
     "Vote",
     "VoteType",
+    "decode_evidence",
     "signed_message",
     "verify_commit",
 ]

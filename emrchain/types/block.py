@@ -7,7 +7,7 @@ The block id is SHA-256 of the header encoding. `app_hash` is the application st
 previous block (execution lags one block, as in Tendermint, so it can be pipelined).
 
 Block: header | tx count u32 | count × (u32 len + tx) | has_last_commit u8 (0/1) | commit |
-evidence count u16 | evidence.
+evidence count u16 | evidence (each item begins with its kind, `evidence.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from emrchain import _core
 from emrchain.types.codec import DecodeError, Reader, Writer
 from emrchain.types.commit import CommitCertificate
-from emrchain.types.evidence import DuplicateVoteEvidence
+from emrchain.types.evidence import Evidence, read_evidence
 from emrchain.types.limits import DEFAULT_LIMITS, Limits
 
 BLOCK_VERSION = 1
@@ -133,7 +133,7 @@ def tx_ids(txs: tuple[bytes, ...] | list[bytes]) -> list[bytes]:
     return ids
 
 
-def evidence_root(evidence: tuple[DuplicateVoteEvidence, ...]) -> bytes:
+def evidence_root(evidence: tuple[Evidence, ...]) -> bytes:
     root: bytes = _core.merkle_root([item.encode() for item in evidence])
     return root
 
@@ -143,7 +143,7 @@ class Block:
     header: BlockHeader
     txs: tuple[bytes, ...]
     last_commit: CommitCertificate | None
-    evidence: tuple[DuplicateVoteEvidence, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
     _tx_ids: tuple[bytes, ...] | None = field(
         default=None, init=False, repr=False, compare=False, hash=False
     )
@@ -157,7 +157,7 @@ class Block:
         header: BlockHeader,
         txs: tuple[bytes, ...],
         last_commit: CommitCertificate | None,
-        evidence: tuple[DuplicateVoteEvidence, ...],
+        evidence: tuple[Evidence, ...],
         tx_ids: tuple[bytes, ...],
     ) -> Block:
         """A block whose tx ids the caller already computed with `tx_ids` (the proposer: its
@@ -248,7 +248,7 @@ class Block:
             raise DecodeError("Block.has_last_commit: must be 0 or 1")
         last_commit = CommitCertificate.read(reader, limits) if has_commit else None
         evidence_count = reader.count(2, limits.max_evidence_per_block, "evidence_count")
-        evidence = tuple(DuplicateVoteEvidence.read(reader) for _ in range(evidence_count))
+        evidence = tuple(read_evidence(reader) for _ in range(evidence_count))
         reader.finish()
         block = cls(header, txs, last_commit, evidence)
         try:

@@ -129,6 +129,12 @@ class Reader:
     def u8(self, field: str) -> int:
         return self._take(1, field)[0]
 
+    def peek_u8(self, field: str) -> int:
+        """The next byte, not consumed (a tag that selects how to read what follows)."""
+        if not self.remaining:
+            raise DecodeError(f"{self._what}.{field}: needs 1 byte, 0 left")
+        return self._data[self._position]
+
     def u16(self, field: str) -> int:
         value: int = _U16.unpack(self._take(2, field))[0]
         return value

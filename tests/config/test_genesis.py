@@ -20,8 +20,10 @@ from emrchain.config import (
     parse_genesis,
     parse_genesis_text,
 )
+from emrchain.crypto.keycheck import FIELD_PRIME, _add, _decompress
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.types.limits import DEFAULT_LIMITS
+from tests.crypto.test_keycheck import compress
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = "/srv/emr/config/genesis.json"
@@ -60,6 +62,13 @@ def document() -> dict[str, Any]:
             },
         ],
     }
+
+
+def _mixed_order_key() -> str:
+    """A validator key plus the point of order 2: on the curve, not in the prime-order group."""
+    point = _decompress(bytes.fromhex(_key("validator 1")))
+    assert point is not None
+    return compress(_add(point, (0, FIELD_PRIME - 1, 1, 0))).hex()
 
 
 ADMIN_KEYS = [
@@ -156,6 +165,16 @@ def test_good_chain_id_is_accepted(chain_id: str) -> None:
         ),
         ("validators.1.public_key", "00" * 32, "validators[1].public_key: must not be all zeros"),
         ("validators.1.public_key", 5, "validators[1].public_key: must be a string, got integer"),
+        (
+            "validators.1.public_key",
+            "01" + "00" * 31,  # the identity: small order
+            "validators[1].public_key: is not an Ed25519 public key in the prime-order subgroup",
+        ),
+        (
+            "validators.1.public_key",
+            _mixed_order_key(),
+            "validators[1].public_key: is not an Ed25519 public key in the prime-order subgroup",
+        ),
         ("validators.2.node_key", "0x" + "ab" * 31, "validators[2].node_key: must be 64 lowercase"),
         ("validators.0.power", 0, "validators[0].power: must be within 1..1125899906842624, got 0"),
         ("validators.0.power", -5, "validators[0].power: must be within"),

@@ -40,7 +40,8 @@ from emrchain.types import (
     Vote,
     VoteType,
 )
-from emrchain.types.block import EMPTY_MERKLE_ROOT, ZERO_HASH, tx_ids
+from emrchain.types.block import ZERO_HASH, evidence_root, tx_ids
+from emrchain.types.evidence import Evidence
 
 CHAIN_ID = b"emrchain-test"
 GENESIS_TIME_MS = 1_700_000_000_000
@@ -169,8 +170,8 @@ class ChainBuilder:
         """The header time of block `height` (blocks are BLOCK_INTERVAL_MS apart)."""
         return GENESIS_TIME_MS + height * BLOCK_INTERVAL_MS
 
-    def propose(self, txs: Iterable[bytes]) -> Block:
-        """The next block for `txs`, with a header that follows the current state."""
+    def propose(self, txs: Iterable[bytes], evidence: tuple[Evidence, ...] = ()) -> Block:
+        """The next block for `txs` (and `evidence`), with a header that follows the state."""
         txs = tuple(txs)
         height = self.height + 1
         validators, next_validators = read_validator_sets(self.state)
@@ -186,10 +187,10 @@ class ChainBuilder:
             app_hash=self.state.last_app_hash(),
             validators_hash=validators.hash,
             next_validators_hash=next_validators.hash,
-            evidence_hash=EMPTY_MERKLE_ROOT,
+            evidence_hash=evidence_root(evidence),
             proposer=validators.validators[0].public_key,
         )
-        block = Block(header, txs, last.commit if last else None)
+        block = Block(header, txs, last.commit if last else None, evidence)
         block.validate_basic()
         return block
 
@@ -209,9 +210,11 @@ class ChainBuilder:
         ]
         return CommitCertificate.from_precommits(votes)
 
-    def add_block(self, txs: Iterable[bytes] = ()) -> BuiltBlock:
+    def add_block(
+        self, txs: Iterable[bytes] = (), evidence: tuple[Evidence, ...] = ()
+    ) -> BuiltBlock:
         """Propose, execute and apply the next block; return it with its certificate."""
-        block = self.propose(txs)
+        block = self.propose(txs, evidence)
         commit = self.certify(block)
         result = self.app.execute_block(block, self.state)
         self.state.apply(block, result)

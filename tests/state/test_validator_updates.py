@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from emrchain.crypto.keycheck import FIELD_PRIME, _add, _decompress
 from emrchain.schema import codec
 from emrchain.state import (
     ApplicationRules,
@@ -19,6 +20,7 @@ from emrchain.state.validators import (
     read_proposals,
 )
 from emrchain.types import DecodeError, Limits, Validator, ValidatorSet
+from tests.crypto.test_keycheck import compress
 from tests.state.chain import (
     CHAIN_ID,
     BuiltBlock,
@@ -30,6 +32,12 @@ from tests.state.chain import (
 )
 
 NEWCOMER = signer(10).public_key
+
+
+def _decompress_or_fail(key: bytes) -> tuple[int, int, int, int]:
+    point = _decompress(key)
+    assert point is not None
+    return point
 
 
 class Approvals:
@@ -183,3 +191,25 @@ def test_proposals_encoding_is_canonical() -> None:
     unsorted = encode_proposals(proposals[:1]).replace(a + b, b + a)
     with pytest.raises(DecodeError, match="approvers"):
         decode_proposals(unsorted)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        bytes.fromhex("01" + "00" * 31),  # the identity (order 1)
+        (FIELD_PRIME - 1).to_bytes(32, "little"),  # the point of order 2
+        compress(_add(_decompress_or_fail(NEWCOMER), (0, FIELD_PRIME - 1, 1, 0))),  # mixed
+    ],
+)
+def test_a_key_outside_the_prime_order_group_is_refused(key: bytes) -> None:
+    chain = ChainBuilder(powers=(1,))
+    approvals = Approvals(chain)
+    lone = signer(0).public_key
+    built = approvals.block([approvals.tx(0, key=key, power=5)])
+    assert codes(built) == [ResultCode.INVALID_VALIDATOR_KEY]
+    assert "prime-order" in built.result.tx_results[0].message
+    assert set(built.result.writes) == refused_writes(lone)  # only its consumed nonce
+    assert key not in sets(chain)[1]
+    # The broken variant of the check: the same update with a prime-order key applies.
+    built = approvals.block([approvals.tx(0, key=NEWCOMER, power=5)])
+    assert codes(built) == [ResultCode.OK]

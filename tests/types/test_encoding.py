@@ -26,6 +26,7 @@ from emrchain.types import (
     ValidatorSet,
     Vote,
     VoteType,
+    decode_evidence,
 )
 from tests.vectors import generate_types
 
@@ -41,6 +42,8 @@ DECODERS = {
     "proposal": Proposal.decode,
     "commit": CommitCertificate.decode,
     "evidence": DuplicateVoteEvidence.decode,
+    "conflicting_proposals": decode_evidence,
+    "block_with_both_evidence_kinds": Block.decode,
     "header": BlockHeader.decode,
     "block": Block.decode,
 }

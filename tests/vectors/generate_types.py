@@ -7,6 +7,7 @@ Keys are derived from fixed seeds, and Ed25519 signing is deterministic, so outp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -20,6 +21,7 @@ from emrchain.types import (
     Block,
     BlockHeader,
     CommitCertificate,
+    ConflictingProposalEvidence,
     DuplicateVoteEvidence,
     Proposal,
     Transaction,
@@ -131,6 +133,10 @@ def structures() -> dict[str, Any]:
         Vote.create(key(2), CHAIN_ID, VoteType.PREVOTE, 2, 1, digest("a")),
         Vote.create(key(2), CHAIN_ID, VoteType.PREVOTE, 2, 1, digest("b")),
     )
+    conflicting = ConflictingProposalEvidence.from_proposals(
+        Proposal.create(key(1), CHAIN_ID, 2, 0, -1, digest("c")),
+        Proposal.create(key(1), CHAIN_ID, 2, 0, -1, digest("d")),
+    )
     txs = tuple(tx.encode() for tx in transactions().values())
     header = BlockHeader(
         chain_id=CHAIN_ID,
@@ -156,6 +162,14 @@ def structures() -> dict[str, Any]:
         "evidence": evidence,
         "header": header,
         "block": Block(header, txs, commit, (evidence,)),
+        # Both kinds in one block (added with the second kind; the vectors above are unchanged).
+        "conflicting_proposals": conflicting,
+        "block_with_both_evidence_kinds": Block(
+            dataclasses.replace(header, evidence_hash=evidence_root((evidence, conflicting))),
+            txs,
+            commit,
+            (evidence, conflicting),
+        ),
     }
 
 
