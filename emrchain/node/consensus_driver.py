@@ -38,7 +38,9 @@ from emrchain.consensus.runtime import (
     ConsensusMessage,
     ConsensusRuntime,
     DiscardWal,
+    PeerFault,
     PersistedConsensus,
+    ReportPeer,
     RuntimeLimits,
     SaveSigningState,
     SignedProposal,
@@ -50,7 +52,9 @@ from emrchain.crypto.keys import Signer
 from emrchain.invariants import invariant
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
+from emrchain.p2p import Misbehaviour
 from emrchain.store import ConsensusWal, SigningStateStore
+from emrchain.throttled_log import ThrottledLog
 from emrchain.types import Block, CommitCertificate, DuplicateVoteEvidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
 
@@ -58,6 +62,18 @@ logger = logging.getLogger(__name__)
 
 FAULT_ENVIRONMENT_VARIABLE = "EMRCHAIN_UNSAFE_EXIT_AFTER_SIGNING_STATE"
 FAULT_EXIT_STATUS = 86
+PEER_FAULT_MISBEHAVIOUR = {
+    PeerFault.INVALID_SIGNATURE: Misbehaviour.INVALID_SIGNATURE,
+    PeerFault.WRONG_PROPOSER: Misbehaviour.PROTOCOL_VIOLATION,
+    PeerFault.NOT_A_VALIDATOR: Misbehaviour.PROTOCOL_VIOLATION,
+    PeerFault.BLOCK_MISMATCH: Misbehaviour.INVALID_BLOCK,
+    PeerFault.INVALID_BLOCK: Misbehaviour.INVALID_BLOCK,
+    PeerFault.FLOOD: Misbehaviour.FLOOD,
+}
+"""How the P2P layer scores each fault the runtime reports (docs/spec/consensus.md §4.7)."""
+PEER_FAULT_LOG_INTERVAL_S = 5.0
+"""At most one log line per fault kind per interval: peers cause these, so they must not be
+able to fill the disk."""
 WAL_ENTRY_OVERHEAD_BYTES = 1024 * 1024
 """Beyond max_block_bytes, what a WAL entry of a proposal may hold (header, commit, evidence;
 the block decoder's own allowance)."""
@@ -70,7 +86,6 @@ class DriverLimits:
     """The pause after a commit while the mempool holds an access event: a reader waits for
     that event's block before it is served, so the next height starts after this instead of
     timeout_commit_ms (at most timeout_commit_ms)."""
-    max_blocks_per_height: int = 8
     max_evidence_kept: int = 1_000
     max_events_per_dispatch: int = 10_000
     max_own_messages: int = 64
@@ -78,6 +93,8 @@ class DriverLimits:
     """Proposals and votes up to this many heights above our current one are kept for later,
     beyond the core's window (current and next height)."""
     max_future_messages: int = 2_048
+    max_future_bytes_per_peer: int = 64 * 1024 * 1024
+    proposal_rounds_ahead: int = 2
     max_wal_entries_per_height: int = 4_096
     create_empty_blocks: bool = True
     """False: after timeout_commit, the next height starts only once there is something to
@@ -92,7 +109,11 @@ class DriverLimits:
             if hasattr(self, name)
         }
         max_entry_bytes = 1 + PROPOSAL_BYTES + max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES
-        return RuntimeLimits(**shared, max_wal_entry_bytes=max_entry_bytes)
+        return RuntimeLimits(
+            **shared,
+            max_wal_entry_bytes=max_entry_bytes,
+            max_future_bytes_per_source=self.max_future_bytes_per_peer,
+        )
 
 
 def exit_point_from_environment(
@@ -122,6 +143,7 @@ class ChainBlocks:
         # block id -> (height, verdict); pruned when a height starts.
         self._verdicts: dict[bytes, tuple[int, BlockVerdict]] = {}
         self._own_encoding: tuple[bytes, bytes] | None = None
+        self._invalid_log = ThrottledLog(logger, PEER_FAULT_LOG_INTERVAL_S)
 
     def identify(self, block: Block) -> tuple[int, bytes]:
         return block.height, block.block_id
@@ -138,9 +160,10 @@ class ChainBlocks:
         if known is not None:
             return known[1].valid
         verdict = self._chain.validate_block(block)
-        self._verdicts[block.block_id] = (height, verdict)
+        if not verdict.may_become_valid:
+            self._verdicts[block.block_id] = (height, verdict)
         if not verdict.valid:
-            logger.warning("block %d from proposer is invalid: %s", height, verdict.reason)
+            self._invalid_log.warning("block %d from proposer is invalid: %s", height, verdict.reason)
         return verdict.valid
 
     def verdict(self, block_id: bytes) -> BlockVerdict | None:
@@ -189,13 +212,20 @@ class ConsensusDriver:
         broadcast: Callable[[Message], None],
         limits: DriverLimits,
         environment: Mapping[str, str] = os.environ,
+        report_peer: Callable[[str, Misbehaviour], object] | None = None,
     ) -> None:
+        """`report_peer(peer id, kind)`: where faults of a peer go
+        (`PeerManager.report_misbehaviour`); None: only logged."""
         self._core = core
         self._chain = chain
         self._signing_store = signing_store
         self._wal = wal
         self._broadcast = broadcast
         self._limits = limits
+        self._report_peer = report_peer
+        self._fault_logs = {
+            fault: ThrottledLog(logger, PEER_FAULT_LOG_INTERVAL_S) for fault in PeerFault
+        }
         self._loop = asyncio.get_running_loop()
         self._blocks = ChainBlocks(chain, signer.public_key)
         self.runtime = ConsensusRuntime(
@@ -248,7 +278,12 @@ class ConsensusDriver:
                 runtime_limits.max_wal_entry_bytes, runtime_limits.max_wal_entries_per_height
             ),
         )
-        self._execute(self.runtime.restart(height, self._chain.validator_set(height), persisted))
+        chain = self._chain
+        self._execute(
+            self.runtime.restart(
+                height, chain.validator_set(height), persisted, chain.validator_set(height + 1)
+            )
+        )
         if self.runtime.resent_after_restart:
             logger.info(
                 "resumed height %d: re-sent %d messages signed before the restart",
@@ -271,7 +306,12 @@ class ConsensusDriver:
             timer.cancel()
         self._timers.clear()
         self._blocks.forget_below(height)
-        self._execute(self.runtime.start_height(height, self._chain.validator_set(height)))
+        chain = self._chain
+        self._execute(
+            self.runtime.start_height(
+                height, chain.validator_set(height), chain.validator_set(height + 1)
+            )
+        )
 
     def own_messages(self) -> list[Message]:
         """Our signed proposal and votes of the current height, oldest first (for resending)."""
@@ -291,15 +331,17 @@ class ConsensusDriver:
 
     # --------------------------------------------------------------- from the network
 
-    def on_proposal(self, message: ProposalMessage) -> None:
+    def on_proposal(self, message: ProposalMessage, peer_id: str | None = None) -> None:
         if not self.stopped:
             self._execute(
-                self.runtime.on_proposal(message.proposal, message.block, message.block_bytes)
+                self.runtime.on_proposal(
+                    message.proposal, message.block, message.block_bytes, source=peer_id
+                )
             )
 
-    def on_vote(self, message: VoteMessage) -> None:
+    def on_vote(self, message: VoteMessage, peer_id: str | None = None) -> None:
         if not self.stopped:
-            self._execute(self.runtime.on_vote(message.vote, message.encoded))
+            self._execute(self.runtime.on_vote(message.vote, message.encoded, source=peer_id))
 
     # ------------------------------------------------------------------- the actions
 
@@ -325,10 +367,24 @@ class ConsensusDriver:
                 self._wal.discard_below(action.below_height)
             elif isinstance(action, ReportEvidence):
                 self._report(action.evidence)
+            elif isinstance(action, ReportPeer):
+                self._on_peer_fault(action)
             elif isinstance(action, Warn):
                 logger.warning("%s", action.text)
         if wake and self._waiting_height is not None:
             self._wake_for(self._waiting_height)
+
+    def _on_peer_fault(self, report: ReportPeer) -> None:
+        """Score the peer (it may be banned and disconnected) and log, rate-limited."""
+        peer = report.source if isinstance(report.source, str) else None
+        self._fault_logs[report.fault].warning(
+            "consensus: %s from peer %s (%s); dropped",
+            report.fault.value,
+            peer[:16] if peer else "-",
+            report.detail,
+        )
+        if peer is not None and self._report_peer is not None:
+            self._report_peer(peer, PEER_FAULT_MISBEHAVIOUR[report.fault])
 
     def _wire(self, message: ConsensusMessage) -> Message:
         if isinstance(message, SignedProposal):

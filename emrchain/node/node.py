@@ -151,6 +151,7 @@ class Node:
             limits,
             wall_clock_ms,
             self.sender_admission,
+            config.consensus.max_clock_drift_ms,
         )
         self.p2p = PeerManager(
             p2p_config(config),
@@ -241,6 +242,7 @@ class Node:
             ConsensusWal.open(self.config.home),
             self._broadcast,
             build(DriverLimits, self.config),
+            report_peer=self.p2p.report_misbehaviour,
         )
         self.mempool.on_admitted = self.driver.txs_available
         logger.info(
@@ -367,9 +369,9 @@ class Node:
     def _handle(self, peer_id: str, message: messages.Message) -> None:
         driver = self.driver
         if isinstance(message, messages.ProposalMessage) and driver:
-            driver.on_proposal(message)
+            driver.on_proposal(message, peer_id)
         elif isinstance(message, messages.VoteMessage) and driver:
-            driver.on_vote(message)
+            driver.on_vote(message, peer_id)
         elif isinstance(message, messages.StatusMessage):
             self.blocksync.on_status(peer_id, message)
         elif isinstance(message, messages.BlockRequest):
