@@ -163,7 +163,9 @@ class ChainBlocks:
         if not verdict.may_become_valid:
             self._verdicts[block.block_id] = (height, verdict)
         if not verdict.valid:
-            self._invalid_log.warning("block %d from proposer is invalid: %s", height, verdict.reason)
+            self._invalid_log.warning(
+                "block %d from proposer is invalid: %s", height, verdict.reason
+            )
         return verdict.valid
 
     def verdict(self, block_id: bytes) -> BlockVerdict | None:

@@ -23,6 +23,9 @@ class Behaviour(Enum):
     EQUIVOCATE = "equivocate"  # two proposals when proposer; split votes otherwise
     DOUBLE_VOTE = "double-vote"  # proposes honestly, votes differently to two groups
     INVALID_BLOCKS = "invalid-blocks"  # proposes invalid blocks and votes for them
+    JUNK_PROPOSALS = "junk-proposals"  # forged, wrong-proposer and oversized proposals
+    EXTREME_TIME = "extreme-time"  # as proposer, dates its block 2^63-1 or now + 10 years
+    FUTURE_FLOOD = "future-flood"  # floods signed proposals for heights 2..4 above
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +103,19 @@ def parse_faults(text: str) -> tuple[str, ...]:
     if text == "none":
         return ()
     classes = tuple(part.strip() for part in text.split(",") if part.strip())
+    behaviours = [behaviour.value for behaviour in Behaviour]
     for name in classes:
-        if name not in (*FAULT_CLASSES, ATTACK):
+        if name not in (*FAULT_CLASSES, ATTACK, *behaviours):
             raise ValueError(
-                f"unknown fault class {name!r}; expected mixed, none or {FAULT_CLASSES}"
+                f"unknown fault class {name!r}; expected mixed, none, {FAULT_CLASSES} or "
+                f"byzantine behaviours {behaviours}"
             )
     return classes
+
+
+def chosen_behaviours(faults: tuple[str, ...]) -> list[Behaviour]:
+    """Byzantine behaviours named in `faults` (they restrict the draw and imply byzantine)."""
+    return [behaviour for behaviour in Behaviour if behaviour.value in faults]
 
 
 def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: int) -> Scenario:
@@ -114,6 +124,7 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
     rng = random.Random(f"emrchain-sim/scenario/{seed}/{validators}/{','.join(faults)}")
     f = (validators - 1) // 3
     attack = ATTACK in faults
+    only = chosen_behaviours(faults)  # e.g. "junk-proposals,extreme-time": one of these
     if attack or rng.random() < 0.5:
         powers = tuple([1] * validators)
     else:
@@ -124,14 +135,14 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
     if attack and f > 0:
         chosen = rng.sample(range(validators), f)
         byzantine = sorted((index, Behaviour.EQUIVOCATE) for index in chosen)
-    elif "byzantine" in faults and f > 0 and rng.random() < 0.85:
+    elif ("byzantine" in faults or bool(only)) and f > 0 and (rng.random() < 0.85 or bool(only)):
         count = rng.randint(1, f)
         chosen = rng.sample(range(validators), count)
         # Keep the assumption f < n/3 by voting power: drop the heaviest until it holds.
         chosen.sort(key=lambda index: (-powers[index], index))
         while chosen and 3 * sum(powers[index] for index in chosen) >= total:
             chosen.pop(0)
-        behaviours = list(Behaviour)
+        behaviours = only or list(Behaviour)
         byzantine = sorted((index, rng.choice(behaviours)) for index in chosen)
 
     network_heal_ms = 0

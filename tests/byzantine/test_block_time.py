@@ -77,7 +77,7 @@ def propose_at_own_turn(
     the wall clock); returns (height, block)."""
     while True:
         height = own_height(peer, validators, network.height(0))
-        network.wait_for(lambda: network.height(0) >= height - 1, HEIGHT_BOUND_S, "our turn")
+        network.wait_for(lambda at=height - 1: network.height(0) >= at, HEIGHT_BOUND_S, "our turn")
         if network.height(0) == height - 1:
             break
     block = block_extending(network, peer, height, dated if dated is not None else now_ms())

@@ -34,9 +34,9 @@ TX_BYTES = 4_096  # limits.max_tx_bytes
 TXS_PER_BLOCK = 1_024  # 4 MiB blocks
 ROUNDS_PER_HEIGHT = 20  # 60 proposals, 240 MiB: four times the budget
 FLOOD_HEIGHTS = (2, 3, 4)  # above the honest nodes' height
-FLOOD_RSS_BOUND_MIB = 160
-"""The per-peer budget (64 MiB) plus decoding and the P2P receive path's transient buffers
-(measured growth is in the report of issue 17's runtime branch)."""
+FLOOD_RSS_BOUND_MIB = 140
+"""The per-peer budget (64 MiB) plus decoding and the P2P receive path's transient buffers.
+Measured on this branch: ~100 MiB of growth; ~170 MiB with the budget check removed."""
 HEIGHTS_AFTER = 6
 STALL_BOUND_S = 60.0
 # Heights every ~3 s, so that the flood arrives while its heights are still 2..4 above.
@@ -85,9 +85,9 @@ def test_a_future_height_flood_is_bounded_in_memory_and_banned(tmp_path: Path) -
                 30.0,
                 "every honest node to ban validator 3 for the flood",
             )
-            for index in HONEST:
-                assert "consensus: flood from peer" in log_of(network, index)
             growth_mib = {index: (peak[index] - baseline[index]) / 1024 for index in HONEST}
             print(f"VmRSS baseline KiB {baseline}, peak KiB {peak}, growth MiB {growth_mib}")
             assert max(growth_mib.values()) <= FLOOD_RSS_BOUND_MIB, growth_mib
+            for index in HONEST:
+                assert "consensus: flood from peer" in log_of(network, index)
             assert all_running(network)

@@ -23,9 +23,9 @@ from tests.byzantine.runtime_support import (
     all_running,
     banned_by,
     forged_proposal,
+    junk_block,
     proposal_message,
     round_not_proposed_by,
-    junk_block,
     validator_set,
 )
 
