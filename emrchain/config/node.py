@@ -407,7 +407,7 @@ class ConsensusSection:
         10_000,
         "BFT time: a proposed block is valid only if its time is after the previous block's "
         "and at most this far ahead of this node's clock. Bounds how far apart the "
-        "validators' clocks (and how late a proposal) may be; see docs/spec/consensus.md §3.",
+        "validators' clocks (and how late a proposal) may be; see docs/spec/consensus.md §4.8.",
         Integer(1, 86_400_000, "milliseconds"),
     )
     max_evidence_kept: int = setting(

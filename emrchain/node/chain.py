@@ -241,7 +241,7 @@ class Chain:
         )
 
     def _time_verdict(self, time_ms: int) -> BlockVerdict | None:
-        """BFT time (docs/spec/consensus.md §3): previous block time < time_ms <= our clock +
+        """BFT time (docs/spec/consensus.md §4.8): previous block time < time_ms <= our clock +
         max_clock_drift_ms. Monotone in our clock: a block valid now stays valid."""
         if time_ms <= self._previous_time_ms():
             return BlockVerdict(False, "time_ms does not increase")

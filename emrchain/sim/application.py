@@ -2,7 +2,7 @@
 
 A block payload is `b"SIMBLOCK" | height u64 | round u32 | proposer 32 | valid u8 | variant u8 |
 time_ms u64` and its block id is SHA-256 of the payload. A correct proposer dates its block
-max(virtual now, previous block time + 1), BFT time as a node does (docs/spec/consensus.md §3);
+max(virtual now, previous block time + 1), BFT time as a node does (docs/spec/consensus.md §4.8);
 `valid(v)` then also asks previous time < time_ms <= virtual now + MAX_CLOCK_DRIFT_MS. A
 byzantine proposer can set `valid = 0` (an invalid block every correct node rejects), vary
 `variant` to equivocate with two different blocks, or date its block far in the future.

@@ -5,7 +5,7 @@ block that extends the chain; a third proposal, built the same way and dated now
 the control that the first two fail for their time alone.
 
 Stall bound: such a proposal is prevoted nil by every honest node (valid() is false, docs/spec/
-consensus.md §3), so it costs its round and nothing more: the height is committed in the next
+consensus.md §4.8), so it costs its round and nothing more: the height is committed in the next
 round by an honest proposer. The test asks for every height within 60 s, and honest block
 times stay within max_clock_drift_ms of the wall clock."""
 

@@ -1,4 +1,4 @@
-"""BFT time in a real node's chain (docs/spec/consensus.md §3): a proposed block's time must be
+"""BFT time in a real node's chain (docs/spec/consensus.md §4.8): a proposed block's time must be
 after the previous block's and at most `max_clock_drift_ms` ahead of our clock. The two dates of
 issue 17 (2^63 - 1, now + 10 years) are refused; a block refused for being early is judged
 again later (never remembered), so once our clock catches up it is valid: validity is monotone
