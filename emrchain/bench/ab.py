@@ -69,7 +69,9 @@ def summarize(pairs: list[Pair]) -> dict[str, object]:
 
 def _run(tree: Path, bench_arguments: list[str], name: str) -> dict[str, float | None]:
     environment = dict(os.environ, PYTHONPATH=str(tree))
-    command = [sys.executable, "-m", "emrchain.cli", "bench", *bench_arguments, "--name", name]
+    command = [
+        sys.executable, "-m", "emrchain.cli", "bench", *bench_arguments, "--name", name
+    ]
     completed = subprocess.run(
         command,
         cwd=tree,

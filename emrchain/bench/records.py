@@ -79,23 +79,10 @@ class Services:
     def start(self) -> None:
         (self.root / "redis").mkdir()
         self._redis = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                "0",
-                "--unixsocket",
-                self.redis_socket,
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.root / "redis"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ["redis-server", "--port", "0", "--unixsocket", self.redis_socket,
+             "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+             "--dir", str(self.root / "redis")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + SERVICE_TIMEOUT_S
         while self.redis("PING") != b"PONG":
@@ -103,19 +90,9 @@ class Services:
                 raise RuntimeError("redis-server did not answer PING")
             time.sleep(0.05)
         started = subprocess.run(
-            [
-                sys.executable,
-                str(IPFS_DAEMON_SCRIPT),
-                "start",
-                "--repo",
-                str(self.ipfs_repo),
-                "--timeout-s",
-                str(SERVICE_TIMEOUT_S),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=SERVICE_TIMEOUT_S + 30,
-            check=True,
+            [sys.executable, str(IPFS_DAEMON_SCRIPT), "start", "--repo", str(self.ipfs_repo),
+             "--timeout-s", str(SERVICE_TIMEOUT_S)],
+            capture_output=True, text=True, timeout=SERVICE_TIMEOUT_S + 30, check=True,
         )
         self.ipfs_api_url = json.loads(started.stdout)["api_url"]
         token_directory = self.root / "softhsm" / "tokens"
@@ -129,37 +106,22 @@ class Services:
         os.environ["SOFTHSM2_CONF"] = str(configuration)
         os.environ[PIN_VARIABLE] = secrets.token_hex(8)
         subprocess.run(
-            [
-                "softhsm2-util",
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN_LABEL,
-                "--so-pin",
-                secrets.token_hex(8),
-                "--pin",
-                os.environ[PIN_VARIABLE],
-            ],
-            check=True,
-            capture_output=True,
-            timeout=SERVICE_TIMEOUT_S,
+            ["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
+             "--so-pin", secrets.token_hex(8), "--pin", os.environ[PIN_VARIABLE]],
+            check=True, capture_output=True, timeout=SERVICE_TIMEOUT_S,
         )
 
     def redis(self, *arguments: str) -> bytes:
         completed = subprocess.run(
             ["redis-cli", "--raw", "-s", self.redis_socket, *arguments],
-            capture_output=True,
-            timeout=10,
-            check=False,
+            capture_output=True, timeout=10, check=False,
         )
         return completed.stdout.strip()
 
     def close(self) -> None:
         subprocess.run(
             [sys.executable, str(IPFS_DAEMON_SCRIPT), "stop", "--repo", str(self.ipfs_repo)],
-            capture_output=True,
-            timeout=30,
-            check=False,
+            capture_output=True, timeout=30, check=False,
         )
         if self._redis is not None:
             self._redis.terminate()

@@ -471,9 +471,10 @@ class ConsensusRuntime(Generic[BlockT]):
         for by_height in (self._seen, self._blocks, self._wal_entries):
             for known in [known for known in by_height if known < height]:
                 del by_height[known]
-        for by_position in (self._round_blocks, self._block_sources):
-            for position in [position for position in by_position if position[0] < height]:
-                del by_position[position]
+        for position in [position for position in self._round_blocks if position[0] < height]:
+            del self._round_blocks[position]
+        for key in [key for key in self._block_sources if key[0] < height]:
+            del self._block_sources[key]
 
     def _set_next_validators(
         self, validator_set: ValidatorSet, next_validator_set: ValidatorSet | None

@@ -71,9 +71,8 @@ class HsmContext:
         key = self._keys.get(cache_key)
         if key is None:
             try:
-                key = self.session.get_key(
-                    object_class=object_class, key_type=key_type, label=label
-                )
+                key = self.session.get_key(object_class=object_class, key_type=key_type,
+                                           label=label)
             except pkcs11.exceptions.NoSuchKey:
                 raise HsmKeyNotFoundError(
                     f"no {object_class.name} {key_type.name} key labelled {label!r} in the token"
@@ -368,9 +367,7 @@ def open_with_retries(
                 raise
             logger.warning(
                 "HSM token open failed with %s (attempt %d of %d); retrying",
-                type(error).__name__,
-                attempt,
-                attempts,
+                type(error).__name__, attempt, attempts,
             )
             sleep(backoff_s)
             backoff_s *= 2

@@ -190,9 +190,10 @@ def _check_contiguous(sender: bytes, queue: SenderQueue) -> None:
     docstring). Appends only ever add the next nonce, so checking both ends after a removal
     covers the whole queue in O(1)."""
     entries = queue.entries
-    if entries[0].nonce != queue.committed_nonce + 1 or entries[
-        -1
-    ].nonce != queue.committed_nonce + len(entries):
+    if (
+        entries[0].nonce != queue.committed_nonce + 1
+        or entries[-1].nonce != queue.committed_nonce + len(entries)
+    ):
         raise InvariantViolation(
             "a sender's pending nonces are contiguous from its committed nonce + 1",
             f"sender {sender.hex()[:16]}: committed {queue.committed_nonce}, pending "

@@ -63,7 +63,8 @@ class SeenCache:
             return [young_get(tx_id) for tx_id in tx_ids]
         old_get = old.get
         return [
-            state if (state := young_get(tx_id)) is not None else old_get(tx_id) for tx_id in tx_ids
+            state if (state := young_get(tx_id)) is not None else old_get(tx_id)
+            for tx_id in tx_ids
         ]
 
     def touch(self, tx_id: bytes) -> None:

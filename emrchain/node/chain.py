@@ -180,7 +180,9 @@ class Chain:
             len(refused),
             len(dropped),
         )
-        kept = [index for index, raw in enumerate(txs) if envelope.sender(raw) not in refused]
+        kept = [
+            index for index, raw in enumerate(txs) if envelope.sender(raw) not in refused
+        ]
         return tuple(txs[index] for index in kept), tuple(ids[index] for index in kept)
 
     # ----------------------------------------------------------------- validating

@@ -74,3 +74,4 @@ class FrameError(P2PError):
 
 class MessageTooLargeError(P2PError, ValueError):
     """`send`/`broadcast` got a payload that cannot fit in one frame (a caller bug)."""
+

@@ -106,7 +106,9 @@ def open_key_ring(config: NodeConfig) -> CustodyKeyRing:
         from emrchain.hsm.process import process_worker
 
         worker = process_worker(hsm_config_of(config))
-        ring: CustodyKeyRing = HsmCustodyKeyRing(HsmKeyRing(worker, section.hsm_kek_label_prefix))
+        ring: CustodyKeyRing = HsmCustodyKeyRing(
+            HsmKeyRing(worker, section.hsm_kek_label_prefix)
+        )
     else:
         ring = FileKeyRing(config.resolve(section.kek_dir))
     if not ring.versions():

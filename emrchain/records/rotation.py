@@ -87,7 +87,9 @@ class KekRotation:
     ) -> KekRotation:
         """Generate the new version and record the rotation; refuses if one is unfinished."""
         if state_path.exists():
-            raise RotationError(f"{state_path}: a rotation is already in progress; resume it first")
+            raise RotationError(
+                f"{state_path}: a rotation is already in progress; resume it first"
+            )
         retired = tuple(key_ring.versions())
         target = key_ring.generate().version
         progress = RotationProgress(target, retired, b"", 0)
@@ -124,7 +126,8 @@ class KekRotation:
             # something outside this rotation wrote the vault. Start the walk over.
             self._advance(b"", 0, restart=True)
             raise RotationError(
-                f"{leftovers} custody wraps still use a retired KEK version; run the rotation again"
+                f"{leftovers} custody wraps still use a retired KEK version; run the rotation "
+                "again"
             )
         for version in self.progress.retired_versions:
             if version in self._key_ring.versions():
@@ -147,7 +150,9 @@ class KekRotation:
         if not stale:
             return 0
         # HSM (or AES) work off the event loop; reads and uploads carry on meanwhile.
-        rewrapped = await asyncio.to_thread(lambda: [self._key_ring.rewrap(wrap) for wrap in stale])
+        rewrapped = await asyncio.to_thread(
+            lambda: [self._key_ring.rewrap(wrap) for wrap in stale]
+        )
         moved = 0
         for old, new in zip(stale, rewrapped, strict=True):
             if new.kek_version != target:

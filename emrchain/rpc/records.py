@@ -248,7 +248,9 @@ class RecordRoutes:
         try:
             admission = self._node.admit_now([raw])[0]
             if not admission.accepted:
-                raise RpcError(409, "access_event_refused", f"{admission.code}: {admission.reason}")
+                raise RpcError(
+                    409, "access_event_refused", f"{admission.code}: {admission.reason}"
+                )
             outcome = await asyncio.wait_for(committed, self._access_event_timeout_s)
         except TimeoutError:
             raise RpcError(

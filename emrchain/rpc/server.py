@@ -365,10 +365,8 @@ class RpcServer:
         # The result message can say what the transaction did (a break-glass opened, why a
         # read was refused): only the sender's member and auditors read it; others see the code.
         message = None
-        if (
-            result is not None
-            and block is not None
-            and await self._may_read_result(request, block.txs[proof.index])
+        if result is not None and block is not None and await self._may_read_result(
+            request, block.txs[proof.index]
         ):
             message = result.message
         return web.json_response(

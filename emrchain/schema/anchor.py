@@ -157,7 +157,8 @@ PATIENT_COUNT_OFFSET = _width(PATIENT_ENTRY[:1])
 PATIENT_COUNT_BYTES = PATIENT_ENTRY[1].size
 
 if (
-    _names(EMR_RECORD)[_COPIED:_ERASURE] != ["author", "author_organization", "height", "time_ms"]
+    _names(EMR_RECORD)[_COPIED:_ERASURE]
+    != ["author", "author_organization", "height", "time_ms"]
     or EMR_RECORD[_AUTHOR].size != KEY_BYTES
     or PATIENT_ENTRY[0].size != KEY_BYTES
 ):

@@ -96,9 +96,7 @@ class RedisCache:
         else:
             assert url is not None
             self._pool = BlockingConnectionPool.from_url(
-                url,
-                max_connections=max_connections,
-                timeout=self._timeout_s,
+                url, max_connections=max_connections, timeout=self._timeout_s,
                 **connection_options,
             )
             self._where = url.split("@")[-1]  # never log credentials
@@ -150,10 +148,7 @@ class RedisCache:
             self._down_until = time.monotonic() + self._down_retry_interval_s
             self._log.failure(
                 "Redis cache %s unusable (%s: %s); serving misses, retrying in %.1f s",
-                self._where,
-                operation,
-                error,
-                self._down_retry_interval_s,
+                self._where, operation, error, self._down_retry_interval_s,
             )
             return None
         if self._is_down:

@@ -19,4 +19,6 @@ def test_decode_accepted_equals_decode_transaction(txs: list[bytes]) -> None:
     verdicts, _ = _core.check_transactions(txs, CHAIN_ID, MAX_TX_BYTES)
     assert not any(verdicts)
     for raw in txs:
-        assert txcheck.decode_accepted(raw) == codec.decode_transaction(raw, CHAIN_ID, MAX_TX_BYTES)
+        assert txcheck.decode_accepted(raw) == codec.decode_transaction(
+            raw, CHAIN_ID, MAX_TX_BYTES
+        )

@@ -44,9 +44,8 @@ async def json_route(request: web.Request) -> web.Response:
     return web.json_response({"json_route": True})
 
 
-def serve(
-    node: Node, test: Callable[[TestClient, BlockStream], Awaitable[None]], **stream: Any
-) -> None:
+def serve(node: Node, test: Callable[[TestClient, BlockStream], Awaitable[None]],
+          **stream: Any) -> None:
     async def main() -> None:
         blocks = BlockStream(NodeRpcView(node), StreamLimits(**stream))
         app = web.Application(client_max_size=4096, middlewares=[json_errors])

@@ -29,11 +29,6 @@ def round_not_proposed_by(peer: ByzantinePeer, validators: ValidatorSet, height:
     return next(r for r in range(4) if proposer(validators, height, r) != own)
 
 
-def with_header(block: Block, **changes: object) -> Block:
-    """`block` with header fields changed (its block id changes with them)."""
-    return dataclasses.replace(block, header=dataclasses.replace(block.header, **changes))
-
-
 def junk_block(peer: ByzantinePeer, template: Block, height: int, label: int) -> Block:
     """A well-formed block for `height` (it decodes; it would not validate) made from `template`:
     its last commit holds validator 3's own precommit for the previous height."""

@@ -81,15 +81,8 @@ def _error(factory: Any, *arguments: Any) -> tuple[type[BaseException], str]:
 
 @pytest.mark.parametrize(
     "arguments",
-    [
-        (0, PREFIXES),
-        (1000, PREFIXES),
-        (1 << 31, PREFIXES),
-        (1024, []),
-        (1024, [b"ab"]),
-        (1024, ["R"]),
-        (1024, [b""]),
-    ],
+    [(0, PREFIXES), (1000, PREFIXES), (1 << 31, PREFIXES), (1024, []), (1024, [b"ab"]),
+     (1024, ["R"]), (1024, [b""])],
 )
 def test_twins_refuse_the_same_arguments(compiled_class: Any, arguments: tuple[Any, Any]) -> None:
     assert _error(compiled_class, *arguments) == _error(pure.AbsenceFilter, *arguments)

@@ -90,11 +90,9 @@ def transaction_lists(draw: st.DrawFn) -> list[Any]:
     txs: list[Any] = []
     for _ in range(draw(st.integers(0, 40))):
         # Mostly the two authors; the non-author and the corrupt one now and then.
-        sender = (
-            SENDERS[draw(st.sampled_from([0, 0, 0, 1, 1, 1, 2]))]
-            if draw(st.integers(0, 63))
-            else SENDERS[3]
-        )
+        sender = SENDERS[draw(st.sampled_from([0, 0, 0, 1, 1, 1, 2]))] if draw(
+            st.integers(0, 63)
+        ) else SENDERS[3]
         mangle = draw(st.integers(0, 7)) == 0
         step = draw(st.sampled_from(["next"] * 12 + ["gap", "used", "zero", "max"]))
         nonce = {
@@ -152,10 +150,9 @@ def _well_formed_anchor(raw: Any) -> bool:
     if type(raw) is not bytes or len(raw) < NONCE_END + 2 or raw[NONCE_END - 41] != ANCHOR_KIND:
         return False
     payload_length = int.from_bytes(raw[NONCE_END : NONCE_END + 2], "big")
-    return (
-        len(raw) == NONCE_END + 2 + payload_length + 64
-        and payload_length == 106 + raw[NONCE_END + 2 + 96]
-    )
+    return len(raw) == NONCE_END + 2 + payload_length + 64 and payload_length == 106 + raw[
+        NONCE_END + 2 + 96
+    ]
 
 
 class Scenario(NamedTuple):
@@ -377,15 +374,7 @@ def test_twins_refuse_a_malformed_author(compiled_class: Any, author: Any) -> No
         pending: dict[bytes, bytes | None] = {PATIENT + PATIENTS[0]: patient_entry}
         with pytest.raises(ValueError, match="author_of"):
             path.deliver_block(
-                [raw],
-                b"\x01",
-                pending,
-                10,
-                lambda key: None,
-                lambda sender: author,
-                lambda index: None,
-                [None],
-                1,
-                1,
+                [raw], b"\x01", pending, 10, lambda key: None, lambda sender: author,
+                lambda index: None, [None], 1, 1,
             )
         assert pending == {PATIENT + PATIENTS[0]: patient_entry}  # nothing written

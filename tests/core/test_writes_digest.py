@@ -96,10 +96,9 @@ def test_twins_refuse_the_same_inputs_the_same_way(
 
 
 def test_the_state_layer_keeps_its_own_errors_and_accepts_bytes_subclasses() -> None:
-    assert (
-        writes_digest({Key(b"k"): Key(b"v")})
-        == hashlib.sha256(encode_writes({b"k": b"v"})).digest()
-    )
+    assert writes_digest({Key(b"k"): Key(b"v")}) == hashlib.sha256(
+        encode_writes({b"k": b"v"})
+    ).digest()
     with pytest.raises(StateLimitError, match=r"state key length 0 outside 1\.\.256"):
         writes_digest({b"": b"v"})
     with pytest.raises(StateLimitError, match="state values are bytes, not str"):

@@ -65,25 +65,15 @@ def test_hsm_wrap_is_rfc5649_byte_for_byte(hsm_worker: HsmWorker) -> None:
     def wrap_with_known_kek(context: HsmContext) -> bytes:
         # A session-only copy of a known KEK, for this comparison only; real KEKs are made
         # inside the token and cannot be read.
-        kek = context.session.create_object(
-            {
-                Attribute.CLASS: ObjectClass.SECRET_KEY,
-                Attribute.KEY_TYPE: KeyType.AES,
-                Attribute.VALUE: known_kek,
-                Attribute.TOKEN: False,
-                Attribute.WRAP: True,
-            }
-        )
-        data = context.session.create_object(
-            {
-                Attribute.CLASS: ObjectClass.SECRET_KEY,
-                Attribute.KEY_TYPE: KeyType.AES,
-                Attribute.VALUE: data_key,
-                Attribute.TOKEN: False,
-                Attribute.EXTRACTABLE: True,
-                Attribute.SENSITIVE: False,
-            }
-        )
+        kek = context.session.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.VALUE: known_kek, Attribute.TOKEN: False, Attribute.WRAP: True,
+        })
+        data = context.session.create_object({
+            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.VALUE: data_key, Attribute.TOKEN: False, Attribute.EXTRACTABLE: True,
+            Attribute.SENSITIVE: False,
+        })
         try:
             return bytes(kek.wrap_key(data, mechanism=WRAP_MECHANISM))
         finally:
@@ -138,15 +128,9 @@ def test_kek_is_non_extractable_and_wrap_only(hsm_worker: HsmWorker) -> None:
         return tuple(
             key[attribute]
             for attribute in (
-                Attribute.SENSITIVE,
-                Attribute.EXTRACTABLE,
-                Attribute.NEVER_EXTRACTABLE,
-                Attribute.TOKEN,
-                Attribute.WRAP,
-                Attribute.UNWRAP,
-                Attribute.ENCRYPT,
-                Attribute.DECRYPT,
-                Attribute.VALUE_LEN,
+                Attribute.SENSITIVE, Attribute.EXTRACTABLE, Attribute.NEVER_EXTRACTABLE,
+                Attribute.TOKEN, Attribute.WRAP, Attribute.UNWRAP, Attribute.ENCRYPT,
+                Attribute.DECRYPT, Attribute.VALUE_LEN,
             )
         )
 
@@ -157,13 +141,9 @@ def test_unwrap_leaves_no_session_objects_behind(hsm_worker: HsmWorker) -> None:
     kek: HsmKeyEncryptionKey = fresh_ring(hsm_worker).generate_version()
 
     def count_session_secret_keys(context: HsmContext) -> int:
-        return len(
-            list(
-                context.session.get_objects(
-                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: False}
-                )
-            )
-        )
+        return len(list(context.session.get_objects(
+            {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.TOKEN: False}
+        )))
 
     before = hsm_worker.call(count_session_secret_keys)
     for _ in range(50):

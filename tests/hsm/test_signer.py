@@ -99,8 +99,7 @@ def test_an_extractable_private_key_is_refused(hsm_worker: HsmWorker) -> None:
             KeyType.EC_EDWARDS, {Attribute.EC_PARAMS: bytes.fromhex("06032b6570")}, local=True
         )
         parameters.generate_keypair(
-            store=True,
-            label=label,
+            store=True, label=label,
             private_template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
         )
 
@@ -129,10 +128,7 @@ def test_ec_point_is_accepted_der_wrapped_or_bare() -> None:
     assert decode_ec_point(b"\x04\x20" + point) == point
     assert decode_ec_point(point) == point
     malformed_points = (
-        b"\x04\x21" + point,
-        b"\x03\x20" + point,
-        point[:31],
-        b"\x04\x20" + point[:31],
+        b"\x04\x21" + point, b"\x03\x20" + point, point[:31], b"\x04\x20" + point[:31]
     )
     for malformed in malformed_points:
         with pytest.raises(HsmUnavailableError):

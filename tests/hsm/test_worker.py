@@ -107,28 +107,19 @@ def test_wrong_pin_and_unknown_token_fail_cleanly(softhsm_token: SoftHsmToken) -
     wrong_pin_variable = "EMRCHAIN_TEST_WRONG_PIN"
     os.environ[wrong_pin_variable] = "not-the-pin"
     try:
-        wrong_pin = HsmConfig(
-            softhsm_token.module_path,
-            softhsm_token.token_label,
-            PinSource(environment_variable=wrong_pin_variable),
-        )
+        wrong_pin = HsmConfig(softhsm_token.module_path, softhsm_token.token_label,
+                              PinSource(environment_variable=wrong_pin_variable))
         with pytest.raises(HsmUnavailableError, match="PinIncorrect") as raised:
             HsmWorker(wrong_pin).start()
         assert "not-the-pin" not in str(raised.value)
     finally:
         del os.environ[wrong_pin_variable]
-    unknown_token = HsmConfig(
-        softhsm_token.module_path,
-        "no-such-token",
-        PinSource(environment_variable=HSM_PIN_ENVIRONMENT_VARIABLE),
-    )
+    unknown_token = HsmConfig(softhsm_token.module_path, "no-such-token",
+                              PinSource(environment_variable=HSM_PIN_ENVIRONMENT_VARIABLE))
     with pytest.raises(HsmUnavailableError, match="no-such-token"):
         HsmWorker(unknown_token).start()
-    missing_module = HsmConfig(
-        Path("/nonexistent/libpkcs11.so"),
-        softhsm_token.token_label,
-        PinSource(environment_variable=HSM_PIN_ENVIRONMENT_VARIABLE),
-    )
+    missing_module = HsmConfig(Path("/nonexistent/libpkcs11.so"), softhsm_token.token_label,
+                               PinSource(environment_variable=HSM_PIN_ENVIRONMENT_VARIABLE))
     with pytest.raises(HsmUnavailableError, match="nonexistent"):
         HsmWorker(missing_module).start()
     # None of the failed starts left a worker registered: a good one still starts.
@@ -143,13 +134,11 @@ def test_pin_file_must_be_private(tmp_path: Path, softhsm_token: SoftHsmToken) -
     with pytest.raises(PinUnavailableError, match="chmod 600"):
         PinSource(file_path=pin_file).read()
     pin_file.chmod(0o600)
-    config = HsmConfig.from_mapping(
-        {
-            "module_path": str(softhsm_token.module_path),
-            "token_label": softhsm_token.token_label,
-            "pin_file": str(pin_file),
-        }
-    )
+    config = HsmConfig.from_mapping({
+        "module_path": str(softhsm_token.module_path),
+        "token_label": softhsm_token.token_label,
+        "pin_file": str(pin_file),
+    })
     with HsmWorker(config) as worker:
         assert worker.call(lambda context: context.session.token.label) == softhsm_token.token_label
 

@@ -80,11 +80,8 @@ def register_workload_senders(node: Node, *, senders: int, seed: int) -> Block:
     (`emrchain.devnet.workload`), so that their anchors execute under the EMR rules; the block."""
     admin = load_member_identity(node.config.resolve(ADMIN_IDENTITY_FILE))
     txs = registration_transactions(
-        admin.signer,
-        node.config.node.organization_id,
-        chain_id=CHAIN_ID.encode(),
-        senders=senders,
-        seed=seed,
+        admin.signer, node.config.node.organization_id, chain_id=CHAIN_ID.encode(),
+        senders=senders, seed=seed,
     )
     assert all(admission.accepted for admission in node.mempool.admit_batch(txs))
     block = commit_own_block(node)

@@ -71,7 +71,6 @@ def consensus_step(network: Devnet, index: int) -> tuple[int, int, str]:
 def test_two_of_four_stopped_halts_without_divergence_then_resumes(devnet: Devnet) -> None:
     devnet.stop(2)
     devnet.stop(3)
-
     # A block already in flight may still commit. Both survivors are stuck once each has
     # timed out its proposal at the height after its last block and waits for a prevote
     # quorum that cannot come (without 2f+1 votes of any kind no round timeout starts).

@@ -528,7 +528,9 @@ def test_an_admin_who_reenrols_a_patient_id_reads_only_on_a_flagged_basis(
                 "GET",
                 f"/records/{record_id.hex()}",
                 signed=True,
-                headers={HEADER_ACCESS_EVENT: (await event_for(client, record_id)).encode().hex()},
+                headers={
+                    HEADER_ACCESS_EVENT: (await event_for(client, record_id)).encode().hex()
+                },
                 limit=1 << 20,
             )
         async with EmrClient(network.a.rpc_url, cast.auditor) as auditor:

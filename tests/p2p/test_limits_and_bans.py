@@ -248,12 +248,10 @@ def test_refusal_lines_are_rate_limited(caplog: pytest.LogCaptureFixture) -> Non
             for _ in range(4 + 50):
                 await sockets.connect(port, ATTACKER_HOSTS[0])
             await wait_until(
-                lambda: (
-                    node.manager.stats().handshake_failures[
-                        HandshakeFailure.TOO_MANY_PENDING_FROM_ADDRESS
-                    ]
-                    == 50
-                )
+                lambda: node.manager.stats().handshake_failures[
+                    HandshakeFailure.TOO_MANY_PENDING_FROM_ADDRESS
+                ]
+                == 50
             )
 
     with caplog.at_level(logging.WARNING, logger="emrchain.p2p"):

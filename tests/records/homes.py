@@ -49,7 +49,6 @@ def replace_validator_keys(homes: list[Path], public_keys: list[bytes]) -> None:
 
 def single_node_home(root: Path) -> Path:
     """A one-validator home (its own organisation, hospital-0)."""
-    homes, _ = create_testnet(
-        root, validators=1, chain_id="emrchain-records", host="127.0.0.1", base_port=0
-    )
+    homes, _ = create_testnet(root, validators=1, chain_id="emrchain-records", host="127.0.0.1",
+                              base_port=0)
     return homes[0]

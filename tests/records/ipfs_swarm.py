@@ -69,11 +69,8 @@ class SwarmIpfsDaemon:
         with open(self.repo / "daemon.log", "ab") as log:
             self.process = subprocess.Popen(
                 ["node", str(_script.COMMAND_LINE_SCRIPT), "daemon", "--enable-preload=false"],
-                env=_script.node_environment(self.repo),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                env=_script.node_environment(self.repo), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )
         deadline = time.monotonic() + SERVICE_START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -146,8 +143,7 @@ class SwarmIpfsDaemon:
 
     def pins(self) -> set[str]:
         request = urllib.request.Request(
-            f"{self.api_url}/api/v0/pin/ls?type=recursive&cid-base=base32",
-            method="POST",
+            f"{self.api_url}/api/v0/pin/ls?type=recursive&cid-base=base32", method="POST",
             data=b"",
         )
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:

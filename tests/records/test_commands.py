@@ -23,10 +23,7 @@ from tests.services.fixtures import run
 def emrchain(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "emrchain.cli", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        capture_output=True, text=True, timeout=60, check=False,
     )
 
 
@@ -92,10 +89,9 @@ def test_kek_begin_leaves_the_walk_to_the_node_which_finishes_it_while_serving(
     status = emrchain("kek", "status", "--home", str(home))
     assert "KEK versions [1, 2], current 2" in status.stdout, status.stdout
     again = emrchain("kek", "begin", "--home", str(home))  # recorded once, not twice
-    assert (
-        again.returncode == 0
-        and "KEK versions [1, 2]" in emrchain("kek", "status", "--home", str(home)).stdout
-    )
+    assert again.returncode == 0 and "KEK versions [1, 2]" in emrchain(
+        "kek", "status", "--home", str(home)
+    ).stdout
 
     reader = PrivateKey.generate()
 

@@ -47,11 +47,8 @@ def test_hsm_kek_wraps_custody_copies_and_no_key_file_exists(
     home = single_node_home(tmp_path / "net")
     config = configure_home(
         home,
-        records={
-            "kek_backend": "hsm",
-            "hsm_kek_label_prefix": "kek-wiring",
-            **hsm_settings(softhsm_token),
-        },
+        records={"kek_backend": "hsm", "hsm_kek_label_prefix": "kek-wiring",
+                 **hsm_settings(softhsm_token)},
     )
     service = open_record_service(config)
     assert isinstance(service.key_ring, HsmCustodyKeyRing)
@@ -62,10 +59,8 @@ def test_hsm_kek_wraps_custody_copies_and_no_key_file_exists(
     async def scenario() -> bytes:
         try:
             stored = await service.store(record_id, ciphertext, sealed_data_key(home, data_key))
-            assert (
-                await service.ciphertext(stored.cid, hashlib.sha256(ciphertext).digest())
+            assert await service.ciphertext(stored.cid, hashlib.sha256(ciphertext).digest()) \
                 == ciphertext
-            )
             return service.seal_data_key_for(record_id, bytes(reader.public_key))
         finally:
             await service.close()
@@ -112,11 +107,8 @@ def test_a_node_whose_validator_key_is_in_the_hsm_commits_blocks(
     replace_validator_keys([home], [signer.public_key])
     config = configure_home(
         home,
-        records={
-            "kek_backend": "hsm",
-            "hsm_kek_label_prefix": "kek-node",
-            **hsm_settings(softhsm_token),
-        },
+        records={"kek_backend": "hsm", "hsm_kek_label_prefix": "kek-node",
+                 **hsm_settings(softhsm_token)},
         keys={"backend": "hsm", "hsm_validator_key_label": "validator-node"},
     )
     config.validator_key_path.unlink()  # nothing to fall back to: the HSM key or nothing

@@ -23,12 +23,8 @@ def blob_store(api_url: str) -> IpfsBlobStore:
 
 def replicator(store: IpfsBlobStore, attempts: int = 6) -> Replicator:
     return Replicator(
-        store,
-        "hospital-1",
-        AUTHORED_AND_GRANTED,
-        state_view=lambda: None,  # type: ignore[arg-type]
-        chain_id=b"emrchain-records",
-        max_tx_bytes=65_536,
+        store, "hospital-1", AUTHORED_AND_GRANTED, state_view=lambda: None,  # type: ignore[arg-type]
+        chain_id=b"emrchain-records", max_tx_bytes=65_536,
         limits=PinLimits(concurrency=2, attempts=attempts, backoff_initial_ms=100),
     )
 

@@ -90,7 +90,9 @@ def test_document_states_the_batch_limits_of_this_node(node: Node) -> None:
         body = served["paths"]["/txs"]["post"]["requestBody"]["content"]["application/json"]
         txs = body["schema"]["properties"]["txs"]
         assert (txs["minItems"], txs["maxItems"]) == (1, MAX_BATCH_TXS)
-        assert served == document(DocumentLimits(MAX_BATCH_TXS, node.config.limits.max_tx_bytes))
+        assert served == document(
+            DocumentLimits(MAX_BATCH_TXS, node.config.limits.max_tx_bytes)
+        )
 
     serve(node, test)
 

@@ -104,7 +104,9 @@ def test_the_reply_waits_for_the_block_that_commits_the_access_event(node: Node)
     async def main() -> None:
         async with TestClient(TestServer(node.rpc.app)) as client:
             clinician, record_id = await stored_record(node, client)
-            event = transactions.access_event(clinician, node.chain_id, 2, record_id=record_id)
+            event = transactions.access_event(
+                clinician, node.chain_id, 2, record_id=record_id
+            )
             path = f"/records/{record_id.hex()}"
             headers = {
                 **signed(node, clinician, "GET", path),

@@ -119,25 +119,11 @@ class RedisServer:
         Path(self.unix_socket).unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [
-                "redis-server",
-                "--port",
-                "0",
-                "--unixsocket",
-                self.unix_socket,
-                "--unixsocketperm",
-                "700",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--logfile",
-                str(self.directory / "redis.log"),
+                "redis-server", "--port", "0", "--unixsocket", self.unix_socket,
+                "--unixsocketperm", "700", "--save", "", "--appendonly", "no",
+                "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log"),
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
             _wait_until(self._answers_ping, SERVICE_START_TIMEOUT_S, "redis-server")
@@ -233,24 +219,12 @@ def softhsm_token(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsmT
     os.environ[HSM_PIN_ENVIRONMENT_VARIABLE] = pin
     try:
         subprocess.run(
-            [
-                "softhsm2-util",
-                "--init-token",
-                "--free",
-                "--label",
-                token_label,
-                "--so-pin",
-                security_officer_pin,
-                "--pin",
-                pin,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=SERVICE_START_TIMEOUT_S,
+            ["softhsm2-util", "--init-token", "--free", "--label", token_label,
+             "--so-pin", security_officer_pin, "--pin", pin],
+            check=True, capture_output=True, timeout=SERVICE_START_TIMEOUT_S,
         )
-        yield SoftHsmToken(
-            configuration_file, module_path, token_label, HSM_PIN_ENVIRONMENT_VARIABLE
-        )
+        yield SoftHsmToken(configuration_file, module_path, token_label,
+                           HSM_PIN_ENVIRONMENT_VARIABLE)
     finally:
         for name, value in saved.items():
             if value is None:
@@ -287,10 +261,7 @@ class IpfsDaemon:
     def _helper(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(IPFS_DAEMON_SCRIPT), *arguments, "--repo", str(self.repo)],
-            capture_output=True,
-            text=True,
-            timeout=SERVICE_START_TIMEOUT_S + 15,
-            check=False,
+            capture_output=True, text=True, timeout=SERVICE_START_TIMEOUT_S + 15, check=False,
         )
 
     def start(self) -> None:

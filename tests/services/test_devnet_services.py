@@ -59,18 +59,14 @@ class ServicesDevnet:
         """redis-cli's raw reply (values are binary ciphertext), without the final newline."""
         completed = subprocess.run(
             ["redis-cli", "--raw", "-s", self.redis.unix_socket, *arguments],
-            capture_output=True,
-            timeout=10,
-            check=True,
+            capture_output=True, timeout=10, check=True,
         )
         return completed.stdout.removesuffix(b"\n")
 
     async def store(self, plaintext: bytes) -> tuple[bytes, str]:
         async with EmrClient(self.hospital.rpc_url, self.clinician) as client:
             stored = await client.put_record(
-                plaintext,
-                self.patient_id,
-                RecordType.LAB_RESULT,
+                plaintext, self.patient_id, RecordType.LAB_RESULT,
                 self.hospital.organization_key.public_key,
             )
         return stored.record_id, stored.cid_text
@@ -136,12 +132,8 @@ def services_devnet(
         hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
         clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
         patient_id = secrets.token_bytes(32)
-        run(
-            _register(
-                hospital,
-                [(clinician, Role.CLINICIAN, NO_PATIENT), (patient, Role.PATIENT, patient_id)],
-            )
-        )
+        run(_register(hospital, [(clinician, Role.CLINICIAN, NO_PATIENT),
+                                 (patient, Role.PATIENT, patient_id)]))
         yield ServicesDevnet(devnet, ipfs, redis, hospital, clinician, patient_id)
     finally:
         devnet.stop_all()
@@ -162,7 +154,8 @@ def test_the_story_runs_on_ipfs_redis_and_softhsm(services_devnet: ServicesDevne
     assert any(pinned.startswith(cid_prefix) for pinned in services_devnet.ipfs[0].pins())
     cached = services_devnet.redis_command("--scan", "--pattern", f"{REDIS_KEY_PREFIX}*")
     assert any(
-        key.decode().removeprefix(REDIS_KEY_PREFIX).startswith(cid_prefix) for key in cached.split()
+        key.decode().removeprefix(REDIS_KEY_PREFIX).startswith(cid_prefix)
+        for key in cached.split()
     )
     # Replication policy: hospital A's node (author) and hospital B's node (its clinician was
     # granted the record) want the CID pinned; nodes 2 and 3 (no reason) do not.

@@ -29,7 +29,8 @@ def test_crash_right_after_persisting_then_resend_identical_vote() -> None:
 
 def test_every_node_crashing_once_still_agrees_and_decides() -> None:
     crashes = tuple(
-        Crash(index, 40 + 90 * index, 400 + 150 * index, POINTS[index % 3]) for index in range(4)
+        Crash(index, 40 + 90 * index, 400 + 150 * index, POINTS[index % 3])
+        for index in range(4)
     )
     simulation = Simulation(scenario_with(crashes))
     result = simulation.run()

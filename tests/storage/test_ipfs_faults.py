@@ -39,9 +39,7 @@ async def faulty_node(daemon: IpfsDaemon, faults: dict[str, Fault]) -> AsyncIter
 
     async def forward(request: web.Request, body: bytes) -> tuple[int, bytes, str]:
         async with upstream.post(
-            daemon.api_url + request.path,
-            params=request.query,
-            data=body,
+            daemon.api_url + request.path, params=request.query, data=body,
             headers={"Content-Type": request.headers.get("Content-Type", "")},
         ) as answer:
             return answer.status, await answer.read(), answer.content_type

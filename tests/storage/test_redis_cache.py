@@ -19,11 +19,8 @@ PREFIX = "emrchain:blob:"
 
 
 def cache_for(server: RedisServer, **options: object) -> RedisCache:
-    settings: dict[str, object] = {
-        "ttl_ms": 60_000,
-        "timeout_ms": 200,
-        "down_retry_interval_ms": 100,
-    }
+    settings: dict[str, object] = {"ttl_ms": 60_000, "timeout_ms": 200,
+                                   "down_retry_interval_ms": 100}
     settings.update(options)
     return RedisCache(unix_socket=server.unix_socket, **settings)  # type: ignore[arg-type]
 

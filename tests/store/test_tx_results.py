@@ -25,7 +25,9 @@ def writer_encoding(results: list[TxResult]) -> bytes:
 messages = st.text(max_size=40).filter(
     lambda text: len(text.encode("utf-8")) <= MAX_TX_RESULT_MESSAGE_BYTES
 )
-results_lists = st.lists(st.builds(TxResult, st.integers(0, 0xFFFF), messages), max_size=50)
+results_lists = st.lists(
+    st.builds(TxResult, st.integers(0, 0xFFFF), messages), max_size=50
+)
 
 
 @settings(max_examples=200, deadline=None)

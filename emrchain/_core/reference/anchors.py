@@ -193,16 +193,8 @@ class AnchorPath:
             if not eligible[index]:
                 continue
             if self._accept(
-                raw,
-                pending,
-                max_pending_writes,
-                read,
-                author_of,
-                authors,
-                height,
-                time_ms,
-                results,
-                index,
+                raw, pending, max_pending_writes, read, author_of, authors, height, time_ms,
+                results, index,
             ):
                 accepted += 1
             else:
@@ -280,8 +272,8 @@ class AnchorPath:
         record_count = int.from_bytes(entry[PATIENT_COUNT_OFFSET:count_end], "big")
         if record_count >= self._max_records:
             return False
-        new_keys = (
-            (record_key not in pending) + (patient_key not in pending) + (nonce_key not in pending)
+        new_keys = (record_key not in pending) + (patient_key not in pending) + (
+            nonce_key not in pending
         )
         if len(pending) + new_keys > max_pending_writes:
             return False

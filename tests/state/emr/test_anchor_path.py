@@ -86,7 +86,9 @@ class BlockWriter:
     ) -> None:
         key = _key(sender)
         following = self.next.get(key.public_key, self.world.nonces.get(key.public_key, 0) + 1)
-        value = {"next": following, "used": following - 1, "gap": following + 1, "zero": 0}[nonce]
+        value = {"next": following, "used": following - 1, "gap": following + 1, "zero": 0}[
+            nonce
+        ]
         if nonce == "next":
             self.next[key.public_key] = following + 1
         self.txs.append(signed_tx(key, kind, value, fields))
