@@ -13,7 +13,6 @@ import hashlib
 from emrchain.consensus.runtime import (
     BLOCKS_PER_ROUND,
     Broadcast,
-    ConsensusRuntime,
     PeerFault,
     ReportPeer,
     RuntimeLimits,
@@ -21,28 +20,15 @@ from emrchain.consensus.runtime import (
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.crypto.keys import Ed25519Signer
 from emrchain.sim.application import block_id_of, make_block
-from emrchain.sim.node import SimulatedBlocks
-from emrchain.sim.simulation import MemoisedVerifier
 from emrchain.types.vote import Proposal, Vote, VoteType
-from tests.consensus.support import CONFIG, Runtime
+from tests.consensus.support import Runtime
+from tests.consensus.test_runtime_invariants import CHAIN_ID, runtime_of
 
-CHAIN_ID = b"runtime-admission"
 EVIL, HONEST = "evil-peer", "honest-peer"
 
 
 def started(limits: RuntimeLimits | None = None):
-    layout = Runtime()
-    signers = layout.signers
-    runtime = ConsensusRuntime(
-        TendermintCore(CONFIG, signers[0].public_key),
-        signers[0],
-        CHAIN_ID,
-        SimulatedBlocks(signers[0].public_key),
-        MemoisedVerifier(CHAIN_ID),
-        limits,
-    )
-    runtime.start_height(1, layout.validator_set)
-    return runtime, signers
+    return runtime_of(TendermintCore, limits)
 
 
 def signed(signer, height: int, round_number: int, variant: int = 0, *, valid: bool = True):
