@@ -142,6 +142,10 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
         chosen.sort(key=lambda index: (-powers[index], index))
         while chosen and 3 * sum(powers[index] for index in chosen) >= total:
             chosen.pop(0)
+        if only and not chosen:
+            # Named behaviours: one in every seed. The lightest validator always fits
+            # (n >= 4 gives total >= 4 * its power > 3 * its power).
+            chosen = [min(range(validators), key=lambda index: (powers[index], index))]
         behaviours = only or list(Behaviour)
         byzantine = sorted((index, rng.choice(behaviours)) for index in chosen)
 
