@@ -409,11 +409,19 @@ class ConsensusSection:
         "time out or answered it wrongly); counted in whole status intervals.",
         Integer(10, 3_600_000, "milliseconds"),
     )
-    max_blocks_per_height: int = setting(
-        8,
-        "Most distinct proposed blocks kept for one height (more than one only after round "
-        "changes or from an equivocating proposer).",
-        Integer(1, 1_000, "blocks"),
+    proposal_rounds_ahead: int = setting(
+        2,
+        "Proposed blocks are kept for rounds up to this many above this node's round (per "
+        "round at most two, both signed by the round's proposer); a proposal further ahead is "
+        "dropped until its proposer sends it again.",
+        Integer(0, 1_000, "rounds"),
+    )
+    max_clock_drift_ms: int = setting(
+        10_000,
+        "BFT time: a proposed block is valid only if its time is after the previous block's "
+        "and at most this far ahead of this node's clock. Bounds how far apart the "
+        "validators' clocks (and how late a proposal) may be; see docs/spec/consensus.md §4.8.",
+        Integer(1, 86_400_000, "milliseconds"),
     )
     max_evidence_kept: int = setting(
         1_000,
@@ -441,8 +449,15 @@ class ConsensusSection:
     )
     max_future_messages: int = setting(
         2_048,
-        "Most proposals and votes kept for those future heights, all heights together.",
+        "Most proposals and votes kept for those future heights from one peer, all heights "
+        "together (checked first: signer a validator, signature valid).",
         Integer(0, 1_000_000, "messages"),
+    )
+    max_future_bytes_per_peer: int = setting(
+        64 * MIB,
+        "Most bytes of proposals (with their blocks) and votes kept for those future heights "
+        "from one peer; beyond it the peer is reported for a flood.",
+        Integer(0, 1 << 34, "bytes"),
     )
     max_wal_entries_per_height: int = setting(
         4_096,

@@ -11,9 +11,14 @@ out, in order. docs/spec/consensus.md §4 is the specification; in short:
   `AppendToWal(sync=True)` the signed message, `SaveSigningState`, `Broadcast`; the signed
   message is fed back to the core at once. The host performs each action before the next, so
   nothing signed leaves the node before both records are durable.
-- **Received messages**: de-duplicated, kept for later when their height is 2 or more above
-  ours (bounded), checked against their signature (the host's `MessageVerifier`), written to
-  the WAL of their height (`AppendToWal(sync=False)`), then fed to the core.
+- **Received messages**: de-duplicated, checked (signer in the validator set, signature; for
+  a proposal also that its signer is the round's proposer and that the block is the one it
+  names) BEFORE anything is kept, written to the WAL of their height
+  (`AppendToWal(sync=False)`), then fed to the core. A proposed block takes one of at most
+  `BLOCKS_PER_ROUND` slots of its (height, round), for rounds up to `proposal_rounds_ahead`
+  above ours; messages 2..`future_heights` heights above ours are kept (checked) within a
+  budget of messages and bytes per source peer. Every fault a peer caused is reported
+  (`ReportPeer`) so the host can score it (docs/spec/consensus.md §4.7).
 - **Restart**: `restart` adopts our own signed messages from the WAL (catching the guard up
   if a crash fell between the two writes), resumes the core at the guard's round with its
   lock, replays the WAL, and re-sends every message we signed at the height. A core that now
@@ -28,8 +33,9 @@ runtime knows about it.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Generic, Protocol, TypeVar
 
 from emrchain.consensus.effects import (
@@ -51,6 +57,7 @@ from emrchain.consensus.events import (
     ValueValidated,
     VoteReceived,
 )
+from emrchain.consensus.proposer import ProposerSelector
 from emrchain.consensus.signing_guard import (
     DoubleSignError,
     SignedStep,
@@ -74,7 +81,7 @@ from emrchain.types.codec import DecodeError
 from emrchain.types.commit import CommitCertificate
 from emrchain.types.evidence import ConflictingProposalEvidence
 from emrchain.types.validator import ValidatorSet
-from emrchain.types.vote import Proposal, Vote, VoteType
+from emrchain.types.vote import PROPOSAL_BYTES, Proposal, Vote, VoteType
 
 BlockT = TypeVar("BlockT")
 
@@ -124,8 +131,14 @@ class RuntimeLimits:
     window (current and next height): a validator that fell behind, e.g. descheduled under
     load, would otherwise drop them and could only catch up through block sync."""
     max_future_messages: int = 2_048
-    max_blocks_per_height: int = 8
-    """Distinct proposed blocks kept per height (more only from an equivocating proposer)."""
+    """Messages kept for those heights from one source peer."""
+    max_future_bytes_per_source: int = 64 * 1024 * 1024
+    """Bytes (proposals with their blocks, votes) kept for those heights from one source peer:
+    a peer can only fill its own budget, never displace another's messages."""
+    proposal_rounds_ahead: int = 2
+    """Proposed blocks are kept for rounds up to this many above our round (of the current
+    height; of round 0 for the next height). A proposal further ahead is dropped unreported:
+    its proposer re-sends it while its height does not move (`on_tick`)."""
     max_wal_entries_per_height: int = 4_096
     """Received messages written to (and replayed from) one height's WAL segment, and
     remembered for de-duplication; our own are always written."""
@@ -136,7 +149,6 @@ class RuntimeLimits:
         for name in (
             "max_events_per_dispatch",
             "max_own_messages",
-            "max_blocks_per_height",
             "max_wal_entries_per_height",
             "max_wal_entry_bytes",
         ):
@@ -144,6 +156,13 @@ class RuntimeLimits:
                 raise ValueError(f"{name} must be at least 1")
         if self.future_heights < 1 or self.max_future_messages < 0:
             raise ValueError("future_heights must be at least 1, max_future_messages >= 0")
+        if self.max_future_bytes_per_source < 0 or self.proposal_rounds_ahead < 0:
+            raise ValueError("max_future_bytes_per_source and proposal_rounds_ahead must be >= 0")
+
+
+BLOCKS_PER_ROUND = 2
+"""Distinct blocks kept per (height, round): the proposer's, and one conflicting block signed
+by the same proposer (kept as material for evidence of its equivocation)."""
 
 
 # ------------------------------------------------------------------------------- messages
@@ -232,6 +251,32 @@ class Warn:
     text: str
 
 
+class PeerFault(Enum):
+    """What a source peer sent wrong (the node maps each to a `p2p.Misbehaviour`)."""
+
+    INVALID_SIGNATURE = "invalid_signature"
+    """A proposal or vote whose signature does not verify."""
+    WRONG_PROPOSER = "wrong_proposer"
+    """A proposal signed by a validator that is not the proposer of its round."""
+    NOT_A_VALIDATOR = "not_a_validator"
+    """A proposal or vote signed by a key outside the height's validator set."""
+    BLOCK_MISMATCH = "block_mismatch"
+    """A proposal whose block is not the one it names (height or block id)."""
+    INVALID_BLOCK = "invalid_block"
+    """A proposed block that `BlockRules.validate` refused."""
+    FLOOD = "flood"
+    """More than the limits allow: a third block for one round, or beyond the future budget."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportPeer:
+    """`source` (the opaque id the host passed in) sent something wrong: score it."""
+
+    source: Hashable
+    fault: PeerFault
+    detail: str
+
+
 Action = (
     AppendToWal
     | SaveSigningState
@@ -242,7 +287,18 @@ Action = (
     | CommitBlock[Any]
     | ReportEvidence
     | Warn
+    | ReportPeer
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A message kept for a later height, with who sent it and what it costs them."""
+
+    message: ConsensusMessage
+    source: Hashable
+    size: int
+    key: bytes
 
 
 def _vote_step(vote: Vote) -> SignedStep:
@@ -287,16 +343,25 @@ class ConsensusRuntime(Generic[BlockT]):
         self._wal_entries: dict[int, int] = {}
         # height -> block id -> block; only the current and the next height.
         self._blocks: dict[int, dict[bytes, BlockT]] = {}
-        self._future: dict[int, list[ConsensusMessage]] = {}
+        # (height, round) -> block ids kept for it (at most BLOCKS_PER_ROUND from peers).
+        self._round_blocks: dict[tuple[int, int], list[bytes]] = {}
+        # (height, block id) -> the peer that sent the block (blamed if it is invalid).
+        self._block_sources: dict[tuple[int, bytes], Hashable] = {}
+        self._next_validators: tuple[ValidatorSet, ProposerSelector] | None = None
+        self._future: dict[int, list[_Kept]] = {}
+        self._future_keys: set[bytes] = set()
+        # source -> [messages, bytes] it holds in `_future`.
+        self._future_usage: dict[Hashable, list[int]] = {}
         # height -> (round, proposer) -> the first proposal it signed there (None: reported).
         self._first_proposals: dict[int, dict[tuple[int, bytes], Proposal | None]] = {}
-        self._future_count = 0
         self._decided_height = 0
         self._last_tick_height = -1
         self._restarting = False
         self.refused_signatures = 0
         self.invalid_signatures = 0
         self.future_messages_dropped = 0
+        self.proposals_beyond_window = 0
+        self.peer_faults = 0
         self.wal_entries_dropped = 0
         self.resent_after_restart = 0
         self.earlier_signatures_kept = 0
@@ -319,11 +384,17 @@ class ConsensusRuntime(Generic[BlockT]):
     # ------------------------------------------------------------------------ inputs
 
     def restart(
-        self, height: int, validator_set: ValidatorSet, persisted: PersistedConsensus
+        self,
+        height: int,
+        validator_set: ValidatorSet,
+        persisted: PersistedConsensus,
+        next_validator_set: ValidatorSet | None = None,
     ) -> list[Action]:
         """Start (or restart) at `height`, the one after the last persisted block, from the
-        signing state and WAL the host read back (docs/spec/consensus.md §4.4)."""
+        signing state and WAL the host read back (docs/spec/consensus.md §4.4).
+        `next_validator_set`: the set of `height + 1` (None: the same as `validator_set`)."""
         invariant(self.core.height == 0, "R2 restart: a runtime restarts once, before any height")
+        self._set_next_validators(validator_set, next_validator_set)
         if persisted.signing_state:
             self.guard = SigningState.decode(persisted.signing_state)
         actions: list[Action] = [DiscardWal(height)]
@@ -343,8 +414,15 @@ class ConsensusRuntime(Generic[BlockT]):
         self._resign_last_vote(actions)
         return actions
 
-    def start_height(self, height: int, validator_set: ValidatorSet) -> list[Action]:
-        """Enter `height` after the block before it was persisted (decided or synced)."""
+    def start_height(
+        self,
+        height: int,
+        validator_set: ValidatorSet,
+        next_validator_set: ValidatorSet | None = None,
+    ) -> list[Action]:
+        """Enter `height` after the block before it was persisted (decided or synced);
+        `next_validator_set` is the set of `height + 1` (None: the same)."""
+        self._set_next_validators(validator_set, next_validator_set)
         actions: list[Action] = [DiscardWal(height)]
         self._reset_height(height)
         self._enter(height, validator_set, actions)
@@ -356,11 +434,11 @@ class ConsensusRuntime(Generic[BlockT]):
         block: BlockT,
         encoded_block: bytes | None = None,
         *,
-        source: object = None,
+        source: Hashable = None,
     ) -> list[Action]:
         """A proposal with its block from a peer (signature not yet checked);
         `encoded_block`, if the host has it, is the block's encoding (the bytes it received).
-        `source`: the peer it came from (opaque to the runtime; None: unknown)."""
+        `source` identifies the peer it came from (opaque; named in `ReportPeer`)."""
         actions: list[Action] = []
         self._accept(
             SignedProposal(proposal, block),
@@ -372,7 +450,7 @@ class ConsensusRuntime(Generic[BlockT]):
         return actions
 
     def on_vote(
-        self, vote: Vote, encoded: bytes | None = None, *, source: object = None
+        self, vote: Vote, encoded: bytes | None = None, *, source: Hashable = None
     ) -> list[Action]:
         """A vote from a peer (signature not yet checked); `encoded`, if the host has it,
         is `vote.encode()` (the bytes it received), written to the WAL as they are.
@@ -409,6 +487,18 @@ class ConsensusRuntime(Generic[BlockT]):
         for by_height in (self._seen, self._blocks, self._wal_entries, self._first_proposals):
             for known in [known for known in by_height if known < height]:
                 del by_height[known]
+        for position in [position for position in self._round_blocks if position[0] < height]:
+            del self._round_blocks[position]
+        for key in [key for key in self._block_sources if key[0] < height]:
+            del self._block_sources[key]
+
+    def _set_next_validators(
+        self, validator_set: ValidatorSet, next_validator_set: ValidatorSet | None
+    ) -> None:
+        """The set of the next height, whose messages we check before it starts."""
+        chosen = next_validator_set if next_validator_set is not None else validator_set
+        if self._next_validators is None or self._next_validators[0] != chosen:
+            self._next_validators = (chosen, ProposerSelector(chosen))
 
     def _enter(self, height: int, validator_set: ValidatorSet, actions: list[Action]) -> None:
         """StartHeight, resuming our own round and lock if the guard has signed at `height`."""
@@ -424,12 +514,21 @@ class ConsensusRuntime(Generic[BlockT]):
         for height in sorted(self._future):
             if height > self.core.height + 1:
                 break
-            messages = self._future.pop(height)
-            self._future_count -= len(messages)
+            kept = self._future.pop(height)
+            for item in kept:
+                self._release(item)
             if height < self.core.height:
                 continue
-            for message in messages:
-                self._accept(message, actions, write_wal=True)
+            for item in kept:
+                self._accept(item.message, actions, write_wal=True, source=item.source)
+
+    def _release(self, item: _Kept) -> None:
+        self._future_keys.discard(item.key)
+        usage = self._future_usage[item.source]
+        usage[0] -= 1
+        usage[1] -= item.size
+        if usage[0] == 0:
+            del self._future_usage[item.source]
 
     # ------------------------------------------------------------- received messages
 
@@ -440,7 +539,7 @@ class ConsensusRuntime(Generic[BlockT]):
         *,
         write_wal: bool,
         encoded: bytes | None = None,
-        source: object = None,
+        source: Hashable = None,
     ) -> None:
         """De-duplicate, keep for later or drop by height, verify, log, relay (a vote), feed
         to the core."""
@@ -451,19 +550,18 @@ class ConsensusRuntime(Generic[BlockT]):
         if key in self._seen.get(height, ()):
             return
         current = self.core.height
+        if current == 0:
+            return  # not started: nothing to check against yet
         if not current <= height <= current + 1:
-            self._keep_for_later(height, message)
+            self._keep_for_later(height, message, source, encoded, actions)
             return
         if isinstance(message, Vote):
-            if not self.verifier.vote(message):
-                self._invalid(
-                    f"vote with an invalid signature from {message.validator.hex()[:16]}", actions
-                )
+            if not self._admit_vote(message, source, actions):
                 return
             event: Event = VoteReceived(message)
             record = vote_record(message, encoded) if write_wal else b""
         else:
-            if not self._admit_proposal(message, actions):
+            if not self._admit_proposal(message, source, actions):
                 return
             event = ProposalReceived(message.proposal)
             if write_wal:
@@ -480,19 +578,65 @@ class ConsensusRuntime(Generic[BlockT]):
             actions.append(Relay(message, source))
         self._dispatch(event, actions)
 
-    def _admit_proposal(self, message: SignedProposal[BlockT], actions: list[Action]) -> bool:
-        proposal = message.proposal
-        if self.blocks.identify(message.block) != (proposal.height, proposal.block_id):
-            actions.append(Warn("proposal whose block does not match it; dropped"))
+    def _admit_vote(self, vote: Vote, source: Hashable, actions: list[Action]) -> bool:
+        """A vote of the current or next height: from a validator of that height, signed."""
+        if vote.validator not in self._validator_set_at(vote.height):
+            self._fault(source, PeerFault.NOT_A_VALIDATOR, f"vote at {vote.height}", actions)
             return False
-        if not self.verifier.proposal(proposal):
-            self._invalid("proposal with an invalid signature; dropped", actions)
-            return False
-        self._note_proposal(proposal, actions)
-        if not self._keep_block(proposal.height, proposal.block_id, message.block):
-            actions.append(Warn(f"too many proposed blocks at height {proposal.height}; dropped"))
+        if not self.verifier.vote(vote):
+            self.invalid_signatures += 1
+            self._fault(source, PeerFault.INVALID_SIGNATURE, f"vote at {vote.height}", actions)
             return False
         return True
+
+    def _admit_proposal(
+        self, message: SignedProposal[BlockT], source: Hashable, actions: list[Action]
+    ) -> bool:
+        """A proposal of the current or next height, checked (cheapest first) before its
+        block takes a slot: its signer is the round's proposer, the block is the one it
+        names, the round is within the window, the signature verifies, a slot is free."""
+        proposal = message.proposal
+        height, round_number = proposal.height, proposal.round
+        where = f"proposal at {height}/{round_number}"
+        if proposal.proposer != self._proposer_at(height, round_number):
+            self._fault(source, PeerFault.WRONG_PROPOSER, where, actions)
+            return False
+        if self.blocks.identify(message.block) != (height, proposal.block_id):
+            self._fault(source, PeerFault.BLOCK_MISMATCH, where, actions)
+            return False
+        first_round = self.core.round if height == self.core.height else 0
+        if round_number > first_round + self.limits.proposal_rounds_ahead:
+            self.proposals_beyond_window += 1
+            return False
+        if not self.verifier.proposal(proposal):
+            self.invalid_signatures += 1
+            self._fault(source, PeerFault.INVALID_SIGNATURE, where, actions)
+            return False
+        self._note_proposal(proposal, actions)
+        if not self._keep_block(
+            height, proposal.block_id, message.block, round_number=round_number, source=source
+        ):
+            self._fault(source, PeerFault.FLOOD, f"a third block for {where}", actions)
+            return False
+        return True
+
+    def _validator_set_at(self, height: int) -> ValidatorSet:
+        """The set of the current height or (from the host) of the next one."""
+        if height == self.core.height or self._next_validators is None:
+            return self.core.validator_set
+        return self._next_validators[0]
+
+    def _proposer_at(self, height: int, round_number: int) -> bytes:
+        if height == self.core.height or self._next_validators is None:
+            return self.core.proposer(height, round_number)
+        return self._next_validators[1].proposer(height, round_number)
+
+    def _fault(
+        self, source: Hashable, fault: PeerFault, detail: str, actions: list[Action]
+    ) -> None:
+        """Count a peer's fault and report it; the host logs it rate-limited."""
+        self.peer_faults += 1
+        actions.append(ReportPeer(source, fault, detail))
 
     def _note_proposal(self, proposal: Proposal, actions: list[Action]) -> None:
         """A signed proposal differing from the first one its proposer signed at this (height,
@@ -508,10 +652,6 @@ class ConsensusRuntime(Generic[BlockT]):
         first[position] = None  # reported
         evidence = ConflictingProposalEvidence.from_proposals(earlier, proposal)
         actions.append(ReportEvidence(evidence))
-
-    def _invalid(self, text: str, actions: list[Action]) -> None:
-        self.invalid_signatures += 1
-        actions.append(Warn(text))
 
     def _remember(self, key: bytes, height: int) -> bool:
         """De-duplicate later copies (bounded like the WAL: beyond it the core de-duplicates).
@@ -529,26 +669,84 @@ class ConsensusRuntime(Generic[BlockT]):
         self._wal_entries[height] = count + 1
         actions.append(AppendToWal(height, record, sync=False))
 
-    def _keep_for_later(self, height: int, message: ConsensusMessage) -> None:
-        """Keep a message 2..future_heights above our height (bounded); drop anything else.
-        Its signature is checked when it is replayed."""
+    def _keep_for_later(
+        self,
+        height: int,
+        message: ConsensusMessage,
+        source: Hashable,
+        encoded: bytes | None,
+        actions: list[Action],
+    ) -> None:
+        """Keep a message 2..future_heights above our height if it can be checked now (its
+        signer is in the newest validator set we know, its signature verifies) and its
+        source's budget has room; drop anything else. The rest of its checks (proposer,
+        round window, block slots) come when it is replayed. A signer outside the set is not
+        blamed: the set of those heights is not known yet."""
         current = self.core.height
         if not current + 1 < height <= current + self.limits.future_heights:
             return
-        if self._future_count >= self.limits.max_future_messages:
+        key = _signature_of(message)
+        if key in self._future_keys:
+            return
+        signer = message.validator if isinstance(message, Vote) else message.proposal.proposer
+        if signer not in self._validator_set_at(current + 1):
             self.future_messages_dropped += 1
             return
-        self._future.setdefault(height, []).append(message)
-        self._future_count += 1
+        if not self._verify(message):
+            self.invalid_signatures += 1
+            self._fault(source, PeerFault.INVALID_SIGNATURE, f"message at {height}", actions)
+            return
+        size = self._size_of(message, encoded)
+        usage = self._future_usage.setdefault(source, [0, 0])
+        limits = self.limits
+        if (
+            usage[0] >= limits.max_future_messages
+            or usage[1] + size > limits.max_future_bytes_per_source
+        ):
+            if usage[0] == 0:
+                del self._future_usage[source]
+            self.future_messages_dropped += 1
+            self._fault(source, PeerFault.FLOOD, f"future budget full at {height}", actions)
+            return
+        usage[0] += 1
+        usage[1] += size
+        self._future_keys.add(key)
+        self._future.setdefault(height, []).append(_Kept(message, source, size, key))
+
+    def _verify(self, message: ConsensusMessage) -> bool:
+        if isinstance(message, Vote):
+            return self.verifier.vote(message)
+        return self.verifier.proposal(message.proposal)
+
+    def _size_of(self, message: ConsensusMessage, encoded: bytes | None) -> int:
+        """Bytes a kept message holds: what it costs its source's budget."""
+        if isinstance(message, Vote):
+            return len(encoded) if encoded is not None else len(message.encode())
+        block = encoded if encoded is not None else self.blocks.encode(message.block)
+        return PROPOSAL_BYTES + len(block)
 
     def _keep_block(
-        self, height: int, block_id: bytes, block: BlockT, *, own: bool = False
+        self,
+        height: int,
+        block_id: bytes,
+        block: BlockT,
+        *,
+        round_number: int = -1,
+        own: bool = False,
+        source: Hashable = None,
     ) -> bool:
+        """Hold `block` for `height`; a peer's takes one of BLOCKS_PER_ROUND slots of its
+        round (a block already held, e.g. re-proposed in a later round, costs nothing)."""
         bucket = self._blocks.setdefault(height, {})
         if block_id in bucket:
             return True
-        if not own and len(bucket) >= self.limits.max_blocks_per_height:
-            return False
+        if not own:
+            slots = self._round_blocks.setdefault((height, round_number), [])
+            if len(slots) >= BLOCKS_PER_ROUND:
+                return False
+            slots.append(block_id)
+            if source is not None:
+                self._block_sources[(height, block_id)] = source
         bucket[block_id] = block
         return True
 
@@ -580,9 +778,7 @@ class ConsensusRuntime(Generic[BlockT]):
             proposal = self._sign_proposal(effect.proposal, actions)
             return ProposalReceived(proposal) if proposal is not None else None
         if isinstance(effect, ValidateValue):
-            block = self._blocks.get(effect.height, {}).get(effect.block_id)
-            valid = block is not None and self.blocks.validate(effect.height, block)
-            return ValueValidated(effect.height, effect.block_id, valid)
+            return self._validate(effect, actions)
         if isinstance(effect, RequestValue):
             return self._value_to_propose(effect)
         if isinstance(effect, Decide):
@@ -592,6 +788,16 @@ class ConsensusRuntime(Generic[BlockT]):
             actions.append(effect)
             return None
         raise TypeError(f"unknown effect {type(effect).__name__}")
+
+    def _validate(self, effect: ValidateValue, actions: list[Action]) -> ValueValidated:
+        """valid(v); a block the rules refuse is held against the peer that sent it."""
+        height, block_id = effect.height, effect.block_id
+        block = self._blocks.get(height, {}).get(block_id)
+        valid = block is not None and self.blocks.validate(height, block)
+        if block is not None and not valid and (height, block_id) in self._block_sources:
+            source = self._block_sources[(height, block_id)]
+            self._fault(source, PeerFault.INVALID_BLOCK, f"block at {height}", actions)
+        return ValueValidated(height, block_id, valid)
 
     def _value_to_propose(self, effect: RequestValue) -> ValueToPropose:
         """getValue(); the block of our earlier proposal at this position if we made one."""

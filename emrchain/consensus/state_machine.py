@@ -289,7 +289,9 @@ class TendermintCore:
         power = self.validator_set.power_of(proposal.proposer)
         self._note_sender(proposal.round, proposal.proposer, power)
         block_id = proposal.block_id
-        if block_id not in self._validity and block_id not in self._validation_requested:
+        # A refused value is asked about again when proposed again: validity may depend on
+        # the local clock (BFT time), and a block valid on a later clock must get its chance.
+        if self._validity.get(block_id) is not True and block_id not in self._validation_requested:
             self._validation_requested.add(block_id)
             self._effects.append(ValidateValue(self.height, block_id))
         self._evaluate(proposal.round)
@@ -335,12 +337,14 @@ class TendermintCore:
         self._evaluate(self.round)
 
     def _on_value_validated(self, event: ValueValidated) -> None:
-        if event.height != self.height or event.block_id in self._validity:
+        if event.height != self.height or self._validity.get(event.block_id) is True:
             return
         if event.block_id not in self._validation_requested:
             # Unsolicited answers could otherwise grow the map without bound.
             self._drop("unrequested_validation")
             return
+        if not event.valid:
+            self._validation_requested.discard(event.block_id)
         self._validity[event.block_id] = bool(event.valid)
         for round_number in list(self._proposal_rounds.get(event.block_id, ())):
             if self.round_step == Step.COMMIT:

@@ -226,3 +226,21 @@ class ByzantinePeer:
         return Proposal.create(
             self.consensus_key, self.chain_id, height, round_number, pol_round, block_id
         )
+
+    # ------------------------------------------------------------------------- block sync
+
+    def fetch_block(
+        self, from_index: int, height: int, timeout_s: float = 30.0
+    ) -> messages.BlockResponse:
+        """Committed block `height` with its commit, asked of validator `from_index` by block
+        sync (e.g. to build a block that extends the chain)."""
+
+        def answered() -> messages.BlockResponse | None:
+            for item in reversed(self.received()):
+                message = item.message
+                if isinstance(message, messages.BlockResponse) and message.block.height == height:
+                    return message
+            self.send(from_index, messages.BlockRequest(height))
+            return None
+
+        return self.wait_for(answered, timeout_s, f"block {height} from validator {from_index}")

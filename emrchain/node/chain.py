@@ -53,6 +53,9 @@ class BlockVerdict:
 
     valid: bool
     reason: str = ""
+    may_become_valid: bool = False
+    """Refused only because the block's time is ahead of our clock (+ max_clock_drift_ms):
+    the same block may be valid later, so the verdict must not be remembered."""
     signature_verdicts: bytes | None = None
     stateless_verdicts: bytes | None = None
 
@@ -79,6 +82,7 @@ class Chain:
         limits: Limits,
         clock_ms: Callable[[], int],
         sender_admission: SenderAdmission | None = None,
+        max_clock_drift_ms: int = 10_000,
     ) -> None:
         """`sender_admission`: the sender rule the mempool admits by (`docs/spec/state.md`
         §6); with it, proposals are judged by it too and the mempool rechecks after each
@@ -89,6 +93,7 @@ class Chain:
         self.mempool = mempool
         self.limits = limits
         self._clock_ms = clock_ms
+        self.max_clock_drift_ms = max_clock_drift_ms
         self.sender_admission = sender_admission
         self.commit_listeners: list[Callable[[Block, Sequence[bytes], list[TxResult]], None]] = []
         """Called with (block, its tx ids, its tx results) after each block is durably
@@ -218,8 +223,9 @@ class Chain:
         for name, value in expected.items():
             if getattr(header, name) != value:
                 return BlockVerdict(False, f"{name} does not extend our chain")
-        if header.time_ms <= self._previous_time_ms():
-            return BlockVerdict(False, "time_ms does not increase")
+        time_verdict = self._time_verdict(header.time_ms)
+        if time_verdict is not None:
+            return time_verdict
         if header.proposer not in self.validator_set(height):
             return BlockVerdict(False, "proposer is not a validator")
         if block.last_commit is not None:
@@ -257,6 +263,20 @@ class Chain:
         return BlockVerdict(
             True, signature_verdicts=bytes(signatures), stateless_verdicts=bytes(verdicts)
         )
+
+    def _time_verdict(self, time_ms: int) -> BlockVerdict | None:
+        """BFT time (docs/spec/consensus.md §4.8): previous block time < time_ms <= our clock +
+        max_clock_drift_ms. Monotone in our clock: a block valid now stays valid."""
+        if time_ms <= self._previous_time_ms():
+            return BlockVerdict(False, "time_ms does not increase")
+        latest_ms = self._clock_ms() + self.max_clock_drift_ms
+        if time_ms > latest_ms:
+            return BlockVerdict(
+                False,
+                f"time_ms {time_ms} is more than max_clock_drift_ms ahead of our clock",
+                may_become_valid=True,
+            )
+        return None
 
     def signature_verdicts(self, txs: list[bytes], ids: list[bytes]) -> bytearray:
         """1/0 per transaction: is its signature valid? Each signature is verified once per

@@ -39,8 +39,10 @@ from emrchain.consensus.runtime import (
     ConsensusMessage,
     ConsensusRuntime,
     DiscardWal,
+    PeerFault,
     PersistedConsensus,
     Relay,
+    ReportPeer,
     RuntimeLimits,
     SaveSigningState,
     SignedProposal,
@@ -52,7 +54,9 @@ from emrchain.crypto.keys import Signer
 from emrchain.node.chain import BlockVerdict, Chain
 from emrchain.node.messages import Message, ProposalMessage, VoteMessage
 from emrchain.node.metrics import StepTimer
+from emrchain.p2p import Misbehaviour
 from emrchain.store import ConsensusWal, SigningStateStore
+from emrchain.throttled_log import ThrottledLog
 from emrchain.types import Block, Evidence, Proposal, Vote
 from emrchain.types.vote import PROPOSAL_BYTES
 
@@ -60,6 +64,18 @@ logger = logging.getLogger(__name__)
 
 FAULT_ENVIRONMENT_VARIABLE = "EMRCHAIN_UNSAFE_EXIT_AFTER_SIGNING_STATE"
 FAULT_EXIT_STATUS = 86
+PEER_FAULT_MISBEHAVIOUR = {
+    PeerFault.INVALID_SIGNATURE: Misbehaviour.INVALID_SIGNATURE,
+    PeerFault.WRONG_PROPOSER: Misbehaviour.PROTOCOL_VIOLATION,
+    PeerFault.NOT_A_VALIDATOR: Misbehaviour.PROTOCOL_VIOLATION,
+    PeerFault.BLOCK_MISMATCH: Misbehaviour.INVALID_BLOCK,
+    PeerFault.INVALID_BLOCK: Misbehaviour.INVALID_BLOCK,
+    PeerFault.FLOOD: Misbehaviour.FLOOD,
+}
+"""How the P2P layer scores each fault the runtime reports (docs/spec/consensus.md §4.7)."""
+PEER_FAULT_LOG_INTERVAL_S = 5.0
+"""At most one log line per fault kind per interval: peers cause these, so they must not be
+able to fill the disk."""
 WAL_ENTRY_OVERHEAD_BYTES = 1024 * 1024
 """Beyond max_block_bytes, what a WAL entry of a proposal may hold (header, commit, evidence;
 the block decoder's own allowance)."""
@@ -72,7 +88,6 @@ class DriverLimits:
     """The pause after a commit while the mempool holds an access event: a reader waits for
     that event's block before it is served, so the next height starts after this instead of
     timeout_commit_ms (at most timeout_commit_ms)."""
-    max_blocks_per_height: int = 8
     max_evidence_kept: int = 1_000
     max_events_per_dispatch: int = 10_000
     max_own_messages: int = 64
@@ -80,6 +95,8 @@ class DriverLimits:
     """Proposals and votes up to this many heights above our current one are kept for later,
     beyond the core's window (current and next height)."""
     max_future_messages: int = 2_048
+    max_future_bytes_per_peer: int = 64 * 1024 * 1024
+    proposal_rounds_ahead: int = 2
     max_wal_entries_per_height: int = 4_096
     create_empty_blocks: bool = True
     """False: after timeout_commit, the next height starts only once there is something to
@@ -94,7 +111,11 @@ class DriverLimits:
             if hasattr(self, name)
         }
         max_entry_bytes = 1 + PROPOSAL_BYTES + max_block_bytes + WAL_ENTRY_OVERHEAD_BYTES
-        return RuntimeLimits(**shared, max_wal_entry_bytes=max_entry_bytes)
+        return RuntimeLimits(
+            **shared,
+            max_wal_entry_bytes=max_entry_bytes,
+            max_future_bytes_per_source=self.max_future_bytes_per_peer,
+        )
 
 
 def exit_point_from_environment(
@@ -124,6 +145,7 @@ class ChainBlocks:
         # block id -> (height, verdict); pruned when a height starts.
         self._verdicts: dict[bytes, tuple[int, BlockVerdict]] = {}
         self._own_encoding: tuple[bytes, bytes] | None = None
+        self._invalid_log = ThrottledLog(logger, PEER_FAULT_LOG_INTERVAL_S)
 
     def identify(self, block: Block) -> tuple[int, bytes]:
         return block.height, block.block_id
@@ -140,9 +162,12 @@ class ChainBlocks:
         if known is not None:
             return known[1].valid
         verdict = self._chain.validate_block(block)
-        self._verdicts[block.block_id] = (height, verdict)
+        if not verdict.may_become_valid:
+            self._verdicts[block.block_id] = (height, verdict)
         if not verdict.valid:
-            logger.warning("block %d from proposer is invalid: %s", height, verdict.reason)
+            self._invalid_log.warning(
+                "block %d from proposer is invalid: %s", height, verdict.reason
+            )
         return verdict.valid
 
     def verdict(self, block_id: bytes) -> BlockVerdict | None:
@@ -192,7 +217,10 @@ class ConsensusDriver:
         relay: Callable[[Message, object], None],
         limits: DriverLimits,
         environment: Mapping[str, str] = os.environ,
+        report_peer: Callable[[str, Misbehaviour], object] | None = None,
     ) -> None:
+        """`report_peer(peer id, kind)`: where faults of a peer go
+        (`PeerManager.report_misbehaviour`); None: only logged."""
         self._core = core
         self._chain = chain
         self._signing_store = signing_store
@@ -201,6 +229,10 @@ class ConsensusDriver:
         self._relay = relay
         """Send a message to every peer but the one given (its source; None: every peer)."""
         self._limits = limits
+        self._report_peer = report_peer
+        self._fault_logs = {
+            fault: ThrottledLog(logger, PEER_FAULT_LOG_INTERVAL_S) for fault in PeerFault
+        }
         self._loop = asyncio.get_running_loop()
         self._blocks = ChainBlocks(chain, signer.public_key)
         self.runtime = ConsensusRuntime(
@@ -256,7 +288,12 @@ class ConsensusDriver:
                 runtime_limits.max_wal_entry_bytes, runtime_limits.max_wal_entries_per_height
             ),
         )
-        self._execute(self.runtime.restart(height, self._chain.validator_set(height), persisted))
+        chain = self._chain
+        self._execute(
+            self.runtime.restart(
+                height, chain.validator_set(height), persisted, chain.validator_set(height + 1)
+            )
+        )
         if self.runtime.resent_after_restart:
             logger.info(
                 "resumed height %d: re-sent %d messages signed before the restart",
@@ -279,7 +316,12 @@ class ConsensusDriver:
             timer.cancel()
         self._timers.clear()
         self._blocks.forget_below(height)
-        self._execute(self.runtime.start_height(height, self._chain.validator_set(height)))
+        chain = self._chain
+        self._execute(
+            self.runtime.start_height(
+                height, chain.validator_set(height), chain.validator_set(height + 1)
+            )
+        )
 
     def own_messages(self) -> list[Message]:
         """Our signed proposal and votes of the current height, oldest first (for resending)."""
@@ -338,12 +380,26 @@ class ConsensusDriver:
                 self._wal.discard_below(action.below_height)
             elif isinstance(action, ReportEvidence):
                 self._report(action.evidence)
+            elif isinstance(action, ReportPeer):
+                self._on_peer_fault(action)
             elif isinstance(action, Warn):
                 logger.warning("%s", action.text)
         if wake and self._waiting_height is not None:
             self._wake_for(self._waiting_height)
         core = self._core
         self._step_timer.update(core.height, core.round, core.round_step, self._loop.time())
+
+    def _on_peer_fault(self, report: ReportPeer) -> None:
+        """Score the peer (it may be banned and disconnected) and log, rate-limited."""
+        peer = report.source if isinstance(report.source, str) else None
+        self._fault_logs[report.fault].warning(
+            "consensus: %s from peer %s (%s); dropped",
+            report.fault.value,
+            peer[:16] if peer else "-",
+            report.detail,
+        )
+        if peer is not None and self._report_peer is not None:
+            self._report_peer(peer, PEER_FAULT_MISBEHAVIOUR[report.fault])
 
     def _wire(self, message: ConsensusMessage) -> Message:
         if isinstance(message, SignedProposal):

@@ -159,6 +159,7 @@ class Node:
             limits,
             wall_clock_ms,
             self.sender_admission,
+            config.consensus.max_clock_drift_ms,
         )
         # Verified evidence waiting for our blocks, persisted (docs/spec/consensus.md §1.4).
         self.evidence_pool = EvidencePool(database, self.chain, config.consensus.max_evidence_kept)
@@ -285,6 +286,7 @@ class Node:
             self._broadcast,
             self._relay,
             build(DriverLimits, self.config),
+            report_peer=self.p2p.report_misbehaviour,
         )
         self.mempool.on_admitted = self.driver.txs_available
         self.driver.evidence_listeners.append(self._admit_evidence)

@@ -12,11 +12,17 @@ its runtime replaces what it signs (`ByzantineRuntime` overrides the two signing
   prove;
 - WITHHOLD_PROPOSAL: votes honestly; as proposer, sends its proposal to every correct node but
   one, and sends that one the proposal and an unrequested sync response once it decides.
+- JUNK_PROPOSALS: at each round it enters, proposals for the current and next height with
+  forged signatures in the round proposer's name, validly signed ones for rounds it does not
+  propose, and oversized ones; otherwise honest;
+- EXTREME_TIME: as proposer, a block dated 2^63 - 1 or now + 10 years, and votes for it;
+- FUTURE_FLOOD: at each round it enters, fresh signed proposals for heights 2..4 above its own.
 It never consults the signing guard, never crashes and is never checked by I3.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING
 from emrchain.consensus.runtime import Action, ConsensusRuntime, SignedProposal
 from emrchain.consensus.state_machine import TendermintCore
 from emrchain.crypto.keys import Ed25519Signer
-from emrchain.sim.application import block_id_of, make_block
+from emrchain.sim.application import PAYLOAD_BYTES, block_id_of, make_block
 from emrchain.sim.messages import (
     Message,
     ProposalMessage,
@@ -44,6 +50,11 @@ HUGE_HEIGHT = 10**12
 """What a LYING_SYNC validator claims to have decided."""
 HONEST_VOTERS = frozenset({Behaviour.LYING_SYNC, Behaviour.WITHHOLD_PROPOSAL})
 """Behaviours whose attack is elsewhere: they sign votes as a correct validator does."""
+
+
+FLOOD_ROUNDS = 16
+"""FUTURE_FLOOD: proposals per future height per round it enters."""
+TEN_YEARS_MS = 10 * 365 * 24 * 3600 * 1000
 
 
 class Adversary:
@@ -129,6 +140,8 @@ class ByzantineNode(SimNode):
                 (proposal.height, proposal.round), proposal.block_id
             )
         super().deliver(source, message)
+        if self.alive:
+            self._attack_on_new_round()
 
     def tick(self) -> None:
         if self.behaviour != Behaviour.SILENT:
@@ -166,6 +179,67 @@ class ByzantineNode(SimNode):
             self.sim.send(self.index, victim, proposal)
             self.sim.send(self.index, victim, SyncResponse(((payload, commit),)))
 
+    def _attack_on_new_round(self) -> None:
+        """JUNK_PROPOSALS and FUTURE_FLOOD strike once per (height, round) our core enters
+        (runs are short: a gossip interval may never come)."""
+        core = self.runtime.core
+        position = (core.height, core.round)
+        if core.height == 0 or position == getattr(self, "_attacked_at", None):
+            return
+        self._attacked_at = position
+        self._attacks = getattr(self, "_attacks", 0) + 1
+        if self.behaviour == Behaviour.JUNK_PROPOSALS:
+            self._send_junk_proposals()
+        elif self.behaviour == Behaviour.FUTURE_FLOOD:
+            self._send_future_flood()
+
+    def _send_junk_proposals(self) -> None:
+        """Forged, wrong-proposer and oversized proposals for the current and next height
+        (rounds r and r + 1): none may take a correct proposer's slot."""
+        core, sim = self.runtime.core, self.sim
+        for height in (core.height, core.height + 1):
+            for round_number in (core.round, core.round + 1):
+                named = core.proposer(height, round_number)
+                payload = make_block(
+                    height, round_number, self.key, variant=self._attacks % 256, time_ms=sim.now
+                )
+                block_id = block_id_of(payload)
+                junk = hashlib.sha512(payload).digest()
+                forged = Proposal(height, round_number, -1, block_id, named, junk)
+                sim.broadcast(self.index, ProposalMessage.of(forged, payload))
+                oversized = payload + bytes(PAYLOAD_BYTES)
+                signed = Proposal.create(
+                    self.signer, sim.chain_id, height, round_number, -1, block_id_of(oversized)
+                )
+                sim.broadcast(self.index, ProposalMessage.of(signed, oversized))
+                if named != self.key:
+                    signed = Proposal.create(
+                        self.signer, sim.chain_id, height, round_number, -1, block_id
+                    )
+                    sim.broadcast(self.index, ProposalMessage.of(signed, payload))
+
+    def _send_future_flood(self) -> None:
+        """Fresh signed proposals (new ones each time) for heights 2..4 above ours."""
+        height, sim = self.runtime.core.height, self.sim
+        for above in (2, 3, 4):
+            for round_number in range(FLOOD_ROUNDS):
+                payload = make_block(
+                    height + above,
+                    round_number,
+                    self.key,
+                    variant=self._attacks % 256,
+                    time_ms=sim.now,
+                )
+                signed = Proposal.create(
+                    self.signer,
+                    sim.chain_id,
+                    height + above,
+                    round_number,
+                    -1,
+                    block_id_of(payload),
+                )
+                sim.broadcast(self.index, ProposalMessage.of(signed, payload))
+
     def send_split(
         self, height: int, round_number: int, step: int, first: Message, second: Message
     ) -> None:
@@ -185,7 +259,12 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
     def __init__(self, node: ByzantineNode, core: TendermintCore) -> None:
         simulation = node.sim
         super().__init__(
-            core, node.signer, simulation.chain_id, SimulatedBlocks(node.key), simulation.verifier
+            core,
+            node.signer,
+            simulation.chain_id,
+            SimulatedBlocks(node.key, node),
+            simulation.verifier,
+            node.runtime_limits(),
         )
         self.node = node
 
@@ -205,7 +284,7 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
                 )
             return signed[block_id]
 
-        if node.behaviour == Behaviour.INVALID_BLOCKS:
+        if node.behaviour in (Behaviour.INVALID_BLOCKS, Behaviour.EXTREME_TIME):
             key = (vote.height, vote.round)
             own = signed_for(node.adversary.invalid_values.get(key, vote.block_id))
             sim.broadcast(node.index, VoteMessage.of(own))
@@ -227,14 +306,24 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
             return None
         if node.behaviour == Behaviour.WITHHOLD_PROPOSAL:
             return self._withhold_proposal(proposal)
-        if node.behaviour not in (Behaviour.EQUIVOCATE, Behaviour.INVALID_BLOCKS):
+        if node.behaviour not in (
+            Behaviour.EQUIVOCATE,
+            Behaviour.INVALID_BLOCKS,
+            Behaviour.EXTREME_TIME,
+        ):
             return super()._sign_proposal(proposal, actions)
         height, round_number = proposal.height, proposal.round
         sim = node.sim
+        now = max(sim.now, node.previous_time_ms(height) + 1)
         if node.behaviour == Behaviour.INVALID_BLOCKS:
-            payloads = [make_block(height, round_number, node.key, valid=False)]
+            payloads = [make_block(height, round_number, node.key, valid=False, time_ms=now)]
+        elif node.behaviour == Behaviour.EXTREME_TIME:
+            extreme = (1 << 63) - 1 if (height + round_number) % 2 else now + TEN_YEARS_MS
+            payloads = [make_block(height, round_number, node.key, time_ms=extreme)]
         else:
-            payloads = [make_block(height, round_number, node.key, variant=v) for v in (1, 2)]
+            payloads = [
+                make_block(height, round_number, node.key, variant=v, time_ms=now) for v in (1, 2)
+            ]
         messages = []
         for payload in payloads:
             block_id = block_id_of(payload)
@@ -242,7 +331,7 @@ class ByzantineRuntime(ConsensusRuntime[bytes]):
             signed = Proposal.create(node.signer, sim.chain_id, height, round_number, -1, block_id)
             sim.checker.on_proposal_signed(sim.now, node.index, signed, payload)
             messages.append(ProposalMessage.of(signed, payload))
-        if node.behaviour == Behaviour.INVALID_BLOCKS:
+        if node.behaviour in (Behaviour.INVALID_BLOCKS, Behaviour.EXTREME_TIME):
             node.adversary.invalid_values[(height, round_number)] = messages[0].proposal.block_id
             sim.broadcast(node.index, messages[0])
         else:

@@ -3,7 +3,7 @@
 Numbering is the one of docs/spec/consensus.md §5, which tests cite:
 - I1 agreement: no two correct nodes decide different blocks at one height;
 - I2 validity: a decided block was proposed by the proposer of some round of its height and
-  the application accepts it;
+  the application accepts it, its time at most MAX_CLOCK_DRIFT_MS ahead of the decision;
 - I3 no correct node signs two different messages for one (height, round, step);
 - I4 every decision carries a commit certificate that `verify_commit` accepts;
 - I5 liveness: after GST, every correct node decides the next K heights within the bound;
@@ -17,7 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emrchain.consensus.proposer import ProposerSelector
-from emrchain.sim.application import block_id_of, is_valid_block
+from emrchain.sim.application import (
+    MAX_CLOCK_DRIFT_MS,
+    block_id_of,
+    block_time,
+    is_valid_block,
+)
 from emrchain.types.commit import CommitCertificate, CommitError, verify_commit
 from emrchain.types.evidence import Evidence, EvidenceError
 from emrchain.types.validator import ValidatorSet
@@ -132,6 +137,10 @@ class InvariantChecker:
             )
         if not is_valid_block(payload, height):
             self._violate("I2", time_ms, f"height {height}: node {node} decided an invalid block")
+        elif block_time(payload) > time_ms + MAX_CLOCK_DRIFT_MS:
+            # BFT time: some correct node prevoted it, so it was not too far ahead of the
+            # (shared virtual) clock then, and the clock only moves forward.
+            self._violate("I2", time_ms, f"height {height}: node {node} decided a future block")
         error = self.commit_error(commit, height, block_id)
         if error is not None:
             self._violate("I4", time_ms, f"height {height}: node {node}'s certificate: {error}")

@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--faults",
         default="mixed",
-        help="mixed (default) | none | attack | comma list of network,crash,byzantine "
-        "(with byzantine, behaviour names such as lying-sync restrict it to those)",
+        help="mixed (default) | none | attack | comma list of network,crash,byzantine and "
+        "byzantine behaviours (e.g. junk-proposals,extreme-time,future-flood: only these)",
     )
     parser.add_argument(
         "--variant",

@@ -31,8 +31,11 @@ from emrchain.consensus.runtime import (
     ConsensusMessage,
     ConsensusRuntime,
     DiscardWal,
+    PeerFault,
     PersistedConsensus,
     Relay,
+    ReportPeer,
+    RuntimeLimits,
     SaveSigningState,
     SignedProposal,
 )
@@ -41,7 +44,13 @@ from emrchain.consensus.state_machine import TendermintCore
 from emrchain.consensus.sync_peers import SyncPeers
 from emrchain.consensus.wal import segment_header
 from emrchain.crypto.keys import Ed25519Signer
-from emrchain.sim.application import block_height, block_id_of, is_valid_block, make_block
+from emrchain.sim.application import (
+    block_height,
+    block_id_of,
+    block_time,
+    is_valid_block,
+    make_block,
+)
 from emrchain.sim.messages import (
     Message,
     ProposalMessage,
@@ -60,6 +69,8 @@ if TYPE_CHECKING:
     from emrchain.sim.simulation import Simulation
 
 SYNC_INTERVAL_MS = 400
+SIM_MAX_FUTURE_MESSAGES = 96
+"""Messages kept per source for heights 2..4 above (`RuntimeLimits.max_future_messages`)."""
 SYNC_BATCH = 8
 SYNC_REQUEST_TIMEOUT_TICKS = 2
 """A pull unanswered for this many ticks (gossip intervals) is given up, its peer demoted."""
@@ -92,19 +103,31 @@ class PersistentStorage:
 
 
 class SimulatedBlocks:
-    """`BlockRules` over the simulated application's payloads (`sim/application.py`)."""
+    """`BlockRules` over the simulated application's payloads (`sim/application.py`). With
+    `node`, blocks are dated and judged by BFT time on the simulation's virtual clock and the
+    node's decided blocks; without (unit tests), undated."""
 
-    def __init__(self, proposer: bytes) -> None:
+    def __init__(self, proposer: bytes, node: SimNode | None = None) -> None:
         self._proposer = proposer
+        self._node = node
 
     def identify(self, block: bytes) -> tuple[int, bytes]:
         return block_height(block), block_id_of(block)
 
     def build(self, height: int, round_number: int) -> bytes:
-        return make_block(height, round_number, self._proposer)
+        node = self._node
+        if node is None:
+            return make_block(height, round_number, self._proposer)
+        time_ms = max(node.sim.now, node.previous_time_ms(height) + 1)
+        return make_block(height, round_number, self._proposer, time_ms=time_ms)
 
     def validate(self, height: int, block: bytes) -> bool:
-        return is_valid_block(block, height)
+        node = self._node
+        if node is None:
+            return is_valid_block(block, height)
+        return is_valid_block(
+            block, height, previous_time_ms=node.previous_time_ms(height), now_ms=node.sim.now
+        )
 
     def encode(self, block: bytes) -> bytes:
         return block
@@ -135,6 +158,8 @@ class SimNode:
         self.incarnation = 0
         self.crash_point: CrashPoint | None = None
         self.evidence_reported = 0
+        self.peer_reports: Counter[PeerFault] = Counter()
+        """Faults the runtime reported against peers (a node would score and ban them)."""
         self.restarts = 0
         self.sync_refused = 0
         """Synced blocks refused because their commit did not verify for them."""
@@ -147,9 +172,15 @@ class SimNode:
             self._make_core(self.key),
             self.signer,
             self.sim.chain_id,
-            SimulatedBlocks(self.key),
+            SimulatedBlocks(self.key, self),
             self.sim.verifier,
+            self.runtime_limits(),
         )
+
+    def runtime_limits(self) -> RuntimeLimits:
+        """The node's defaults, with a future-height budget small enough that a simulated
+        flood reaches it (a simulated message is a few hundred bytes)."""
+        return RuntimeLimits(max_future_messages=SIM_MAX_FUTURE_MESSAGES)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -187,6 +218,11 @@ class SimNode:
             for name in RESTART_COUNTERS:
                 totals[name] += getattr(self.runtime, name)
         return totals
+
+    def previous_time_ms(self, height: int) -> int:
+        """Time of our decided block at `height - 1` (0 before the first)."""
+        previous = self.storage.blocks.get(height - 1)
+        return block_time(previous[0]) if previous is not None else 0
 
     @property
     def crashes_after_persist(self) -> int:
@@ -226,9 +262,8 @@ class SimNode:
             if isinstance(message, VoteMessage):
                 self._execute(self.runtime.on_vote(message.vote, message.key, source=source))
             else:
-                self._execute(
-                    self.runtime.on_proposal(message.proposal, message.payload, source=source)
-                )
+                runtime = self.runtime
+                self._execute(runtime.on_proposal(message.proposal, message.payload, source=source))
         elif isinstance(message, StatusMessage):
             if message.height < self.runtime.height:
                 self._push_blocks(source, message.height)
@@ -283,6 +318,8 @@ class SimNode:
             elif isinstance(action, ReportEvidence):
                 self.evidence_reported += 1
                 self.sim.checker.on_evidence(self.sim.now, self.index, action.evidence)
+            elif isinstance(action, ReportPeer):
+                self.peer_reports[action.fault] += 1
 
     def _relay(self, action: Relay) -> None:
         """A peer's new vote, to every other node but its source (as the node's driver)."""
@@ -353,8 +390,11 @@ class SimNode:
                 return  # a gap: nothing here is for us yet
             block_id = block_id_of(payload)
             if (
-                commit.block_id != block_id
-                or not is_valid_block(payload, height)
+                commit.height != height
+                or commit.block_id != block_id
+                or not is_valid_block(
+                    payload, height, previous_time_ms=self.previous_time_ms(height)
+                )
                 or not self.sim.commit_is_valid(commit, height, block_id)
             ):
                 self.sync_refused += 1

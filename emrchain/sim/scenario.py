@@ -29,9 +29,9 @@ class Behaviour(Enum):
     # Votes honestly; as proposer, withholds its proposal from one correct node, and sends it the
     # proposal with an unrequested sync response for the block once the block is decided.
     WITHHOLD_PROPOSAL = "withhold-proposal"
-
-
-BEHAVIOUR_NAMES = tuple(behaviour.value for behaviour in Behaviour)
+    JUNK_PROPOSALS = "junk-proposals"  # forged, wrong-proposer and oversized proposals
+    EXTREME_TIME = "extreme-time"  # as proposer, dates its block 2^63-1 or now + 10 years
+    FUTURE_FLOOD = "future-flood"  # floods signed proposals for heights 2..4 above
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +110,19 @@ def parse_faults(text: str) -> tuple[str, ...]:
     if text == "none":
         return ()
     classes = tuple(part.strip() for part in text.split(",") if part.strip())
+    behaviours = [behaviour.value for behaviour in Behaviour]
     for name in classes:
-        if name not in (*FAULT_CLASSES, ATTACK, *BEHAVIOUR_NAMES):
+        if name not in (*FAULT_CLASSES, ATTACK, *behaviours):
             raise ValueError(
-                f"unknown fault class {name!r}; expected mixed, none or {FAULT_CLASSES}, "
-                f"or with byzantine some of {BEHAVIOUR_NAMES}"
+                f"unknown fault class {name!r}; expected mixed, none, {FAULT_CLASSES} or "
+                f"byzantine behaviours {behaviours}"
             )
     return classes
+
+
+def chosen_behaviours(faults: tuple[str, ...]) -> list[Behaviour]:
+    """Byzantine behaviours named in `faults` (they restrict the draw and imply byzantine)."""
+    return [behaviour for behaviour in Behaviour if behaviour.value in faults]
 
 
 def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: int) -> Scenario:
@@ -125,6 +131,7 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
     rng = random.Random(f"emrchain-sim/scenario/{seed}/{validators}/{','.join(faults)}")
     f = (validators - 1) // 3
     attack = ATTACK in faults
+    only = chosen_behaviours(faults)  # e.g. "junk-proposals,extreme-time": one of these
     if attack or rng.random() < 0.5:
         powers = tuple([1] * validators)
     else:
@@ -135,14 +142,18 @@ def make_scenario(seed: int, validators: int, faults: tuple[str, ...], heights: 
     if attack and f > 0:
         chosen = rng.sample(range(validators), f)
         byzantine = sorted((index, Behaviour.EQUIVOCATE) for index in chosen)
-    elif "byzantine" in faults and f > 0 and rng.random() < 0.85:
+    elif ("byzantine" in faults or bool(only)) and f > 0 and (rng.random() < 0.85 or bool(only)):
         count = rng.randint(1, f)
         chosen = rng.sample(range(validators), count)
         # Keep the assumption f < n/3 by voting power: drop the heaviest until it holds.
         chosen.sort(key=lambda index: (-powers[index], index))
         while chosen and 3 * sum(powers[index] for index in chosen) >= total:
             chosen.pop(0)
-        behaviours = [b for b in Behaviour if b.value in faults] or list(Behaviour)
+        if only and not chosen:
+            # Named behaviours: one in every seed. The lightest validator always fits
+            # (n >= 4 gives total >= 4 * its power > 3 * its power).
+            chosen = [min(range(validators), key=lambda index: (powers[index], index))]
+        behaviours = only or list(Behaviour)
         byzantine = sorted((index, rng.choice(behaviours)) for index in chosen)
 
     network_heal_ms = 0

@@ -183,7 +183,8 @@ def test_the_driver_and_runtime_take_every_field_from_the_config() -> None:
     """DriverLimits keeps defaults for tests; the node's build must never fall back on them."""
     document = {
         "consensus": {
-            "max_blocks_per_height": 3,
+            "proposal_rounds_ahead": 3,
+            "max_future_bytes_per_peer": 53,
             "max_evidence_kept": 5,
             "max_events_per_dispatch": 7,
             "max_own_messages": 11,
