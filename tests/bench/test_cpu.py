@@ -40,6 +40,9 @@ def test_a_window_sees_a_busy_thread_and_one_that_exited(capsys: pytest.CaptureF
 
     def busy() -> None:  # burns, then stays alive (idle) until the window is over
         busy_id.append(threading.get_native_id())
+        # Burn only once the window has taken its first reading: a burn that finished
+        # before it would count nothing (seen on a loaded machine).
+        time.sleep(0.2)
         _burn(0.1)
         stop.wait()
 

@@ -7,12 +7,14 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
+from emrchain import _core
 from emrchain.config.genesis import load_config_and_genesis
 from emrchain.consensus.proposer import proposer
 from emrchain.devnet.byzantine import ByzantinePeer
 from emrchain.devnet.harness import Devnet
 from emrchain.node import messages
 from emrchain.types import Block, CommitCertificate, Proposal, VoteType
+from emrchain.types.block import BlockHeader, evidence_root
 from emrchain.types.validator import ValidatorSet
 
 HONEST = [0, 1, 2]
@@ -75,3 +77,26 @@ def rss_kib(network: Devnet, index: int) -> int:
 
 def all_running(network: Devnet) -> bool:
     return all(network.is_running(index) for index in HONEST)
+
+
+def block_extending(network: Devnet, peer: ByzantinePeer, height: int, time_ms: int) -> Block:
+    """An empty block for `height` on top of the honest chain, as its proposer would build it,
+    dated `time_ms`. Node 0 must be at `height - 1`."""
+    status = network.rpc(0, "/status")
+    assert status["latest_height"] == height - 1, status["latest_height"]
+    previous = peer.fetch_block(0, height - 1)
+    header = BlockHeader(
+        chain_id=peer.chain_id,
+        height=height,
+        time_ms=time_ms,
+        previous_block_id=previous.block.block_id,
+        last_commit_hash=previous.commit.hash,
+        tx_root=_core.merkle_root([]),
+        tx_count=0,
+        app_hash=bytes.fromhex(status["latest_app_hash"]),
+        validators_hash=previous.block.header.validators_hash,
+        next_validators_hash=previous.block.header.next_validators_hash,
+        evidence_hash=evidence_root(()),
+        proposer=peer.consensus_key.public_key,
+    )
+    return Block(header, (), previous.commit, ())

@@ -14,17 +14,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from emrchain import _core
 from emrchain.consensus.proposer import proposer
 from emrchain.devnet.byzantine import ByzantinePeer
 from emrchain.devnet.harness import Devnet
 from emrchain.types import Block
-from emrchain.types.block import BlockHeader, evidence_root
 from emrchain.types.validator import ValidatorSet
 from tests.byzantine.runtime_support import (
     BYZANTINE,
     HONEST,
     all_running,
+    block_extending,
     log_of,
     proposal_message,
     validator_set,
@@ -45,29 +44,6 @@ def own_height(peer: ByzantinePeer, validators: ValidatorSet, after: int) -> int
     """The first height above `after` whose round 0 the byzantine validator proposes."""
     own = peer.consensus_key.public_key
     return next(h for h in range(after + 1, after + 9) if proposer(validators, h, 0) == own)
-
-
-def block_extending(network: Devnet, peer: ByzantinePeer, height: int, time_ms: int) -> Block:
-    """An empty block for `height` on top of the honest chain, as its proposer would build it,
-    dated `time_ms`. Node 0 must be at `height - 1`."""
-    status = network.rpc(0, "/status")
-    assert status["latest_height"] == height - 1, status["latest_height"]
-    previous = peer.fetch_block(0, height - 1)
-    header = BlockHeader(
-        chain_id=peer.chain_id,
-        height=height,
-        time_ms=time_ms,
-        previous_block_id=previous.block.block_id,
-        last_commit_hash=previous.commit.hash,
-        tx_root=_core.merkle_root([]),
-        tx_count=0,
-        app_hash=bytes.fromhex(status["latest_app_hash"]),
-        validators_hash=previous.block.header.validators_hash,
-        next_validators_hash=previous.block.header.next_validators_hash,
-        evidence_hash=evidence_root(()),
-        proposer=peer.consensus_key.public_key,
-    )
-    return Block(header, (), previous.commit, ())
 
 
 def propose_at_own_turn(

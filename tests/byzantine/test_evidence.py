@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,11 +24,13 @@ from typing import Any
 
 from emrchain.client import transactions
 from emrchain.config.node import load_node_config
+from emrchain.consensus.proposer import proposer
 from emrchain.devnet.byzantine import ByzantinePeer
 from emrchain.devnet.harness import Devnet
 from emrchain.hsm.node_keys import validator_signer
 from emrchain.node import messages
 from emrchain.types import DuplicateVoteEvidence, VoteType
+from tests.byzantine.runtime_support import block_extending, validator_set
 
 HONEST = [0, 1, 2]
 BYZANTINE = 3
@@ -150,42 +153,37 @@ def resident_mib(network: Devnet, index: int) -> float:
 
 
 def test_conflicting_proposals_sent_to_one_node_are_committed_and_jail(tmp_path: Path) -> None:
-    """Validator 3 signs two different proposals for one (height, round) and sends both to node
-    0 only: node 0 detects them, gossips the evidence, and every honest node commits it and
-    jails validator 3 from the commit height + 2. The commit pause (1 s) keeps node 0 at the
-    height of the proposal it just decided, so our proposals for that height reach its runtime."""
-    with honest_three_and_byzantine_three(tmp_path, {"timeout_commit_ms": 1_000}) as (
-        network,
-        peer,
-    ):
+    """Validator 3 signs two different proposals for a (height, round 0) it proposes and sends
+    both to node 0 only, while node 0 is one height below or at it (admission, §4.7, keeps
+    proposals only from the round's proposer, within the round window): node 0 detects them,
+    gossips the evidence, and every honest node commits it and jails validator 3 from the
+    commit height + 2."""
+    with honest_three_and_byzantine_three(tmp_path, {}) as (network, peer):
         offender = peer.consensus_key.public_key.hex()
+        validators = validator_set(network)
         attempts: list[int] = []
 
         def equivocate_until_pending() -> bool:
             pending = network.rpc(0, "/evidence")["pending"]
             if pending or committed_evidence(network, 0):
                 return True
-            honest = peer.latest_proposal(min_height=max(attempts, default=0) + 1)
-            if honest is not None:
-                height = honest.proposal.height
-                attempts.append(height)
-                header = honest.block.header
-                variants = [
-                    dataclasses.replace(
-                        honest.block,
-                        header=dataclasses.replace(header, time_ms=header.time_ms + offset),
-                    )
-                    for offset in (1, 2)
-                ]
-                peer.send(
-                    0,
-                    *(
-                        messages.ProposalMessage(
-                            peer.proposal(height, 7, variant.block_id), variant
-                        )
-                        for variant in variants
-                    ),
-                )
+            target = network.height(0) + 1
+            own = peer.consensus_key.public_key
+            if target in attempts or proposer(validators, target, 0) != own:
+                return False
+            attempts.append(target)
+            now = int(time.time() * 1000)
+            try:
+                blocks = [block_extending(network, peer, target, now + offset) for offset in (0, 1)]
+            except AssertionError:
+                return False  # node 0 moved on while we built: try at our next turn
+            peer.send(
+                0,
+                *(
+                    messages.ProposalMessage(peer.proposal(target, 0, block.block_id), block)
+                    for block in blocks
+                ),
+            )
             return False
 
         peer.wait_for(equivocate_until_pending, PHASE_TIMEOUT_S, "conflicting proposals seen")
@@ -193,7 +191,7 @@ def test_conflicting_proposals_sent_to_one_node_are_committed_and_jail(tmp_path:
         assert (entry["type"], entry["offender"], entry["round"]) == (
             "conflicting_proposals",
             offender,
-            7,
+            0,
         )
         assert entry["height"] in attempts
         commit_height = entry["committed_height"]
