@@ -238,6 +238,9 @@ class ByzantineNode(SimNode):
                     -1,
                     block_id_of(payload),
                 )
+                # Where we are that round's proposer, this is a real proposal that may be
+                # decided: the checker must know it was proposed (I2).
+                sim.checker.on_proposal_signed(sim.now, self.index, signed, payload)
                 sim.broadcast(self.index, ProposalMessage.of(signed, payload))
 
     def send_split(
