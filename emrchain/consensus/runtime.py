@@ -476,6 +476,12 @@ class ConsensusRuntime(Generic[BlockT]):
             for message in self._own_messages:
                 actions.append(Broadcast(message))
                 self._send_polka(message, actions)
+            # Others' votes too: a vote relayed once (or sent once by a byzantine validator
+            # that has moved on) may have been lost before GST, and without it the correct
+            # nodes of a height can wait for each other for ever (simulator seed 1081/4).
+            for vote in self.core.votes_to_gossip():
+                if vote.validator != self.own_key:
+                    actions.append(Relay(vote, None))
         self._last_tick_height = self.core.height
         return actions
 

@@ -131,6 +131,15 @@ class TendermintCore:
             raise RuntimeError("no height started")
         return self._selector.proposer(height, round_number)
 
+    def votes_to_gossip(self) -> list[Vote]:
+        """The votes counted in our round and the one before it: what a node stuck at this
+        height passes on again (the paper's gossip assumption, for messages whose sender
+        will not re-send them itself)."""
+        rounds = (self.round - 1, self.round) if self.round > 0 else (0,)
+        return [
+            vote for round_number in rounds for vote in self._votes.counted_in_round(round_number)
+        ]
+
     def prevotes_for(self, round_number: int, block_id: bytes) -> list[Vote]:
         """The counted prevotes for `block_id` in `round_number` of the current height.
 

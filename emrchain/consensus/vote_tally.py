@@ -53,6 +53,10 @@ class RoundVotes:
         self._count(vote, power)
         return True, first
 
+    def counted(self) -> list[Vote]:
+        """Every vote counted in this round (an equivocator's up to its bound)."""
+        return [vote for voters in self._voters_by_block.values() for vote in voters.values()]
+
     def _count(self, vote: Vote, power: int) -> None:
         voters = self._voters_by_block.get(vote.block_id)
         if voters is None:
@@ -110,3 +114,12 @@ class HeightVotes:
     def votes_for(self, round_number: int, vote_type: VoteType, block_id: bytes) -> list[Vote]:
         votes = self._rounds.get((round_number, vote_type))
         return votes.votes_for(block_id) if votes else []
+
+    def counted_in_round(self, round_number: int) -> list[Vote]:
+        """The prevotes, then the precommits, counted in `round_number`."""
+        counted: list[Vote] = []
+        for vote_type in (VoteType.PREVOTE, VoteType.PRECOMMIT):
+            votes = self._rounds.get((round_number, vote_type))
+            if votes is not None:
+                counted.extend(votes.counted())
+        return counted
