@@ -104,6 +104,15 @@ class EvidencePool:
     def pending(self) -> list[Evidence]:
         return sorted(self._pending.values(), key=_order)
 
+    def committed_count(self) -> int:
+        """Evidence items committed so far (their keys in state; nothing decoded)."""
+        prefix = layout.state_key(keys.COMMITTED_EVIDENCE_PREFIX)
+        try:
+            with self._database.db.iterator(prefix=prefix, include_value=False) as found:
+                return sum(1 for _ in found)
+        except plyvel.Error as error:
+            raise translate_error(error, self._database.path) from None
+
     def committed(self, limit: int = MAX_COMMITTED_LISTED) -> list[tuple[int, Evidence]]:
         """(commit height, evidence) of committed evidence, read from state, by commit
         height; at most `limit` entries."""

@@ -88,11 +88,21 @@ class NodeCollector(Collector):
             status.refused_signatures,
         )
         yield _counter(
+            "consensus_evidence_committed",
+            "Evidence items committed on the chain (each jails its offender).",
+            operations.evidence_committed,
+        )
+        yield _gauge(
+            "consensus_evidence_pending",
+            "Evidence items in this node's pool, waiting for a block.",
+            operations.evidence_pending,
+        )
+        yield _counter(
             "blocksync_blocks_synced", "Blocks applied through block sync.", status.blocks_synced
         )
         yield _gauge(
             "blocksync_best_peer_height",
-            "Highest height a peer reported.",
+            "A height some honest peer reported ((f + 1)-th highest claim).",
             operations.best_peer_height,
         )
 

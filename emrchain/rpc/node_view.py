@@ -111,6 +111,10 @@ class OperationsSnapshot:
     """A height some honest peer reported, if at most f = (validators - 1) // 3 peers lie: the
     (f + 1)-th highest report in good standing (0 before enough reports)."""
     p2p: P2PStats
+    evidence_committed: int
+    """Evidence items committed on the chain so far."""
+    evidence_pending: int
+    """Evidence items in this node's pool, waiting for a block."""
     replication_queued: int
     """Pins queued or in progress (0 without replication)."""
     replication_counters: dict[str, int]

@@ -17,10 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from emrchain.client import transactions
 from emrchain.config.node import load_node_config
@@ -52,6 +55,18 @@ def honest_three_and_byzantine_three(
         with ByzantinePeer(network, BYZANTINE) as peer:
             peer.wait_connected(HONEST)
             yield network, peer
+
+
+def scraped(network: Devnet, index: int, name: str) -> float:
+    """The value of the unlabelled sample `name` in node `index`'s /metrics."""
+    url = network.instrumentation_url(index) + "/metrics"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and not sample.labels:
+                return float(sample.value)
+    raise AssertionError(f"{name} not in node {index}'s /metrics")
 
 
 def committed_evidence(network: Devnet, index: int) -> list[dict[str, Any]]:
@@ -105,6 +120,8 @@ def test_double_sign_is_committed_everywhere_and_jails_from_commit_height_plus_t
         commit_height = entry["committed_height"]
         block = network.rpc(0, f"/blocks/{commit_height}")
         assert block["header"]["evidence_hash"] != hashlib.sha256(b"").hexdigest()
+        for index in HONEST:  # what an operator's Prometheus sees (docs/spec/metrics.md)
+            assert scraped(network, index, "emrchain_consensus_evidence_committed_total") == 1
 
         network.wait_for_height(commit_height + 5, HONEST, PHASE_TIMEOUT_S)
         for index in HONEST:
