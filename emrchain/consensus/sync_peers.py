@@ -57,11 +57,6 @@ class SyncPeers(Generic[Peer]):
     def claimed_height(self, peer: Peer) -> int | None:
         return self._claims.get(peer)
 
-    @property
-    def best_claim(self) -> int:
-        """The highest height a peer in good standing claims: a hint, never proof."""
-        return max(self._claims.values(), default=0)
-
     def vouched_claim(self, liars: int) -> int:
         """A height some honest peer claims when at most `liars` peers lie: the (liars + 1)-th
         highest claim in good standing (0 with fewer claims). Readiness uses it, so that one

@@ -101,6 +101,9 @@ class EvidencePool:
 
     # ------------------------------------------------------------------- reading
 
+    def pending_count(self) -> int:
+        return len(self._pending)
+
     def pending(self) -> list[Evidence]:
         return sorted(self._pending.values(), key=_order)
 

@@ -134,7 +134,7 @@ class NodeRpcView:
             best_peer_height=node.blocksync.peers.vouched_claim(liars=(validators - 1) // 3),
             p2p=node.p2p.stats(),
             evidence_committed=node.evidence_pool.committed_count(),
-            evidence_pending=len(node.evidence_pool.pending()),
+            evidence_pending=node.evidence_pool.pending_count(),
             replication_queued=replicator.backlog if replicator is not None else 0,
             replication_counters=dataclasses.asdict(replicator.counters)
             if replicator is not None
