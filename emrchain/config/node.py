@@ -230,6 +230,28 @@ class RpcSection:
         "reply bytes for this long is disconnected.",
         Integer(100, 600_000, "milliseconds"),
     )
+    commit_wait_timeout_ms: int = setting(
+        8_000,
+        "How long POST /txs?wait=commit waits for the batch's accepted transactions to be "
+        "committed; then it answers 504 commit_timeout (they may still commit). Below "
+        "request_timeout_ms.",
+        Integer(100, 600_000, "milliseconds"),
+    )
+    max_txs_waiting_for_commit: int = setting(
+        10_000,
+        "Most transactions that POST /txs?wait=commit requests wait for at once, all requests "
+        "together; a request that would exceed it answers 503 with Retry-After before anything "
+        "is admitted.",
+        Integer(1, 1_000_000, "transactions"),
+    )
+    shutdown_grace_ms: int = setting(
+        200,
+        "When the node stops: how long an open request gets to finish (a stream subscription "
+        "is closed at once, code 1001, and gets this long for its close handshake) before it "
+        "is cancelled, and then again before its connection is cut. The RPC is closed within "
+        "about twice this.",
+        Integer(0, 60_000, "milliseconds"),
+    )
     max_header_bytes: int = setting(
         8_190,
         "Longest request line or header line the HTTP parser accepts (longer: 400).",
@@ -1068,6 +1090,12 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         f"must be below [rpc] request_timeout_ms ({rpc.request_timeout_ms}) so a read that "
         f"waits for its access event can still answer, got "
         f"{config.records.access_event_timeout_ms}",
+    )
+    require(
+        rpc.commit_wait_timeout_ms < rpc.request_timeout_ms,
+        "[rpc] commit_wait_timeout_ms",
+        f"must be below [rpc] request_timeout_ms ({rpc.request_timeout_ms}) so a submission "
+        f"that waits for its commit can still answer, got {rpc.commit_wait_timeout_ms}",
     )
     require(
         not config.records.redis_tls_ca_file or config.records.redis_url.startswith("rediss://"),

@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 from emrchain import _core
@@ -44,6 +46,7 @@ from emrchain.records import open_record_service
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
+from emrchain.rpc.connections import FileLimitError
 from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
@@ -56,9 +59,12 @@ from emrchain.store import (
     ConsensusWal,
     DatabaseOptions,
     SigningStateStore,
+    StoreError,
+    StoreLockedError,
     reconcile,
 )
 from emrchain.store.absence import AbsenceFilter
+from emrchain.store.database import database_path
 from emrchain.store.state_cache import StateCache
 from emrchain.throttled_log import ThrottledLog
 from emrchain.types import DecodeError, Evidence
@@ -191,6 +197,10 @@ class Node:
         self.commit_waits = CommitWaits(config.records.max_reads_waiting)
         self.chain.commit_listeners.append(self.commit_waits.on_commit)
         self.chain.drop_listeners.append(self.commit_waits.on_dropped)
+        # POST /txs?wait=commit waits here (docs/spec/rpc.md §Acknowledgements).
+        self.submit_waits = CommitWaits(config.rpc.max_txs_waiting_for_commit, shared=True)
+        self.chain.commit_listeners.append(self.submit_waits.on_commit)
+        self.chain.drop_listeners.append(self.submit_waits.on_dropped)
         self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
@@ -224,10 +234,23 @@ class Node:
 
     @classmethod
     def open(cls, home: Path | str) -> Node:
+        """Open the home's node; NodeStartError (one line, `emrchain start` prints it) for a
+        home another process runs, or a database it cannot use."""
         config, genesis = load_config_and_genesis(Path(home))
-        database = ChainDatabase.open(config.home, build(DatabaseOptions, config))
+        try:
+            database = ChainDatabase.open(config.home, build(DatabaseOptions, config))
+        except StoreLockedError:
+            raise NodeStartError(
+                f"{config.home}: another emrchain node is running with this home (its database "
+                f"{database_path(config.home)} is locked); stop that node first"
+            ) from None
+        except StoreError as error:
+            raise NodeStartError(str(error)) from None
         try:
             return cls(config, genesis, database)
+        except StoreError as error:
+            database.close()
+            raise NodeStartError(str(error)) from None
         except BaseException:
             database.close()
             raise
@@ -235,9 +258,11 @@ class Node:
     def _initialize_store_if_new(self) -> None:
         if self.store.is_initialized():
             if self.store.chain_id != self.chain_id:
+                stored = (self.store.chain_id or b"").decode(errors="replace")
                 raise NodeStartError(
-                    f"the data directory holds chain {self.store.chain_id!r}, genesis says "
-                    f"{self.chain_id!r}: run `emrchain unsafe-reset-all` to start over"
+                    f"the data directory holds chain {stored!r}, genesis says "
+                    f"{self.chain_id.decode(errors='replace')!r}: run `emrchain unsafe-reset-all` "
+                    "to start over"
                 )
             return
         validators = self.genesis.validator_set()
@@ -264,19 +289,11 @@ class Node:
     async def run(self) -> None:
         """Serve until `request_stop()` (SIGTERM/SIGINT) or a halt; then shut down cleanly."""
         tune_garbage_collector()
-        await self.p2p.start()
-        self.admission.start()
-        await self.rpc.start()
-        if self.instrumentation is not None:
-            try:
-                await self.instrumentation.start()
-            except OSError as error:
-                await self.rpc.close()
-                await self.p2p.close()
-                address = self.config.instrumentation.listen_address
-                raise NodeStartError(
-                    f"[instrumentation] listen_address {address}: cannot listen ({error.strerror})"
-                ) from None
+        try:
+            await self._listen()
+        except NodeStartError:
+            await self.shutdown()  # what did start, and the database: its lock is released
+            raise
         self.driver = ConsensusDriver(
             TendermintCore(build(ConsensusConfig, self.config), self.validator_key.public_key),
             self.chain,
@@ -312,6 +329,20 @@ class Node:
         finally:
             await self.shutdown()
 
+    async def _listen(self) -> None:
+        """Start the P2P, RPC and instrumentation listeners (and the admission pipeline). One
+        that cannot listen is a NodeStartError naming its setting."""
+        config = self.config
+        await _listening("[p2p] listen_address", config.p2p.listen_address, self.p2p.start())
+        self.admission.start()
+        await _listening("[rpc] listen_address", config.rpc.listen_address, self.rpc.start())
+        if self.instrumentation is not None:
+            await _listening(
+                "[instrumentation] listen_address",
+                config.instrumentation.listen_address,
+                self.instrumentation.start(),
+            )
+
     async def _finish_unfinished_rotation(self) -> None:
         final = await self.records.finish_unfinished_rotation()
         if final is not None:
@@ -346,6 +377,9 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Nothing commits here any more: requests waiting for a commit answer now.
+        self.commit_waits.close()
+        self.submit_waits.close()
         await self.rpc.close()
         if self.instrumentation is not None:
             await self.instrumentation.close()
@@ -511,6 +545,18 @@ class Node:
                 # Stuck for a whole interval: the runtime resends our messages of this height,
                 # in case a peer missed them (dropped from a full queue, or connected since).
                 self._guarded(self.driver.tick)
+
+
+async def _listening(key: str, address: object, start: Awaitable[None]) -> None:
+    """Await a listener's `start`; its refusal (address in use, open-file limit) as one line."""
+    try:
+        await start
+    except FileLimitError as error:
+        raise NodeStartError(str(error)) from None
+    except OSError as error:
+        # asyncio words a bind failure its own way; the errno says it plainly.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        raise NodeStartError(f"{key} {address}: cannot listen ({reason})") from None
 
 
 async def run_node(home: Path | str) -> Node:

@@ -74,6 +74,10 @@ class NodeRpcView:
     def commit_waits(self) -> CommitWaits:
         return self._node.commit_waits
 
+    @property
+    def submit_waits(self) -> CommitWaits:
+        return self._node.submit_waits
+
     async def admit(self, txs: list[bytes]) -> list[Admission]:
         return await self._node.admission.admit(txs)
 

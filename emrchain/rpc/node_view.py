@@ -165,7 +165,14 @@ class NodeView(Protocol):
     def records(self) -> RecordService: ...
 
     @property
-    def commit_waits(self) -> CommitWaits: ...
+    def commit_waits(self) -> CommitWaits:
+        """Where reads wait for their access event's commit."""
+        ...
+
+    @property
+    def submit_waits(self) -> CommitWaits:
+        """Where `POST /txs?wait=commit` waits (shared: several requests, one transaction)."""
+        ...
 
     def admit(self, txs: list[bytes]) -> Awaitable[list[Admission]]:
         """Admit a client's batch through the admission pipeline (signatures verified off the

@@ -6,7 +6,7 @@ After each commit every subscriber gets one text frame:
 `{"height", "time_ms", "block_id", "events": [access events of the patient new in this block]}`.
 Bounded like `/ws/blocks`: a subscriber that falls too far behind is disconnected, never
 silently skipped; one member holds at most `[rpc] max_stream_subscribers_per_member` of the
-slots (429 beyond).
+slots (429 beyond); closed with 1001 when the node shuts down, as `/ws/blocks` is.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from emrchain.rpc.auth import Authenticator
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.records import event_json
-from emrchain.rpc.stream import StreamLimits, _Subscriber, take_slot
+from emrchain.rpc.stream import StreamLimits, _Subscriber, refuse_if_stopping, take_slot
 from emrchain.state.emr import list_decision, queries
 from emrchain.state.result import TxResult
 from emrchain.types import Block
@@ -47,7 +47,14 @@ class PatientEventStream:
         self._limits = limits or StreamLimits()
         self._subscribers: set[_PatientSubscriber] = set()
         self.slots = self._limits.slots()
+        self._stopping = False
         node.add_commit_listener(self.publish)
+
+    def stop(self) -> None:
+        """Close every subscription (1001) and refuse new ones: the node shuts down."""
+        self._stopping = True
+        for subscriber in self._subscribers:
+            subscriber.stop()
 
     def publish(
         self, block: Block, tx_ids: Sequence[bytes], tx_results: Sequence[TxResult]
@@ -78,6 +85,7 @@ class PatientEventStream:
             subscriber.offer(frame)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        refuse_if_stopping(self._stopping)
         patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
         caller = await self._auth.authenticate(request)
         view = self._node.chain.state_view()
@@ -98,13 +106,12 @@ class PatientEventStream:
         socket = web.WebSocketResponse(heartbeat=30.0)
         await socket.prepare(request)
         self._subscribers.add(subscriber)
+        if self._stopping:  # stopped while this upgrade was being answered
+            subscriber.stop()
         try:
             while not socket.closed:
                 frame = await subscriber.queue.get()
-                if subscriber.overflowed:
-                    await socket.close(
-                        code=WSCloseCode.TRY_AGAIN_LATER, message=b"subscriber fell behind"
-                    )
+                if await subscriber.close_if_ended(socket):
                     break
                 await asyncio.wait_for(socket.send_str(frame), self._limits.send_timeout_ms / 1000)
         except (TimeoutError, ConnectionResetError):

@@ -17,7 +17,7 @@ from emrchain.api.parse import decimal, lower_hex
 from emrchain.api.signing import HEADER_ACCESS_EVENT
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
-from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
+from emrchain.rpc.commit_waits import TxDropped, WaitLimitError, WaitsClosedError
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.node_view import NodeView
@@ -245,6 +245,10 @@ class RecordRoutes:
             ) from None
         except ValueError:
             raise RpcError(409, "access_event_refused", "this access event is in use") from None
+        except WaitsClosedError:
+            raise RpcError(
+                503, "shutting_down", "the node is shutting down", retry_after_s=1.0
+            ) from None
         try:
             admission = self._node.admit_now([raw])[0]
             if not admission.accepted:
@@ -258,6 +262,13 @@ class RecordRoutes:
                 "access_event_not_committed",
                 "the access event was not committed in time; the read was not served (the "
                 "event may still commit and then stays in the trail)",
+            ) from None
+        except WaitsClosedError:
+            raise RpcError(
+                503,
+                "shutting_down",
+                "the node shut down before the access event was committed; the read was not "
+                "served (the event may still commit on the other validators)",
             ) from None
         except TxDropped:
             raise RpcError(

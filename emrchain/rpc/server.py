@@ -300,6 +300,8 @@ class RpcServer:
             max_headers=section.max_headers,
             keepalive_timeout=section.idle_timeout_ms / 1000,
             lingering_time=0,
+            # On stop, an open request (a stream's close handshake) gets this long, twice.
+            shutdown_timeout=section.shutdown_grace_ms / 1000,
             logger=_http_logger(section.error_log_interval_ms / 1000),
         )
         await self._runner.setup()
@@ -320,8 +322,12 @@ class RpcServer:
         self.port = await self._gate.start(address.host, address.port)
 
     async def close(self) -> None:
+        """Stop accepting, close every stream subscription (1001), then give open requests
+        `[rpc] shutdown_grace_ms` before cutting them: a client never holds up the exit."""
         if self._gate is not None:
             await self._gate.close()
+        self.block_stream.stop()
+        self.patient_stream.stop()
         if self._runner is not None:
             await self._runner.cleanup()
 
