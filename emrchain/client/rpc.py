@@ -13,17 +13,26 @@ a node that asks for client certificates.
 
 Nonces: the first `next_nonce()` asks `GET /accounts/{key}` for the sender's next nonce, then a
 local counter hands out the following ones, so several transactions can be submitted back to
-back. After any refusal the counter is forgotten and fetched again: a transaction the mempool
-refused used no nonce, one that execution refused did, and the node's view (committed plus
-pending) is the reliable one either way.
+back. After a refusal the counter is forgotten and worked out again (`forget_nonce`), but the
+node's `next_nonce` is only a lower bound: it counts the transactions pending in *its* mempool,
+and a node that restarted has lost those it had not yet gossiped, and may not yet have those
+its peers hold. So the client never signs a second transaction with a nonce it has used: it
+keeps every transaction it sent whose fate it does not know (accepted or unanswered, not yet
+committed: `unconfirmed`), drops those at or below the committed nonce, sends the node again,
+byte for byte, those at or above the node's next nonce, and continues after the highest. A
+re-sent transaction is the same transaction (same id), so it can commit only once, and no 200
+is ever given for a transaction whose nonce another one of ours holds (docs/spec/rpc.md
+§Acknowledgements).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +59,10 @@ from emrchain.client.replies import (
     NodeUnreachableError,
     NotFound,
     RecordRead,
+    RequestFailedError,
     StoredRecord,
     SubmissionRefusedError,
+    TimedOut,
     Unauthenticated,
     Verdict,
     check_stored,
@@ -69,6 +80,13 @@ from emrchain.schema import ErasureReason, RecordType
 from emrchain.types.transaction import Transaction
 
 DEFAULT_TIMEOUT_S = 30.0
+MAX_UNCONFIRMED_TXS = 10_000
+"""Transactions of unknown fate one client keeps to send again; more: wait for commits."""
+STILL_ALIVE_CODES = frozenset({"duplicate", "nonce_too_low"})
+"""Refusals of a re-sent transaction that need nothing more: the node has it (pending or
+committed), or its nonce is already used (by it, since we never sign two with one nonce)."""
+NOT_ADMITTED_CODES = frozenset({"busy", "too_many_txs_waiting", "too_many_reads_waiting"})
+"""5xx refusals a node gives before it admits anything (any 4xx is one too)."""
 CONNECT_TIMEOUT_S = 5.0
 DEFAULT_COMMIT_TIMEOUT_S = 60.0
 MAX_BATCH_TXS = 1000
@@ -131,6 +149,8 @@ class EmrClient:
         self._session: aiohttp.ClientSession | None = None
         self._next_nonce: int | None = None
         self._nonce_lock = asyncio.Lock()
+        self.unconfirmed: dict[int, Transaction] = {}
+        """Nonce -> transaction sent whose fate is unknown (module docstring)."""
 
     async def __aenter__(self) -> EmrClient:
         return self
@@ -261,32 +281,144 @@ class EmrClient:
         """The nonce for this identity's next transaction (see the module docstring)."""
         async with self._nonce_lock:
             if self._next_nonce is None:
-                account = await self.account()
-                self._next_nonce = integer_field(account, "next_nonce", "GET /accounts")
+                self._next_nonce = await self._reconcile_nonce()
+            if len(self.unconfirmed) >= MAX_UNCONFIRMED_TXS:
+                raise EmrClientError(
+                    f"{len(self.unconfirmed)} transactions sent are not known to be committed; "
+                    "wait for their commits before sending more"
+                )
             nonce = self._next_nonce
             self._next_nonce += 1
             return nonce
 
     def forget_nonce(self) -> None:
-        """Ask the node for the next nonce again (after a refusal broke the local sequence)."""
+        """Work the next nonce out again (after a refusal broke the local sequence): from the
+        node's account and the transactions still unconfirmed, never below them."""
         self._next_nonce = None
+
+    async def _reconcile_nonce(self) -> int:
+        """The next nonce free for a new transaction; first the node is sent again those of our
+        unconfirmed transactions it does not hold (a restart lost them, or gossip has not
+        brought them back yet)."""
+        account = await self.account()
+        committed = integer_field(account, "committed_nonce", "GET /accounts")
+        node_next = integer_field(account, "next_nonce", "GET /accounts")
+        self._confirm_through(committed)
+        nonces = sorted(nonce for nonce in self.unconfirmed if nonce >= node_next)
+        missing = [self.unconfirmed[nonce] for nonce in nonces]
+        if missing:
+            await self._send_again(missing)
+        return max([node_next, *(nonce + 1 for nonce in self.unconfirmed)])
+
+    def _confirm_through(self, nonce: int) -> None:
+        """Our nonces up to `nonce` are used on chain: by our transactions, which are final."""
+        for used in [known for known in self.unconfirmed if known <= nonce]:
+            del self.unconfirmed[used]
+
+    def _confirm(self, tx_id: bytes) -> None:
+        """`tx_id` is committed (or refused by execution: committed all the same)."""
+        for nonce, tx in self.unconfirmed.items():
+            if tx.tx_id == tx_id:
+                self._confirm_through(nonce)
+                return
+
+    async def _send_again(self, txs: list[Transaction]) -> None:
+        """Re-send unconfirmed transactions, in nonce order; SubmissionRefusedError if the node
+        refuses one for another reason than already having it (they stay unconfirmed)."""
+        for verdict in await self._post_txs(txs):
+            if not verdict.accepted and verdict.code not in STILL_ALIVE_CODES:
+                raise SubmissionRefusedError(
+                    f"the node refused to take back transaction {verdict.tx_id.hex()}: "
+                    f"{verdict.code}: {verdict.reason}"
+                )
+
+    async def _post_txs(self, txs: list[Transaction], path: str = "/txs") -> list[Any]:
+        """POST `txs` (chunks of MAX_BATCH_TXS); each chunk's `results`, parsed as verdicts
+        (or, with wait=commit, the raw results too: see `submit_and_commit`)."""
+        verdicts: list[Any] = []
+        for start in range(0, len(txs), MAX_BATCH_TXS):
+            chunk = txs[start : start + MAX_BATCH_TXS]
+            body = json.dumps({"txs": [tx.encode().hex() for tx in chunk]}).encode()
+            reply = await self._request(
+                "POST", path, body=body, headers={"Content-Type": "application/json"}
+            )
+            verdicts += parse_verdicts(reply, [tx.tx_id for tx in chunk])
+        return verdicts
 
     async def submit(self, tx: Transaction) -> Verdict:
         return (await self.submit_batch([tx]))[0]
 
     async def submit_batch(self, txs: list[Transaction]) -> list[Verdict]:
-        """Submit in order (chunks of MAX_BATCH_TXS); one mempool verdict per transaction."""
-        verdicts: list[Verdict] = []
-        for start in range(0, len(txs), MAX_BATCH_TXS):
-            chunk = txs[start : start + MAX_BATCH_TXS]
-            body = json.dumps({"txs": [tx.encode().hex() for tx in chunk]}).encode()
-            reply = await self._request(
-                "POST", "/txs", body=body, headers={"Content-Type": "application/json"}
-            )
-            verdicts += parse_verdicts(reply, [tx.tx_id for tx in chunk])
+        """Submit in order (chunks of MAX_BATCH_TXS); one mempool verdict per transaction.
+
+        Each is unconfirmed from the moment it is sent: a reply that never comes may hide an
+        admission. One the node refused leaves no trace (this client sends each transaction
+        to one node), so its nonce is free again."""
+        async with self._tracking(txs):
+            verdicts: list[Verdict] = await self._post_txs(txs)
+        for tx, verdict in zip(txs, verdicts, strict=True):
+            if not verdict.accepted and verdict.code != "duplicate":
+                self._free(tx)
         if not all(verdict.accepted for verdict in verdicts):
             self.forget_nonce()
         return verdicts
+
+    @contextlib.asynccontextmanager
+    async def _tracking(self, txs: list[Transaction]) -> AsyncIterator[None]:
+        """Hold `txs` as unconfirmed while they are sent; a refusal of the whole request
+        (4xx: nothing was admitted) frees them, no reply or a 5xx keeps them."""
+        own = [tx for tx in txs if tx.sender == self.identity.member_key]
+        for tx in own:
+            self.unconfirmed[tx.nonce] = tx
+        try:
+            yield
+        except RequestFailedError as error:
+            if error.status < 500 or error.code in NOT_ADMITTED_CODES:
+                for tx in own:
+                    self.unconfirmed.pop(tx.nonce, None)
+            self.forget_nonce()
+            raise
+        except EmrClientError:
+            self.forget_nonce()
+            raise
+
+    async def submit_and_commit(self, tx: Transaction) -> Committed:
+        """Submit with `POST /txs?wait=commit`: the node answers once `tx` is committed.
+        SubmissionRefusedError (refused, or dropped: its nonce went to another transaction),
+        TransactionRefusedError (committed, refused by execution), CommitTimeoutError (not
+        committed within the node's `[rpc] commit_wait_timeout_ms`: it may still commit)."""
+        try:
+            async with self._tracking([tx]):
+                verdict, outcome = await self._post_and_wait(tx)
+        except TimedOut as error:
+            if error.code != "commit_timeout":
+                raise
+            raise CommitTimeoutError(f"transaction {tx.tx_id.hex()}: {error.message}") from None
+        if not verdict.accepted or outcome["outcome"] == "dropped":
+            if verdict.code != "duplicate":
+                self._free(tx)
+            self.forget_nonce()
+            why = f"{verdict.code}: {verdict.reason}" if not verdict.accepted else "dropped"
+            raise SubmissionRefusedError(f"the node refused transaction {tx.tx_id.hex()}: {why}")
+        self._confirm(tx.tx_id)
+        height = integer_field(outcome, "height", "POST /txs?wait=commit")
+        code = integer_field(outcome, "result_code", "POST /txs?wait=commit")
+        if code != 0:  # the result message is the sender's to read: a signed GET /txs/{id}
+            return await self.wait_committed(tx.tx_id)
+        return Committed(tx.tx_id, height, code)
+
+    def _free(self, tx: Transaction) -> None:
+        """`tx` was refused at admission: it is in no mempool, its nonce is free again."""
+        if self.unconfirmed.get(tx.nonce) == tx:
+            del self.unconfirmed[tx.nonce]
+
+    async def _post_and_wait(self, tx: Transaction) -> tuple[Verdict, dict[str, Any]]:
+        body = json.dumps({"txs": [tx.encode().hex()]}).encode()
+        reply = await self._request(
+            "POST", "/txs?wait=commit", body=body, headers={"Content-Type": "application/json"}
+        )
+        verdict = parse_verdicts(reply, [tx.tx_id])[0]
+        return verdict, json_object(reply["results"][0], "POST /txs?wait=commit")
 
     async def wait_committed(
         self, tx_id: bytes, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
@@ -312,6 +444,7 @@ class EmrClient:
             if reply is not None:
                 last_status = text_field(reply, "status", "GET /txs")
                 if last_status == "committed":
+                    self._confirm(tx_id)
                     try:
                         return parse_committed(reply, tx_id)
                     except EmrClientError:
@@ -328,13 +461,16 @@ class EmrClient:
     async def submit_and_wait(
         self, tx: Transaction, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
     ) -> Committed:
-        """Submit one transaction and wait for its commit; raise on any refusal."""
-        verdict = await self.submit(tx)
-        if not verdict.accepted:
-            raise SubmissionRefusedError(
-                f"the node refused transaction {tx.tx_id.hex()}: {verdict.code}: {verdict.reason}"
-            )
-        return await self.wait_committed(tx.tx_id, timeout_s)
+        """Submit one transaction and wait for its commit; raise on any refusal. The node
+        answers at the commit (wait=commit); past its own wait, this polls until `timeout_s`."""
+        started = time.monotonic()
+        try:
+            return await self.submit_and_commit(tx)
+        except CommitTimeoutError:
+            remaining_s = timeout_s - (time.monotonic() - started)
+            if remaining_s <= 0:
+                raise
+        return await self.wait_committed(tx.tx_id, remaining_s)
 
     async def _send(self, build: Any, **fields: Any) -> Committed:
         """Build a transaction with this identity and the next nonce, submit it and wait."""
@@ -391,7 +527,9 @@ class EmrClient:
         event = transactions.access_event(
             self.identity, await self.chain_id(), await self.next_nonce(), record_id=record_id
         )
-        try:
+        # Refused before or after the node admitted our access event: the nonce is worked
+        # out again, the event kept as unconfirmed unless the node answered (4xx).
+        async with self._tracking([event]):
             reply = await self._request(
                 "GET",
                 f"/records/{record_id.hex()}",
@@ -399,11 +537,8 @@ class EmrClient:
                 headers={HEADER_ACCESS_EVENT: event.encode().hex()},
                 limit=self._max_record_reply_bytes,
             )
-        except EmrClientError:
-            # Refused before or after the node submitted our access event: ask for the nonce.
-            self.forget_nonce()
-            raise
         served = parse_served_record(reply, event.tx_id)
+        self._confirm(event.tx_id)  # served implies committed
         try:
             plaintext = open_record(
                 served.ciphertext,

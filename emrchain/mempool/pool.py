@@ -38,7 +38,10 @@ and strand every later nonce it has pending.
 Gossip: every admitted transaction gets a sequence number; the node keeps one cursor per peer
 and streams `gossip_batch(cursor, ...)`. A transaction remembers the peer it came from and is
 not sent back to it. Echoes to other peers that already have it cost them a dict lookup: the
-duplicate check runs before verification.
+duplicate check runs before verification. A peer that (re)connects is first sent the whole
+pool as it was then (`relay_all_through`), whatever each transaction's origin: a restarted
+node lost its mempool, and its peers hold its clients' pending transactions, which it would
+otherwise never see again (its `next_nonce` for their senders would stay too low).
 
 Not thread-safe: the node calls every method from one thread (the core releases the GIL inside
 its batch calls, so admission work still uses all cores).
@@ -487,6 +490,7 @@ class Mempool:
         peer: Hashable | None = None,
         *,
         local_only: bool = False,
+        relay_all_through: int = 0,
     ) -> tuple[list[bytes], int]:
         """Pending transactions admitted after `cursor` (a sequence number; start with 0),
         oldest first, skipping those that came from `peer`; returns them and the cursor to
@@ -496,7 +500,9 @@ class Mempool:
         it, because the peer admits a sender's nonces only in order. `max_bytes` must be at
         least max_tx_bytes so every call makes progress. `local_only` skips every transaction
         that came from a peer (origin not None): in a full mesh each transaction then crosses
-        each link once, from the node a client gave it to.
+        each link once, from the node a client gave it to. Transactions at or below sequence
+        `relay_all_through` are sent whatever their origin, `peer` included (a peer that
+        reconnected: it may have restarted and lost them).
         """
         _check_limit("cursor", cursor, 0)
         _check_limit("max_txs", max_txs, 1)
@@ -506,7 +512,11 @@ class Mempool:
         next_cursor = cursor
         for entry in self._pending.live_after(cursor):
             origin = entry.origin
-            if origin is not None and (local_only or origin == peer):
+            if (
+                origin is not None
+                and entry.sequence > relay_all_through
+                and (local_only or origin == peer)
+            ):
                 next_cursor = entry.sequence
                 continue
             size = len(entry.raw)

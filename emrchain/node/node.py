@@ -223,6 +223,9 @@ class Node:
             build(SyncLimits, config),
         )
         self._gossip_cursors: dict[str, int] = {}
+        self._gossip_snapshots: dict[str, int] = {}
+        """Per peer connected since, the pool's latest sequence at its connection: everything
+        up to it is sent to the peer whatever its origin (`Mempool.gossip_batch`)."""
         self._gossip_inbox: asyncio.Queue[tuple[str, tuple[bytes, ...]]] = asyncio.Queue(
             maxsize=self.intervals.max_queued_gossip_batches
         )
@@ -442,6 +445,7 @@ class Node:
 
     def _on_peer_connected(self, peer_id: str) -> None:
         self._gossip_cursors[peer_id] = 0
+        self._gossip_snapshots[peer_id] = self.mempool.latest_sequence
         self._send_to(peer_id, self.blocksync.status())
         if self.driver is not None:
             for message in self.driver.own_messages():
@@ -449,6 +453,7 @@ class Node:
 
     def _on_peer_disconnected(self, peer_id: str, reason: str) -> None:
         self._gossip_cursors.pop(peer_id, None)
+        self._gossip_snapshots.pop(peer_id, None)
         self.blocksync.forget_peer(peer_id)
 
     def _on_synced(self, height: int) -> None:
@@ -518,7 +523,9 @@ class Node:
             # same batch, encoded once per tick.
             by_cursor: dict[int, tuple[int, messages.Channel, bytes]] = {}
             for peer_id, cursor in list(self._gossip_cursors.items()):
-                known = by_cursor.get(cursor) if local_only else None
+                snapshot = self._gossip_snapshot(peer_id, cursor)
+                shared = local_only and not snapshot  # a connection snapshot is the peer's own
+                known = by_cursor.get(cursor) if shared else None
                 if known is None:
                     txs, next_cursor = self.mempool.gossip_batch(
                         cursor,
@@ -526,15 +533,27 @@ class Node:
                         intervals.max_gossip_bytes,
                         peer=peer_id,
                         local_only=local_only,
+                        relay_all_through=snapshot,
                     )
                     if not txs:
                         self._gossip_cursors[peer_id] = next_cursor
                         continue
                     channel, payload = messages.encode(messages.TxsMessage(tuple(txs)))
-                    known = by_cursor[cursor] = (next_cursor, channel, payload)
+                    known = (next_cursor, channel, payload)
+                    if shared:
+                        by_cursor[cursor] = known
                 next_cursor, channel, payload = known
                 if self.p2p.send(peer_id, channel, payload):
                     self._gossip_cursors[peer_id] = next_cursor
+
+    def _gossip_snapshot(self, peer_id: str, cursor: int) -> int:
+        """The sequence through which `peer_id` still gets every pending transaction (0: its
+        connection snapshot is sent). Paced like all gossip: one batch per peer per tick."""
+        through = self._gossip_snapshots.get(peer_id, 0)
+        if through and cursor >= through:
+            del self._gossip_snapshots[peer_id]
+            return 0
+        return through
 
     async def _status_loop(self) -> None:
         while True:

@@ -97,8 +97,13 @@ class CommitWaits:
             return
         self._waiters.pop(tx_id, None)
         future = self._waiting.pop(tx_id, None)
-        if future is not None and not future.done():
+        if future is None:
+            return
+        if not future.done():
             future.cancel()
+        elif not future.cancelled():
+            future.exception()  # an outcome nobody asked for is not an error to report
+
 
     def close(self) -> None:
         """The node stops: fail every waiter with WaitsClosedError and refuse new ones."""

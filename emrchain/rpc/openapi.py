@@ -67,7 +67,8 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         "connections, stream slots or replay cache",
         503: "busy (Retry-After), a storage backend is unavailable, or the request timed out "
         "(request_timeout_ms)",
-        504: "the read's access event was not committed in time; the read was not served",
+        504: "not committed in time: a read's access event (the read was not served), or the "
+        "transactions of a POST /txs?wait=commit (they may still commit)",
     }
     responses: dict[str, Any] = {}
     for status in sorted({*statuses, *EVERY_OPERATION_STATUSES}):
@@ -147,6 +148,18 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
             "/txs": {
                 "post": {
                     "operationId": "submitTransactions",
+                    "description": "Answered at admission (accepted: in this node's mempool, "
+                    "in memory), or with wait=commit (JSON bodies) once the accepted "
+                    "transactions are committed or dropped; docs/spec/rpc.md "
+                    "§Acknowledgements.",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"const": "commit"},
+                        }
+                    ],
                     "requestBody": {
                         "required": True,
                         "content": {
@@ -172,7 +185,10 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                             },
                         },
                     },
-                    "responses": {**_ok(replies.SUBMIT), **_error_responses(400, 413, 503)},
+                    "responses": {
+                        **_ok(replies.SUBMIT),
+                        **_error_responses(400, 413, 503, 504),
+                    },
                 }
             },
             "/txs/{tx_id}": {

@@ -60,14 +60,29 @@ STATUS = strict(
     ),
     halt=nullable(STR),
 )
-# POST /txs answers in the shape of the request: a verdict per tx for JSON, only the
-# refusals for the binary batch (`binary.py`).
+# POST /txs answers in the shape of the request: a verdict per tx for JSON (with its outcome
+# when waited for: wait=commit), only the refusals for the binary batch (`binary.py`).
 SUBMIT = {
     "oneOf": [
         strict(
             results={
                 "type": "array",
                 "items": strict(tx_id=HEX32, accepted=BOOL, code=STR, reason=STR),
+            }
+        ),
+        strict(
+            results={
+                "type": "array",
+                "items": strict(
+                    tx_id=HEX32,
+                    accepted=BOOL,
+                    code=STR,
+                    reason=STR,
+                    outcome={"enum": ["committed", "dropped", "refused"]},
+                    height=nullable(INT),
+                    index=nullable(INT),
+                    result_code=nullable(INT),
+                ),
             }
         ),
         strict(

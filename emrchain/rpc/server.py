@@ -19,6 +19,7 @@ from aiohttp import web
 from emrchain import _core
 from emrchain.api.parse import decimal, lower_hex
 from emrchain.api.signing import HEADER_KEY
+from emrchain.rpc.acknowledgements import admit_and_wait, wants_commit
 from emrchain.rpc.auth import Authenticator, NodeIdentity, ReplayHorizon, ReplayLimits
 from emrchain.rpc.binary import BinarySubmit
 from emrchain.rpc.connections import (
@@ -222,6 +223,7 @@ class RpcServer:
         section = node.config.rpc
         self._max_batch_txs = section.max_batch_txs
         self._max_body_bytes = section.max_body_bytes
+        self._commit_wait_timeout_s = section.commit_wait_timeout_ms / 1000
         records = node.config.records
         policies: dict[web.AbstractRoute, RoutePolicy] = {}
         self.addresses = RateLimiter(
@@ -346,6 +348,9 @@ class RpcServer:
         return web.json_response(status_json(self._node))
 
     async def submit(self, request: web.Request) -> web.Response:
+        """A JSON batch: a verdict per transaction at admission, or with `?wait=commit` once
+        the accepted ones are final (`acknowledgements.py`)."""
+        wait_for_commit = wants_commit(request.query.get("wait"))
         raw = await read_body(request)
         try:
             body = json.loads(raw)
@@ -366,6 +371,11 @@ class RpcServer:
             raise RpcError(400, "bad_hex", "a transaction is not lowercase hex") from None
         # Through the node's admission pipeline, like binary batches: signatures are verified
         # in its worker thread, not on the event loop that runs consensus.
+        if wait_for_commit:
+            outcomes = await admit_and_wait(
+                self._node.submit_waits, txs, self._node.admit, self._commit_wait_timeout_s
+            )
+            return web.json_response({"results": [outcome.json() for outcome in outcomes]})
         admissions = await self._node.admit(txs)
         return web.json_response(
             {

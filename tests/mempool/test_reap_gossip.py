@@ -76,6 +76,30 @@ def test_gossip_does_not_echo_to_the_origin_peer() -> None:
     assert pool.gossip_batch(2, 10, 1 << 20, peer="peer-b") == ([], 3)
 
 
+def test_a_reconnected_peer_gets_the_whole_pool_it_had_then_then_local_gossip() -> None:
+    pool = make_pool()
+    pool.admit_batch([anchor(0, 1)], origin="peer-a")  # peer-a's own: it may have lost it
+    pool.admit_batch([anchor(1, 1)], origin="peer-b")
+    pool.admit_batch([anchor(2, 1)])
+    through = pool.latest_sequence  # peer-a reconnects now
+    pool.admit_batch([anchor(0, 2)], origin="peer-a")  # sent by it since: never echoed
+    pool.admit_batch([anchor(1, 2)], origin="peer-b")  # relayed by nobody after the snapshot
+    pool.admit_batch([anchor(2, 2)])
+    batch, cursor = pool.gossip_batch(
+        0, 10, 1 << 20, peer="peer-a", local_only=True, relay_all_through=through
+    )
+    assert batch == [anchor(0, 1), anchor(1, 1), anchor(2, 1), anchor(2, 2)]
+    assert cursor == pool.latest_sequence
+    # Paced like any gossip: at most max_txs per call, the cursor resumes the snapshot.
+    first, cursor = pool.gossip_batch(
+        0, 2, 1 << 20, peer="peer-a", local_only=True, relay_all_through=through
+    )
+    rest, _ = pool.gossip_batch(
+        cursor, 10, 1 << 20, peer="peer-a", local_only=True, relay_all_through=through
+    )
+    assert first + rest == batch
+
+
 def test_gossip_stops_at_the_byte_limit_instead_of_skipping() -> None:
     config = replace(MempoolConfig(), max_tx_bytes=BIG)
     pool = make_pool(config)
