@@ -90,6 +90,13 @@ async def restart_scenario(network: Devnet) -> list[Transaction]:
         await in_thread(
             network.wait_for, lambda: network.try_status(0) is not None, START_TIMEOUT_S, "RPC"
         )
+        # The restarted node relearns the sender's pending transactions from its peers (node 1
+        # sends a reconnecting peer its whole pool): its next nonce is past the first five.
+        fifth = sender.acknowledged[4].nonce
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while (await client.account())["next_nonce"] <= fifth:
+            assert time.monotonic() < deadline, "node 0 never relearned the pending nonces"
+            await asyncio.sleep(0.05)
         for _ in range(5):  # the client goes on, as soon as the node answers again
             await sender.send_one()
         await in_thread(network.start, 2)
