@@ -242,7 +242,10 @@ def test_unexpected_errors_are_json_and_the_server_keeps_serving(
 def test_request_timeout_ms_is_enforced(tmp_path: Path) -> None:
     # [rpc] request_timeout_ms was configured and documented but nothing enforced it.
     with single_validator_node(
-        tmp_path, request_timeout_ms=200, records={"access_event_timeout_ms": 100}
+        tmp_path,
+        request_timeout_ms=200,
+        commit_wait_timeout_ms=100,
+        records={"access_event_timeout_ms": 100},
     ) as node:
 
         async def never(txs: list[bytes]) -> list[Any]:
