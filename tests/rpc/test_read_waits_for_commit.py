@@ -23,7 +23,7 @@ from emrchain.client.envelope import new_record_id, open_record, seal_record
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
 from emrchain.keystore.member import MemberIdentity, load_member_identity
 from emrchain.node.node import Node
-from emrchain.rpc.commit_waits import CommitWaits, TxDropped, WaitLimitError
+from emrchain.rpc.commit_waits import CommitWaits, TxDropped, WaitLimitError, WaitsClosedError
 from emrchain.schema import RecordType, Role
 from emrchain.state.emr import queries
 from emrchain.types import Transaction
@@ -182,6 +182,24 @@ def test_commit_waits_are_bounded_and_resolved_by_commits_and_drops() -> None:
         with pytest.raises(TxDropped):
             await first
         assert second.cancelled()  # forgotten above
+        waits.forget(b"\x01" * 32)
+        assert len(waits) == 0
+
+    asyncio.run(main())
+
+
+def test_shared_commit_waits_serve_several_waiters_and_close_fails_them_all() -> None:
+    async def main() -> None:
+        waits = CommitWaits(1, shared=True)  # POST /txs?wait=commit's
+        one, other = waits.expect(b"\x01" * 32), waits.expect(b"\x01" * 32)
+        assert one is other and len(waits) == 1  # one future, counted once against the bound
+        waits.forget(b"\x01" * 32)
+        assert not one.cancelled()  # the other request still waits for it
+        waits.close()  # the node stops: nobody waits out a timeout
+        with pytest.raises(WaitsClosedError):
+            await other
+        with pytest.raises(WaitsClosedError):
+            waits.expect(b"\x02" * 32)
         waits.forget(b"\x01" * 32)
         assert len(waits) == 0
 
