@@ -94,6 +94,9 @@ class SyncEmrClient:
     ) -> Committed:
         return self._run(self._client.wait_committed(tx_id, timeout_s))
 
+    def submit_and_commit(self, tx: Transaction) -> Committed:
+        return self._run(self._client.submit_and_commit(tx))
+
     def submit_and_wait(
         self, tx: Transaction, timeout_s: float = DEFAULT_COMMIT_TIMEOUT_S
     ) -> Committed:
