@@ -282,6 +282,9 @@ class EmrClient:
         async with self._nonce_lock:
             if self._next_nonce is None:
                 self._next_nonce = await self._reconcile_nonce()
+            if len(self.unconfirmed) >= MAX_UNCONFIRMED_TXS:  # ask which have committed since
+                account = await self.account()
+                self._confirm_through(integer_field(account, "committed_nonce", "GET /accounts"))
             if len(self.unconfirmed) >= MAX_UNCONFIRMED_TXS:
                 raise EmrClientError(
                     f"{len(self.unconfirmed)} transactions sent are not known to be committed; "

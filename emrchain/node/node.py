@@ -537,6 +537,7 @@ class Node:
                     )
                     if not txs:
                         self._gossip_cursors[peer_id] = next_cursor
+                        self._gossip_snapshots.pop(peer_id, None)  # nothing left of it to send
                         continue
                     channel, payload = messages.encode(messages.TxsMessage(tuple(txs)))
                     known = (next_cursor, channel, payload)
