@@ -33,7 +33,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from emrchain.config.node import NodeConfig
@@ -512,6 +512,44 @@ def _sample(
 ) -> None:
     if len(sample) < REPORTED_RECORDS:
         sample.append({"record_id": record.record_id.hex(), "cid": cid, **extra})
+
+
+def replication_json(
+    config: NodeConfig, replicator: Replicator | None, blob_store: BlobStore
+) -> dict[str, Any]:
+    """The `GET /records/replication` reply: settings, the last round's report, counters."""
+    section = config.records
+    report = replicator.report if replicator is not None else ReplicationReport()
+    failover = blob_store.counters if isinstance(blob_store, FailoverBlobStore) else None
+    return {
+        "enabled": replicator is not None,
+        "organization_id": config.node.organization_id,
+        "factor": section.replication_factor,
+        "factors_by_type": dict(section.replication_factor_by_type),
+        **report.to_json(),
+        "pins": asdict(replicator.counters) if replicator is not None else {},
+        "failover": asdict(failover) if failover is not None else {},
+    }
+
+
+def replication_gauges(replicator: Replicator | None, blob_store: BlobStore) -> dict[str, Any]:
+    """The scrape-time replication figures of `OperationsSnapshot` (docs/spec/metrics.md)."""
+    figures: dict[str, Any] = {}
+    if replicator is not None:
+        report = replicator.report
+        figures.update(
+            replication_rounds=report.rounds,
+            replication_under_replicated=report.under_replicated,
+            replication_missing=report.missing_here,
+            replication_peers_down=sum(not up for up in report.peers.values()),
+        )
+    if isinstance(blob_store, FailoverBlobStore):
+        counters = blob_store.counters
+        figures.update(
+            blob_reads={"local": counters.local_reads, "peer": counters.peer_reads},
+            blob_repairs={"repaired": counters.repairs, "failed": counters.repair_failures},
+        )
+    return figures
 
 
 def with_failover(config: NodeConfig, local: BlobStore) -> BlobStore:

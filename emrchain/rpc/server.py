@@ -276,6 +276,8 @@ class RpcServer:
                 web.get("/ws/blocks", self.block_stream.handle),
                 web.get("/evidence", self.evidence),
                 web.get("/validators/{height}", self.validators),
+                # Before the record routes: `/records/{record_id}` would take this path.
+                web.get("/records/replication", self.replication),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
             ]
@@ -429,6 +431,10 @@ class RpcServer:
         if height is None:
             raise RpcError(400, "bad_height", f"height must be an integer 0..{MAX_HEIGHT}")
         return self._block_response(height)
+
+    async def replication(self, request: web.Request) -> web.Response:
+        """Replication as this node sees it (docs/spec/records.md §10)."""
+        return web.json_response(self._node.replication())
 
     async def evidence(self, request: web.Request) -> web.Response:
         """Committed and pending misbehaviour evidence (docs/spec/consensus.md §1.4)."""
