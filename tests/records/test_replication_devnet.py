@@ -14,7 +14,7 @@ In order, on one devnet:
 
 from __future__ import annotations
 
-import asyncio
+import json
 import secrets
 import shutil
 import time
@@ -73,8 +73,6 @@ def pins_of(daemon: IpfsDaemon) -> set[str]:
     request = urllib.request.Request(
         f"{daemon.api_url}/api/v0/pin/ls?type=recursive&stream=true", method="POST", data=b""
     )
-    import json
-
     with urllib.request.urlopen(request, timeout=10) as response:
         return {json.loads(line)["Cid"] for line in response.read().decode().splitlines() if line}
 

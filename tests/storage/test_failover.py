@@ -24,7 +24,9 @@ from tests.services.fixtures import IpfsDaemon, _started_ipfs_daemon, run
 
 
 @pytest.fixture
-def two_ipfs_daemons(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[IpfsDaemon, IpfsDaemon]]:
+def two_ipfs_daemons(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[IpfsDaemon, IpfsDaemon]]:
     local = _started_ipfs_daemon(tmp_path_factory.mktemp("ipfs-local") / "repo")
     peer = _started_ipfs_daemon(tmp_path_factory.mktemp("ipfs-peer") / "repo")
     try:
