@@ -93,6 +93,8 @@ class ReplicationCounters:
     dropped: int = 0
     retried: int = 0
     copied_from_peers: int = 0
+    erased: int = 0
+    """Jobs whose record was erased before or during the pin: not kept."""
 
 
 @dataclass
@@ -139,6 +141,8 @@ class ReplicationReport:
 class _PinJob:
     cid: str
     expected_sha256: bytes | None
+    record_id: bytes | None = None
+    """Known for jobs derived from the chain: checked not erased before and after the pin."""
 
 
 class Replicator:
@@ -366,7 +370,7 @@ class Replicator:
             if not pinned_here and local_pins is not None:
                 report.missing_here += 1
                 _sample(report.missing_sample, record, cid, {})
-                self.enqueue(cid, record.ciphertext_sha256)
+                self.enqueue(cid, record.ciphertext_sha256, record.record_id)
         copies = self._observed_copies(cid, placed_on, pinned_here, local_pins, peer_pins)
         factor = factor_of(
             record.record_type, self._placement.factor, self._placement.factors_by_type
@@ -411,16 +415,19 @@ class Replicator:
             logger.exception("replication: cannot read block %d's records", block.header.height)
             return
         for job in wanted:
-            self.enqueue(job.cid, job.expected_sha256)
+            self.enqueue(job.cid, job.expected_sha256, job.record_id)
 
-    def enqueue(self, cid: str, expected_sha256: bytes | None = None) -> None:
+    def enqueue(
+        self, cid: str, expected_sha256: bytes | None = None, record_id: bytes | None = None
+    ) -> None:
         """Pin `cid` in the background (deduplicated while queued); with the anchor's SHA-256,
-        the blob may be copied from a peer's store."""
+        the blob may be copied from a peer's store; with the record id, a record erased
+        meanwhile is not pinned (or is unpinned again)."""
         if cid in self._queued:
             return
         queue = self._ensure_workers()
         try:
-            queue.put_nowait(_PinJob(cid, expected_sha256))
+            queue.put_nowait(_PinJob(cid, expected_sha256, record_id))
         except asyncio.QueueFull:
             self.counters.dropped += 1
             logger.warning("replication queue full: pin of %s dropped", cid)
@@ -472,7 +479,7 @@ class Replicator:
         delay_s = self._limits.backoff_initial_ms / 1000
         for attempt in range(1, self._limits.attempts + 1):
             try:
-                await self._pin_once(job)
+                kept = await self._pin_once(job)
             except (StorageError, OSError) as error:
                 if attempt == self._limits.attempts:
                     self.counters.failed += 1
@@ -483,13 +490,36 @@ class Replicator:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._limits.backoff_max_ms / 1000)
             else:
-                self.counters.pinned += 1
-                logger.info("replication: pinned %s", job.cid)
+                if kept:
+                    self.counters.pinned += 1
+                    logger.info("replication: pinned %s", job.cid)
+                else:
+                    self.counters.erased += 1
                 return
 
-    async def _pin_once(self, job: _PinJob) -> None:
+    async def _pin_once(self, job: _PinJob) -> bool:
         """Copy the blob from a peer's store when the local one lacks it (peers configured and
-        the anchor known), else ask the local store to pin it (IPFS fetches through bitswap)."""
+        the anchor known), else ask the local store to pin it (IPFS fetches through bitswap).
+        A job queued before its record's erasure committed must not bring the blob back: the
+        record is checked before, and after (an erasure that committed during the pin ran its
+        deletion before our pin landed, so the pin is undone here)."""
+        if self._erased(job):
+            logger.info("replication: %s was erased; not pinned", job.cid)
+            return False
+        await self._pin_or_copy(job)
+        if self._erased(job):
+            await self._local.delete(job.cid)
+            logger.info("replication: %s was erased during its pin; removed again", job.cid)
+            return False
+        return True
+
+    def _erased(self, job: _PinJob) -> bool:
+        if job.record_id is None:
+            return False
+        record = read_record(self._state_view(), job.record_id)
+        return record is None or record.is_erased
+
+    async def _pin_or_copy(self, job: _PinJob) -> None:
         if (
             self._failover is not None
             and job.expected_sha256 is not None
@@ -504,7 +534,7 @@ class Replicator:
 
 
 def _job(record: EmrRecord) -> _PinJob:
-    return _PinJob(cid_bytes_to_text(record.cid), record.ciphertext_sha256)
+    return _PinJob(cid_bytes_to_text(record.cid), record.ciphertext_sha256, record.record_id)
 
 
 def _sample(

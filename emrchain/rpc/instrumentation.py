@@ -191,7 +191,7 @@ class NodeCollector(Collector):
         )
         yield _labelled_counter(
             "records_replication_pins",
-            "Record pins by outcome (pinned, failed, dropped, retried, copied_from_peers).",
+            "Record pins by outcome (pinned, failed, dropped, retried, copied_from_peers, erased).",
             "outcome",
             operations.replication_counters,
         )
