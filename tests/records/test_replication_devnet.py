@@ -4,8 +4,9 @@ APIs in `[records] replication_peers`, no libp2p swarm needed).
 
 In order, on one devnet:
 - every record is pinned on exactly the organisations placement names (`records/placement.py`,
-  factor 2), the report says nothing is under-replicated, and hospital A's node serves a read
-  with its own IPFS daemon killed (from a peer's);
+  factor 2), the report says nothing is under-replicated, hospital A's node serves a read
+  with its own IPFS daemon killed (from a peer's), and a block corrupted in A's daemon's
+  blockstore on disk is detected, served from a peer and repaired;
 - pins that failed because the holders' IPFS daemons were down at put time are retried by the
   reconciler after the holder node restarted and IPFS came back;
 - disaster: hospital A's node and its IPFS daemon are killed and their homes deleted; the three
@@ -31,6 +32,7 @@ from emrchain.keystore.member import MemberIdentity
 from emrchain.records.placement import holders, placement_order
 from emrchain.schema import RecordType, Role
 from tests.services.fixtures import IpfsDaemon, require_service, run
+from tests.storage.test_failover import block_file
 
 pytestmark = pytest.mark.slow
 
@@ -177,6 +179,17 @@ def test_records_sit_on_their_placement_and_reads_fail_over(network: Network) ->
         assert report(network, 0)["failover"]["peer_reads"] >= 1
     finally:
         network.ipfs[0].start()
+    # Repair: a block of another record corrupted on hospital A's disk is never served; the
+    # read is served from a peer's copy and A's daemon holds the right bytes again.
+    record_id, cid = list(stored.items())[1]
+    block = block_file(network.ipfs[0].repo, cid)
+    original = block.read_bytes()
+    corrupted = bytearray(original)
+    corrupted[len(corrupted) // 2] ^= 0x01
+    block.write_bytes(bytes(corrupted))
+    assert run(network.read(record_id), deadline_s=60).startswith(b"ferritin 41 ug/L ")
+    assert block_file(network.ipfs[0].repo, cid).read_bytes() == original
+    assert report(network, 0)["failover"]["repairs"] == 1
 
 
 def test_pins_that_failed_while_ipfs_was_down_succeed_after_restart(network: Network) -> None:
