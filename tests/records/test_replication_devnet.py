@@ -197,10 +197,17 @@ def test_pins_that_failed_while_ipfs_was_down_succeed_after_restart(network: Net
         network.ipfs[index].kill()
     try:
         stored = run(network.put(3), deadline_s=120)
-        # Nothing but the author's daemon holds them now.
-        assert all(
-            holding == {"hospital-0"}
-            for cid, holding in pinned_on(network, [0]).items() if cid in stored.values()
+        # Only the author's daemon holds them now, and the author's node reports it: every
+        # peer down, the new records below their factor.
+        assert all(pinned_on(network, [0])[cid] == {"hospital-0"} for cid in stored.values())
+        def reported_under_replicated() -> bool:
+            seen = report(network, 0)
+            listed = {item["cid"] for item in seen["under_replicated_records"]}
+            return not any(seen["peers"].values()) and listed >= set(stored.values())
+
+        wait_until(
+            reported_under_replicated,
+            "node0 to report its peers down and the new records under-replicated",
         )
         wait_until(
             lambda: not report(network, 1)["local_store_up"], "node1 to see its IPFS down"
