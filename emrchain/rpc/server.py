@@ -433,7 +433,21 @@ class RpcServer:
         return self._block_response(height)
 
     async def replication(self, request: web.Request) -> web.Response:
-        """Replication as this node sees it (docs/spec/records.md §10)."""
+        """Replication as this node sees it (docs/spec/records.md §10). Signed: it names
+        records (ids and CIDs), which members learn only through consent; its counts are on
+        /metrics for monitoring."""
+        caller = await self.authenticator.authenticate(request)
+        member = caller.member
+        if not (
+            member.role == Role.AUDITOR
+            or (
+                member.role == Role.ADMIN
+                and member.organization_id == self._node.config.node.organization_id
+            )
+        ):
+            raise RpcError(
+                403, "role_not_permitted", "for admins of this node's organisation and auditors"
+            )
         return web.json_response(self._node.replication())
 
     async def evidence(self, request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from emrchain.client.replies import AccessDenied
 from emrchain.client.rpc import EmrClient
 from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
@@ -149,7 +150,26 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
 
 
 def report(network: Network, index: int) -> dict:
-    return network.devnet.rpc(index, "/records/replication")
+    """`GET /records/replication` of node `index`, signed by its organisation's admin."""
+    admin = Hospital.from_home(network.devnet.rpc_urls[index], network.devnet.homes[index])
+
+    async def fetch() -> dict:
+        async with EmrClient(admin.rpc_url, admin.admin) as client:
+            return await client.replication()
+
+    return run(fetch(), deadline_s=30)
+
+
+def test_the_report_is_for_admins_and_auditors(network: Network) -> None:
+    async def as_clinician() -> None:
+        async with EmrClient(network.hospital.rpc_url, network.clinician) as client:
+            await client.replication()
+
+    with pytest.raises(AccessDenied) as refused:
+        run(as_clinician(), deadline_s=30)
+    assert refused.value.code == "role_not_permitted"
+    # Unsigned: refused as well (the counts are on /metrics).
+    assert network.devnet.rpc(0, "/records/replication")["http_status"] == 401
 
 
 def test_records_sit_on_their_placement_and_reads_fail_over(network: Network) -> None:
