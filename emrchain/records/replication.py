@@ -44,7 +44,7 @@ from emrchain.state.emr import queries
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.emr.tables import patient_member, read_grant, read_record
 from emrchain.state.result import TxResult
-from emrchain.state.view import StateView
+from emrchain.state.view import CommittedState, StateView
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.failover import FailoverBlobStore
 from emrchain.storage.interfaces import BlobStore, StorageError
@@ -308,33 +308,10 @@ class Replicator:
             raise RuntimeError("a replicator without the chain database cannot reconcile")
         started = time.monotonic()
         report = ReplicationReport(rounds=self.report.rounds + 1)
-        local_pins = await self._pins_of(self._local)
-        report.local_store_up = local_pins is not None
-        peer_pins: dict[str, set[str]] = {}
-        for organization_id, peer in self._peers:
-            pins = await self._pins_of(peer)
-            report.peers[organization_id] = pins is not None
-            if pins is not None:
-                peer_pins[organization_id] = pins
-        self._down = frozenset(
-            organization_id for organization_id, up in report.peers.items() if not up
-        )
+        local_pins, peer_pins = await self._observe_stores(report)
         view = self._state_view()
-        height = getattr(view, "last_height", None)
-        report.last_round_height = height() if callable(height) else 0
-        organizations = organization_ids(self._database)
-        after = b""
-        while True:
-            page = records_page(self._database, after, SCAN_PAGE_RECORDS)
-            for record in page:
-                if not record.is_erased:
-                    self._reconcile_record(
-                        view, record, organizations, local_pins, peer_pins, report
-                    )
-            if len(page) < SCAN_PAGE_RECORDS:
-                break
-            after = page[-1].record_id
-            await asyncio.sleep(0)  # let consensus and reads run between pages
+        report.last_round_height = view.last_height() if isinstance(view, CommittedState) else 0
+        await self._scan_records(self._database, view, local_pins, peer_pins, report)
         if local_pins is None:
             report.last_round_error = "the local IPFS node did not answer; nothing was pinned"
         report.last_round_duration_ms = round((time.monotonic() - started) * 1000)
@@ -349,6 +326,46 @@ class Replicator:
             report.under_replicated,
         )
         return report
+
+    async def _observe_stores(
+        self, report: ReplicationReport
+    ) -> tuple[set[str] | None, dict[str, set[str]]]:
+        """The local store's pins (None: it did not answer) and each answering peer's; peers
+        that did not answer are down for placement until the next round."""
+        local_pins = await self._pins_of(self._local)
+        report.local_store_up = local_pins is not None
+        peer_pins: dict[str, set[str]] = {}
+        for organization_id, peer in self._peers:
+            pins = await self._pins_of(peer)
+            report.peers[organization_id] = pins is not None
+            if pins is not None:
+                peer_pins[organization_id] = pins
+        self._down = frozenset(
+            organization_id for organization_id, up in report.peers.items() if not up
+        )
+        return local_pins, peer_pins
+
+    async def _scan_records(
+        self,
+        database: ChainDatabase,
+        view: StateView,
+        local_pins: set[str] | None,
+        peer_pins: Mapping[str, set[str]],
+        report: ReplicationReport,
+    ) -> None:
+        organizations = organization_ids(database)
+        after = b""
+        while True:
+            page = records_page(database, after, SCAN_PAGE_RECORDS)
+            for record in page:
+                if not record.is_erased:
+                    self._reconcile_record(
+                        view, record, organizations, local_pins, peer_pins, report
+                    )
+            if len(page) < SCAN_PAGE_RECORDS:
+                return
+            after = page[-1].record_id
+            await asyncio.sleep(0)  # let consensus and reads run between pages
 
     def _reconcile_record(
         self,
