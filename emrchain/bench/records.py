@@ -3,11 +3,15 @@
 Started here, privately, in a temporary directory: a Redis on a unix socket, an offline Kubo
 node on a free loopback port, a SoftHSM2 token (custody KEK and validator key inside it), and a
 one-validator node (its own process) configured for all three. Then, through the client library
-and the node's RPC, `--records` records of `--record-bytes` are stored and read:
+and the node's RPC, at each level of `--concurrency` (default 1, 4 and 16 clients at once, each
+a clinician of its own, so their nonces do not collide), `--records` records of
+`--record-bytes` are stored and read, each phase timed as a whole (operations per second) and
+per call (latency percentiles):
 
 - put: `put_record` (seal in the client, upload, anchor, wait for the commit);
-- get cached: `get_record` of a record whose ciphertext is in Redis;
-- get cold: the same after `FLUSHALL` (Redis miss, IPFS `cat`, hash check, cache fill).
+- get cold: `get_record` of every record once after `FLUSHALL` (Redis miss, IPFS `cat`, hash
+  check, cache fill);
+- get cached: `get_record` of every record again (Redis hit).
 
 A read does everything a real read does (signed request, consent check, HSM unwrap and re-seal,
 ciphertext fetch, access-event admission, the wait for that event's commit — a node serves a
@@ -29,6 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from emrchain.client.rpc import EmrClient
@@ -178,41 +184,99 @@ def configure_node(devnet: Devnet, services: Services) -> None:
     config.validator_key_path.unlink()
 
 
-async def measure(devnet: Devnet, services: Services, records: int, record_bytes: int) -> dict:
-    hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
-    clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
-    patient_id = secrets.token_bytes(32)
-    await _register(
-        hospital, [(clinician, Role.CLINICIAN, NO_PATIENT), (patient, Role.PATIENT, patient_id)]
-    )
-    puts: list[float] = []
-    cached: list[float] = []
-    cold: list[float] = []
-    async with EmrClient(hospital.rpc_url, clinician) as client:
-        record_ids = []
-        for index in range(records):
-            plaintext = secrets.token_bytes(record_bytes)
+@dataclass
+class _Writer:
+    """One concurrent client: its own clinician (its own nonces) and the records it stored."""
+
+    client: EmrClient
+    records: list[tuple[bytes, bytes]]
+
+
+async def _timed_rounds(
+    writers: list[_Writer], operation: Callable[[_Writer, int], Awaitable[None]], per_writer: int
+) -> tuple[list[float], float]:
+    """Every writer runs `operation` `per_writer` times, all writers at once; the latency of
+    each call and the wall time of the whole phase."""
+    samples: list[float] = []
+
+    async def one_writer(writer: _Writer) -> None:
+        for index in range(per_writer):
             started = time.perf_counter()
-            stored = await client.put_record(
+            await operation(writer, index)
+            samples.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_writer(writer) for writer in writers))
+    return samples, time.perf_counter() - started
+
+
+def _phase(samples: list[float], wall_s: float) -> dict[str, float]:
+    return {"per_s": round(len(samples) / wall_s, 1), **summary(samples)}
+
+
+async def measure_level(
+    hospital: Hospital, services: Services, patient_id: bytes, concurrency: int, records: int,
+    record_bytes: int,
+) -> dict[str, dict[str, float]]:
+    """Puts, cold gets and cached gets with `concurrency` clients at once, each a clinician of
+    its own (registered here), `records` records in all."""
+    clinicians = [MemberIdentity.generate() for _ in range(concurrency)]
+    await _register(
+        hospital, [(clinician, Role.CLINICIAN, NO_PATIENT) for clinician in clinicians]
+    )
+    per_writer = max(1, records // concurrency)
+    writers = [_Writer(EmrClient(hospital.rpc_url, clinician), []) for clinician in clinicians]
+    try:
+        for writer in writers:
+            await writer.client.__aenter__()
+
+        async def put(writer: _Writer, _: int) -> None:
+            plaintext = secrets.token_bytes(record_bytes)
+            stored = await writer.client.put_record(
                 plaintext, patient_id, RecordType.LAB_RESULT, hospital.organization_key.public_key
             )
-            puts.append(time.perf_counter() - started)
-            record_ids.append((stored.record_id, plaintext))
-            if (index + 1) % 20 == 0:
-                log(f"stored {index + 1}/{records}")
-        for record_id, plaintext in record_ids:
-            await client.get_record(record_id)  # warm: cached from here on
-            started = time.perf_counter()
-            read = await client.get_record(record_id)
-            cached.append(time.perf_counter() - started)
+            writer.records.append((stored.record_id, plaintext))
+
+        async def get(writer: _Writer, index: int) -> None:
+            record_id, plaintext = writer.records[index]
+            read = await writer.client.get_record(record_id)
             assert read.plaintext == plaintext
-        for record_id, plaintext in record_ids:
-            services.redis("FLUSHALL")
-            started = time.perf_counter()
-            read = await client.get_record(record_id)
-            cold.append(time.perf_counter() - started)
-            assert read.plaintext == plaintext
-    return {"put": summary(puts), "get_cached": summary(cached), "get_cold": summary(cold)}
+
+        puts, puts_wall_s = await _timed_rounds(writers, put, per_writer)
+        services.redis("FLUSHALL")  # every record's first read below misses Redis
+        cold, cold_wall_s = await _timed_rounds(writers, get, per_writer)
+        cached, cached_wall_s = await _timed_rounds(writers, get, per_writer)
+    finally:
+        for writer in writers:
+            await writer.client.__aexit__(None, None, None)
+    return {
+        "put": _phase(puts, puts_wall_s),
+        "get_cold": _phase(cold, cold_wall_s),
+        "get_cached": _phase(cached, cached_wall_s),
+    }
+
+
+async def measure(
+    devnet: Devnet, services: Services, records: int, record_bytes: int, levels: list[int]
+) -> dict:
+    hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
+    patient = MemberIdentity.generate()
+    patient_id = secrets.token_bytes(32)
+    await _register(hospital, [(patient, Role.PATIENT, patient_id)])
+    by_level: dict[str, dict[str, dict[str, float]]] = {}
+    for concurrency in levels:
+        log(f"concurrency {concurrency}: {records} puts, cold gets, cached gets")
+        by_level[str(concurrency)] = await measure_level(
+            hospital, services, patient_id, concurrency, records, record_bytes
+        )
+        log(f"concurrency {concurrency}: {json.dumps(by_level[str(concurrency)])}")
+    first = by_level[str(levels[0])]
+    return {
+        "put": first["put"],
+        "get_cached": first["get_cached"],
+        "get_cold": first["get_cold"],
+        "concurrency": by_level,
+    }
 
 
 async def measure_read_path(
@@ -263,8 +327,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=200)
     parser.add_argument("--record-bytes", type=int, default=4096)
+    parser.add_argument(
+        "--concurrency",
+        default="1,4,16",
+        help="comma-separated numbers of clients at once, each level measured in turn",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
+    levels = [int(level) for level in args.concurrency.split(",")]
+    if not levels or not all(1 <= level <= 64 for level in levels):
+        raise SystemExit("--concurrency: numbers 1..64, comma-separated")
     for binary in ("redis-server", "redis-cli", "softhsm2-util", "node"):
         if shutil.which(binary) is None:
             raise SystemExit(f"{binary} not found: run scripts/setup --with-services")
@@ -282,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
         devnet.start_all()
         devnet.wait_for_height(1, [0], timeout_s=60)
         log(f"node up; {args.records} records of {args.record_bytes} bytes")
-        figures = asyncio.run(measure(devnet, services, args.records, args.record_bytes))
+        figures = asyncio.run(
+            measure(devnet, services, args.records, args.record_bytes, levels)
+        )
         log("storage read path in-process (same Redis, IPFS, token)")
         figures |= asyncio.run(
             measure_read_path(second_home, services, args.records, args.record_bytes)
@@ -297,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "records",
         "records": args.records,
         "record_bytes": args.record_bytes,
+        "concurrency_levels": levels,
         "get_cached_p95_ms": figures["get_cached"]["p95_ms"],
         "get_cold_p95_ms": figures["get_cold"]["p95_ms"],
         "put_p95_ms": figures["put"]["p95_ms"],

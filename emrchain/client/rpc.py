@@ -623,6 +623,12 @@ class EmrClient:
     async def erase(self, record_id: bytes, reason: ErasureReason) -> Committed:
         return await self._send(transactions.erase_record, record_id=record_id, reason=reason)
 
+    async def replication(self) -> dict[str, Any]:
+        """`GET /records/replication`, signed: the node's view of record replication
+        (docs/spec/records.md §10), for admins of its organisation and auditors."""
+        reply = await self._request("GET", "/records/replication", signed=True)
+        return json_object(reply, "GET /records/replication")
+
     async def grants(
         self, *, patient_id: bytes | None = None, record_id: bytes | None = None
     ) -> dict[str, Any]:

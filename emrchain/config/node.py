@@ -19,6 +19,11 @@ from emrchain import schema
 from emrchain.config import toml_writer
 from emrchain.config.address import Address, PeerAddress
 from emrchain.config.errors import ConfigError
+from emrchain.config.replication_settings import (
+    MAX_REPLICATION_FACTOR,
+    FactorsByType,
+    IpfsPeers,
+)
 from emrchain.config.settings import (
     Boolean,
     Choice,
@@ -741,6 +746,29 @@ class RecordsSection:
         "Which records' ciphertext this node pins: its organisation's, or also those granted to "
         "it or its members.",
         Choice(("authored_and_granted", "authored")),
+    )
+    replication_factor: int = setting(
+        2,
+        "Copies of each record's ciphertext the network keeps, one per organisation's IPFS "
+        "node, placed as docs/spec/records.md section 10 says (fewer organisations: all).",
+        Integer(1, MAX_REPLICATION_FACTOR, "copies"),
+    )
+    replication_factor_by_type: tuple[tuple[str, int], ...] = setting(
+        (),
+        "Per record type, a replication factor that replaces replication_factor.",
+        FactorsByType(),
+    )
+    replication_interval_ms: int = setting(
+        60_000,
+        "How often the node reconciles its IPFS pins with the placement the chain implies "
+        "(also once at start).",
+        Integer(1_000, 86_400_000, "milliseconds"),
+    )
+    replication_peers: tuple[tuple[str, str], ...] = setting(
+        (),
+        "Other organisations' IPFS RPC APIs: reads fail over to them, corrupt local blobs are "
+        "repaired from them, and their pins are counted as replicas.",
+        IpfsPeers(64),
     )
     access_event_timeout_ms: int = setting(
         8_000,

@@ -189,7 +189,7 @@ class Node:
         self.chain.erasure_listeners.append(self._erase_stored_record)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
         self.replicator = open_replicator(
-            config, self.records.blob_store, self.store.state_view, self.chain_id
+            config, self.records.blob_store, self.store.state_view, self.chain_id, database
         )
         if self.replicator is not None:
             self.chain.commit_listeners.append(self.replicator.on_commit)
@@ -327,6 +327,8 @@ class Node:
             # A KEK rotation left unfinished (begun offline, or cut short) ends here, online.
             asyncio.create_task(self._finish_unfinished_rotation()),
         ]
+        if self.replicator is not None:
+            self.replicator.start()  # reconciles pins with the chain now and periodically
         try:
             await self._stop.wait()
         finally:

@@ -13,8 +13,9 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from emrchain.records.replication import replication_gauges, replication_json
 from emrchain.rpc.node_view import (
     ChainReader,
     CommitListener,
@@ -25,6 +26,7 @@ from emrchain.rpc.node_view import (
     NodeStatus,
     OperationsSnapshot,
 )
+from emrchain.storage.failover import FailoverBlobStore
 from emrchain.storage.ipfs import IpfsBlobStore
 from emrchain.storage.redis_cache import RedisCache
 
@@ -127,6 +129,10 @@ class NodeRpcView:
             ),
         )
 
+    def replication(self) -> dict[str, Any]:
+        node = self._node
+        return replication_json(node.config, node.replicator, node.records.blob_store)
+
     def operations(self) -> OperationsSnapshot:
         node = self._node
         validators = len(node.chain.validator_set(node.chain.height + 1).validators)
@@ -147,6 +153,7 @@ class NodeRpcView:
             data_bytes=directory_bytes(node.config.data_path),
             disk_free_bytes=disk.free,
             disk_total_bytes=disk.total,
+            **replication_gauges(replicator, node.records.blob_store),
         )
 
     async def probe_dependencies(self, timeout_s: float) -> list[DependencyStatus]:
@@ -154,8 +161,13 @@ class NodeRpcView:
         probes: list[tuple[str, Callable[[], Awaitable[object]]]] = []
         if isinstance(records.cache, RedisCache):
             probes.append(("redis", records.cache.ping))
-        if isinstance(records.blob_store, IpfsBlobStore):
-            probes.append(("ipfs", records.blob_store.version))
+        local_store = (
+            records.blob_store.local
+            if isinstance(records.blob_store, FailoverBlobStore)
+            else records.blob_store
+        )
+        if isinstance(local_store, IpfsBlobStore):
+            probes.append(("ipfs", local_store.version))
         if self._node.config.records.kek_backend == "hsm":
             key_ring = records.key_ring
             # A worker round trip through the token; the call blocks, so off the loop.

@@ -21,6 +21,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from emrchain.config.node import NodeConfig, RecordsSection
 from emrchain.keystore.member import OrganizationKey, load_organization_key
 from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
+from emrchain.records.replication import with_failover
 from emrchain.records.rotation import (
     ROTATION_STATE_FILE,
     KekRotation,
@@ -216,6 +217,7 @@ def open_record_service(config: NodeConfig) -> RecordService:
         )
     else:
         blob_store = LocalBlobStore(config.resolve(section.blob_dir), section.max_record_bytes)
+    blob_store = with_failover(config, blob_store)  # reads fall back to peers' IPFS nodes
     if section.cache_backend == "redis":
         cache: Cache = open_redis_cache(section)
     else:

@@ -191,9 +191,41 @@ class NodeCollector(Collector):
         )
         yield _labelled_counter(
             "records_replication_pins",
-            "Record pins by outcome (pinned, failed, dropped, retried).",
+            "Record pins by outcome (pinned, failed, dropped, retried, copied_from_peers, erased).",
             "outcome",
             operations.replication_counters,
+        )
+        yield _counter(
+            "records_replication_rounds",
+            "Replication reconciliation rounds run.",
+            operations.replication_rounds,
+        )
+        yield _gauge(
+            "records_under_replicated",
+            "Records with fewer observed copies than their replication factor (last round).",
+            operations.replication_under_replicated,
+        )
+        yield _gauge(
+            "records_replication_missing",
+            "Records this node should pin and had not pinned (last round).",
+            operations.replication_missing,
+        )
+        yield _gauge(
+            "records_replication_peers_down",
+            "Configured peer IPFS nodes that did not answer the last round.",
+            operations.replication_peers_down,
+        )
+        yield _labelled_counter(
+            "records_blob_reads",
+            "Blob reads by the store that served them (local, or a peer after a local failure).",
+            "source",
+            operations.blob_reads,
+        )
+        yield _labelled_counter(
+            "records_blob_repairs",
+            "Corrupt local blobs replaced from a replica, by outcome.",
+            "outcome",
+            operations.blob_repairs,
         )
         yield _gauge(
             "records_erasure_backlog",

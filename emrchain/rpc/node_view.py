@@ -11,8 +11,8 @@ the peer manager.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from emrchain.state.result import TxResult
 from emrchain.types import Block
@@ -125,6 +125,18 @@ class OperationsSnapshot:
     """Bytes of the files in the data directory."""
     disk_free_bytes: int
     disk_total_bytes: int
+    replication_rounds: int = 0
+    """Reconciliation rounds run since start."""
+    replication_under_replicated: int = 0
+    """Records with fewer observed copies than their factor, at the last round."""
+    replication_missing: int = 0
+    """Records this node should pin and had not pinned, at the last round."""
+    replication_peers_down: int = 0
+    """Configured peer IPFS nodes that did not answer the last round."""
+    blob_reads: dict[str, int] = field(default_factory=lambda: {"local": 0, "peer": 0})
+    """Blob reads served by the local store, or by a peer's after the local one failed."""
+    blob_repairs: dict[str, int] = field(default_factory=lambda: {"repaired": 0, "failed": 0})
+    """Corrupt local blobs replaced from a replica, and attempts that failed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,3 +214,7 @@ class NodeView(Protocol):
         ...
 
     def evidence(self) -> EvidenceReport: ...
+
+    def replication(self) -> dict[str, Any]:
+        """The `GET /records/replication` reply (docs/spec/records.md §10)."""
+        ...

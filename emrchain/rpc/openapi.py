@@ -229,6 +229,20 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.EVIDENCE), **_error_responses(503)},
                 }
             },
+            "/records/replication": {
+                "get": {
+                    "operationId": "replication",
+                    "security": SIGNED,
+                    "description": "This node's view of record replication "
+                    "(docs/spec/records.md section 10): the last reconciliation round, records "
+                    "missing here, under-replicated records (at most 100 of each listed). For "
+                    "admins of this node's organisation and auditors.",
+                    "responses": {
+                        **_ok(replies.REPLICATION),
+                        **_error_responses(401, 403, 503),
+                    },
+                }
+            },
             "/validators/{height}": {
                 "get": {
                     "operationId": "validators",

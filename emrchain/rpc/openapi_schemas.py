@@ -141,6 +141,31 @@ EVIDENCE = strict(
     committed={"type": "array", "items": strict(**EVIDENCE_ITEM, committed_height=INT)},
     pending={"type": "array", "items": strict(**EVIDENCE_ITEM)},
 )
+_REPLICATION_RECORD = strict(record_id=HEX32, cid=STR)
+REPLICATION = strict(
+    enabled=BOOL,
+    organization_id=STR,
+    factor=INT,
+    factors_by_type={"type": "object", "additionalProperties": INT},
+    rounds=INT,
+    last_round_height=INT,
+    last_round_duration_ms=INT,
+    last_round_error=STR,
+    local_store_up=BOOL,
+    records=INT,
+    wanted_here=INT,
+    pinned_here=INT,
+    missing_here=INT,
+    under_replicated=INT,
+    peers={"type": "object", "additionalProperties": BOOL},
+    missing={"type": "array", "items": _REPLICATION_RECORD},
+    under_replicated_records={
+        "type": "array",
+        "items": strict(record_id=HEX32, cid=STR, copies=INT, factor=INT),
+    },
+    pins={"type": "object", "additionalProperties": INT},
+    failover={"type": "object", "additionalProperties": INT},
+)
 VALIDATORS = strict(
     height=INT,
     hash=HEX32,

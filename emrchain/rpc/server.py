@@ -278,6 +278,8 @@ class RpcServer:
                 web.get("/ws/blocks", self.block_stream.handle),
                 web.get("/evidence", self.evidence),
                 web.get("/validators/{height}", self.validators),
+                # Before the record routes: `/records/{record_id}` would take this path.
+                web.get("/records/replication", self.replication),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
             ]
@@ -445,6 +447,24 @@ class RpcServer:
         if height is None:
             raise RpcError(400, "bad_height", f"height must be an integer 0..{MAX_HEIGHT}")
         return self._block_response(height)
+
+    async def replication(self, request: web.Request) -> web.Response:
+        """Replication as this node sees it (docs/spec/records.md §10). Signed: it names
+        records (ids and CIDs), which members learn only through consent; its counts are on
+        /metrics for monitoring."""
+        caller = await self.authenticator.authenticate(request)
+        member = caller.member
+        if not (
+            member.role == Role.AUDITOR
+            or (
+                member.role == Role.ADMIN
+                and member.organization_id == self._node.config.node.organization_id
+            )
+        ):
+            raise RpcError(
+                403, "role_not_permitted", "for admins of this node's organisation and auditors"
+            )
+        return web.json_response(self._node.replication())
 
     async def evidence(self, request: web.Request) -> web.Response:
         """Committed and pending misbehaviour evidence (docs/spec/consensus.md §1.4)."""

@@ -180,6 +180,26 @@ def compute_cid(
     return level[0].content_id
 
 
+def block_cids(data: bytes) -> list[ContentId]:
+    """Every distinct block of `data`'s DAG as `compute_cid` builds it: the leaves, then each
+    level of inner nodes up to the root (last). For a blob of one chunk: its raw block."""
+    view = memoryview(data)
+    if len(view) <= CHUNK_SIZE:
+        return [raw_cid(view)]
+    level = [
+        _DagEntry.leaf(view[offset : offset + CHUNK_SIZE])
+        for offset in range(0, len(view), CHUNK_SIZE)
+    ]
+    blocks = {entry.content_id: None for entry in level}
+    while len(level) > 1:
+        level = [
+            _DagEntry.branch(level[start : start + MAX_LINKS])
+            for start in range(0, len(level), MAX_LINKS)
+        ]
+        blocks.update({entry.content_id: None for entry in level})
+    return list(blocks)
+
+
 @dataclass(frozen=True, slots=True)
 class _DagEntry:
     """A node of the file DAG as its parent links it."""

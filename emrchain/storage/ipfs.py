@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from emrchain import metrics
-from emrchain.storage.cid import CHUNK_SIZE, ContentId, compute_cid
+from emrchain.storage.cid import CHUNK_SIZE, ContentId, block_cids, compute_cid
 from emrchain.storage.interfaces import (
     BlobCorruptedError,
     BlobNotFoundError,
@@ -215,6 +215,38 @@ class IpfsBlobStore:
         except _NodeRejectedError as error:
             raise StorageUnavailableError(f"IPFS block/stat {cid} failed: {error}") from None
         return True
+
+    async def pinned(self) -> set[str]:
+        """The CIDs pinned recursively on the node (what replication counts as copies)."""
+        params = {"type": "recursive", "cid-base": "base32", "stream": "true"}
+        body = await self._call(_Request("pin/ls", params, self._timeout_s))
+        pinned: set[str] = set()
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError as error:
+                raise StorageUnavailableError(f"IPFS pin/ls sent invalid JSON: {error}") from None
+            if isinstance(entry, dict) and isinstance(entry.get("Cid"), str):
+                pinned.add(entry["Cid"])
+        return pinned
+
+    async def repair(self, cid: str, data: bytes) -> None:
+        """Replace whatever the node holds for `cid` by `data` (bytes already checked against
+        the anchor): unpin, remove every block of the DAG, add again. Kubo's `add` keeps a
+        block it already has, corrupt or not, so the blocks must go first."""
+        if compute_cid(data).to_text() != cid:
+            raise ValueError(f"the bytes given to repair {cid} have another CID")
+        await self.unpin(cid)
+        for block in block_cids(data):
+            params = {"arg": block.to_text(), "force": "true"}
+            try:
+                await self._call(_Request("block/rm", params, self._timeout_s))
+            except (StorageUnavailableError, _NodeLookupTimeoutError) as error:
+                # Absent already, or refused: the add below and the caller's check decide.
+                logger.warning("IPFS block/rm %s during repair: %s", block.to_text(), error)
+        await self.put(data)
 
     async def close(self) -> None:
         if self._session is not None:

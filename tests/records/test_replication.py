@@ -3,7 +3,7 @@
 Hospital A's node adds a record to its IPFS node; hospital B's replicator pins the CID on B's
 IPFS node (fetching the blocks over the swarm); B then serves the record by itself, even with
 A's IPFS node killed. A CID nobody has makes the pin fail for good after its bounded retries,
-without blocking anything else.
+without blocking anything else. A pin whose record was erased meanwhile is not kept.
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ import hashlib
 import secrets
 
 from emrchain.records.replication import AUTHORED_AND_GRANTED, PinLimits, Replicator
+from emrchain.schema import ErasureReason, RecordType
+from emrchain.state import keys
+from emrchain.state.emr.records import EmrRecord
+from emrchain.state.memory import MemoryState
+from emrchain.state.view import OverlayStateView
 from emrchain.storage.cid import compute_cid
 from emrchain.storage.ipfs import IpfsBlobStore
 from tests.services.fixtures import run
@@ -80,3 +85,47 @@ def test_a_pin_nobody_can_serve_fails_after_its_retries(ipfs_pair) -> None:
     pins = run(scenario())
     assert pins.counters.failed == 1 and pins.counters.pinned == 0 and pins.counters.retried == 1
     assert absent not in b.pins()
+
+
+def test_a_pin_whose_record_is_erased_is_not_kept(ipfs_pair) -> None:
+    """A job queued before its record's erasure committed (the commit listener or a round
+    ran first) finds the tombstone in committed state and leaves B's pins alone."""
+    a, b = ipfs_pair
+    data = secrets.token_bytes(2_048)
+    record = EmrRecord(
+        record_id=secrets.token_bytes(32), patient_id=secrets.token_bytes(32),
+        ciphertext_sha256=hashlib.sha256(data).digest(), cid=compute_cid(data).to_bytes(),
+        record_type=RecordType.LAB_RESULT, size_bytes=len(data), author=secrets.token_bytes(32),
+        author_organization="hospital-0", height=1, time_ms=1,
+    )
+    state = OverlayStateView(MemoryState())
+    state.put(keys.emr_record_key(record.record_id), record.encode())
+
+    async def scenario() -> Replicator:
+        store_a, store_b = blob_store(a.api_url), blob_store(b.api_url)
+        try:
+            cid = await store_a.put(data)
+            pins = Replicator(
+                store_b, "hospital-1", AUTHORED_AND_GRANTED, state_view=lambda: state,
+                chain_id=b"emrchain-records", max_tx_bytes=65_536,
+                limits=PinLimits(concurrency=1, attempts=2, backoff_initial_ms=100),
+            )
+            tombstone = record.erased(ErasureReason.PATIENT_REQUEST, record.author, 2, 2)
+            state.put(keys.emr_record_key(record.record_id), tombstone.encode())
+            pins.enqueue(cid, record.ciphertext_sha256, record.record_id)
+            await pins.wait_idle()
+            assert cid not in b.pins()
+            # The same job for the record while it still stands is pinned: the check is what
+            # kept the erased one out.
+            state.put(keys.emr_record_key(record.record_id), record.encode())
+            pins.enqueue(cid, record.ciphertext_sha256, record.record_id)
+            await pins.wait_idle()
+            await pins.close()
+            assert cid in b.pins()
+            return pins
+        finally:
+            await store_a.close()
+            await store_b.close()
+
+    pins = run(scenario())
+    assert pins.counters.erased == 1 and pins.counters.pinned == 1

@@ -116,6 +116,9 @@ def services_devnet(
                 records={
                     "blob_backend": "ipfs",
                     "ipfs_api_url": ipfs[index % 2].api_url,
+                    # One copy by placement: which nodes pin is then the grant policy's alone
+                    # (placement by factor: tests/records/test_replication_devnet.py).
+                    "replication_factor": 1,
                     "cache_backend": "redis",
                     "redis_url": f"unix://{redis.unix_socket}",
                     "redis_password_environment_variable": REDIS_PASSWORD_VARIABLE,
