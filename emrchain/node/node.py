@@ -1,4 +1,4 @@
-"""A validator node: wires store, application, mempool, consensus, P2P, block sync and RPC.
+"""A validator or full node: wires store, application, mempool, consensus, P2P, block sync and RPC.
 
 Startup handshake: open the store (initialising it from genesis the first time), check it is
 consistent (`store.reconcile`), then join consensus at the height after the last committed
@@ -48,6 +48,7 @@ from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
+from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
@@ -171,14 +172,18 @@ class Node:
         self.evidence_pool.listeners.append(
             lambda item: self._broadcast(messages.EvidenceMessage(item))
         )
+        # The allowed peers follow committed state: validators of the next two heights and
+        # registered full nodes (docs/spec/p2p.md §2.1), recomputed after every commit.
+        self._genesis_node_keys = {v.public_key: v.node_key for v in genesis.validators}
         self.p2p = PeerManager(
             p2p_config(config),
             self.node_key,
             self.chain_id,
-            [validator.node_key for validator in genesis.validators],
+            self._peer_directory().allowed_keys,
             on_peer_connected=self._on_peer_connected,
             on_peer_disconnected=self._on_peer_disconnected,
         )
+        self.chain.commit_listeners.append(lambda _block, _ids, _results: self._follow_peers())
         self.records = open_record_service(config)
         self.chain.erasure_listeners.append(self._erase_stored_record)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
@@ -265,6 +270,7 @@ class Node:
         """Serve until `request_stop()` (SIGTERM/SIGINT) or a halt; then shut down cleanly."""
         tune_garbage_collector()
         await self.p2p.start()
+        self._follow_peers()
         self.admission.start()
         await self.rpc.start()
         if self.instrumentation is not None:
@@ -405,6 +411,15 @@ class Node:
     def _send_to(self, peer_id: str, message: messages.Message) -> bool:
         channel, payload = messages.encode(message)
         return self.p2p.send(peer_id, channel, payload)
+
+    def _peer_directory(self) -> PeerDirectory:
+        return peer_directory(self.store.state_view(), self._genesis_node_keys)
+
+    def _follow_peers(self) -> None:
+        """Allowed peers and their advertised addresses, as committed state now says."""
+        directory = self._peer_directory()
+        self.p2p.set_allowed_peer_keys(directory.allowed_keys)
+        self.p2p.set_advertised_addresses(directory.addresses)
 
     def _on_peer_connected(self, peer_id: str) -> None:
         self._gossip_cursors[peer_id] = 0

@@ -81,7 +81,9 @@ def one_of_each() -> dict[TxKind, Transaction]:
         TxKind.REGISTER_NODE: transactions.register_node(
             ADMIN, chain, 5, node_key=signer(7).public_key, address="10.0.0.7:26656"
         ),
-        TxKind.REMOVE_NODE: transactions.remove_node(ADMIN, chain, 6, node_key=signer(7).public_key),
+        TxKind.REMOVE_NODE: transactions.remove_node(
+            ADMIN, chain, 6, node_key=signer(7).public_key
+        ),
     }
 
 

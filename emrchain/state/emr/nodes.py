@@ -65,9 +65,7 @@ def register_node(
         )
     registry.append(RegisteredNode(node_key, organization_id, address, context.height))
     state.put(keys.NODE_REGISTRY, encode_registry(registry))
-    return TxResult.make(
-        ResultCode.OK, f"node {short(node_key)} registered for {organization_id}"
-    )
+    return TxResult.make(ResultCode.OK, f"node {short(node_key)} registered for {organization_id}")
 
 
 @emr_handler
