@@ -1,6 +1,6 @@
 """Membership commands: `join`, `approve-validator`, `register-node`, `remove-node`.
 
-A hospital joins a running chain (`docs/spec/state.md` §4.2, §4.4):
+A hospital joins a running chain (`docs/spec/state.md` §4.2, §4.5):
 
 1. `emrchain join` creates its home: fresh keys, the chain's genesis, the running nodes as
    persistent peers. It prints the validator key and node key to be approved.
@@ -83,7 +83,7 @@ def _join_arguments(parser: argparse.ArgumentParser) -> None:
         help="address other nodes dial, recorded on chain (default: --p2p-address)",
     )
     parser.add_argument(
-        "--organization-id", type=organization_id, default="", help="organisation served"
+        "--organization-id", type=organization_id, help="organisation whose records it serves"
     )
 
 
@@ -96,7 +96,7 @@ def join(args: argparse.Namespace) -> int:
         persistent_peers=args.peer,
         p2p_address=args.p2p_address,
         rpc_address=args.rpc_address,
-        organization_id=args.organization_id,
+        organization_id=args.organization_id or "",
     )
     validator_key = load_key_file(config.validator_key_path).public_key.hex()
     node_key = node_id(load_key_file(config.node_key_path).public_key)

@@ -318,7 +318,7 @@ def create_joining_home(
     `persistent_peers`. It starts as a full node: it block-syncs and follows commits, and
     votes only once validators approve its validator key (VALIDATOR_UPDATE) — or stays a full
     node once an admin registers its node key (REGISTER_NODE). Either way the running nodes
-    refuse its connections until that is committed (`docs/spec/p2p.md` §2.1).
+    refuse its connections until that is committed (`docs/spec/p2p.md` §4.1).
     """
     home = home.absolute()
     if home.exists() and (not home.is_dir() or any(home.iterdir())):

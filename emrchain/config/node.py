@@ -194,7 +194,7 @@ class P2PSection:
     max_dialled_registry_peers: int = setting(
         64,
         "Most peers dialled at the address they advertise on chain (validators' and registered "
-        "nodes' entries, docs/spec/p2p.md §2.1), besides persistent_peers; the lowest node ids "
+        "nodes' entries, docs/spec/p2p.md §4.1), besides persistent_peers; the lowest node ids "
         "are dialled first.",
         Integer(0, 10_000, "peers"),
     )

@@ -173,7 +173,7 @@ class Node:
             lambda item: self._broadcast(messages.EvidenceMessage(item))
         )
         # The allowed peers follow committed state: validators of the next two heights and
-        # registered full nodes (docs/spec/p2p.md §2.1), recomputed after every commit.
+        # registered full nodes (docs/spec/p2p.md §4.1), recomputed after every commit.
         self._genesis_node_keys = {v.public_key: v.node_key for v in genesis.validators}
         self.p2p = PeerManager(
             p2p_config(config),

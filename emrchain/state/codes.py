@@ -62,7 +62,7 @@ class ResultCode(IntEnum):
     TOO_MANY_BREAK_GLASS = 71
     # Validators (after the EMR codes: the numbers are stable API).
     INVALID_VALIDATOR_KEY = 72
-    # Node keys of validators and the node registry (`docs/spec/state.md` §4.2, §4.4).
+    # Node keys of validators and the node registry (`docs/spec/state.md` §4.2, §4.5).
     INVALID_NODE_KEY = 80
     INVALID_NODE_ADDRESS = 81
     NODE_ALREADY_REGISTERED = 82

@@ -1,6 +1,6 @@
-"""Who may connect to the P2P network, read from committed state (`docs/spec/p2p.md` §2.1).
+"""Who may connect to the P2P network, read from committed state (`docs/spec/p2p.md` §4.1).
 
-Two state entries name node keys (`docs/spec/state.md` §4.2, §4.4):
+Two state entries name node keys (`docs/spec/state.md` §4.2, §4.5):
 
 - VALIDATOR_NODES: the node key and advertised address of every validator added by a
   VALIDATOR_UPDATE (genesis validators' node keys are in the genesis file);

@@ -1,4 +1,4 @@
-"""The allowed set following committed state (`docs/spec/p2p.md` §2.1), over real TCP: a peer
+"""The allowed set following committed state (`docs/spec/p2p.md` §4.1), over real TCP: a peer
 becomes dialable when it is allowed, is dialled at its advertised address, and is dropped and
 refused once it is no longer allowed."""
 

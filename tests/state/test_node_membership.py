@@ -1,4 +1,4 @@
-"""Node keys in state (`docs/spec/state.md` §4.2, §4.4) and the P2P allowed set derived from
+"""Node keys in state (`docs/spec/state.md` §4.2, §4.5) and the P2P allowed set derived from
 them (`emrchain/state/peers.py`): validators' node keys from VALIDATOR_UPDATE, the node registry
 (REGISTER_NODE / REMOVE_NODE) and its access rules."""
 

@@ -1,4 +1,4 @@
-"""The node registry: REGISTER_NODE and REMOVE_NODE (`docs/spec/state.md` §4.4).
+"""The node registry: REGISTER_NODE and REMOVE_NODE (`docs/spec/state.md` §4.5).
 
 An organisation's admin registers the P2P node key (and advertised address) of a full node the
 organisation runs; nodes in the registry are allowed past the P2P handshake of every node
