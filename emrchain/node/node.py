@@ -296,9 +296,13 @@ class Node:
         )
         self.mempool.on_admitted = self.driver.txs_available
         self.driver.evidence_listeners.append(self._admit_evidence)
+        # A node whose validator key is not in the set is a full node: it syncs and follows
+        # commits and never votes, until a VALIDATOR_UPDATE adds its key (state.md §4.2).
+        voting = self.validator_key.public_key in self.chain.validator_set(self.chain.height + 1)
         logger.info(
-            "node %s (validator %s) starting at height %d; core %s",
+            "node %s (%s %s) starting at height %d; core %s",
             self.p2p.node_id[:16],
+            "validator" if voting else "full node; validator key not in the set:",
             self.validator_key.public_key.hex()[:16],
             self.chain.height + 1,
             _core.IMPLEMENTATION,

@@ -189,6 +189,7 @@ def test_a_registered_full_node_syncs_serves_a_record_and_never_votes(network: D
 
     full_validator = validator_key_of(full_home)
     assert network.rpc(full, "/status")["validator"] == full_validator
+    assert "full node; validator key not in the set" in network.log_path(full).read_text()
     top = network.height(full)
     for height in range(1, top):
         assert full_validator not in commit_signers(network, full, height)
