@@ -24,7 +24,7 @@ from typing import Any
 from emrchain.cli.arguments import bounded_integer, home_path, moniker_argument
 from emrchain.cli.client import _connection_arguments as connection_arguments
 from emrchain.cli.client import _with_client, hex_id, organization_id, rpc_url
-from emrchain.cli.registry import CommandError, command
+from emrchain.cli.registry import CommandError, UsageError, command
 from emrchain.client import transactions
 from emrchain.config.address import Address, PeerAddress, parse_address
 from emrchain.config.homes import create_joining_home
@@ -89,6 +89,10 @@ def _join_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command("join", "create a home for a node joining a running chain", arguments=_join_arguments)
 def join(args: argparse.Namespace) -> int:
+    advertised = args.advertise or args.p2p_address
+    if advertised.host in ("0.0.0.0", "::"):
+        # Peers would dial the unspecified address, i.e. themselves.
+        raise UsageError(f"{advertised} cannot be dialled by peers: give --advertise HOST:PORT")
     config, genesis = create_joining_home(
         args.home,
         moniker=args.moniker,
@@ -100,7 +104,6 @@ def join(args: argparse.Namespace) -> int:
     )
     validator_key = load_key_file(config.validator_key_path).public_key.hex()
     node_key = node_id(load_key_file(config.node_key_path).public_key)
-    advertised = args.advertise or args.p2p_address
     print(f"initialised {config.home} for chain {genesis.chain_id}")
     print(f"  validator key  {validator_key}")
     print(f"  node key       {node_key}")
@@ -156,9 +159,9 @@ def approve_validator(args: argparse.Namespace) -> int:
     from emrchain.hsm.node_keys import validator_signer  # loads PKCS#11 only when asked
 
     if args.power and args.node_key is None:
-        raise CommandError("--node-key is required unless --power is 0")
+        raise UsageError("--node-key is required unless --power is 0")
     if not args.power and (args.node_key is not None or args.address is not None):
-        raise CommandError("a removal (--power 0) takes no --node-key or --address")
+        raise UsageError("a removal (--power 0) takes no --node-key or --address")
     config = load_node_config(args.home)
     url = args.rpc or f"http://{config.rpc.listen_address}"
     signer = validator_signer(config)
