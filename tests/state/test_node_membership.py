@@ -157,3 +157,14 @@ def test_registry_encoding_is_canonical() -> None:
     encoded = encode_registry(entries)
     assert decode_registry(encoded) == sorted(entries, key=lambda entry: entry.node_key)
     assert encode_registry(reversed(entries)) == encoded
+
+
+def test_a_validator_moves_to_a_new_node_key_by_an_update_of_the_same_power() -> None:
+    world = World(setup=False)
+    validator = signer(0).public_key
+    old_node = GENESIS_NODE_KEYS[validator]
+    assert old_node in peer_directory(world.state, GENESIS_NODE_KEYS).allowed_keys
+    moved = update(validator, power=1, epoch=1, node_key=node("moved"), address="")
+    assert approve(world, moved) == [ResultCode.OK] * 3
+    allowed = peer_directory(world.state, GENESIS_NODE_KEYS).allowed_keys
+    assert node("moved") in allowed and old_node not in allowed
