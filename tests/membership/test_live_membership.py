@@ -32,11 +32,12 @@ import pytest
 from emrchain.client.rpc import EmrClient
 from emrchain.config.homes import ADMIN_IDENTITY_FILE, choose_free_ports
 from emrchain.config.node import load_node_config
+from emrchain.crypto.keys import Ed25519Signer
 from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.devnet.workload import iter_anchor_transactions
 from emrchain.keystore import load_key_file, node_id
-from emrchain.keystore.member import MemberIdentity
+from emrchain.keystore.member import MemberIdentity, write_member_identity
 from emrchain.schema import RecordType, Role
 
 pytestmark = pytest.mark.slow
@@ -186,6 +187,20 @@ def test_a_registered_full_node_syncs_serves_a_record_and_never_votes(network: D
         return read.plaintext
 
     assert asyncio.run(record_through_the_full_node()) == PLAINTEXT
+
+    # A clinician is no admin: its registration of a node is refused at execution.
+    clinician_file = network.root / "clinician.json"
+    write_member_identity(clinician_file, clinician)
+    other_node = Ed25519Signer.generate().public_key.hex()
+    command = ["register-node", f"--key={clinician_file}", f"--rpc={network.rpc_urls[full]}"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "emrchain.cli", *command, f"--node-key={other_node}"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+    assert refused.returncode == 1 and "ROLE_NOT_PERMITTED" in refused.stderr, refused.stderr
 
     full_validator = validator_key_of(full_home)
     assert network.rpc(full, "/status")["validator"] == full_validator
