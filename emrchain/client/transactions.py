@@ -274,7 +274,34 @@ def validator_update(
     validator_key: bytes,
     power: int,
     epoch: int,
+    node_key: bytes = bytes(32),
+    address: str = "",
 ) -> Transaction:
-    """A current validator's approval of a power change (0 removes); not a member action."""
-    fields = {"validator_key": validator_key, "power": power, "epoch": epoch}
+    """A current validator's approval of a power change (0 removes); not a member action.
+
+    An addition or power change names the validator's P2P node key and advertised address
+    (`host:port`, or "" for none); a removal leaves both at their defaults."""
+    fields = {
+        "validator_key": validator_key,
+        "power": power,
+        "epoch": epoch,
+        "node_key": node_key,
+        "address": address,
+    }
     return Transaction.create(validator, chain_id, TxKind.VALIDATOR_UPDATE, nonce, fields)
+
+
+def register_node(
+    admin: MemberIdentity, chain_id: bytes, nonce: int, *, node_key: bytes, address: str = ""
+) -> Transaction:
+    """An admin registers a full node of its organisation (its P2P node key and address)."""
+    fields = {"node_key": node_key, "address": address}
+    return Transaction.create(admin.signer, chain_id, TxKind.REGISTER_NODE, nonce, fields)
+
+
+def remove_node(
+    admin: MemberIdentity, chain_id: bytes, nonce: int, *, node_key: bytes
+) -> Transaction:
+    """An admin removes a full node its organisation registered."""
+    fields = {"node_key": node_key}
+    return Transaction.create(admin.signer, chain_id, TxKind.REMOVE_NODE, nonce, fields)

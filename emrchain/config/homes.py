@@ -20,7 +20,12 @@ from pathlib import Path
 
 from emrchain.config.address import Address, PeerAddress
 from emrchain.config.errors import ConfigError
-from emrchain.config.genesis import Genesis, load_config_and_genesis, parse_genesis
+from emrchain.config.genesis import (
+    Genesis,
+    load_config_and_genesis,
+    load_genesis,
+    parse_genesis,
+)
 from emrchain.config.node import (
     CONFIG_DIR,
     NODE_CONFIG_FILE,
@@ -297,6 +302,51 @@ def create_testnet(
     return [output / moniker for moniker in monikers], genesis
 
 
+def create_joining_home(
+    home: Path,
+    *,
+    moniker: str,
+    genesis_path: Path,
+    persistent_peers: Sequence[PeerAddress],
+    p2p_address: Address,
+    rpc_address: Address,
+    organization_id: str = "",
+) -> tuple[NodeConfig, Genesis]:
+    """`emrchain join`: a home with fresh keys for a node joining a running chain.
+
+    It holds the chain's genesis (copied, checked by the strict parser) and dials
+    `persistent_peers`. It starts as a full node: it block-syncs and follows commits, and
+    votes only once validators approve its validator key (VALIDATOR_UPDATE) — or stays a full
+    node once an admin registers its node key (REGISTER_NODE). Either way the running nodes
+    refuse its connections until that is committed (`docs/spec/p2p.md` §4.1).
+    """
+    home = home.absolute()
+    if home.exists() and (not home.is_dir() or any(home.iterdir())):
+        raise HomeError(f"{home}: exists and is not an empty directory")
+    genesis = load_genesis(genesis_path)
+    base = NodeConfig(home=home)
+    config = dataclasses.replace(
+        base,
+        node=dataclasses.replace(base.node, moniker=moniker, organization_id=organization_id),
+        p2p=dataclasses.replace(
+            base.p2p, listen_address=p2p_address, persistent_peers=tuple(persistent_peers)
+        ),
+        rpc=dataclasses.replace(base.rpc, listen_address=rpc_address),
+        limits=genesis.consensus_params,
+    )
+    home.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{home.name}-", dir=home.parent))
+    try:
+        _write_home(staging, config, genesis, NodeKeys.generate())
+        if home.exists():
+            home.rmdir()  # empty, checked above
+        staging.rename(home)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return config, genesis
+
+
 def reset_data(home: Path) -> Path:
     """`emrchain unsafe-reset-all`: empty the data directory; config and keys stay.
 
@@ -325,6 +375,7 @@ __all__ = [
     "build_genesis",
     "choose_free_ports",
     "create_home",
+    "create_joining_home",
     "create_testnet",
     "reset_data",
     "testnet_ports",

@@ -196,6 +196,13 @@ class P2PSection:
         "misbehaviour reports (bans are always logged); the next line counts those left out.",
         Integer(0, 3_600_000, "milliseconds"),
     )
+    max_dialled_registry_peers: int = setting(
+        64,
+        "Most peers dialled at the address they advertise on chain (validators' and registered "
+        "nodes' entries, docs/spec/p2p.md §4.1), besides persistent_peers; the lowest node ids "
+        "are dialled first.",
+        Integer(0, 10_000, "peers"),
+    )
 
 
 @dataclass(frozen=True)

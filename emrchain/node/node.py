@@ -1,4 +1,4 @@
-"""A validator node: wires store, application, mempool, consensus, P2P, block sync and RPC.
+"""A validator or full node: wires store, application, mempool, consensus, P2P, block sync and RPC.
 
 Startup handshake: open the store (initialising it from genesis the first time), check it is
 consistent (`store.reconcile`), then join consensus at the height after the last committed
@@ -51,6 +51,7 @@ from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
+from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
@@ -177,14 +178,18 @@ class Node:
         self.evidence_pool.listeners.append(
             lambda item: self._broadcast(messages.EvidenceMessage(item))
         )
+        # The allowed peers follow committed state: validators of the next two heights and
+        # registered full nodes (docs/spec/p2p.md §4.1), recomputed after every commit.
+        self._genesis_node_keys = {v.public_key: v.node_key for v in genesis.validators}
         self.p2p = PeerManager(
             p2p_config(config),
             self.node_key,
             self.chain_id,
-            [validator.node_key for validator in genesis.validators],
+            self._peer_directory().allowed_keys,
             on_peer_connected=self._on_peer_connected,
             on_peer_disconnected=self._on_peer_disconnected,
         )
+        self.chain.commit_listeners.append(lambda _block, _ids, _results: self._follow_peers())
         self.records = open_record_service(config)
         self.chain.erasure_listeners.append(self._erase_stored_record)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
@@ -310,9 +315,13 @@ class Node:
         )
         self.mempool.on_admitted = self.driver.txs_available
         self.driver.evidence_listeners.append(self._admit_evidence)
+        # A node whose validator key is not in the set is a full node: it syncs and follows
+        # commits and never votes, until a VALIDATOR_UPDATE adds its key (state.md §4.2).
+        voting = self.validator_key.public_key in self.chain.validator_set(self.chain.height + 1)
         logger.info(
-            "node %s (validator %s) starting at height %d; core %s",
+            "node %s (%s %s) starting at height %d; core %s",
             self.p2p.node_id[:16],
+            "validator" if voting else "full node; validator key not in the set:",
             self.validator_key.public_key.hex()[:16],
             self.chain.height + 1,
             _core.IMPLEMENTATION,
@@ -339,6 +348,7 @@ class Node:
         that cannot listen is a NodeStartError naming its setting."""
         config = self.config
         await _listening("[p2p] listen_address", config.p2p.listen_address, self.p2p.start())
+        self._follow_peers()
         self.admission.start()
         await _listening("[rpc] listen_address", config.rpc.listen_address, self.rpc.start())
         if self.instrumentation is not None:
@@ -444,6 +454,15 @@ class Node:
     def _send_to(self, peer_id: str, message: messages.Message) -> bool:
         channel, payload = messages.encode(message)
         return self.p2p.send(peer_id, channel, payload)
+
+    def _peer_directory(self) -> PeerDirectory:
+        return peer_directory(self.store.state_view(), self._genesis_node_keys)
+
+    def _follow_peers(self) -> None:
+        """Allowed peers and their advertised addresses, as committed state now says."""
+        directory = self._peer_directory()
+        self.p2p.set_allowed_peer_keys(directory.allowed_keys)
+        self.p2p.set_advertised_addresses(directory.addresses)
 
     def _on_peer_connected(self, peer_id: str) -> None:
         self._gossip_cursors[peer_id] = 0

@@ -56,6 +56,7 @@ class P2PConfig:
     misbehaviour_ban_threshold: int = P2PSection.misbehaviour_ban_threshold
     ban_duration_ms: int = P2PSection.ban_duration_ms
     log_interval_ms: int = P2PSection.log_interval_ms
+    max_dialled_registry_peers: int = P2PSection.max_dialled_registry_peers
 
     @property
     def max_payload_bytes(self) -> int:

@@ -2,7 +2,10 @@
 
 The node calls `start()`, then `send` / `broadcast` (never blocking) and `receive()` /
 `messages()`; `close()` cancels every task and closes every socket. Only nodes whose P2P key is
-in the allowed set (from genesis) get past the handshake.
+in the allowed set get past the handshake; the node replaces the set after every commit
+(`set_allowed_peer_keys`, from committed state: `emrchain/state/peers.py`) and names the
+addresses allowed peers advertise on chain (`set_advertised_addresses`), which are dialled like
+persistent peers while they stay allowed.
 
 Before a dialer has authenticated it holds a pre-authentication slot: at most
 `max_pending_handshakes` in all and `max_pending_handshakes_per_address` from one source
@@ -24,7 +27,7 @@ import ipaddress
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +92,8 @@ class PeerManager:
         self._node_id = node_id(node_key.public_key)
         self._allowed_peer_keys = _checked_keys(allowed_peer_keys)
         self._persistent_peers = self._parse_persistent_peers(config.persistent_peers)
+        # node id -> (address, task dialling it): peers dialled at their on-chain address.
+        self._advertised: dict[str, tuple[NodeAddress, asyncio.Task[object]]] = {}
         self._on_peer_connected = on_peer_connected
         self._on_peer_disconnected = on_peer_disconnected
         self._stats = P2PStats()
@@ -228,10 +233,47 @@ class PeerManager:
 
     def set_allowed_peer_keys(self, keys: Iterable[bytes]) -> None:
         """Replace the allowed set (validator set change); drop peers no longer in it."""
-        self._allowed_peer_keys = _checked_keys(keys)
+        allowed = _checked_keys(keys)
+        if allowed == self._allowed_peer_keys:
+            return
+        self._allowed_peer_keys = allowed
         for peer_id, connection in list(self._connections.items()):
             if bytes.fromhex(peer_id) not in self._allowed_peer_keys:
                 connection.close(CloseReason.PEER_NO_LONGER_ALLOWED)
+        logger.info("allowed peer set: %d node keys", len(allowed))
+
+    def set_advertised_addresses(self, addresses: Mapping[bytes, str]) -> None:
+        """Keep dialling allowed peers at the `host:port` they advertise (node key -> address),
+        at most `max_dialled_registry_peers` of them, lowest node id first; persistent peers
+        and this node are left out, and a peer that drops out of `addresses` is no longer
+        dialled (an open connection to it stays while it is allowed)."""
+        if self._closing or not self._started:
+            return
+        wanted: dict[str, NodeAddress] = {}
+        persistent = {address.node_id for address in self._persistent_peers}
+        for key in sorted(addresses):
+            if len(wanted) >= self._config.max_dialled_registry_peers:
+                break
+            peer_id = node_id(key)
+            if peer_id == self._node_id or peer_id in persistent:
+                continue
+            address = _advertised_address(peer_id, addresses[key])
+            if address is not None and key in self._allowed_peer_keys:
+                wanted[peer_id] = address
+        for peer_id, (address, task) in list(self._advertised.items()):
+            if wanted.get(peer_id) != address:
+                task.cancel()
+                del self._advertised[peer_id]
+        for peer_id, address in wanted.items():
+            if peer_id not in self._advertised:
+                task = asyncio.create_task(self._maintain_persistent_peer(address))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                self._advertised[peer_id] = (address, task)
+
+    def dialled_advertised_peers(self) -> list[str]:
+        """Node ids dialled at their on-chain address now, sorted."""
+        return sorted(self._advertised)
 
     # ----------------------------------------------------------------------------- messages
 
@@ -505,11 +547,24 @@ class PeerManager:
             if address.node_id == self._node_id:
                 raise ValueError(f"persistent peer {text!r} is this node itself")
             if address.public_key not in self._allowed_peer_keys:
-                raise ValueError(f"persistent peer {text!r} is not in the allowed peer keys")
+                # The allowed set follows committed state; the peer is dialled once it is in.
+                logger.warning("persistent peer %s is not allowed (yet); not dialled", text)
             if address.node_id in parsed:
                 raise ValueError(f"persistent peer {address.node_id} is listed twice")
             parsed[address.node_id] = address
         return tuple(parsed.values())
+
+
+def _advertised_address(peer_id: str, text: str) -> NodeAddress | None:
+    """`host:port` (or `[ipv6]:port`) advertised for `peer_id` as a dialable address; None if
+    it is not one (state validates addresses, so only a node of another version could see
+    that)."""
+    host, separator, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        return NodeAddress.parse(f"{peer_id}@{host}:{port}") if separator else None
+    except ValueError:
+        return None
 
 
 def _checked_keys(keys: Iterable[bytes]) -> frozenset[bytes]:

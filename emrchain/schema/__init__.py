@@ -63,6 +63,8 @@ class TxKind(IntEnum):
     BREAK_GLASS = 9
     ERASE_RECORD = 10
     VALIDATOR_UPDATE = 11
+    REGISTER_NODE = 12
+    REMOVE_NODE = 13
 
 
 class Role(IntEnum):
@@ -134,6 +136,9 @@ U64_MAX = (1 << 64) - 1
 MAX_VALIDATOR_POWER = 1 << 50
 """Per-validator cap; with at most a few thousand validators the total stays below 2^62."""
 MAX_RECORD_BYTES = 1 << 40
+NODE_ADDRESS_MAX_BYTES = 128
+"""An advertised P2P address `host:port` (a DNS name is at most 253 bytes; 128 is plenty for
+the names and IP literals a consortium uses, and bounds the state entries that hold it)."""
 BREAK_GLASS_MAX_DURATION_MS = 24 * 60 * 60 * 1000
 
 
@@ -226,7 +231,16 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         _key("validator_key"),
         FieldSpec("power", FIELD_UINT, 8, 0, MAX_VALIDATOR_POWER),
         FieldSpec("epoch", FIELD_UINT, 8, 1, U64_MAX),
+        # The validator's P2P node key and advertised address (`docs/spec/state.md` §4.2):
+        # all zeros and empty for a removal (power 0).
+        _optional_key("node_key"),
+        FieldSpec("address", FIELD_TEXT, 1, 0, NODE_ADDRESS_MAX_BYTES),
     ),
+    TxKind.REGISTER_NODE: (
+        _key("node_key"),
+        FieldSpec("address", FIELD_TEXT, 1, 0, NODE_ADDRESS_MAX_BYTES),
+    ),
+    TxKind.REMOVE_NODE: (_key("node_key"),),
 }
 
 MAX_KIND = max(PAYLOAD_SCHEMAS)

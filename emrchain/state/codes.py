@@ -62,6 +62,13 @@ class ResultCode(IntEnum):
     TOO_MANY_BREAK_GLASS = 71
     # Validators (after the EMR codes: the numbers are stable API).
     INVALID_VALIDATOR_KEY = 72
+    # Node keys of validators and the node registry (`docs/spec/state.md` §4.2, §4.5).
+    INVALID_NODE_KEY = 80
+    INVALID_NODE_ADDRESS = 81
+    NODE_ALREADY_REGISTERED = 82
+    NODE_NOT_FOUND = 83
+    NODE_LIMIT_REACHED = 84
+    NODE_REGISTRY_FULL = 85
 
 
 def code_name(code: int) -> str:

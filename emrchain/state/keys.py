@@ -21,6 +21,9 @@ VALIDATOR_PROPOSALS = b"\x04"
 """-> the open validator-update proposals and their approvals (`validators.py`)."""
 COMMITTED_EVIDENCE_PREFIX = b"\x05"
 """0x05 | evidence hash (32) -> commit height u64 | evidence encoding (`evidence.py`)."""
+VALIDATOR_NODES = b"\x06"
+"""-> the P2P node key and advertised address of validators added by VALIDATOR_UPDATE
+(`peers.py`); kept apart from the set encodings so the set hash does not change."""
 NONCE_PREFIX = b"\x10"
 """0x10 | sender key (32) -> last applied nonce u64."""
 VALIDATOR_EPOCH_PREFIX = b"\x11"
@@ -76,6 +79,8 @@ REVIEW_COUNT = b"\x64"
 """-> break-glass events ever appended to the review queue u64."""
 REVIEW_PREFIX = b"\x65"
 """0x65 | slot u32 -> AccessEvent of kind break-glass, for auditors' review."""
+NODE_REGISTRY = b"\x70"
+"""-> the registered full nodes: node key, organisation, advertised address (`peers.py`)."""
 
 ORGANIZATION_ID_FIELD_BYTES = 64
 

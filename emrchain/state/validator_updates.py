@@ -1,6 +1,10 @@
 """The VALIDATOR_UPDATE rule: validators approve a change of the validator set, which applies
 once the approvers hold more than 2/3 of the current voting power (`docs/spec/state.md` §4.2).
 
+An update that adds a validator or changes its power names the validator's P2P node key and
+advertised address; applying it records them in VALIDATOR_NODES (`peers.py`), which the P2P
+allowed set follows. A removal names neither.
+
 The EMR handler table (`emrchain/state/emr/handlers.py`) maps the kind to `validator_update`;
 validators, not members, send it.
 """
@@ -12,6 +16,12 @@ from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
 from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode
+from emrchain.state.peers import (
+    ValidatorNode,
+    check_advertised_address,
+    encode_validator_nodes,
+    read_validator_nodes,
+)
 from emrchain.state.result import TxResult
 from emrchain.state.validators import (
     ValidatorProposal,
@@ -22,7 +32,7 @@ from emrchain.state.validators import (
     read_validator_set,
 )
 from emrchain.state.view import OverlayStateView, StateView, read_u64
-from emrchain.types.validator import Validator
+from emrchain.types.validator import Validator, ValidatorSet
 
 _U64_BYTES = 8
 
@@ -42,6 +52,8 @@ def validator_update(
     validator_key = tx.fields["validator_key"]
     power = tx.fields["power"]
     epoch = tx.fields["epoch"]
+    node_key = tx.fields["node_key"]
+    address = tx.fields["address"]
     if power and not is_prime_order_key(validator_key):
         # A removal (power 0) names a key already in the set; only keys entering it are checked.
         return TxResult.make(
@@ -49,6 +61,9 @@ def validator_update(
             f"validator key {validator_key.hex()[:16]} is not an Ed25519 public key of the "
             "prime-order subgroup",
         )
+    refusal = _check_node(power, node_key, address)
+    if refusal is not None:
+        return refusal
     last_epoch = read_u64(state, keys.validator_epoch_key(validator_key))
     if epoch <= last_epoch:
         return TxResult.make(
@@ -57,7 +72,8 @@ def validator_update(
             "to this validator",
         )
     proposals = _live_proposals(state, context)
-    existing = next((p for p in proposals if p.identity == (validator_key, power, epoch)), None)
+    identity = (validator_key, power, epoch, node_key, address)
+    existing = next((p for p in proposals if p.identity == identity), None)
     if existing is not None and tx.sender in existing.approvers:
         return TxResult.make(
             ResultCode.DUPLICATE_APPROVAL, "this validator already approved this update"
@@ -76,7 +92,9 @@ def validator_update(
     except ValidatorUpdateError as error:
         return TxResult.make(ResultCode.INVALID_VALIDATOR_SET, str(error))
     if existing is None:
-        existing_or_new = ValidatorProposal(validator_key, power, epoch, context.height, ())
+        existing_or_new = ValidatorProposal(
+            validator_key, power, epoch, context.height, (), node_key, address
+        )
     else:
         existing_or_new = existing
     proposal = existing_or_new.with_approver(tx.sender)
@@ -85,6 +103,7 @@ def validator_update(
     if current.has_quorum(approved_power):
         if updated != working:
             state.put(keys.VALIDATORS_AFTER_NEXT, updated.encode())
+        _write_validator_node(state, ValidatorNode(validator_key, node_key, address), updated)
         state.put(keys.validator_epoch_key(validator_key), epoch.to_bytes(_U64_BYTES, "big"))
         # Proposals for this key at or below the applied epoch can never apply any more.
         remaining = [p for p in others if p.validator_key != validator_key or p.epoch > epoch]
@@ -122,3 +141,47 @@ def _write_proposals(state: OverlayStateView, proposals: list[ValidatorProposal]
         state.put(keys.VALIDATOR_PROPOSALS, encode_proposals(proposals))
     elif state.get(keys.VALIDATOR_PROPOSALS) is not None:
         state.delete(keys.VALIDATOR_PROPOSALS)
+
+
+def _check_node(power: int, node_key: bytes, address: str) -> TxResult | None:
+    """An addition names a prime-order node key and a valid address (or none); a removal
+    names neither, so each change has one encoding."""
+    if not power:
+        if node_key != bytes(32) or address:
+            return TxResult.make(
+                ResultCode.INVALID_NODE_KEY,
+                "a removal (power 0) carries an all-zero node key and an empty address",
+            )
+        return None
+    if not is_prime_order_key(node_key):
+        return TxResult.make(
+            ResultCode.INVALID_NODE_KEY,
+            f"node key {node_key.hex()[:16]} is not an Ed25519 public key of the prime-order "
+            "subgroup",
+        )
+    problem = check_advertised_address(address)
+    if problem is not None:
+        return TxResult.make(ResultCode.INVALID_NODE_ADDRESS, problem)
+    return None
+
+
+def _write_validator_node(
+    state: OverlayStateView, applied: ValidatorNode, after_next: ValidatorSet
+) -> None:
+    """Record the node key of an applied addition, and sweep the entries of validators in
+    neither of the next two sets: a removed validator keeps its entry (and its connections)
+    while it still signs, and loses it at the first applied update after it left."""
+    next_set = read_validator_set(state, keys.VALIDATORS_NEXT)
+    entries = {
+        entry.validator_key: entry
+        for entry in read_validator_nodes(state)
+        if entry.validator_key in next_set or entry.validator_key in after_next
+    }
+    if applied.node_key != bytes(32):
+        entries[applied.validator_key] = applied
+    encoded = encode_validator_nodes(entries.values())
+    if entries:
+        if state.get(keys.VALIDATOR_NODES) != encoded:
+            state.put(keys.VALIDATOR_NODES, encoded)
+    elif state.get(keys.VALIDATOR_NODES) is not None:
+        state.delete(keys.VALIDATOR_NODES)

@@ -100,32 +100,47 @@ def read_validator_set(view: StateView, key: bytes) -> ValidatorSet:
 
 @dataclass(frozen=True, slots=True)
 class ValidatorProposal:
-    """One proposed change (validator_key, power, epoch) and the validators approving it."""
+    """One proposed change (validator_key, power, epoch, node_key, address) and the validators
+    approving it: approvals count only for exactly the same node key and address."""
 
     validator_key: bytes
     power: int
     epoch: int
     opened_height: int
     approvers: tuple[bytes, ...]
+    node_key: bytes = bytes(32)
+    address: str = ""
 
     @property
-    def identity(self) -> tuple[bytes, int, int]:
-        return (self.validator_key, self.power, self.epoch)
+    def identity(self) -> tuple[bytes, int, int, bytes, str]:
+        return (self.validator_key, self.power, self.epoch, self.node_key, self.address)
 
     def with_approver(self, approver: bytes) -> ValidatorProposal:
         approvers = tuple(sorted((*self.approvers, approver)))
         return ValidatorProposal(
-            self.validator_key, self.power, self.epoch, self.opened_height, approvers
+            self.validator_key,
+            self.power,
+            self.epoch,
+            self.opened_height,
+            approvers,
+            self.node_key,
+            self.address,
         )
 
 
+NODE_ADDRESS_LIMIT_BYTES = 255
+"""What the proposal decoder accepts for an address (the u8 prefix); the schema bounds it lower."""
+
+
 def encode_proposals(proposals: Iterable[ValidatorProposal]) -> bytes:
-    """list16 of `validator_key key | power u64 | epoch u64 | opened_height u64 |
-    list16(approver key)`, proposals sorted by (key, power, epoch), approvers ascending."""
+    """list16 of `validator_key key | power u64 | epoch u64 | node_key key | address (u8
+    length + UTF-8) | opened_height u64 | list16(approver key)`, proposals sorted by identity
+    (key, power, epoch, node key, address), approvers ascending."""
     ordered = sorted(proposals, key=lambda proposal: proposal.identity)
     writer = Writer().u16(len(ordered))
     for proposal in ordered:
         writer.fixed(proposal.validator_key, 32).u64(proposal.power).u64(proposal.epoch)
+        writer.fixed(proposal.node_key, 32).var_bytes(proposal.address.encode("utf-8"), 1)
         writer.u64(proposal.opened_height).u16(len(proposal.approvers))
         for approver in sorted(proposal.approvers):
             writer.fixed(approver, 32)
@@ -140,16 +155,25 @@ def decode_proposals(data: bytes) -> list[ValidatorProposal]:
         validator_key = reader.fixed(32, "validator_key")
         power = reader.u64("power")
         epoch = reader.u64("epoch")
+        node_key = reader.fixed(32, "node_key")
+        try:
+            address = reader.var_bytes(1, NODE_ADDRESS_LIMIT_BYTES, "address").decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("ValidatorProposals.address: not UTF-8") from None
         opened_height = reader.u64("opened_height")
         approver_count = reader.count(2, MAX_VALIDATORS_CEILING, "approver_count")
         approvers = tuple(reader.fixed(32, "approver") for _ in range(approver_count))
         if any(a >= b for a, b in itertools.pairwise(approvers)):
             raise DecodeError("ValidatorProposals.approvers: not strictly ascending")
-        proposals.append(ValidatorProposal(validator_key, power, epoch, opened_height, approvers))
+        proposals.append(
+            ValidatorProposal(
+                validator_key, power, epoch, opened_height, approvers, node_key, address
+            )
+        )
     reader.finish()
     identities = [proposal.identity for proposal in proposals]
     if any(a >= b for a, b in itertools.pairwise(identities)):
-        raise DecodeError("ValidatorProposals: not strictly ascending by (key, power, epoch)")
+        raise DecodeError("ValidatorProposals: not strictly ascending by identity")
     return proposals
 
 

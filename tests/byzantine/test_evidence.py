@@ -148,6 +148,7 @@ def test_double_sign_is_committed_everywhere_and_jails_from_commit_height_plus_t
                     validator_key=peer.consensus_key.public_key,
                     power=1,
                     epoch=1,
+                    node_key=peer.node_key.public_key,
                 ).encode()
             )
         accepted = network.submit(approvals, nodes=[0])

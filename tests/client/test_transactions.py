@@ -69,7 +69,20 @@ def one_of_each() -> dict[TxKind, Transaction]:
             PATIENT, chain, 4, record_id=RECORD_ID, reason=ErasureReason.PATIENT_REQUEST
         ),
         TxKind.VALIDATOR_UPDATE: transactions.validator_update(
-            signer(0), chain, 1, validator_key=B_ADMIN.member_key, power=5, epoch=1
+            signer(0),
+            chain,
+            1,
+            validator_key=B_ADMIN.member_key,
+            power=5,
+            epoch=1,
+            node_key=signer(8).public_key,
+            address="validator-b.example:26656",
+        ),
+        TxKind.REGISTER_NODE: transactions.register_node(
+            ADMIN, chain, 5, node_key=signer(7).public_key, address="10.0.0.7:26656"
+        ),
+        TxKind.REMOVE_NODE: transactions.remove_node(
+            ADMIN, chain, 6, node_key=signer(7).public_key
         ),
     }
 
@@ -246,6 +259,12 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
         ADMIN, chain, nonce(ADMIN), member_key=auditor.member_key, reason="left the hospital"
     )
     update = transactions.validator_update(
-        signer(0), chain, 1, validator_key=signer(9).public_key, power=3, epoch=1
+        signer(0),
+        chain,
+        1,
+        validator_key=signer(9).public_key,
+        power=3,
+        epoch=1,
+        node_key=signer(10).public_key,
     )
     assert ledger.run(erase, revoke_member, update) == [ResultCode.OK] * 3

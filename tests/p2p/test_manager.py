@@ -115,7 +115,6 @@ def test_channel_and_size_are_checked_on_send() -> None:
         ({"chain_id": b""}, "chain_id"),
         ({"allowed": [b"short"]}, "32 bytes"),
         ({"persistent_peers": ("nonsense",)}, "address"),
-        ({"persistent_peers": (address_at("ab" * 32, 1),)}, "not in the allowed"),
     ],
 )
 def test_bad_manager_arguments(kwargs: dict[str, object], message: str) -> None:

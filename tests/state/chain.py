@@ -114,9 +114,25 @@ def register_tx(admin: Ed25519Signer, nonce: int, label: int = 0) -> bytes:
 
 
 def validator_update_tx(
-    approver: Ed25519Signer, nonce: int, validator_key: bytes, power: int, epoch: int
+    approver: Ed25519Signer,
+    nonce: int,
+    validator_key: bytes,
+    power: int,
+    epoch: int,
+    node_key: bytes | None = None,
+    address: str = "",
 ) -> bytes:
-    fields = {"validator_key": validator_key, "power": power, "epoch": epoch}
+    """An approval; an addition's node key defaults to a key derived from the validator key
+    (any prime-order key will do where the test is not about nodes)."""
+    if node_key is None:
+        node_key = derived_node_key(validator_key) if power else bytes(32)
+    fields = {
+        "validator_key": validator_key,
+        "power": power,
+        "epoch": epoch,
+        "node_key": node_key,
+        "address": address,
+    }
     return signed_tx(approver, TxKind.VALIDATOR_UPDATE, nonce, fields)
 
 
@@ -231,3 +247,8 @@ class ChainBuilder:
         built = self.add_block(txs)
         assert [result.code for result in built.result.tx_results] == [0] * len(txs)
         return built
+
+
+def derived_node_key(validator_key: bytes) -> bytes:
+    """A deterministic prime-order node key for a validator key (tests only)."""
+    return Ed25519Signer(hashlib.sha256(b"node" + validator_key).digest()).public_key

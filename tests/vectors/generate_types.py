@@ -109,7 +109,14 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "validator_key": key(20).public_key,
             "power": 10,
             "epoch": 1,
+            "node_key": key(21).public_key,
+            "address": "validator-20.example:26656",
         },
+        TxKind.REGISTER_NODE: {
+            "node_key": key(22).public_key,
+            "address": "10.0.0.22:26656",
+        },
+        TxKind.REMOVE_NODE: {"node_key": key(22).public_key},
     }
 
 

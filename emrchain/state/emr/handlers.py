@@ -19,6 +19,7 @@ from emrchain.state.emr.membership import (
     revoke_member,
     rotate_key,
 )
+from emrchain.state.emr.nodes import register_node, remove_node
 from emrchain.state.validator_updates import validator_update
 
 EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
@@ -34,6 +35,8 @@ EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
         TxKind.BREAK_GLASS: break_glass,
         TxKind.ERASE_RECORD: erase_record,
         TxKind.VALIDATOR_UPDATE: validator_update,
+        TxKind.REGISTER_NODE: register_node,
+        TxKind.REMOVE_NODE: remove_node,
     }
 )
 """Every kind's handler under the EMR rules (`docs/spec/access-control.md`)."""

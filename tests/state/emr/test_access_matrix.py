@@ -133,7 +133,13 @@ def grant_on_hospital_b_record(world: World, sender: Actor) -> int:
 
 
 def validator_update(world: World, sender: Actor) -> int:
-    fields = {"validator_key": signer(10).public_key, "power": 5, "epoch": 1}
+    fields = {
+        "validator_key": signer(10).public_key,
+        "power": 5,
+        "epoch": 1,
+        "node_key": signer(11).public_key,
+        "address": "",
+    }
     return world.send(sender, TxKind.VALIDATOR_UPDATE, fields).code
 
 

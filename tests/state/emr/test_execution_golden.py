@@ -197,15 +197,20 @@ def _declared_namespaces() -> set[int]:
 
 def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() -> None:
     """The retired anchor keyspace (0x12, the first milestone's rules) is dead: the golden
-    workload, plus the two kinds it lacks, applies every transaction kind the node runs, and no
+    workload, plus the kinds it lacks, applies every transaction kind the node runs, and no
     block writes a key outside the namespaces `keys.py` declares, 0x12 not among them."""
     from tests.state.chain import validator_update_tx
 
     world = run_workload()
     organization = {"organization_id": "hospital-c", "name": "C", "encryption_key": digest("c")}
     newcomer = signer("golden/validator").public_key
+    node = {"node_key": signer("golden/node").public_key, "address": "10.0.0.9:26656"}
     world.block(
-        [world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization)]
+        [
+            world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization),
+            world.tx(A_ADMIN, TxKind.REGISTER_NODE, node),
+            world.tx(A_ADMIN, TxKind.REMOVE_NODE, {"node_key": node["node_key"]}),
+        ]
         + [validator_update_tx(signer(index), 1, newcomer, 1, 1) for index in range(3)]
     )
     applied = {

@@ -47,7 +47,14 @@ def anchor(label: str) -> dict[str, Any]:
 
 
 def update_fields(validator: Ed25519Signer, power: int, epoch: int) -> dict[str, Any]:
-    return {"validator_key": validator.public_key, "power": power, "epoch": epoch}
+    node_key = validator.public_key if power else bytes(32)  # any prime-order key will do
+    return {
+        "validator_key": validator.public_key,
+        "power": power,
+        "epoch": epoch,
+        "node_key": node_key,
+        "address": "",
+    }
 
 
 def pool_contents(pool: Mempool) -> tuple[bytes, ...]:
