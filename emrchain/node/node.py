@@ -211,6 +211,8 @@ class Node:
             self._on_synced,
             self.p2p.report_misbehaviour,
             build(SyncLimits, config),
+            # Synced blocks are applied one per loop turn: votes and RPC go on in between.
+            lambda step: asyncio.get_running_loop().call_soon(self._guarded, step),
         )
         self._gossip_cursors: dict[str, int] = {}
         self._gossip_inbox: asyncio.Queue[tuple[str, tuple[bytes, ...]]] = asyncio.Queue(
