@@ -36,6 +36,7 @@ from emrchain.node.messages import (
     StatusMessage,
 )
 from emrchain.p2p import Misbehaviour
+from emrchain.rpc.node_view import SyncCounters
 from emrchain.store import BlockRefusedError
 from emrchain.types import Block, CommitCertificate, CommitError, verify_commit
 
@@ -122,6 +123,18 @@ class BlockSync:
         self.responses_refused = 0
         self.blocks_synced_by_peer: dict[str, int] = {}
         """Blocks applied from each peer's responses (/status, /metrics)."""
+
+    def counters(self) -> SyncCounters:
+        peers = self.peers
+        return SyncCounters(
+            blocks_by_peer=dict(self.blocks_synced_by_peer),
+            requests_by_peer=dict(peers.requests_sent),
+            requests_in_flight=len(peers.in_flight),
+            buffered_blocks=len(self.buffer),
+            buffered_bytes=self.buffer.size_bytes,
+            timeouts=peers.timeouts,
+            responses_refused=self.responses_refused,
+        )
 
     def status(self) -> StatusMessage:
         height = self._chain.height
