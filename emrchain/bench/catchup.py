@@ -56,6 +56,9 @@ class CatchupOptions:
     workers: int = max(1, os.cpu_count() or 1)
     timeout_s: float = 1_800.0
     load_timeout_s: float = 1_800.0
+    max_block_txs: int | None = None
+    """Every node's `[limits] max_block_txs` (None: the default, 20,000): smaller blocks make
+    more heights for the same transactions, where round trips weigh more than applying."""
 
 
 def _log(message: str) -> None:
@@ -181,7 +184,9 @@ def run_catchup(options: CatchupOptions) -> dict[str, Any]:
         root = temporary / "net"
     consensus: dict[str, int | bool] = {**BENCH_CONSENSUS, "create_empty_blocks": False}
     try:
-        with Devnet(root, options.validators, consensus=consensus) as devnet:
+        limits = {} if options.max_block_txs is None else {"max_block_txs": options.max_block_txs}
+        settings = {"limits": limits} if limits else None
+        with Devnet(root, options.validators, consensus=consensus, settings=settings) as devnet:
             late = options.validators - 1
             pristine = root.parent / f"{root.name}-node{late}-pristine"
             shutil.rmtree(pristine, ignore_errors=True)
@@ -197,6 +202,7 @@ def run_catchup(options: CatchupOptions) -> dict[str, Any]:
                 _log(json.dumps(figures))
                 runs.append(figures)
         return {
+            "max_block_txs": options.max_block_txs,
             "chain": chain,
             "runs": runs,
             "validators": options.validators,
@@ -229,6 +235,7 @@ def main(arguments: list[str] | None = None) -> int:
     parser.add_argument("--devnet-dir", type=Path, help="keep the devnet here (logs, data)")
     parser.add_argument("--cache-dir", type=Path, help="cache the signed transactions here")
     parser.add_argument("--timeout", type=float, default=CatchupOptions.timeout_s)
+    parser.add_argument("--max-block-txs", type=int, help="every node's [limits] max_block_txs")
     parsed = parser.parse_args(arguments)
     if parsed.validators < 2:
         parser.error("--validators must be at least 2 (one catches up from the others)")
@@ -240,6 +247,7 @@ def main(arguments: list[str] | None = None) -> int:
         devnet_dir=parsed.devnet_dir,
         cache_dir=parsed.cache_dir,
         timeout_s=parsed.timeout,
+        max_block_txs=parsed.max_block_txs,
     )
     print(json.dumps(run_catchup(options)))
     return 0

@@ -7,11 +7,13 @@ verifies moves a chain, and a claim never counts towards "caught up".
 
 Requests are pipelined: up to `window_blocks` heights above ours are in flight at once, each
 asked of one peer, spread over the peers that claim them (the one with fewest requests in
-flight first, ties in rotation), at most `max_requests_per_peer` per peer. Each request times
-out on its own; a peer that times out or answers wrongly is demoted (its claim dropped and
-ignored for a while, every height it held released to be asked of another peer) and reported
-by the host, which bans it after the misbehaviour threshold. So a peer that claims a huge
-height and never answers costs one timeout per demotion period.
+flight first, ties in rotation), at most `max_requests_per_peer` per peer. A peer answers its
+requests in order, so only its oldest request counts ticks towards the timeout: a busy honest
+peer with a full share of the window gets the whole timeout for each answer. A peer that times
+out or answers wrongly is demoted (its claim dropped and ignored for a while, every height it
+held released to be asked of another peer) and reported by the host, which bans it after the
+misbehaviour threshold. So a peer that claims a huge height and never answers costs one
+timeout per demotion period.
 
 `SyncBuffer` holds the blocks that arrived ahead of the one we need, bounded by count and
 bytes, so that they are applied strictly in height order.
@@ -19,6 +21,7 @@ bytes, so that they are applied strictly in height order.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -32,11 +35,13 @@ Item = TypeVar("Item")
 
 @dataclass(frozen=True, slots=True)
 class Outstanding(Generic[Peer]):
-    """A request in flight: asked of `peer`, for `height`, `ticks` ticks ago."""
+    """A request in flight: asked of `peer`, for `height`; `ticks` counts the ticks it has been
+    the oldest request to that peer; `sent` orders the requests (a sequence number)."""
 
     peer: Peer
     height: int
     ticks: int
+    sent: int = 0
 
 
 class SyncPeers(Generic[Peer]):
@@ -68,6 +73,7 @@ class SyncPeers(Generic[Peer]):
         self._asked: dict[Peer, list[int]] = {}
         self._in_flight: dict[int, Outstanding[Peer]] = {}
         self._last_asked: Peer | None = None
+        self._sent = 0
         self._now_tick = 0
         self.timeouts = 0
         self.demotions = 0
@@ -160,7 +166,8 @@ class SyncPeers(Generic[Peer]):
 
     def requested(self, peer: Peer, height: int) -> None:
         """The host sent `peer` a request for `height`."""
-        self._in_flight[height] = Outstanding(peer, height, 0)
+        self._sent += 1
+        self._in_flight[height] = Outstanding(peer, height, 0, self._sent)
         self._last_asked = peer
         if peer in self._asked or len(self._asked) < self._max_peers:
             asked = self._asked.setdefault(peer, [])
@@ -202,8 +209,8 @@ class SyncPeers(Generic[Peer]):
 
     def tick(self, our_height: int) -> list[Peer]:
         """One tick passed: end served demotions, drop requests our height has passed, and time
-        out requests waited on for `request_timeout_ticks`. Returns the peers that timed out
-        (each once, already demoted; the host reports them)."""
+        out each peer whose oldest request has waited `request_timeout_ticks` as its oldest.
+        Returns the peers that timed out (already demoted; the host reports them)."""
         self._now_tick += 1
         served = [peer for peer, until in self._demoted_until.items() if until <= self._now_tick]
         for peer in served:
@@ -211,14 +218,21 @@ class SyncPeers(Generic[Peer]):
         for asked in self._asked.values():
             asked[:] = [height for height in asked if height > our_height]
         self._asked = {peer: asked for peer, asked in self._asked.items() if asked}
+        for height in [height for height in self._in_flight if height <= our_height]:
+            del self._in_flight[height]
+        oldest: dict[Peer, Outstanding[Peer]] = {}
+        for request in self._in_flight.values():
+            held = oldest.get(request.peer)
+            if held is None or request.sent < held.sent:
+                oldest[request.peer] = request
         timed_out: list[Peer] = []
-        for height, request in sorted(self._in_flight.items()):
-            if height <= our_height:
-                del self._in_flight[height]
-            elif request.ticks + 1 < self._request_timeout_ticks:
-                self._in_flight[height] = Outstanding(request.peer, height, request.ticks + 1)
-            elif request.peer not in timed_out:
-                timed_out.append(request.peer)
+        for peer, request in sorted(oldest.items()):
+            if request.ticks + 1 < self._request_timeout_ticks:
+                self._in_flight[request.height] = dataclasses.replace(
+                    request, ticks=request.ticks + 1
+                )
+            else:
+                timed_out.append(peer)
         for peer in timed_out:
             self.timeouts += 1
             self.demote(peer)

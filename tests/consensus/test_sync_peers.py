@@ -191,3 +191,19 @@ def test_the_buffer_bounds_the_count_and_drops_what_a_liar_sent() -> None:
     assert buffer.take_next(4) is None and len(buffer) == 0  # passed by consensus: dropped
     with pytest.raises(ValueError, match="at least 1"):
         SyncBuffer(max_blocks=0, max_bytes=1)
+
+
+def test_only_a_peers_oldest_request_counts_towards_its_timeout() -> None:
+    """A peer answers in order: with three requests queued at it and one answer per tick it
+    never times out, though its last request waited three ticks (the timeout is two)."""
+    peers = _window(window=3, per_peer=3)
+    peers.claim("a", 50)
+    _send(peers, peers.plan(0, stalled=False))
+    for height in (1, 2, 3):
+        assert peers.tick(0) == []
+        peers.answered("a", height)
+    assert peers.timeouts == 0 and not peers.is_demoted("a")
+    _send(peers, peers.plan(3, stalled=False))  # 4, 5, 6
+    assert peers.tick(3) == []
+    assert peers.tick(3) == ["a"]  # its oldest (4) went unanswered for two ticks
+    assert peers.in_flight == {}
