@@ -184,9 +184,9 @@ def run_catchup(options: CatchupOptions) -> dict[str, Any]:
         root = temporary / "net"
     consensus: dict[str, int | bool] = {**BENCH_CONSENSUS, "create_empty_blocks": False}
     try:
-        limits = {} if options.max_block_txs is None else {"max_block_txs": options.max_block_txs}
-        settings = {"limits": limits} if limits else None
-        with Devnet(root, options.validators, consensus=consensus, settings=settings) as devnet:
+        with Devnet(root, options.validators, consensus=consensus) as devnet:
+            if options.max_block_txs is not None:
+                _set_max_block_txs(devnet, options.max_block_txs)
             late = options.validators - 1
             pristine = root.parent / f"{root.name}-node{late}-pristine"
             shutil.rmtree(pristine, ignore_errors=True)
@@ -214,6 +214,16 @@ def run_catchup(options: CatchupOptions) -> dict[str, Any]:
     finally:
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _set_max_block_txs(devnet: Devnet, max_block_txs: int) -> None:
+    """A consensus parameter: the genesis of every home and every node's `[limits]` agree."""
+    for index, home in enumerate(devnet.homes):
+        path = home / "config" / "genesis.json"
+        genesis = json.loads(path.read_text())
+        genesis["consensus_params"]["max_block_txs"] = max_block_txs
+        path.write_text(json.dumps(genesis, indent=2))
+        devnet.configure(index, {"limits": {"max_block_txs": max_block_txs}})
 
 
 def _run(text: str) -> tuple[int, int]:
