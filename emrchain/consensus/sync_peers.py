@@ -207,17 +207,17 @@ class SyncPeers(Generic[Peer]):
         ]:
             del self._in_flight[height]
 
-    def tick(self, our_height: int) -> list[Peer]:
+    def tick(self, our_height: int, *, busy: bool = False) -> list[Peer]:
         """One tick passed: end served demotions, drop requests our height has passed, and time
         out each peer whose oldest request has waited `request_timeout_ticks` as its oldest.
-        Returns the peers that timed out (already demoted; the host reports them)."""
+        A `busy` tick (the host still holds a received block for the next height: it is
+        applying what it has, and answers may be waiting unread in its own queues) counts
+        towards no timeout. Returns the peers that timed out (already demoted; the host
+        reports them)."""
         self._now_tick += 1
         served = [peer for peer, until in self._demoted_until.items() if until <= self._now_tick]
         for peer in served:
             del self._demoted_until[peer]
-        for asked in self._asked.values():
-            asked[:] = [height for height in asked if height > our_height]
-        self._asked = {peer: asked for peer, asked in self._asked.items() if asked}
         for height in [height for height in self._in_flight if height <= our_height]:
             del self._in_flight[height]
         oldest: dict[Peer, Outstanding[Peer]] = {}
@@ -226,6 +226,8 @@ class SyncPeers(Generic[Peer]):
             if held is None or request.sent < held.sent:
                 oldest[request.peer] = request
         timed_out: list[Peer] = []
+        if busy:
+            return timed_out
         for peer, request in sorted(oldest.items()):
             if request.ticks + 1 < self._request_timeout_ticks:
                 self._in_flight[request.height] = dataclasses.replace(

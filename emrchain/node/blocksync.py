@@ -145,7 +145,9 @@ class BlockSync:
 
     def tick(self) -> None:
         """Called once per status interval: time out slow requests, then fetch if behind."""
-        for peer_id in self.peers.tick(self._chain.height):
+        chain = self._chain
+        busy = chain.applying or (chain.height + 1) in self.buffer
+        for peer_id in self.peers.tick(chain.height, busy=busy):
             logger.info("peer %s did not answer a block request in time", peer_id[:16])
             self._report(peer_id, Misbehaviour.SYNC_TIMEOUT)
         stalled = self._chain.height == self._height_at_last_tick

@@ -207,3 +207,16 @@ def test_only_a_peers_oldest_request_counts_towards_its_timeout() -> None:
     assert peers.tick(3) == []
     assert peers.tick(3) == ["a"]  # its oldest (4) went unanswered for two ticks
     assert peers.in_flight == {}
+
+
+def test_busy_ticks_count_towards_no_timeout_and_late_answers_stay_solicited() -> None:
+    peers = _window(window=2, per_peer=2)
+    peers.claim("a", 50)
+    _send(peers, peers.plan(0, stalled=False))
+    for _ in range(5):
+        assert peers.tick(0, busy=True) == []  # applying what we hold: not a's fault
+    assert peers.tick(0) == []
+    assert peers.tick(0) == ["a"]
+    assert peers.solicited("a", 1) and peers.solicited("a", 2)
+    peers.tick(10)  # our height passed both: a's late answers are still not held against it
+    assert peers.solicited("a", 1)
