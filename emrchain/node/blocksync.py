@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from emrchain.consensus.sync_peers import Buffered, SyncBuffer, SyncPeers
-from emrchain.node.chain import Chain, ChainHaltError
+from emrchain.node.chain import BlockVerdict, Chain, ChainHaltError
 from emrchain.node.messages import (
     BlockRequest,
     BlockResponse,
@@ -213,8 +213,16 @@ class BlockSync:
         self._schedule_apply()
 
     def _apply(self, peer_id: str, block: Block, commit: CommitCertificate) -> None:
+        # The transactions' signatures are not verified again (most of a block's cost): a
+        # verified commit means more than two thirds of the voting power precommitted the
+        # block, so at least one correct validator validated it, and validation refuses a
+        # block with any bad signature. Under the assumption every commit rests on (fewer
+        # than a third faulty) they all verify; and the next block's app hash, certified by
+        # its own commit, would expose an execution that differed from the validators'.
+        count = len(block.txs)
+        verdict = BlockVerdict(True, signature_verdicts=b"\x01" * count)
         try:
-            applied = self._chain.apply_block(block, commit)
+            applied = self._chain.apply_block(block, commit, verdict)
         except BlockRefusedError as refused:
             # A verified commit for a block that does not extend ours: we are on another fork,
             # which correct validators can never produce. Stop rather than diverge further.
