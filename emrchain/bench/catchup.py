@@ -7,7 +7,9 @@ commit `--txs` prepared anchor transactions as fast as they accept them (the loa
 ends. Then the last validator starts from its untouched home and block-syncs from the others,
 once per `--runs` entry (`WINDOW:PER_PEER` sets its `[consensus] sync_window_blocks` and
 `sync_max_requests_per_peer`; `1:1` is one request at a time, the sync before issue 18), each
-time from a copy of its home taken before its first start, on the same chain.
+time from a copy of its home taken before its first start, on the same chain. A run spelled
+`base` starts it from the code of `--base-checkout` instead (e.g. the commit before issue 18,
+exported with `git archive`, its compiled core copied in).
 
 Measured per run, from the process start to its height reaching the others': blocks/s and
 transactions/s (every transaction in those blocks, the registrations included), the same from
@@ -42,6 +44,10 @@ from emrchain.devnet.harness import Devnet
 LANES_PER_NODE = 4
 SENDERS_PER_LANE = 32
 POLL_S = 0.05
+BASE_RUN = (0, 0)
+"""`--runs base`: the node runs the code of `--base-checkout`."""
+NEW_SETTINGS = ("sync_window_blocks", "sync_max_requests_per_peer", "sync_buffer_max_bytes")
+"""The settings issue 18 added, removed from the config of a `base` run."""
 SETTLE_S = 2.0
 """The chain counts as finished when no node's height moved for this long after the load."""
 
@@ -56,6 +62,9 @@ class CatchupOptions:
     workers: int = max(1, os.cpu_count() or 1)
     timeout_s: float = 1_800.0
     load_timeout_s: float = 1_800.0
+    base_checkout: Path | None = None
+    """A checkout of the code before issue 18: a run spelled `base` starts the catching-up node
+    from it (its config without the settings that code does not know)."""
     max_block_txs: int | None = None
     """Every node's `[limits] max_block_txs` (None: the default, 20,000): smaller blocks make
     more heights for the same transactions, where round trips weigh more than applying."""
@@ -125,20 +134,64 @@ def build_chain(devnet: Devnet, options: CatchupOptions) -> dict[str, Any]:
     }
 
 
+def _without_settings(text: str, names: tuple[str, ...]) -> str:
+    """A rendered node.toml without the keys `names` and the comment lines just above each."""
+    lines = text.splitlines(keepends=True)
+    kept: list[str] = []
+    for line in lines:
+        if line.split("=")[0].strip() in names:
+            while kept and kept[-1].startswith("#"):
+                kept.pop()
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def _start(devnet: Devnet, index: int, base_checkout: Path | None) -> None:
+    """Start node `index`, from `base_checkout`'s code if given (`python -m` puts the working
+    directory first on the path, so the start runs from there)."""
+    if base_checkout is None:
+        devnet.start(index)
+        return
+    config = devnet.homes[index] / "config" / "node.toml"
+    config.write_text(_without_settings(config.read_text(), NEW_SETTINGS))
+    saved_path, saved_directory = os.environ.get("PYTHONPATH"), Path.cwd()
+    os.environ["PYTHONPATH"] = str(base_checkout)
+    os.chdir(base_checkout)
+    try:
+        devnet.start(index)
+    finally:
+        os.chdir(saved_directory)
+        if saved_path is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved_path
+
+
 def catch_up(
-    devnet: Devnet, index: int, pristine: Path, run: tuple[int, int], target: int, timeout_s: float
+    devnet: Devnet,
+    index: int,
+    pristine: Path,
+    run: tuple[int, int],
+    target: int,
+    options: CatchupOptions,
 ) -> dict[str, Any]:
     """Start node `index` from a copy of `pristine` with window `run`; time its catch-up."""
     home = devnet.homes[index]
     shutil.rmtree(home)
     shutil.copytree(pristine, home)
     window, per_peer = run
-    devnet.configure(
-        index,
-        {"consensus": {"sync_window_blocks": window, "sync_max_requests_per_peer": per_peer}},
-    )
+    base = run == BASE_RUN
+    if base and options.base_checkout is None:
+        raise ValueError("a base run needs --base-checkout")
+    if not base:
+        devnet.configure(
+            index,
+            {"consensus": {"sync_window_blocks": window, "sync_max_requests_per_peer": per_peer}},
+        )
+    timeout_s = options.timeout_s
     started = time.monotonic()
-    devnet.start(index)
+    _start(devnet, index, options.base_checkout if base else None)
     rpc_at: float | None = None
     rpc_height = 0
     deadline = started + timeout_s
@@ -160,17 +213,18 @@ def catch_up(
     cpu_s = process_cpu_seconds(process.pid)
     devnet.stop(index)
     assert rpc_at is not None
-    sync = status["sync"]
+    sync = status.get("sync", {})  # the base code has no sync counters
     return {
-        "window_blocks": window,
-        "max_requests_per_peer": per_peer,
+        "code": "base" if base else "this checkout",
+        "window_blocks": window if not base else 1,
+        "max_requests_per_peer": per_peer if not base else 1,
         "seconds": round(done - started, 2),
         "seconds_from_rpc": round(done - rpc_at, 2),
         "height_when_rpc_answered": rpc_height,
         "blocks_synced": status["blocks_synced"],
-        "blocks_by_peer": sorted(sync["blocks_by_peer"].values(), reverse=True),
-        "timeouts": sync["timeouts"],
-        "responses_refused": sync["responses_refused"],
+        "blocks_by_peer": sorted(sync.get("blocks_by_peer", {}).values(), reverse=True),
+        "timeouts": sync.get("timeouts"),
+        "responses_refused": sync.get("responses_refused"),
         "node_cpu_s": None if cpu_s is None else round(cpu_s, 1),
     }
 
@@ -194,8 +248,9 @@ def run_catchup(options: CatchupOptions) -> dict[str, Any]:
             chain = build_chain(devnet, options)
             runs = []
             for run in options.runs:
-                _log(f"node{late} catching up with window {run[0]}, {run[1]} per peer")
-                figures = catch_up(devnet, late, pristine, run, chain["height"], options.timeout_s)
+                what = "the base code" if run == BASE_RUN else f"window {run[0]}, {run[1]} per peer"
+                _log(f"node{late} catching up with {what}")
+                figures = catch_up(devnet, late, pristine, run, chain["height"], options)
                 figures["blocks_per_s"] = round(chain["height"] / figures["seconds"], 1)
                 figures["txs_per_s"] = round(chain["txs"] / figures["seconds"])
                 figures["txs_per_s_from_rpc"] = round(chain["txs"] / figures["seconds_from_rpc"])
@@ -227,6 +282,8 @@ def _set_max_block_txs(devnet: Devnet, max_block_txs: int) -> None:
 
 
 def _run(text: str) -> tuple[int, int]:
+    if text == "base":
+        return BASE_RUN
     window, _, per_peer = text.partition(":")
     return int(window), int(per_peer or window)
 
@@ -240,8 +297,9 @@ def main(arguments: list[str] | None = None) -> int:
         type=_run,
         nargs="+",
         default=list(CatchupOptions.runs),
-        help="WINDOW:PER_PEER per catch-up run (default 32:8 1:1)",
+        help="WINDOW:PER_PEER per catch-up run (default 32:8 1:1), or base",
     )
+    parser.add_argument("--base-checkout", type=Path, help="code a `base` run starts the node from")
     parser.add_argument("--devnet-dir", type=Path, help="keep the devnet here (logs, data)")
     parser.add_argument("--cache-dir", type=Path, help="cache the signed transactions here")
     parser.add_argument("--timeout", type=float, default=CatchupOptions.timeout_s)
@@ -258,6 +316,7 @@ def main(arguments: list[str] | None = None) -> int:
         cache_dir=parsed.cache_dir,
         timeout_s=parsed.timeout,
         max_block_txs=parsed.max_block_txs,
+        base_checkout=parsed.base_checkout.absolute() if parsed.base_checkout else None,
     )
     print(json.dumps(run_catchup(options)))
     return 0
