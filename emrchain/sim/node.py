@@ -80,6 +80,7 @@ SYNC_WINDOW_BLOCKS = 3
 """Heights pulled at once (the node's `sync_window_blocks`): each pull is answered with a push
 of up to SYNC_BATCH blocks from its height, so a small window already spreads pulls over peers."""
 SYNC_MAX_REQUESTS_PER_PEER = 1
+"""Pulls in flight to one peer (the node's `sync_max_requests_per_peer`)."""
 RESTART_COUNTERS = (
     "refused_signatures",
     "resent_after_restart",
