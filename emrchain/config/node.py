@@ -443,6 +443,26 @@ class ConsensusSection:
         "time out or answered it wrongly); counted in whole status intervals.",
         Integer(10, 3_600_000, "milliseconds"),
     )
+    sync_window_blocks: int = setting(
+        32,
+        "Block sync fetches ahead: at most this many heights above ours are requested at once "
+        "(spread over the peers that have them), and at most this many blocks wait, received "
+        "out of order, to be applied in height order.",
+        Integer(1, 4_096, "blocks"),
+    )
+    sync_max_requests_per_peer: int = setting(
+        8,
+        "Most block-sync requests in flight to one peer, so that the window is spread over "
+        "several peers and one slow or lying peer holds few heights.",
+        Integer(1, 4_096, "requests"),
+    )
+    sync_buffer_max_bytes: int = setting(
+        64 * MIB,
+        "Most bytes of blocks received ahead of the next height and kept until they can be "
+        "applied in order; a block that does not fit is asked for again later (the next "
+        "height itself is always taken).",
+        Integer(1_024, 1 << 34, "bytes"),
+    )
     proposal_rounds_ahead: int = setting(
         2,
         "Proposed blocks are kept for rounds up to this many above this node's round (per "

@@ -79,6 +79,8 @@ class BlockRequest:
 class BlockResponse:
     block: Block
     commit: CommitCertificate
+    size_bytes: int = field(default=0, compare=False)
+    """The received payload's length (0 for one we send): what block sync's buffer counts."""
 
 
 Message = (
@@ -157,7 +159,7 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
         block = Block.decode(
             reader.var_bytes(4, limits.max_block_bytes + 1024 * 1024, "block"), limits
         )
-        message = BlockResponse(block, CommitCertificate.read(reader, limits))
+        message = BlockResponse(block, CommitCertificate.read(reader, limits), len(payload))
     else:
         raise DecodeError(f"unknown message: channel {channel} tag {tag}")
     reader.finish()

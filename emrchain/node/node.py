@@ -226,6 +226,13 @@ class Node:
             self._on_synced,
             self.p2p.report_misbehaviour,
             build(SyncLimits, config),
+            # Synced blocks are applied one per loop turn: votes and RPC go on in between; none
+            # is started once the node is stopping (a full window would delay the exit).
+            lambda step: (
+                None
+                if self._stop.is_set()
+                else asyncio.get_running_loop().call_soon(self._guarded, step)
+            ),
         )
         self._gossip_cursors: dict[str, int] = {}
         self._gossip_snapshots: dict[str, int] = {}

@@ -117,6 +117,7 @@ class NodeRpcView:
             evidence=[item.encode() for item in driver.evidence] if driver is not None else [],
             refused_signatures=driver.refused_signatures if driver is not None else 0,
             blocks_synced=node.blocksync.blocks_synced,
+            sync=node.blocksync.counters(),
             mempool=node.mempool.stats(),
             counters=NodeCounters(
                 preverified_txs=node.admission.preverified_txs,

@@ -100,6 +100,39 @@ class NodeCollector(Collector):
         yield _counter(
             "blocksync_blocks_synced", "Blocks applied through block sync.", status.blocks_synced
         )
+        sync = status.sync
+        yield _labelled_counter(
+            "blocksync_peer_blocks",
+            "Blocks applied through block sync, by the peer that sent them.",
+            "peer",
+            sync.blocks_by_peer,
+        )
+        yield _labelled_counter(
+            "blocksync_peer_requests",
+            "Block-sync requests sent, by peer.",
+            "peer",
+            sync.requests_by_peer,
+        )
+        yield _gauge(
+            "blocksync_requests_in_flight",
+            "Block-sync requests unanswered.",
+            sync.requests_in_flight,
+        )
+        yield _gauge(
+            "blocksync_buffered_blocks",
+            "Blocks received ahead of the next height, waiting to be applied in order.",
+            sync.buffered_blocks,
+        )
+        yield _counter(
+            "blocksync_timeouts",
+            "Block-sync requests that timed out (peer demoted).",
+            sync.timeouts,
+        )
+        yield _counter(
+            "blocksync_refused_responses",
+            "Block-sync responses refused (unrequested or unverifiable; peer reported).",
+            sync.responses_refused,
+        )
         yield _gauge(
             "blocksync_best_peer_height",
             "A height some honest peer reported ((f + 1)-th highest claim).",

@@ -79,6 +79,22 @@ class NodeCounters:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncCounters:
+    """Block sync since the node started (`/status` "sync", docs/spec/consensus.md §4.6)."""
+
+    blocks_by_peer: dict[str, int]
+    """Blocks applied from each peer's responses."""
+    requests_by_peer: dict[str, int]
+    """Block requests sent to each peer."""
+    requests_in_flight: int
+    buffered_blocks: int
+    """Blocks received ahead of the next height, waiting for the gap below them."""
+    buffered_bytes: int
+    timeouts: int
+    responses_refused: int
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """What `/status` reports of the node beyond its chain id and head."""
 
@@ -94,6 +110,7 @@ class NodeStatus:
     """Encoded equivocation evidence the node has seen."""
     refused_signatures: int
     blocks_synced: int
+    sync: SyncCounters
     mempool: MempoolStats
     counters: NodeCounters
 

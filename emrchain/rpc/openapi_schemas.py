@@ -45,6 +45,15 @@ STATUS = strict(
     evidence={"type": "array", "items": HEX},
     refused_signatures=INT,
     blocks_synced=INT,
+    sync=strict(
+        blocks_by_peer={"type": "object", "additionalProperties": INT},
+        requests_by_peer={"type": "object", "additionalProperties": INT},
+        requests_in_flight=INT,
+        buffered_blocks=INT,
+        buffered_bytes=INT,
+        timeouts=INT,
+        responses_refused=INT,
+    ),
     counters=strict(
         admitted_txs=INT,
         refused_txs_by_code={"type": "object", "additionalProperties": INT},

@@ -8,6 +8,7 @@ caps in `guard.py`, signed requests in `auth.py`). Errors are
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import ssl
@@ -94,6 +95,7 @@ def status_json(node: NodeView) -> dict[str, Any]:
         "evidence": [item.hex() for item in status.evidence],
         "refused_signatures": status.refused_signatures,
         "blocks_synced": status.blocks_synced,
+        "sync": dataclasses.asdict(status.sync),
         # Totals since the node started: what an operator (and a benchmark) needs to see where
         # admission work goes without attaching a profiler.
         "counters": {

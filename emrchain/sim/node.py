@@ -76,6 +76,11 @@ SYNC_REQUEST_TIMEOUT_TICKS = 2
 """A pull unanswered for this many ticks (gossip intervals) is given up, its peer demoted."""
 SYNC_DEMOTION_TICKS = 10
 """Ticks a demoted peer's claimed heights are ignored."""
+SYNC_WINDOW_BLOCKS = 3
+"""Heights pulled at once (the node's `sync_window_blocks`): each pull is answered with a push
+of up to SYNC_BATCH blocks from its height, so a small window already spreads pulls over peers."""
+SYNC_MAX_REQUESTS_PER_PEER = 1
+"""Pulls in flight to one peer (the node's `sync_max_requests_per_peer`)."""
 RESTART_COUNTERS = (
     "refused_signatures",
     "resent_after_restart",
@@ -191,7 +196,11 @@ class SimNode:
         self.runtime = self.make_runtime()
         self._last_push: dict[int, int] = {}
         self.sync_peers: SyncPeers[int] = SyncPeers(
-            SYNC_REQUEST_TIMEOUT_TICKS, SYNC_DEMOTION_TICKS, self.sim.validators
+            SYNC_REQUEST_TIMEOUT_TICKS,
+            SYNC_DEMOTION_TICKS,
+            self.sim.validators,
+            window_blocks=SYNC_WINDOW_BLOCKS,
+            max_requests_per_peer=SYNC_MAX_REQUESTS_PER_PEER,
         )
         self._last_tick_height = -1
         storage = self.storage
@@ -369,12 +378,12 @@ class SimNode:
             self.sim.send(self.index, peer, SyncResponse(batch))
 
     def _pull_blocks(self, *, stalled: bool) -> None:
-        """Ask the peer the shared policy chooses for the blocks from our height on."""
+        """Send the pulls the shared policy plans: the window above our height, spread over
+        the peers ahead (each answered with a push of blocks from its height)."""
         decided = self.storage.decided_height
-        peer = self.sync_peers.choose(decided, stalled=stalled)
-        if peer is not None:
-            self.sim.send(self.index, peer, SyncRequest(decided + 1))
-            self.sync_peers.requested(peer, decided + 1)
+        for peer, height in self.sync_peers.plan(decided, stalled=stalled):
+            self.sim.send(self.index, peer, SyncRequest(height))
+            self.sync_peers.requested(peer, height)
 
     def _apply_synced(self, source: int, response: SyncResponse) -> None:
         """Apply what verifies and extends our chain, asked for or not (pushes from peers

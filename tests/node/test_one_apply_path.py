@@ -68,8 +68,9 @@ def test_consensus_delivering_a_block_sync_applied_first_is_a_no_op(tmp_path: Pa
         commit = commit_for(node, block)
         synced: list[int] = []
         reports: list[object] = []
-        # Unsolicited but verified and needed: applied (docs/spec/consensus.md §4.6).
-        _blocksync(node, synced, reports).on_response("peer", BlockResponse(block, commit))
+        blocksync = _blocksync(node, synced, reports)
+        blocksync.peers.requested("peer", block.height)
+        blocksync.on_response("peer", BlockResponse(block, commit))
         assert synced == [block.height] and reports == []
         assert asyncio.run(chain.apply_block_pipelined(block, commit)) is False
         assert chain.apply_block(block, commit) is False
