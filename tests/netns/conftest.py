@@ -1,0 +1,124 @@
+"""Fixtures for the network-namespace tests: a 4-validator devnet, one host per validator, and a
+steady background load. Without root these tests skip (in CI, `CI=true`, they fail instead)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emrchain.devnet.harness import DevnetError
+from emrchain.devnet.netns import NetnsDevnet, is_supported, sweep_stale
+from emrchain.devnet.workload import iter_anchor_transactions
+from emrchain.types import envelope
+from emrchain.types.block import tx_ids
+from tests.ci import running_in_ci
+
+LOAD_SEED = 18
+LOAD_SENDERS = 20
+LOAD_BATCH_TXS = 20
+LOAD_INTERVAL_S = 0.2
+"""100 transactions per second offered, in batches of 20 spread over the four nodes."""
+
+
+def require_namespaces() -> None:
+    supported, reason = is_supported()
+    if supported:
+        return
+    if running_in_ci():
+        pytest.fail(f"network-namespace tests must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+class BackgroundLoad:
+    """A thread that submits anchors at a fixed rate to every node (each sender to one node,
+    in nonce order) until stopped; remembers the last accepted transaction of each sender."""
+
+    def __init__(self, network: NetnsDevnet, transactions: Iterator[bytes]) -> None:
+        self._network = network
+        self._transactions = transactions
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.accepted = 0
+        self.failed_requests = 0
+        self.last_accepted: dict[bytes, str] = {}
+
+    def _run(self) -> None:
+        while not self._stopped.wait(LOAD_INTERVAL_S):
+            batch = [next(self._transactions) for _ in range(LOAD_BATCH_TXS)]
+            try:
+                accepted = set(self._network.submit(batch))
+            except (OSError, ValueError, KeyError):
+                self.failed_requests += 1
+                continue
+            for tx, tx_id_bytes in zip(batch, tx_ids(batch), strict=True):
+                tx_id = tx_id_bytes.hex()
+                if tx_id in accepted:
+                    self.accepted += 1
+                    self.last_accepted[envelope.sender(tx)] = tx_id
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+        self._thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsDevnet]:
+    """Four validators on four hosts, running, with the load's senders registered."""
+    require_namespaces()
+    sweep_stale()
+    root: Path = tmp_path_factory.mktemp("netns") / "net"
+    network = NetnsDevnet(root, 4)
+    try:
+        network.start_all()
+        network.wait_for_height(1, [0, 1, 2, 3], timeout_s=90)
+        network.register_workload_members(senders=LOAD_SENDERS, seed=LOAD_SEED)
+        yield network
+    finally:
+        network.close()
+
+
+@pytest.fixture(scope="module")
+def anchors(hosts: NetnsDevnet) -> Iterator[bytes]:
+    """The load's transactions, shared by the module's tests so each sender's nonces go on."""
+    chain_id = hosts.rpc(0, "/status")["chain_id"].encode()
+    return iter_anchor_transactions(
+        1_000_000, chain_id=chain_id, senders=LOAD_SENDERS, seed=LOAD_SEED
+    )
+
+
+@pytest.fixture
+def loaded(
+    hosts: NetnsDevnet, anchors: Iterator[bytes]
+) -> Iterator[tuple[NetnsDevnet, BackgroundLoad]]:
+    """The hosts under load; afterwards every link is up and the switch whole again."""
+    try:
+        with BackgroundLoad(hosts, anchors) as load:
+            yield hosts, load
+    finally:
+        hosts.network.heal()
+        for host in range(len(hosts.homes)):
+            hosts.network.link_up(host)
+            hosts.network.clear_rate_limit(host)
+
+
+def wait_stable(network: NetnsDevnet, quiet_s: float, timeout_s: float) -> list[int]:
+    """Heights once no node's height changed for `quiet_s` (a block already in flight when a
+    fault began may still commit); fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    heights, since = network.heights(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = network.heights()
+        if now != heights:
+            heights, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return heights
+    raise DevnetError(f"heights never settled within {timeout_s} s: {heights}")
