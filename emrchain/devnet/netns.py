@@ -39,7 +39,7 @@ from typing import Any
 
 from emrchain.config.address import Address, PeerAddress
 from emrchain.config.node import load_node_config
-from emrchain.devnet.harness import Devnet, DevnetError
+from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet, DevnetError
 from emrchain.devnet.netns_agent import READY_LINE, LinkSpec
 
 NAME_PREFIX = "emrnt"
@@ -66,6 +66,29 @@ NETNS_P2P = {
 """P2P timing of the namespace devnet: a peer whose link died is noticed after idle_timeout_ms
 (no RST arrives when a cable is pulled) and redialled at most reconnect_max_ms apart, so the
 bound on healing (docs/spec/network-faults.md) is seconds rather than the defaults' ~minute."""
+
+
+CATCH_UP_BOUND_S = 30.0
+"""A host whose link comes back reaches the others' height within this (a redial, at most
+reconnect_max_ms + dial_timeout_ms, then block sync of what it missed: tens of blocks in the
+tests and the soak)."""
+
+
+def heal_bound_ms(
+    p2p: dict[str, int] = NETNS_P2P, consensus: dict[str, int | bool] = DEVNET_CONSENSUS
+) -> int:
+    """How soon after a partition heals every node commits a new block (docs/spec/
+    network-faults.md §3): the links come back within one redial (a dial under way when the
+    partition heals may first time out: dial_timeout_ms + reconnect_max_ms), then consensus
+    needs at most two rounds, and a partition does not push rounds up (without 2f+1 prevotes
+    of any kind no prevote timeout starts), so rounds 0 and 1:
+    2 x (propose + prevote + precommit) + 3 x delta (the round-1 timeouts are delta longer)."""
+    reconnect_ms = p2p["dial_timeout_ms"] + p2p["reconnect_max_ms"]
+    round_ms = sum(
+        int(consensus[key])
+        for key in ("timeout_propose_ms", "timeout_prevote_ms", "timeout_precommit_ms")
+    )
+    return reconnect_ms + 2 * round_ms + 3 * int(consensus["timeout_delta_ms"])
 
 
 class NetnsError(DevnetError):
@@ -438,6 +461,23 @@ class NetnsDevnet(Devnet):
         return time.monotonic() - started
 
 
+def check_no_fork(network: Devnet, from_height: int = 1) -> int:
+    """At every height from `from_height` that any two nodes hold, they hold the same header
+    (so the same block hash); returns the highest height checked. Raises NetnsError naming the
+    first fork."""
+    nodes = range(len(network.homes))
+    heights = [network.height(index) for index in nodes]
+    for height in range(from_height, max(heights) + 1):
+        headers = {
+            json.dumps(network.rpc(index, f"/blocks/{height}")["header"], sort_keys=True)
+            for index in nodes
+            if heights[index] >= height
+        }
+        if len(headers) != 1:
+            raise NetnsError(f"fork at height {height}: {len(headers)} different headers")
+    return max(heights)
+
+
 def _read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     """The first stdout line of `process`, or "" if it exits or stays silent for timeout_s."""
     import selectors
@@ -451,10 +491,13 @@ def _read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
 
 
 __all__ = [
+    "CATCH_UP_BOUND_S",
     "NETNS_P2P",
     "HostNetwork",
     "NetnsDevnet",
     "NetnsError",
+    "check_no_fork",
+    "heal_bound_ms",
     "is_supported",
     "sweep_stale",
 ]

@@ -3,25 +3,20 @@ steady background load. Without root these tests skip (in CI, `CI=true`, they fa
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from emrchain.devnet.background_load import BackgroundLoad, anchor_stream
 from emrchain.devnet.harness import DevnetError
 from emrchain.devnet.netns import NetnsDevnet, is_supported, sweep_stale
-from emrchain.devnet.workload import iter_anchor_transactions
-from emrchain.types import envelope
-from emrchain.types.block import tx_ids
 from tests.ci import running_in_ci
 
 LOAD_SEED = 18
 LOAD_SENDERS = 20
-LOAD_BATCH_TXS = 20
-LOAD_INTERVAL_S = 0.2
-"""100 transactions per second offered, in batches of 20 spread over the four nodes."""
+"""The load: 20 anchors every 0.2 s (100 per second), spread over the four nodes."""
 
 
 def require_namespaces() -> None:
@@ -31,42 +26,6 @@ def require_namespaces() -> None:
     if running_in_ci():
         pytest.fail(f"network-namespace tests must run in CI: {reason}")
     pytest.skip(reason)
-
-
-class BackgroundLoad:
-    """A thread that submits anchors at a fixed rate to every node (each sender to one node,
-    in nonce order) until stopped; remembers the last accepted transaction of each sender."""
-
-    def __init__(self, network: NetnsDevnet, transactions: Iterator[bytes]) -> None:
-        self._network = network
-        self._transactions = transactions
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.accepted = 0
-        self.failed_requests = 0
-        self.last_accepted: dict[bytes, str] = {}
-
-    def _run(self) -> None:
-        while not self._stopped.wait(LOAD_INTERVAL_S):
-            batch = [next(self._transactions) for _ in range(LOAD_BATCH_TXS)]
-            try:
-                accepted = set(self._network.submit(batch))
-            except (OSError, ValueError, KeyError):
-                self.failed_requests += 1
-                continue
-            for tx, tx_id_bytes in zip(batch, tx_ids(batch), strict=True):
-                tx_id = tx_id_bytes.hex()
-                if tx_id in accepted:
-                    self.accepted += 1
-                    self.last_accepted[envelope.sender(tx)] = tx_id
-
-    def __enter__(self) -> BackgroundLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stopped.set()
-        self._thread.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +48,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsDevnet]:
 def anchors(hosts: NetnsDevnet) -> Iterator[bytes]:
     """The load's transactions, shared by the module's tests so each sender's nonces go on."""
     chain_id = hosts.rpc(0, "/status")["chain_id"].encode()
-    return iter_anchor_transactions(
-        1_000_000, chain_id=chain_id, senders=LOAD_SENDERS, seed=LOAD_SEED
-    )
+    return anchor_stream(chain_id, senders=LOAD_SENDERS, seed=LOAD_SEED)
 
 
 @pytest.fixture

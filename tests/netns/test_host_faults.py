@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
-from emrchain.devnet.netns import NetnsDevnet
-from tests.netns.conftest import BackgroundLoad, wait_stable
+from emrchain.devnet.background_load import BackgroundLoad
+from emrchain.devnet.netns import CATCH_UP_BOUND_S, NetnsDevnet, check_no_fork, heal_bound_ms
+from tests.netns.conftest import wait_stable
 from tests.node.conftest import assert_no_equivocation
 
 ALL = [0, 1, 2, 3]
@@ -17,32 +18,9 @@ PROGRESS_TIMEOUT_S = 30.0
 HALT_WINDOW_S = 6.0
 """Several rounds of the devnet's timeouts (propose 1 s, prevote and precommit 0.5 s, growing
 by 0.25 s a round): long enough that a commit would have happened if one could."""
-HEAL_BOUND_S = 15.0
+HEAL_BOUND_S = heal_bound_ms() / 1000
 """docs/spec/network-faults.md §3: after a 2|2 partition heals, every node commits a new
-block within this."""
-CATCH_UP_BOUND_S = 30.0
-"""A host whose link comes back reaches the others' height within this."""
-
-
-def assert_no_fork(network: NetnsDevnet) -> None:
-    """At every height any two nodes hold, they hold the same header (block hash)."""
-    heights = network.heights()
-    for height in range(1, max(heights) + 1):
-        headers = {
-            repr(network.rpc(index, f"/blocks/{height}")["header"])
-            for index in ALL
-            if heights[index] >= height
-        }
-        assert len(headers) == 1, f"fork at height {height}"
-
-
-def wait_all_committed(network: NetnsDevnet, load: BackgroundLoad) -> None:
-    """Each sender's last accepted anchor is committed on every node (a sender's transactions
-    commit in nonce order, so all its earlier ones are too)."""
-    last = list(load.last_accepted.values())
-    assert last, "the load had nothing accepted"
-    for index in ALL:
-        network.wait_committed(index, last, timeout_s=60)
+block within this (8.75 s with the namespace devnet's settings)."""
 
 
 def test_link_down_others_keep_committing_then_the_host_catches_up(
@@ -68,9 +46,10 @@ def test_link_down_others_keep_committing_then_the_host_catches_up(
     print(f"host 3 caught up to height {caught_up} in {took_s:.1f} s")
     # ...and takes part again: all four advance together.
     network.wait_for_heights(dict.fromkeys(ALL, caught_up + 2), 30, "all four to commit")
-    load.__exit__()
-    wait_all_committed(network, load)
-    assert_no_fork(network)
+    load.stop()
+    assert load.last_accepted, "the load had nothing accepted"
+    load.wait_committed(ALL)
+    check_no_fork(network)
     assert_no_equivocation(network, ALL)
 
 
@@ -85,16 +64,17 @@ def test_two_two_partition_halts_without_fork_and_heals_within_the_bound(
     while time.monotonic() < window_end:
         assert network.heights() == halted, "a block committed without a quorum"
         time.sleep(0.25)
-    assert_no_fork(network)
+    check_no_fork(network)
     network.network.heal()
     took_s = network.wait_for_heights(
         dict.fromkeys(ALL, max(halted) + 1), HEAL_BOUND_S, "a commit after the partition healed"
     )
     print(f"after healing, all four committed height {max(halted) + 1} in {took_s:.1f} s")
     network.wait_for_heights(dict.fromkeys(ALL, max(halted) + 3), 30, "steady progress")
-    load.__exit__()
-    wait_all_committed(network, load)
-    assert_no_fork(network)
+    load.stop()
+    assert load.last_accepted, "the load had nothing accepted"
+    load.wait_committed(ALL)
+    check_no_fork(network)
     assert_no_equivocation(network, ALL)
 
 
@@ -111,6 +91,7 @@ def test_a_host_on_a_slow_link_keeps_up(loaded: tuple[NetnsDevnet, BackgroundLoa
     network.wait_for_heights(dict.fromkeys(ALL, start + PROGRESS_HEIGHTS), 40, "progress")
     heights = network.heights()
     assert max(heights) - heights[3] <= 2, heights
-    load.__exit__()
-    wait_all_committed(network, load)
-    assert_no_fork(network)
+    load.stop()
+    assert load.last_accepted, "the load had nothing accepted"
+    load.wait_committed(ALL)
+    check_no_fork(network)
