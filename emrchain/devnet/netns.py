@@ -40,7 +40,7 @@ from typing import Any
 from emrchain.config.address import Address, PeerAddress
 from emrchain.config.node import load_node_config
 from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet, DevnetError
-from emrchain.devnet.netns_agent import READY_LINE, LinkSpec
+from emrchain.devnet.netns_agent import READY_LINE, AgentSpec, LinkSpec
 
 NAME_PREFIX = "emrnt"
 SUBNET_PREFIX = "10.77.0."
@@ -380,14 +380,11 @@ class NetnsDevnet(Devnet):
         if agent is not None and agent.poll() is None:
             return
         links = self._agent_links(index)
-        spec = {
-            "links": [link.to_json() for link in links],
-            "max_queued_chunks": AGENT_MAX_QUEUED_CHUNKS,
-        }
+        spec = AgentSpec(links, AGENT_MAX_QUEUED_CHUNKS, NETNS_P2P["dial_timeout_ms"])
         log = open(self.homes[index] / "agent.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             agent = subprocess.Popen(
-                self._in_host(index, "emrchain.devnet.netns_agent", json.dumps(spec)),
+                self._in_host(index, "emrchain.devnet.netns_agent", spec.to_json()),
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,

@@ -14,8 +14,10 @@ SPEC`) and relays each accepted connection to a target address, holding every ch
   available on the machines this runs on).
 
 SPEC is JSON: {"links": [{"fd": 3 | null, "listen_port": 0, "target_host": "10.77.0.2",
-"target_port": 26656, "delay_ms": 10}], "max_queued_chunks": 256}. The agent prints `ready`
-once every link listens and runs until SIGTERM.
+"target_port": 26656, "delay_ms": 10}], "max_queued_chunks": 256, "connect_timeout_ms": 2000}.
+A relay whose target does not answer within connect_timeout_ms closes the accepted connection
+(the harness passes the node's `[p2p] dial_timeout_ms`, so a proxied dial gives up when a direct
+one would). The agent prints `ready` once every link listens and runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import sys
 from dataclasses import dataclass
 
 CHUNK_BYTES = 64 * 1024
-CONNECT_TIMEOUT_S = 5.0
 READY_LINE = "ready"
 
 
@@ -54,8 +55,25 @@ class LinkSpec:
         }
 
 
-def parse_spec(text: str) -> tuple[list[LinkSpec], int]:
-    """(links, max queued chunks per direction) from the agent's JSON argument."""
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    links: list[LinkSpec]
+    max_queued_chunks: int
+    """Per direction of a connection: chunks read ahead of the delay before reading stops."""
+    connect_timeout_ms: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "links": [link.to_json() for link in self.links],
+                "max_queued_chunks": self.max_queued_chunks,
+                "connect_timeout_ms": self.connect_timeout_ms,
+            }
+        )
+
+
+def parse_spec(text: str) -> AgentSpec:
+    """The agent's JSON argument; raises ValueError, KeyError or TypeError if malformed."""
     raw = json.loads(text)
     links = [
         LinkSpec(
@@ -70,10 +88,10 @@ def parse_spec(text: str) -> tuple[list[LinkSpec], int]:
     for link in links:
         if link.delay_ms < 0 or not 0 <= link.listen_port <= 65535:
             raise ValueError(f"bad link {link}")
-    max_queued_chunks = int(raw["max_queued_chunks"])
-    if max_queued_chunks < 1:
-        raise ValueError("max_queued_chunks must be at least 1")
-    return links, max_queued_chunks
+    spec = AgentSpec(links, int(raw["max_queued_chunks"]), int(raw["connect_timeout_ms"]))
+    if spec.max_queued_chunks < 1 or spec.connect_timeout_ms < 1:
+        raise ValueError("max_queued_chunks and connect_timeout_ms must be at least 1")
+    return spec
 
 
 async def _pump(
@@ -116,13 +134,15 @@ async def _pump(
 
 async def _relay(
     link: LinkSpec,
-    max_queued_chunks: int,
+    spec: AgentSpec,
     client_reader: asyncio.StreamReader,
     client_writer: asyncio.StreamWriter,
 ) -> None:
+    max_queued_chunks = spec.max_queued_chunks
     try:
         upstream_reader, upstream_writer = await asyncio.wait_for(
-            asyncio.open_connection(link.target_host, link.target_port), CONNECT_TIMEOUT_S
+            asyncio.open_connection(link.target_host, link.target_port),
+            spec.connect_timeout_ms / 1000,
         )
     except (OSError, TimeoutError):
         client_writer.close()
@@ -145,16 +165,16 @@ async def _relay(
             writer.close()
 
 
-async def _serve(links: list[LinkSpec], max_queued_chunks: int) -> None:
+async def _serve(spec: AgentSpec) -> None:
     servers = []
-    for link in links:
+    for link in spec.links:
 
         async def handle(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: LinkSpec = link
         ) -> None:
             # Shutdown cancels the open connections: that is their normal end here.
             with contextlib.suppress(asyncio.CancelledError):
-                await _relay(link, max_queued_chunks, reader, writer)
+                await _relay(link, spec, reader, writer)
 
         if link.fd is not None:
             listener = socket.socket(fileno=link.fd)
@@ -177,11 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m emrchain.devnet.netns_agent SPEC_JSON", file=sys.stderr)
         return 2
     try:
-        links, max_queued_chunks = parse_spec(arguments[0])
+        spec = parse_spec(arguments[0])
     except (ValueError, KeyError, TypeError) as error:
         print(f"netns agent: bad spec: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(links, max_queued_chunks))
+    asyncio.run(_serve(spec))
     return 0
 
 

@@ -28,13 +28,20 @@ def require_namespaces() -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetnsDevnet]:
+LATENCIES_MS = {"rtt0": 0, "rtt50": 25}
+"""Each fault test runs on direct links and on links through the delay proxies (50 ms round
+trip), so the proxies are exercised by the same faults as the hosts' own links."""
+
+
+@pytest.fixture(scope="module", params=list(LATENCIES_MS.values()), ids=list(LATENCIES_MS))
+def hosts(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NetnsDevnet]:
     """Four validators on four hosts, running, with the load's senders registered."""
     require_namespaces()
     sweep_stale()
     root: Path = tmp_path_factory.mktemp("netns") / "net"
-    network = NetnsDevnet(root, 4)
+    network = NetnsDevnet(root, 4, latency_ms=request.param)
     try:
         network.start_all()
         network.wait_for_height(1, [0, 1, 2, 3], timeout_s=90)

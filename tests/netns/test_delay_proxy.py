@@ -4,7 +4,7 @@ through it takes at least twice the delay). Needs no root: it runs in this names
 
 from __future__ import annotations
 
-import json
+import contextlib
 import socket
 import subprocess
 import sys
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from emrchain.devnet.netns_agent import READY_LINE, LinkSpec
+from emrchain.devnet.netns_agent import READY_LINE, AgentSpec, LinkSpec
 
 DELAY_MS = 40
 
@@ -37,14 +37,10 @@ def echo_server() -> tuple[socket.socket, threading.Thread]:
     return server, thread
 
 
-@pytest.fixture
-def relay() -> Iterator[int]:
-    """An agent relaying an inherited listener to an echo server with DELAY_MS each way;
-    yields the port to connect to."""
-    server, _ = echo_server()
-    listener = socket.create_server(("127.0.0.1", 0))
-    link = LinkSpec("127.0.0.1", server.getsockname()[1], delay_ms=DELAY_MS, fd=listener.fileno())
-    spec = json.dumps({"links": [link.to_json()], "max_queued_chunks": 4})
+@contextlib.contextmanager
+def running_agent(link: LinkSpec, listener: socket.socket) -> Iterator[None]:
+    """The agent relaying `listener` (inherited) as `link` says, until the block ends."""
+    spec = AgentSpec([link], max_queued_chunks=4, connect_timeout_ms=2_000).to_json()
     agent = subprocess.Popen(
         [sys.executable, "-m", "emrchain.devnet.netns_agent", spec],
         stdout=subprocess.PIPE,
@@ -54,10 +50,24 @@ def relay() -> Iterator[int]:
     try:
         assert agent.stdout is not None
         assert agent.stdout.readline().strip() == READY_LINE
-        yield listener.getsockname()[1]
+        yield
     finally:
         agent.terminate()
         agent.wait(10)
+        if agent.stdout is not None:
+            agent.stdout.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[int]:
+    """An agent relaying to an echo server with DELAY_MS each way; yields the port to use."""
+    server, _ = echo_server()
+    listener = socket.create_server(("127.0.0.1", 0))
+    link = LinkSpec("127.0.0.1", server.getsockname()[1], delay_ms=DELAY_MS, fd=listener.fileno())
+    try:
+        with running_agent(link, listener):
+            yield listener.getsockname()[1]
+    finally:
         listener.close()
         server.close()
 
@@ -90,3 +100,20 @@ def test_bad_spec_is_refused_with_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.startswith("netns agent: bad spec")
+
+
+def test_a_target_that_refuses_closes_the_accepted_connection() -> None:
+    """A proxied dial to a host that does not answer fails as a direct one would: closed."""
+    closed_port_holder = socket.create_server(("127.0.0.1", 0))
+    closed_port = closed_port_holder.getsockname()[1]
+    closed_port_holder.close()  # nothing listens there now: connections are refused
+    listener = socket.create_server(("127.0.0.1", 0))
+    link = LinkSpec("127.0.0.1", closed_port, delay_ms=DELAY_MS, fd=listener.fileno())
+    try:
+        with (
+            running_agent(link, listener),
+            socket.create_connection(listener.getsockname(), timeout=10) as client,
+        ):
+            assert client.recv(16) == b""
+    finally:
+        listener.close()
