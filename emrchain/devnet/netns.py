@@ -28,6 +28,8 @@ import dataclasses
 import json
 import os
 import secrets
+import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -96,13 +98,21 @@ class NetnsError(DevnetError):
 
 
 def is_supported() -> tuple[bool, str]:
-    """Whether this process may create network namespaces, and why not."""
+    """Whether this process may create network namespaces, and why not (it tries: root in a
+    container without CAP_NET_ADMIN may not)."""
     if sys.platform != "linux":
         return False, "network namespaces are Linux only"
     if os.geteuid() != 0:
         return False, "network namespaces need root (CAP_NET_ADMIN, CAP_SYS_ADMIN)"
-    if not Path("/sbin/ip").exists() and not Path("/usr/sbin/ip").exists():
-        return False, "iproute2 (`ip`) is not installed"
+    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+    if missing:
+        return False, f"iproute2 is not installed ({', '.join(missing)} not found)"
+    probe = f"{NAME_PREFIX}-{os.getpid()}-probe"
+    try:
+        _run("ip", "netns", "add", probe)
+    except NetnsError as error:
+        return False, f"cannot create a network namespace: {error}"
+    _delete_namespace(probe)
     return True, ""
 
 
@@ -477,8 +487,6 @@ def check_no_fork(network: Devnet, from_height: int = 1) -> int:
 
 def _read_line(process: subprocess.Popen[str], timeout_s: float) -> str:
     """The first stdout line of `process`, or "" if it exits or stays silent for timeout_s."""
-    import selectors
-
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
