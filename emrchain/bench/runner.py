@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,10 @@ class BenchOptions:
     metrics: bool = True
     """Devnet nodes serve /metrics ([instrumentation], as testnet homes do), scraped every
     METRICS_SCRAPE_INTERVAL_S during the window like Prometheus would; False turns it off."""
+    make_devnet: Callable[..., Devnet] = Devnet
+    """Builds the devnet: `make_devnet(root, validators, consensus=..., settings=...)`, a
+    `Devnet` or a subclass (e.g. `emrchain.devnet.netns.NetnsDevnet`, hosts of their own); it
+    is left with `__exit__`, which for a subclass may tear down more than the processes."""
 
 
 METRICS_SCRAPE_INTERVAL_S = 1.0
@@ -204,7 +209,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
             else:
                 temporary = Path(tempfile.mkdtemp(prefix="emrchain-bench-"))
                 root = temporary / "net"
-            devnet = Devnet(
+            devnet = options.make_devnet(
                 root,
                 options.validators,
                 consensus=options.consensus,
@@ -289,6 +294,6 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         return summary
     finally:
         if devnet is not None:
-            devnet.stop_all()
+            devnet.__exit__(None, None, None)
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
