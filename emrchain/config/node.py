@@ -712,10 +712,10 @@ class RecordsSection:
         Choice(("memory", "redis")),
     )
     cache_max_bytes: int = setting(
-        256 * MIB, "Most ciphertext bytes in the in-process cache.", Integer(0, 1 << 40, "bytes")
+        256 * MIB, "Most ciphertext bytes in the in-process cache.", Integer(1, 1 << 40, "bytes")
     )
     cache_max_entries: int = setting(
-        100_000, "Most entries in the in-process cache.", Integer(0, 100_000_000, "entries")
+        100_000, "Most entries in the in-process cache.", Integer(1, 100_000_000, "entries")
     )
     cache_ttl_ms: int = setting(
         600_000, "How long a cached ciphertext stays.", Integer(1_000, 86_400_000, "milliseconds")
