@@ -158,8 +158,8 @@ def read_registry(view: StateView) -> list[RegisteredNode]:
 
 @dataclass(frozen=True, slots=True)
 class PeerDirectory:
-    """The node keys allowed past the P2P handshake, and where the ones that advertise an
-    address listen (node key -> `host:port`)."""
+    """The node keys allowed past the P2P handshake, and where the validators that advertise
+    an address listen (node key -> `host:port`): the addresses a node dials."""
 
     allowed_keys: frozenset[bytes]
     addresses: Mapping[bytes, str]
@@ -184,8 +184,9 @@ def peer_directory(view: StateView, genesis_node_keys: Mapping[bytes, bytes]) ->
                 addresses[entry.node_key] = entry.address
         elif validator.public_key in genesis_node_keys:
             allowed.add(genesis_node_keys[validator.public_key])
-    for node in read_registry(view):
-        allowed.add(node.node_key)
-        if node.address:
-            addresses[node.node_key] = node.address
+    # A registered node's address is never dialled: one organisation's admin alone registers
+    # it, and dialling it would let that admin point every node of the network at any host and
+    # port (an internal service of another hospital). A validator's address was approved by
+    # more than 2/3 of the voting power. Full nodes dial in (their persistent peers).
+    allowed.update(node.node_key for node in read_registry(view))
     return PeerDirectory(frozenset(allowed), addresses)
