@@ -34,9 +34,6 @@ from emrchain.keystore import load_key_file, node_id
 from emrchain.schema import MAX_VALIDATOR_POWER, NODE_ADDRESS_MAX_BYTES, U64_MAX
 
 COMMIT_TIMEOUT_S = 60.0
-PROBE_NONCE = 1 << 62
-"""A nonce no validator reaches: the mempool refuses it with `nonce_gap`, naming the next one."""
-_NEXT_NONCE = re.compile(r"next nonce is (\d+)")
 
 
 def _address(text: str) -> Address:
@@ -179,23 +176,16 @@ def approve_validator(args: argparse.Namespace) -> int:
             address=str(args.address) if args.address else "",
         ).encode()
 
-    tx_id = _submit(url, build(_next_nonce(url, signer, build)))
+    tx_id = _submit(url, build(_next_nonce(url, signer)))
     height = _wait_committed(url, tx_id)
     print(f"approval {tx_id} committed at height {height}")
     return 0
 
 
-def _next_nonce(url: str, signer: Signer, build: Any) -> int:
-    """A validator is no member, so it cannot read its nonce from /accounts: the mempool's
-    refusal of a probe far ahead names it (nothing is admitted)."""
-    result = _post_txs(url, build(PROBE_NONCE))
-    match = _NEXT_NONCE.search(str(result.get("reason", "")))
-    if result.get("code") != "nonce_gap" or match is None:
-        raise CommandError(
-            f"cannot learn the next nonce of {signer.public_key.hex()[:16]}: "
-            f"{result.get('code')}: {result.get('reason')}"
-        )
-    return int(match.group(1))
+def _next_nonce(url: str, signer: Signer) -> int:
+    """A validator is no member (no /accounts entry): the node answers its nonces at
+    /validators/{key}/nonce, counting its pending transactions."""
+    return int(_get(url, f"/validators/{signer.public_key.hex()}/nonce")["next_nonce"])
 
 
 def _submit(url: str, tx: bytes) -> str:

@@ -254,6 +254,18 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.VALIDATORS), **_error_responses(400, 404, 503)},
                 }
             },
+            "/validators/{validator_key}/nonce": {
+                "get": {
+                    "operationId": "validatorNonce",
+                    "description": "A validator key's committed and next nonce (keys of the "
+                    "current or next two validator sets only).",
+                    "parameters": [_path_parameter("validator_key", HEX32)],
+                    "responses": {
+                        **_ok(replies.VALIDATOR_NONCE),
+                        **_error_responses(400, 404, 503),
+                    },
+                }
+            },
             "/ws/blocks": {
                 "get": {
                     "operationId": "blockStream",

@@ -180,6 +180,7 @@ VALIDATORS = strict(
     hash=HEX32,
     validators={"type": "array", "items": strict(public_key=HEX32, power=INT)},
 )
+VALIDATOR_NONCE = strict(validator_key=HEX32, committed_nonce=INT, next_nonce=INT)
 ACCOUNT = strict(
     member_key=HEX32,
     # Fields the caller may not see are null (`docs/spec/rpc.md`, Accounts).

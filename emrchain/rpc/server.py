@@ -55,6 +55,7 @@ from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.schema import Role
 from emrchain.state.emr import queries
+from emrchain.state.keys import nonce_key
 from emrchain.throttled_log import ThrottledLog, ThrottleFilter
 from emrchain.types import Block, ConflictingProposalEvidence, Evidence, envelope
 
@@ -280,6 +281,7 @@ class RpcServer:
                 web.get("/ws/blocks", self.block_stream.handle),
                 web.get("/evidence", self.evidence),
                 web.get("/validators/{height}", self.validators),
+                web.get("/validators/{validator_key}/nonce", self.validator_nonce),
                 # Before the record routes: `/records/{record_id}` would take this path.
                 web.get("/records/replication", self.replication),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
@@ -497,6 +499,32 @@ class RpcServer:
                     {"public_key": validator.public_key.hex(), "power": validator.power}
                     for validator in validator_set
                 ],
+            }
+        )
+
+    async def validator_nonce(self, request: web.Request) -> web.Response:
+        """A validator key's nonces, unsigned: a validator is no member (it has no /accounts
+        entry) and what it signs, validator updates, is public on the chain anyway. Only keys
+        of the current or the next two sets are answered: a member's nonce counts its
+        transactions, which /accounts shows to the member, its admins and auditors only."""
+        key = hex_argument(request.match_info["validator_key"], 32, "validator key")
+        latest = self._node.height
+        sets = (self._node.chain.validator_set(latest + offset) for offset in (0, 1, 2))
+        if not any(validator_set and key in validator_set for validator_set in sets):
+            raise RpcError(
+                404,
+                "not_a_validator",
+                f"{key.hex()[:16]} is in none of the validator sets of heights "
+                f"{latest}..{latest + 2}",
+            )
+        raw = self._node.chain.state_view().get(nonce_key(key))
+        committed = int.from_bytes(raw, "big") if raw else 0
+        pending = self._node.pending_nonces(key)
+        return web.json_response(
+            {
+                "validator_key": key.hex(),
+                "committed_nonce": committed,
+                "next_nonce": (pending[1] if pending else committed) + 1,
             }
         )
 
