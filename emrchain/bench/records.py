@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emrchain.client.rpc import EmrClient
-from emrchain.config.node import load_node_config, render_node_config
+from emrchain.config.node import NodeConfig, load_node_config, render_node_config
 from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.hsm import HsmConfig, HsmKeyRing, HsmSigner, HsmWorker, PinSource
@@ -155,7 +155,20 @@ def configure_home(home: Path, services: Services, kek_prefix: str) -> None:
         ),
     )
     config.config_path.write_text(render_node_config(config))
-    load_node_config(home)
+    seal_organization_key(load_node_config(home), kek_prefix)
+
+
+def seal_organization_key(config: NodeConfig, kek_prefix: str) -> None:
+    """The organisation key sealed under the token's KEK, as `kek_backend = "hsm"` requires."""
+    from emrchain.records.key_rings import HsmCustodyKeyRing
+    from emrchain.records.organization_key import seal_organization_key_file
+
+    hsm = HsmConfig(SOFTHSM_MODULE, TOKEN_LABEL, PinSource(environment_variable=PIN_VARIABLE))
+    with HsmWorker(hsm) as worker:
+        ring = HsmCustodyKeyRing(HsmKeyRing(worker, kek_prefix))
+        if not ring.versions():
+            ring.generate()
+        seal_organization_key_file(config.organization_key_path, ring)
 
 
 def configure_node(devnet: Devnet, services: Services) -> None:
@@ -289,12 +302,12 @@ async def measure_read_path(
 
     from nacl.public import PrivateKey, SealedBox
 
-    from emrchain.keystore.member import load_organization_key
     from emrchain.records import open_record_service
 
     config = load_node_config(home)
     service = open_record_service(config)
-    organization = load_organization_key(config.organization_key_path)
+    organization = service.organization_key
+    assert organization is not None, "the bench home has an organisation key"
     reader = bytes(PrivateKey.generate().public_key)
     stored = []
     try:

@@ -1,4 +1,5 @@
-"""`emrchain kek status|rotate --home DIR`: the node's key-encryption keys and their rotation.
+"""`emrchain kek status|rotate --home DIR`: the node's key-encryption keys and their rotation;
+`emrchain seal-organization-key --home DIR`: the organisation key sealed under the HSM KEK.
 
 `rotate` opens the home's record service (so the node must be stopped: the custody vault is one
 process's LevelDB), starts a rotation or resumes the unfinished one, prints progress batch by
@@ -70,7 +71,10 @@ def _rotate(config: NodeConfig, *, run_here: bool) -> int:
             options = {"on_progress": lambda progress: print(progress.describe(), flush=True)}
             rotation = service.resume_rotation(**options)
             if rotation is None:
-                rotation = service.begin_rotation(**options)
+                # The sealed organisation key moves to the new version with the vault.
+                rotation = service.begin_rotation(
+                    organization_key_path=config.organization_key_path, **options
+                )
             elif run_here:
                 print(f"resuming: {rotation.progress.describe()}", flush=True)
             if run_here:
@@ -87,4 +91,27 @@ def _rotate(config: NodeConfig, *, run_here: bool) -> int:
             await service.close()
 
     asyncio.run(rotate())
+    return 0
+
+
+@command(
+    "seal-organization-key",
+    "seal the plain organisation key file under the HSM KEK and wipe the plain file",
+    arguments=add_home_argument,
+)
+def seal_organization_key(args: argparse.Namespace) -> int:
+    """Node stopped: with `kek_backend = "hsm"` the node refuses the plain file until this ran."""
+    from emrchain.records.key_rings import open_key_ring
+    from emrchain.records.organization_key import seal_organization_key_file
+
+    config = load_node_config(args.home)
+    if config.records.kek_backend != "hsm":
+        raise CommandError(
+            'sealing the organisation key needs [records] kek_backend = "hsm" (the key files '
+            "backend keeps the plain file)"
+        )
+    path = config.organization_key_path
+    key = seal_organization_key_file(path, open_key_ring(config))
+    print(f"{path}: organisation key {key.organization_id} sealed under the HSM KEK; "
+          "the plain file was overwritten with zeros")
     return 0

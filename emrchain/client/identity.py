@@ -21,9 +21,11 @@ from emrchain.keystore.member import (
     PASSPHRASE_VARIABLE,
     MemberIdentity,
     OrganizationKey,
+    OrganizationPublicKey,
     PassphraseSource,
     load_member_identity,
     load_organization_key,
+    load_organization_public_key,
     write_member_identity,
 )
 
@@ -50,8 +52,10 @@ __all__ = [
     "PASSPHRASE_VARIABLE",
     "MemberIdentity",
     "OrganizationKey",
+    "OrganizationPublicKey",
     "create_identity_file",
     "load_identity",
     "load_organization_key",
+    "load_organization_public_key",
     "save_identity",
 ]

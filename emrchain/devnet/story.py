@@ -32,8 +32,9 @@ from emrchain.client import transactions
 from emrchain.client.identity import (
     MemberIdentity,
     OrganizationKey,
+    OrganizationPublicKey,
     load_identity,
-    load_organization_key,
+    load_organization_public_key,
 )
 from emrchain.client.replies import NotFound
 from emrchain.client.rpc import EmrClient
@@ -57,13 +58,14 @@ class Hospital:
 
     rpc_url: str
     organization_id: str
-    organization_key: OrganizationKey
+    organization_key: OrganizationKey | OrganizationPublicKey
+    """Only its public key is used: the home's file may be sealed under the HSM KEK."""
     admin: MemberIdentity
 
     @classmethod
     def from_home(cls, rpc_url: str, home: Path) -> Hospital:
         config = load_node_config(home)
-        organization_key = load_organization_key(config.organization_key_path)
+        organization_key = load_organization_public_key(config.organization_key_path)
         admin = load_identity(config.resolve(ADMIN_IDENTITY_FILE))
         return cls(rpc_url, organization_key.organization_id, organization_key, admin)
 

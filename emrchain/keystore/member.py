@@ -35,6 +35,8 @@ REQUIRE_ENCRYPTED_VARIABLE = "EMRCHAIN_REQUIRE_ENCRYPTED_KEYS"
 PUBLIC_MEMBER_FIELDS = ("member_key", "encryption_key")
 PassphraseSource = str | Callable[[], str] | None
 ORGANIZATION_TYPE = "emrchain-organization-key"
+SEALED_ORGANIZATION_TYPE = "emrchain-organization-key-sealed"
+"""The private key wrapped by the node's KEK (`emrchain/records/organization_key.py`)."""
 _HEX32 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -69,6 +71,14 @@ class OrganizationKey:
     def generate(cls, organization_id: str) -> OrganizationKey:
         pair = derive_member_key_pair(os.urandom(32))
         return cls(organization_id, pair.private_key, pair.public_key)
+
+
+@dataclass(frozen=True)
+class OrganizationPublicKey:
+    """What clients and tools need of an organisation key: no secret, so sealed files do too."""
+
+    organization_id: str
+    public_key: bytes
 
 
 def write_member_identity(
@@ -176,6 +186,23 @@ def load_organization_key(path: Path) -> OrganizationKey:
     return OrganizationKey(
         document["organization_id"], private_key, bytes.fromhex(document["public_key"])
     )
+
+
+def load_organization_public_key(path: Path) -> OrganizationPublicKey:
+    """The organisation id and public key of a plain or sealed organisation key file (the
+    private key is neither read nor unsealed)."""
+    document = read_private_json(path)
+    if not isinstance(document, dict) or document.get("type") not in (
+        ORGANIZATION_TYPE,
+        SEALED_ORGANIZATION_TYPE,
+    ):
+        raise KeystoreError(f"{path}: not an organisation key file (plain or sealed)")
+    organization_id, public_key = document.get("organization_id"), document.get("public_key")
+    if not isinstance(organization_id, str):
+        raise KeystoreError(f"{path}: organization_id: must be a string")
+    if not isinstance(public_key, str) or not _HEX32.fullmatch(public_key):
+        raise KeystoreError(f"{path}: public_key: must be 64 lowercase hex characters")
+    return OrganizationPublicKey(organization_id, bytes.fromhex(public_key))
 
 
 def _document(path: Path, kind: str, fields: tuple[str, ...]) -> dict[str, str]:

@@ -8,7 +8,9 @@
    holds the exact wrap that was read (an upload, erasure or earlier move since then wins).
    After each batch the cursor is written to the state file (atomically), so a process that
    dies resumes after the last finished batch.
-3. When the walk is done, a last scan checks that no wrap is left under a retired version; only
+3. When the walk is done, a last scan checks that no wrap is left under a retired version, and
+   the sealed organisation key file, if the rotation was begun with its path (the CLI does),
+   is re-sealed under the new version (`emrchain/records/organization_key.py`); only
    then are the retired versions destroyed (key file zeroed and unlinked, or the HSM object
    deleted), and the state file removed.
 
@@ -28,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from emrchain.records.key_rings import CustodyKeyRing
+from emrchain.records.organization_key import rewrap_sealed_organization_key
 from emrchain.storage.interfaces import CustodyWrap, KeyVault
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ class RotationProgress:
     """The last record id whose wrap was moved (or found already moved); b"" at the start."""
     rewrapped_records: int
     finished: bool = False
+    organization_key_path: str = ""
+    """The sealed organisation key file to re-seal before retiring versions ("" for none)."""
 
     def describe(self) -> str:
         state = "finished" if self.finished else "in progress"
@@ -85,14 +90,20 @@ class KekRotation:
     def begin(
         cls, key_ring: CustodyKeyRing, vault: KeyVault, state_path: Path, **options: object
     ) -> KekRotation:
-        """Generate the new version and record the rotation; refuses if one is unfinished."""
+        """Generate the new version and record the rotation; refuses if one is unfinished.
+        The option `organization_key_path` names a sealed organisation key file to re-seal."""
+        organization_key_path = options.pop("organization_key_path", None)
+        if not isinstance(organization_key_path, str | Path | None):
+            raise TypeError("organization_key_path is a path")
         if state_path.exists():
             raise RotationError(
                 f"{state_path}: a rotation is already in progress; resume it first"
             )
         retired = tuple(key_ring.versions())
         target = key_ring.generate().version
-        progress = RotationProgress(target, retired, b"", 0)
+        progress = RotationProgress(
+            target, retired, b"", 0, organization_key_path=str(organization_key_path or "")
+        )
         _write_state(state_path, progress)
         logger.info("KEK rotation started: version %d, retiring %s", target, retired)
         return cls(key_ring, vault, state_path, progress, **options)  # type: ignore[arg-type]
@@ -129,6 +140,11 @@ class KekRotation:
                 f"{leftovers} custody wraps still use a retired KEK version; run the rotation "
                 "again"
             )
+        if self.progress.organization_key_path and rewrap_sealed_organization_key(
+            Path(self.progress.organization_key_path), self._key_ring
+        ):
+            logger.info("sealed organisation key re-sealed under KEK version %d",
+                        self.progress.target_version)
         for version in self.progress.retired_versions:
             if version in self._key_ring.versions():
                 self._key_ring.destroy(version)
@@ -139,6 +155,7 @@ class KekRotation:
             self.progress.cursor,
             self.progress.rewrapped_records,
             finished=True,
+            organization_key_path=self.progress.organization_key_path,
         )
         self._state_path.unlink(missing_ok=True)
         self._report()
@@ -173,6 +190,7 @@ class KekRotation:
             self.progress.retired_versions,
             cursor,
             0 if restart else self.progress.rewrapped_records + moved,
+            organization_key_path=self.progress.organization_key_path,
         )
         _write_state(self._state_path, self.progress)
         self._report()
@@ -205,6 +223,7 @@ def read_state(state_path: Path) -> RotationProgress | None:
             tuple(int(version) for version in document["retired_versions"]),
             bytes.fromhex(document["cursor"]),
             int(document["rewrapped_records"]),
+            organization_key_path=str(document.get("organization_key_path", "")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise RotationError(f"{state_path}: malformed rotation state: {error}") from None

@@ -19,8 +19,9 @@ from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from emrchain.config.node import NodeConfig, RecordsSection
-from emrchain.keystore.member import OrganizationKey, load_organization_key
+from emrchain.keystore.member import OrganizationKey
 from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
+from emrchain.records.organization_key import load_node_organization_key
 from emrchain.records.replication import with_failover
 from emrchain.records.rotation import (
     ROTATION_STATE_FILE,
@@ -228,11 +229,8 @@ def open_record_service(config: NodeConfig) -> RecordService:
             lambda: time.monotonic_ns() // 1_000_000,
         )
     key_ring = open_key_ring(config)
-    organization_key = (
-        load_organization_key(config.organization_key_path)
-        if Path(config.organization_key_path).exists()
-        else None
-    )
+    # Sealed under the KEK (required with the HSM backend): emrchain/records/organization_key.py
+    organization_key = load_node_organization_key(config, key_ring)
     vault_path = config.resolve(section.vault_dir)
     vault_path.parent.mkdir(parents=True, exist_ok=True)
     return RecordService(

@@ -36,6 +36,19 @@ def hsm_settings(token: Any) -> dict[str, Any]:
     }
 
 
+def seal_organization_key(config: NodeConfig, worker: Any) -> None:
+    """Seal `config`'s organisation key under its HSM KEK ring (made here if the token has no
+    version yet), as a node with `kek_backend = "hsm"` requires."""
+    from emrchain.hsm import HsmKeyRing
+    from emrchain.records.key_rings import HsmCustodyKeyRing
+    from emrchain.records.organization_key import seal_organization_key_file
+
+    ring = HsmCustodyKeyRing(HsmKeyRing(worker, config.records.hsm_kek_label_prefix))
+    if not ring.versions():
+        ring.generate()
+    seal_organization_key_file(config.organization_key_path, ring)
+
+
 def replace_validator_keys(homes: list[Path], public_keys: list[bytes]) -> None:
     """Put `public_keys` (e.g. generated in an HSM) in every home's genesis, in home order."""
     for home in homes:

@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from nacl.public import PrivateKey, SealedBox
+from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from emrchain.cli import main as cli_main
 from emrchain.config.genesis import load_config_and_genesis
@@ -21,7 +21,7 @@ from emrchain.crypto.keys import verify_signature
 from emrchain.hsm import HsmKeyNotFoundError, HsmKeyRing, HsmSigner
 from emrchain.hsm.node_keys import validator_signer
 from emrchain.keystore.file import load_key_file
-from emrchain.keystore.member import load_organization_key
+from emrchain.keystore.member import load_organization_public_key
 from emrchain.node.node import Node
 from emrchain.records import open_record_service
 from emrchain.records.key_rings import HsmCustodyKeyRing
@@ -29,6 +29,7 @@ from tests.records.homes import (
     configure_home,
     hsm_settings,
     replace_validator_keys,
+    seal_organization_key,
     single_node_home,
 )
 from tests.services.fixtures import run
@@ -37,8 +38,8 @@ from tests.services.fixtures import run
 def sealed_data_key(home: Path, data_key: bytes) -> bytes:
     """The custody wrap a client makes: the data key sealed to the organisation's key."""
     config, _ = load_config_and_genesis(home)
-    organization = load_organization_key(config.organization_key_path)
-    return SealedBox(PrivateKey(organization.private_key).public_key).encrypt(data_key)
+    organization = load_organization_public_key(config.organization_key_path)
+    return SealedBox(PublicKey(organization.public_key)).encrypt(data_key)
 
 
 def test_hsm_kek_wraps_custody_copies_and_no_key_file_exists(
@@ -50,6 +51,7 @@ def test_hsm_kek_wraps_custody_copies_and_no_key_file_exists(
         records={"kek_backend": "hsm", "hsm_kek_label_prefix": "kek-wiring",
                  **hsm_settings(softhsm_token)},
     )
+    seal_organization_key(config, hsm_worker)
     service = open_record_service(config)
     assert isinstance(service.key_ring, HsmCustodyKeyRing)
     reader = PrivateKey.generate()
@@ -112,6 +114,7 @@ def test_a_node_whose_validator_key_is_in_the_hsm_commits_blocks(
         keys={"backend": "hsm", "hsm_validator_key_label": "validator-node"},
     )
     config.validator_key_path.unlink()  # nothing to fall back to: the HSM key or nothing
+    seal_organization_key(config, hsm_worker)
 
     async def scenario() -> int:
         node = Node.open(home)

@@ -20,7 +20,12 @@ from emrchain.hsm import HsmKeyRing
 from emrchain.records import open_record_service
 from emrchain.records.rotation import RotationProgress, read_state
 from emrchain.records.service import RecordService
-from tests.records.homes import configure_home, hsm_settings, single_node_home
+from tests.records.homes import (
+    configure_home,
+    hsm_settings,
+    seal_organization_key,
+    single_node_home,
+)
 from tests.records.test_hsm_wiring import sealed_data_key
 from tests.services.fixtures import run
 
@@ -43,6 +48,7 @@ def service_and_ring(request: pytest.FixtureRequest, tmp_path: Path):
             home,
             records={"kek_backend": "hsm", "hsm_kek_label_prefix": prefix, **hsm_settings(token)},
         )
+        seal_organization_key(config, worker)
 
         def versions_in_store() -> list[int]:
             return HsmKeyRing(worker, prefix).versions()  # a fresh listing of the token

@@ -3,9 +3,9 @@
 Every node runs as its own process with its ciphertext in Kubo (two swarm-connected IPFS
 nodes: nodes 0 and 2 use one, nodes 1 and 3 the other), its hot cache in one private Redis
 (which asks for a password: the nodes AUTH, so a cached entry proves it worked), and its keys
-in SoftHSM2: the custody KEK (`kek_backend = "hsm"`) and the validator's consensus key
-(`[keys] backend = "hsm"`; the homes' validator key files are deleted, genesis names the
-token's keys). The homes are configured through the strict config loader.
+in SoftHSM2: the custody KEK (`kek_backend = "hsm"`, the organisation key sealed under it) and
+the validator's consensus key (`[keys] backend = "hsm"`; the homes' validator key files are
+deleted, genesis names the token's keys). The homes are configured through the strict config loader.
 
 Faults, each through the real client against hospital A's node (node 0):
 - Redis killed: reads still succeed (from IPFS); Redis back: cached again;
@@ -36,7 +36,12 @@ from emrchain.hsm import HsmKeyRing, HsmSigner
 from emrchain.keystore.member import MemberIdentity
 from emrchain.schema import RecordType, Role
 from emrchain.storage.cid import ContentId, compute_cid
-from tests.records.homes import configure_home, hsm_settings, replace_validator_keys
+from tests.records.homes import (
+    configure_home,
+    hsm_settings,
+    replace_validator_keys,
+    seal_organization_key,
+)
 from tests.records.ipfs_swarm import SwarmIpfsDaemon
 from tests.services.fixtures import RedisServer, require_service, run
 
@@ -129,6 +134,8 @@ def services_devnet(
                 keys={"backend": "hsm", "hsm_validator_key_label": signers[index].key_label},
             )
             config.validator_key_path.unlink()
+            # With kek_backend = "hsm" the node refuses a plain organisation key file.
+            seal_organization_key(config, hsm_worker)
         # One after another: four processes opening one SoftHSM2 token at the same moment get
         # transient errors from its file store (the node retries them, docs/spec/hsm.md), and
         # hospitals run separate HSMs anyway. A node that cannot start fails the wait at once.
