@@ -194,7 +194,7 @@ async def measure(devnet: Devnet, services: Services, records: int, record_bytes
             plaintext = secrets.token_bytes(record_bytes)
             started = time.perf_counter()
             stored = await client.put_record(
-                plaintext, patient_id, RecordType.LAB_RESULT, hospital.organization_key.public_key
+                plaintext, patient_id, RecordType.LAB_RESULT
             )
             puts.append(time.perf_counter() - started)
             record_ids.append((stored.record_id, plaintext))

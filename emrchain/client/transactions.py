@@ -9,6 +9,8 @@ the node never sees a data key in clear.
 
 from __future__ import annotations
 
+import hashlib
+
 from emrchain.client.envelope import SealedRecord, rewrap
 from emrchain.client.identity import MemberIdentity
 from emrchain.crypto.keys import Signer
@@ -21,6 +23,7 @@ from emrchain.schema import (
     Role,
     TxKind,
 )
+from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
 from emrchain.types.signing import Domain, signed_message
 from emrchain.types.transaction import Transaction
 
@@ -120,8 +123,16 @@ def anchor_record(
     *,
     sealed: SealedRecord,
     record_type: RecordType,
+    custodians: list[str],
+    patient_recipient: str = "<patient>",
 ) -> Transaction:
-    """Anchor a sealed record: its id, patient, ciphertext hash, binary CID, type and size."""
+    """Anchor a sealed record: its id, patient, ciphertext hash, binary CID, type and size,
+    and the SHA-256 of the patient's wrap and of each custodian's, in custody-set order
+    (`sealed.wraps` names them by organisation id, the patient's by `patient_recipient`)."""
+    entries = tuple(
+        CustodyEntry(organization_id, hashlib.sha256(sealed.wraps[organization_id]).digest())
+        for organization_id in custodians
+    )
     fields = {
         "record_id": sealed.record_id,
         "patient_id": sealed.patient_id,
@@ -129,6 +140,8 @@ def anchor_record(
         "cid": sealed.cid_bytes,
         "record_type": int(RecordType(record_type)),
         "size_bytes": sealed.size,
+        "patient_wrap_sha256": hashlib.sha256(sealed.wraps[patient_recipient]).digest(),
+        "custody": encode_custody_entries(entries),
     }
     return Transaction.create(author.signer, chain_id, TxKind.ANCHOR_RECORD, nonce, fields)
 

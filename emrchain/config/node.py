@@ -27,6 +27,7 @@ from emrchain.config.settings import (
     ListenAddress,
     Name,
     OptionalHomePath,
+    OrganizationUrls,
     PeerList,
     Setting,
     setting,
@@ -719,6 +720,13 @@ class RecordsSection:
         "Which records' ciphertext this node pins: its organisation's, or also those granted to "
         "it or its members.",
         Choice(("authored_and_granted", "authored")),
+    )
+    custodian_rpc_urls: tuple[str, ...] = setting(
+        (),
+        "RPC base URL of other organisations' nodes, as \"<organization_id>=<url>\": the "
+        "custody-set RPC tells clients where each custodian of a record answers "
+        "(docs/spec/records.md §9).",
+        OrganizationUrls(4_096),
     )
     access_event_timeout_ms: int = setting(
         8_000,

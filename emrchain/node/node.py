@@ -254,7 +254,10 @@ class Node:
             for organization in self.genesis.organizations
         ]
         result = self.application.init_chain(
-            validators, self.genesis.genesis_time_ms, organizations=organizations
+            validators,
+            self.genesis.genesis_time_ms,
+            organizations=organizations,
+            custody_set_size=self.genesis.custody_set_size,
         )
         self.store.initialize(self.chain_id, validators, result)
         logger.info("initialised chain %s from genesis", self.chain_id.decode())

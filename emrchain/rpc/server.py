@@ -28,6 +28,7 @@ from emrchain.rpc.connections import (
     ensure_file_limit,
     server_tls_context,
 )
+from emrchain.rpc.custody import CustodyRoutes
 from emrchain.rpc.errors import (
     UNHANDLED_ERRORS_LOG,
     RpcError,
@@ -277,6 +278,7 @@ class RpcServer:
                 web.get("/evidence", self.evidence),
                 web.get("/validators/{height}", self.validators),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
+                *CustodyRoutes(node, self.authenticator).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
             ]
         )

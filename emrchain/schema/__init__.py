@@ -63,6 +63,7 @@ class TxKind(IntEnum):
     BREAK_GLASS = 9
     ERASE_RECORD = 10
     VALIDATOR_UPDATE = 11
+    ERASURE_RECEIPT = 14
 
 
 class Role(IntEnum):
@@ -135,6 +136,13 @@ MAX_VALIDATOR_POWER = 1 << 50
 """Per-validator cap; with at most a few thousand validators the total stays below 2^62."""
 MAX_RECORD_BYTES = 1 << 40
 BREAK_GLASS_MAX_DURATION_MS = 24 * 60 * 60 * 1000
+MAX_CUSTODIANS = 16
+"""Most organisations in one record's custody set (`docs/spec/records.md` §9)."""
+CUSTODY_ENTRY_MAX_BYTES = 1 + 64 + 32
+"""One custody entry: organisation id (u8 length + 1..64 bytes) | SHA-256 of its wrap."""
+CUSTODY_MIN_BYTES = 1 + 1 + 1 + 32
+CUSTODY_MAX_BYTES = 1 + MAX_CUSTODIANS * CUSTODY_ENTRY_MAX_BYTES
+"""ANCHOR_RECORD `custody`: count u8 (1..16), then that many entries, in set order."""
 
 
 class FieldSpec(NamedTuple):
@@ -196,6 +204,8 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         FieldSpec("cid", FIELD_BYTES, 1, 2, 64),
         FieldSpec("record_type", FIELD_ENUM, 1, allowed=_mask(RecordType)),
         FieldSpec("size_bytes", FIELD_UINT, 8, 1, MAX_RECORD_BYTES),
+        _key("patient_wrap_sha256"),
+        FieldSpec("custody", FIELD_BYTES, 2, CUSTODY_MIN_BYTES, CUSTODY_MAX_BYTES),
     ),
     TxKind.GRANT_ACCESS: (
         FieldSpec("scope", FIELD_ENUM, 1, allowed=_mask(GrantScope)),
@@ -227,6 +237,7 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         FieldSpec("power", FIELD_UINT, 8, 0, MAX_VALIDATOR_POWER),
         FieldSpec("epoch", FIELD_UINT, 8, 1, U64_MAX),
     ),
+    TxKind.ERASURE_RECEIPT: (_key("record_id"),),
 }
 
 MAX_KIND = max(PAYLOAD_SCHEMAS)

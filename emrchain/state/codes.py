@@ -62,6 +62,12 @@ class ResultCode(IntEnum):
     TOO_MANY_BREAK_GLASS = 71
     # Validators (after the EMR codes: the numbers are stable API).
     INVALID_VALIDATOR_KEY = 72
+    # Custody and erasure receipts (`docs/spec/records.md` §9), 90..99.
+    INVALID_CUSTODY = 90
+    CUSTODY_SET_MISMATCH = 91
+    NOT_A_CUSTODIAN = 92
+    RECORD_NOT_ERASED = 93
+    DUPLICATE_RECEIPT = 94
 
 
 def code_name(code: int) -> str:

@@ -109,8 +109,7 @@ def cast_of(network: Network) -> Cast:
 async def store(network: Network, cast: Cast) -> bytes:
     async with EmrClient(network.a.rpc_url, cast.clinician) as author:
         stored = await author.put_record(
-            PLAINTEXT, cast.patient_id, RecordType.LAB_RESULT, network.a.organization_key.public_key
-        )
+            PLAINTEXT, cast.patient_id, RecordType.LAB_RESULT)
     return stored.record_id
 
 

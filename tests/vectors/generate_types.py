@@ -79,6 +79,9 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "cid": bytes.fromhex("01551220") + digest("ciphertext-1"),
             "record_type": schema.RecordType.LAB_RESULT,
             "size_bytes": 4096,
+            "patient_wrap_sha256": digest("patient-wrap-1"),
+            # One custodian, "city-clinic", and the SHA-256 of its wrap (records.md §9).
+            "custody": b"\x01\x0bcity-clinic" + digest("custody-wrap-1"),
         },
         TxKind.GRANT_ACCESS: {
             "scope": schema.GrantScope.RECORD,

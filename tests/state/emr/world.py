@@ -32,6 +32,7 @@ from emrchain.state.emr import (
     rotation_message,
 )
 from emrchain.state.emr.context import transaction_id
+from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
 from tests.state.chain import CHAIN_ID, ChainBuilder, consumes_nonce, signed_tx, signer
 
 HOSPITAL_A = "hospital-a"
@@ -116,7 +117,9 @@ def member_fields(
     }
 
 
-def anchor_fields(record_id: bytes, patient_id: bytes = PATIENT_ID) -> dict[str, Any]:
+def anchor_fields(
+    record_id: bytes, patient_id: bytes = PATIENT_ID, author_organization: str = HOSPITAL_A
+) -> dict[str, Any]:
     ciphertext = hashlib.sha256(b"ciphertext/" + record_id).digest()
     return {
         "record_id": record_id,
@@ -125,6 +128,10 @@ def anchor_fields(record_id: bytes, patient_id: bytes = PATIENT_ID) -> dict[str,
         "cid": bytes((0x01, 0x55, 0x12, 0x20)) + ciphertext,
         "record_type": RecordType.LAB_RESULT,
         "size_bytes": 2048,
+        "patient_wrap_sha256": hashlib.sha256(b"patient-wrap/" + record_id).digest(),
+        "custody": encode_custody_entries(
+            (CustodyEntry(author_organization, hashlib.sha256(b"wrap/" + record_id).digest()),)
+        ),
     }
 
 
