@@ -279,6 +279,14 @@ def erase_record(
     return Transaction.create(member.signer, chain_id, TxKind.ERASE_RECORD, nonce, fields)
 
 
+def erasure_receipt(
+    member: MemberIdentity, chain_id: bytes, nonce: int, *, record_id: bytes
+) -> Transaction:
+    """A custodian organisation's admin confirms its copies of an erased record are gone."""
+    fields = {"record_id": record_id}
+    return Transaction.create(member.signer, chain_id, TxKind.ERASURE_RECEIPT, nonce, fields)
+
+
 def validator_update(
     validator: Signer,
     chain_id: bytes,

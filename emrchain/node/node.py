@@ -41,6 +41,7 @@ from emrchain.node.wiring import (
 )
 from emrchain.p2p import Misbehaviour, PeerManager
 from emrchain.records import open_record_service
+from emrchain.records.erasure import open_erasure_worker
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
@@ -49,7 +50,6 @@ from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.progress import executed_height
-from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
     BlockStore,
     ChainDatabase,
@@ -180,7 +180,17 @@ class Node:
             on_peer_disconnected=self._on_peer_disconnected,
         )
         self.records = open_record_service(config)
-        self.chain.erasure_listeners.append(self._erase_stored_record)
+        # Committed erasures go to a durable queue worked until every copy here is gone and
+        # this custodian's receipt is on chain (records.md §9).
+        self.erasure = open_erasure_worker(
+            config,
+            self.records,
+            self.store.state_view,
+            self.mempool.admit_batch,
+            self.mempool.pending_nonces,
+            self.chain_id,
+        )
+        self.chain.erasure_listeners.append(self.erasure.enqueue)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
         self.replicator = open_replicator(
             config, self.records.blob_store, self.store.state_view, self.chain_id
@@ -191,7 +201,6 @@ class Node:
         self.commit_waits = CommitWaits(config.records.max_reads_waiting)
         self.chain.commit_listeners.append(self.commit_waits.on_commit)
         self.chain.drop_listeners.append(self.commit_waits.on_dropped)
-        self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
         view = NodeRpcView(self)
@@ -309,6 +318,7 @@ class Node:
             asyncio.create_task(self._status_loop()),
             # A KEK rotation left unfinished (begun offline, or cut short) ends here, online.
             asyncio.create_task(self._finish_unfinished_rotation()),
+            asyncio.create_task(self.erasure.run()),
         ]
         try:
             await self._stop.wait()
@@ -320,13 +330,6 @@ class Node:
         if final is not None:
             self.rotation_finished = final
 
-    def _erase_stored_record(self, record_id: bytes, cid: bytes) -> None:
-        """A committed erasure: delete the blob, cache entry and custody copy here too."""
-        text = cid_bytes_to_text(cid) if cid else None
-        task = asyncio.get_running_loop().create_task(self.records.erase(record_id, text))
-        self._erasures.add(task)
-        task.add_done_callback(self._erasures.discard)
-
     def consensus_position(self) -> tuple[int, int] | None:
         """(height, round) consensus is at, for log lines; None before it started."""
         driver = self.driver
@@ -337,7 +340,8 @@ class Node:
 
     @property
     def erasures_in_flight(self) -> int:
-        return len(self._erasures)
+        """Erasures in the durable queue (up to `[records] erasure_batch`)."""
+        return self.erasure.pending()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -352,7 +356,6 @@ class Node:
         await self.rpc.close()
         if self.instrumentation is not None:
             await self.instrumentation.close()
-        await asyncio.gather(*self._erasures, return_exceptions=True)
         if self.replicator is not None:
             await self.replicator.close()
         await self.records.close()

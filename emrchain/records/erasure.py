@@ -14,21 +14,23 @@ covers an erasure committed while the node was writing the queue entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from emrchain.client.identity import MemberIdentity
+from emrchain.client.identity import MemberIdentity, load_identity
+from emrchain.client.transactions import erasure_receipt
+from emrchain.config.node import NodeConfig
+from emrchain.mempool.admission import Admission
 from emrchain.records.service import RecordService
-from emrchain.schema import TxKind
 from emrchain.state.emr.custody import read_erasure_receipts, read_record_custody
 from emrchain.state.emr.tables import read_record
 from emrchain.state.keys import nonce_key
 from emrchain.state.view import StateView, read_u64
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import StorageError
-from emrchain.types.transaction import Transaction
 
 logger = logging.getLogger(__name__)
 RECONCILE_PAGE = 1_000
@@ -55,7 +57,7 @@ class _Progress:
 class ErasureWorker:
     records: RecordService
     state_view: Callable[[], StateView]
-    admit: Callable[[Sequence[bytes]], list[object]]
+    admit: Callable[[Sequence[bytes]], list[Admission]]
     pending_nonces: Callable[[bytes], tuple[int, int] | None]
     chain_id: bytes
     receipt_identity: MemberIdentity | None
@@ -94,10 +96,8 @@ class ErasureWorker:
         while True:
             await self.work_once()
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.retry_initial_ms / 1000)
-            except TimeoutError:
-                pass
 
     def pending(self) -> int:
         return len(self.records.vault.pending_erasures(self.settings.batch))
@@ -173,18 +173,44 @@ class ErasureWorker:
         committed = read_u64(self.state_view(), nonce_key(sender))
         pending = self.pending_nonces(sender)
         nonce = (pending[1] if pending else committed) + 1
-        tx = Transaction.create(
-            identity.signer, self.chain_id, TxKind.ERASURE_RECEIPT, nonce, {"record_id": record_id}
-        )
+        tx = erasure_receipt(identity, self.chain_id, nonce, record_id=record_id)
         admission = self.admit([tx.encode()])[0]
-        if not getattr(admission, "accepted", False):
+        if not admission.accepted:
             self._back_off(progress, now)
             logger.warning(
                 "erasure receipt for %s not admitted (%s), retried",
                 record_id.hex()[:16],
-                getattr(admission, "reason", "?"),
+                admission.reason,
             )
             return
         progress.receipt_tx = tx.tx_id
         progress.receipt_sent_at = now
-        logger.info("erasure of %s done here; receipt %s sent", record_id.hex()[:16], tx.tx_id.hex()[:16])
+        logger.info(
+            "erasure of %s done here; receipt %s sent", record_id.hex()[:16], tx.tx_id.hex()[:16]
+        )
+
+
+def open_erasure_worker(
+    config: NodeConfig,
+    records: RecordService,
+    state_view: Callable[[], StateView],
+    admit: Callable[[Sequence[bytes]], list[Admission]],
+    pending_nonces: Callable[[bytes], tuple[int, int] | None],
+    chain_id: bytes,
+) -> ErasureWorker:
+    """The worker of `[records] erasure_*`, with the receipt key if its file loads."""
+    section = config.records
+    identity = None
+    if section.erasure_receipt_key_file:
+        path = config.resolve(section.erasure_receipt_key_file)
+        if path.exists():
+            try:
+                identity = load_identity(path)
+            except (OSError, ValueError) as error:
+                logger.error("erasure receipts off: %s does not load: %s", path, error)
+    settings = ErasureSettings(
+        section.erasure_retry_initial_ms,
+        max(section.erasure_retry_max_ms, section.erasure_retry_initial_ms),
+        section.erasure_batch,
+    )
+    return ErasureWorker(records, state_view, admit, pending_nonces, chain_id, identity, settings)

@@ -241,6 +241,7 @@ class RecordService:
         wraps (idempotent)."""
         self.vault.delete(record_id)
         self.vault.delete_member_wraps(record_id)
+        self.vault.compact_record(record_id)
         if cid:
             await self.cache.delete(cid)
             await self.blob_store.delete(cid)

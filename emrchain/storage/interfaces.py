@@ -110,6 +110,10 @@ class KeyVault(Protocol):
 
     def delete_member_wraps(self, record_id: bytes) -> int: ...
 
+    def compact_record(self, record_id: bytes) -> None:
+        """Make deleted entries of the record leave the database files."""
+        ...
+
     def enqueue_erasure(self, record_id: bytes, cid_text: str) -> None:
         """Durably queue the deletion of a record's copies (retried until it finishes)."""
         ...

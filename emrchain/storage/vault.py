@@ -12,6 +12,7 @@ Key layout (fixed; every key starts with a one-byte keyspace tag):
                                 or a grantee, whose digest the chain holds (`records.md` §9)
     0x03 record_id (32 B)    -> CID text (ASCII), the erasure queue: records erased on chain
                                 whose copies here are not yet all deleted
+    0xff                     -> empty: keeps erased wraps compactable (`_place_sentinel`)
 
 Record ids are fixed-width, so LevelDB's byte order is record-id order and `iterate` can page
 through every wrap for a key-encryption-key rotation. Writes are synced: a custody wrap that
@@ -36,6 +37,8 @@ LAYOUT_VERSION = 1
 WRAP_KEYSPACE = b"\x01"
 _AFTER_WRAP_KEYSPACE = b"\x02"
 MEMBER_WRAP_KEYSPACE = b"\x02"
+SENTINEL_KEY = b"\xff"
+"""The last key of the vault, empty (see `_place_sentinel`)."""
 ERASURE_QUEUE_KEYSPACE = b"\x03"
 SEALED_WRAP_BYTES = 80
 DIGEST_BYTES = 32
@@ -76,6 +79,8 @@ class LevelDbKeyVault:
                 f"key vault {self._path} has layout {layout.hex()}, this node reads "
                 f"{LAYOUT_VERSION}"
             )
+        if self._db.get(SENTINEL_KEY) is None:
+            self._place_sentinel()
 
     def put(self, wrap: CustodyWrap) -> None:
         """Store (or replace, e.g. after rotation) the custody wrap of `wrap.record_id`."""
@@ -147,6 +152,26 @@ class LevelDbKeyVault:
             for key in doomed:
                 batch.delete(key)
         return len(doomed)
+
+    def _place_sentinel(self) -> None:
+        """Why: LevelDB writes a flushed memtable to the deepest level (up to 2) that nothing
+        overlaps, and a manual compaction only merges levels above the deepest one holding the
+        range. In an empty database a wrap and its tombstone would land together in one level-2
+        table that no compaction ever rewrites, so the deleted wrap stayed in the files. A
+        table spanning every keyspace (the layout key to this sentinel), pushed down once,
+        makes every later flush land above it, where `compact_record` merges it away."""
+        self._db.put(SENTINEL_KEY, b"", sync=True)
+        self._db.compact_range()
+
+    def compact_record(self, record_id: bytes) -> None:
+        """Rewrite the tables holding this record's entries, so that a deleted wrap's bytes
+        leave the database files (a LevelDB delete only adds a tombstone; the old value stays
+        in the log and tables until compaction). Also flushes the write-ahead log."""
+        _check_record_id(record_id)
+        database = self._handle()
+        for keyspace in (WRAP_KEYSPACE, MEMBER_WRAP_KEYSPACE):
+            start = keyspace + record_id
+            database.compact_range(start=start, stop=start + b"\xff" * 33)
 
     def enqueue_erasure(self, record_id: bytes, cid_text: str) -> None:
         """Remember, durably, that this record's copies here must be deleted."""

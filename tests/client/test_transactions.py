@@ -11,6 +11,7 @@ from emrchain import _core
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, open_record, seal_record, unwrap_data_key
 from emrchain.client.identity import MemberIdentity
+from emrchain.client.replies import PATIENT_RECIPIENT
 from emrchain.crypto.keys import verify_signature
 from emrchain.schema import TX_MAX_BYTES_LIMIT, ErasureReason, RecordType, Role, TxKind
 from emrchain.state import ResultCode
@@ -34,7 +35,8 @@ RECORD_ID = hashlib.sha256(b"record id").digest()
 
 
 def sealed_record():
-    return seal_record(b"glucose 5.4 mmol/l", RECORD_ID, PATIENT_ID, {"patient": ORG_KEY})
+    recipients = {PATIENT_RECIPIENT: ORG_KEY, "a": ORG_KEY}
+    return seal_record(b"glucose 5.4 mmol/l", RECORD_ID, PATIENT_ID, recipients)
 
 
 def one_of_each() -> dict[TxKind, Transaction]:
@@ -55,7 +57,7 @@ def one_of_each() -> dict[TxKind, Transaction]:
             CLINICIAN, chain, 1, new_identity=identity("new")
         ),
         TxKind.ANCHOR_RECORD: transactions.anchor_record(
-            CLINICIAN, chain, 2, sealed=sealed, record_type=RecordType.LAB_RESULT
+            CLINICIAN, chain, 2, sealed=sealed, record_type=RecordType.LAB_RESULT, custodians=["a"]
         ),
         TxKind.GRANT_ACCESS: transactions.grant_patient(
             PATIENT, chain, 1, patient_id=PATIENT_ID, grantee_organization="b"
@@ -71,6 +73,7 @@ def one_of_each() -> dict[TxKind, Transaction]:
         TxKind.VALIDATOR_UPDATE: transactions.validator_update(
             signer(0), chain, 1, validator_key=B_ADMIN.member_key, power=5, epoch=1
         ),
+        TxKind.ERASURE_RECEIPT: transactions.erasure_receipt(ADMIN, chain, 4, record_id=RECORD_ID),
     }
 
 
@@ -194,12 +197,16 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
     )
     assert ledger.run(*txs) == [ResultCode.OK] * 5
 
-    sealed = seal_record(
-        b"lab", new_record_id(), PATIENT_ID, {"patient": PATIENT.encryption_public_key}
-    )
+    recipients = {PATIENT_RECIPIENT: PATIENT.encryption_public_key, "a": ORG_KEY}
+    sealed = seal_record(b"lab", new_record_id(), PATIENT_ID, recipients)
     record_id = sealed.record_id
     anchor = transactions.anchor_record(
-        CLINICIAN, chain, nonce(CLINICIAN), sealed=sealed, record_type=RecordType.LAB_RESULT
+        CLINICIAN,
+        chain,
+        nonce(CLINICIAN),
+        sealed=sealed,
+        record_type=RecordType.LAB_RESULT,
+        custodians=["a"],
     )
     assert ledger.run(anchor) == [ResultCode.OK]
 
@@ -208,7 +215,7 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
         chain,
         nonce(PATIENT),
         record_id=record_id,
-        own_wrapped_key=sealed.wraps["patient"],
+        own_wrapped_key=sealed.wraps[PATIENT_RECIPIENT],
         grantee_encryption_key=B_CLINICIAN.encryption_public_key,
         grantee_member=B_CLINICIAN.member_key,
     )
@@ -249,3 +256,5 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
         signer(0), chain, 1, validator_key=signer(9).public_key, power=3, epoch=1
     )
     assert ledger.run(erase, revoke_member, update) == [ResultCode.OK] * 3
+    receipt = transactions.erasure_receipt(ADMIN, chain, nonce(ADMIN), record_id=record_id)
+    assert ledger.run(receipt) == [ResultCode.OK]

@@ -200,8 +200,8 @@ def _declared_namespaces() -> set[int]:
 
 def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() -> None:
     """The retired anchor keyspace (0x12, the first milestone's rules) is dead: the golden
-    workload, plus the two kinds it lacks, applies every transaction kind the node runs, and no
-    block writes a key outside the namespaces `keys.py` declares, 0x12 not among them."""
+    workload, plus the three kinds it lacks, applies every transaction kind the node runs, and
+    no block writes a key outside the namespaces `keys.py` declares, 0x12 not among them."""
     from tests.state.chain import validator_update_tx
 
     world = run_workload()
@@ -210,6 +210,8 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
     world.block(
         [world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization)]
         + [validator_update_tx(signer(index), 1, newcomer, 1, 1) for index in range(3)]
+        # Hospital A, the custodian of a record the workload erased, confirms its erasure.
+        + [world.tx(A_ADMIN, TxKind.ERASURE_RECEIPT, {"record_id": _record("1/2")})]
     )
     applied = {
         codec.decode_transaction(raw, CHAIN_ID, 65_000).kind
