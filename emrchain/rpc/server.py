@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 REPLAY_HORIZON_FILE = "rpc_replay_horizon"
 """In the data directory: the newest signed-request timestamp the node may have accepted."""
-UPLOAD_ROUTE = ("PUT", "/records/{record_id}/ciphertext")
+UPLOAD_ROUTE = ("PUT", "/records/{record_id}/custody")
 SUBMIT_ROUTE = ("POST", "/txs")
 
 
