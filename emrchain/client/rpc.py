@@ -572,14 +572,37 @@ class EmrClient:
                 raise EmrClientError(f"grantee {grantee_member.hex()} is not a member")
             grantee_encryption_key = hex_field(member, "encryption_key", "GET /accounts", 32)
         _, own_wrapped_key = await self._read(record_id)
-        return await self._send(
+        wrap = transactions.grantee_wrap(self.identity, own_wrapped_key, grantee_encryption_key)
+        committed = await self._send(
             transactions.grant_record,
             record_id=record_id,
-            own_wrapped_key=own_wrapped_key,
-            grantee_encryption_key=grantee_encryption_key,
+            grantee_wrap=wrap,
             expires_at_ms=expires_at_ms,
             **grantee,
         )
+        await self.hand_grantee_wrap(record_id, committed.tx_id, wrap)
+        return committed
+
+    async def hand_grantee_wrap(self, record_id: bytes, grant_id: bytes, wrap: bytes) -> None:
+        """Give every custodian of the record the grantee's wrap whose digest the grant holds
+        (`docs/spec/records.md` §9); raises if none kept it."""
+        custody = await self.custody(record_id)
+        failures = []
+        kept = 0
+        for item in custody["custodians"]:
+            address = item.get("node_address") if isinstance(item, dict) else None
+            if not isinstance(address, str):
+                failures.append(f"{item}: no node address")
+                continue
+            path = f"/records/{record_id.hex()}/grant-wraps/{grant_id.hex()}?wrap={wrap.hex()}"
+            async with self._at(address) as client:
+                try:
+                    await client._request("PUT", path, signed=True)
+                    kept += 1
+                except EmrClientError as error:
+                    failures.append(f"{address}: {error}")
+        if not kept:
+            raise CustodyFailedError(f"no custodian kept the grantee's wrap: {failures}")
 
     async def revoke(self, grant_id: bytes) -> Committed:
         return await self._send(transactions.revoke_access, grant_id=grant_id)

@@ -155,7 +155,7 @@ def _grant(
     grantee_member: bytes | None,
     grantee_organization: str | None,
     expires_at_ms: int,
-    wrapped_key: bytes,
+    wrapped_key_sha256: bytes,
 ) -> Transaction:
     if (grantee_member is None) == (grantee_organization is None):
         raise ValueError("name exactly one grantee: a member key or an organisation id")
@@ -166,7 +166,7 @@ def _grant(
         "grantee_member": grantee_member or NO_KEY,
         "grantee_organization": grantee_organization or "",
         "expires_at_ms": expires_at_ms,
-        "wrapped_key": wrapped_key,
+        "wrapped_key_sha256": wrapped_key_sha256,
     }
     return Transaction.create(grantor.signer, chain_id, TxKind.GRANT_ACCESS, nonce, fields)
 
@@ -177,15 +177,14 @@ def grant_record(
     nonce: int,
     *,
     record_id: bytes,
-    own_wrapped_key: bytes,
-    grantee_encryption_key: bytes,
+    grantee_wrap: bytes,
     grantee_member: bytes | None = None,
     grantee_organization: str | None = None,
     expires_at_ms: int = 0,
 ) -> Transaction:
-    """Consent to one record: the data key, opened from the grantor's own wrap, is re-wrapped
-    for the grantee's X25519 key (a member's, or an organisation's) and carried in the grant."""
-    wrapped_key = rewrap(own_wrapped_key, grantor.encryption_private_key, grantee_encryption_key)
+    """Consent to one record. The grant carries only the SHA-256 of `grantee_wrap` (the data key
+    sealed to the grantee, see `grantee_wrap`); the wrap itself goes to the record's custodians
+    off chain, so that erasure can destroy it (`docs/spec/records.md` §9)."""
     return _grant(
         grantor,
         chain_id,
@@ -195,8 +194,16 @@ def grant_record(
         grantee_member,
         grantee_organization,
         expires_at_ms,
-        wrapped_key,
+        hashlib.sha256(grantee_wrap).digest(),
     )
+
+
+def grantee_wrap(
+    grantor: MemberIdentity, own_wrapped_key: bytes, grantee_encryption_key: bytes
+) -> bytes:
+    """The data key, opened from the grantor's own wrap, sealed to the grantee's X25519 key (a
+    member's, or an organisation's)."""
+    return rewrap(own_wrapped_key, grantor.encryption_private_key, grantee_encryption_key)
 
 
 def grant_patient(
@@ -219,7 +226,7 @@ def grant_patient(
         grantee_member,
         grantee_organization,
         expires_at_ms,
-        b"",
+        NO_KEY,
     )
 
 

@@ -12,7 +12,7 @@ from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.node_view import NodeView
-from emrchain.schema import Role
+from emrchain.schema import GrantScope, Role
 from emrchain.state.emr import list_decision, queries, read_decision
 from emrchain.state.emr.custody import (
     RecordCustody,
@@ -21,7 +21,7 @@ from emrchain.state.emr.custody import (
     read_record_custody,
 )
 from emrchain.state.emr.records import EmrRecord
-from emrchain.state.emr.tables import patient_member, read_organization
+from emrchain.state.emr.tables import patient_member, read_grant, read_organization
 from emrchain.state.progress import read_progress
 from emrchain.state.view import StateView
 from emrchain.storage.interfaces import StorageUnavailableError
@@ -45,6 +45,7 @@ class CustodyRoutes:
             web.get("/custody-set", self.custody_set),
             web.get("/records/{record_id}/custody", self.record_custody),
             web.put("/records/{record_id}/custody", self.accept, expect_handler=defer_continue),
+            web.put("/records/{record_id}/grant-wraps/{grant_id}", self.accept_grantee_wrap),
         ]
 
     def _view(self) -> StateView:
@@ -171,4 +172,27 @@ class CustodyRoutes:
                 "ciphertext_sha256": stored.ciphertext_sha256.hex(),
                 "size": stored.size,
             }
+        )
+
+    async def accept_grantee_wrap(self, request: web.Request) -> web.Response:
+        """A record grant's wrap for its grantee, whose SHA-256 the grant on chain holds: a
+        custodian keeps it beside its custody copy (and deletes it at erasure)."""
+        record_id = hex_argument(request.match_info["record_id"], 32, "record id")
+        grant_id = hex_argument(request.match_info["grant_id"], 32, "grant id")
+        await self._auth.authenticate(request)
+        wrap = hex_argument(request.query.get("wrap"), 80, "wrap")
+        view = self._view()
+        grant = read_grant(view, grant_id)
+        if grant is None or grant.scope != GrantScope.RECORD or grant.target != record_id:
+            raise RpcError(404, "not_found", "no record grant in force with this id")
+        custody = read_record_custody(view, record_id)
+        organization_id = self._node.records.organization_id
+        if custody is None or organization_id not in custody.organization_ids:
+            raise RpcError(409, "not_custodian", "this node's organisation is not a custodian")
+        try:
+            self._node.records.keep_member_wrap(record_id, grant.wrapped_key_sha256, wrap)
+        except CustodyError as error:
+            raise RpcError(400, "bad_wrap", str(error)) from None
+        return web.json_response(
+            {"record_id": record_id.hex(), "grant_id": grant_id.hex(), "kept": True}
         )

@@ -319,6 +319,26 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     },
                 },
             },
+            "/records/{record_id}/grant-wraps/{grant_id}": {
+                "put": {
+                    "operationId": "handGranteeWrap",
+                    "security": SIGNED,
+                    "parameters": [
+                        record_id,
+                        _path_parameter("grant_id", HEX32),
+                        {
+                            "name": "wrap",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{160}$"},
+                        },
+                    ],
+                    "responses": {
+                        **_ok(replies.GRANTEE_WRAP),
+                        **_error_responses(400, 401, 404, 409, 503),
+                    },
+                }
+            },
             "/records/{record_id}": {
                 "get": {
                     "operationId": "readRecord",

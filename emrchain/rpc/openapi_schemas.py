@@ -154,6 +154,7 @@ UPLOAD = strict(
 _CUSTODIAN = strict(
     organization_id=STR, custody_key=nullable(STR), node_address=nullable(STR)
 )
+GRANTEE_WRAP = strict(record_id=HEX32, grant_id=HEX32, kept=BOOL)
 CUSTODY_SET = strict(
     record_id=HEX32,
     patient_id=HEX32,

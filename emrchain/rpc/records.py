@@ -21,7 +21,7 @@ from emrchain.rpc.commit_waits import TxDropped, WaitLimitError
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
-from emrchain.schema import AccessAction, Role, TxKind
+from emrchain.schema import AccessAction, GrantScope, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision
 from emrchain.state.emr.audit import AccessEvent
@@ -294,12 +294,17 @@ class RecordRoutes:
                 ),
                 None,
             )
-            if grant is not None and grant.wrapped_key:
+            wrap = (
+                records.member_wrap(record.record_id, grant.wrapped_key_sha256)
+                if grant is not None and grant.scope == GrantScope.RECORD
+                else None
+            )
+            if grant is not None and wrap is not None:
                 if grant.grantee_member == caller.member.member_id:
-                    return grant.wrapped_key
+                    return wrap
                 try:
                     return records.reseal_with_organization_key(
-                        grant.wrapped_key, caller.member.encryption_key
+                        wrap, caller.member.encryption_key
                     )
                 except CustodyError:
                     pass

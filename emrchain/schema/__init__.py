@@ -214,7 +214,7 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         _optional_key("grantee_member"),
         _ident("grantee_organization", 0, 64),
         FieldSpec("expires_at_ms", FIELD_UINT, 8, 0, U64_MAX),
-        FieldSpec("wrapped_key", FIELD_BYTES, 1, 0, 128),
+        _optional_key("wrapped_key_sha256"),
     ),
     TxKind.REVOKE_ACCESS: (_key("grant_id"),),
     TxKind.ACCESS_EVENT: (

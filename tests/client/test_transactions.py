@@ -123,16 +123,19 @@ def test_record_grant_rewraps_the_data_key_for_the_grantee_only() -> None:
     sealed = seal_record(
         b"x-ray report", RECORD_ID, PATIENT_ID, {"patient": PATIENT.encryption_public_key}
     )
+    wrapped = transactions.grantee_wrap(
+        PATIENT, sealed.wraps["patient"], B_CLINICIAN.encryption_public_key
+    )
     tx = transactions.grant_record(
         PATIENT,
         CHAIN_ID,
         1,
         record_id=RECORD_ID,
-        own_wrapped_key=sealed.wraps["patient"],
-        grantee_encryption_key=B_CLINICIAN.encryption_public_key,
+        grantee_wrap=wrapped,
         grantee_member=B_CLINICIAN.member_key,
     )
-    wrapped = tx.fields["wrapped_key"]
+    # Only the wrap's digest goes on chain (records.md §9).
+    assert tx.fields["wrapped_key_sha256"] == hashlib.sha256(wrapped).digest()
     assert len(wrapped) == 80 and wrapped != sealed.wraps["patient"]
     opened = open_record(
         sealed.ciphertext, wrapped, B_CLINICIAN.encryption_private_key, RECORD_ID, PATIENT_ID
@@ -215,8 +218,9 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
         chain,
         nonce(PATIENT),
         record_id=record_id,
-        own_wrapped_key=sealed.wraps[PATIENT_RECIPIENT],
-        grantee_encryption_key=B_CLINICIAN.encryption_public_key,
+        grantee_wrap=transactions.grantee_wrap(
+            PATIENT, sealed.wraps[PATIENT_RECIPIENT], B_CLINICIAN.encryption_public_key
+        ),
         grantee_member=B_CLINICIAN.member_key,
     )
     patient_grant = transactions.grant_patient(

@@ -482,7 +482,7 @@ def test_an_admin_does_not_read_without_the_patient(network: Network) -> None:
                     grantee_member=grantee.member_key,
                     grantee_organization=None,
                     expires_at_ms=0,
-                    wrapped_key=secrets.token_bytes(80),
+                    wrapped_key_sha256=secrets.token_bytes(32),
                 )
                 try:
                     await client.submit_and_wait(grant)

@@ -8,6 +8,9 @@ KEK files, blob store, logs) is scanned for the data key, for every wrap of it t
 (raw and hex) and for each custodian's KEK-wrapped custody copy: none is left. The same scan
 run before the erasure finds them, so it can fail.
 
+A record grant is made first: only its wrap's digest goes on chain, the wrap to every
+custodian; the scan looks for it too.
+
 Also: a receipt from a non-custodian, a second receipt from one custodian, and a receipt for
 a record that is not erased are refused by the chain.
 """
@@ -61,6 +64,7 @@ class ErasureNet:
     clinician: MemberIdentity
     patient: MemberIdentity
     patient_id: bytes
+    grantee: MemberIdentity
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +79,12 @@ def erasure_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErasureNet
             for index in range(HOSPITALS)
         ]
         clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
+        grantee = MemberIdentity.generate()
         patient_id = secrets.token_bytes(32)
         run(_register(hospitals[0], [(clinician, Role.CLINICIAN, NO_PATIENT)]))
         run(_register(hospitals[1], [(patient, Role.PATIENT, patient_id)]))
-        yield ErasureNet(devnet, hospitals, clinician, patient, patient_id)
+        run(_register(hospitals[3], [(grantee, Role.CLINICIAN, NO_PATIENT)]))
+        yield ErasureNet(devnet, hospitals, clinician, patient, patient_id, grantee)
     finally:
         devnet.stop_all()
 
@@ -117,13 +123,37 @@ async def put_keeping_the_wraps(net: ErasureNet) -> tuple[SealedRecord, list[str
     return sealed, custodians
 
 
-def needles(net: ErasureNet, sealed: SealedRecord, custodians: list[str]) -> dict[str, bytes]:
+async def grant_keeping_the_wrap(net: ErasureNet, sealed: SealedRecord) -> bytes:
+    """`grant`'s steps for a record grant, keeping the grantee's wrap: only its digest goes on
+    chain, the wrap to every custodian."""
+    async with EmrClient(net.hospitals[1].rpc_url, net.patient) as patient:
+        wrap = transactions.grantee_wrap(
+            net.patient, sealed.wraps[PATIENT_RECIPIENT], net.grantee.encryption_public_key
+        )
+        tx = transactions.grant_record(
+            net.patient,
+            await patient.chain_id(),
+            await patient.next_nonce(),
+            record_id=sealed.record_id,
+            grantee_wrap=wrap,
+            grantee_member=net.grantee.member_key,
+        )
+        await patient.submit_and_wait(tx)
+        await patient.hand_grantee_wrap(sealed.record_id, tx.tx_id, wrap)
+    return wrap
+
+
+def needles(
+    net: ErasureNet, sealed: SealedRecord, custodians: list[str], grantee_wrap: bytes
+) -> dict[str, bytes]:
     """Every form of the record's key a node could keep: the data key, each wrap (raw and
     hex), each custodian's KEK-wrapped custody copy."""
     data_key = SealedBox(PrivateKey(net.patient.encryption_private_key)).decrypt(
         sealed.wraps[PATIENT_RECIPIENT]
     )
     found = {"data key": data_key, "data key (hex)": data_key.hex().encode()}
+    found["grantee wrap"] = grantee_wrap
+    found["grantee wrap (hex)"] = grantee_wrap.hex().encode()
     for name, wrap in sealed.wraps.items():
         found[f"wrap for {name}"] = wrap
         found[f"wrap for {name} (hex)"] = wrap.hex().encode()
@@ -188,9 +218,12 @@ def test_erasure_finishes_after_a_custodian_returns_and_leaves_no_key(
     devnet = net.devnet
     sealed, custodians = run(put_keeping_the_wraps(net))
     assert custodians[:2] == ["hospital-0", "hospital-1"]
-    wanted = needles(net, sealed, custodians)
+    grantee_wrap = run(grant_keeping_the_wrap(net, sealed))
+    wanted = needles(net, sealed, custodians, grantee_wrap)
     before = scan(devnet.homes, wanted)
-    assert any("custody copy at" in hit for hit in before), before  # the scan can fail
+    # The scan can fail: it finds the custody copies and the grantee's wrap in the vaults.
+    assert any("custody copy at" in hit for hit in before), before
+    assert any(hit.startswith("grantee wrap in") for hit in before), before
     # A receipt for a record that is not erased is refused.
     assert post_receipt(net, 0, sealed.record_id) == ResultCode.RECORD_NOT_ERASED
 

@@ -90,7 +90,7 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "grantee_member": bytes(32),
             "grantee_organization": "city-clinic",
             "expires_at_ms": 1_800_000_000_000,
-            "wrapped_key": bytes(range(80)),
+            "wrapped_key_sha256": hashlib.sha256(bytes(range(80))).digest(),
         },
         TxKind.REVOKE_ACCESS: {"grant_id": digest("grant-1")},
         TxKind.ACCESS_EVENT: {
@@ -113,6 +113,7 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "power": 10,
             "epoch": 1,
         },
+        TxKind.ERASURE_RECEIPT: {"record_id": digest("record-1")},
     }
 
 

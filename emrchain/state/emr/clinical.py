@@ -207,7 +207,8 @@ def erase_record(
     reason = ErasureReason(tx.fields["reason"])
     _check_eraser(sender, record, reason)
     write_record(state, record.erased(reason, sender.member_id, context.height, context.time_ms))
-    # Record grants carry the record key wrapped for their grantees: they go with the record.
+    # Record grants name the digest of their grantee's wrap (kept by the custodians, who delete
+    # it through their erasure queue): they go with the record.
     for grant_id in read_record_grant_ids(state, record.record_id):
         grant = read_grant(state, grant_id)
         if grant is None:

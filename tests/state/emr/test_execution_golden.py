@@ -52,9 +52,9 @@ from tests.state.emr.world import (
 
 ANCHOR = TxKind.ANCHOR_RECORD
 
-EXPECTED_APP_HASH = "4fc77f158ecacceb223372edbb478d0cfae0087ccc10d152f77a23ae3e9cc2eb"
+EXPECTED_APP_HASH = "c58de9e6255571286e61b8f0211c34496d0557869ed0a8c358d69b5d6188f26d"
 """App hash after the last block of `run_workload`."""
-EXPECTED_RESULTS_DIGEST = "d62187a0f358e0101f9f2987cfe0842aac2324e7b8808fc0022fb2dddbbc1fc6"
+EXPECTED_RESULTS_DIGEST = "d7b40949dd17eb324d8708afe68c7803dbbe058c60fcec380a52cf2856a6a9b1"
 """SHA-256 over every block's app hash and every (code, message) of `run_workload`."""
 
 

@@ -38,6 +38,7 @@ from tests.state.chain import CHAIN_ID, ChainBuilder, consumes_nonce, signed_tx,
 HOSPITAL_A = "hospital-a"
 HOSPITAL_B = "hospital-b"
 WRAPPED_KEY = b"\x07" * 80
+WRAPPED_KEY_SHA256 = hashlib.sha256(WRAPPED_KEY).digest()
 
 
 def digest(label: str) -> bytes:
@@ -142,10 +143,10 @@ def grant_fields(
     member: Actor | None = B_CLINICIAN,
     organization: str = "",
     expires_at_ms: int = 0,
-    wrapped_key: bytes | None = None,
+    wrapped_key_sha256: bytes | None = None,
 ) -> dict[str, Any]:
-    if wrapped_key is None:
-        wrapped_key = WRAPPED_KEY if scope == GrantScope.RECORD else b""
+    if wrapped_key_sha256 is None:
+        wrapped_key_sha256 = WRAPPED_KEY_SHA256 if scope == GrantScope.RECORD else NO_KEY
     return {
         "scope": scope,
         "target": target,
@@ -153,7 +154,7 @@ def grant_fields(
         "grantee_member": member.public_key if member is not None else NO_KEY,
         "grantee_organization": organization,
         "expires_at_ms": expires_at_ms,
-        "wrapped_key": wrapped_key,
+        "wrapped_key_sha256": wrapped_key_sha256,
     }
 
 
