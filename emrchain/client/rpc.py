@@ -505,11 +505,17 @@ class EmrClient:
             return await self._read_elsewhere(record_id, first_error)
 
     async def _read_elsewhere(self, record_id: bytes, first_error: EmrClientError) -> RecordRead:
-        addresses = await self._custodian_addresses(record_id)
+        """The read at the other custodians' nodes; with none to try, the first node's error
+        as it was (a record with one custodian fails as before)."""
+        try:
+            addresses = await self._custodian_addresses(record_id)
+        except EmrClientError:
+            raise first_error from None
+        others = [address for address in addresses if check_base_url(address) != self.base_url]
+        if not others:
+            raise first_error
         failures = [f"{self.base_url}: {first_error}"]
-        for address in addresses:
-            if check_base_url(address) == self.base_url:
-                continue
+        for address in others:
             async with self._at(address) as client:
                 try:
                     read, _ = await client._read(record_id)
