@@ -53,6 +53,7 @@ SAME_LAYER_EDGES = frozenset(
     {
         ("config", "keystore"),  # node homes load and write key files
         ("records", "hsm"),  # the record service holds its KEK ring in the HSM worker
+        ("records", "client"),  # a custodian checks a handed wrap against the envelope format
         ("bench", "devnet"),  # benchmarks drive the devnet harness
         ("cli", "bench"),  # `emrchain bench ...`
         ("cli", "devnet"),  # `emrchain devnet ...`

@@ -66,7 +66,6 @@ async def prepare(
                 b"result %d: " % index + secrets.token_bytes(512),
                 patient_id,
                 RecordType.LAB_RESULT,
-                a.organization_key.public_key,
             )
             record_ids.append(stored.record_id)
     async with EmrClient(a.rpc_url, patient) as consent:

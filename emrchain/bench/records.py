@@ -246,7 +246,7 @@ async def measure_level(
         async def put(writer: _Writer, _: int) -> None:
             plaintext = secrets.token_bytes(record_bytes)
             stored = await writer.client.put_record(
-                plaintext, patient_id, RecordType.LAB_RESULT, hospital.organization_key.public_key
+                plaintext, patient_id, RecordType.LAB_RESULT
             )
             writer.records.append((stored.record_id, plaintext))
 

@@ -213,13 +213,6 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
     put.add_argument("file", type=home_path, metavar="FILE", help="the record (plaintext)")
     put.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
     put.add_argument("--type", choices=sorted(RECORD_TYPES), required=True, dest="record_type")
-    put.add_argument(
-        "--custody-key",
-        type=hex_id("custody key"),
-        required=True,
-        metavar="HEX",
-        help="X25519 key of the node's organisation (it keeps the custody copy)",
-    )
     _connection_arguments(put)
     put.set_defaults(_parser=put)
     get = actions.add_parser("get", help="read, decrypt and save a record (the read is audited)")
@@ -236,12 +229,15 @@ def record(args: argparse.Namespace) -> int:
         stored = _with_client(
             args,
             lambda client: client.put_record(
-                plaintext, args.patient, RECORD_TYPES[args.record_type], args.custody_key
+                plaintext, args.patient, RECORD_TYPES[args.record_type]
             ),
         )
         print(f"record {stored.record_id.hex()}")
         print(f"  anchored at height {stored.height} by tx {stored.anchor_tx_id.hex()}")
         print(f"  cid {stored.cid_text}, {stored.size_bytes} bytes of ciphertext")
+        print(f"  kept by {', '.join(stored.custodians)}")
+        for organization_id, reason in stored.custody_failures.items():
+            print(f"  NOT kept by {organization_id}: {reason}")
         return 0
     if args.out.exists():
         raise CommandError(f"{args.out}: already exists; refusing to overwrite it")

@@ -267,6 +267,21 @@ def _check_envelope_shape(ciphertext: bytes, max_plaintext_bytes: int) -> None:
         )
 
 
+def data_key_commits_to(
+    ciphertext: bytes, data_key: bytes, record_id: bytes, patient_id: bytes
+) -> bool:
+    """Whether `data_key` is the one key that opens this envelope for this record and patient
+    (its key commitment, §3), checked without decrypting: a custodian checks a wrap it is
+    handed this way and never holds the plaintext (`records.md` §9)."""
+    if len(ciphertext) < HEADER_BYTES or ciphertext[0] != FORMAT_VERSION:
+        return False
+    if len(data_key) != DATA_KEY_BYTES:
+        return False
+    _, commitment_key = _derive_keys(data_key)
+    expected = hmac.digest(commitment_key, _associated_data(record_id, patient_id), "sha256")
+    return hmac.compare_digest(ciphertext[1 + NONCE_BYTES : HEADER_BYTES], expected)
+
+
 def _derive_keys(data_key: bytes) -> tuple[bytes, bytes]:
     """Separate keys for AES-GCM and the commitment HMAC, so no key serves two primitives.
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -154,6 +155,10 @@ class StoredRecord:
     cid_text: str
     size_bytes: int
     height: int
+    custodians: tuple[str, ...] = ()
+    """The custodians that kept the record (their node checked and stored its wrap)."""
+    custody_failures: Mapping[str, str] = field(default_factory=dict)
+    """Custodians whose node did not: organisation id → why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,12 +251,58 @@ def parse_committed(document: Any, tx_id: bytes) -> Committed:
     return Committed(tx_id, height, code)
 
 
+PATIENT_RECIPIENT = "<patient>"
+"""The name of the patient's wrap among a sealed record's wraps; the others are named by
+custodian organisation id, whose alphabet ([a-z0-9._-]) has no "<", so no id is this name."""
+
+
+class CustodyFailedError(EmrClientError):
+    """A record was anchored, but no custodian's node kept it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Custodian:
+    organization_id: str
+    custody_key: bytes
+    node_address: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyPlan:
+    patient_encryption_key: bytes
+    custodians: tuple[Custodian, ...]
+
+
+def parse_custody_plan(document: Any, record_id: bytes, patient_id: bytes) -> CustodyPlan:
+    """`GET /custody-set`: for this record and patient, custodians with keys and addresses."""
+    what = "GET /custody-set"
+    if hex_field(document, "record_id", what, 32) != record_id or (
+        hex_field(document, "patient_id", what, 32) != patient_id
+    ):
+        raise BadReplyError(f"{what}: the reply is for another record or patient")
+    items = json_object(document, what).get("custodians")
+    if not isinstance(items, list) or not items:
+        raise BadReplyError(f"{what}: no custodians")
+    custodians = []
+    for item in items:
+        address = json_object(item, what).get("node_address")
+        if address is not None and not isinstance(address, str):
+            raise BadReplyError(f"{what}: node_address is not a string")
+        custodians.append(
+            Custodian(
+                text_field(item, "organization_id", what),
+                hex_field(item, "custody_key", what, 32),
+                address,
+            )
+        )
+    return CustodyPlan(hex_field(document, "patient_encryption_key", what, 32), tuple(custodians))
+
+
 def check_stored(document: Any, sealed: SealedRecord) -> None:
-    """The node's upload reply must describe exactly the ciphertext we sent."""
-    what = "PUT /records/{id}/ciphertext"
+    """The custodian's reply must describe exactly the ciphertext we sent."""
+    what = "PUT /records/{id}/custody"
     for name, expected in (
         ("cid", sealed.cid_text),
-        ("cid_bytes", sealed.cid_bytes.hex()),
         ("ciphertext_sha256", sealed.ciphertext_sha256.hex()),
         ("size", sealed.size),
     ):

@@ -45,6 +45,7 @@ from emrchain.client import transactions
 from emrchain.client.envelope import (
     DEFAULT_MAX_PLAINTEXT_BYTES,
     EnvelopeError,
+    SealedRecord,
     new_record_id,
     open_record,
     seal_record,
@@ -52,9 +53,12 @@ from emrchain.client.envelope import (
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
     MAX_JSON_REPLY_BYTES,
+    PATIENT_RECIPIENT,
     BadReplyError,
     Committed,
     CommitTimeoutError,
+    Conflict,
+    CustodyFailedError,
     EmrClientError,
     NodeUnreachableError,
     NotFound,
@@ -64,6 +68,7 @@ from emrchain.client.replies import (
     SubmissionRefusedError,
     TimedOut,
     Unauthenticated,
+    Unavailable,
     Verdict,
     check_stored,
     error_from_reply,
@@ -71,6 +76,7 @@ from emrchain.client.replies import (
     integer_field,
     json_object,
     parse_committed,
+    parse_custody_plan,
     parse_served_record,
     parse_verdicts,
     read_bounded_reply,
@@ -136,6 +142,7 @@ class EmrClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_plaintext_bytes: int = DEFAULT_MAX_PLAINTEXT_BYTES,
         tls: TlsOptions | None = None,
+        fallback_addresses: tuple[str, ...] = (),
     ) -> None:
         self.base_url = check_base_url(base_url)
         self.identity = identity
@@ -151,6 +158,8 @@ class EmrClient:
         self._nonce_lock = asyncio.Lock()
         self.unconfirmed: dict[int, Transaction] = {}
         """Nonce -> transaction sent whose fate is unknown (module docstring)."""
+        self.fallback_addresses: list[str] = list(fallback_addresses)
+        """Other nodes to ask for a record's custodians when this one is down."""
 
     async def __aenter__(self) -> EmrClient:
         return self
@@ -483,38 +492,57 @@ class EmrClient:
     # ------------------------------------------------------------------ records
 
     async def put_record(
-        self,
-        plaintext: bytes,
-        patient_id: bytes,
-        record_type: RecordType,
-        custody_public_key: bytes,
+        self, plaintext: bytes, patient_id: bytes, record_type: RecordType
     ) -> StoredRecord:
-        """Seal, upload the ciphertext with the custody wrap, anchor it and wait for the commit.
+        """Seal the record for its custody set and its patient, anchor it with the digest of
+        every wrap, wait for the commit, then hand each custodian its wrap (with the ciphertext
+        and the patient's wrap) at that custodian's own node (`docs/spec/records.md` §9).
 
-        `custody_public_key` is the X25519 key of the organisation of the node this client
-        talks to: the node keeps the data key only as its own custody copy."""
+        The custody set comes from the node (`GET /custody-set`); the chain refuses the anchor
+        unless it is the policy's. A custodian whose node is unknown or refuses is named in
+        `StoredRecord.custody_failures` (hand it its wrap again with `hand_custody`); the put
+        fails only when no custodian kept the record."""
+        record_id = new_record_id()
+        plan = parse_custody_plan(
+            await self._request(
+                "GET",
+                f"/custody-set?record_id={record_id.hex()}&patient_id={patient_id.hex()}",
+                signed=True,
+            ),
+            record_id,
+            patient_id,
+        )
+        recipients = {PATIENT_RECIPIENT: plan.patient_encryption_key}
+        for custodian in plan.custodians:
+            recipients[custodian.organization_id] = custodian.custody_key
         sealed = seal_record(
             plaintext,
-            new_record_id(),
+            record_id,
             patient_id,
-            {"custody": custody_public_key},
+            recipients,
             max_plaintext_bytes=self._max_plaintext_bytes,
         )
-        query = f"patient_id={patient_id.hex()}&custody_wrap={sealed.wraps['custody'].hex()}"
-        path = f"/records/{sealed.record_id.hex()}/ciphertext?{query}"
-        headers = {"Content-Type": "application/octet-stream"}
-        reply = await self._request(
-            "PUT", path, body=sealed.ciphertext, signed=True, headers=headers
-        )
-        check_stored(reply, sealed)
         tx = transactions.anchor_record(
             self.identity,
             await self.chain_id(),
             await self.next_nonce(),
             sealed=sealed,
             record_type=record_type,
+            custodians=[custodian.organization_id for custodian in plan.custodians],
         )
         committed = await self.submit_and_wait(tx)
+        stored: list[str] = []
+        failures: dict[str, str] = {}
+        for custodian in plan.custodians:
+            try:
+                await self.hand_custody(sealed, custodian.organization_id, custodian.node_address)
+                stored.append(custodian.organization_id)
+            except EmrClientError as error:
+                failures[custodian.organization_id] = str(error)
+        if not stored:
+            raise CustodyFailedError(
+                f"record {record_id.hex()} is anchored but no custodian kept it: {failures}"
+            )
         return StoredRecord(
             record_id=sealed.record_id,
             patient_id=patient_id,
@@ -522,7 +550,48 @@ class EmrClient:
             cid_text=sealed.cid_text,
             size_bytes=sealed.size,
             height=committed.height,
+            custodians=tuple(stored),
+            custody_failures=failures,
         )
+
+    async def hand_custody(
+        self, sealed: SealedRecord, organization_id: str, node_address: str | None
+    ) -> None:
+        """Give one custodian its wrap of an anchored record, at its own node."""
+        if node_address is None:
+            raise NodeUnreachableError(f"no node address is known for {organization_id}")
+        query = (
+            f"custody_wrap={sealed.wraps[organization_id].hex()}"
+            f"&patient_wrap={sealed.wraps[PATIENT_RECIPIENT].hex()}"
+        )
+        path = f"/records/{sealed.record_id.hex()}/custody?{query}"
+        headers = {"Content-Type": "application/octet-stream"}
+        async with self._at(node_address) as client:
+            reply = await client._request(
+                "PUT", path, body=sealed.ciphertext, signed=True, headers=headers
+            )
+        check_stored(reply, sealed)
+
+    def _at(self, node_address: str) -> _Borrowed:
+        """This client, or one for the same member at another node (closed after use)."""
+        if check_base_url(node_address) == self.base_url:
+            return _Borrowed(self, close=False)
+        other = EmrClient(
+            node_address,
+            self.identity,
+            self._chain_id,
+            timeout_s=self._timeout.total or DEFAULT_TIMEOUT_S,
+            max_plaintext_bytes=self._max_plaintext_bytes,
+            tls=self._tls,
+        )
+        return _Borrowed(other, close=True)
+
+    async def custody(self, record_id: bytes) -> dict[str, Any]:
+        """`GET /records/{id}/custody`: custodians, node addresses, wrap digests, receipts."""
+        reply = await self._request("GET", f"/records/{record_id.hex()}/custody", signed=True)
+        if not isinstance(reply, dict) or not isinstance(reply.get("custodians"), list):
+            raise BadReplyError("GET /records/{id}/custody: no custodian list")
+        return reply
 
     async def _read(self, record_id: bytes) -> tuple[RecordRead, bytes]:
         """GET the record with a signed ACCESS_EVENT; (the plaintext read, our wrapped key).
@@ -560,9 +629,59 @@ class EmrClient:
 
     async def get_record(self, record_id: bytes) -> RecordRead:
         """Read and decrypt a record. The node admits our ACCESS_EVENT and answers only once
-        it is committed, so a read we get is a read on the ledger."""
-        read, _ = await self._read(record_id)
-        return read
+        it is committed, so a read we get is a read on the ledger.
+
+        A node that cannot serve it (unreachable, not a custodian, its storage down) is not
+        the end: the client asks the record's custodians' nodes, in custody order, one after
+        another (`docs/spec/records.md` §9). Refusals of access are final."""
+        try:
+            read, _ = await self._read(record_id)
+            return read
+        except (NodeUnreachableError, Unavailable, Conflict) as first_error:
+            if isinstance(first_error, Conflict) and first_error.code != "not_custodian":
+                raise
+            return await self._read_elsewhere(record_id, first_error)
+
+    async def _read_elsewhere(self, record_id: bytes, first_error: EmrClientError) -> RecordRead:
+        """The read at the other custodians' nodes; with none to try, the first node's error
+        as it was (a record with one custodian fails as before)."""
+        try:
+            addresses = await self._custodian_addresses(record_id)
+        except EmrClientError:
+            raise first_error from None
+        others = [address for address in addresses if check_base_url(address) != self.base_url]
+        if not others:
+            raise first_error
+        failures = [f"{self.base_url}: {first_error}"]
+        for address in others:
+            async with self._at(address) as client:
+                try:
+                    read, _ = await client._read(record_id)
+                    return read
+                except (NodeUnreachableError, Unavailable, Conflict) as error:
+                    failures.append(f"{address}: {error}")
+        raise NodeUnreachableError(
+            f"no custodian's node served record {record_id.hex()[:16]}: " + "; ".join(failures)
+        )
+
+    async def _custodian_addresses(self, record_id: bytes) -> list[str]:
+        """The custodians' node addresses, asked of this node, else of any known custodian
+        node a previous answer named."""
+        reply: dict[str, Any] | None = None
+        for address in [self.base_url, *self.fallback_addresses]:
+            async with self._at(address) as client:
+                try:
+                    reply = await client.custody(record_id)
+                    break
+                except (NodeUnreachableError, Unavailable) as error:
+                    last_error = error
+        if reply is None:
+            raise last_error
+        return [
+            item["node_address"]
+            for item in reply["custodians"]
+            if isinstance(item, dict) and isinstance(item.get("node_address"), str)
+        ]
 
     async def grant(
         self,
@@ -597,14 +716,37 @@ class EmrClient:
                 raise EmrClientError(f"grantee {grantee_member.hex()} is not a member")
             grantee_encryption_key = hex_field(member, "encryption_key", "GET /accounts", 32)
         _, own_wrapped_key = await self._read(record_id)
-        return await self._send(
+        wrap = transactions.grantee_wrap(self.identity, own_wrapped_key, grantee_encryption_key)
+        committed = await self._send(
             transactions.grant_record,
             record_id=record_id,
-            own_wrapped_key=own_wrapped_key,
-            grantee_encryption_key=grantee_encryption_key,
+            grantee_wrap=wrap,
             expires_at_ms=expires_at_ms,
             **grantee,
         )
+        await self.hand_grantee_wrap(record_id, committed.tx_id, wrap)
+        return committed
+
+    async def hand_grantee_wrap(self, record_id: bytes, grant_id: bytes, wrap: bytes) -> None:
+        """Give every custodian of the record the grantee's wrap whose digest the grant holds
+        (`docs/spec/records.md` §9); raises if none kept it."""
+        custody = await self.custody(record_id)
+        failures = []
+        kept = 0
+        for item in custody["custodians"]:
+            address = item.get("node_address") if isinstance(item, dict) else None
+            if not isinstance(address, str):
+                failures.append(f"{item}: no node address")
+                continue
+            path = f"/records/{record_id.hex()}/grant-wraps/{grant_id.hex()}?wrap={wrap.hex()}"
+            async with self._at(address) as client:
+                try:
+                    await client._request("PUT", path, signed=True)
+                    kept += 1
+                except EmrClientError as error:
+                    failures.append(f"{address}: {error}")
+        if not kept:
+            raise CustodyFailedError(f"no custodian kept the grantee's wrap: {failures}")
 
     async def revoke(self, grant_id: bytes) -> Committed:
         return await self._send(transactions.revoke_access, grant_id=grant_id)
@@ -656,6 +798,21 @@ class EmrClient:
         if not isinstance(reply.get("events"), list):
             raise BadReplyError(f"GET {path}: events is missing or not a list")
         return reply
+
+
+class _Borrowed:
+    """`async with`: a client to use, closed afterwards only if it was made for this use."""
+
+    def __init__(self, client: EmrClient, *, close: bool) -> None:
+        self._client = client
+        self._close = close
+
+    async def __aenter__(self) -> EmrClient:
+        return self._client
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._close:
+            await self._client.close()
 
 
 def check_base_url(base_url: str) -> str:

@@ -107,11 +107,8 @@ class SyncEmrClient:
         plaintext: bytes,
         patient_id: bytes,
         record_type: RecordType,
-        custody_public_key: bytes,
     ) -> StoredRecord:
-        return self._run(
-            self._client.put_record(plaintext, patient_id, record_type, custody_public_key)
-        )
+        return self._run(self._client.put_record(plaintext, patient_id, record_type))
 
     def get_record(self, record_id: bytes) -> RecordRead:
         return self._run(self._client.get_record(record_id))

@@ -9,6 +9,8 @@ the node never sees a data key in clear.
 
 from __future__ import annotations
 
+import hashlib
+
 from emrchain.client.envelope import SealedRecord, rewrap
 from emrchain.client.identity import MemberIdentity
 from emrchain.crypto.keys import Signer
@@ -21,6 +23,7 @@ from emrchain.schema import (
     Role,
     TxKind,
 )
+from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
 from emrchain.types.signing import Domain, signed_message
 from emrchain.types.transaction import Transaction
 
@@ -120,8 +123,16 @@ def anchor_record(
     *,
     sealed: SealedRecord,
     record_type: RecordType,
+    custodians: list[str],
+    patient_recipient: str = "<patient>",
 ) -> Transaction:
-    """Anchor a sealed record: its id, patient, ciphertext hash, binary CID, type and size."""
+    """Anchor a sealed record: its id, patient, ciphertext hash, binary CID, type and size,
+    and the SHA-256 of the patient's wrap and of each custodian's, in custody-set order
+    (`sealed.wraps` names them by organisation id, the patient's by `patient_recipient`)."""
+    entries = tuple(
+        CustodyEntry(organization_id, hashlib.sha256(sealed.wraps[organization_id]).digest())
+        for organization_id in custodians
+    )
     fields = {
         "record_id": sealed.record_id,
         "patient_id": sealed.patient_id,
@@ -129,6 +140,8 @@ def anchor_record(
         "cid": sealed.cid_bytes,
         "record_type": int(RecordType(record_type)),
         "size_bytes": sealed.size,
+        "patient_wrap_sha256": hashlib.sha256(sealed.wraps[patient_recipient]).digest(),
+        "custody": encode_custody_entries(entries),
     }
     return Transaction.create(author.signer, chain_id, TxKind.ANCHOR_RECORD, nonce, fields)
 
@@ -142,7 +155,7 @@ def _grant(
     grantee_member: bytes | None,
     grantee_organization: str | None,
     expires_at_ms: int,
-    wrapped_key: bytes,
+    wrapped_key_sha256: bytes,
 ) -> Transaction:
     if (grantee_member is None) == (grantee_organization is None):
         raise ValueError("name exactly one grantee: a member key or an organisation id")
@@ -153,7 +166,7 @@ def _grant(
         "grantee_member": grantee_member or NO_KEY,
         "grantee_organization": grantee_organization or "",
         "expires_at_ms": expires_at_ms,
-        "wrapped_key": wrapped_key,
+        "wrapped_key_sha256": wrapped_key_sha256,
     }
     return Transaction.create(grantor.signer, chain_id, TxKind.GRANT_ACCESS, nonce, fields)
 
@@ -164,15 +177,14 @@ def grant_record(
     nonce: int,
     *,
     record_id: bytes,
-    own_wrapped_key: bytes,
-    grantee_encryption_key: bytes,
+    grantee_wrap: bytes,
     grantee_member: bytes | None = None,
     grantee_organization: str | None = None,
     expires_at_ms: int = 0,
 ) -> Transaction:
-    """Consent to one record: the data key, opened from the grantor's own wrap, is re-wrapped
-    for the grantee's X25519 key (a member's, or an organisation's) and carried in the grant."""
-    wrapped_key = rewrap(own_wrapped_key, grantor.encryption_private_key, grantee_encryption_key)
+    """Consent to one record. The grant carries only the SHA-256 of `grantee_wrap` (the data key
+    sealed to the grantee, see `grantee_wrap`); the wrap itself goes to the record's custodians
+    off chain, so that erasure can destroy it (`docs/spec/records.md` §9)."""
     return _grant(
         grantor,
         chain_id,
@@ -182,8 +194,16 @@ def grant_record(
         grantee_member,
         grantee_organization,
         expires_at_ms,
-        wrapped_key,
+        hashlib.sha256(grantee_wrap).digest(),
     )
+
+
+def grantee_wrap(
+    grantor: MemberIdentity, own_wrapped_key: bytes, grantee_encryption_key: bytes
+) -> bytes:
+    """The data key, opened from the grantor's own wrap, sealed to the grantee's X25519 key (a
+    member's, or an organisation's)."""
+    return rewrap(own_wrapped_key, grantor.encryption_private_key, grantee_encryption_key)
 
 
 def grant_patient(
@@ -206,7 +226,7 @@ def grant_patient(
         grantee_member,
         grantee_organization,
         expires_at_ms,
-        b"",
+        NO_KEY,
     )
 
 
@@ -264,6 +284,14 @@ def erase_record(
 ) -> Transaction:
     fields = {"record_id": record_id, "reason": int(ErasureReason(reason))}
     return Transaction.create(member.signer, chain_id, TxKind.ERASE_RECORD, nonce, fields)
+
+
+def erasure_receipt(
+    member: MemberIdentity, chain_id: bytes, nonce: int, *, record_id: bytes
+) -> Transaction:
+    """A custodian organisation's admin confirms its copies of an erased record are gone."""
+    fields = {"record_id": record_id}
+    return Transaction.create(member.signer, chain_id, TxKind.ERASURE_RECEIPT, nonce, fields)
 
 
 def validator_update(

@@ -22,7 +22,7 @@ from typing import Any
 from emrchain.config.errors import ConfigError
 from emrchain.config.node import LIMITS_SETTINGS, NodeConfig, load_node_config
 from emrchain.crypto.keycheck import is_prime_order_key
-from emrchain.schema import MAX_VALIDATOR_POWER
+from emrchain.schema import MAX_CUSTODIANS, MAX_VALIDATOR_POWER
 from emrchain.types.limits import MAX_TOTAL_VOTING_POWER, Limits
 from emrchain.types.validator import Validator, ValidatorSet
 
@@ -78,6 +78,9 @@ class Genesis:
     """Sorted by public key, like `ValidatorSet`."""
     organizations: tuple[GenesisOrganization, ...]
     """Sorted by organization id."""
+    custody_set_size: int | None = None
+    """`emr_params.custody_set_size`, the k of the custody policy (`records.md` §9); the one
+    optional genesis key: absent means the chain's default."""
 
     @property
     def chain_id_bytes(self) -> bytes:
@@ -88,7 +91,7 @@ class Genesis:
 
     def to_document(self) -> dict[str, Any]:
         """The JSON document (keys in file order)."""
-        return {
+        document: dict[str, Any] = {
             "chain_id": self.chain_id,
             "genesis_time_ms": self.genesis_time_ms,
             "consensus_params": {
@@ -119,6 +122,9 @@ class Genesis:
                 for o in self.organizations
             ],
         }
+        if self.custody_set_size is not None:  # optional, so older genesis hashes stay
+            document["emr_params"] = {"custody_set_size": self.custody_set_size}
+        return document
 
     def to_json(self) -> str:
         """Human-readable file content; parses back to an equal Genesis."""
@@ -183,6 +189,13 @@ def _refuse_constant(name: str) -> Any:
 
 def parse_genesis(document: object, source: str) -> Genesis:
     """Validate a parsed JSON document and build the Genesis."""
+    custody_set_size = None
+    if isinstance(document, dict) and "emr_params" in document:
+        params = _object(document["emr_params"], "emr_params", ("custody_set_size",), source)
+        custody_set_size = _integer(
+            params["custody_set_size"], "emr_params.custody_set_size", 1, MAX_CUSTODIANS, source
+        )
+        document = {key: value for key, value in document.items() if key != "emr_params"}
     top = _object(document, "", _TOP_KEYS, source)
     chain_id = _string(top["chain_id"], "chain_id", source)
     try:
@@ -199,6 +212,7 @@ def parse_genesis(document: object, source: str) -> Genesis:
         consensus_params=limits,
         validators=tuple(sorted(validators, key=lambda v: v.public_key)),
         organizations=tuple(sorted(organizations, key=lambda o: o.organization_id)),
+        custody_set_size=custody_set_size,
     )
 
 

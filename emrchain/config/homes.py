@@ -281,6 +281,15 @@ def create_testnet(
                     persistent_peers=tuple(peers[:index] + peers[index + 1 :]),
                 ),
                 rpc=dataclasses.replace(base.rpc, listen_address=Address(host, rpc_port)),
+                # Every custodian's node, so clients can hand each its wrap (records.md §9).
+                records=dataclasses.replace(
+                    base.records,
+                    custodian_rpc_urls=tuple(
+                        f"{organizations[other].organization_id}="
+                        f"http://{_url_host(host)}:{ports[other][1]}"
+                        for other in range(validators)
+                    ),
+                ),
                 # Testnets are for trying things out: metrics on, on a port of their own.
                 instrumentation=dataclasses.replace(
                     base.instrumentation,
@@ -345,6 +354,10 @@ def create_joining_home(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return config, genesis
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def reset_data(home: Path) -> Path:

@@ -32,6 +32,7 @@ from emrchain.config.settings import (
     ListenAddress,
     Name,
     OptionalHomePath,
+    OrganizationUrls,
     PeerList,
     Setting,
     setting,
@@ -796,6 +797,37 @@ class RecordsSection:
         "Other organisations' IPFS RPC APIs: reads fail over to them, corrupt local blobs are "
         "repaired from them, and their pins are counted as replicas.",
         IpfsPeers(64),
+    )
+    custodian_rpc_urls: tuple[str, ...] = setting(
+        (),
+        "RPC base URL of other organisations' nodes, as \"<organization_id>=<url>\": the "
+        "custody-set RPC tells clients where each custodian of a record answers "
+        "(docs/spec/records.md §9).",
+        OrganizationUrls(4_096),
+    )
+    erasure_receipt_key_file: str = setting(
+        "config/admin_key.json",
+        "Member identity file of an admin of this node's organisation: the node signs its "
+        "erasure receipts with it (docs/spec/records.md §9); empty for none (erasures still "
+        "run, the chain just never shows this custodian's confirmation).",
+        OptionalHomePath(),
+    )
+    erasure_retry_initial_ms: int = setting(
+        1_000,
+        "First wait before an erasure that failed (a store down) is tried again; it doubles "
+        "per failure. Also how often the erasure queue is looked at.",
+        Integer(10, 600_000, "milliseconds"),
+    )
+    erasure_retry_max_ms: int = setting(
+        60_000,
+        "Longest wait between two tries of one erasure, and before an uncommitted erasure "
+        "receipt is sent again. At least erasure_retry_initial_ms.",
+        Integer(10, 86_400_000, "milliseconds"),
+    )
+    erasure_batch: int = setting(
+        100,
+        "Erasure queue entries worked per pass (the queue itself is on disk, in the vault).",
+        Integer(1, 10_000, "entries"),
     )
     access_event_timeout_ms: int = setting(
         8_000,

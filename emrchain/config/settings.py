@@ -212,6 +212,43 @@ class PeerList:
 
 
 @dataclass(frozen=True)
+class OrganizationUrls:
+    """"<organization_id>=<http(s) URL>" strings: where other organisations' nodes answer."""
+
+    maximum_count: int
+
+    def parse(self, raw: object) -> tuple[str, ...]:
+        if type(raw) is not list:
+            raise ValueError(
+                f'must be an array of "<organization_id>=<url>" strings, got {toml_type_name(raw)}'
+            )
+        if len(raw) > self.maximum_count:
+            raise ValueError(f"must hold at most {self.maximum_count} entries, got {len(raw)}")
+        seen: set[str] = set()
+        for index, entry in enumerate(raw):
+            if type(entry) is not str or not re.fullmatch(
+                r"[a-z0-9._-]{1,64}=https?://[A-Za-z0-9.\[\]:_-]{1,200}(/[!-~]{0,200})?", entry
+            ):
+                raise ValueError(
+                    f'entry {index} must be "<organization_id>=http(s)://host:port", got {entry!r}'
+                )
+            organization_id = entry.split("=", 1)[0]
+            if organization_id in seen:
+                raise ValueError(f"entry {index}: organisation {organization_id} is listed twice")
+            seen.add(organization_id)
+        return tuple(raw)
+
+    def to_toml(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
+
+    def describe(self) -> str:
+        return (
+            'array of "<organization_id>=http(s)://host:port" strings, '
+            f"at most {self.maximum_count}"
+        )
+
+
+@dataclass(frozen=True)
 class Setting:
     doc: str
     kind: Kind

@@ -153,7 +153,7 @@ async def _story(a: Hospital, b: Hospital, output: Callable[[str], object]) -> S
     output(f"2. the clinician stores a lab result for the patient through {a.rpc_url}")
     async with EmrClient(a.rpc_url, clinician) as client:
         stored = await client.put_record(
-            LAB_RESULT, patient_id, RecordType.LAB_RESULT, a.organization_key.public_key
+            LAB_RESULT, patient_id, RecordType.LAB_RESULT
         )
     record_id = stored.record_id
     output(

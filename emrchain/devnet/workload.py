@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from emrchain import schema
 from emrchain.crypto.encryption_keys import derive_member_key_pair
 from emrchain.crypto.keys import Ed25519Signer
+from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
 from emrchain.types.transaction import Transaction
 
 DEFAULT_CHAIN_ID = b"emrchain-devnet"
@@ -74,10 +75,19 @@ def registration_transactions(
     ]
 
 
-def anchor_fields(seed: int, sender_index: int, nonce: int) -> dict[str, object]:
-    """Payload of a realistic anchor: ids and hashes are 32 bytes, the CID is a CIDv1 raw leaf."""
+WORKLOAD_ORGANIZATION = "hospital-0"
+"""The organisation of the workload's senders and patients (node 0's in a devnet)."""
+
+
+def anchor_fields(
+    seed: int, sender_index: int, nonce: int, organization_id: str = WORKLOAD_ORGANIZATION
+) -> dict[str, object]:
+    """Payload of a realistic anchor: ids and hashes are 32 bytes, the CID is a CIDv1 raw leaf.
+    Its custody set is the senders' organisation alone: a chain whose genesis sets no custody
+    set size (`docs/spec/records.md` §9) wants exactly that."""
     label = b"%d/%d/%d" % (seed, sender_index, nonce)
     ciphertext_hash = hashlib.sha256(b"ciphertext/" + label).digest()
+    custody = ((organization_id, hashlib.sha256(b"wrap/" + label).digest()),)
     return {
         "record_id": hashlib.sha256(b"record/" + label).digest(),
         "patient_id": patient_id(seed, sender_index % PATIENTS_PER_WORKLOAD),
@@ -86,7 +96,13 @@ def anchor_fields(seed: int, sender_index: int, nonce: int) -> dict[str, object]
         "cid": bytes((0x01, 0x55, 0x12, 0x20)) + ciphertext_hash,
         "record_type": schema.RecordType.LAB_RESULT,
         "size_bytes": 4096 + nonce % 1024,
+        "patient_wrap_sha256": hashlib.sha256(b"patient-wrap/" + label).digest(),
+        "custody": encode_custody(custody),
     }
+
+
+def encode_custody(custody: tuple[tuple[str, bytes], ...]) -> bytes:
+    return encode_custody_entries(tuple(CustodyEntry(*entry) for entry in custody))
 
 
 def anchor_transactions(

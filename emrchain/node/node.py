@@ -43,6 +43,7 @@ from emrchain.node.wiring import (
 )
 from emrchain.p2p import Misbehaviour, PeerManager
 from emrchain.records import open_record_service
+from emrchain.records.erasure import open_erasure_worker
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
@@ -53,7 +54,6 @@ from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
-from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.store import (
     BlockStore,
     ChainDatabase,
@@ -191,7 +191,17 @@ class Node:
         )
         self.chain.commit_listeners.append(lambda _block, _ids, _results: self._follow_peers())
         self.records = open_record_service(config)
-        self.chain.erasure_listeners.append(self._erase_stored_record)
+        # Committed erasures go to a durable queue worked until every copy here is gone and
+        # this custodian's receipt is on chain (records.md §9).
+        self.erasure = open_erasure_worker(
+            config,
+            self.records,
+            self.store.state_view,
+            self.mempool.admit_batch,
+            self.mempool.pending_nonces,
+            self.chain_id,
+        )
+        self.chain.erasure_listeners.append(self.erasure.enqueue)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
         self.replicator = open_replicator(
             config, self.records.blob_store, self.store.state_view, self.chain_id, database
@@ -206,7 +216,6 @@ class Node:
         self.submit_waits = CommitWaits(config.rpc.max_txs_waiting_for_commit, shared=True)
         self.chain.commit_listeners.append(self.submit_waits.on_commit)
         self.chain.drop_listeners.append(self.submit_waits.on_dropped)
-        self._erasures: set[asyncio.Task[None]] = set()
         self.rotation_finished: RotationProgress | None = None
         """The KEK rotation this run finished in the background, if any."""
         view = NodeRpcView(self)
@@ -294,7 +303,10 @@ class Node:
             for organization in self.genesis.organizations
         ]
         result = self.application.init_chain(
-            validators, self.genesis.genesis_time_ms, organizations=organizations
+            validators,
+            self.genesis.genesis_time_ms,
+            organizations=organizations,
+            custody_set_size=self.genesis.custody_set_size,
         )
         self.store.initialize(self.chain_id, validators, result)
         logger.info("initialised chain %s from genesis", self.chain_id.decode())
@@ -342,6 +354,7 @@ class Node:
             asyncio.create_task(self._status_loop()),
             # A KEK rotation left unfinished (begun offline, or cut short) ends here, online.
             asyncio.create_task(self._finish_unfinished_rotation()),
+            asyncio.create_task(self.erasure.run()),
         ]
         if self.replicator is not None:
             self.replicator.start()  # reconciles pins with the chain now and periodically
@@ -370,13 +383,6 @@ class Node:
         if final is not None:
             self.rotation_finished = final
 
-    def _erase_stored_record(self, record_id: bytes, cid: bytes) -> None:
-        """A committed erasure: delete the blob, cache entry and custody copy here too."""
-        text = cid_bytes_to_text(cid) if cid else None
-        task = asyncio.get_running_loop().create_task(self.records.erase(record_id, text))
-        self._erasures.add(task)
-        task.add_done_callback(self._erasures.discard)
-
     def consensus_position(self) -> tuple[int, int] | None:
         """(height, round) consensus is at, for log lines; None before it started."""
         driver = self.driver
@@ -387,7 +393,8 @@ class Node:
 
     @property
     def erasures_in_flight(self) -> int:
-        return len(self._erasures)
+        """Erasures in the durable queue (up to `[records] erasure_batch`)."""
+        return self.erasure.pending()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -405,7 +412,6 @@ class Node:
         await self.rpc.close()
         if self.instrumentation is not None:
             await self.instrumentation.close()
-        await asyncio.gather(*self._erasures, return_exceptions=True)
         if self.replicator is not None:
             await self.replicator.close()
         await self.records.close()

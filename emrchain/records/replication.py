@@ -41,6 +41,7 @@ from emrchain.records.chain_index import organization_ids, records_page
 from emrchain.records.placement import factor_of, holders, placement_order
 from emrchain.schema import GranteeKind, GrantScope, TxKind
 from emrchain.state.emr import queries
+from emrchain.state.emr.custody import read_record_custody
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.emr.tables import patient_member, read_grant, read_record
 from emrchain.state.result import TxResult
@@ -246,7 +247,7 @@ class Replicator:
         member = patient_member(view, record.patient_id)
         order = placement_order(
             record.record_id,
-            [record.author_organization],
+            list(custodians_of(view, record)),
             member.organization_id if member is not None else None,
             organizations,
         )
@@ -258,7 +259,8 @@ class Replicator:
     def _wants_record(
         self, view: StateView, record: EmrRecord, organizations: Sequence[str]
     ) -> bool:
-        if record.author_organization == self._organization_id:
+        # A custodian serves the record, so it always holds the blob, whatever the factor.
+        if self._organization_id in custodians_of(view, record):
             return True
         if self._organization_id in self.holders_of(view, record, organizations):
             return True
@@ -649,3 +651,10 @@ def open_replicator(
         database=database,
         interval_ms=section.replication_interval_ms,
     )
+
+
+def custodians_of(view: StateView, record: EmrRecord) -> tuple[str, ...]:
+    """The record's custodians as its anchor named them (`docs/spec/records.md` §9); the
+    author's organisation alone for a record anchored before custody sets existed."""
+    custody = read_record_custody(view, record.record_id)
+    return custody.organization_ids if custody is not None else (record.author_organization,)

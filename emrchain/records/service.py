@@ -18,6 +18,7 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from emrchain.client.envelope import data_key_commits_to
 from emrchain.config.node import NodeConfig, RecordsSection
 from emrchain.keystore.member import OrganizationKey
 from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
@@ -46,6 +47,27 @@ SEALED_KEY_BYTES = 80
 
 class CustodyError(ValueError):
     """The custody wrap cannot be opened with this organisation's key."""
+
+
+@dataclass(frozen=True, slots=True)
+class AnchoredCustody:
+    """What the chain says of a record this node is a custodian of."""
+
+    record_id: bytes
+    patient_id: bytes
+    ciphertext_sha256: bytes
+    custody_wrap_sha256: bytes
+    """The digest the anchor holds of this node's organisation's wrap."""
+    patient_wrap_sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandedWraps:
+    """What a client hands a custodian after anchoring."""
+
+    ciphertext: bytes
+    custody_wrap: bytes
+    patient_wrap: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,21 +103,46 @@ class RecordService:
     def organization_id(self) -> str | None:
         return self.organization_key.organization_id if self.organization_key else None
 
+    async def accept_custody(
+        self, anchored: AnchoredCustody, handed: HandedWraps
+    ) -> StoredCiphertext:
+        """Become a custodian of an anchored record (`docs/spec/records.md` §9): check the
+        handed wraps against the digests on chain, check that the data key is the envelope's
+        (its key commitment, without decrypting), then keep the ciphertext, the KEK-wrapped
+        custody copy and the patient's wrap. Nothing is stored unless every check passes."""
+        if self.organization_key is None:
+            raise CustodyError("this node serves no organisation; it keeps no custody keys")
+        ciphertext = handed.ciphertext
+        for name, wrap, digest in (
+            ("custody_wrap", handed.custody_wrap, anchored.custody_wrap_sha256),
+            ("patient_wrap", handed.patient_wrap, anchored.patient_wrap_sha256),
+        ):
+            if len(wrap) != SEALED_KEY_BYTES:
+                raise CustodyError(f"{name} must be {SEALED_KEY_BYTES} bytes")
+            if hashlib.sha256(wrap).digest() != digest:
+                raise CustodyError(f"{name} is not the wrap whose SHA-256 the anchor holds")
+        if hashlib.sha256(ciphertext).digest() != anchored.ciphertext_sha256:
+            raise CustodyError("the ciphertext is not the anchored one (SHA-256 differs)")
+        data_key = self._open_custody_wrap(handed.custody_wrap)
+        if not data_key_commits_to(ciphertext, data_key, anchored.record_id, anchored.patient_id):
+            raise CustodyError("custody_wrap holds a key that does not open the anchored envelope")
+        self.vault.put_member_wrap(
+            anchored.record_id, anchored.patient_wrap_sha256, handed.patient_wrap
+        )
+        return await self._keep(anchored.record_id, ciphertext, data_key)
+
     async def store(
         self, record_id: bytes, ciphertext: bytes, custody_wrap: bytes
     ) -> StoredCiphertext:
-        """Keep the ciphertext and the KEK-wrapped custody copy of its data key."""
+        """Keep the ciphertext and the KEK-wrapped custody copy of its data key, with no check
+        against the chain (operator tools and benchmarks; the RPC uses `accept_custody`)."""
         if self.organization_key is None:
             raise CustodyError("this node serves no organisation; it keeps no custody keys")
         if len(custody_wrap) != SEALED_KEY_BYTES:
             raise CustodyError(f"custody_wrap must be {SEALED_KEY_BYTES} bytes")
-        try:
-            box = SealedBox(PrivateKey(self.organization_key.private_key))
-            data_key = box.decrypt(custody_wrap)
-        except CryptoError:
-            raise CustodyError("custody_wrap does not open with this organisation's key") from None
-        if len(data_key) != DATA_KEY_BYTES:
-            raise CustodyError("custody_wrap does not hold a 32-byte data key")
+        return await self._keep(record_id, ciphertext, self._open_custody_wrap(custody_wrap))
+
+    async def _keep(self, record_id: bytes, ciphertext: bytes, data_key: bytes) -> StoredCiphertext:
         content_id = compute_cid(ciphertext)
         cid = await self.blob_store.put(ciphertext)
         if cid != content_id.to_text():
@@ -105,6 +152,28 @@ class RecordService:
         return StoredCiphertext(
             cid, content_id.to_bytes(), hashlib.sha256(ciphertext).digest(), len(ciphertext)
         )
+
+    def _open_custody_wrap(self, custody_wrap: bytes) -> bytes:
+        assert self.organization_key is not None
+        try:
+            box = SealedBox(PrivateKey(self.organization_key.private_key))
+            data_key = box.decrypt(custody_wrap)
+        except CryptoError:
+            raise CustodyError("custody_wrap does not open with this organisation's key") from None
+        if len(data_key) != DATA_KEY_BYTES:
+            raise CustodyError("custody_wrap does not hold a 32-byte data key")
+        return data_key
+
+    def keep_member_wrap(self, record_id: bytes, wrap_sha256: bytes, sealed_wrap: bytes) -> None:
+        """Keep a grantee's wrap whose digest a grant on chain holds (checked by the caller)."""
+        if len(sealed_wrap) != SEALED_KEY_BYTES:
+            raise CustodyError(f"a wrap is {SEALED_KEY_BYTES} bytes")
+        if hashlib.sha256(sealed_wrap).digest() != wrap_sha256:
+            raise CustodyError("the wrap is not the one whose SHA-256 the grant holds")
+        self.vault.put_member_wrap(record_id, wrap_sha256, sealed_wrap)
+
+    def member_wrap(self, record_id: bytes, wrap_sha256: bytes) -> bytes | None:
+        return self.vault.member_wrap(record_id, wrap_sha256)
 
     async def ciphertext(self, cid: str, ciphertext_sha256: bytes) -> bytes:
         """Cache, then blob store; every byte checked against the anchored hash."""
@@ -170,8 +239,11 @@ class RecordService:
         return self.rotation_state_path
 
     async def erase(self, record_id: bytes, cid: str | None) -> None:
-        """Delete the blob, the cache entry and the custody copy (idempotent)."""
+        """Delete the blob, the cache entry, the custody copy and the patient's and grantees'
+        wraps (idempotent)."""
         self.vault.delete(record_id)
+        self.vault.delete_member_wraps(record_id)
+        self.vault.compact_record(record_id)
         if cid:
             await self.cache.delete(cid)
             await self.blob_store.delete(cid)

@@ -262,7 +262,7 @@ class NodeCollector(Collector):
         )
         yield _gauge(
             "records_erasure_backlog",
-            "Committed erasures whose local deletion is still running.",
+            "Committed erasures still in this node's erasure queue (deletion or receipt pending).",
             operations.erasures_in_flight,
         )
 

@@ -298,15 +298,43 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.ACCOUNT), **_error_responses(400, 401, 503)},
                 }
             },
-            "/records/{record_id}/ciphertext": {
+            "/custody-set": {
+                "get": {
+                    "operationId": "custodySet",
+                    "security": SIGNED,
+                    "parameters": [
+                        {"name": "record_id", "in": "query", "required": True, "schema": HEX32},
+                        {"name": "patient_id", "in": "query", "required": True, "schema": HEX32},
+                    ],
+                    "responses": {
+                        **_ok(replies.CUSTODY_SET),
+                        **_error_responses(400, 401, 403, 404, 503),
+                    },
+                }
+            },
+            "/records/{record_id}/custody": {
+                "get": {
+                    "operationId": "recordCustody",
+                    "security": SIGNED,
+                    "parameters": [record_id],
+                    "responses": {
+                        **_ok(replies.RECORD_CUSTODY),
+                        **_error_responses(400, 401, 404, 503),
+                    },
+                },
                 "put": {
-                    "operationId": "uploadCiphertext",
+                    "operationId": "handCustody",
                     "security": SIGNED,
                     "parameters": [
                         record_id,
-                        {"name": "patient_id", "in": "query", "required": True, "schema": HEX32},
                         {
                             "name": "custody_wrap",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{160}$"},
+                        },
+                        {
+                            "name": "patient_wrap",
                             "in": "query",
                             "required": True,
                             "schema": {"type": "string", "pattern": "^[0-9a-f]{160}$"},
@@ -329,7 +357,27 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     },
                     "responses": {
                         **_ok(replies.UPLOAD),
-                        **_error_responses(400, 401, 403, 409, 413, 503),
+                        **_error_responses(400, 401, 404, 409, 410, 413, 503),
+                    },
+                },
+            },
+            "/records/{record_id}/grant-wraps/{grant_id}": {
+                "put": {
+                    "operationId": "handGranteeWrap",
+                    "security": SIGNED,
+                    "parameters": [
+                        record_id,
+                        _path_parameter("grant_id", HEX32),
+                        {
+                            "name": "wrap",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{160}$"},
+                        },
+                    ],
+                    "responses": {
+                        **_ok(replies.GRANTEE_WRAP),
+                        **_error_responses(400, 401, 404, 409, 503),
                     },
                 }
             },

@@ -198,7 +198,27 @@ ACCOUNT = strict(
     committed_nonce=nullable(INT),
     next_nonce=nullable(INT),
 )
-UPLOAD = strict(record_id=HEX32, cid=STR, cid_bytes=HEX, ciphertext_sha256=HEX32, size=INT)
+UPLOAD = strict(
+    record_id=HEX32, organization_id=STR, cid=STR, ciphertext_sha256=HEX32, size=INT
+)
+_CUSTODIAN = strict(
+    organization_id=STR, custody_key=nullable(STR), node_address=nullable(STR)
+)
+GRANTEE_WRAP = strict(record_id=HEX32, grant_id=HEX32, kept=BOOL)
+CUSTODY_SET = strict(
+    record_id=HEX32,
+    patient_id=HEX32,
+    patient_encryption_key=HEX32,
+    custodians={"type": "array", "items": _CUSTODIAN},
+    height=INT,
+)
+RECORD_CUSTODY = strict(
+    record_id=HEX32,
+    erased=BOOL,
+    patient_wrap_sha256=HEX32,
+    custodians={"type": "array", "items": {"type": "object"}},
+    erasure_complete=BOOL,
+)
 READ = strict(
     record_id=HEX32,
     patient_id=HEX32,

@@ -19,13 +19,13 @@ from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError, WaitsClosedError
 from emrchain.rpc.errors import RpcError, hex_argument
-from emrchain.rpc.guard import defer_continue, read_body
 from emrchain.rpc.node_view import NodeView
 from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
-from emrchain.schema import AccessAction, Role, TxKind
+from emrchain.schema import AccessAction, GrantScope, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision
 from emrchain.state.emr.audit import AccessEvent
+from emrchain.state.emr.custody import read_record_custody
 from emrchain.state.emr.entities import Member, MemberStatus
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.keys import nonce_key
@@ -115,7 +115,6 @@ class RecordRoutes:
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.put("/records/{record_id}/ciphertext", self.upload, expect_handler=defer_continue),
             web.get("/records/{record_id}", self.read),
             web.get("/records/{record_id}/grants", self.record_grants),
             web.get("/records/{record_id}/access-events", self.record_events),
@@ -126,41 +125,6 @@ class RecordRoutes:
 
     def _view(self):
         return self._node.chain.state_view()
-
-    # ------------------------------------------------------------------ upload
-
-    async def upload(self, request: web.Request) -> web.Response:
-        record_id = hex_argument(request.match_info["record_id"], 32, "record id")
-        caller = await self._auth.authenticate(request)
-        body = await read_body(request)
-        records = self._node.records
-        if caller.member.role not in (Role.CLINICIAN, Role.ADMIN):
-            raise RpcError(403, "role_not_permitted", "only clinicians and admins store records")
-        if caller.member.organization_id != records.organization_id:
-            raise RpcError(
-                403, "not_this_organization", "store records through your organisation's node"
-            )
-        hex_argument(request.query.get("patient_id"), 32, "patient_id")
-        custody_wrap = hex_argument(request.query.get("custody_wrap"), 80, "custody_wrap")
-        if not body or len(body) > records.max_record_bytes:
-            raise RpcError(413, "record_too_large", f"1..{records.max_record_bytes} bytes")
-        if queries.record(self._view(), record_id) is not None:
-            raise RpcError(409, "record_exists", "a record with this id is already anchored")
-        try:
-            stored = await records.store(record_id, body, custody_wrap)
-        except CustodyError as error:
-            raise RpcError(400, "bad_custody_wrap", str(error)) from None
-        except StorageUnavailableError as error:
-            raise RpcError(503, "storage_unavailable", str(error)) from None
-        return web.json_response(
-            {
-                "record_id": record_id.hex(),
-                "cid": stored.cid,
-                "cid_bytes": stored.cid_bytes.hex(),
-                "ciphertext_sha256": stored.ciphertext_sha256.hex(),
-                "size": stored.size,
-            }
-        )
 
     # -------------------------------------------------------------------- read
 
@@ -325,6 +289,13 @@ class RecordRoutes:
         sealed = records.seal_data_key_for(record.record_id, caller.member.encryption_key)
         if sealed is not None:
             return sealed
+        custody = read_record_custody(self._view(), record.record_id)
+        if via in ("patient", "reenrolled_patient") and custody is not None:
+            # The patient's own wrap, kept by every custodian: it opens with the patient's key
+            # even where this node's custody copy is gone.
+            patient_wrap = records.member_wrap(record.record_id, custody.patient_wrap_sha256)
+            if patient_wrap is not None:
+                return patient_wrap
         if via == "grant":
             grant = next(
                 (
@@ -334,19 +305,25 @@ class RecordRoutes:
                 ),
                 None,
             )
-            if grant is not None and grant.wrapped_key:
+            wrap = (
+                records.member_wrap(record.record_id, grant.wrapped_key_sha256)
+                if grant is not None and grant.scope == GrantScope.RECORD
+                else None
+            )
+            if grant is not None and wrap is not None:
                 if grant.grantee_member == caller.member.member_id:
-                    return grant.wrapped_key
+                    return wrap
                 try:
                     return records.reseal_with_organization_key(
-                        grant.wrapped_key, caller.member.encryption_key
+                        wrap, caller.member.encryption_key
                     )
                 except CustodyError:
                     pass
+        holders = custody.organization_ids if custody else (record.author_organization,)
         raise RpcError(
             409,
             "not_custodian",
-            f"ask a node of {record.author_organization}: it holds this record's key custody",
+            f"ask a node of a custodian of this record: {','.join(holders)}",
         )
 
     def _checked_access_event(

@@ -30,6 +30,7 @@ from emrchain.rpc.connections import (
     ensure_file_limit,
     server_tls_context,
 )
+from emrchain.rpc.custody import CustodyRoutes
 from emrchain.rpc.errors import (
     UNHANDLED_ERRORS_LOG,
     RpcError,
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 REPLAY_HORIZON_FILE = "rpc_replay_horizon"
 """In the data directory: the newest signed-request timestamp the node may have accepted."""
-UPLOAD_ROUTE = ("PUT", "/records/{record_id}/ciphertext")
+UPLOAD_ROUTE = ("PUT", "/records/{record_id}/custody")
 SUBMIT_ROUTE = ("POST", "/txs")
 
 
@@ -285,6 +286,7 @@ class RpcServer:
                 # Before the record routes: `/records/{record_id}` would take this path.
                 web.get("/records/replication", self.replication),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
+                *CustodyRoutes(node, self.authenticator).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
             ]
         )

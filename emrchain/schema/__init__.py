@@ -65,6 +65,7 @@ class TxKind(IntEnum):
     VALIDATOR_UPDATE = 11
     REGISTER_NODE = 12
     REMOVE_NODE = 13
+    ERASURE_RECEIPT = 14
 
 
 class Role(IntEnum):
@@ -140,6 +141,13 @@ NODE_ADDRESS_MAX_BYTES = 128
 """An advertised P2P address `host:port` (a DNS name is at most 253 bytes; 128 is plenty for
 the names and IP literals a consortium uses, and bounds the state entries that hold it)."""
 BREAK_GLASS_MAX_DURATION_MS = 24 * 60 * 60 * 1000
+MAX_CUSTODIANS = 16
+"""Most organisations in one record's custody set (`docs/spec/records.md` §9)."""
+CUSTODY_ENTRY_MAX_BYTES = 1 + 64 + 32
+"""One custody entry: organisation id (u8 length + 1..64 bytes) | SHA-256 of its wrap."""
+CUSTODY_MIN_BYTES = 1 + 1 + 1 + 32
+CUSTODY_MAX_BYTES = 1 + MAX_CUSTODIANS * CUSTODY_ENTRY_MAX_BYTES
+"""ANCHOR_RECORD `custody`: count u8 (1..16), then that many entries, in set order."""
 
 
 class FieldSpec(NamedTuple):
@@ -201,6 +209,8 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         FieldSpec("cid", FIELD_BYTES, 1, 2, 64),
         FieldSpec("record_type", FIELD_ENUM, 1, allowed=_mask(RecordType)),
         FieldSpec("size_bytes", FIELD_UINT, 8, 1, MAX_RECORD_BYTES),
+        _key("patient_wrap_sha256"),
+        FieldSpec("custody", FIELD_BYTES, 2, CUSTODY_MIN_BYTES, CUSTODY_MAX_BYTES),
     ),
     TxKind.GRANT_ACCESS: (
         FieldSpec("scope", FIELD_ENUM, 1, allowed=_mask(GrantScope)),
@@ -209,7 +219,7 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         _optional_key("grantee_member"),
         _ident("grantee_organization", 0, 64),
         FieldSpec("expires_at_ms", FIELD_UINT, 8, 0, U64_MAX),
-        FieldSpec("wrapped_key", FIELD_BYTES, 1, 0, 128),
+        _optional_key("wrapped_key_sha256"),
     ),
     TxKind.REVOKE_ACCESS: (_key("grant_id"),),
     TxKind.ACCESS_EVENT: (
@@ -241,6 +251,7 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         FieldSpec("address", FIELD_TEXT, 1, 0, NODE_ADDRESS_MAX_BYTES),
     ),
     TxKind.REMOVE_NODE: (_key("node_key"),),
+    TxKind.ERASURE_RECEIPT: (_key("record_id"),),
 }
 
 MAX_KIND = max(PAYLOAD_SCHEMAS)

@@ -127,10 +127,21 @@ def _stored(spec: FieldSpec) -> StoredField:
     return StoredField(spec.name, kinds[spec.type], spec.arg)
 
 
+ANCHOR_CUSTODY_FIELDS = ("patient_wrap_sha256", "custody")
+"""The payload's tail: the custody set and the wrap digests (`docs/spec/records.md` §9), kept
+under their own state key, not in the EmrRecord."""
+
 ANCHOR_PAYLOAD: tuple[StoredField, ...] = tuple(
-    _stored(spec) for spec in PAYLOAD_SCHEMAS[TxKind.ANCHOR_RECORD]
+    _stored(spec)
+    for spec in PAYLOAD_SCHEMAS[TxKind.ANCHOR_RECORD]
+    if spec.name not in ANCHOR_CUSTODY_FIELDS
 )
-"""The payload: record id, then the record's first fields as `EMR_RECORD` stores them."""
+"""The payload's head: record id, then the record's first fields as `EMR_RECORD` stores them.
+The accept path's twins know only this head: a payload with the custody tail does not add up
+to their `FIXED` + cid length, so every anchor goes the general way (which checks the custody
+set against the policy, something the twins cannot do)."""
+if tuple(spec.name for spec in PAYLOAD_SCHEMAS[TxKind.ANCHOR_RECORD])[-2:] != ANCHOR_CUSTODY_FIELDS:
+    raise RuntimeError("ANCHOR_RECORD's custody fields must end its payload")
 
 _COPIED = len(ANCHOR_PAYLOAD) - 1
 if ANCHOR_PAYLOAD[0].name != "record_id" or ANCHOR_PAYLOAD[1:] != EMR_RECORD[:_COPIED]:

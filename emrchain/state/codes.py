@@ -69,6 +69,12 @@ class ResultCode(IntEnum):
     NODE_NOT_FOUND = 83
     NODE_LIMIT_REACHED = 84
     NODE_REGISTRY_FULL = 85
+    # Custody and erasure receipts (`docs/spec/records.md` §9), 90..99.
+    INVALID_CUSTODY = 90
+    CUSTODY_SET_MISMATCH = 91
+    NOT_A_CUSTODIAN = 92
+    RECORD_NOT_ERASED = 93
+    DUPLICATE_RECEIPT = 94
 
 
 def code_name(code: int) -> str:

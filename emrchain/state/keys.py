@@ -56,8 +56,16 @@ KEY_HISTORY_PREFIX = b"\x24"
 """0x24 | member id (32) | index u16 -> KeyHistoryEntry (the member's n-th key)."""
 PATIENT_PREFIX = b"\x25"
 """0x25 | patient id (32) -> PatientEntry (the patient member holding it, record count)."""
+ORGANIZATION_LIST = b"\x26"
+"""-> the registered organisation ids in registration order (the custody policy's candidates)."""
+CUSTODY_SET_SIZE = b"\x27"
+"""-> k u8, the custody set size of the genesis (absent: the default, `records.md` §9)."""
 EMR_RECORD_PREFIX = b"\x30"
 """0x30 | record id (32) -> EmrRecord (anchor, author, erasure tombstone)."""
+RECORD_CUSTODY_PREFIX = b"\x31"
+"""0x31 | record id (32) -> RecordCustody (custodians and wrap digests fixed at anchoring)."""
+ERASURE_RECEIPTS_PREFIX = b"\x32"
+"""0x32 | record id (32) -> the custodians that posted an erasure receipt, in custody order."""
 GRANT_PREFIX = b"\x40"
 """0x40 | grant id (32) -> Grant, while the grant is in force (deleted when revoked, expired
 and pruned, or its record erased)."""
@@ -111,6 +119,14 @@ def patient_key(patient_id: bytes) -> bytes:
 
 def emr_record_key(record_id: bytes) -> bytes:
     return EMR_RECORD_PREFIX + record_id
+
+
+def record_custody_key(record_id: bytes) -> bytes:
+    return RECORD_CUSTODY_PREFIX + record_id
+
+
+def erasure_receipts_key(record_id: bytes) -> bytes:
+    return ERASURE_RECEIPTS_PREFIX + record_id
 
 
 def grant_key(grant_id: bytes) -> bytes:

@@ -8,6 +8,11 @@ Key layout (fixed; every key starts with a one-byte keyspace tag):
 
     0x00 "layout"            -> u8 layout version (1)
     0x01 record_id (32 B)    -> version u8 (1) | kek_version u32 BE | length u8 | wrapped_key
+    0x02 record_id | wrap SHA-256 (32 B) -> sealed box (80 B) of the data key for the patient
+                                or a grantee, whose digest the chain holds (`records.md` §9)
+    0x03 record_id (32 B)    -> CID text (ASCII), the erasure queue: records erased on chain
+                                whose copies here are not yet all deleted
+    0xff                     -> empty: keeps erased wraps compactable (`_place_sentinel`)
 
 Record ids are fixed-width, so LevelDB's byte order is record-id order and `iterate` can page
 through every wrap for a key-encryption-key rotation. Writes are synced: a custody wrap that
@@ -31,6 +36,13 @@ LAYOUT_KEY = b"\x00layout"
 LAYOUT_VERSION = 1
 WRAP_KEYSPACE = b"\x01"
 _AFTER_WRAP_KEYSPACE = b"\x02"
+MEMBER_WRAP_KEYSPACE = b"\x02"
+SENTINEL_KEY = b"\xff"
+"""The last key of the vault, empty (see `_place_sentinel`)."""
+ERASURE_QUEUE_KEYSPACE = b"\x03"
+SEALED_WRAP_BYTES = 80
+DIGEST_BYTES = 32
+MAX_CID_TEXT_BYTES = 128
 RECORD_ID_BYTES = 32
 VALUE_VERSION = 1
 MAX_WRAPPED_KEY_BYTES = 128
@@ -67,6 +79,8 @@ class LevelDbKeyVault:
                 f"key vault {self._path} has layout {layout.hex()}, this node reads "
                 f"{LAYOUT_VERSION}"
             )
+        if self._db.get(SENTINEL_KEY) is None:
+            self._place_sentinel()
 
     def put(self, wrap: CustodyWrap) -> None:
         """Store (or replace, e.g. after rotation) the custody wrap of `wrap.record_id`."""
@@ -113,6 +127,75 @@ class LevelDbKeyVault:
                 if len(wraps) == limit:
                     break
         return wraps
+
+    def put_member_wrap(self, record_id: bytes, wrap_sha256: bytes, sealed_wrap: bytes) -> None:
+        """Keep a sealed box of the record's data key made for a member (the patient or a
+        grantee), under the SHA-256 the chain holds of it."""
+        _check_record_id(record_id)
+        if len(wrap_sha256) != DIGEST_BYTES or len(sealed_wrap) != SEALED_WRAP_BYTES:
+            raise ValueError(f"a member wrap is {SEALED_WRAP_BYTES} bytes under a 32-byte digest")
+        key = MEMBER_WRAP_KEYSPACE + record_id + wrap_sha256
+        self._handle().put(key, sealed_wrap, sync=True)
+
+    def member_wrap(self, record_id: bytes, wrap_sha256: bytes) -> bytes | None:
+        _check_record_id(record_id)
+        return self._handle().get(MEMBER_WRAP_KEYSPACE + record_id + wrap_sha256)
+
+    def delete_member_wraps(self, record_id: bytes) -> int:
+        """Remove every member wrap of the record (erasure); how many there were."""
+        _check_record_id(record_id)
+        prefix = MEMBER_WRAP_KEYSPACE + record_id
+        database = self._handle()
+        with database.iterator(prefix=prefix, include_value=False) as found:
+            doomed = list(found)
+        with database.write_batch(sync=True) as batch:
+            for key in doomed:
+                batch.delete(key)
+        return len(doomed)
+
+    def _place_sentinel(self) -> None:
+        """Why: LevelDB writes a flushed memtable to the deepest level (up to 2) that nothing
+        overlaps, and a manual compaction only merges levels above the deepest one holding the
+        range. In an empty database a wrap and its tombstone would land together in one level-2
+        table that no compaction ever rewrites, so the deleted wrap stayed in the files. A
+        table spanning every keyspace (the layout key to this sentinel), pushed down once,
+        makes every later flush land above it, where `compact_record` merges it away."""
+        self._db.put(SENTINEL_KEY, b"", sync=True)
+        self._db.compact_range()
+
+    def compact_record(self, record_id: bytes) -> None:
+        """Rewrite the tables holding this record's entries, so that a deleted wrap's bytes
+        leave the database files (a LevelDB delete only adds a tombstone; the old value stays
+        in the log and tables until compaction). Also flushes the write-ahead log."""
+        _check_record_id(record_id)
+        database = self._handle()
+        for keyspace in (WRAP_KEYSPACE, MEMBER_WRAP_KEYSPACE):
+            start = keyspace + record_id
+            database.compact_range(start=start, stop=start + b"\xff" * 33)
+
+    def enqueue_erasure(self, record_id: bytes, cid_text: str) -> None:
+        """Remember, durably, that this record's copies here must be deleted."""
+        _check_record_id(record_id)
+        raw = cid_text.encode("ascii")
+        if len(raw) > MAX_CID_TEXT_BYTES:
+            raise ValueError(f"a CID text is at most {MAX_CID_TEXT_BYTES} bytes")
+        self._handle().put(ERASURE_QUEUE_KEYSPACE + record_id, raw, sync=True)
+
+    def pending_erasures(self, limit: int) -> list[tuple[bytes, str]]:
+        """Up to `limit` queued erasures (record id, CID text), in record-id order."""
+        if not 1 <= limit <= MAX_ITERATE_LIMIT:
+            raise ValueError(f"limit must be 1..{MAX_ITERATE_LIMIT}")
+        pending: list[tuple[bytes, str]] = []
+        with self._handle().iterator(prefix=ERASURE_QUEUE_KEYSPACE) as entries:
+            for key, value in entries:
+                pending.append((key[1:], value.decode("ascii", "replace")))
+                if len(pending) == limit:
+                    break
+        return pending
+
+    def finish_erasure(self, record_id: bytes) -> None:
+        _check_record_id(record_id)
+        self._handle().delete(ERASURE_QUEUE_KEYSPACE + record_id, sync=True)
 
     def close(self) -> None:
         if not self._db.closed:

@@ -180,8 +180,7 @@ def store(node: RealNode, cast: Cast, plaintext: bytes) -> bytes:
     """The cast's clinician stores a record through the library (set-up, not under test)."""
     with SyncEmrClient(node.url, cast.clinician) as client:
         stored = client.put_record(
-            plaintext, cast.patient_id, RecordType.LAB_RESULT, node.custody_key
-        )
+            plaintext, cast.patient_id, RecordType.LAB_RESULT)
     return stored.record_id
 
 
@@ -241,7 +240,7 @@ def test_record_put_get_audit_and_erase_through_the_commands(
     plaintext.write_bytes(marker + b" potassium 4.1 mmol/l")
     status, out, err = emrchain(
         "record", "put", str(plaintext), "--patient", cast.patient_id.hex(),
-        "--type", "lab_result", "--custody-key", real_node.custody_key.hex(), *keys("clinician"),
+        "--type", "lab_result", *keys("clinician"),
         cwd=tmp_path,
     )  # fmt: skip
     assert status == 0, err

@@ -31,9 +31,10 @@ from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
+    PATIENT_RECIPIENT,
     BadReplyError,
+    BadRequest,
     CommitTimeoutError,
-    Conflict,
     Gone,
     NodeUnreachableError,
     NotFound,
@@ -69,8 +70,7 @@ async def store(node: RealNode, cast: Cast, plaintext: bytes = PLAINTEXT) -> byt
     """The cast's clinician stores a lab result of the cast's patient; its record id."""
     async with EmrClient(node.url, cast.clinician) as client:
         stored = await client.put_record(
-            plaintext, cast.patient_id, RecordType.LAB_RESULT, node.custody_key
-        )
+            plaintext, cast.patient_id, RecordType.LAB_RESULT)
     assert stored.patient_id == cast.patient_id and stored.height >= 1
     return stored.record_id
 
@@ -360,22 +360,21 @@ def test_refusals_map_to_typed_errors_404_409_410_401(real_node: RealNode) -> No
             with pytest.raises(NotFound) as unknown:
                 await clinician.get_record(new_record_id())
             assert unknown.value.status == 404 and unknown.value.code == "not_found"
-            # The same record id uploaded again (a genuine sealed upload, as put_record makes).
+            # A genuine wrap of another key for the anchored record: its digest is not on chain.
             sealed = seal_record(
                 b"another note", record_id, cast.patient_id, {"custody": real_node.custody_key}
             )
-            query = (
-                f"patient_id={cast.patient_id.hex()}&custody_wrap={sealed.wraps['custody'].hex()}"
-            )
-            with pytest.raises(Conflict) as duplicate:
+            wrap = sealed.wraps["custody"].hex()
+            with pytest.raises(BadRequest) as substituted:
                 await clinician._request(
                     "PUT",
-                    f"/records/{record_id.hex()}/ciphertext?{query}",
+                    f"/records/{record_id.hex()}/custody?custody_wrap={wrap}&patient_wrap={wrap}",
                     body=sealed.ciphertext,
                     signed=True,
                     headers={"Content-Type": "application/octet-stream"},
                 )
-            assert duplicate.value.status == 409 and duplicate.value.code == "record_exists"
+            assert substituted.value.status == 400
+            assert substituted.value.code == "bad_custody_wrap"
         async with EmrClient(real_node.url, cast.patient) as patient:
             await patient.erase(record_id, ErasureReason.PATIENT_REQUEST)
             with pytest.raises(Gone) as gone:
@@ -502,12 +501,16 @@ def test_a_node_that_stores_other_bytes_is_caught() -> None:
             )
 
         runner, url = await scripted(handler)
+        sealed = seal_record(
+            PLAINTEXT,
+            new_record_id(),
+            PATIENT_ID,
+            {"org": ORGANIZATION.public_key, PATIENT_RECIPIENT: ORGANIZATION.public_key},
+        )
         try:
             async with EmrClient(url, CLINICIAN) as client:
                 with pytest.raises(BadReplyError, match="stored something else"):
-                    await client.put_record(
-                        PLAINTEXT, PATIENT_ID, RecordType.LAB_RESULT, ORGANIZATION.public_key
-                    )
+                    await client.hand_custody(sealed, "org", url)
         finally:
             await runner.cleanup()
 

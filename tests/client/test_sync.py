@@ -21,11 +21,9 @@ def test_blocking_calls_share_one_session_and_nonce_counter(real_node: RealNode)
     threads_before = threading.active_count()
     with SyncEmrClient(real_node.url, cast.clinician) as client:
         first = client.put_record(
-            b"note 1", cast.patient_id, RecordType.CLINICAL_NOTE, real_node.custody_key
-        )
+            b"note 1", cast.patient_id, RecordType.CLINICAL_NOTE)
         second = client.put_record(
-            b"note 2", cast.patient_id, RecordType.CLINICAL_NOTE, real_node.custody_key
-        )
+            b"note 2", cast.patient_id, RecordType.CLINICAL_NOTE)
         assert client.get_record(second.record_id).plaintext == b"note 2"
         # The counter survives between blocking calls: two nonces taken with nothing submitted
         # in between follow each other (a fresh client per call would get the same one twice).

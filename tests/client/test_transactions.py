@@ -11,6 +11,7 @@ from emrchain import _core
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, open_record, seal_record, unwrap_data_key
 from emrchain.client.identity import MemberIdentity
+from emrchain.client.replies import PATIENT_RECIPIENT
 from emrchain.crypto.keys import verify_signature
 from emrchain.schema import TX_MAX_BYTES_LIMIT, ErasureReason, RecordType, Role, TxKind
 from emrchain.state import ResultCode
@@ -34,7 +35,8 @@ RECORD_ID = hashlib.sha256(b"record id").digest()
 
 
 def sealed_record():
-    return seal_record(b"glucose 5.4 mmol/l", RECORD_ID, PATIENT_ID, {"patient": ORG_KEY})
+    recipients = {PATIENT_RECIPIENT: ORG_KEY, "a": ORG_KEY}
+    return seal_record(b"glucose 5.4 mmol/l", RECORD_ID, PATIENT_ID, recipients)
 
 
 def one_of_each() -> dict[TxKind, Transaction]:
@@ -55,7 +57,7 @@ def one_of_each() -> dict[TxKind, Transaction]:
             CLINICIAN, chain, 1, new_identity=identity("new")
         ),
         TxKind.ANCHOR_RECORD: transactions.anchor_record(
-            CLINICIAN, chain, 2, sealed=sealed, record_type=RecordType.LAB_RESULT
+            CLINICIAN, chain, 2, sealed=sealed, record_type=RecordType.LAB_RESULT, custodians=["a"]
         ),
         TxKind.GRANT_ACCESS: transactions.grant_patient(
             PATIENT, chain, 1, patient_id=PATIENT_ID, grantee_organization="b"
@@ -84,6 +86,7 @@ def one_of_each() -> dict[TxKind, Transaction]:
         TxKind.REMOVE_NODE: transactions.remove_node(
             ADMIN, chain, 6, node_key=signer(7).public_key
         ),
+        TxKind.ERASURE_RECEIPT: transactions.erasure_receipt(ADMIN, chain, 4, record_id=RECORD_ID),
     }
 
 
@@ -133,16 +136,19 @@ def test_record_grant_rewraps_the_data_key_for_the_grantee_only() -> None:
     sealed = seal_record(
         b"x-ray report", RECORD_ID, PATIENT_ID, {"patient": PATIENT.encryption_public_key}
     )
+    wrapped = transactions.grantee_wrap(
+        PATIENT, sealed.wraps["patient"], B_CLINICIAN.encryption_public_key
+    )
     tx = transactions.grant_record(
         PATIENT,
         CHAIN_ID,
         1,
         record_id=RECORD_ID,
-        own_wrapped_key=sealed.wraps["patient"],
-        grantee_encryption_key=B_CLINICIAN.encryption_public_key,
+        grantee_wrap=wrapped,
         grantee_member=B_CLINICIAN.member_key,
     )
-    wrapped = tx.fields["wrapped_key"]
+    # Only the wrap's digest goes on chain (records.md §9).
+    assert tx.fields["wrapped_key_sha256"] == hashlib.sha256(wrapped).digest()
     assert len(wrapped) == 80 and wrapped != sealed.wraps["patient"]
     opened = open_record(
         sealed.ciphertext, wrapped, B_CLINICIAN.encryption_private_key, RECORD_ID, PATIENT_ID
@@ -207,12 +213,16 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
     )
     assert ledger.run(*txs) == [ResultCode.OK] * 5
 
-    sealed = seal_record(
-        b"lab", new_record_id(), PATIENT_ID, {"patient": PATIENT.encryption_public_key}
-    )
+    recipients = {PATIENT_RECIPIENT: PATIENT.encryption_public_key, "a": ORG_KEY}
+    sealed = seal_record(b"lab", new_record_id(), PATIENT_ID, recipients)
     record_id = sealed.record_id
     anchor = transactions.anchor_record(
-        CLINICIAN, chain, nonce(CLINICIAN), sealed=sealed, record_type=RecordType.LAB_RESULT
+        CLINICIAN,
+        chain,
+        nonce(CLINICIAN),
+        sealed=sealed,
+        record_type=RecordType.LAB_RESULT,
+        custodians=["a"],
     )
     assert ledger.run(anchor) == [ResultCode.OK]
 
@@ -221,8 +231,9 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
         chain,
         nonce(PATIENT),
         record_id=record_id,
-        own_wrapped_key=sealed.wraps["patient"],
-        grantee_encryption_key=B_CLINICIAN.encryption_public_key,
+        grantee_wrap=transactions.grantee_wrap(
+            PATIENT, sealed.wraps[PATIENT_RECIPIENT], B_CLINICIAN.encryption_public_key
+        ),
         grantee_member=B_CLINICIAN.member_key,
     )
     patient_grant = transactions.grant_patient(
@@ -268,3 +279,5 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
         node_key=signer(10).public_key,
     )
     assert ledger.run(erase, revoke_member, update) == [ResultCode.OK] * 3
+    receipt = transactions.erasure_receipt(ADMIN, chain, nonce(ADMIN), record_id=record_id)
+    assert ledger.run(receipt) == [ResultCode.OK]

@@ -125,7 +125,8 @@ def make_anchor_tx(
     nonce: int = 0, *, chain_id: bytes = CHAIN_ID, seed: int = 1, size: int = 250
 ) -> bytes:
     """A valid ANCHOR_RECORD transaction of `size` bytes (the cid length absorbs the rest)."""
-    fixed = schema.ENVELOPE_FIXED_BYTES + len(chain_id) + 3 * 32 + 1 + 1 + 8
+    custody = b"\x01\x0ahospital-0" + hashlib.sha256(b"wrap").digest()
+    fixed = schema.ENVELOPE_FIXED_BYTES + len(chain_id) + 4 * 32 + 1 + 1 + 8 + 2 + len(custody)
     cid_len = min(max(size - fixed, 2), 64)
     digest = hashlib.sha256(nonce.to_bytes(8, "big")).digest()
     values = {
@@ -135,6 +136,8 @@ def make_anchor_tx(
         "cid": (b"bafy" + digest.hex().encode())[:cid_len],
         "record_type": int(schema.RecordType.LAB_RESULT),
         "size_bytes": 4096 + nonce,
+        "patient_wrap_sha256": hashlib.sha256(digest + b"patient-wrap").digest(),
+        "custody": custody,
     }
     return build_tx(schema.TxKind.ANCHOR_RECORD, values, chain_id=chain_id, seed=seed, nonce=nonce)
 

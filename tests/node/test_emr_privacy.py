@@ -51,8 +51,7 @@ async def scenario(devnet: Devnet, marker: bytes) -> dict[str, object]:
     async with EmrClient(a.rpc_url, clinician) as author:
         stored = [
             await author.put_record(
-                text, patient_id, RecordType.LAB_RESULT, a.organization_key.public_key
-            )
+                text, patient_id, RecordType.LAB_RESULT)
             for text in plaintexts
         ]
     # Hospital B's emergency clinician has no grant: break-glass, then read through the

@@ -109,8 +109,7 @@ def cast_of(network: Network) -> Cast:
 async def store(network: Network, cast: Cast) -> bytes:
     async with EmrClient(network.a.rpc_url, cast.clinician) as author:
         stored = await author.put_record(
-            PLAINTEXT, cast.patient_id, RecordType.LAB_RESULT, network.a.organization_key.public_key
-        )
+            PLAINTEXT, cast.patient_id, RecordType.LAB_RESULT)
     return stored.record_id
 
 
@@ -483,7 +482,7 @@ def test_an_admin_does_not_read_without_the_patient(network: Network) -> None:
                     grantee_member=grantee.member_key,
                     grantee_organization=None,
                     expires_at_ms=0,
-                    wrapped_key=secrets.token_bytes(80),
+                    wrapped_key_sha256=secrets.token_bytes(32),
                 )
                 try:
                     await client.submit_and_wait(grant)

@@ -48,8 +48,7 @@ def read_seconds(root: Path, reads_pause_ms: int) -> list[float]:
             stored = await client.put_record(
                 b"ferritin 45 ug/L",
                 patient_id,
-                RecordType.LAB_RESULT,
-                hospital.organization_key.public_key,
+                RecordType.LAB_RESULT
             )
             durations = []
             for _ in range(2):  # each starts right after a commit: the pause is all ahead

@@ -176,7 +176,7 @@ def request_head(method: str, path: str, length: int, **extra: str) -> bytes:
 
 def test_oversized_anonymous_bodies_are_refused_unread(hostile: HostileNode) -> None:
     rss_before = hostile.rss_bytes()
-    record_path = f"/records/{'ab' * 32}/ciphertext?patient_id={'cd' * 32}&custody_wrap={'00' * 80}"
+    record_path = f"/records/{'ab' * 32}/custody?custody_wrap={'00' * 80}&patient_wrap={'00' * 80}"
     sixty_mib = 60 * MIB
     # A forger claims a real member's key: refused on the headers, the 60 MiB never read.
     now_ms = time.time_ns() // 1_000_000

@@ -46,8 +46,7 @@ async def scenario(url: str, home: Path) -> tuple[list[dict], int]:
         stored = await author.put_record(
             b"hemoglobin 14 g/dL",
             patient_id,
-            RecordType.LAB_RESULT,
-            hospital.organization_key.public_key,
+            RecordType.LAB_RESULT
         )
         path = f"/ws/patients/{patient_id.hex()}"
         async with aiohttp.ClientSession() as session:

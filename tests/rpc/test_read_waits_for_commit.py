@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from emrchain.api.signing import HEADER_ACCESS_EVENT, sign_request
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, open_record, seal_record
+from emrchain.client.replies import PATIENT_RECIPIENT
 from emrchain.config.homes import ADMIN_IDENTITY_FILE
 from emrchain.keystore.member import MemberIdentity, load_member_identity
 from emrchain.node.node import Node
@@ -78,11 +79,24 @@ async def stored_record(node: Node, client: TestClient) -> tuple[MemberIdentity,
         PLAINTEXT,
         new_record_id(),
         patient_id,
-        {"custody": node.records.organization_key.public_key},
+        {
+            organization: node.records.organization_key.public_key,
+            PATIENT_RECIPIENT: patient.encryption_public_key,
+        },
     )
+    # Anchored first (the custody set is this one organisation), then its wrap handed over.
+    anchor = transactions.anchor_record(
+        clinician,
+        chain_id,
+        1,
+        sealed=sealed,
+        record_type=RecordType.LAB_RESULT,
+        custodians=[organization],
+    )
+    commit(node, anchor)
     path = (
-        f"/records/{sealed.record_id.hex()}/ciphertext?patient_id={patient_id.hex()}"
-        f"&custody_wrap={sealed.wraps['custody'].hex()}"
+        f"/records/{sealed.record_id.hex()}/custody?custody_wrap={sealed.wraps[organization].hex()}"
+        f"&patient_wrap={sealed.wraps[PATIENT_RECIPIENT].hex()}"
     )
     upload = await client.put(
         path,
@@ -93,10 +107,6 @@ async def stored_record(node: Node, client: TestClient) -> tuple[MemberIdentity,
         },
     )
     assert upload.status == 200, await upload.text()
-    anchor = transactions.anchor_record(
-        clinician, chain_id, 1, sealed=sealed, record_type=RecordType.LAB_RESULT
-    )
-    commit(node, anchor)
     return clinician, sealed.record_id
 
 

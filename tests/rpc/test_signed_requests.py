@@ -26,6 +26,7 @@ from emrchain.api.signing import (
 )
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
+from emrchain.client.replies import CustodyFailedError
 from emrchain.client.rpc import EXPECT_CONTINUE_BYTES, EmrClient
 from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
@@ -183,9 +184,10 @@ def test_the_signature_covers_the_path_as_sent(single: tuple[Devnet, Members]) -
     assert run(scenario()) == [(200, "ok"), (401, "bad_signature")]
 
 
-def upload_path(record_id: bytes, patient_id: bytes, custody_wrap: bytes) -> str:
-    query = f"patient_id={patient_id.hex()}&custody_wrap={custody_wrap.hex()}"
-    return f"/records/{record_id.hex()}/ciphertext?{query}"
+def upload_path(record_id: bytes, patient_wrap: bytes, custody_wrap: bytes) -> str:
+    """Where a client hands a custodian its wrap of an anchored record (records.md §9)."""
+    query = f"custody_wrap={custody_wrap.hex()}&patient_wrap={patient_wrap.hex()}"
+    return f"/records/{record_id.hex()}/custody?{query}"
 
 
 def test_an_upload_is_checked_against_its_signed_body_hash(
@@ -196,7 +198,7 @@ def test_an_upload_is_checked_against_its_signed_body_hash(
     custody_key = members.hospital.organization_key.public_key
     chain_id, node_id = run(identity_of(url, members.clinician))
     sealed = seal_record(b"x" * 1_000, new_record_id(), members.patient_id, {"c": custody_key})
-    path = upload_path(sealed.record_id, members.patient_id, sealed.wraps["c"])
+    path = upload_path(sealed.record_id, sealed.wraps["c"], sealed.wraps["c"])
     headers = signed(
         members.clinician, chain_id, node_id, path, method="PUT", body=sealed.ciphertext
     )
@@ -214,7 +216,6 @@ def test_an_upload_is_checked_against_its_signed_body_hash(
                 b"y" * (2 * EXPECT_CONTINUE_BYTES),
                 members.patient_id,
                 RecordType.LAB_RESULT,
-                custody_key,
             )
         return refused, stored.size_bytes
 
@@ -242,7 +243,7 @@ def test_a_refused_upload_is_answered_before_its_body_is_sent(
     url = devnet.rpc_urls[0]
     port = int(url.rsplit(":", 1)[1])
     chain_id, _ = run(identity_of(url, members.clinician))
-    path = upload_path(secrets.token_bytes(32), members.patient_id, bytes(80))
+    path = upload_path(secrets.token_bytes(32), bytes(80), bytes(80))
     body_sha256 = hashlib.sha256(b"a body of 64 MiB that is never sent").hexdigest()
     headers = signed(members.clinician, chain_id, b"\x01" * 32, path, method="PUT")
     headers[HEADER_CONTENT_SHA256] = body_sha256
@@ -287,26 +288,14 @@ def test_a_storage_outage_does_not_reveal_the_ipfs_address(
         members = register_members(devnet)
         url = devnet.rpc_urls[0]
 
-        async def upload() -> tuple[int, str]:
+        async def upload() -> str:
+            # The record is anchored, then its only custodian's node cannot store it.
             async with EmrClient(url, members.clinician) as client:
-                chain_id, node_id = await client.chain_id(), await client.node_id()
-            custody_key = members.hospital.organization_key.public_key
-            sealed = seal_record(
-                b"z" * 100, new_record_id(), members.patient_id, {"c": custody_key}
-            )
-            path = upload_path(sealed.record_id, members.patient_id, sealed.wraps["c"])
-            headers = signed(
-                members.clinician, chain_id, node_id, path, method="PUT", body=sealed.ciphertext
-            )
-            async with (
-                aiohttp.ClientSession() as session,
-                session.put(
-                    yarl.URL(url + path, encoded=True), data=sealed.ciphertext, headers=headers
-                ) as response,
-            ):
-                return response.status, await response.text()
+                with pytest.raises(CustodyFailedError) as refused:
+                    await client.put_record(b"z" * 100, members.patient_id, RecordType.LAB_RESULT)
+            return str(refused.value)
 
-        status, text = run(upload())
-        assert status == 503 and json.loads(text)["error"]["code"] == "storage_unavailable"
-        assert str(closed_port) not in text and "127.0.0.1" not in text, text
+        text = run(upload())
+        assert "storage_unavailable" in text, text
+        assert str(closed_port) not in text, text
         assert ipfs_url in devnet.log_path(0).read_text()  # the operator still sees it

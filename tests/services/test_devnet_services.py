@@ -76,8 +76,7 @@ class ServicesDevnet:
     async def store(self, plaintext: bytes) -> tuple[bytes, str]:
         async with EmrClient(self.hospital.rpc_url, self.clinician) as client:
             stored = await client.put_record(
-                plaintext, self.patient_id, RecordType.LAB_RESULT,
-                self.hospital.organization_key.public_key,
+                plaintext, self.patient_id, RecordType.LAB_RESULT
             )
         return stored.record_id, stored.cid_text
 

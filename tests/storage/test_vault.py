@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,3 +175,54 @@ def test_closed_vault_refuses_work(tmp_path: Path) -> None:
     vault.close()
     with pytest.raises(StorageUnavailableError, match="closed"):
         vault.get(record_id("a"))
+
+
+def _files_holding(directory: Path, needles: list[bytes]) -> list[str]:
+    return [
+        path.name
+        for path in directory.iterdir()
+        if path.is_file() and any(needle in path.read_bytes() for needle in needles)
+    ]
+
+
+@pytest.mark.parametrize("reopen_between", [False, True])
+def test_an_erased_records_wraps_leave_the_database_files(
+    tmp_path: Path, reopen_between: bool
+) -> None:
+    """Erasure (records.md §9): after delete + compact_record, no file of the vault holds the
+    custody copy or a member wrap of the record; another record's entries stay. Reopening
+    between put and delete moves the entries into tables first (the harder case)."""
+    path = tmp_path / "vault"
+    vault = LevelDbKeyVault(path)
+    # Random-looking bytes, as real wraps are: LevelDB compresses repetitive values.
+    custody, kept = secrets.token_bytes(40), secrets.token_bytes(40)
+    patient_wrap = secrets.token_bytes(80)
+    vault.put(CustodyWrap(record_id("erased"), 1, custody))
+    vault.put_member_wrap(record_id("erased"), record_id("patient wrap"), patient_wrap)
+    vault.put(CustodyWrap(record_id("kept"), 1, kept))
+    if reopen_between:
+        vault.close()
+        vault = LevelDbKeyVault(path)
+    assert _files_holding(path, [custody, patient_wrap])  # the scan finds what is there
+    vault.delete(record_id("erased"))
+    assert vault.delete_member_wraps(record_id("erased")) == 1
+    vault.compact_record(record_id("erased"))
+    try:
+        assert _files_holding(path, [custody, patient_wrap]) == []
+        assert _files_holding(path, [kept])
+        assert vault.get(record_id("kept")) == CustodyWrap(record_id("kept"), 1, kept)
+    finally:
+        vault.close()
+
+
+def test_the_erasure_queue_survives_a_reopen(tmp_path: Path) -> None:
+    vault = LevelDbKeyVault(tmp_path / "vault")
+    vault.enqueue_erasure(record_id("a"), "bafkreiexample")
+    vault.close()
+    vault = LevelDbKeyVault(tmp_path / "vault")
+    try:
+        assert vault.pending_erasures(10) == [(record_id("a"), "bafkreiexample")]
+        vault.finish_erasure(record_id("a"))
+        assert vault.pending_erasures(10) == []
+    finally:
+        vault.close()

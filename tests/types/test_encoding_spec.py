@@ -274,7 +274,7 @@ def test_the_longest_transaction_is_the_limit() -> None:
 
 _TYPE = re.compile(
     r"(?P<name>\w+) (?:(?P<key>key\??|hash)|fixed\((?P<fixed>\d+)\)"
-    r"|(?P<var>ident|text8|text16|bytes8|u8|u16|u32|u64)\[(?P<low>[^.\]]+)\.\.(?P<high>[^\]]+)\]"
+    r"|(?P<var>ident|text8|text16|bytes8|bytes16|u8|u16|u32|u64)\[(?P<low>[^.\]]+)\.\.(?P<high>[^\]]+)\]"
     r"|enum\{(?P<enum>[^}]*)\})"
 )
 _VARIABLE = {
@@ -282,6 +282,7 @@ _VARIABLE = {
     "text8": (schema.FIELD_TEXT, 1),
     "text16": (schema.FIELD_TEXT, 2),
     "bytes8": (schema.FIELD_BYTES, 1),
+    "bytes16": (schema.FIELD_BYTES, 2),
     "u8": (schema.FIELD_UINT, 1),
     "u16": (schema.FIELD_UINT, 2),
     "u32": (schema.FIELD_UINT, 4),

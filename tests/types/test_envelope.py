@@ -26,6 +26,8 @@ FIELDS = {
         "cid": b"\x01\x70" + b"c" * 34,
         "record_type": 2,
         "size_bytes": 4096,
+        "patient_wrap_sha256": b"\x66" * 32,
+        "custody": b"\x01\x01a" + b"\x77" * 32,
     },
 }
 

@@ -79,6 +79,9 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "cid": bytes.fromhex("01551220") + digest("ciphertext-1"),
             "record_type": schema.RecordType.LAB_RESULT,
             "size_bytes": 4096,
+            "patient_wrap_sha256": digest("patient-wrap-1"),
+            # One custodian, "city-clinic", and the SHA-256 of its wrap (records.md §9).
+            "custody": b"\x01\x0bcity-clinic" + digest("custody-wrap-1"),
         },
         TxKind.GRANT_ACCESS: {
             "scope": schema.GrantScope.RECORD,
@@ -87,7 +90,7 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "grantee_member": bytes(32),
             "grantee_organization": "city-clinic",
             "expires_at_ms": 1_800_000_000_000,
-            "wrapped_key": bytes(range(80)),
+            "wrapped_key_sha256": hashlib.sha256(bytes(range(80))).digest(),
         },
         TxKind.REVOKE_ACCESS: {"grant_id": digest("grant-1")},
         TxKind.ACCESS_EVENT: {
@@ -117,6 +120,7 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "address": "10.0.0.22:26656",
         },
         TxKind.REMOVE_NODE: {"node_key": key(22).public_key},
+        TxKind.ERASURE_RECEIPT: {"record_id": digest("record-1")},
     }
 
 

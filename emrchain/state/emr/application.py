@@ -77,12 +77,16 @@ class EmrApplication(BlockPipeline):
         genesis_time_ms: int,
         *,
         organizations: Sequence[GenesisOrganization] = (),
+        custody_set_size: int | None = None,
     ) -> ExecutionResult:
         """Genesis state: the pipeline's (progress, the validator sets of heights 1 and 2) and
-        the genesis `organizations` with their admins (registration starts with them)."""
+        the genesis `organizations` with their admins (registration starts with them), and the
+        custody set size k when the genesis sets one (`records.md` §9)."""
         self.check_genesis(validators, genesis_time_ms)  # the pipeline's checks come first
         try:
-            organization_writes = genesis_writes(organizations, genesis_time_ms)
+            organization_writes = genesis_writes(
+                organizations, genesis_time_ms, custody_set_size
+            )
         except ValueError as error:
             raise BlockExecutionError(f"genesis organisations are invalid: {error}") from None
         return self.genesis_result(validators, genesis_time_ms, organization_writes)

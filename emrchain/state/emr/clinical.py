@@ -7,6 +7,8 @@ record's; break-glass declarations also to the auditors' review queue.
 
 from __future__ import annotations
 
+from typing import Any
+
 from emrchain.schema import ErasureReason, Role
 from emrchain.schema.anchor import anchored_message
 from emrchain.schema.codec import DecodedTransaction
@@ -32,6 +34,15 @@ from emrchain.state.emr.context import (
     short,
     transaction_id,
 )
+from emrchain.state.emr.custody import (
+    RecordCustody,
+    custody_set_for,
+    decode_custody_entries,
+    encode_receipts,
+    read_erasure_receipts,
+    read_record_custody,
+    write_record_custody,
+)
 from emrchain.state.emr.entities import NO_KEY, Member
 from emrchain.state.emr.limits import MAX_BREAK_GLASS_SESSIONS_PER_PATIENT
 
@@ -53,6 +64,7 @@ from emrchain.state.emr.tables import (
 from emrchain.state.result import TxResult
 from emrchain.state.validators import StateCorruptionError
 from emrchain.state.view import OverlayStateView, StateView
+from emrchain.types.codec import DecodeError
 
 _ANCHOR_ROLES = frozenset((Role.CLINICIAN, Role.ADMIN))
 _OK = int(ResultCode.OK)
@@ -89,6 +101,7 @@ def anchor_record(
             f"{record_count} records are anchored for this patient "
             f"(limit {MAX_RECORDS_PER_PATIENT})",
         )
+    custody = _checked_custody(state, fields, sender)
     state.put(
         keys.emr_record_key(record_id),
         encode_record(
@@ -103,9 +116,31 @@ def anchor_record(
             context.time_ms,
         ),
     )
+    write_record_custody(state, record_id, custody)
     write_patient_fields(state, patient_id, holder, record_count + 1)
     # The message is short, so TxResult.make would not cut it.
     return TxResult(_OK, anchored_message(record_id))
+
+
+def _checked_custody(
+    state: OverlayStateView, fields: dict[str, Any], sender: Member
+) -> RecordCustody:
+    """The anchor's custody list, refused unless canonical (INVALID_CUSTODY) and equal to the
+    policy's set for this record in this state (CUSTODY_SET_MISMATCH), `records.md` §9."""
+    try:
+        entries = decode_custody_entries(fields["custody"])
+    except DecodeError as error:
+        raise TransactionRefusedError(ResultCode.INVALID_CUSTODY, str(error)) from None
+    expected = custody_set_for(
+        state, fields["record_id"], sender.organization_id, fields["patient_id"]
+    )
+    named = [entry.organization_id for entry in entries]
+    if named != expected:
+        raise TransactionRefusedError(
+            ResultCode.CUSTODY_SET_MISMATCH,
+            f"custodians {','.join(named)} are not the policy's {','.join(expected)}",
+        )
+    return RecordCustody(fields["patient_wrap_sha256"], entries)
 
 
 def anchor_author(view: StateView, sender: bytes) -> tuple[bytes, bytes] | None:
@@ -172,7 +207,8 @@ def erase_record(
     reason = ErasureReason(tx.fields["reason"])
     _check_eraser(sender, record, reason)
     write_record(state, record.erased(reason, sender.member_id, context.height, context.time_ms))
-    # Record grants carry the record key wrapped for their grantees: they go with the record.
+    # Record grants name the digest of their grantee's wrap (kept by the custodians, who delete
+    # it through their erasure queue): they go with the record.
     for grant_id in read_record_grant_ids(state, record.record_id):
         grant = read_grant(state, grant_id)
         if grant is None:
@@ -281,4 +317,47 @@ def break_glass(tx: DecodedTransaction, state: OverlayStateView, context: BlockC
     append_event(state, REVIEW_TRAIL, event)
     return TxResult.make(
         ResultCode.OK, f"break-glass open until {expires_at_ms} ms, flagged for review"
+    )
+
+
+@writes_only_when_accepted  # every refusal comes before the one write
+@emr_handler
+def erasure_receipt(
+    tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
+) -> TxResult:
+    """A custodian confirms that its copies of an erased record's data key, wraps, cache entry
+    and blob are gone (`docs/spec/records.md` §9). Sent by an admin of a custodian organisation
+    (the key its node posts receipts with); one per custodian."""
+    sender = require_sender(state, tx)
+    require_role(sender, {Role.ADMIN}, "confirm erasures")
+    record_id = tx.fields["record_id"]
+    record = read_record(state, record_id)
+    if record is None:
+        raise TransactionRefusedError(
+            ResultCode.RECORD_NOT_FOUND, f"record {short(record_id)} is not anchored"
+        )
+    if not record.is_erased:
+        raise TransactionRefusedError(
+            ResultCode.RECORD_NOT_ERASED, f"record {short(record_id)} is not erased"
+        )
+    custody = read_record_custody(state, record_id)
+    organization_id = sender.organization_id
+    if custody is None or custody.wrap_digest_of(organization_id) is None:
+        raise TransactionRefusedError(
+            ResultCode.NOT_A_CUSTODIAN,
+            f"{organization_id} is not a custodian of record {short(record_id)}",
+        )
+    confirmed = read_erasure_receipts(state, record_id)
+    if organization_id in confirmed:
+        raise TransactionRefusedError(
+            ResultCode.DUPLICATE_RECEIPT,
+            f"{organization_id} already confirmed the erasure of record {short(record_id)}",
+        )
+    now_confirmed = set(confirmed) | {organization_id}
+    in_custody_order = [item for item in custody.organization_ids if item in now_confirmed]
+    state.put(keys.erasure_receipts_key(record_id), encode_receipts(in_custody_order))
+    return TxResult.make(
+        ResultCode.OK,
+        f"{organization_id} confirmed the erasure of record {short(record_id)} "
+        f"({len(in_custody_order)} of {len(custody.custodians)} custodians)",
     )

@@ -22,11 +22,7 @@ from emrchain.state.emr.context import (
     transaction_id,
 )
 from emrchain.state.emr.entities import NO_KEY, Member
-from emrchain.state.emr.limits import (
-    MAX_GRANTS_PER_PATIENT,
-    MAX_GRANTS_PER_RECORD,
-    WRAPPED_KEY_BYTES,
-)
+from emrchain.state.emr.limits import MAX_GRANTS_PER_PATIENT, MAX_GRANTS_PER_RECORD
 from emrchain.state.emr.records import Grant
 from emrchain.state.emr.tables import (
     TransactionRefusedError,
@@ -150,13 +146,12 @@ def grant_access(
             ResultCode.EXPIRY_NOT_IN_FUTURE,
             f"expires_at_ms {expires_at_ms} is not after the block time {context.time_ms}",
         )
-    wrapped_key = tx.fields["wrapped_key"]
-    expected = WRAPPED_KEY_BYTES if scope == GrantScope.RECORD else 0
-    if len(wrapped_key) != expected:
+    wrapped_key_sha256 = tx.fields["wrapped_key_sha256"]
+    if (wrapped_key_sha256 == NO_KEY) == (scope == GrantScope.RECORD):
         raise TransactionRefusedError(
             ResultCode.INVALID_WRAPPED_KEY,
-            f"a {scope.name.lower()} grant carries a {expected}-byte wrapped key, "
-            f"not {len(wrapped_key)} bytes",
+            "a record grant names the SHA-256 of the grantee's wrap; a patient grant names none "
+            "(zeros)",
         )
     prune_expired_grants(state, patient_id, context.time_ms)
     patient_ids = read_patient_grant_ids(state, patient_id)
@@ -185,7 +180,7 @@ def grant_access(
         grantee_organization=grantee_organization,
         grantor=sender.member_id,
         expires_at_ms=expires_at_ms,
-        wrapped_key=wrapped_key,
+        wrapped_key_sha256=wrapped_key_sha256,
         height=context.height,
         time_ms=context.time_ms,
     )

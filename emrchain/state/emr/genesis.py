@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from emrchain.crypto.keycheck import is_prime_order_key
-from emrchain.schema import IDENT_ALPHABET, Role
+from emrchain.schema import IDENT_ALPHABET, MAX_CUSTODIANS, Role
+from emrchain.state import keys
+from emrchain.state.emr.custody import encode_organization_ids
 from emrchain.state.emr.entities import (
     NO_KEY,
     KeyHistoryEntry,
@@ -81,9 +83,14 @@ def _check(organization: GenesisOrganization, seen_keys: set[bytes]) -> None:
 
 
 def genesis_writes(
-    organizations: Sequence[GenesisOrganization], genesis_time_ms: int
+    organizations: Sequence[GenesisOrganization],
+    genesis_time_ms: int,
+    custody_set_size: int | None = None,
 ) -> dict[bytes, bytes | None]:
-    """The state entries of the genesis organisations; ValueError if any is invalid."""
+    """The state entries of the genesis organisations (and of the custody set size, when the
+    genesis sets one); ValueError if any is invalid."""
+    if custody_set_size is not None and not 1 <= custody_set_size <= MAX_CUSTODIANS:
+        raise ValueError(f"custody_set_size must be 1..{MAX_CUSTODIANS}")
     if len(organizations) > MAX_ORGANIZATIONS:
         raise ValueError(f"more than {MAX_ORGANIZATIONS} organisations")
     ids = [organization.organization_id for organization in organizations]
@@ -127,4 +134,7 @@ def genesis_writes(
             )
     if organizations:
         write_organization_count(state, len(organizations))
+        state.put(keys.ORGANIZATION_LIST, encode_organization_ids(ids))
+    if custody_set_size is not None:
+        state.put(keys.CUSTODY_SET_SIZE, bytes((custody_set_size,)))
     return state.writes()

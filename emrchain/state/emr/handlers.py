@@ -11,7 +11,13 @@ from types import MappingProxyType
 
 from emrchain.schema import TxKind
 from emrchain.state.application import Handler
-from emrchain.state.emr.clinical import access_event, anchor_record, break_glass, erase_record
+from emrchain.state.emr.clinical import (
+    access_event,
+    anchor_record,
+    break_glass,
+    erase_record,
+    erasure_receipt,
+)
 from emrchain.state.emr.consent import grant_access, revoke_access
 from emrchain.state.emr.membership import (
     register_member,
@@ -37,6 +43,7 @@ EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
         TxKind.VALIDATOR_UPDATE: validator_update,
         TxKind.REGISTER_NODE: register_node,
         TxKind.REMOVE_NODE: remove_node,
+        TxKind.ERASURE_RECEIPT: erasure_receipt,
     }
 )
 """Every kind's handler under the EMR rules (`docs/spec/access-control.md`)."""

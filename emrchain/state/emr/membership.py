@@ -33,6 +33,7 @@ from emrchain.state.emr.context import (
     short,
     transaction_id,
 )
+from emrchain.state.emr.custody import add_organization_id
 from emrchain.state.emr.entities import (
     NO_KEY,
     KeyHistoryEntry,
@@ -96,6 +97,7 @@ def register_organization(
         ),
     )
     write_organization_count(state, count + 1)
+    add_organization_id(state, organization_id)
     return TxResult.make(
         ResultCode.OK,
         f"organisation {organization_id} registered; admins of {sender.organization_id} "

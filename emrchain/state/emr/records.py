@@ -189,7 +189,9 @@ class Grant:
     """Organisation id of the grantee (kind ORGANIZATION), else empty."""
     grantor: bytes
     expires_at_ms: int
-    wrapped_key: bytes
+    wrapped_key_sha256: bytes
+    """SHA-256 of the grantee's wrap of the data key (record scope; zeros for patient scope).
+    The wrap itself is kept off chain by the record's custodians."""
     height: int
     time_ms: int
 
@@ -201,7 +203,7 @@ class Grant:
         writer = Writer().u8(self.scope).fixed(self.target, 32).fixed(self.patient_id, 32)
         writer.u8(self.grantee_kind).fixed(self.grantee_member, 32)
         writer.var_bytes(self.grantee_organization.encode("ascii"), 1)
-        writer.fixed(self.grantor, 32).u64(self.expires_at_ms).var_bytes(self.wrapped_key, 1)
+        writer.fixed(self.grantor, 32).u64(self.expires_at_ms).fixed(self.wrapped_key_sha256, 32)
         return writer.u64(self.height).u64(self.time_ms).bytes()
 
     @classmethod
@@ -224,7 +226,7 @@ class Grant:
             grantee_organization=read_ident(reader, "grantee_organization", 0),
             grantor=reader.fixed(32, "grantor"),
             expires_at_ms=reader.u64("expires_at_ms"),
-            wrapped_key=reader.var_bytes(1, 128, "wrapped_key"),
+            wrapped_key_sha256=reader.fixed(32, "wrapped_key_sha256"),
             height=reader.u64("height"),
             time_ms=reader.u64("time_ms"),
         )

@@ -128,7 +128,9 @@ def with_organization_grant(then: Act) -> Act:
 
 def grant_on_hospital_b_record(world: World, sender: Actor) -> int:
     record_id = digest("record/b")
-    world.send_ok(B_CLINICIAN, TxKind.ANCHOR_RECORD, anchor_fields(record_id))
+    world.send_ok(
+        B_CLINICIAN, TxKind.ANCHOR_RECORD, anchor_fields(record_id, author_organization=HOSPITAL_B)
+    )
     return world.send(sender, TxKind.GRANT_ACCESS, grant_fields(record_id)).code
 
 

@@ -40,6 +40,8 @@ from tests.state.emr.world import (
     A_COLLEAGUE,
     A_NURSE,
     B_CLINICIAN,
+    HOSPITAL_A,
+    HOSPITAL_B,
     OTHER_PATIENT_ID,
     PATIENT,
     PATIENT_ID,
@@ -186,20 +188,22 @@ def test_blocks_execute_alike_with_and_without_the_accept_path(
     assert_same(with_path, without_path)
 
 
-def test_a_typical_block_takes_the_accept_path() -> None:
-    """The generated blocks above could agree because the path is never taken: here it must
-    be, for every anchor but the refused ones."""
+def test_a_typical_block_goes_the_general_way_since_anchors_carry_custody() -> None:
+    """Anchors carry their custody set (records.md §9), which the twins do not know: a payload
+    with it does not add up to their layout, so every anchor goes the general way, which
+    checks the set against the policy. (Teaching the twins the one-custodian case is open.)"""
     writer = BlockWriter(world())
     for index in range(40):
         sender = (A_CLINICIAN, A_COLLEAGUE, A_ADMIN, B_CLINICIAN)[index % 4]
-        fields = anchor_fields(digest(f"typical/{index}"), PATIENT_IDS[index % 2])
+        organization = HOSPITAL_B if sender is B_CLINICIAN else HOSPITAL_A
+        fields = anchor_fields(digest(f"typical/{index}"), PATIENT_IDS[index % 2], organization)
         writer.add(sender, ANCHOR, fields, "next")
     writer.add(A_CLINICIAN, ANCHOR, anchor_fields(RECORD), "next")  # already anchored
     writer.add(PATIENT, ANCHOR, anchor_fields(digest("typical/by-patient")), "next")
     block = world().chain.propose(writer.txs)
     with_path, without_path, hits = execute_both(block, world().state)
     assert_same(with_path, without_path)
-    assert hits == 40
+    assert hits == 0
     assert [result.code for result in with_path.tx_results[:40]] == [0] * 40
     assert [result.code for result in with_path.tx_results[40:]] == [
         ResultCode.DUPLICATE_RECORD,

@@ -32,11 +32,13 @@ from emrchain.state.emr import (
     rotation_message,
 )
 from emrchain.state.emr.context import transaction_id
+from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
 from tests.state.chain import CHAIN_ID, ChainBuilder, consumes_nonce, signed_tx, signer
 
 HOSPITAL_A = "hospital-a"
 HOSPITAL_B = "hospital-b"
 WRAPPED_KEY = b"\x07" * 80
+WRAPPED_KEY_SHA256 = hashlib.sha256(WRAPPED_KEY).digest()
 
 
 def digest(label: str) -> bytes:
@@ -116,7 +118,9 @@ def member_fields(
     }
 
 
-def anchor_fields(record_id: bytes, patient_id: bytes = PATIENT_ID) -> dict[str, Any]:
+def anchor_fields(
+    record_id: bytes, patient_id: bytes = PATIENT_ID, author_organization: str = HOSPITAL_A
+) -> dict[str, Any]:
     ciphertext = hashlib.sha256(b"ciphertext/" + record_id).digest()
     return {
         "record_id": record_id,
@@ -125,6 +129,10 @@ def anchor_fields(record_id: bytes, patient_id: bytes = PATIENT_ID) -> dict[str,
         "cid": bytes((0x01, 0x55, 0x12, 0x20)) + ciphertext,
         "record_type": RecordType.LAB_RESULT,
         "size_bytes": 2048,
+        "patient_wrap_sha256": hashlib.sha256(b"patient-wrap/" + record_id).digest(),
+        "custody": encode_custody_entries(
+            (CustodyEntry(author_organization, hashlib.sha256(b"wrap/" + record_id).digest()),)
+        ),
     }
 
 
@@ -135,10 +143,10 @@ def grant_fields(
     member: Actor | None = B_CLINICIAN,
     organization: str = "",
     expires_at_ms: int = 0,
-    wrapped_key: bytes | None = None,
+    wrapped_key_sha256: bytes | None = None,
 ) -> dict[str, Any]:
-    if wrapped_key is None:
-        wrapped_key = WRAPPED_KEY if scope == GrantScope.RECORD else b""
+    if wrapped_key_sha256 is None:
+        wrapped_key_sha256 = WRAPPED_KEY_SHA256 if scope == GrantScope.RECORD else NO_KEY
     return {
         "scope": scope,
         "target": target,
@@ -146,7 +154,7 @@ def grant_fields(
         "grantee_member": member.public_key if member is not None else NO_KEY,
         "grantee_organization": organization,
         "expires_at_ms": expires_at_ms,
-        "wrapped_key": wrapped_key,
+        "wrapped_key_sha256": wrapped_key_sha256,
     }
 
 

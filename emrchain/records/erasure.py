@@ -1,0 +1,216 @@
+"""Erasure that finishes (`docs/spec/records.md` §8–9): a durable queue of records erased on
+chain whose copies on this node are not yet all gone, worked until they are.
+
+A committed ERASE_RECORD puts the record in the vault's erasure queue (synced to disk) before
+anything else happens, so a crash, a stop or a storage outage only delays it. The worker
+deletes the custody copy, the patient's and grantees' wraps, the cache entry and the blob,
+retrying with exponential backoff while a store is down; a custodian's node then posts an
+ERASURE_RECEIPT signed with its organisation's receipt key, and the entry leaves the queue once
+the chain holds that receipt (or at once on a node that is not a custodian). At start the
+worker also queues every custody copy in the vault whose record the chain shows erased, which
+covers an erasure committed while the node was writing the queue entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from emrchain.client.identity import MemberIdentity, load_identity
+from emrchain.client.transactions import erasure_receipt
+from emrchain.config.node import NodeConfig
+from emrchain.mempool.admission import Admission
+from emrchain.records.service import RecordService
+from emrchain.state.emr.custody import read_erasure_receipts, read_record_custody
+from emrchain.state.emr.tables import read_record
+from emrchain.state.keys import nonce_key
+from emrchain.state.view import StateView, read_u64
+from emrchain.storage.cid import cid_bytes_to_text
+from emrchain.storage.interfaces import StorageError
+
+logger = logging.getLogger(__name__)
+RECONCILE_PAGE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureSettings:
+    retry_initial_ms: int
+    retry_max_ms: int
+    batch: int
+    """Queue entries worked per pass."""
+
+
+@dataclass(slots=True)
+class _Progress:
+    deleted: bool = False
+    attempts: int = 0
+    next_try: float = 0.0
+    receipt_tx: bytes = b""
+    receipt_sent_at: float = 0.0
+
+
+@dataclass(slots=True)
+class ErasureWorker:
+    records: RecordService
+    state_view: Callable[[], StateView]
+    admit: Callable[[Sequence[bytes]], list[Admission]]
+    pending_nonces: Callable[[bytes], tuple[int, int] | None]
+    chain_id: bytes
+    receipt_identity: MemberIdentity | None
+    settings: ErasureSettings
+    clock: Callable[[], float] = time.monotonic
+    _progress: dict[bytes, _Progress] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def enqueue(self, record_id: bytes, cid: bytes) -> None:
+        """A committed erasure (chain listener): durable at once, worked in the background."""
+        self.records.vault.enqueue_erasure(record_id, cid_bytes_to_text(cid) if cid else "")
+        self._wake.set()
+
+    def reconcile(self) -> int:
+        """Queue the custody copies whose record the chain shows erased; how many."""
+        view = self.state_view()
+        queued = 0
+        after = b""
+        while page := self.records.vault.iterate(after, RECONCILE_PAGE):
+            for wrap in page:
+                record = read_record(view, wrap.record_id)
+                if record is not None and record.is_erased:
+                    self.records.vault.enqueue_erasure(wrap.record_id, "")
+                    queued += 1
+            after = page[-1].record_id
+        return queued
+
+    async def run(self) -> None:
+        """Work the queue until cancelled: a pass, then sleep until woken or the next retry."""
+        try:
+            queued = self.reconcile()
+            if queued:
+                logger.info("erasure: %d erased records still had a custody copy here", queued)
+        except StorageError as error:
+            logger.error("erasure: reconciliation failed (retried at next start): %s", error)
+        while True:
+            await self.work_once()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.retry_initial_ms / 1000)
+
+    def pending(self) -> int:
+        return len(self.records.vault.pending_erasures(self.settings.batch))
+
+    async def work_once(self) -> None:
+        try:
+            entries = self.records.vault.pending_erasures(self.settings.batch)
+        except StorageError as error:
+            logger.error("erasure: the queue cannot be read: %s", error)
+            return
+        for record_id, cid_text in entries:
+            await self._work(record_id, cid_text)
+
+    async def _work(self, record_id: bytes, cid_text: str) -> None:
+        progress = self._progress.setdefault(record_id, _Progress())
+        now = self.clock()
+        if now < progress.next_try:
+            return
+        if not progress.deleted:
+            try:
+                await self.records.erase(record_id, cid_text or None)
+                progress.deleted = True
+            except (StorageError, OSError) as error:
+                self._back_off(progress, now)
+                logger.warning(
+                    "erasure of %s failed (attempt %d, retried): %s",
+                    record_id.hex()[:16],
+                    progress.attempts,
+                    error,
+                )
+                return
+        if self._confirmed_or_not_ours(record_id):
+            self.records.vault.finish_erasure(record_id)
+            self._progress.pop(record_id, None)
+            logger.info("erasure of %s finished on this node", record_id.hex()[:16])
+            return
+        self._post_receipt(record_id, progress, now)
+
+    def _back_off(self, progress: _Progress, now: float) -> None:
+        progress.attempts += 1
+        delay_ms = min(
+            self.settings.retry_initial_ms * (2 ** min(progress.attempts - 1, 30)),
+            self.settings.retry_max_ms,
+        )
+        progress.next_try = now + delay_ms / 1000
+
+    def _confirmed_or_not_ours(self, record_id: bytes) -> bool:
+        """True when no receipt is due from this node: it is not a custodian, or the chain
+        already holds its organisation's receipt."""
+        organization_id = self.records.organization_id
+        view = self.state_view()
+        custody = read_record_custody(view, record_id)
+        if organization_id is None or custody is None:
+            return True
+        if custody.wrap_digest_of(organization_id) is None:
+            return True
+        return organization_id in read_erasure_receipts(view, record_id)
+
+    def _post_receipt(self, record_id: bytes, progress: _Progress, now: float) -> None:
+        identity = self.receipt_identity
+        if identity is None:
+            logger.warning(
+                "erasure of %s done here, but no receipt key is configured: the chain will "
+                "not show this custodian's confirmation",
+                record_id.hex()[:16],
+            )
+            self.records.vault.finish_erasure(record_id)
+            return
+        resend_after_s = self.settings.retry_max_ms / 1000
+        if progress.receipt_tx and now - progress.receipt_sent_at < resend_after_s:
+            return  # sent, not yet committed: wait for its block
+        sender = identity.member_key
+        committed = read_u64(self.state_view(), nonce_key(sender))
+        pending = self.pending_nonces(sender)
+        nonce = (pending[1] if pending else committed) + 1
+        tx = erasure_receipt(identity, self.chain_id, nonce, record_id=record_id)
+        admission = self.admit([tx.encode()])[0]
+        if not admission.accepted:
+            self._back_off(progress, now)
+            logger.warning(
+                "erasure receipt for %s not admitted (%s), retried",
+                record_id.hex()[:16],
+                admission.reason,
+            )
+            return
+        progress.receipt_tx = tx.tx_id
+        progress.receipt_sent_at = now
+        logger.info(
+            "erasure of %s done here; receipt %s sent", record_id.hex()[:16], tx.tx_id.hex()[:16]
+        )
+
+
+def open_erasure_worker(
+    config: NodeConfig,
+    records: RecordService,
+    state_view: Callable[[], StateView],
+    admit: Callable[[Sequence[bytes]], list[Admission]],
+    pending_nonces: Callable[[bytes], tuple[int, int] | None],
+    chain_id: bytes,
+) -> ErasureWorker:
+    """The worker of `[records] erasure_*`, with the receipt key if its file loads."""
+    section = config.records
+    identity = None
+    if section.erasure_receipt_key_file:
+        path = config.resolve(section.erasure_receipt_key_file)
+        if path.exists():
+            try:
+                identity = load_identity(path)
+            except (OSError, ValueError) as error:
+                logger.error("erasure receipts off: %s does not load: %s", path, error)
+    settings = ErasureSettings(
+        section.erasure_retry_initial_ms,
+        max(section.erasure_retry_max_ms, section.erasure_retry_initial_ms),
+        section.erasure_batch,
+    )
+    return ErasureWorker(records, state_view, admit, pending_nonces, chain_id, identity, settings)
