@@ -16,6 +16,7 @@ class AnchorPath:
         nonce_prefix: bytes,
         record_prefix: bytes,
         patient_prefix: bytes,
+        custody_prefix: bytes,
         max_records_per_patient: int,
         result_type: Callable[[int, str], Any],
     ) -> None: ...
@@ -31,4 +32,5 @@ class AnchorPath:
         results: list[Any],
         height: int,
         time_ms: int,
+        sole_custodian: bool,
     ) -> int: ...

@@ -4,7 +4,7 @@
 What it does, why, and why it cannot disagree with the general rule is in the twin's docstring.
 This twin runs the same checks in the same order, hands the same transactions back to
 `deliver`, and builds the same bytes; the difference is that a transaction taken here costs
-three dict lookups, three small allocations and a few hundred instructions, not ~80,000
+four dict lookups, four small allocations and a few hundred instructions, not ~80,000
 (callgrind, BENCHMARKS.md). It never reads outside a transaction's bytes, whatever `eligible`
 claims: a layout that does not add up goes back to `deliver`.
 """
@@ -20,7 +20,7 @@ from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_SetItem, PyDic
 from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeASCII
 from libc.stdint cimport uint64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from emrchain._core._bigendian cimport read_be, write_be
 
@@ -54,6 +54,11 @@ cdef enum:
     MESSAGE_PREFIX_LENGTH = 7
     MESSAGE_SUFFIX_LENGTH = 9
     MESSAGE = MESSAGE_PREFIX_LENGTH + 2 * MESSAGE_ID + MESSAGE_SUFFIX_LENGTH
+    WRAP = 32  # payload: patient_wrap_sha256 after the head (to the size), then custody
+    CUSTODY_LENGTH = 2  # custody's length prefix (u16)
+    CUSTODY_WRAP = 32  # the digest ending a custody entry
+    SOLE_ENTRY = 1  # the count of a custody list naming one organisation
+    SOLE_ENTRY_FRAMING = 2  # its count byte and the organisation id's length byte
 
 cdef const char *_MESSAGE_PREFIX = b"record "
 cdef const char *_MESSAGE_SUFFIX = b" anchored"
@@ -79,6 +84,9 @@ LAYOUT = {
     "MESSAGE_PREFIX": _MESSAGE_PREFIX[:MESSAGE_PREFIX_LENGTH],
     "MESSAGE_SUFFIX": _MESSAGE_SUFFIX[:MESSAGE_SUFFIX_LENGTH],
     "MESSAGE_ID": MESSAGE_ID,
+    "WRAP": WRAP,
+    "CUSTODY_LENGTH": CUSTODY_LENGTH,
+    "CUSTODY_WRAP": CUSTODY_WRAP,
 }
 """The constants this twin was compiled with, under `schema.anchor.ACCEPT_PATH_LAYOUT`'s names."""
 
@@ -118,6 +126,7 @@ cdef class AnchorPath:
     cdef unsigned char _nonce_prefix
     cdef unsigned char _record_prefix
     cdef unsigned char _patient_prefix
+    cdef unsigned char _custody_prefix
     cdef uint64_t _max_records
     cdef object _result_type
 
@@ -127,16 +136,23 @@ cdef class AnchorPath:
         nonce_prefix,
         record_prefix,
         patient_prefix,
+        custody_prefix,
         max_records_per_patient,
         result_type,
     ):
         check_arguments(
-            anchor_kind, nonce_prefix, record_prefix, patient_prefix, max_records_per_patient
+            anchor_kind,
+            nonce_prefix,
+            record_prefix,
+            patient_prefix,
+            custody_prefix,
+            max_records_per_patient,
         )
         self._anchor_kind = anchor_kind
         self._nonce_prefix = nonce_prefix[0]
         self._record_prefix = record_prefix[0]
         self._patient_prefix = patient_prefix[0]
+        self._custody_prefix = custody_prefix[0]
         self._max_records = max_records_per_patient
         self._result_type = result_type
 
@@ -152,13 +168,15 @@ cdef class AnchorPath:
         results,
         height,
         time_ms,
+        sole_custodian,
     ):
         """Deliver the block's transactions in order; return how many took the accept path.
 
         Same contract as `reference.anchors.AnchorPath.deliver_block`."""
         check_block_arguments(
-            txs, pending, eligible, results, max_pending_writes, height, time_ms
+            txs, pending, eligible, results, max_pending_writes, height, time_ms, sole_custodian
         )
+        cdef bint taking = sole_custodian
         cdef tuple items = tuple(txs)
         cdef const unsigned char *flags = <const unsigned char *>PyBytes_AS_STRING(eligible)
         cdef dict authors = {}
@@ -170,7 +188,7 @@ cdef class AnchorPath:
         for index in range(len(items)):
             if not flags[index]:
                 continue
-            if self._accept(
+            if taking and self._accept(
                 items[index], <dict>pending, cap, read, author_of, authors,
                 block_height, block_time_ms, <list>results, index,
             ):
@@ -208,7 +226,14 @@ cdef class AnchorPath:
         if payload_at + payload_length + SIGNATURE != size or payload_length < FIXED:
             return False
         cdef Py_ssize_t cid_length = data[payload_at + CID_LENGTH_AT]
-        if payload_length != FIXED + cid_length:
+        cdef Py_ssize_t head_end = payload_at + FIXED + cid_length  # then the custody tail
+        cdef Py_ssize_t custody_at = head_end + WRAP + CUSTODY_LENGTH
+        if custody_at > payload_at + payload_length:
+            return False
+        cdef Py_ssize_t custody_length = <Py_ssize_t>read_be(
+            data + custody_at - CUSTODY_LENGTH, CUSTODY_LENGTH
+        )
+        if custody_at + custody_length != payload_at + payload_length:
             return False
         cdef const unsigned char *sender_bytes = data + kind_at + SENDER_AFTER_KIND
         cdef uint64_t nonce = read_be(data + kind_at + NONCE_AFTER_KIND, NONCE)
@@ -234,6 +259,18 @@ cdef class AnchorPath:
             authors[sender] = author
         cdef bytes member_id = (<tuple>author)[0]
         cdef bytes organization = (<tuple>author)[1]
+        cdef Py_ssize_t organization_length = PyBytes_GET_SIZE(organization)
+        if (
+            custody_length != SOLE_ENTRY_FRAMING + organization_length + CUSTODY_WRAP
+            or data[custody_at] != SOLE_ENTRY
+            or data[custody_at + 1] != organization_length
+            or memcmp(
+                data + custody_at + SOLE_ENTRY_FRAMING,
+                PyBytes_AS_STRING(organization),
+                organization_length,
+            ) != 0
+        ):
+            return False
 
         cdef const unsigned char *payload = data + payload_at
         record_key = _key(self._record_prefix, payload)
@@ -248,8 +285,10 @@ cdef class AnchorPath:
         cdef uint64_t record_count = read_be(entry_bytes + COUNT_AT, COUNT)
         if record_count >= self._max_records:
             return False
+        custody_key = _key(self._custody_prefix, payload)
         cdef Py_ssize_t new_keys = (
             (PyDict_Contains(pending, record_key) == 0)
+            + (PyDict_Contains(pending, custody_key) == 0)
             + (PyDict_Contains(pending, patient_key) == 0)
             + (PyDict_Contains(pending, nonce_key) == 0)
         )
@@ -259,8 +298,7 @@ cdef class AnchorPath:
         # The EmrRecord encoding (`schema.anchor.EMR_RECORD`): the payload from the patient id
         # to the size is already in record order; then author, organisation, height, time and
         # the erasure fields of a live record.
-        cdef Py_ssize_t copied = payload_length - RECORD_AT
-        cdef Py_ssize_t organization_length = PyBytes_GET_SIZE(organization)
+        cdef Py_ssize_t copied = head_end - payload_at - RECORD_AT
         cdef Py_ssize_t record_length = (
             copied + KEY + 1 + organization_length + HEIGHT + TIME + ERASURE
         )
@@ -278,6 +316,12 @@ cdef class AnchorPath:
         write_be(out + HEIGHT, time_ms, TIME)
         memset(out + HEIGHT + TIME, 0, ERASURE)
 
+        # RecordCustody: the patient's wrap digest, then the one-entry custody list as is.
+        cdef bytes custody = PyBytes_FromStringAndSize(NULL, WRAP + custody_length)
+        out = <unsigned char *>PyBytes_AS_STRING(custody)
+        memcpy(out, data + head_end, WRAP)
+        memcpy(out + WRAP, data + custody_at, custody_length)
+
         cdef bytes patient = PyBytes_FromStringAndSize(NULL, ENTRY)
         out = <unsigned char *>PyBytes_AS_STRING(patient)
         memcpy(out, entry_bytes, COUNT_AT)
@@ -285,7 +329,9 @@ cdef class AnchorPath:
         cdef bytes nonce_value = PyBytes_FromStringAndSize(NULL, NONCE)
         write_be(<unsigned char *>PyBytes_AS_STRING(nonce_value), nonce, NONCE)
 
+        # The rule's order: record, record custody, patient entry; then the pipeline's nonce.
         PyDict_SetItem(pending, record_key, record)
+        PyDict_SetItem(pending, custody_key, custody)
         PyDict_SetItem(pending, patient_key, patient)
         PyDict_SetItem(pending, nonce_key, nonce_value)
         results[index] = self._result_type(0, _message(payload))

@@ -137,11 +137,21 @@ ANCHOR_PAYLOAD: tuple[StoredField, ...] = tuple(
     if spec.name not in ANCHOR_CUSTODY_FIELDS
 )
 """The payload's head: record id, then the record's first fields as `EMR_RECORD` stores them.
-The accept path's twins know only this head: a payload with the custody tail does not add up
-to their `FIXED` + cid length, so every anchor goes the general way (which checks the custody
-set against the policy, something the twins cannot do)."""
-if tuple(spec.name for spec in PAYLOAD_SCHEMAS[TxKind.ANCHOR_RECORD])[-2:] != ANCHOR_CUSTODY_FIELDS:
-    raise RuntimeError("ANCHOR_RECORD's custody fields must end its payload")
+The custody tail follows it (`ANCHOR_CUSTODY_FIELDS`)."""
+_TAIL = PAYLOAD_SCHEMAS[TxKind.ANCHOR_RECORD][-2:]
+if tuple(spec.name for spec in _TAIL) != ANCHOR_CUSTODY_FIELDS or (
+    _TAIL[0].type != FIELD_FIXED or _TAIL[1].type != FIELD_BYTES
+):
+    raise RuntimeError("ANCHOR_RECORD's payload must end with the patient wrap, then custody")
+
+PAYLOAD_WRAP_BYTES = _TAIL[0].arg
+"""`patient_wrap_sha256`, right after the payload's head."""
+PAYLOAD_CUSTODY_LENGTH_BYTES = _TAIL[1].arg
+"""The length prefix of `custody`, which ends the payload."""
+CUSTODY_WRAP_BYTES = 32
+"""The wrap digest ending each custody entry (count u8 | (u8 length | organisation id | digest)*,
+`docs/spec/records.md` §9). The accept path takes only a custody list of one entry naming the
+author's organisation: the policy's whole set when k = 1."""
 
 _COPIED = len(ANCHOR_PAYLOAD) - 1
 if ANCHOR_PAYLOAD[0].name != "record_id" or ANCHOR_PAYLOAD[1:] != EMR_RECORD[:_COPIED]:
@@ -196,6 +206,9 @@ ACCEPT_PATH_LAYOUT: dict[str, int | bytes] = {
     "MESSAGE_PREFIX": ANCHORED_MESSAGE_PREFIX.encode("ascii"),
     "MESSAGE_SUFFIX": ANCHORED_MESSAGE_SUFFIX.encode("ascii"),
     "MESSAGE_ID": ANCHORED_MESSAGE_ID_BYTES,
+    "WRAP": PAYLOAD_WRAP_BYTES,
+    "CUSTODY_LENGTH": PAYLOAD_CUSTODY_LENGTH_BYTES,
+    "CUSTODY_WRAP": CUSTODY_WRAP_BYTES,
 }
 """Every constant the accept path's twins build on, by the name each twin exposes it under
 (`LAYOUT`); `emrchain._core` checks both against this at import."""

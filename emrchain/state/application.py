@@ -107,3 +107,6 @@ class AcceptPath:
     author_of: Callable[[StateView, bytes], tuple[bytes, bytes] | None]
     """(member id, organisation id bytes) of the sender key when the rule's sender checks
     pass for it on that view, else None."""
+    sole_custodian: Callable[[StateView], bool]
+    """Whether, on the block's view, every record's custody set is its author's organisation
+    alone (k = 1): the only case the path takes anchors in."""

@@ -289,6 +289,7 @@ class BlockPipeline:
             results,
             context.height,
             context.time_ms,
+            accept_path.sole_custodian(block_state),
         )
 
     def _deliver(

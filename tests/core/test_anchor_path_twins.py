@@ -6,8 +6,10 @@ level in `tests/state/emr/test_anchor_path.py`.
 
 The inputs here are raw and adversarial: committed and pending entries in odd forms (deleted,
 wrong lengths, record counts at the limit), nonces around the next one and at 2^64-1,
-transactions of other kinds, truncated or inconsistent layouts, items that are not bytes, and an
-overlay cap that is reached mid-block.
+transactions of other kinds, truncated or inconsistent layouts, custody lists naming the
+author's organisation, another one, two, or with a count, length or digest off, blocks with and
+without `sole_custodian` (k = 1), items that are not bytes, and an overlay cap that is reached
+mid-block.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from emrchain._core.reference import anchors as pure
 from tests.core.conftest import import_twin_module
 
 ANCHOR_KIND = 5
-NONCE, RECORD, PATIENT = b"\x10", b"\x30", b"\x25"
+NONCE, RECORD, PATIENT, CUSTODY = b"\x10", b"\x30", b"\x25", b"\x31"
 MAX_RECORDS = 5
 CHAIN = b"emrchain-test"
 NONCE_END = 2 + len(CHAIN) + 1 + 32 + 8
@@ -47,11 +49,25 @@ class CorruptStateError(Exception):
     pass
 
 
+def sole_custody(organization: bytes) -> bytes:
+    """A custody list naming `organization` alone, with its wrap digest."""
+    return b"\x01" + bytes((len(organization),)) + organization + b"\xdd" * 32
+
+
+PATIENT_WRAP = b"\xee" * 32
+
+
 def anchor_bytes(
-    sender: bytes, nonce: int, record: bytes, patient: bytes, cid: bytes, kind: int = ANCHOR_KIND
+    sender: bytes,
+    nonce: int,
+    record: bytes,
+    patient: bytes,
+    cid: bytes,
+    kind: int = ANCHOR_KIND,
+    custody: bytes = sole_custody(b"hospital-a"),
 ) -> bytes:
     payload = record + patient + b"\xcc" * 32 + bytes((len(cid),)) + cid + b"\x02"
-    payload += struct.pack(">Q", 4096)
+    payload += struct.pack(">Q", 4096) + PATIENT_WRAP + struct.pack(">H", len(custody)) + custody
     return (
         bytes((1, len(CHAIN)))
         + CHAIN
@@ -64,6 +80,17 @@ def anchor_bytes(
 
 
 CIDS = [b"\x01\x70" + b"c" * 34, b"ab", b"z" * 64]
+CUSTODIES = [
+    sole_custody(b"hospital-a"),  # SENDERS[0]'s organisation
+    sole_custody(b"h" * 64),  # SENDERS[1]'s
+    sole_custody(b"hospital-b"),
+    sole_custody(b"hospital-a") + b"\x00",  # one byte too many
+    sole_custody(b"hospital-a")[:-1],  # digest one byte short
+    b"\x02" + sole_custody(b"hospital-a")[1:],  # count off
+    b"\x01\x09" + sole_custody(b"hospital-a")[2:],  # organisation length off
+    b"\x02" + sole_custody(b"hospital-a")[1:] + sole_custody(b"h" * 64)[1:],  # two entries
+    b"",
+]
 
 
 def _mangle(raw: bytes, how: int) -> Any:
@@ -104,12 +131,14 @@ def transaction_lists(draw: st.DrawFn) -> list[Any]:
         }[step]
         if step == "next" and not mangle:  # a mangled one does not consume its nonce
             next_nonce[sender] += 1
+        own = sole_custody(b"h" * 64 if sender == SENDERS[1] else b"hospital-a")
         raw = anchor_bytes(
             sender,
             nonce,
             draw(st.sampled_from(RECORDS)),
             draw(st.sampled_from(PATIENTS)),
             draw(st.sampled_from(CIDS)),
+            custody=own if draw(st.integers(0, 3)) else draw(st.sampled_from(CUSTODIES)),
         )
         if mangle:
             raw = _mangle(raw, draw(st.integers(0, 5)))
@@ -150,9 +179,13 @@ def _well_formed_anchor(raw: Any) -> bool:
     if type(raw) is not bytes or len(raw) < NONCE_END + 2 or raw[NONCE_END - 41] != ANCHOR_KIND:
         return False
     payload_length = int.from_bytes(raw[NONCE_END : NONCE_END + 2], "big")
-    return len(raw) == NONCE_END + 2 + payload_length + 64 and payload_length == 106 + raw[
-        NONCE_END + 2 + 96
-    ]
+    if len(raw) != NONCE_END + 2 + payload_length + 64 or payload_length < 106:
+        return False
+    custody_at = NONCE_END + 2 + 106 + raw[NONCE_END + 2 + 96] + 32 + 2
+    if custody_at > NONCE_END + 2 + payload_length:
+        return False
+    custody_length = int.from_bytes(raw[custody_at - 2 : custody_at], "big")
+    return custody_at + custody_length == NONCE_END + 2 + payload_length
 
 
 class Scenario(NamedTuple):
@@ -161,6 +194,7 @@ class Scenario(NamedTuple):
     committed: dict[bytes, bytes]
     pending: dict[bytes, bytes | None]
     cap_slack: int
+    sole_custodian: bool
 
 
 def _merge(*parts: dict[bytes, Any]) -> dict[bytes, Any]:
@@ -190,6 +224,7 @@ scenarios = st.builds(
         ),
     ),
     st.one_of(st.integers(0, 12), st.just(1000)),
+    st.sampled_from([True, True, True, False]),
 )
 
 
@@ -201,7 +236,7 @@ def compiled_class() -> Any:
 def run(path_class: Any, scenario: Scenario) -> tuple[Any, ...]:
     """Everything observable of one `deliver_block` call: its return value or exception, the
     pending writes in order, the results, and every call it made back."""
-    path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, MAX_RECORDS, Result)
+    path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, MAX_RECORDS, Result)
     txs = scenario.txs
     eligible = (scenario.eligible + b"\x01" * len(txs))[: len(txs)]
     pending = dict(scenario.pending)
@@ -247,6 +282,7 @@ def run(path_class: Any, scenario: Scenario) -> tuple[Any, ...]:
             results,
             123,
             1_700_000_000_000,
+            scenario.sole_custodian,
         )
     except Exception as error:
         outcome = (type(error), str(error))
@@ -260,21 +296,23 @@ def test_twins_agree_on_everything_observable(compiled_class: Any, scenario: Sce
 
 
 def test_the_accept_path_is_taken_and_writes_what_the_rule_writes(compiled_class: Any) -> None:
-    """A plain case, spelled out: the record, the patient entry and the nonce, in that order
-    (`encode_record` and `PatientEntry.pack` give these bytes: tests/state/emr compares them
-    through the application)."""
+    """A plain case, spelled out: the record, its custody, the patient entry and the nonce, in
+    that order (`encode_record`, `RecordCustody.encode` and `PatientEntry.pack` give these bytes:
+    tests/state/emr compares them through the application)."""
     patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
     cid = b"\x01\x70" + b"c" * 34
     raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], cid)
-    scenario = Scenario([raw], b"\x01", {PATIENT + PATIENTS[0]: patient_entry}, {}, 3)
+    scenario = Scenario([raw], b"\x01", {PATIENT + PATIENTS[0]: patient_entry}, {}, 4, True)
     for path_class in (compiled_class, pure.AnchorPath):
         outcome, writes, results, calls = run(path_class, scenario)
         assert outcome == 1
         assert [key for key, _ in writes] == [
             RECORD + RECORDS[0],
+            CUSTODY + RECORDS[0],
             PATIENT + PATIENTS[0],
             NONCE + SENDERS[0],
         ]
+        assert dict(writes)[CUSTODY + RECORDS[0]] == PATIENT_WRAP + sole_custody(b"hospital-a")
         record = dict(writes)[RECORD + RECORDS[0]]
         assert record == (
             PATIENTS[0]
@@ -295,11 +333,36 @@ def test_the_accept_path_is_taken_and_writes_what_the_rule_writes(compiled_class
         assert ("deliver", 0) not in calls
 
 
+@pytest.mark.parametrize(
+    "custody, sole_custodian",
+    [
+        (sole_custody(b"hospital-a"), False),  # k above 1: the set is more than the author
+        (sole_custody(b"hospital-b"), True),  # another organisation
+        (sole_custody(b"hospital-a") + sole_custody(b"hospital-b")[1:], True),
+        (b"\x02" + sole_custody(b"hospital-a")[1:] + sole_custody(b"hospital-b")[1:], True),
+    ],
+)
+def test_anything_but_the_authors_organisation_alone_goes_the_general_way(
+    compiled_class: Any, custody: bytes, sole_custodian: bool
+) -> None:
+    patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
+    raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], b"ab", custody=custody)
+    committed = {PATIENT + PATIENTS[0]: patient_entry}
+    scenario = Scenario([raw], b"\x01", committed, {}, 4, sole_custodian)
+    for path_class in (compiled_class, pure.AnchorPath):
+        outcome, writes, results, calls = run(path_class, scenario)
+        assert outcome == 0
+        assert ("deliver", 0) in calls
+        assert results == [Result(99, "general")]
+        assert [key for key, _ in writes] == [NONCE + SENDERS[0], b"\x99" + bytes(4)]
+
+
 def test_a_full_overlay_sends_the_transaction_the_general_way(compiled_class: Any) -> None:
     patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
     raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], b"ab")
-    for slack, delivered in ((2, True), (3, False)):
-        scenario = Scenario([raw], b"\x01", {PATIENT + PATIENTS[0]: patient_entry}, {}, slack)
+    for slack, delivered in ((3, True), (4, False)):
+        committed = {PATIENT + PATIENTS[0]: patient_entry}
+        scenario = Scenario([raw], b"\x01", committed, {}, slack, True)
         for path_class in (compiled_class, pure.AnchorPath):
             outcome, _, _, calls = run(path_class, scenario)
             assert (("deliver", 0) in calls) == delivered
@@ -309,13 +372,15 @@ def test_a_full_overlay_sends_the_transaction_the_general_way(compiled_class: An
 @pytest.mark.parametrize(
     "arguments, error",
     [
-        ((256, NONCE, RECORD, PATIENT, 5), "anchor_kind"),
-        ((5, b"", RECORD, PATIENT, 5), "nonce_prefix"),
-        ((5, NONCE, b"\x30\x31", PATIENT, 5), "record_prefix"),
-        ((5, NONCE, RECORD, "%", 5), "patient_prefix"),
-        ((5, NONCE, NONCE, PATIENT, 5), "differ"),
-        ((5, NONCE, RECORD, PATIENT, 0), "max_records_per_patient"),
-        ((5, NONCE, RECORD, PATIENT, True), "max_records_per_patient"),
+        ((256, NONCE, RECORD, PATIENT, CUSTODY, 5), "anchor_kind"),
+        ((5, b"", RECORD, PATIENT, CUSTODY, 5), "nonce_prefix"),
+        ((5, NONCE, b"\x30\x31", PATIENT, CUSTODY, 5), "record_prefix"),
+        ((5, NONCE, RECORD, "%", CUSTODY, 5), "patient_prefix"),
+        ((5, NONCE, RECORD, PATIENT, None, 5), "custody_prefix"),
+        ((5, NONCE, NONCE, PATIENT, CUSTODY, 5), "differ"),
+        ((5, NONCE, RECORD, PATIENT, RECORD, 5), "differ"),
+        ((5, NONCE, RECORD, PATIENT, CUSTODY, 0), "max_records_per_patient"),
+        ((5, NONCE, RECORD, PATIENT, CUSTODY, True), "max_records_per_patient"),
     ],
 )
 def test_twins_refuse_the_same_constructor_arguments(
@@ -338,6 +403,7 @@ def test_twins_refuse_the_same_constructor_arguments(
         ({"max_pending_writes": -1}, ValueError, "max_pending_writes"),
         ({"height": 1 << 63}, ValueError, "height"),
         ({"time_ms": 1.5}, ValueError, "time_ms"),
+        ({"sole_custodian": 1}, TypeError, "sole_custodian"),
     ],
 )
 def test_twins_refuse_the_same_block_arguments(
@@ -356,9 +422,10 @@ def test_twins_refuse_the_same_block_arguments(
             "results": [None],
             "height": 1,
             "time_ms": 1,
+            "sole_custodian": True,
         }
         arguments.update(change)
-        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, MAX_RECORDS, Result)
+        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, MAX_RECORDS, Result)
         with pytest.raises(error_type, match=error):
             path.deliver_block(**arguments)
 
@@ -370,11 +437,11 @@ def test_twins_refuse_a_malformed_author(compiled_class: Any, author: Any) -> No
     patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
     raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], b"ab")
     for path_class in (compiled_class, pure.AnchorPath):
-        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, MAX_RECORDS, Result)
+        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, MAX_RECORDS, Result)
         pending: dict[bytes, bytes | None] = {PATIENT + PATIENTS[0]: patient_entry}
         with pytest.raises(ValueError, match="author_of"):
             path.deliver_block(
                 [raw], b"\x01", pending, 10, lambda key: None, lambda sender: author,
-                lambda index: None, [None], 1, 1,
+                lambda index: None, [None], 1, 1, True,
             )
         assert pending == {PATIENT + PATIENTS[0]: patient_entry}  # nothing written

@@ -155,9 +155,11 @@ class ChainBuilder:
         handlers: Mapping[TxKind, Handler] = EMR_HANDLERS,
         organizations: Sequence[GenesisOrganization] | None = None,
         anchor_path: bool = True,
+        custody_set_size: int | None = None,
     ) -> None:
         """`organizations` None is the test organisation of `CLIENTS`; `anchor_path` runs
-        `EmrApplication` with or without its compiled ANCHOR_RECORD accept path."""
+        `EmrApplication` with or without its compiled ANCHOR_RECORD accept path;
+        `custody_set_size` is the genesis k (None: not set, the default)."""
         self.chain_id = chain_id
         self.keys = {signer(index).public_key: signer(index) for index in range(16)}
         self.validator_keys = [signer(index) for index in range(len(powers))]
@@ -173,6 +175,7 @@ class ChainBuilder:
             self.genesis_validators,
             GENESIS_TIME_MS,
             organizations=[clients_organization()] if organizations is None else organizations,
+            custody_set_size=custody_set_size,
         )
         self.state.apply_genesis(self.genesis)
         self.built: list[BuiltBlock] = []

@@ -12,19 +12,23 @@ import (`emrchain._core`).
 
 Exactness: the rule is `anchor_record` in `emrchain/state/emr/clinical.py`; this path never
 decides anything that rule could decide differently. A transaction is taken here only when
-every check passes — the next nonce (the stored value absent or 8 bytes), an author the
-caller's `author_of` vouches for (the sender is an active member signing with its current key,
-in a role that may anchor), no stored record under the record id, a patient entry of the normal
-36 bytes below the record limit, room in the overlay for its three writes. Anything else — a
-different kind, any refusal, an entry in another form, bytes whose layout does not add up — is
-handed to the caller's `deliver(index)` before anything is written for it, and the caller runs
-the general pipeline, which gives the exact result (and raises where it raises). The writes and
-the result message are byte for byte those of the general rule
+the caller says the custody set size k is 1 (`sole_custodian`: the policy's set is then the
+author's organisation alone, `docs/spec/records.md` §9) and every check passes — the next
+nonce (the stored value absent or 8 bytes), an author the caller's `author_of` vouches for (the
+sender is an active member signing with its current key, in a role that may anchor, of an
+organisation a custody entry may name), a custody list of exactly one entry naming the
+author's organisation with a 32-byte digest, no stored record under the record id, a patient
+entry of the normal 36 bytes below the record limit, room in the overlay for its four writes.
+Anything else — k above 1, a different kind, any refusal, another custody list, an entry in
+another form, bytes whose layout does not add up — is handed to the caller's `deliver(index)`
+before anything is written for it, and the caller runs the general pipeline, which gives the
+exact result (and raises where it raises). The writes (record, record custody, patient entry,
+nonce, in the rule's order) and the result message are byte for byte those of the general rule
 (`tests/state/emr/test_anchor_path.py` runs blocks both ways and compares everything).
 
 Authors are remembered per sender within one `deliver_block` call, and forgotten whenever a
 transaction goes the general way: only such a transaction can change a member (the accept path
-writes record, patient and nonce entries only).
+writes record, record custody, patient and nonce entries only).
 """
 
 from __future__ import annotations
@@ -44,13 +48,16 @@ from emrchain.schema import (
 )
 from emrchain.schema.anchor import (
     ACCEPT_PATH_LAYOUT,
+    CUSTODY_WRAP_BYTES,
     KEY_BYTES,
     PATIENT_COUNT_BYTES,
     PATIENT_COUNT_OFFSET,
     PATIENT_ENTRY_BYTES,
     PAYLOAD_CID_LENGTH_OFFSET,
+    PAYLOAD_CUSTODY_LENGTH_BYTES,
     PAYLOAD_FIXED_BYTES,
     PAYLOAD_RECORD_OFFSET,
+    PAYLOAD_WRAP_BYTES,
     RECORD_ERASURE_BYTES,
     RECORD_HEIGHT_BYTES,
     RECORD_TIME_BYTES,
@@ -62,6 +69,10 @@ LAYOUT = dict(ACCEPT_PATH_LAYOUT)
 _U32_MAX = 0xFFFFFFFF
 _ERASURE_FIELDS = bytes(RECORD_ERASURE_BYTES)
 """A live record's erasure reason (0), erased by (zeros), erased height and time (0)."""
+_SOLE_ENTRY = 1
+"""The custody count of a list naming one organisation."""
+_SOLE_ENTRY_FRAMING = 2
+"""Its count byte and the organisation id's length byte."""
 
 Author = tuple[bytes, bytes]
 """(member id, organisation id as ASCII bytes) of a sender who may anchor."""
@@ -72,6 +83,7 @@ def check_arguments(
     nonce_prefix: bytes,
     record_prefix: bytes,
     patient_prefix: bytes,
+    custody_prefix: bytes,
     max_records_per_patient: int,
 ) -> None:
     """The constructor's checks, shared by both twins (same messages, same order)."""
@@ -81,11 +93,12 @@ def check_arguments(
         ("nonce_prefix", nonce_prefix),
         ("record_prefix", record_prefix),
         ("patient_prefix", patient_prefix),
+        ("custody_prefix", custody_prefix),
     ):
         if type(prefix) is not bytes or len(prefix) != 1:
             raise ValueError(f"{name} must be one byte")
-    if len({nonce_prefix, record_prefix, patient_prefix}) != 3:
-        raise ValueError("the three prefixes must differ")
+    if len({nonce_prefix, record_prefix, patient_prefix, custody_prefix}) != 4:
+        raise ValueError("the four prefixes must differ")
     if type(max_records_per_patient) is not int or not 1 <= max_records_per_patient <= _U32_MAX:
         raise ValueError("max_records_per_patient must be an int within 1..4294967295")
 
@@ -98,6 +111,7 @@ def check_block_arguments(
     max_pending_writes: int,
     height: int,
     time_ms: int,
+    sole_custodian: bool,
 ) -> None:
     """`deliver_block`'s checks on its arguments, shared by both twins."""
     if type(txs) not in (list, tuple):
@@ -115,6 +129,8 @@ def check_block_arguments(
     ):
         if type(value) is not int or not 0 <= value < 1 << 63:
             raise ValueError(f"{name} must be an int within 0..2^63-1")
+    if type(sole_custodian) is not bool:
+        raise TypeError("sole_custodian must be a bool")
 
 
 def check_author(author: object) -> None:
@@ -138,6 +154,7 @@ class AnchorPath:
 
     __slots__ = (
         "_anchor_kind",
+        "_custody_prefix",
         "_max_records",
         "_nonce_prefix",
         "_patient_prefix",
@@ -151,16 +168,23 @@ class AnchorPath:
         nonce_prefix: bytes,
         record_prefix: bytes,
         patient_prefix: bytes,
+        custody_prefix: bytes,
         max_records_per_patient: int,
         result_type: Callable[[int, str], Any],
     ) -> None:
         check_arguments(
-            anchor_kind, nonce_prefix, record_prefix, patient_prefix, max_records_per_patient
+            anchor_kind,
+            nonce_prefix,
+            record_prefix,
+            patient_prefix,
+            custody_prefix,
+            max_records_per_patient,
         )
         self._anchor_kind = anchor_kind
         self._nonce_prefix = nonce_prefix
         self._record_prefix = record_prefix
         self._patient_prefix = patient_prefix
+        self._custody_prefix = custody_prefix
         self._max_records = max_records_per_patient
         self._result_type = result_type
 
@@ -176,23 +200,28 @@ class AnchorPath:
         results: list[Any],
         height: int,
         time_ms: int,
+        sole_custodian: bool,
     ) -> int:
         """Deliver the block's transactions in order; return how many took the accept path.
 
         `eligible[i]` is 1 for a transaction that passed the stateless checks and whose
         signature verified (the others are skipped: the caller has their results). `pending` is
-        the block overlay's writes (None = deleted) over `read`, the committed state. For each
-        accepted anchor this writes the record, the patient entry and the nonce into `pending`
-        and puts `result_type(0, message)` in `results[i]`; every other eligible transaction is
-        passed to `deliver(i)`, which must deliver it the general way. The transactions are
-        taken as they were when the call began."""
-        check_block_arguments(txs, pending, eligible, results, max_pending_writes, height, time_ms)
+        the block overlay's writes (None = deleted) over `read`, the committed state.
+        `sole_custodian` says that the custody set size k is 1 in the block's state; when it is
+        False every eligible transaction goes to `deliver`. For each accepted anchor this writes
+        the record, its custody, the patient entry and the nonce into `pending` and puts
+        `result_type(0, message)` in `results[i]`; every other eligible transaction is passed to
+        `deliver(i)`, which must deliver it the general way. The transactions are taken as they
+        were when the call began."""
+        check_block_arguments(
+            txs, pending, eligible, results, max_pending_writes, height, time_ms, sole_custodian
+        )
         authors: dict[bytes, Author] = {}
         accepted = 0
         for index, raw in enumerate(tuple(txs)):  # as it was when the call began
             if not eligible[index]:
                 continue
-            if self._accept(
+            if sole_custodian and self._accept(
                 raw, pending, max_pending_writes, read, author_of, authors, height, time_ms,
                 results, index,
             ):
@@ -231,7 +260,14 @@ class AnchorPath:
         if payload_length < PAYLOAD_FIXED_BYTES:
             return False
         cid_length = raw[payload_at + PAYLOAD_CID_LENGTH_OFFSET]
-        if payload_length != PAYLOAD_FIXED_BYTES + cid_length:
+        head_end = payload_at + PAYLOAD_FIXED_BYTES + cid_length  # then the custody tail
+        custody_at = head_end + PAYLOAD_WRAP_BYTES + PAYLOAD_CUSTODY_LENGTH_BYTES
+        if custody_at > payload_at + payload_length:
+            return False
+        custody_length = int.from_bytes(
+            raw[custody_at - PAYLOAD_CUSTODY_LENGTH_BYTES : custody_at], "big"
+        )
+        if custody_at + custody_length != payload_at + payload_length:
             return False
         sender_at = ENVELOPE_SENDER_OFFSET + chain_id_length
         sender = raw[sender_at : sender_at + KEY_BYTES]
@@ -256,6 +292,14 @@ class AnchorPath:
             check_author(author)
             authors[sender] = author
         member_id, organization = author
+        organization_at = custody_at + _SOLE_ENTRY_FRAMING
+        if (
+            custody_length != _SOLE_ENTRY_FRAMING + len(organization) + CUSTODY_WRAP_BYTES
+            or raw[custody_at] != _SOLE_ENTRY
+            or raw[custody_at + 1] != len(organization)
+            or raw[organization_at : organization_at + len(organization)] != organization
+        ):
+            return False
 
         record_id = raw[payload_at : payload_at + KEY_BYTES]
         record_key = self._record_prefix + record_id
@@ -272,15 +316,21 @@ class AnchorPath:
         record_count = int.from_bytes(entry[PATIENT_COUNT_OFFSET:count_end], "big")
         if record_count >= self._max_records:
             return False
-        new_keys = (record_key not in pending) + (patient_key not in pending) + (
-            nonce_key not in pending
+        custody_key = self._custody_prefix + record_id
+        new_keys = (
+            (record_key not in pending)
+            + (custody_key not in pending)
+            + (patient_key not in pending)
+            + (nonce_key not in pending)
         )
         if len(pending) + new_keys > max_pending_writes:
             return False
 
+        # The rule's writes, in its order: record, record custody, patient entry; then the
+        # pipeline's nonce.
         pending[record_key] = b"".join(
             (
-                raw[record_at:-SIGNATURE_BYTES],  # patient id to size: the record's head
+                raw[record_at:head_end],  # patient id to size: the record's head
                 member_id,
                 bytes((len(organization),)),
                 organization,
@@ -288,6 +338,12 @@ class AnchorPath:
                 time_ms.to_bytes(RECORD_TIME_BYTES, "big"),
                 _ERASURE_FIELDS,
             )
+        )
+        # RecordCustody: the patient's wrap digest, then the custody list as the payload has it
+        # (one entry, canonical: the encoding the rule would write).
+        pending[custody_key] = (
+            raw[head_end : head_end + PAYLOAD_WRAP_BYTES]
+            + raw[custody_at : custody_at + custody_length]
         )
         pending[patient_key] = entry[:PATIENT_COUNT_OFFSET] + (record_count + 1).to_bytes(
             PATIENT_COUNT_BYTES, "big"

@@ -18,6 +18,7 @@ from emrchain.state.application import (
     Handler,
 )
 from emrchain.state.emr import clinical
+from emrchain.state.emr.custody import author_is_sole_custodian
 from emrchain.state.emr.genesis import GenesisOrganization, genesis_writes
 from emrchain.state.emr.handlers import EMR_HANDLERS
 from emrchain.state.pipeline import BlockPipeline
@@ -56,10 +57,14 @@ class EmrApplication(BlockPipeline):
                     keys.NONCE_PREFIX,
                     keys.EMR_RECORD_PREFIX,
                     keys.PATIENT_PREFIX,
+                    keys.RECORD_CUSTODY_PREFIX,
                     clinical.MAX_RECORDS_PER_PATIENT,  # the limit the rule reads
                     TxResult,
                 ),
                 clinical.anchor_author,
+                # Read per block (one lookup): k is written by the genesis only, but a node may
+                # be built before its genesis runs.
+                author_is_sole_custodian,
             )
         super().__init__(
             chain_id,

@@ -36,6 +36,7 @@ from emrchain.state.emr.context import (
 )
 from emrchain.state.emr.custody import (
     RecordCustody,
+    custody_nameable,
     custody_set_for,
     decode_custody_entries,
     encode_receipts,
@@ -145,13 +146,18 @@ def _checked_custody(
 
 def anchor_author(view: StateView, sender: bytes) -> tuple[bytes, bytes] | None:
     """(member id, organisation id in ASCII) of the member `sender` signs for, when
-    `anchor_record`'s sender checks pass for it (`require_sender`, then `require_role`); else
-    None. The compiled accept path (`_core.AnchorPath`, wired in `application.py`) asks this
-    once per sender and run of anchors."""
+    `anchor_record`'s sender checks pass for it (`require_sender`, then `require_role`) and a
+    custody entry may name its organisation (always so for a registered one; checked so that
+    the path's byte comparison means what `decode_custody_entries` means); else None. The
+    compiled accept path (`_core.AnchorPath`, wired in `application.py`) asks this once per
+    sender and run of anchors."""
     status = member_status(view, sender)
     if not isinstance(status, Member) or status.role not in _ANCHOR_ROLES:
         return None
-    return status.member_id, status.organization_id.encode("ascii")
+    organization = status.organization_id.encode("ascii")
+    if not custody_nameable(organization):
+        return None
+    return status.member_id, organization
 
 
 def _live_record(state: OverlayStateView, record_id: bytes) -> EmrRecord:

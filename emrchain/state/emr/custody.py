@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from emrchain.schema import CUSTODY_MAX_BYTES, IDENT_ALPHABET, MAX_CUSTODIANS
+from emrchain.schema.anchor import CUSTODY_WRAP_BYTES
 from emrchain.state import keys
 from emrchain.state.emr.limits import MAX_ORGANIZATIONS, ORGANIZATION_ID_MAX_BYTES
 from emrchain.state.emr.tables import patient_member
@@ -24,7 +25,7 @@ CUSTODY_POLICY_LABEL = b"emrchain/custody-set/v1"
 DEFAULT_CUSTODY_SET_SIZE = 1
 """k when the genesis does not set `emr_params.custody_set_size`: the author's organisation
 alone, as before custody sets existed. Redundancy is a network decision made in the genesis."""
-DIGEST_BYTES = 32
+DIGEST_BYTES = CUSTODY_WRAP_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +43,19 @@ def encode_custody_entries(entries: tuple[CustodyEntry, ...]) -> bytes:
     return writer.bytes()
 
 
+def custody_nameable(organization_id: bytes) -> bool:
+    """Whether a custody entry may name `organization_id`: 1..64 bytes of [a-z0-9._-]."""
+    return 0 < len(organization_id) <= ORGANIZATION_ID_MAX_BYTES and all(
+        byte in IDENT_ALPHABET for byte in organization_id
+    )
+
+
 def _read_entries(reader: Reader) -> tuple[CustodyEntry, ...]:
     count = reader.count(1, MAX_CUSTODIANS, "custodian count")
     entries = []
     for _ in range(count):
         raw = reader.var_bytes(1, ORGANIZATION_ID_MAX_BYTES, "organization_id")
-        if not raw or any(byte not in IDENT_ALPHABET for byte in raw):
+        if not custody_nameable(raw):
             raise DecodeError("custody: an organisation id is not 1..64 of [a-z0-9._-]")
         entries.append(CustodyEntry(raw.decode("ascii"), reader.fixed(DIGEST_BYTES, "wrap")))
     if len({entry.organization_id for entry in entries}) != count:
@@ -149,6 +157,17 @@ def read_custody_set_size(view: StateView) -> int:
     return raw[0]
 
 
+def author_is_sole_custodian(view: StateView) -> bool:
+    """Whether k is 1 in `view` (stored as 1, or absent: the default), so that every record's
+    custody set is its author's organisation alone. The compiled accept path takes anchors only
+    then (`state/emr/application.py`). A corrupt k gives False, never an error: the general rule
+    then meets it and raises, as it would without the path. Only the genesis writes k."""
+    raw = view.get(keys.CUSTODY_SET_SIZE)
+    if raw is None:
+        return DEFAULT_CUSTODY_SET_SIZE == 1
+    return raw == b"\x01"
+
+
 def rendezvous_rank(record_id: bytes, organization_id: str) -> bytes:
     """The policy's ordering key; label and record id are fixed-width, so the concatenation
     is unambiguous."""
@@ -179,14 +198,20 @@ def custody_policy(
 def custody_set_for(
     view: StateView, record_id: bytes, author_organization: str, patient_id: bytes
 ) -> list[str]:
-    """The policy's custody set of a record about to be anchored, from the state `view`."""
+    """The policy's custody set of a record about to be anchored, from the state `view`.
+    With k = 1 the set is the author's organisation whatever else the state holds, so nothing
+    else is read: the compiled accept path (which reads nothing else either) then decides
+    exactly as this does, even on a state where those other entries are corrupt."""
+    set_size = read_custody_set_size(view)
+    if set_size == 1:
+        return [author_organization]
     patient = patient_member(view, patient_id)
     return custody_policy(
         record_id,
         author_organization,
         patient.organization_id if patient is not None else None,
         read_organization_ids(view),
-        read_custody_set_size(view),
+        set_size,
     )
 
 

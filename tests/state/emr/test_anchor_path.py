@@ -7,7 +7,8 @@ Blocks here are generated: anchors by every kind of sender (clinicians, an admin
 an auditor, a stranger), for registered, unknown and limit-reached patients, new and already
 anchored records, duplicates within the block, nonces next, reused, skipped and 0, bad
 signatures and garbage — interleaved with revocations, key rotations and registrations that
-change who may anchor in the middle of the block. The twins' agreement with each other is
+change who may anchor in the middle of the block; custody lists naming another organisation or
+two; a genesis with k = 3, where the path takes nothing. The twins' agreement with each other is
 `tests/core/test_anchor_path_twins.py`.
 """
 
@@ -99,13 +100,16 @@ class BlockWriter:
         self.txs.append(raw)
 
 
-def execute_both(block: Block, view: StateView) -> tuple[Any, Any, int]:
+def execute_both(
+    block: Block, view: StateView, base: World | None = None
+) -> tuple[Any, Any, int]:
     """(outcome with the path, outcome without, accept path hits); an outcome is the
     ExecutionResult or the (type, message) of the error raised."""
     outcomes = []
     hits = 0
+    committed = (base or world()).state
     for anchor_path in (True, False):
-        application = EmrApplication(CHAIN_ID, world().state, anchor_path=anchor_path)
+        application = EmrApplication(CHAIN_ID, committed, anchor_path=anchor_path)
         try:
             outcome: Any = application.execute_block(block, view)
         except Exception as error:
@@ -188,10 +192,10 @@ def test_blocks_execute_alike_with_and_without_the_accept_path(
     assert_same(with_path, without_path)
 
 
-def test_a_typical_block_goes_the_general_way_since_anchors_carry_custody() -> None:
-    """Anchors carry their custody set (records.md §9), which the twins do not know: a payload
-    with it does not add up to their layout, so every anchor goes the general way, which
-    checks the set against the policy. (Teaching the twins the one-custodian case is open.)"""
+def test_a_typical_block_takes_the_accept_path() -> None:
+    """With k = 1 (the default) an anchor's custody list is its author's organisation alone,
+    which the path checks on the bytes: the 40 typical anchors take it, the two refusals go the
+    general way."""
     writer = BlockWriter(world())
     for index in range(40):
         sender = (A_CLINICIAN, A_COLLEAGUE, A_ADMIN, B_CLINICIAN)[index % 4]
@@ -203,11 +207,68 @@ def test_a_typical_block_goes_the_general_way_since_anchors_carry_custody() -> N
     block = world().chain.propose(writer.txs)
     with_path, without_path, hits = execute_both(block, world().state)
     assert_same(with_path, without_path)
-    assert hits == 0
+    assert hits == 40
     assert [result.code for result in with_path.tx_results[:40]] == [0] * 40
     assert [result.code for result in with_path.tx_results[40:]] == [
         ResultCode.DUPLICATE_RECORD,
         ResultCode.ROLE_NOT_PERMITTED,
+    ]
+    custody = with_path.writes[keys.record_custody_key(digest("typical/3"))]
+    assert custody == (
+        anchor_fields(digest("typical/3"))["patient_wrap_sha256"]
+        + anchor_fields(digest("typical/3"), author_organization=HOSPITAL_B)["custody"]
+    )
+
+
+def test_a_custody_entry_naming_another_organisation_goes_the_general_way() -> None:
+    """k = 1 but the one entry names another organisation (or the list names two): not the
+    path's case; the general rule refuses both, with or without the path."""
+    writer = BlockWriter(world())
+    writer.add(A_CLINICIAN, ANCHOR, anchor_fields(digest("other/0")), "next")
+    fields = anchor_fields(digest("other/1"), author_organization=HOSPITAL_B)
+    writer.add(A_CLINICIAN, ANCHOR, fields, "next")
+    fields = anchor_fields(digest("other/2"), custodians=[HOSPITAL_A, HOSPITAL_B])
+    writer.add(A_CLINICIAN, ANCHOR, fields, "next")
+    writer.add(A_CLINICIAN, ANCHOR, anchor_fields(digest("other/3")), "next")
+    block = world().chain.propose(writer.txs)
+    with_path, without_path, hits = execute_both(block, world().state)
+    assert_same(with_path, without_path)
+    assert hits == 2
+    assert [result.code for result in with_path.tx_results] == [
+        ResultCode.OK,
+        ResultCode.CUSTODY_SET_MISMATCH,
+        ResultCode.CUSTODY_SET_MISMATCH,
+        ResultCode.OK,
+    ]
+    assert keys.record_custody_key(digest("other/1")) not in with_path.writes
+
+
+@cache
+def world_of_three_custodians() -> World:
+    """A world whose genesis sets k = 3 (two organisations: every set is both)."""
+    return World(custody_set_size=3)
+
+
+def test_with_three_custodians_no_anchor_takes_the_accept_path() -> None:
+    """k = 3: the policy's set is more than the author, so the path takes nothing; anchors
+    naming the policy's set apply, author-only ones are refused, alike either way."""
+    base = world_of_three_custodians()
+    writer = BlockWriter(base)
+    for index in range(20):
+        sender = (A_CLINICIAN, B_CLINICIAN)[index % 2]
+        organization = HOSPITAL_B if sender is B_CLINICIAN else HOSPITAL_A
+        record_id = digest(f"three/{index}")
+        if index % 4 < 2:
+            fields = base.anchor_fields(record_id, PATIENT_IDS[index % 2], organization)
+        else:
+            fields = anchor_fields(record_id, PATIENT_IDS[index % 2], organization)
+        writer.add(sender, ANCHOR, fields, "next")
+    block = base.chain.propose(writer.txs)
+    with_path, without_path, hits = execute_both(block, base.state, base)
+    assert_same(with_path, without_path)
+    assert hits == 0
+    assert [result.code for result in with_path.tx_results] == [
+        ResultCode.OK if index % 4 < 2 else ResultCode.CUSTODY_SET_MISMATCH for index in range(20)
     ]
 
 
@@ -254,6 +315,11 @@ PATCHES: dict[str, Callable[[], dict[bytes, bytes | None]]] = {
         keys.member_key(A_CLINICIAN.public_key): None,
     },
     "member entry undecodable": lambda: {keys.member_key(A_CLINICIAN.public_key): b"\x01"},
+    "custody set size of two bytes": lambda: {keys.CUSTODY_SET_SIZE: b"\x01\x01"},
+    "custody set size 2": lambda: {keys.CUSTODY_SET_SIZE: b"\x02"},
+    "custody set size 1 stored": lambda: {keys.CUSTODY_SET_SIZE: b"\x01"},
+    # With k = 1 neither way reads the patient's member (the set is the author alone).
+    "patient's member entry missing": lambda: {keys.member_key(PATIENT.public_key): None},
 }
 
 
@@ -274,5 +340,7 @@ def test_odd_committed_entries_get_the_general_rules_answer(case: str) -> None:
     block = world().chain.propose(writer.txs)
     with_path, without_path, _ = execute_both(block, view)
     assert_same(with_path, without_path)
-    if "undecodable" in case or "31 bytes" in case or "missing" in case or "entry of 3" in case:
+    if case.startswith("member") or "entry of 3" in case or "two bytes" in case:
         assert with_path[0] is StateCorruptionError  # the rule raises; so does the path
+    if case == "patient's member entry missing":
+        assert [result.code for result in with_path.tx_results] == [ResultCode.OK] * 3

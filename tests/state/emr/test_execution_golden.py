@@ -175,9 +175,11 @@ def test_golden_workload_app_hash_and_results_are_unchanged(anchor_path: bool) -
     assert 0 in codes and len(set(codes)) > 5  # the workload exercises refusals, not only OKs
     assert world.state.last_app_hash().hex() == EXPECTED_APP_HASH
     assert results_digest(world) == EXPECTED_RESULTS_DIGEST
-    # The pinned digests hold with the compiled ANCHOR_RECORD path on and off; since anchors
-    # carry their custody set it takes none of them (the general rule checks the set).
-    assert world.chain.app.accept_path_hits == 0
+    # The compiled ANCHOR_RECORD path took part (or, turned off, did not): the pinned digests
+    # hold for both. The workload's genesis leaves k = 1, so anchors naming their author's
+    # organisation alone take the path.
+    hits = world.chain.app.accept_path_hits
+    assert hits > 20 if anchor_path else hits == 0
 
 
 def test_golden_workload_is_reproducible_in_one_process() -> None:

@@ -9,6 +9,7 @@ only one refused for its nonce, signature or encoding gives it back).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from emrchain.state.emr import (
     rotation_message,
 )
 from emrchain.state.emr.context import transaction_id
-from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
+from emrchain.state.emr.custody import CustodyEntry, custody_set_for, encode_custody_entries
 from tests.state.chain import CHAIN_ID, ChainBuilder, consumes_nonce, signed_tx, signer
 
 HOSPITAL_A = "hospital-a"
@@ -119,9 +120,16 @@ def member_fields(
 
 
 def anchor_fields(
-    record_id: bytes, patient_id: bytes = PATIENT_ID, author_organization: str = HOSPITAL_A
+    record_id: bytes,
+    patient_id: bytes = PATIENT_ID,
+    author_organization: str = HOSPITAL_A,
+    custodians: Sequence[str] | None = None,
 ) -> dict[str, Any]:
+    """`custodians`: the custody list (default: the author's organisation alone, the policy's
+    set when k = 1); every entry names the same wrap digest."""
     ciphertext = hashlib.sha256(b"ciphertext/" + record_id).digest()
+    wrap = hashlib.sha256(b"wrap/" + record_id).digest()
+    named = [author_organization] if custodians is None else custodians
     return {
         "record_id": record_id,
         "patient_id": patient_id,
@@ -131,7 +139,7 @@ def anchor_fields(
         "size_bytes": 2048,
         "patient_wrap_sha256": hashlib.sha256(b"patient-wrap/" + record_id).digest(),
         "custody": encode_custody_entries(
-            (CustodyEntry(author_organization, hashlib.sha256(b"wrap/" + record_id).digest()),)
+            tuple(CustodyEntry(organization, wrap) for organization in named)
         ),
     }
 
@@ -185,11 +193,20 @@ def erase_fields(
 class World:
     """The chain plus nonce bookkeeping; `setup()` registers everyone and anchors two records."""
 
-    def __init__(self, *, setup: bool = True, anchor_path: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        setup: bool = True,
+        anchor_path: bool = True,
+        custody_set_size: int | None = None,
+    ) -> None:
         """`anchor_path`: run the node's `EmrApplication` with (default) or without its
-        compiled ANCHOR_RECORD accept path."""
+        compiled ANCHOR_RECORD accept path; `custody_set_size`: the genesis k (None: unset)."""
         self.chain = ChainBuilder(
-            handlers=EMR_HANDLERS, organizations=genesis_organizations(), anchor_path=anchor_path
+            handlers=EMR_HANDLERS,
+            organizations=genesis_organizations(),
+            anchor_path=anchor_path,
+            custody_set_size=custody_set_size,
         )
         self.nonces: dict[bytes, int] = {}
         if setup:
@@ -255,12 +272,24 @@ class World:
         ]
         assert [result.code for result in self.block(txs)] == [0] * len(txs)
         anchors = [
-            self.tx(A_CLINICIAN, TxKind.ANCHOR_RECORD, anchor_fields(RECORD)),
+            self.tx(A_CLINICIAN, TxKind.ANCHOR_RECORD, self.anchor_fields(RECORD)),
             self.tx(
-                A_CLINICIAN, TxKind.ANCHOR_RECORD, anchor_fields(OTHER_RECORD, OTHER_PATIENT_ID)
+                A_CLINICIAN,
+                TxKind.ANCHOR_RECORD,
+                self.anchor_fields(OTHER_RECORD, OTHER_PATIENT_ID),
             ),
         ]
         assert [result.code for result in self.block(anchors)] == [0, 0]
+
+    def anchor_fields(
+        self,
+        record_id: bytes,
+        patient_id: bytes = PATIENT_ID,
+        author_organization: str = HOSPITAL_A,
+    ) -> dict[str, Any]:
+        """`anchor_fields` with the custody list the policy gives in the committed state."""
+        custodians = custody_set_for(self.state, record_id, author_organization, patient_id)
+        return anchor_fields(record_id, patient_id, author_organization, custodians)
 
     def rotation_fields(
         self, old: Actor, new: Ed25519Signer, *, proof_by: Ed25519Signer | None = None
