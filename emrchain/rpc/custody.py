@@ -51,12 +51,20 @@ class CustodyRoutes:
     def _view(self) -> StateView:
         return self._node.chain.state_view()
 
-    def _custodian_json(self, view: StateView, organization_id: str) -> dict[str, Any]:
+    def _custodian_json(
+        self, request: web.Request, view: StateView, organization_id: str
+    ) -> dict[str, Any]:
         organization = read_organization(view, organization_id)
+        address = self._urls.get(organization_id)
+        if address is None and organization_id == self._node.records.organization_id:
+            # This node serves that organisation: the address the caller reached it at (a
+            # node does not know the URL it is reached by; [records] custodian_rpc_urls need
+            # not list the node's own organisation).
+            address = str(request.url.origin())
         return {
             "organization_id": organization_id,
             "custody_key": organization.encryption_key.hex() if organization else None,
-            "node_address": self._urls.get(organization_id),
+            "node_address": address,
         }
 
     async def custody_set(self, request: web.Request) -> web.Response:
@@ -77,7 +85,9 @@ class CustodyRoutes:
                 "record_id": record_id.hex(),
                 "patient_id": patient_id.hex(),
                 "patient_encryption_key": patient.encryption_key.hex(),
-                "custodians": [self._custodian_json(view, item) for item in organizations],
+                "custodians": [
+                    self._custodian_json(request, view, item) for item in organizations
+                ],
                 "height": read_progress(view)[0],
             }
         )
@@ -108,7 +118,7 @@ class CustodyRoutes:
         receipts = read_erasure_receipts(view, record_id)
         custodians = []
         for entry in custody.custodians:
-            item = self._custodian_json(view, entry.organization_id)
+            item = self._custodian_json(request, view, entry.organization_id)
             item["wrap_sha256"] = entry.wrap_sha256.hex()
             item["erasure_confirmed"] = entry.organization_id in receipts
             custodians.append(item)

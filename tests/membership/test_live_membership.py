@@ -179,7 +179,7 @@ def test_a_registered_full_node_syncs_serves_a_record_and_never_votes(network: D
         )
         async with EmrClient(network.rpc_urls[full], clinician) as author:
             stored = await author.put_record(
-                PLAINTEXT, patient_id, RecordType.LAB_RESULT, hospital.organization_key.public_key
+                PLAINTEXT, patient_id, RecordType.LAB_RESULT
             )
         async with EmrClient(network.rpc_urls[full], patient) as reader:
             read = await reader.get_record(stored.record_id)

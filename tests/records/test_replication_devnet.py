@@ -61,7 +61,7 @@ class Network:
             for _ in range(count):
                 result = await client.put_record(
                     b"ferritin 41 ug/L " + secrets.token_bytes(32), self.patient_id,
-                    RecordType.LAB_RESULT, self.hospital.organization_key.public_key,
+                    RecordType.LAB_RESULT,
                 )
                 stored[result.record_id] = result.cid_text
         self.records.update(stored)
