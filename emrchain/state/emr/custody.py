@@ -128,16 +128,21 @@ def read_organization_ids(view: StateView) -> list[str]:
     raw = view.get(keys.ORGANIZATION_LIST)
     if raw is None:
         return []
+    return _decode_organization_ids(raw, MAX_ORGANIZATIONS, "organisation list")
+
+
+def _decode_organization_ids(raw: bytes, most: int, what: str) -> list[str]:
+    """`encode_organization_ids` read back; a state entry that does not decode is corruption."""
     try:
-        reader = Reader(raw, "OrganizationList")
-        count = reader.count(2, MAX_ORGANIZATIONS, "count")
+        reader = Reader(raw, what)
+        count = reader.count(2, most, "count")
         ids = [
             reader.var_bytes(1, ORGANIZATION_ID_MAX_BYTES, "organization_id").decode("ascii")
             for _ in range(count)
         ]
         reader.finish()
     except (DecodeError, UnicodeDecodeError) as error:
-        raise StateCorruptionError(f"organisation list is undecodable: {error}") from None
+        raise StateCorruptionError(f"{what} is undecodable: {error}") from None
     return ids
 
 
@@ -222,16 +227,4 @@ def encode_receipts(organization_ids: list[str]) -> bytes:
 def read_erasure_receipts(view: StateView, record_id: bytes) -> list[str]:
     """The custodians that posted an erasure receipt for the record, in custody order."""
     raw = view.get(keys.erasure_receipts_key(record_id))
-    if raw is None:
-        return []
-    try:
-        reader = Reader(raw, "ErasureReceipts")
-        count = reader.count(2, MAX_CUSTODIANS, "count")
-        ids = [
-            reader.var_bytes(1, ORGANIZATION_ID_MAX_BYTES, "organization_id").decode("ascii")
-            for _ in range(count)
-        ]
-        reader.finish()
-    except (DecodeError, UnicodeDecodeError) as error:
-        raise StateCorruptionError(f"erasure receipts are undecodable: {error}") from None
-    return ids
+    return [] if raw is None else _decode_organization_ids(raw, MAX_CUSTODIANS, "erasure receipts")
