@@ -191,6 +191,14 @@ class P2PSection:
         "How long a banned peer is refused at the handshake and not dialled.",
         Integer(1_000, 7 * 86_400_000, "milliseconds"),
     )
+    strike_decay_ms: int = setting(
+        60_000,
+        "How long one report of a minor misbehaviour (all but an invalid signature or "
+        "equivocation) counts towards misbehaviour_ban_threshold: a peer is banned only for "
+        "that many reports of one kind within this time, so a slow honest peer that lets a "
+        "block-sync request time out now and then is never banned.",
+        Integer(1_000, 7 * 86_400_000, "milliseconds"),
+    )
     log_interval_ms: int = setting(
         10_000,
         "At most one log line per interval about refused connections and one about "

@@ -55,6 +55,7 @@ class P2PConfig:
     close_timeout_ms: int = P2PSection.close_timeout_ms
     misbehaviour_ban_threshold: int = P2PSection.misbehaviour_ban_threshold
     ban_duration_ms: int = P2PSection.ban_duration_ms
+    strike_decay_ms: int = P2PSection.strike_decay_ms
     log_interval_ms: int = P2PSection.log_interval_ms
     max_dialled_registry_peers: int = P2PSection.max_dialled_registry_peers
 

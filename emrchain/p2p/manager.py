@@ -40,7 +40,7 @@ from emrchain.p2p.framing import MAX_CHANNEL, MIN_APPLICATION_CHANNEL
 from emrchain.p2p.handshake import MAX_CHAIN_ID_BYTES, Role, perform_handshake
 from emrchain.p2p.identity import NODE_KEY_BYTES, NodeAddress, node_id
 from emrchain.p2p.scoring import Misbehaviour, PeerScores
-from emrchain.p2p.stats import P2PStats
+from emrchain.p2p.stats import P2PStats, PeerStanding
 from emrchain.throttled_log import ThrottledLog
 
 logger = logging.getLogger("emrchain.p2p")
@@ -99,7 +99,7 @@ class PeerManager:
         self._stats = P2PStats()
         self._clock = clock
         self._scores = PeerScores(
-            config.misbehaviour_ban_threshold, config.ban_duration_ms / 1000, clock
+            config.misbehaviour_ban_threshold, config.ban_duration_ms, config.strike_decay_ms
         )
         # Refused connections and misbehaviour reports are the remote side's doing, as often as
         # it likes: one line per interval each.
@@ -205,7 +205,22 @@ class PeerManager:
 
     def banned_peers(self) -> dict[str, float]:
         """Every peer banned now, with the seconds its ban has left."""
-        return self._scores.banned()
+        return {
+            peer_id: remaining_ms / 1000
+            for peer_id, remaining_ms in self._scores.banned(self._now_ms()).items()
+        }
+
+    def standing(self) -> PeerStanding:
+        """Strikes of the connected peers and the bans in force (`/status` "p2p")."""
+        now_ms = self._now_ms()
+        return PeerStanding(
+            strikes={
+                peer_id: self._scores.strikes(peer_id, now_ms) for peer_id in self.connected_peers()
+            },
+            bans_in_force=len(self._scores.banned(now_ms)),
+            bans=self._stats.bans,
+            unknown_peer_refusals=self._stats.handshake_failures[HandshakeFailure.UNKNOWN_PEER],
+        )
 
     def report_misbehaviour(self, peer_id: str, kind: Misbehaviour) -> bool:
         """Hold `kind` against `peer_id` (the authenticated sender of what was wrong); True if
@@ -217,7 +232,7 @@ class PeerManager:
         self._stats.misbehaviour[kind] += 1
         peer_stats = self._stats.peer(peer_id)
         peer_stats.misbehaviour[kind] += 1
-        if not self._scores.report(peer_id, kind):
+        if not self._scores.report(peer_id, kind, self._now_ms()):
             self._report_log.warning("peer %s reported for %s", peer_id[:16], kind)
             return False
         self._stats.bans += 1
@@ -365,7 +380,7 @@ class PeerManager:
                 # Removed from the allowed set: we would refuse it ourselves, so do not dial.
                 await asyncio.sleep(self._config.reconnect_max_ms / 1000)
                 continue
-            ban_remaining_s = self._scores.ban_remaining_s(address.node_id)
+            ban_remaining_s = self._scores.ban_remaining_ms(address.node_id, self._now_ms()) / 1000
             if ban_remaining_s > 0:
                 # Looked at again every reconnect_initial_ms: the clock may be a test's.
                 self._stats.banned_dials_skipped += 1
@@ -492,11 +507,14 @@ class PeerManager:
             self._transports.discard(writer.transport)
 
     def _refuse_if_banned(self, peer_key: bytes) -> None:
-        remaining_s = self._scores.ban_remaining_s(node_id(peer_key))
-        if remaining_s > 0:
-            raise HandshakeError(
-                HandshakeFailure.BANNED, f"banned for {remaining_s * 1000:.0f} ms more"
-            )
+        remaining_ms = self._scores.ban_remaining_ms(node_id(peer_key), self._now_ms())
+        if remaining_ms > 0:
+            raise HandshakeError(HandshakeFailure.BANNED, f"banned for {remaining_ms} ms more")
+
+    def _now_ms(self) -> int:
+        """The manager's monotonic clock in whole milliseconds (bans and strikes are kept in
+        them)."""
+        return round(self._clock() * 1000)
 
     def _register(self, connection: PeerConnection) -> bool:
         existing = self._connections.get(connection.peer_id)

@@ -54,3 +54,16 @@ class P2PStats:
 
     def snapshot(self) -> P2PStats:
         return copy.deepcopy(self)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStanding:
+    """How the node stands with its peers now (`PeerManager.standing()`, `/status` "p2p")."""
+
+    strikes: dict[str, dict[str, int]]
+    """Per connected peer, its unexpired strikes by misbehaviour kind (docs/spec/p2p.md §5.2)."""
+    bans_in_force: int
+    bans: int
+    """Bans since the start, expired ones included."""
+    unknown_peer_refusals: int
+    """Handshakes refused because the peer's key is not in the allowed set."""

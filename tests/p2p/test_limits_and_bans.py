@@ -223,6 +223,31 @@ def test_a_banned_peer_is_not_dialled_until_its_ban_expires() -> None:
     run(scenario())
 
 
+def test_strikes_decay_on_the_manager_clock_and_show_in_its_standing() -> None:
+    async def scenario() -> None:
+        options = {"misbehaviour_ban_threshold": 3, "strike_decay_ms": 60_000}
+        async with judge_and_offender(False, **options) as (judge, offender, clock):
+            peer = offender.node_id
+            for _ in range(2):
+                assert not judge.manager.report_misbehaviour(peer, Misbehaviour.SYNC_TIMEOUT)
+            assert judge.manager.standing().strikes == {peer: {"sync_timeout": 2}}
+            clock.now += 60.0  # both strikes expire: two more do not ban
+            assert judge.manager.standing().strikes == {peer: {}}
+            for _ in range(2):
+                assert not judge.manager.report_misbehaviour(peer, Misbehaviour.SYNC_TIMEOUT)
+            assert judge.manager.is_connected(peer)
+            clock.now += 59.0  # still within the decay of the last two: the third bans
+            assert judge.manager.report_misbehaviour(peer, Misbehaviour.SYNC_TIMEOUT)
+            await wait_until(lambda: not judge.manager.is_connected(peer))
+            standing = judge.manager.standing()
+            assert standing.strikes == {} and standing.bans_in_force == 1 and standing.bans == 1
+            assert standing.unknown_peer_refusals == 0
+            clock.now += judge.manager.config.ban_duration_ms / 1000
+            assert judge.manager.standing().bans_in_force == 0
+
+    run(scenario())
+
+
 def test_reports_against_a_peer_that_is_not_allowed_are_ignored() -> None:
     async def scenario() -> None:
         signer = Ed25519Signer.generate()

@@ -145,6 +145,12 @@ def test_unknown_dialer_is_refused() -> None:
             assert failures[HandshakeFailure.CONNECTION_CLOSED] >= 1
             assert a.manager.connected_peers() == [] and x.manager.connected_peers() == []
             assert a.events.connected == [] and x.events.connected == []
+            standing = a.manager.standing()
+            assert (
+                standing.unknown_peer_refusals
+                == a.manager.stats().handshake_failures[HandshakeFailure.UNKNOWN_PEER]
+            )
+            assert standing.unknown_peer_refusals >= 2 and standing.strikes == {}
         finally:
             await close_all(a, x)
 
