@@ -114,6 +114,7 @@ class NodeRpcView:
             if state is not None
             else None,
             peers=node.p2p.connected_peers(),
+            p2p=node.p2p.standing(),
             evidence=[item.encode() for item in driver.evidence] if driver is not None else [],
             refused_signatures=driver.refused_signatures if driver is not None else 0,
             blocks_synced=node.blocksync.blocks_synced,

@@ -195,6 +195,15 @@ class NodeCollector(Collector):
             dict(p2p.misbehaviour),
         )
         yield _counter("p2p_bans", "Peers banned for misbehaviour.", p2p.bans)
+        yield _gauge("p2p_bans_in_force", "Peers banned now.", status.p2p.bans_in_force)
+        strikes = GaugeMetricFamily(
+            f"{metrics.NAMESPACE}_p2p_peer_strikes",
+            "Unexpired misbehaviour strikes of each connected peer, all kinds together.",
+            labels=["peer"],
+        )
+        for peer, kinds in sorted(status.p2p.strikes.items()):
+            strikes.add_metric([peer[:PEER_LABEL_HEX_CHARACTERS]], sum(kinds.values()))
+        yield strikes
 
     def _store_and_records(self, status: Any, operations: Any) -> Iterator[Metric]:
         counters = status.counters

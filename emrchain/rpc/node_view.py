@@ -20,7 +20,7 @@ from emrchain.types import Block
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
     from emrchain.mempool import Admission, MempoolStats
-    from emrchain.p2p.stats import P2PStats
+    from emrchain.p2p.stats import P2PStats, PeerStanding
     from emrchain.records.service import RecordService
     from emrchain.rpc.commit_waits import CommitWaits
     from emrchain.state.view import CommittedState
@@ -106,6 +106,8 @@ class NodeStatus:
     consensus: ConsensusPosition | None
     """None until consensus has started."""
     peers: list[str]
+    p2p: PeerStanding
+    """Strikes of the connected peers, bans in force (docs/spec/p2p.md §5.2)."""
     evidence: list[bytes]
     """Encoded equivocation evidence the node has seen."""
     refused_signatures: int

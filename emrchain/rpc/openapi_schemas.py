@@ -41,6 +41,15 @@ STATUS = strict(
     latest_app_hash=HEX32,
     consensus=strict(height=nullable(INT), round=nullable(INT), step=nullable(STR)),
     peers={"type": "array", "items": STR},
+    p2p=strict(
+        peers={
+            "type": "object",
+            "additionalProperties": strict(strikes={"type": "object", "additionalProperties": INT}),
+        },
+        bans_in_force=INT,
+        bans=INT,
+        unknown_peer_refusals=INT,
+    ),
     mempool_txs=INT,
     evidence={"type": "array", "items": HEX},
     refused_signatures=INT,

@@ -62,6 +62,7 @@ from emrchain.types import Block, ConflictingProposalEvidence, Evidence, envelop
 
 if TYPE_CHECKING:
     from emrchain.config.node import NodeConfig
+    from emrchain.p2p.stats import PeerStanding
 
 logger = logging.getLogger(__name__)
 REPLAY_HORIZON_FILE = "rpc_replay_horizon"
@@ -93,6 +94,7 @@ def status_json(node: NodeView) -> dict[str, Any]:
             "step": consensus.step if consensus else None,
         },
         "peers": status.peers,
+        "p2p": _p2p_json(status.p2p),
         "mempool_txs": mempool.size_txs,
         "evidence": [item.hex() for item in status.evidence],
         "refused_signatures": status.refused_signatures,
@@ -114,6 +116,17 @@ def status_json(node: NodeView) -> dict[str, Any]:
             "absence_filter_keys": counters.absence_filter_keys,
         },
         "halt": node.halt_reason,
+    }
+
+
+def _p2p_json(standing: PeerStanding) -> dict[str, Any]:
+    return {
+        "peers": {
+            peer_id: {"strikes": strikes} for peer_id, strikes in sorted(standing.strikes.items())
+        },
+        "bans_in_force": standing.bans_in_force,
+        "bans": standing.bans,
+        "unknown_peer_refusals": standing.unknown_peer_refusals,
     }
 
 

@@ -84,6 +84,12 @@ def test_metrics_reply_lists_exactly_the_documented_metrics(network: Devnet) -> 
     assert sample(exposition, "emrchain_p2p_peers") == 3
     assert sample(exposition, "emrchain_consensus_validators") == 4
     assert sample(exposition, "emrchain_p2p_peers_needed_for_quorum") == 2
+    # An honest devnet bans nobody; each connected peer has a strike gauge (/status "p2p").
+    assert sample(exposition, "emrchain_p2p_bans_in_force") == 0
+    strikes_by_peer = get(network.rpc_urls[0] + "/status")[1]["p2p"]["peers"]
+    assert len(strikes_by_peer) == 3
+    for peer_id in strikes_by_peer:
+        assert sample(exposition, "emrchain_p2p_peer_strikes", peer=peer_id[:16]) is not None
     assert sample(exposition, "emrchain_store_write_seconds_count") >= 2
     assert (
         sample(
