@@ -224,6 +224,9 @@ def test_lying_sync_responses_are_reported_until_the_liar_is_banned(tmp_path: Pa
             peer.wait_for(lambda: 2 not in peer.connected(), 20.0, "node 2 disconnecting us")
             target = network.height(2) + 3
             network.wait_for_height(target, [0, 1, 2], timeout_s=60.0)
-            # Banned: it is refused at the handshake and not dialled.
+            # Banned: it is refused at the handshake and not dialled, and /status says so.
             assert 2 not in peer.connected()
+            standing = network.rpc(2, "/status")["p2p"]
+            assert standing["bans_in_force"] == 1 and standing["bans"] == 1
+            assert len(standing["peers"]) == 2  # the honest two, the liar gone
             _assert_alive_and_bounded(network, [0, 1, 2])
