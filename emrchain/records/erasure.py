@@ -3,8 +3,10 @@ chain whose copies on this node are not yet all gone, worked until they are.
 
 A committed ERASE_RECORD puts the record in the vault's erasure queue (synced to disk) before
 anything else happens, so a crash, a stop or a storage outage only delays it. The worker
-deletes the custody copy, the patient's and grantees' wraps, the cache entry and the blob,
-retrying with exponential backoff while a store is down; a custodian's node then posts an
+deletes the custody copy, the patient's and grantees' wraps, the blob and the cache entry,
+retrying with exponential backoff while a store is down (the vault, IPFS, or Redis: a cache
+delete that fails raises, because the entry may outlive it until its TTL, or across a Redis
+restart with persistence); a custodian's node then posts an
 ERASURE_RECEIPT signed with its organisation's receipt key, and the entry leaves the queue once
 the chain holds that receipt (or at once on a node that is not a custodian). At start the
 worker also queues every custody copy in the vault whose record the chain shows erased, which

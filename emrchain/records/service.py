@@ -245,8 +245,11 @@ class RecordService:
         self.vault.delete_member_wraps(record_id)
         self.vault.compact_record(record_id)
         if cid:
-            await self.cache.delete(cid)
+            # The blob first: a read racing the erasure can then no longer refill the cache
+            # after its entry is gone. Either delete raises when it could not confirm (the
+            # worker retries the whole erasure).
             await self.blob_store.delete(cid)
+            await self.cache.delete(cid)
         logger.info("erased record %s from this node's stores", record_id.hex()[:16])
 
     async def close(self) -> None:

@@ -7,12 +7,13 @@ its own bytes). Only verified bytes are ever cached or returned.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 
 from emrchain import metrics
-from emrchain.storage.interfaces import BlobStore, Cache
+from emrchain.storage.interfaces import BlobStore, Cache, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ async def read_through(cache: Cache, store: BlobStore, cid: str, expected_sha256
             return cached
         # Poisoned or stale: drop it so the next reader does not pay for it again.
         logger.warning("cache entry for %s failed its hash check; evicted", cid)
-        await cache.delete(cid)
+        with contextlib.suppress(StorageError):  # best effort: a down cache serves misses
+            await cache.delete(cid)
     metrics.CIPHERTEXT_CACHE.labels("miss").inc()
     data = await store.get(cid, expected_sha256)
     await cache.set(cid, data)

@@ -1,9 +1,10 @@
 """`Cache` on Redis: a shared hot cache of blob ciphertext keyed by CID, best effort.
 
-Redis is an accelerator, never a dependency: when it is down, slow or full every operation
-behaves as a miss or a no-op, the failure is logged at most once per `log_interval_ms`, and
-calls stop touching Redis for `down_retry_interval_ms` (so a dead Redis costs nothing per
-request). The next call after that interval tries again, so the cache recovers on its own.
+Redis is an accelerator, never a dependency: when it is down, slow or full a read or write
+behaves as a miss or a no-op (a delete raises instead: erasure retries it, `records.md` §8),
+the failure is logged at most once per `log_interval_ms`, and calls stop touching Redis for
+`down_retry_interval_ms` (so a dead Redis costs nothing per request). The next call after that
+interval tries again, so the cache recovers on its own.
 
 Values are ciphertext (the blob bytes as stored) and are returned exactly as Redis holds them:
 the caller checks them against the anchored SHA-256 before use (`read_path.read_through`), so
@@ -24,6 +25,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from emrchain import metrics
+from emrchain.storage.interfaces import StorageUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +147,18 @@ class RedisCache:
         await self._run("set", self._client.set(self._key_prefix + key, value, px=self._ttl_ms))
 
     async def delete(self, key: str) -> None:
-        await self._run("delete", self._client.delete(self._key_prefix + key))
+        """Remove `key`'s entry (absent is fine). Unlike `get` and `set` it raises
+        StorageUnavailableError when Redis is down, in its down window, or fails: an erasure
+        must not count an entry as gone that may live on until its TTL."""
+        if time.monotonic() < self._down_until:
+            raise StorageUnavailableError(f"Redis cache {self._where} is down; entry not deleted")
+        try:
+            await self._call("delete", self._client.delete(self._key_prefix + key))
+        except (RedisError, OSError, TimeoutError) as error:
+            self._mark_down("delete", error)
+            raise StorageUnavailableError(
+                f"Redis cache {self._where} did not delete the entry: {error}"
+            ) from None
 
     async def ping(self) -> None:
         """Reach Redis now (readiness probes), ignoring the down window; raises on failure."""
@@ -164,20 +177,28 @@ class RedisCache:
             command.close()  # never awaited: close the coroutine so Python does not warn
             return None
         try:
-            # The socket timeouts bound each read and connect; this bounds the whole call,
-            # including the wait for a pooled connection.
-            with metrics.dependency_call("redis", operation):
-                async with asyncio.timeout(self._timeout_s * 2):
-                    result = await command
+            return await self._call(operation, command)
         except (RedisError, OSError, TimeoutError) as error:
-            self._is_down = True
-            self._down_until = time.monotonic() + self._down_retry_interval_s
-            self._log.failure(
-                "Redis cache %s unusable (%s: %s); serving misses, retrying in %.1f s",
-                self._where, operation, error, self._down_retry_interval_s,
-            )
+            self._mark_down(operation, error)
             return None
+
+    async def _call(self, operation: str, command: Any) -> Any:
+        """Await one Redis command, bounded; raises what redis-py raises."""
+        # The socket timeouts bound each read and connect; this bounds the whole call,
+        # including the wait for a pooled connection.
+        with metrics.dependency_call("redis", operation):
+            async with asyncio.timeout(self._timeout_s * 2):
+                result = await command
         if self._is_down:
             self._is_down = False
             logger.info("Redis cache %s reachable again", self._where)
         return result
+
+    def _mark_down(self, operation: str, error: Exception) -> None:
+        """Stop touching Redis for the down window; log (rate-limited)."""
+        self._is_down = True
+        self._down_until = time.monotonic() + self._down_retry_interval_s
+        self._log.failure(
+            "Redis cache %s unusable (%s: %s); serving misses, retrying in %.1f s",
+            self._where, operation, error, self._down_retry_interval_s,
+        )

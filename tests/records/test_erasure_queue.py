@@ -1,16 +1,25 @@
-"""The erasure queue against a real Kubo node that is down (issue 24, `records.md` §8).
+"""The erasure queue against a real Kubo node and a real Redis that are down (issue 24,
+`records.md` §8).
 
 A node's record service keeps a record in IPFS; the record is erased while the IPFS daemon is
 killed: the deletion fails, stays queued in the vault, and survives a restart of the record
 service (a node restart). Once the daemon is back, the queued erasure runs, unpins the blob and
-leaves the queue. This node is no custodian on chain (empty state), so no receipt is due.
+leaves the queue. The same for the Redis cache: a Redis that keeps its data across a restart
+(append-only file) is killed during the erasure; the erasure stays queued (a cache delete that
+fails is not "gone"), and once Redis is back with the entry, the retry deletes it. This node is
+no custodian on chain (empty state), so no receipt is due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
 
 from emrchain.config.node import NodeConfig
 from emrchain.mempool.admission import Admission
@@ -19,8 +28,9 @@ from emrchain.records.erasure import ErasureSettings, ErasureWorker
 from emrchain.state.memory import MemoryState
 from tests.records.homes import configure_home, single_node_home
 from tests.records.test_hsm_wiring import sealed_data_key
-from tests.services.fixtures import run
+from tests.services.fixtures import RedisServer, require_service, run
 
+REDIS_KEY_PREFIX = "emrchain:blob:"
 SETTINGS = ErasureSettings(retry_initial_ms=100, retry_max_ms=1_000, batch=10)
 
 
@@ -74,6 +84,67 @@ def test_an_erasure_during_an_ipfs_outage_finishes_after_a_restart(
         assert worker.records.vault.pending_erasures(10) == []
         assert worker.records.vault.get(record_id) is None
         assert stored.cid not in daemon.pins()
+        await worker.records.close()
+
+    run(scenario())
+
+
+@pytest.fixture
+def persistent_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A Redis that writes every command to its append-only file: a killed server comes back
+    with its entries, as a production Redis with persistence does."""
+    require_service("redis")
+    server = RedisServer(
+        tmp_path_factory.mktemp("redis-aof"),
+        arguments=("--appendonly", "yes", "--appendfsync", "always"),
+    )
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_an_erasure_during_a_redis_outage_stays_queued_until_the_entry_is_gone(
+    persistent_redis: RedisServer, tmp_path: Path
+) -> None:
+    redis = persistent_redis
+    home = single_node_home(tmp_path / "net")
+    config = configure_home(
+        home, records={"cache_backend": "redis", "redis_url": f"unix://{redis.unix_socket}"}
+    )
+    record_id, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
+
+    async def cached(cid: str) -> bytes | None:
+        client = Redis(unix_socket_path=redis.unix_socket, socket_timeout=5)
+        try:
+            value = await client.get(REDIS_KEY_PREFIX + cid)
+            return value if isinstance(value, bytes) else None
+        finally:
+            await client.aclose()
+
+    async def scenario() -> None:
+        worker = worker_for(config)
+        ciphertext = secrets.token_bytes(5_000)
+        stored = await worker.records.store(record_id, ciphertext, sealed_data_key(home, data_key))
+        assert await cached(stored.cid) == ciphertext
+        redis.kill()
+        try:
+            worker.enqueue(record_id, stored.cid_bytes)
+            await worker.work_once()
+            # The cache entry could not be deleted: the erasure is not done, it stays queued.
+            assert worker.records.vault.pending_erasures(10) == [(record_id, stored.cid)]
+        finally:
+            redis.start()
+        # Back from its append-only file with the entry: ignoring the failure would leave it.
+        assert await cached(stored.cid) == ciphertext
+        deadline = time.monotonic() + 30
+        while worker.records.vault.pending_erasures(10):
+            assert time.monotonic() < deadline, "the queued erasure was not retried"
+            await worker.work_once()  # before the backoff ends it does nothing
+            await asyncio.sleep(0.05)
+        assert await cached(stored.cid) is None
+        assert worker.records.vault.get(record_id) is None
         await worker.records.close()
 
     run(scenario())

@@ -11,7 +11,7 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from emrchain.storage.interfaces import Cache
+from emrchain.storage.interfaces import Cache, StorageUnavailableError
 from emrchain.storage.redis_cache import RedisCache
 from tests.services.fixtures import RedisServer, run
 
@@ -100,7 +100,9 @@ def test_killed_redis_is_a_quiet_miss_then_recovers(
                 for _ in range(5):
                     assert await cache.get("k") is None
                     await cache.set("k", b"during")  # no-op, no exception
-                    await cache.delete("k")
+                    # A delete says it failed: an erasure must not count the entry as gone.
+                    with pytest.raises(StorageUnavailableError):
+                        await cache.delete("k")
                     await asyncio.sleep(0.03)
                 assert time.monotonic() - started < 5.0  # no call waits on the dead server
             assert cache.is_down
