@@ -43,7 +43,7 @@ from emrchain.node.wiring import (
 )
 from emrchain.p2p import Misbehaviour, PeerManager
 from emrchain.records import open_record_service
-from emrchain.records.erasure import open_erasure_worker
+from emrchain.records.erasure import anchored_cid, open_erasure_worker
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
@@ -51,6 +51,7 @@ from emrchain.rpc.connections import FileLimitError
 from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
+from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
@@ -201,6 +202,7 @@ class Node:
             self.mempool.pending_nonces,
             self.chain_id,
         )
+        self.erasure.anchored_cid = self._anchored_cid
         self.chain.erasure_listeners.append(self.erasure.enqueue)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
         self.replicator = open_replicator(
@@ -382,6 +384,16 @@ class Node:
         final = await self.records.finish_unfinished_rotation()
         if final is not None:
             self.rotation_finished = final
+
+    def _anchored_cid(self, record: EmrRecord) -> str | None:
+        """The CID in the record's anchoring block, for an erasure queued without one."""
+        block = self.store.block(record.height)
+        results = self.store.tx_results(record.height)
+        if block is None or results is None:
+            return None
+        return anchored_cid(
+            block.txs, results, record.record_id, self.chain_id, self.chain.limits.max_tx_bytes
+        )
 
     def consensus_position(self) -> tuple[int, int] | None:
         """(height, round) consensus is at, for log lines; None before it started."""

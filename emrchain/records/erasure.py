@@ -27,12 +27,17 @@ from emrchain.client.transactions import erasure_receipt
 from emrchain.config.node import NodeConfig
 from emrchain.mempool.admission import Admission
 from emrchain.records.service import RecordService
+from emrchain.schema import TxKind
 from emrchain.state.emr.custody import read_erasure_receipts, read_record_custody
+from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import read_record
 from emrchain.state.keys import nonce_key
+from emrchain.state.result import TxResult
 from emrchain.state.view import StateView, read_u64
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import StorageError
+from emrchain.types import envelope
+from emrchain.types.transaction import Transaction
 
 logger = logging.getLogger(__name__)
 RECONCILE_PAGE = 1_000
@@ -65,6 +70,10 @@ class ErasureWorker:
     receipt_identity: MemberIdentity | None
     settings: ErasureSettings
     clock: Callable[[], float] = time.monotonic
+    anchored_cid: Callable[[EmrRecord], str | None] = lambda _record: None
+    """The CID the record's ANCHOR_RECORD carried (`anchored_cid` over its block): the
+    tombstone dropped it, and an erasure queued without one (reconciled after a crash between
+    the erasure's commit and its queue entry) must still delete the blob and the cache entry."""
     _progress: dict[bytes, _Progress] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -82,7 +91,8 @@ class ErasureWorker:
             for wrap in page:
                 record = read_record(view, wrap.record_id)
                 if record is not None and record.is_erased:
-                    self.records.vault.enqueue_erasure(wrap.record_id, "")
+                    cid_text = self.anchored_cid(record) or ""
+                    self.records.vault.enqueue_erasure(wrap.record_id, cid_text)
                     queued += 1
             after = page[-1].record_id
         return queued
@@ -119,6 +129,9 @@ class ErasureWorker:
         if now < progress.next_try:
             return
         if not progress.deleted:
+            if not cid_text:
+                record = read_record(self.state_view(), record_id)
+                cid_text = (self.anchored_cid(record) if record is not None else None) or ""
             try:
                 await self.records.erase(record_id, cid_text or None)
                 progress.deleted = True
@@ -190,6 +203,26 @@ class ErasureWorker:
         logger.info(
             "erasure of %s done here; receipt %s sent", record_id.hex()[:16], tx.tx_id.hex()[:16]
         )
+
+
+def anchored_cid(
+    txs: Sequence[bytes],
+    results: Sequence[TxResult],
+    record_id: bytes,
+    chain_id: bytes,
+    max_tx_bytes: int,
+) -> str | None:
+    """The CID of the applied ANCHOR_RECORD of `record_id` among a block's transactions and
+    results (the block at the record's `height`); None if that block does not hold it. The
+    block keeps what the erasure's tombstone dropped: the CID names ciphertext only, which
+    the erasure deletes."""
+    for raw, result in zip(txs, results, strict=True):
+        if result.code != 0 or envelope.kind(raw) != TxKind.ANCHOR_RECORD:
+            continue
+        fields = Transaction.decode(raw, chain_id, max_tx_bytes).fields
+        if fields["record_id"] == record_id:
+            return cid_bytes_to_text(fields["cid"])
+    return None
 
 
 def open_erasure_worker(

@@ -24,8 +24,14 @@ from redis.asyncio import Redis
 from emrchain.config.node import NodeConfig
 from emrchain.mempool.admission import Admission
 from emrchain.records import open_record_service
-from emrchain.records.erasure import ErasureSettings, ErasureWorker
+from emrchain.records.erasure import ErasureSettings, ErasureWorker, anchored_cid
+from emrchain.schema import ErasureReason, RecordType, TxKind
+from emrchain.state.emr.records import EmrRecord
+from emrchain.state.emr.tables import write_record
 from emrchain.state.memory import MemoryState
+from emrchain.state.result import TxResult
+from emrchain.state.view import OverlayStateView
+from tests.core.txgen import build_tx
 from tests.records.homes import configure_home, single_node_home
 from tests.records.test_hsm_wiring import sealed_data_key
 from tests.services.fixtures import RedisServer, require_service, run
@@ -145,6 +151,71 @@ def test_an_erasure_during_a_redis_outage_stays_queued_until_the_entry_is_gone(
             await asyncio.sleep(0.05)
         assert await cached(stored.cid) is None
         assert worker.records.vault.get(record_id) is None
+        await worker.records.close()
+
+    run(scenario())
+
+
+def test_an_erasure_lost_in_a_crash_is_found_again_with_the_cid_of_its_anchor(
+    tmp_path: Path,
+) -> None:
+    """kill -9 between the erasure's commit and its queue entry: at the next start the chain
+    shows the record erased (its tombstone without a CID) and the vault still holds its custody
+    copy. Reconciliation queues it with the CID of the applied anchor in the record's block
+    (a refused anchor of the same record id before it in that block is not taken), and the
+    erasure deletes the blob too, not only the vault entries."""
+    home = single_node_home(tmp_path / "net")
+    config = configure_home(home)
+    record_id, data_key = secrets.token_bytes(32), secrets.token_bytes(32)
+    ciphertext = secrets.token_bytes(5_000)
+    chain_id = b"emrchain-records"
+
+    async def scenario() -> None:
+        worker = worker_for(config)
+        stored = await worker.records.store(record_id, ciphertext, sealed_data_key(home, data_key))
+        anchors = [
+            build_tx(
+                TxKind.ANCHOR_RECORD,
+                {"record_id": record_id, "cid": b"\x01\x55refused"},
+                chain_id=chain_id,
+                nonce=1,
+            ),
+            build_tx(
+                TxKind.ANCHOR_RECORD,
+                {"record_id": record_id, "cid": stored.cid_bytes},
+                chain_id=chain_id,
+                nonce=2,
+            ),
+        ]
+        results = [TxResult.make(60, "refused"), TxResult.make(0, "anchored")]
+        record = EmrRecord(
+            record_id,
+            secrets.token_bytes(32),
+            stored.ciphertext_sha256,
+            stored.cid_bytes,
+            RecordType.LAB_RESULT,
+            len(ciphertext),
+            secrets.token_bytes(32),
+            "hospital-0",
+            7,
+            1,
+        )
+        state = OverlayStateView(MemoryState())
+        write_record(state, record.erased(ErasureReason.PATIENT_REQUEST, bytes(32), 9, 2))
+        worker.state_view = lambda: state
+        worker.anchored_cid = lambda erased: (
+            anchored_cid(anchors, results, erased.record_id, chain_id, 4_096)
+            if erased.height == 7
+            else None
+        )
+        assert await worker.records.blob_store.has(stored.cid)
+        assert worker.reconcile() == 1
+        assert worker.records.vault.pending_erasures(10) == [(record_id, stored.cid)]
+        await worker.work_once()
+        assert worker.records.vault.pending_erasures(10) == []
+        assert worker.records.vault.get(record_id) is None
+        # The blob is gone too: without the anchor's CID only the vault entries would be.
+        assert not await worker.records.blob_store.has(stored.cid)
         await worker.records.close()
 
     run(scenario())
