@@ -16,7 +16,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from emrchain import _core
@@ -55,6 +55,7 @@ from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
+from emrchain.state.result import TxResult
 from emrchain.store import (
     BlockStore,
     ChainDatabase,
@@ -204,6 +205,12 @@ class Node:
         )
         self.erasure.anchored_cid = self._anchored_cid
         self.chain.erasure_listeners.append(self.erasure.enqueue)
+        # After the erasure listeners of each block: the vault's cursor passes it. Blocks
+        # committed above the cursor (a crash before their queue entries) are scanned now,
+        # before any block can be applied.
+        self.erasure.block_at = self._block_and_results
+        self.chain.commit_listeners.append(self.erasure.on_commit)
+        self.erasure.follow_chain(self.chain.height)
         # Pins the CIDs of records this organisation authored or was granted, in the background.
         self.replicator = open_replicator(
             config, self.records.blob_store, self.store.state_view, self.chain_id, database
@@ -387,13 +394,18 @@ class Node:
 
     def _anchored_cid(self, record: EmrRecord) -> str | None:
         """The CID in the record's anchoring block, for an erasure queued without one."""
-        block = self.store.block(record.height)
-        results = self.store.tx_results(record.height)
-        if block is None or results is None:
+        block = self._block_and_results(record.height)
+        if block is None:
             return None
+        txs, results = block
         return anchored_cid(
-            block.txs, results, record.record_id, self.chain_id, self.chain.limits.max_tx_bytes
+            txs, results, record.record_id, self.chain_id, self.chain.limits.max_tx_bytes
         )
+
+    def _block_and_results(self, height: int) -> tuple[Sequence[bytes], list[TxResult]] | None:
+        block = self.store.block(height)
+        results = self.store.tx_results(height)
+        return None if block is None or results is None else (block.txs, results)
 
     def consensus_position(self) -> tuple[int, int] | None:
         """(height, round) consensus is at, for log lines; None before it started."""

@@ -8,9 +8,13 @@ retrying with exponential backoff while a store is down (the vault, IPFS, or Red
 delete that fails raises, because the entry may outlive it until its TTL, or across a Redis
 restart with persistence); a custodian's node then posts an
 ERASURE_RECEIPT signed with its organisation's receipt key, and the entry leaves the queue once
-the chain holds that receipt (or at once on a node that is not a custodian). At start the
-worker also queues every custody copy in the vault whose record the chain shows erased, which
-covers an erasure committed while the node was writing the queue entry.
+the chain holds that receipt (or at once on a node that is not a custodian).
+
+The queue follows the chain through a cursor in the vault, the height through which every
+block's erasures are queued: it advances after each block's queue entries, and at start the
+blocks above it are scanned for applied erasures, which covers a crash between a block's
+commit and its queue entries on every node (a replica holder too, which has no custody copy).
+The worker also queues every custody copy in the vault whose record the chain shows erased.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from emrchain.config.node import NodeConfig
 from emrchain.mempool.admission import Admission
 from emrchain.records.service import RecordService
 from emrchain.schema import TxKind
+from emrchain.schema.anchor import KEY_BYTES
 from emrchain.state.emr.custody import read_erasure_receipts, read_record_custody
 from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import read_record
@@ -37,6 +42,7 @@ from emrchain.state.view import StateView, read_u64
 from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import StorageError
 from emrchain.types import envelope
+from emrchain.types.block import Block
 from emrchain.types.transaction import Transaction
 
 logger = logging.getLogger(__name__)
@@ -60,6 +66,16 @@ class _Progress:
     receipt_sent_at: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    blocks_scanned: int
+    queued: int
+
+
+BlockReader = Callable[[int], tuple[Sequence[bytes], Sequence[TxResult]] | None]
+"""A committed block's transactions and their results, by height (None if not stored)."""
+
+
 @dataclass(slots=True)
 class ErasureWorker:
     records: RecordService
@@ -74,6 +90,13 @@ class ErasureWorker:
     """The CID the record's ANCHOR_RECORD carried (`anchored_cid` over its block): the
     tombstone dropped it, and an erasure queued without one (reconciled after a crash between
     the erasure's commit and its queue entry) must still delete the blob and the cache entry."""
+    block_at: BlockReader = lambda _height: None
+    """The block store, for `catch_up`."""
+    caught_up: CatchUp | None = None
+    """What this start's `follow_chain` scanned (None until it ran, or if it failed)."""
+    _following: bool = False
+    """The cursor moves with commits only once `catch_up` reached the chain's height: before,
+    it would pass blocks not yet scanned."""
     _progress: dict[bytes, _Progress] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -81,6 +104,60 @@ class ErasureWorker:
         """A committed erasure (chain listener): durable at once, worked in the background."""
         self.records.vault.enqueue_erasure(record_id, cid_bytes_to_text(cid) if cid else "")
         self._wake.set()
+
+    def on_commit(self, block: Block, _ids: Sequence[bytes], _results: list[TxResult]) -> None:
+        """Chain commit listener, run after the block's erasure listeners queued its erasures:
+        the cursor passes the block."""
+        if not self._following:
+            return
+        try:
+            self.records.vault.set_erasure_cursor(block.height)
+        except StorageError as error:
+            # An older cursor only makes the next start scan more blocks.
+            logger.warning("erasure: cursor not advanced to %d: %s", block.height, error)
+
+    def follow_chain(self, chain_height: int) -> CatchUp | None:
+        """At start, before any block is applied: `catch_up`, then follow commits. None (and
+        the cursor left behind, retried at the next start) if the vault or a block cannot be
+        read."""
+        try:
+            caught_up = self.catch_up(chain_height)
+        except StorageError as error:
+            logger.error("erasure: the blocks since the cursor were not scanned: %s", error)
+            return None
+        self.caught_up = caught_up
+        if caught_up.queued:
+            logger.info(
+                "erasure: %d erasures of %d blocks committed since the cursor were not queued",
+                caught_up.queued,
+                caught_up.blocks_scanned,
+            )
+            self._wake.set()
+        return caught_up
+
+    def catch_up(self, chain_height: int) -> CatchUp:
+        """Queue the applied erasures of the blocks (cursor, chain_height] (a crash between a
+        block's commit and its queue entries), each with the CID of its record's anchor; then
+        set the cursor to `chain_height`. A vault without a cursor (from before it) starts at
+        `chain_height` without scanning."""
+        vault = self.records.vault
+        cursor = vault.erasure_cursor()
+        scanned = queued = 0
+        if cursor is not None:
+            view = self.state_view()
+            for height in range(cursor + 1, chain_height + 1):
+                block = self.block_at(height)
+                if block is None:
+                    raise StorageError(f"block {height} is committed but not in the block store")
+                for record_id in applied_erasures(*block):
+                    record = read_record(view, record_id)
+                    cid_text = (self.anchored_cid(record) if record is not None else None) or ""
+                    vault.enqueue_erasure(record_id, cid_text)
+                    queued += 1
+                scanned += 1
+        vault.set_erasure_cursor(chain_height)
+        self._following = True
+        return CatchUp(scanned, queued)
 
     def reconcile(self) -> int:
         """Queue the custody copies whose record the chain shows erased; how many."""
@@ -203,6 +280,17 @@ class ErasureWorker:
         logger.info(
             "erasure of %s done here; receipt %s sent", record_id.hex()[:16], tx.tx_id.hex()[:16]
         )
+
+
+def applied_erasures(txs: Sequence[bytes], results: Sequence[TxResult]) -> list[bytes]:
+    """The record ids of a block's applied ERASE_RECORD transactions (the record id is the
+    payload's first field)."""
+    erased = []
+    for raw, result in zip(txs, results, strict=True):
+        if result.code == 0 and envelope.kind(raw) == TxKind.ERASE_RECORD:
+            start = envelope.payload_offset(raw)
+            erased.append(raw[start : start + KEY_BYTES])
+    return erased
 
 
 def anchored_cid(

@@ -7,6 +7,8 @@ rotated on a different schedule.
 Key layout (fixed; every key starts with a one-byte keyspace tag):
 
     0x00 "layout"            -> u8 layout version (1)
+    0x00 "erasures-through"  -> u64 BE height: the erasures of every block up to it are queued
+                                (absent in a vault from before it; see `ErasureWorker.catch_up`)
     0x01 record_id (32 B)    -> version u8 (1) | kek_version u32 BE | length u8 | wrapped_key
     0x02 record_id | wrap SHA-256 (32 B) -> sealed box (80 B) of the data key for the patient
                                 or a grantee, whose digest the chain holds (`records.md` §9)
@@ -34,6 +36,8 @@ from emrchain.storage.interfaces import (
 
 LAYOUT_KEY = b"\x00layout"
 LAYOUT_VERSION = 1
+ERASURE_CURSOR_KEY = b"\x00erasures-through"
+_HEIGHT = struct.Struct(">Q")
 WRAP_KEYSPACE = b"\x01"
 _AFTER_WRAP_KEYSPACE = b"\x02"
 MEMBER_WRAP_KEYSPACE = b"\x02"
@@ -196,6 +200,25 @@ class LevelDbKeyVault:
     def finish_erasure(self, record_id: bytes) -> None:
         _check_record_id(record_id)
         self._handle().delete(ERASURE_QUEUE_KEYSPACE + record_id, sync=True)
+
+    def erasure_cursor(self) -> int | None:
+        """The height through which every committed erasure is queued; None if never set."""
+        value = self._handle().get(ERASURE_CURSOR_KEY)
+        if value is None:
+            return None
+        if len(value) != _HEIGHT.size:
+            raise VaultCorruptedError(f"erasure cursor: {len(value)} bytes, not {_HEIGHT.size}")
+        height: int = _HEIGHT.unpack(value)[0]
+        return height
+
+    def set_erasure_cursor(self, height: int) -> None:
+        """Not synced, unlike the queue: LevelDB keeps writes in order, so a cursor lost in an
+        OS crash is an older one, never one ahead of its queue entries (synced before it), and
+        an older cursor only makes the next start scan again (queueing is idempotent). A sync
+        here would cost an fsync on every block."""
+        if not 0 <= height < 2**64:
+            raise ValueError("a height is 0..2**64-1")
+        self._handle().put(ERASURE_CURSOR_KEY, _HEIGHT.pack(height))
 
     def close(self) -> None:
         if not self._db.closed:

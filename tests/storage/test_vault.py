@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emrchain.storage.interfaces import CustodyWrap, KeyVault, StorageUnavailableError
-from emrchain.storage.vault import LevelDbKeyVault, VaultCorruptedError
+from emrchain.storage.vault import ERASURE_CURSOR_KEY, LevelDbKeyVault, VaultCorruptedError
 
 
 def record_id(label: str) -> bytes:
@@ -224,5 +224,30 @@ def test_the_erasure_queue_survives_a_reopen(tmp_path: Path) -> None:
         assert vault.pending_erasures(10) == [(record_id("a"), "bafkreiexample")]
         vault.finish_erasure(record_id("a"))
         assert vault.pending_erasures(10) == []
+    finally:
+        vault.close()
+
+
+def test_the_erasure_cursor_survives_a_reopen_apart_from_wraps_and_queue(tmp_path: Path) -> None:
+    vault = LevelDbKeyVault(tmp_path / "vault")
+    assert vault.erasure_cursor() is None
+    vault.set_erasure_cursor(2**64 - 1)
+    vault.set_erasure_cursor(41)
+    with pytest.raises(ValueError, match="height"):
+        vault.set_erasure_cursor(-1)
+    vault.close()
+    vault = LevelDbKeyVault(tmp_path / "vault")
+    try:
+        assert vault.erasure_cursor() == 41
+        assert vault.iterate() == [] and vault.pending_erasures(10) == []
+    finally:
+        vault.close()
+    database = plyvel.DB(str(tmp_path / "vault"))
+    database.put(ERASURE_CURSOR_KEY, b"\x01")
+    database.close()
+    vault = LevelDbKeyVault(tmp_path / "vault")
+    try:
+        with pytest.raises(VaultCorruptedError, match="erasure cursor"):
+            vault.erasure_cursor()
     finally:
         vault.close()
