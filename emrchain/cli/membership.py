@@ -6,7 +6,8 @@ A hospital joins a running chain (`docs/spec/state.md` §4.2, §4.5):
    persistent peers. It prints the validator key and node key to be approved.
 2. Either more than 2/3 of the voting power runs `emrchain approve-validator` (each validator
    signs with its own validator key), or an admin of the hospital's organisation runs
-   `emrchain register-node` (a full node: it never votes).
+   `emrchain register-node --node-home` (a full node: it never votes); the node's own key signs
+   the registration, so an admin can register only a node whose key it holds.
 3. Once that is committed, `emrchain start` connects, block-syncs and follows commits; an
    approved validator votes from the height the update takes effect.
 """
@@ -19,6 +20,7 @@ import re
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 from emrchain.cli.arguments import bounded_integer, home_path, moniker_argument
@@ -31,6 +33,7 @@ from emrchain.config.homes import create_joining_home
 from emrchain.config.node import load_node_config
 from emrchain.crypto.keys import Signer
 from emrchain.keystore import load_key_file, node_id
+from emrchain.keystore.file import KeystoreError
 from emrchain.schema import MAX_VALIDATOR_POWER, NODE_ADDRESS_MAX_BYTES, U64_MAX
 
 COMMIT_TIMEOUT_S = 60.0
@@ -111,7 +114,7 @@ def join(args: argparse.Namespace) -> int:
     )
     print("to run it as a full node, an admin of its organisation runs:")
     print(
-        f"  emrchain register-node --key <admin key file> --rpc <url> --node-key {node_key} "
+        f"  emrchain register-node --key <admin key file> --rpc <url> --node-home {config.home} "
         f"--address {advertised}"
     )
     print(f"then: emrchain start --home {config.home}")
@@ -249,31 +252,51 @@ def _request(url: str, path: str, body: bytes | None) -> dict[str, Any]:
 
 def _register_arguments(parser: argparse.ArgumentParser) -> None:
     connection_arguments(parser)
-    parser.add_argument("--node-key", type=hex_id("node key"), required=True)
+    parser.add_argument(
+        "--node-home",
+        type=home_path,
+        required=True,
+        metavar="DIR",
+        help="the node's home: its node key signs the proof that you hold the node",
+    )
     parser.add_argument("--address", type=_address, help="its advertised P2P host:port")
+
+
+def _node_signer(node_home: Path) -> Signer:
+    try:
+        return load_key_file(load_node_config(node_home).node_key_path)
+    except (OSError, ValueError, KeystoreError) as error:
+        raise CommandError(f"cannot load the node key of {node_home}: {error}") from None
 
 
 @command(
     "register-node",
-    "as an admin, register a full node of your organisation (its node key)",
+    "as an admin, register a full node of your organisation (signed by its node key)",
     arguments=_register_arguments,
 )
 def register_node(args: argparse.Namespace) -> int:
     address = str(args.address) if args.address else ""
+    node = _node_signer(args.node_home)
 
     def send(client: Any) -> Any:
+        # The proof binds the registering organisation: ask the node which one this admin is in.
+        member = client.account().get("member")
+        organization = member.get("organization_id") if isinstance(member, dict) else None
+        if not isinstance(organization, str):
+            raise CommandError("the node did not name this admin's organisation")
         return client.submit_and_wait(
             transactions.register_node(
                 client.client.identity,
                 client.chain_id(),
                 client.next_nonce(),
-                node_key=args.node_key,
+                organization_id=organization,
+                node=node,
                 address=address,
             )
         )
 
     committed = _with_client(args, send)
-    print(f"node {args.node_key.hex()} registered at height {committed.height}")
+    print(f"node {node.public_key.hex()} registered at height {committed.height}")
     return 0
 
 

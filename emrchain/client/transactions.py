@@ -24,7 +24,7 @@ from emrchain.schema import (
     TxKind,
 )
 from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
-from emrchain.types.signing import Domain, signed_message
+from emrchain.types.signing import Domain, node_registration_message, signed_message
 from emrchain.types.transaction import Transaction
 
 NO_KEY = bytes(32)
@@ -320,10 +320,20 @@ def validator_update(
 
 
 def register_node(
-    admin: MemberIdentity, chain_id: bytes, nonce: int, *, node_key: bytes, address: str = ""
+    admin: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    organization_id: str,
+    node: Signer,
+    address: str = "",
 ) -> Transaction:
-    """An admin registers a full node of its organisation (its P2P node key and address)."""
-    fields = {"node_key": node_key, "address": address}
+    """An admin of `organization_id` registers a full node of it (its P2P node key and address).
+
+    `node` is the node's P2P key: it signs the proof of possession (domain NODE_REGISTRATION) that
+    binds the key to this chain, this organisation and this address."""
+    message = node_registration_message(chain_id, node.public_key, organization_id, address)
+    fields = {"node_key": node.public_key, "address": address, "proof": node.sign(message)}
     return Transaction.create(admin.signer, chain_id, TxKind.REGISTER_NODE, nonce, fields)
 
 

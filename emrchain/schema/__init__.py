@@ -249,6 +249,9 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
     TxKind.REGISTER_NODE: (
         _key("node_key"),
         FieldSpec("address", FIELD_TEXT, 1, 0, NODE_ADDRESS_MAX_BYTES),
+        # The node key's signature over chain, organisation, key and address
+        # (`docs/spec/encoding.md` §2.3): proof that the registering admin holds the node.
+        FieldSpec("proof", FIELD_FIXED, 64, 1),
     ),
     TxKind.REMOVE_NODE: (_key("node_key"),),
     TxKind.ERASURE_RECEIPT: (_key("record_id"),),

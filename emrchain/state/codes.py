@@ -69,6 +69,8 @@ class ResultCode(IntEnum):
     NODE_NOT_FOUND = 83
     NODE_LIMIT_REACHED = 84
     NODE_REGISTRY_FULL = 85
+    INVALID_NODE_PROOF = 86
+    NODE_KEY_OF_A_VALIDATOR = 87
     # Custody and erasure receipts (`docs/spec/records.md` §9), 90..99.
     INVALID_CUSTODY = 90
     CUSTODY_SET_MISMATCH = 91

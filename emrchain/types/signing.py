@@ -17,6 +17,7 @@ class Domain(IntEnum):
     RPC_REQUEST = 4
     KEY_ROTATION = 5
     P2P_HANDSHAKE = 6
+    NODE_REGISTRATION = 7
 
 
 def signed_message(domain: Domain, chain_id: bytes, body: bytes) -> bytes:
@@ -26,3 +27,25 @@ def signed_message(domain: Domain, chain_id: bytes, body: bytes) -> bytes:
     if not 1 <= len(chain_id) <= 50:
         raise ValueError("chain id must be 1..50 bytes")
     return bytes((domain, len(chain_id))) + chain_id + body
+
+
+def node_registration_message(
+    chain_id: bytes, node_key: bytes, organization_id: str, address: str
+) -> bytes:
+    """What a node's P2P key signs so that an admin can register it (REGISTER_NODE's `proof`).
+
+    It binds the key to this chain, to the organisation that registers it and to its address:
+    without the node's private key nobody can enter the key into another organisation's
+    registry (`docs/spec/encoding.md` §2.3)."""
+    organization = organization_id.encode("ascii")
+    address_bytes = address.encode("utf-8")
+    if len(organization) > 255 or len(address_bytes) > 255:
+        raise ValueError("organisation id and address are at most 255 bytes each")
+    body = (
+        node_key
+        + bytes((len(organization),))
+        + organization
+        + bytes((len(address_bytes),))
+        + address_bytes
+    )
+    return signed_message(Domain.NODE_REGISTRATION, chain_id, body)

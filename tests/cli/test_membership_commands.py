@@ -51,7 +51,7 @@ def test_join_creates_a_home_on_the_chains_genesis_with_fresh_keys(
     assert validator not in genesis.validator_set()  # a full node until approved
     node = node_id(load_key_file(config.node_key_path).public_key)
     assert f"--validator-key {validator.hex()} --node-key {node} --address 127.0.0.1:36656" in out
-    assert f"register-node --key <admin key file> --rpc <url> --node-key {node}" in out
+    assert f"register-node --key <admin key file> --rpc <url> --node-home {home} " in out
 
 
 @pytest.mark.parametrize(
@@ -97,3 +97,18 @@ def test_approve_validator_argument_rules(
     )
     assert status == 2
     assert_one_line_error(err, "approve-validator")
+
+
+def test_register_node_refuses_a_home_without_a_node_key_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The node's key signs the proof of possession; without it nothing is sent.
+    status, _, err = run(
+        capsys,
+        "register-node",
+        f"--key={tmp_path / 'admin.json'}",
+        "--rpc=http://127.0.0.1:9",
+        f"--node-home={tmp_path / 'no-such-home'}",
+    )
+    assert status == 1 and "node key" in err
+    assert_one_line_error(err, "register-node")

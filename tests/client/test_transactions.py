@@ -16,6 +16,7 @@ from emrchain.crypto.keys import verify_signature
 from emrchain.schema import TX_MAX_BYTES_LIMIT, ErasureReason, RecordType, Role, TxKind
 from emrchain.state import ResultCode
 from emrchain.state.emr import EMR_HANDLERS, GenesisAdmin, GenesisOrganization, rotation_message
+from emrchain.types.signing import node_registration_message
 from emrchain.types.transaction import Transaction
 from tests.state.chain import CHAIN_ID, ChainBuilder, signer
 
@@ -81,7 +82,7 @@ def one_of_each() -> dict[TxKind, Transaction]:
             address="validator-b.example:26656",
         ),
         TxKind.REGISTER_NODE: transactions.register_node(
-            ADMIN, chain, 5, node_key=signer(7).public_key, address="10.0.0.7:26656"
+            ADMIN, chain, 5, organization_id="a", node=signer(7), address="10.0.0.7:26656"
         ),
         TxKind.REMOVE_NODE: transactions.remove_node(
             ADMIN, chain, 6, node_key=signer(7).public_key
@@ -281,3 +282,18 @@ def test_the_emr_application_applies_what_the_builders_make() -> None:
     assert ledger.run(erase, revoke_member, update) == [ResultCode.OK] * 3
     receipt = transactions.erasure_receipt(ADMIN, chain, nonce(ADMIN), record_id=record_id)
     assert ledger.run(receipt) == [ResultCode.OK]
+
+
+def test_node_registration_proof_is_the_node_key_signing_the_spec_message() -> None:
+    node = signer(7)
+    tx = transactions.register_node(
+        ADMIN, CHAIN_ID, 5, organization_id="a", node=node, address="10.0.0.7:26656"
+    )
+    message = node_registration_message(CHAIN_ID, node.public_key, "a", "10.0.0.7:26656")
+    expected_body = node.public_key + b"\x01a" + bytes((14,)) + b"10.0.0.7:26656"
+    assert message == bytes((7, len(CHAIN_ID))) + CHAIN_ID + expected_body
+    assert verify_signature(node.public_key, message, tx.fields["proof"])
+    # Bound to the organisation and to the address: for another, the proof does not verify.
+    for organization, address in (("b", "10.0.0.7:26656"), ("a", "10.0.0.8:26656")):
+        other = node_registration_message(CHAIN_ID, node.public_key, organization, address)
+        assert not verify_signature(node.public_key, other, tx.fields["proof"])

@@ -32,7 +32,6 @@ import pytest
 from emrchain.client.rpc import EmrClient
 from emrchain.config.homes import ADMIN_IDENTITY_FILE, choose_free_ports
 from emrchain.config.node import load_node_config
-from emrchain.crypto.keys import Ed25519Signer
 from emrchain.devnet.harness import DEVNET_CONSENSUS, Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.devnet.workload import iter_anchor_transactions
@@ -154,7 +153,7 @@ def test_a_registered_full_node_syncs_serves_a_record_and_never_votes(network: D
         "register-node",
         f"--key={admin_file}",
         f"--rpc={network.rpc_urls[0]}",
-        f"--node-key={full_id}",
+        f"--node-home={full_home}",
         f"--address={address}",
     )
     network.wait_for(
@@ -191,10 +190,9 @@ def test_a_registered_full_node_syncs_serves_a_record_and_never_votes(network: D
     # A clinician is no admin: its registration of a node is refused at execution.
     clinician_file = network.root / "clinician.json"
     write_member_identity(clinician_file, clinician)
-    other_node = Ed25519Signer.generate().public_key.hex()
     command = ["register-node", f"--key={clinician_file}", f"--rpc={network.rpc_urls[full]}"]
     refused = subprocess.run(
-        [sys.executable, "-m", "emrchain.cli", *command, f"--node-key={other_node}"],
+        [sys.executable, "-m", "emrchain.cli", *command, f"--node-home={full_home}"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT_S,

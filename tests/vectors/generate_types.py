@@ -32,6 +32,7 @@ from emrchain.types import (
     VoteType,
 )
 from emrchain.types.block import evidence_root, tx_ids
+from emrchain.types.signing import node_registration_message
 
 CHAIN_ID = b"emrchain-vectors"
 HERE = Path(__file__).parent
@@ -118,6 +119,13 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
         TxKind.REGISTER_NODE: {
             "node_key": key(22).public_key,
             "address": "10.0.0.22:26656",
+            # A proof that verifies: the node key signs chain, organisation, key and address
+            # (encoding.md §2.3).
+            "proof": key(22).sign(
+                node_registration_message(
+                    CHAIN_ID, key(22).public_key, "st-mary.hospital", "10.0.0.22:26656"
+                )
+            ),
         },
         TxKind.REMOVE_NODE: {"node_key": key(22).public_key},
         TxKind.ERASURE_RECEIPT: {"record_id": digest("record-1")},

@@ -4,11 +4,16 @@ An organisation's admin registers the P2P node key (and advertised address) of a
 organisation runs; nodes in the registry are allowed past the P2P handshake of every node
 (`emrchain/state/peers.py`). Only an admin of the same organisation removes it. The registry is
 bounded per organisation and in all.
+
+A registration carries the node key's own signature (`proof`) over chain, organisation, key and
+address: without it any admin could register another organisation's validator's node key and keep
+that node connected after the validators removed it (the allowed set is a union).
 """
 
 from __future__ import annotations
 
 from emrchain.crypto.keycheck import is_prime_order_key
+from emrchain.crypto.keys import verify_signature
 from emrchain.schema import Role
 from emrchain.schema.codec import DecodedTransaction
 from emrchain.state import keys
@@ -23,9 +28,11 @@ from emrchain.state.peers import (
     check_advertised_address,
     encode_registry,
     read_registry,
+    read_validator_nodes,
 )
 from emrchain.state.result import TxResult
 from emrchain.state.view import OverlayStateView
+from emrchain.types.signing import node_registration_message
 
 
 @emr_handler
@@ -41,6 +48,19 @@ def register_node(
             ResultCode.INVALID_NODE_KEY,
             f"node key {short(node_key)} is not an Ed25519 key of the prime-order subgroup",
         )
+    organization_id = sender.organization_id
+    message = node_registration_message(context.chain_id, node_key, organization_id, address)
+    if not verify_signature(node_key, message, tx.fields["proof"]):
+        raise TransactionRefusedError(
+            ResultCode.INVALID_NODE_PROOF,
+            f"proof is not node {short(node_key)}'s signature over chain, {organization_id}, "
+            "node key and address",
+        )
+    if any(entry.node_key == node_key for entry in read_validator_nodes(state)):
+        raise TransactionRefusedError(
+            ResultCode.NODE_KEY_OF_A_VALIDATOR,
+            f"node key {short(node_key)} is a validator's; the validator set admits it",
+        )
     problem = check_advertised_address(address)
     if problem is not None:
         raise TransactionRefusedError(ResultCode.INVALID_NODE_ADDRESS, problem)
@@ -51,7 +71,6 @@ def register_node(
             ResultCode.NODE_ALREADY_REGISTERED,
             f"node {short(node_key)} is registered by {existing.organization_id}",
         )
-    organization_id = sender.organization_id
     owned = sum(node.organization_id == organization_id for node in registry)
     if owned >= MAX_NODES_PER_ORGANIZATION:
         raise TransactionRefusedError(

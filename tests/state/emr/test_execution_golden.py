@@ -34,6 +34,7 @@ from tests.state.emr.world import (
     A_NURSE,
     B_ADMIN,
     B_CLINICIAN,
+    HOSPITAL_A,
     HOSPITAL_B,
     OTHER_PATIENT_ID,
     PATIENT,
@@ -48,6 +49,7 @@ from tests.state.emr.world import (
     erase_fields,
     grant_fields,
     member_fields,
+    node_fields,
 )
 
 ANCHOR = TxKind.ANCHOR_RECORD
@@ -209,7 +211,7 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
     world = run_workload()
     organization = {"organization_id": "hospital-c", "name": "C", "encryption_key": digest("c")}
     newcomer = signer("golden/validator").public_key
-    node = {"node_key": signer("golden/node").public_key, "address": "10.0.0.9:26656"}
+    node = node_fields(signer("golden/node"), HOSPITAL_A, "10.0.0.9:26656")
     world.block(
         [
             world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization),

@@ -34,6 +34,7 @@ from emrchain.state.emr import (
 )
 from emrchain.state.emr.context import transaction_id
 from emrchain.state.emr.custody import CustodyEntry, custody_set_for, encode_custody_entries
+from emrchain.types.signing import node_registration_message
 from tests.state.chain import CHAIN_ID, ChainBuilder, consumes_nonce, signed_tx, signer
 
 HOSPITAL_A = "hospital-a"
@@ -116,6 +117,23 @@ def member_fields(
         "encryption_key": encryption_key(member.label),
         "role": role,
         "patient_id": patient_id,
+    }
+
+
+def node_fields(
+    node: Ed25519Signer,
+    organization_id: str,
+    address: str = "",
+    *,
+    proof_by: Ed25519Signer | None = None,
+) -> dict[str, Any]:
+    """REGISTER_NODE fields for an admin of `organization_id`, with the proof of possession
+    signed by `proof_by` (default: the node key itself)."""
+    message = node_registration_message(CHAIN_ID, node.public_key, organization_id, address)
+    return {
+        "node_key": node.public_key,
+        "address": address,
+        "proof": (proof_by or node).sign(message),
     }
 
 
