@@ -67,24 +67,30 @@ class ErasureNet:
     grantee: MemberIdentity
 
 
+def start_erasure_net(devnet: Devnet) -> ErasureNet:
+    """Start `devnet` with custody sets of three and register the cast: a clinician of
+    hospital-0, a patient of hospital-1 and a grantee clinician of hospital-3."""
+    set_custody_set_size(devnet, 3)
+    devnet.start_all()
+    devnet.wait_for_height(1, list(range(HOSPITALS)), timeout_s=TIMEOUT_S)
+    hospitals = [
+        Hospital.from_home(devnet.rpc_urls[index], devnet.homes[index])
+        for index in range(HOSPITALS)
+    ]
+    clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
+    grantee = MemberIdentity.generate()
+    patient_id = secrets.token_bytes(32)
+    run(_register(hospitals[0], [(clinician, Role.CLINICIAN, NO_PATIENT)]))
+    run(_register(hospitals[1], [(patient, Role.PATIENT, patient_id)]))
+    run(_register(hospitals[3], [(grantee, Role.CLINICIAN, NO_PATIENT)]))
+    return ErasureNet(devnet, hospitals, clinician, patient, patient_id, grantee)
+
+
 @pytest.fixture(scope="module")
 def erasure_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ErasureNet]:
     devnet = Devnet(tmp_path_factory.mktemp("erasure") / "net", HOSPITALS, settings=SETTINGS)
     try:
-        set_custody_set_size(devnet, 3)
-        devnet.start_all()
-        devnet.wait_for_height(1, list(range(HOSPITALS)), timeout_s=TIMEOUT_S)
-        hospitals = [
-            Hospital.from_home(devnet.rpc_urls[index], devnet.homes[index])
-            for index in range(HOSPITALS)
-        ]
-        clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
-        grantee = MemberIdentity.generate()
-        patient_id = secrets.token_bytes(32)
-        run(_register(hospitals[0], [(clinician, Role.CLINICIAN, NO_PATIENT)]))
-        run(_register(hospitals[1], [(patient, Role.PATIENT, patient_id)]))
-        run(_register(hospitals[3], [(grantee, Role.CLINICIAN, NO_PATIENT)]))
-        yield ErasureNet(devnet, hospitals, clinician, patient, patient_id, grantee)
+        yield start_erasure_net(devnet)
     finally:
         devnet.stop_all()
 

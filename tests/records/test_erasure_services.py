@@ -19,7 +19,6 @@ homes, so they can fail.
 from __future__ import annotations
 
 import json
-import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,15 +29,11 @@ import pytest
 from redis import Redis
 
 from emrchain.client.envelope import SealedRecord
-from emrchain.client.identity import MemberIdentity
 from emrchain.client.rpc import EmrClient
 from emrchain.devnet.harness import Devnet
-from emrchain.devnet.story import Hospital, _register
-from emrchain.schema import ErasureReason, Role
+from emrchain.schema import ErasureReason
 from emrchain.storage.cid import compute_cid
-from tests.records.test_custody import set_custody_set_size
 from tests.records.test_erasure import (
-    NO_PATIENT,
     SETTINGS,
     ErasureNet,
     confirmed,
@@ -48,6 +43,7 @@ from tests.records.test_erasure import (
     put_keeping_the_wraps,
     run,
     scan,
+    start_erasure_net,
 )
 from tests.services.fixtures import IpfsDaemon, RedisServer, require_service
 
@@ -106,21 +102,7 @@ def services_net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServicesE
                     }
                 },
             )
-        set_custody_set_size(devnet, 3)
-        devnet.start_all()
-        devnet.wait_for_height(1, list(range(HOSPITALS)), timeout_s=TIMEOUT_S)
-        hospitals = [
-            Hospital.from_home(devnet.rpc_urls[index], devnet.homes[index])
-            for index in range(HOSPITALS)
-        ]
-        clinician, patient = MemberIdentity.generate(), MemberIdentity.generate()
-        grantee = MemberIdentity.generate()
-        patient_id = secrets.token_bytes(32)
-        run(_register(hospitals[0], [(clinician, Role.CLINICIAN, NO_PATIENT)]))
-        run(_register(hospitals[1], [(patient, Role.PATIENT, patient_id)]))
-        run(_register(hospitals[3], [(grantee, Role.CLINICIAN, NO_PATIENT)]))
-        net = ErasureNet(devnet, hospitals, clinician, patient, patient_id, grantee)
-        yield ServicesErasureNet(net, redis, ipfs)
+        yield ServicesErasureNet(start_erasure_net(devnet), redis, ipfs)
     finally:
         devnet.stop_all()
         for daemon in ipfs:
