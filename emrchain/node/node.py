@@ -43,7 +43,7 @@ from emrchain.node.wiring import (
 )
 from emrchain.p2p import Misbehaviour, PeerManager
 from emrchain.records import open_record_service
-from emrchain.records.erasure import anchored_cid, open_erasure_worker
+from emrchain.records.erasure import open_erasure_worker
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
@@ -51,7 +51,6 @@ from emrchain.rpc.connections import FileLimitError
 from emrchain.rpc.instrumentation import InstrumentationServer
 from emrchain.rpc.server import RpcServer
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
-from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
@@ -203,7 +202,6 @@ class Node:
             self.mempool.pending_nonces,
             self.chain_id,
         )
-        self.erasure.anchored_cid = self._anchored_cid
         self.chain.erasure_listeners.append(self.erasure.enqueue)
         # After the erasure listeners of each block: the vault's cursor passes it. Blocks
         # committed above the cursor (a crash before their queue entries) are scanned now,
@@ -391,16 +389,6 @@ class Node:
         final = await self.records.finish_unfinished_rotation()
         if final is not None:
             self.rotation_finished = final
-
-    def _anchored_cid(self, record: EmrRecord) -> str | None:
-        """The CID in the record's anchoring block, for an erasure queued without one."""
-        block = self._block_and_results(record.height)
-        if block is None:
-            return None
-        txs, results = block
-        return anchored_cid(
-            txs, results, record.record_id, self.chain_id, self.chain.limits.max_tx_bytes
-        )
 
     def _block_and_results(self, height: int) -> tuple[Sequence[bytes], list[TxResult]] | None:
         block = self.store.block(height)

@@ -33,6 +33,7 @@ from emrchain.mempool.admission import Admission
 from emrchain.records.service import RecordService
 from emrchain.schema import TxKind
 from emrchain.schema.anchor import KEY_BYTES
+from emrchain.schema.codec import decode_payload
 from emrchain.state.emr.custody import read_erasure_receipts, read_record_custody
 from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import read_record
@@ -43,7 +44,6 @@ from emrchain.storage.cid import cid_bytes_to_text
 from emrchain.storage.interfaces import StorageError
 from emrchain.types import envelope
 from emrchain.types.block import Block
-from emrchain.types.transaction import Transaction
 
 logger = logging.getLogger(__name__)
 RECONCILE_PAGE = 1_000
@@ -86,12 +86,9 @@ class ErasureWorker:
     receipt_identity: MemberIdentity | None
     settings: ErasureSettings
     clock: Callable[[], float] = time.monotonic
-    anchored_cid: Callable[[EmrRecord], str | None] = lambda _record: None
-    """The CID the record's ANCHOR_RECORD carried (`anchored_cid` over its block): the
-    tombstone dropped it, and an erasure queued without one (reconciled after a crash between
-    the erasure's commit and its queue entry) must still delete the blob and the cache entry."""
     block_at: BlockReader = lambda _height: None
-    """The block store, for `catch_up`."""
+    """The block store: `catch_up` scans it, and `_anchored_cid` reads a record's anchoring
+    block from it."""
     caught_up: CatchUp | None = None
     """What this start's `follow_chain` scanned (None until it ran, or if it failed)."""
     _following: bool = False
@@ -151,13 +148,21 @@ class ErasureWorker:
                     raise StorageError(f"block {height} is committed but not in the block store")
                 for record_id in applied_erasures(*block):
                     record = read_record(view, record_id)
-                    cid_text = (self.anchored_cid(record) if record is not None else None) or ""
-                    vault.enqueue_erasure(record_id, cid_text)
+                    vault.enqueue_erasure(record_id, self._anchored_cid(record))
                     queued += 1
                 scanned += 1
         vault.set_erasure_cursor(chain_height)
         self._following = True
         return CatchUp(scanned, queued)
+
+    def _anchored_cid(self, record: EmrRecord | None) -> str:
+        """The CID the record's ANCHOR_RECORD carried, from its block ("" if unknown): the
+        tombstone dropped it, and an erasure queued without one (after a crash between the
+        erasure's commit and its queue entry) must still delete the blob and the cache entry."""
+        block = self.block_at(record.height) if record is not None else None
+        if record is None or block is None:
+            return ""
+        return anchored_cid(*block, record.record_id) or ""
 
     def reconcile(self) -> int:
         """Queue the custody copies whose record the chain shows erased; how many."""
@@ -168,8 +173,7 @@ class ErasureWorker:
             for wrap in page:
                 record = read_record(view, wrap.record_id)
                 if record is not None and record.is_erased:
-                    cid_text = self.anchored_cid(record) or ""
-                    self.records.vault.enqueue_erasure(wrap.record_id, cid_text)
+                    self.records.vault.enqueue_erasure(wrap.record_id, self._anchored_cid(record))
                     queued += 1
             after = page[-1].record_id
         return queued
@@ -207,8 +211,7 @@ class ErasureWorker:
             return
         if not progress.deleted:
             if not cid_text:
-                record = read_record(self.state_view(), record_id)
-                cid_text = (self.anchored_cid(record) if record is not None else None) or ""
+                cid_text = self._anchored_cid(read_record(self.state_view(), record_id))
             try:
                 await self.records.erase(record_id, cid_text or None)
                 progress.deleted = True
@@ -294,20 +297,16 @@ def applied_erasures(txs: Sequence[bytes], results: Sequence[TxResult]) -> list[
 
 
 def anchored_cid(
-    txs: Sequence[bytes],
-    results: Sequence[TxResult],
-    record_id: bytes,
-    chain_id: bytes,
-    max_tx_bytes: int,
+    txs: Sequence[bytes], results: Sequence[TxResult], record_id: bytes
 ) -> str | None:
     """The CID of the applied ANCHOR_RECORD of `record_id` among a block's transactions and
     results (the block at the record's `height`); None if that block does not hold it. The
     block keeps what the erasure's tombstone dropped: the CID names ciphertext only, which
-    the erasure deletes."""
+    the erasure deletes. Applied transactions were decoded when their block was validated."""
     for raw, result in zip(txs, results, strict=True):
         if result.code != 0 or envelope.kind(raw) != TxKind.ANCHOR_RECORD:
             continue
-        fields = Transaction.decode(raw, chain_id, max_tx_bytes).fields
+        fields = decode_payload(TxKind.ANCHOR_RECORD, envelope.payload(raw))
         if fields["record_id"] == record_id:
             return cid_bytes_to_text(fields["cid"])
     return None

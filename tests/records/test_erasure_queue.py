@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from emrchain.config.node import NodeConfig
 from emrchain.mempool.admission import Admission
 from emrchain.records import open_record_service
-from emrchain.records.erasure import ErasureSettings, ErasureWorker, anchored_cid
+from emrchain.records.erasure import ErasureSettings, ErasureWorker
 from emrchain.schema import ErasureReason, RecordType, TxKind
 from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import write_record
@@ -203,11 +203,8 @@ def test_an_erasure_lost_in_a_crash_is_found_again_with_the_cid_of_its_anchor(
         state = OverlayStateView(MemoryState())
         write_record(state, record.erased(ErasureReason.PATIENT_REQUEST, bytes(32), 9, 2))
         worker.state_view = lambda: state
-        worker.anchored_cid = lambda erased: (
-            anchored_cid(anchors, results, erased.record_id, chain_id, 4_096)
-            if erased.height == 7
-            else None
-        )
+        # The block store: the anchoring block at the record's height (7), nothing else.
+        worker.block_at = lambda height: (anchors, results) if height == 7 else None
         assert await worker.records.blob_store.has(stored.cid)
         assert worker.reconcile() == 1
         assert worker.records.vault.pending_erasures(10) == [(record_id, stored.cid)]
