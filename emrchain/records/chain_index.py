@@ -1,4 +1,4 @@
-"""Every record and organisation in committed state, read page by page from the node's
+"""Every record in committed state, read page by page from the node's
 database: the replication reconciler's input, derived from the chain at each round, so nothing
 it needs has to survive a restart."""
 
@@ -21,12 +21,4 @@ def records_page(
         EmrRecord.decode(key[len(keys.EMR_RECORD_PREFIX) :], value)
         for key, value in scan_state(database, keys.EMR_RECORD_PREFIX, start, limit)
         if len(key) == len(keys.EMR_RECORD_PREFIX) + RECORD_ID_BYTES
-    ]
-
-
-def organization_ids(database: ChainDatabase, limit: int = 10_000) -> list[str]:
-    """The ids of every registered organisation (at most `limit`)."""
-    return [
-        key[len(keys.ORGANIZATION_PREFIX) :].rstrip(b"\x00").decode("ascii")
-        for key, _ in scan_state(database, keys.ORGANIZATION_PREFIX, b"", limit)
     ]

@@ -37,11 +37,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from emrchain.config.node import NodeConfig
-from emrchain.records.chain_index import organization_ids, records_page
+from emrchain.records.chain_index import records_page
 from emrchain.records.placement import factor_of, holders, placement_order
 from emrchain.schema import GranteeKind, GrantScope, TxKind
 from emrchain.state.emr import queries
-from emrchain.state.emr.custody import read_record_custody
+from emrchain.state.emr.custody import read_organization_ids, read_record_custody
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.emr.tables import patient_member, read_grant, read_record
 from emrchain.state.result import TxResult
@@ -219,7 +219,7 @@ class Replicator:
                 if record is None or record.is_erased:
                     continue
                 if organizations is None:
-                    organizations = self._organizations()
+                    organizations = self._organizations(view)
                 if self._wants_record(view, record, organizations):
                     wanted.append(_job(record))
             elif kind == TxKind.GRANT_ACCESS and self._policy == AUTHORED_AND_GRANTED:
@@ -235,10 +235,10 @@ class Replicator:
                     self._reconcile_soon.set()
         return wanted
 
-    def _organizations(self) -> list[str]:
+    def _organizations(self, view: StateView) -> list[str]:
         if self._database is None:
             return [self._organization_id]
-        return organization_ids(self._database)
+        return read_organization_ids(view)
 
     def holders_of(
         self, view: StateView, record: EmrRecord, organizations: Sequence[str]
@@ -355,7 +355,7 @@ class Replicator:
         peer_pins: Mapping[str, set[str]],
         report: ReplicationReport,
     ) -> None:
-        organizations = organization_ids(database)
+        organizations = read_organization_ids(view)
         after = b""
         while True:
             page = records_page(database, after, SCAN_PAGE_RECORDS)
