@@ -220,6 +220,10 @@ class LevelDbKeyVault:
             raise ValueError("a height is 0..2**64-1")
         self._handle().put(ERASURE_CURSOR_KEY, _HEIGHT.pack(height))
 
+    def snapshot(self) -> plyvel.Snapshot:
+        """A consistent read-only view of the whole vault as it is now (for backups)."""
+        return self._handle().snapshot()
+
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
