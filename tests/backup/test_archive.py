@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket as socket_module
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ class Backed:
     running_backup: dict
     stopped_backup: dict
     schedule_directory: Path
+    refusals: list[dict]
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +95,17 @@ def backed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backed]:
             timeout_s=90,
             what="more scheduled backups than are kept",
         )
-        socket_mode = stat.S_IMODE(
-            admin_socket_path(load_node_config(devnet.homes[0])).stat().st_mode
-        )
-        assert socket_mode == 0o600
+        socket = admin_socket_path(load_node_config(devnet.homes[0]))
+        assert stat.S_IMODE(socket.stat().st_mode) == 0o600
+        relative = {"command": "backup", "directory": "relative/dir", "recipient": recipient}
+        bad_key = {"command": "backup", "directory": str(root / "x"), "recipient": "age1nope"}
+        refusals = [
+            raw_admin_request(socket, b"not json\n"),
+            raw_admin_request(socket, b'{"command": "restore"}\n'),
+            raw_admin_request(socket, json.dumps({**relative, "keep": 2}).encode() + b"\n"),
+            raw_admin_request(socket, json.dumps({**bad_key, "keep": 2}).encode() + b"\n"),
+        ]
+        assert devnet.is_running(0) and devnet.height(0) >= 3
         assert devnet.stop(0) == 0
         stopped = emrchain_json(
             "backup",
@@ -108,7 +117,9 @@ def backed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backed]:
             "--output",
             root / "manual",
         )
-        yield Backed(devnet, root, identity_file, identity, recipient, running, stopped, schedule)
+        yield Backed(
+            devnet, root, identity_file, identity, recipient, running, stopped, schedule, refusals
+        )
     finally:
         devnet.stop_all()
 
@@ -134,6 +145,23 @@ def test_a_running_node_writes_the_backup_and_a_stopped_home_is_backed_up_by_the
             "home/config/organization_key.json",
         } <= names
         assert manifest.chain_id == "emrchain-devnet"
+
+
+def raw_admin_request(path: Path, line: bytes) -> dict:
+    with socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_STREAM) as connection:
+        connection.settimeout(30)
+        connection.connect(str(path))
+        connection.sendall(line)
+        return json.loads(connection.makefile("rb").readline())
+
+
+def test_the_admin_socket_refuses_bad_requests_and_the_node_goes_on(backed: Backed) -> None:
+    assert [answer["ok"] for answer in backed.refusals] == [False] * 4
+    errors = [answer["error"] for answer in backed.refusals]
+    assert errors[0].startswith("malformed admin request")
+    assert errors[1] == "unknown admin request (expected command backup)"
+    assert "must be an absolute path" in errors[2]
+    assert "must be an age X25519 recipient" in errors[3]
 
 
 def scheduled_writes(devnet: Devnet, directory: Path) -> int:

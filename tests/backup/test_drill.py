@@ -13,11 +13,13 @@ restore (restore command, then start to caught-up-and-serving) is printed.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
@@ -36,6 +38,7 @@ LOST = 0
 BEFORE = 3
 AFTER = 2
 TIMEOUT_S = 60.0
+Returned = TypeVar("Returned")
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +80,7 @@ async def custodians(net: ErasureNet, record_id: bytes) -> list[str]:
     return [item["organization_id"] for item in listing["custodians"]]
 
 
-def run(coroutine):  # type: ignore[no-untyped-def]
-    import asyncio
-
+def run(coroutine: Coroutine[Any, Any, Returned]) -> Returned:
     return asyncio.run(coroutine)
 
 
