@@ -54,6 +54,7 @@ SAME_LAYER_EDGES = frozenset(
         ("config", "keystore"),  # node homes load and write key files
         ("records", "hsm"),  # the record service holds its KEK ring in the HSM worker
         ("records", "client"),  # a custodian checks a handed wrap against the envelope format
+        ("backup", "records"),  # no backup while a KEK rotation moves wraps (its state file)
         ("bench", "devnet"),  # benchmarks drive the devnet harness
         ("cli", "bench"),  # `emrchain bench ...`
         ("cli", "devnet"),  # `emrchain devnet ...`

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from emrchain.backup.parts import (
     snapshot_source,
 )
 from emrchain.config.node import NodeConfig
+from emrchain.records.rotation import ROTATION_STATE_FILE
 from emrchain.storage.interfaces import StorageUnavailableError
 from emrchain.storage.vault import LevelDbKeyVault
 from emrchain.store import layout
@@ -91,15 +93,41 @@ def archive_name(chain_id: str, height: int, now_ms: int) -> str:
     return f"{ARCHIVE_PREFIX}{chain_id}-h{height:020d}-{stamp}{ARCHIVE_SUFFIX}"
 
 
-def backup_from_snapshots(
-    config: NodeConfig,
-    chain_snapshot: Any,
-    vault_snapshot: Any,
-    directory: Path,
-    recipient: str,
-    keep: int,
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One moment of a home: the stores' snapshots and its files (in memory)."""
+
+    chain_snapshot: Any
+    vault_snapshot: Any
+    files: list[PartSource]
+
+
+def capture(config: NodeConfig, take_snapshots: Callable[[], tuple[Any, Any]]) -> Capture:
+    """The home files, then (vault, chain) snapshots from `take_snapshots`, with no KEK
+    rotation in progress at either end: during one, the vault's wraps and the KEK versions on
+    disk move apart (a version destroyed after the files were read, or created after the
+    vault was read), and a restored vault could hold wraps no restored KEK opens."""
+    _refuse_during_rotation(config)
+    files = [file_source(relative, path) for relative, path in home_files(config)]
+    vault_snapshot, chain_snapshot = take_snapshots()
+    _refuse_during_rotation(config)
+    return Capture(chain_snapshot, vault_snapshot, files)
+
+
+def _refuse_during_rotation(config: NodeConfig) -> None:
+    state = config.data_path / ROTATION_STATE_FILE
+    if state.exists():
+        raise BackupError(
+            f"a KEK rotation is in progress ({state}); back up once it has finished "
+            "(`emrchain kek status`)"
+        )
+
+
+def write_backup(
+    config: NodeConfig, captured: Capture, directory: Path, recipient: str, keep: int
 ) -> BackupResult:
-    """Write one archive into `directory` from snapshots the caller took, then apply `keep`."""
+    """Write one archive of `captured` into `directory`, then apply `keep`."""
+    chain_snapshot, vault_snapshot = captured.chain_snapshot, captured.vault_snapshot
     chain_id, height, block_id, app_hash = chain_head(chain_snapshot)
     now_ms = time.time_ns() // 1_000_000
     sources: list[PartSource] = [
@@ -111,7 +139,7 @@ def backup_from_snapshots(
         sources.append(
             blob_source(config.resolve(config.records.blob_dir), config.records.blob_dir)
         )
-    sources += [file_source(relative, path) for relative, path in home_files(config)]
+    sources += captured.files
     fields = {
         "format": "emrchain-backup-manifest",
         "chain_id": chain_id,
@@ -159,10 +187,11 @@ def backup_stopped_home(
     try:
         vault = _open_vault(config)
         try:
-            vault_snapshot = None if vault is None else vault.snapshot()
-            return backup_from_snapshots(
-                config, database.db.snapshot(), vault_snapshot, directory, recipient, keep
+            captured = capture(
+                config,
+                lambda: (None if vault is None else vault.snapshot(), database.db.snapshot()),
             )
+            return write_backup(config, captured, directory, recipient, keep)
         finally:
             if vault is not None:
                 vault.close()

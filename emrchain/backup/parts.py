@@ -53,7 +53,11 @@ def blob_source(directory: Path, path: str) -> PartSource:
             relative = file.relative_to(directory)
             if relative.parts[0] == "tmp" or not file.is_file() or file.is_symlink():
                 continue
-            yield str(relative).encode(), file.read_bytes()
+            try:
+                content = file.read_bytes()
+            except FileNotFoundError:
+                continue  # erased since the listing: the snapshot's vault may still name it
+            yield str(relative).encode(), content
 
     def open_stream() -> IO[bytes]:
         return io.BufferedReader(ChunkReader(kv_chunks(items())))
@@ -96,10 +100,13 @@ def home_files(config: NodeConfig) -> list[tuple[str, Path]]:
 
 
 def file_source(relative: str, path: Path) -> PartSource:
+    """A home file, read now into memory: the files are captured at the moment the store
+    snapshots are taken, not when the archive reaches them (`create.capture`)."""
+    content = path.read_bytes()
     mode = path.stat().st_mode & 0o777
 
     def open_stream() -> IO[bytes]:
-        return open(path, "rb")
+        return io.BytesIO(content)
 
     return PartSource(FILES_PREFIX + relative, "file", relative, mode, open_stream)
 

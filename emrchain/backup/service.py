@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emrchain.backup.archive import BackupError, parse_recipient
-from emrchain.backup.create import BackupResult, backup_from_snapshots
+from emrchain.backup.create import BackupResult, capture, write_backup
 from emrchain.config.node import BackupSection, NodeConfig
 from emrchain.store.database import ChainDatabase
 
@@ -67,19 +67,13 @@ class BackupService:
             raise BackupError(f"the backup directory must be an absolute path, got {directory}")
         self._busy = True
         try:
-            vault_snapshot = None if self._vault_snapshot is None else self._vault_snapshot()
-            chain_snapshot = self._database.db.snapshot()
-            # Kept so that `close` can wait for it: the thread reads the databases, which must
-            # stay open until it is done even if the request that started it is cancelled.
+            # Files and snapshots now, on the loop, between two commits' steps; the archive is
+            # written from them in a thread. Kept so that `close` can wait for it: the thread
+            # reads the databases, which must stay open until it is done even if the request
+            # that started it is cancelled.
+            captured = capture(self._config, self._snapshots)
             self._writing = asyncio.get_running_loop().run_in_executor(
-                None,
-                backup_from_snapshots,
-                self._config,
-                chain_snapshot,
-                vault_snapshot,
-                directory,
-                recipient,
-                keep,
+                None, write_backup, self._config, captured, directory, recipient, keep
             )
             result = await asyncio.shield(self._writing)
         finally:
@@ -92,6 +86,10 @@ class BackupService:
             len(result.manifest.parts),
         )
         return result
+
+    def _snapshots(self) -> tuple[Any, Any]:
+        vault = None if self._vault_snapshot is None else self._vault_snapshot()
+        return vault, self._database.db.snapshot()
 
     # ----------------------------------------------------------- admin socket
 

@@ -377,3 +377,24 @@ def test_restore_holds_the_signing_guard_above_the_network_head(
         assert stat.S_IMODE((home / name).stat().st_mode) == stat.S_IMODE(
             (original / name).stat().st_mode
         )
+
+
+def test_no_backup_while_a_kek_rotation_moves_wraps(backed: Backed, tmp_path: Path) -> None:
+    home = tmp_path / "rotating"
+    shutil.copytree(backed.devnet.homes[0], home)
+    begun = emrchain("kek", "begin", "--home", home)
+    assert begun.returncode == 0, begun.stderr
+    line = error_line(
+        emrchain(
+            "backup",
+            "create",
+            "--home",
+            home,
+            "--recipient",
+            backed.recipient,
+            "--output",
+            tmp_path / "out",
+        )
+    )
+    assert "a KEK rotation is in progress" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
