@@ -34,6 +34,7 @@ from emrchain.backup.archive import BackupError, Manifest, OpenArchive, PartEntr
 from emrchain.backup.parts import (
     BLOBS_PART,
     CHAIN_PART,
+    FILES_PREFIX,
     VAULT_PART,
     KvWriter,
     blob_batch_writer,
@@ -41,7 +42,13 @@ from emrchain.backup.parts import (
 )
 from emrchain.config.errors import ConfigError
 from emrchain.config.genesis import load_genesis
-from emrchain.config.node import CONFIG_DIR, NODE_CONFIG_FILE, NodeConfig, load_node_config
+from emrchain.config.node import (
+    CONFIG_DIR,
+    NODE_CONFIG_FILE,
+    NodeConfig,
+    load_node_config,
+    parse_node_config_text,
+)
 from emrchain.consensus.signing_guard import SignedStep, SigningState
 from emrchain.store import layout
 from emrchain.store.database import database_path
@@ -61,18 +68,71 @@ class RestoreResult:
     elapsed_s: float
 
 
-def peer_heights(urls: Sequence[str]) -> dict[str, int | str]:
-    """Each RPC URL's `latest_height`, or why it could not be read."""
-    heights: dict[str, int | str] = {}
+def peer_status(urls: Sequence[str]) -> dict[str, tuple[int, str] | str]:
+    """Each RPC URL's (`latest_height`, `chain_id`), or why it could not be read."""
+    answers: dict[str, tuple[int, str] | str] = {}
     for url in urls:
         try:
             with urllib.request.urlopen(
                 url.rstrip("/") + "/status", timeout=PEER_TIMEOUT_S
             ) as response:
-                heights[url] = int(json.loads(response.read())["latest_height"])
+                status = json.loads(response.read())
+                answers[url] = (int(status["latest_height"]), str(status["chain_id"]))
         except (OSError, ValueError, KeyError, TypeError) as error:
-            heights[url] = str(error) or type(error).__name__
-    return heights
+            answers[url] = str(error) or type(error).__name__
+    return answers
+
+
+def learn_network_head(
+    archive_path: Path, identity: x25519.Identity, peer_urls: Sequence[str], home: Path
+) -> int:
+    """The highest head the peers report (`peer_urls`, else the other organisations' nodes the
+    backed-up config names); every answering peer must be on the backup's chain."""
+    with OpenArchive(archive_path) as archive:
+        archive.check_identity(identity)
+        manifest = archive.manifest(identity)
+        urls = list(peer_urls) or _configured_peers(archive, manifest, identity, home)
+    if not urls:
+        raise BackupError(
+            "no peer to learn the chain's head from: pass --peer-rpc URL of a running node, or "
+            "--signing-hold-height H if every node is down"
+        )
+    answers = peer_status(urls)
+    heights = []
+    for url, answer in answers.items():
+        if isinstance(answer, tuple):
+            height, chain_id = answer
+            if chain_id != manifest.chain_id:
+                raise BackupError(
+                    f"peer {url} is on chain {chain_id!r}, the backup is of chain "
+                    f"{manifest.chain_id!r}"
+                )
+            heights.append(height)
+    if not heights:
+        reasons = "; ".join(f"{url}: {why}" for url, why in answers.items())
+        raise BackupError(
+            f"no peer answered /status ({reasons}); pass --peer-rpc URL of a running node, or "
+            "--signing-hold-height H if every node is down"
+        )
+    return max(heights)
+
+
+def _configured_peers(
+    archive: OpenArchive, manifest: Manifest, identity: x25519.Identity, home: Path
+) -> list[str]:
+    """The peers the backed-up node.toml names (decrypted in memory)."""
+    part = manifest.part(FILES_PREFIX + NODE_CONFIG_FILE)
+    if part is None:
+        return []
+    chunks: list[bytes] = []
+    archive.decrypt_part(part, identity, chunks.append)
+    try:
+        config = parse_node_config_text(
+            b"".join(chunks).decode("utf-8"), home=home, source=part.name
+        )
+    except (ConfigError, UnicodeDecodeError) as error:
+        raise BackupError(f"the backed-up node.toml does not load: {error}") from None
+    return peer_rpc_urls(config)
 
 
 def peer_rpc_urls(config: NodeConfig) -> list[str]:
@@ -275,4 +335,4 @@ def _sync_directory(path: Path) -> None:
         os.close(descriptor)
 
 
-__all__ = ["CONFIG_DIR", "RestoreResult", "peer_heights", "peer_rpc_urls", "restore_home"]
+__all__ = ["CONFIG_DIR", "RestoreResult", "learn_network_head", "peer_status", "restore_home"]

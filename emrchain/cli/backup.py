@@ -178,44 +178,8 @@ def restore(args: argparse.Namespace) -> int:
 
 def _network_height(args: argparse.Namespace, identity: Any) -> int:
     """The highest head known now: given, or the best a peer reports."""
-    from emrchain.backup.archive import BackupError
-    from emrchain.backup.restore import peer_heights
+    from emrchain.backup.restore import learn_network_head
 
     if args.signing_hold_height is not None:
         return int(args.signing_hold_height)
-    urls = args.peer_rpc or _configured_peers(args, identity)
-    if not urls:
-        raise BackupError(
-            "no peer to learn the chain's head from: pass --peer-rpc URL of a running node, or "
-            "--signing-hold-height H if every node is down"
-        )
-    heights = peer_heights(urls)
-    known = [height for height in heights.values() if isinstance(height, int)]
-    if not known:
-        reasons = "; ".join(f"{url}: {why}" for url, why in heights.items())
-        raise BackupError(
-            f"no peer answered /status ({reasons}); pass --peer-rpc URL of a running node, or "
-            "--signing-hold-height H if every node is down"
-        )
-    return max(known)
-
-
-def _configured_peers(args: argparse.Namespace, identity: Any) -> list[str]:
-    """The peers the backed-up node.toml names (read from the archive, in memory)."""
-    from emrchain.backup.archive import OpenArchive
-    from emrchain.backup.parts import FILES_PREFIX
-    from emrchain.backup.restore import peer_rpc_urls
-    from emrchain.config.node import NODE_CONFIG_FILE, parse_node_config_text
-
-    with OpenArchive(args.archive) as archive:
-        archive.check_identity(identity)
-        manifest = archive.manifest(identity)
-        part = manifest.part(FILES_PREFIX + NODE_CONFIG_FILE)
-        if part is None:
-            return []
-        chunks: list[bytes] = []
-        archive.decrypt_part(part, identity, chunks.append)
-    config = parse_node_config_text(
-        b"".join(chunks).decode("utf-8"), home=args.home, source=part.name
-    )
-    return peer_rpc_urls(config)
+    return learn_network_head(args.archive, identity, args.peer_rpc or [], args.home)

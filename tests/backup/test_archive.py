@@ -316,7 +316,7 @@ def test_restore_refuses_what_it_must_and_changes_nothing(backed: Backed, tmp_pa
     assert "not an emrchain home" in line
     assert [path.name for path in occupied.iterdir()] == ["notes.txt"]
     # A home of another chain is not replaced, even with --force.
-    other = Devnet(tmp_path / "other", 1)
+    other = Devnet(tmp_path / "other", 1, chain_id="emrchain-other")
     line = error_line(
         emrchain(
             "restore",
@@ -331,6 +331,26 @@ def test_restore_refuses_what_it_must_and_changes_nothing(backed: Backed, tmp_pa
         )
     )
     assert "holds a different genesis than the backup" in line
+    # A peer of another chain: this is not the network the backup belongs to.
+    try:
+        other.start_all()
+        other.wait_for_height(1, [0], timeout_s=60)
+        line = error_line(
+            emrchain(
+                "restore",
+                archive,
+                "--identity",
+                backed.identity_file,
+                "--home",
+                tmp_path / "elsewhere",
+                "--peer-rpc",
+                other.rpc_urls[0],
+            )
+        )
+    finally:
+        other.stop_all()
+    assert "is on chain 'emrchain-other', the backup is of chain 'emrchain-devnet'" in line
+    assert not (tmp_path / "elsewhere").exists()
     # Without peers to ask and without a height: refused, nothing written.
     fresh = tmp_path / "fresh"
     line = error_line(
