@@ -49,6 +49,7 @@ def test_hsm_resident_keys_are_listed_and_work_after_restore(
     service = open_record_service(config)
     service.vault.put(service.key_ring.wrap(record_id, data_key))
     organization_key = service.organization_key
+    assert organization_key is not None
     asyncio.run(service.close())
 
     identity_file = tmp_path / "recovery.txt"
@@ -72,7 +73,9 @@ def test_hsm_resident_keys_are_listed_and_work_after_restore(
     finally:
         devnet.stop_all()
     archive = Path(made["path"])
-    assert organization_key.private_key.hex().encode() not in archive.read_bytes()
+    content = archive.read_bytes()
+    private_key = organization_key.private_key
+    assert private_key not in content and private_key.hex().encode() not in content
     verified = emrchain_json("backup", "verify", archive, "--identity", identity_file)
     assert verified["hsm_resident_keys"] == [
         f"KEK versions: labels {PREFIX}-v<version> in token {softhsm_token.token_label!r}"
