@@ -19,7 +19,9 @@ from pyrage import x25519
 
 from emrchain.backup.archive import BackupError, Manifest, OpenArchive
 from emrchain.backup.parts import CHAIN_PART, FILES_PREFIX, KvWriter, leveldb_batch_writer
+from emrchain.config.errors import ConfigError
 from emrchain.config.genesis import Genesis, parse_genesis_text
+from emrchain.config.node import NODE_CONFIG_FILE, parse_node_config_text
 from emrchain.state.emr import EmrApplication, GenesisAdmin, GenesisOrganization
 from emrchain.store import layout
 from emrchain.store.block_store import BlockStore
@@ -27,7 +29,7 @@ from emrchain.store.database import ChainDatabase
 from emrchain.types.execution import ExecutionResult
 
 
-def deep_verify(path: Path, identity: x25519.Identity, genesis_file: str) -> Manifest:
+def deep_verify(path: Path, identity: x25519.Identity) -> Manifest:
     """Plain verification, then the re-execution; BackupError naming the first mismatch."""
     scratch = Path(tempfile.mkdtemp(prefix="emrchain-deep-verify-"))
     try:
@@ -37,7 +39,9 @@ def deep_verify(path: Path, identity: x25519.Identity, genesis_file: str) -> Man
             manifest = archive.manifest(identity)
             for part in manifest.parts:
                 archive.decrypt_part(part, identity, None)
-            genesis = _genesis(archive, manifest, identity, genesis_file)
+            genesis = _genesis(
+                archive, manifest, identity, _genesis_file(archive, manifest, identity)
+            )
             backed_up = ChainDatabase.open(scratch / "backup")
             try:
                 chain = manifest.part(CHAIN_PART)
@@ -54,6 +58,21 @@ def deep_verify(path: Path, identity: x25519.Identity, genesis_file: str) -> Man
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _genesis_file(archive: OpenArchive, manifest: Manifest, identity: x25519.Identity) -> str:
+    """`[node] genesis_file` of the backed-up node.toml (decrypted in memory)."""
+    part = manifest.part(FILES_PREFIX + NODE_CONFIG_FILE)
+    if part is None:
+        raise BackupError(f"part {FILES_PREFIX + NODE_CONFIG_FILE} is missing from the manifest")
+    chunks: list[bytes] = []
+    archive.decrypt_part(part, identity, chunks.append)
+    try:
+        text = b"".join(chunks).decode("utf-8")
+        config = parse_node_config_text(text, home=Path("/"), source=part.name)
+    except (ConfigError, UnicodeDecodeError) as error:
+        raise BackupError(f"the backed-up node.toml does not load: {error}") from None
+    return config.node.genesis_file
+
+
 def _genesis(
     archive: OpenArchive, manifest: Manifest, identity: x25519.Identity, genesis_file: str
 ) -> Genesis:
@@ -66,7 +85,7 @@ def _genesis(
     archive.decrypt_part(part, identity, chunks.append)
     try:
         return parse_genesis_text(b"".join(chunks).decode("utf-8"), part.name)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ConfigError, ValueError, UnicodeDecodeError) as error:
         raise BackupError(f"the backup's genesis does not parse: {error}") from None
 
 

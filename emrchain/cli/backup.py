@@ -99,11 +99,10 @@ def _create(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from emrchain.backup.archive import load_identity, verify_archive
     from emrchain.backup.deep import deep_verify
-    from emrchain.config.node import NodeSection
 
     identity = load_identity(args.identity)
     if args.deep:
-        manifest = deep_verify(args.archive, identity, NodeSection.genesis_file)
+        manifest = deep_verify(args.archive, identity)
     else:
         manifest = verify_archive(args.archive, identity)
     print(
