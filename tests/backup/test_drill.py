@@ -163,3 +163,19 @@ def test_a_deleted_home_is_restored_from_its_backup(net: ErasureNet, tmp_path: P
     devnet.wait_for(signed_above_hold, timeout_s=TIMEOUT_S, what="a commit signed by node0")
     for height in range(head_at_loss + 2, hold + 1):
         assert validator not in devnet.rpc(LOST, f"/blocks/{height}")["commit"]["signers"]
+
+    # A running node's home is never replaced, even with --force (its database is locked).
+    refused = emrchain(
+        "restore",
+        backup["path"],
+        "--identity",
+        identity_file,
+        "--home",
+        devnet.homes[LOST],
+        "--force",
+        "--signing-hold-height",
+        "0",
+    )
+    assert refused.returncode == 1
+    assert "a node is running with this home; stop it first" in refused.stderr
+    assert devnet.is_running(LOST) and devnet.height(LOST) >= target
