@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from emrchain.client import transactions
@@ -22,6 +23,7 @@ from emrchain.client.rpc import EmrClient
 from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
+from emrchain.rpc import openapi_schemas as replies
 from emrchain.schema import ErasureReason, RecordType, Role
 from tests.rpc.bounded import run
 
@@ -83,6 +85,7 @@ def test_the_patient_lists_its_records_page_by_page_oldest_first(cast: Cast) -> 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with _as(cast, cast.patient) as owner:
             first = await owner.patient_records(cast.patient_id, limit=2)
+            jsonschema_rs.validate(replies.PATIENT_RECORDS, first)  # the OpenAPI document's
             assert first["next"] is not None
             second = await owner.patient_records(cast.patient_id, after=first["next"], limit=2)
             assert second["next"] is None
@@ -170,6 +173,7 @@ def test_the_access_trail_pages_back_to_the_first_event(cast: Cast) -> None:
                 )
             ]
             first_page = await auditor.access_events(patient_id=cast.patient_id, limit=3)
+            jsonschema_rs.validate(replies.EVENTS, first_page)
         return walked, first_page, [tx.tx_id for tx in txs]
 
     walked, first_page, sent = run(scenario())
@@ -209,6 +213,8 @@ def test_the_consent_history_shows_active_revoked_and_expired_grants(cast: Cast)
                     item async for item in owner.all_patient_consents(cast.patient_id, page_limit=1)
                 ]
                 if history[0]["status"] == "expired" or time.monotonic() > deadline:
+                    page = await owner.patient_consents(cast.patient_id)
+                    jsonschema_rs.validate(replies.CONSENTS, page)
                     break
                 await asyncio.sleep(0.2)
             ids = {"expiring": expiring.tx_id, "revoked": revoked.tx_id, "active": active.tx_id}
@@ -239,7 +245,9 @@ def test_an_erased_record_stays_listed_as_erased(cast: Cast) -> None:
         async with _as(cast, cast.patient) as owner:
             await owner.erase(cast.records[2].record_id, ErasureReason.PATIENT_REQUEST)
         async with _as(cast, cast.auditor) as auditor:
-            return await auditor.patient_records(cast.patient_id)
+            reply = await auditor.patient_records(cast.patient_id)
+            jsonschema_rs.validate(replies.PATIENT_RECORDS, reply)  # an erased one's nulls too
+            return reply
 
     listed = run(scenario())["records"]
     assert [item["erased"] for item in listed] == [False, False, True]
