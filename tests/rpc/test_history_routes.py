@@ -24,6 +24,9 @@ from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
 from emrchain.rpc import openapi_schemas as replies
+from emrchain.rpc.errors import RpcError
+from emrchain.rpc.pagination import cursor, cursor_sequence
+from emrchain.rpc.records import PATIENT_CONSENTS, PATIENT_RECORDS
 from emrchain.schema import ErasureReason, RecordType, Role
 from tests.rpc.bounded import run
 
@@ -40,6 +43,8 @@ class Cast:
     clinician: MemberIdentity
     colleague: MemberIdentity
     auditor: MemberIdentity
+    admin: MemberIdentity
+    organization_id: str
     records: list[StoredRecord]
 
 
@@ -63,7 +68,18 @@ async def _cast(devnet: Devnet) -> Cast:
             await author.put_record(b"visit %d" % number, patient_id, RecordType.CLINICAL_NOTE)
             for number in range(3)
         ]
-    return Cast(url, patient, patient_id, other, clinician, colleague, auditor, records)
+    return Cast(
+        url,
+        patient,
+        patient_id,
+        other,
+        clinician,
+        colleague,
+        auditor,
+        hospital.admin,
+        hospital.organization_id,
+        records,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +120,36 @@ def test_the_patient_lists_its_records_page_by_page_oldest_first(cast: Cast) -> 
     assert first["anchored_height"] == cast.records[0].height
     assert first["size_bytes"] == cast.records[0].size_bytes
     assert first["author_organization"] and first["anchored_time_ms"] > 0
+
+
+def test_an_admin_lists_the_records_its_organisation_authored(cast: Cast) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        async with _as(cast, cast.admin) as admin:
+            return [item async for item in admin.all_patient_records(cast.patient_id)]
+
+    listed = run(scenario())
+    assert [item["record_id"] for item in listed] == [r.record_id.hex() for r in cast.records]
+    assert {item["author_organization"] for item in listed} == {cast.organization_id}
+
+
+def test_cursors_are_bound_to_their_listing_target_and_sequence() -> None:
+    target, other = bytes(32), b"\x01" * 32
+    made = cursor(PATIENT_RECORDS, target, 41)
+    assert cursor_sequence(made, PATIENT_RECORDS, target) == 41
+    assert cursor_sequence(None, PATIENT_RECORDS, target) is None
+    tag = made.split(".")[1]
+    for forged, listing, on in (
+        (made, PATIENT_CONSENTS, target),  # another listing
+        (made, PATIENT_RECORDS, other),  # another patient
+        (f"42.{tag}", PATIENT_RECORDS, target),  # another position
+        (made.upper(), PATIENT_RECORDS, target),
+        (f"{'9' * 21}.{tag}", PATIENT_RECORDS, target),
+        ("41", PATIENT_RECORDS, target),
+        ("", PATIENT_RECORDS, target),
+    ):
+        with pytest.raises(RpcError) as refused:
+            cursor_sequence(forged, listing, on)
+        assert (refused.value.status, refused.value.code) == (400, "bad_cursor")
 
 
 def test_another_patient_and_a_clinician_without_consent_are_refused(cast: Cast) -> None:
