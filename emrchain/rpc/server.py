@@ -268,6 +268,7 @@ class RpcServer:
                 max_batch_txs=section.max_batch_txs,
                 max_tx_bytes=node.config.limits.max_tx_bytes,
                 max_header_bytes=section.max_header_bytes,
+                page_limit_max=section.page_limit_max,
             )
         )
         self.authenticator = _authenticator(node)

@@ -54,9 +54,9 @@ from tests.state.emr.world import (
 
 ANCHOR = TxKind.ANCHOR_RECORD
 
-EXPECTED_APP_HASH = "c58de9e6255571286e61b8f0211c34496d0557869ed0a8c358d69b5d6188f26d"
+EXPECTED_APP_HASH = "9303245e17ff783a85d50a2e57bae888d77659fae5ef43c68ed312336b2b42d0"
 """App hash after the last block of `run_workload`."""
-EXPECTED_RESULTS_DIGEST = "d7b40949dd17eb324d8708afe68c7803dbbe058c60fcec380a52cf2856a6a9b1"
+EXPECTED_RESULTS_DIGEST = "6d2fbafa2e5f11c65f2ad028f8e2e9bc53240c87bcbb7d49e93f7670695f7b93"
 """SHA-256 over every block's app hash and every (code, message) of `run_workload`."""
 
 
