@@ -246,13 +246,13 @@ def _detail(record_id: bytes, link: AmendmentLink) -> AmendmentDetail:
 def record_history(view: StateView, record_id: bytes) -> RecordHistory:
     """`record_amendments` with each link's note and height."""
     state = read_amendment_state(view, record_id)
-    superseded_by = []
+    superseded_by: list[AmendmentDetail] = []
     for amending_id in state.amended_by:
         link = read_amendment_link(view, amending_id)
         if link is None:
             raise StateCorruptionError(f"record {amending_id.hex()} amends without a link")
         superseded_by.append(_detail(amending_id, link))
-    supersedes = []
+    supersedes: list[AmendmentDetail] = []
     current = read_amendment_link(view, record_id)
     while current is not None and len(supersedes) < MAX_HISTORY_DEPTH:
         supersedes.append(_detail(current.supersedes, current))
