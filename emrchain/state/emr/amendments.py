@@ -23,6 +23,7 @@ from emrchain.state.codes import ResultCode
 from emrchain.state.emr.clinical import anchor_new_record, live_record
 from emrchain.state.emr.context import emr_handler, require_role, require_sender, short
 from emrchain.state.emr.entities import read_text
+from emrchain.state.emr.limits import MAX_AMENDMENTS_PER_RECORD
 from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import TransactionRefusedError
 from emrchain.state.result import TxResult
@@ -30,9 +31,6 @@ from emrchain.state.validators import StateCorruptionError
 from emrchain.state.view import OverlayStateView, StateView
 from emrchain.types.codec import DecodeError, Reader, Writer
 
-MAX_AMENDMENTS_PER_RECORD = 64
-"""Records that may amend one record (its addenda, then at most one correction or
-entered-in-error): bounds the AmendmentState list."""
 MAX_HISTORY_DEPTH = 256
 """Links `record_amendments` follows back from a record (a longer chain is cut there)."""
 

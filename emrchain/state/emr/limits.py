@@ -30,6 +30,9 @@ RECORD_TRAIL_CAPACITY = 1_024
 """Most recent access events kept in state per record."""
 REVIEW_QUEUE_CAPACITY = 65_536
 """Most recent break-glass events kept in state for auditors' review."""
+MAX_AMENDMENTS_PER_RECORD = 64
+"""Records that amend one record (its addenda, then at most one correction or entered-in-error),
+`records.md` §11."""
 
 WRAPPED_KEY_BYTES = 80
 """A record data key (32 bytes) sealed to the grantee's X25519 key: ephemeral public key (32)

@@ -33,4 +33,5 @@ def test_bounds_table_matches_limits() -> None:
         limits.PATIENT_TRAIL_CAPACITY,
         limits.RECORD_TRAIL_CAPACITY,
         limits.REVIEW_QUEUE_CAPACITY,
+        limits.MAX_AMENDMENTS_PER_RECORD,
     ]
