@@ -98,7 +98,18 @@ class AmendmentState:
     status: RecordStatus
     amended_by: tuple[bytes, ...]
 
+    def validate_basic(self) -> None:
+        """At most MAX_AMENDMENTS_PER_RECORD distinct amenders; a record no longer current was
+        made so by one of them."""
+        if len(self.amended_by) > MAX_AMENDMENTS_PER_RECORD:
+            raise DecodeError("AmendmentState: too many amendments")
+        if len(set(self.amended_by)) != len(self.amended_by):
+            raise DecodeError("AmendmentState: an amender is listed twice")
+        if self.status != RecordStatus.CURRENT and not self.amended_by:
+            raise DecodeError("AmendmentState: superseded without an amender")
+
     def encode(self) -> bytes:
+        self.validate_basic()
         writer = Writer().u8(self.status).u16(len(self.amended_by))
         for record_id in self.amended_by:
             writer.fixed(record_id, 32)
@@ -114,7 +125,9 @@ class AmendmentState:
         count = reader.count(2, MAX_AMENDMENTS_PER_RECORD, "count")
         amended_by = tuple(reader.fixed(32, "record_id") for _ in range(count))
         reader.finish()
-        return cls(status, amended_by)
+        state = cls(status, amended_by)
+        state.validate_basic()
+        return state
 
 
 _NEVER_AMENDED = AmendmentState(RecordStatus.CURRENT, ())
