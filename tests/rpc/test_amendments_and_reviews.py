@@ -371,9 +371,12 @@ def test_break_glass_is_notified_listed_closed_everywhere_and_notified_again(
     # An auditor lists it open (on another node than the clinician's), then closes it.
     assert review_id.hex() in _reviews_on(network, cast.auditor, 2, "open")
 
+    closed_at: list[float] = []
+
     async def close() -> None:
         async with EmrClient(network.devnet.rpc_urls[2], cast.auditor) as auditor:
             await auditor.close_review(review_id, ReviewOutcome.JUSTIFIED, "allergy check needed")
+            closed_at.append(time.monotonic())
             with pytest.raises(TransactionRefusedError) as twice:
                 await auditor.close_review(review_id, ReviewOutcome.UNJUSTIFIED)
             assert twice.value.code == ResultCode.REVIEW_ALREADY_CLOSED
@@ -393,7 +396,13 @@ def test_break_glass_is_notified_listed_closed_everywhere_and_notified_again(
             f"the review closed on node {index}",
         )
         assert review_id.hex() not in _reviews_on(network, cast.auditor, index, "open")
+    wait_until(lambda: receiver.copies("review_closed", review_id), "a closing")
+    first_s = time.monotonic() - closed_at[0]
     wait_until(lambda: len(receiver.copies("review_closed", review_id)) == 4, "4 closings")
+    print(
+        f"closing notified {first_s:.2f} s after its commit (first node), all 4 by "
+        f"{time.monotonic() - closed_at[0]:.2f} s"
+    )
     closing = receiver.copies("review_closed", review_id)[0]
     assert (closing["outcome"], closing["note"]) == ("justified", "allergy check needed")
     assert closing["closed_by"] == cast.auditor.member_key.hex()
