@@ -31,7 +31,7 @@ from emrchain.api.signing import HEADER_ACCESS_EVENT, HEADER_RECORD_STATUS, sign
 from emrchain.api.webhooks import webhook_signature
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
-from emrchain.client.replies import TransactionRefusedError
+from emrchain.client.replies import AccessDenied, NotFound, TransactionRefusedError
 from emrchain.client.rpc import EmrClient
 from emrchain.client.webhooks import (
     HEADER_WEBHOOK_EVENT_ID,
@@ -276,6 +276,20 @@ def test_a_correction_shows_its_history_and_the_superseded_read_says_so(
             ],
         }
         assert new["status"] == "current" and new["superseded_by"] == []
+        # Listed as the grants are: not for a clinician (404, like an unknown record), for an
+        # auditor, but an unknown id is 404 for the auditor too.
+        async with EmrClient(url, cast.clinician) as clinician:
+            with pytest.raises(NotFound):
+                await clinician.record_history(original.record_id)
+        async with EmrClient(url, cast.auditor) as auditor:
+            assert (await auditor.record_history(original.record_id))["status"] == "superseded"
+            with pytest.raises(NotFound):
+                await auditor.record_history(secrets.token_bytes(32))
+            with pytest.raises(NotFound):
+                await auditor.review(secrets.token_bytes(32))
+        async with EmrClient(url, cast.patient) as patient:
+            with pytest.raises(AccessDenied):
+                await patient.reviews("open")
         assert [item["record_id"] for item in new["supersedes"]] == [original.record_id.hex()]
         # The superseded record is still served, and says what superseded it.
         assert read.plaintext == b"potassium 41 mmol/L"
