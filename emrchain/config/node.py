@@ -35,6 +35,7 @@ from emrchain.config.settings import (
     OrganizationUrls,
     PeerList,
     Setting,
+    UrlList,
     setting,
     settings_of,
 )
@@ -882,6 +883,45 @@ class RecordsSection:
     )
 
 
+MAX_WEBHOOKS = 16
+
+
+@dataclass(frozen=True)
+class NotificationsSection:
+    webhook_urls: tuple[str, ...] = setting(
+        (),
+        "Where the node POSTs a signed JSON event for each break-glass and re-enrolment review "
+        "opened and each review closed (records.md §12); empty: no notifications.",
+        UrlList(MAX_WEBHOOKS),
+    )
+    secret_file: str = setting(
+        "config/notifications.secret",
+        "The HMAC-SHA256 key the events are signed with (the whole file's bytes, at least 16); "
+        "needed when webhook_urls is set. Give the receivers the same file.",
+        HomePath(),
+    )
+    queue_max_events: int = setting(
+        1_000,
+        "Events read ahead from committed blocks per destination, awaiting delivery (a block "
+        "with more is taken whole).",
+        Integer(1, 100_000, "events"),
+    )
+    timeout_ms: int = setting(
+        5_000, "Deadline of one POST, answer included.", Integer(100, 60_000, "milliseconds")
+    )
+    retry_initial_ms: int = setting(
+        500,
+        "Wait before the first retry of an undelivered event; doubles per attempt.",
+        Integer(10, 600_000, "milliseconds"),
+    )
+    retry_max_ms: int = setting(
+        30_000,
+        "Longest wait between retries (a receiver that stays down is retried at this pace, "
+        "never given up on); at least retry_initial_ms.",
+        Integer(10, 3_600_000, "milliseconds"),
+    )
+
+
 @dataclass(frozen=True)
 class InstrumentationSection:
     enabled: bool = setting(
@@ -1047,6 +1087,12 @@ SECTIONS: tuple[Section, ...] = (
         BackupSection,
         settings_of(BackupSection),
     ),
+    Section(
+        "notifications",
+        "Webhooks told of break-glass reviews opened and closed.",
+        NotificationsSection,
+        settings_of(NotificationsSection),
+    ),
 )
 SECTIONS_BY_NAME = {section.name: section for section in SECTIONS}
 
@@ -1068,6 +1114,7 @@ class NodeConfig:
     log: LogSection = field(default_factory=LogSection)
     instrumentation: InstrumentationSection = field(default_factory=InstrumentationSection)
     backup: BackupSection = field(default_factory=BackupSection)
+    notifications: NotificationsSection = field(default_factory=NotificationsSection)
 
     def resolve(self, relative: str) -> Path:
         """An absolute-or-cwd-relative path for a home-relative config path."""
@@ -1253,6 +1300,13 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         or bool(config.backup.directory and config.backup.recipient),
         "[backup] interval_ms",
         "scheduled backups need [backup] directory and recipient; set both, or interval_ms = 0",
+    )
+    notifications = config.notifications
+    require(
+        notifications.retry_initial_ms <= notifications.retry_max_ms,
+        "[notifications] retry_max_ms",
+        f"must be at least retry_initial_ms ({notifications.retry_initial_ms}), "
+        f"got {notifications.retry_max_ms}",
     )
     absence_filter_bytes = config.storage.absence_filter_bytes
     require(

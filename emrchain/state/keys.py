@@ -69,6 +69,12 @@ ERASURE_RECEIPTS_PREFIX = b"\x32"
 PATIENT_RECORDS_PREFIX = b"\x33"
 """0x33 | patient id (32) | sequence u32 -> record id (32): the patient's records in anchoring
 order; the sequence is the patient entry's record count before the anchor."""
+AMENDMENT_LINK_PREFIX = b"\x34"
+"""0x34 | record id (32) -> AmendmentLink: the record an AMEND_RECORD anchored supersedes,
+why, and at which height (`records.md` §11)."""
+AMENDMENT_STATE_PREFIX = b"\x35"
+"""0x35 | record id (32) -> AmendmentState: the record's status and the records that amend
+it, oldest first (absent: current, never amended)."""
 GRANT_PREFIX = b"\x40"
 """0x40 | grant id (32) -> Grant, while the grant is in force (moved to 0x44 when revoked,
 expired and pruned, or its record erased)."""
@@ -96,6 +102,11 @@ REVIEW_COUNT = b"\x64"
 """-> break-glass events ever appended to the review queue u64."""
 REVIEW_PREFIX = b"\x65"
 """0x65 | slot u32 -> AccessEvent of kind break-glass, for auditors' review."""
+REVIEW_STATE_PREFIX = b"\x68"
+"""0x68 | review id (32) -> ReviewState: the review's queue position, open or closed, and the
+closing auditor's outcome; deleted when the review leaves the queue's ring."""
+OPEN_REVIEW_COUNT = b"\x69"
+"""-> reviews in the queue not yet closed u64."""
 NODE_REGISTRY = b"\x70"
 """-> the registered full nodes: node key, organisation, advertised address (`peers.py`)."""
 
@@ -168,3 +179,15 @@ def ended_grant_key(grant_id: bytes) -> bytes:
 
 def break_glass_key(patient_id: bytes) -> bytes:
     return BREAK_GLASS_PREFIX + patient_id
+
+
+def amendment_link_key(record_id: bytes) -> bytes:
+    return AMENDMENT_LINK_PREFIX + record_id
+
+
+def amendment_state_key(record_id: bytes) -> bytes:
+    return AMENDMENT_STATE_PREFIX + record_id
+
+
+def review_state_key(review_id: bytes) -> bytes:
+    return REVIEW_STATE_PREFIX + review_id

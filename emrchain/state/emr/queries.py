@@ -15,6 +15,13 @@ from emrchain.state.emr.access import (
     patient_records_decision,
     read_decision,
 )
+from emrchain.state.emr.amendments import (
+    AmendmentRef,
+    RecordAmendments,
+    RecordHistory,
+    record_amendments,
+    record_history,
+)
 from emrchain.state.emr.audit import (
     REVIEW_TRAIL,
     AccessEvent,
@@ -33,6 +40,16 @@ from emrchain.state.emr.history import (
     patient_records,
 )
 from emrchain.state.emr.records import EmrRecord, Grant
+from emrchain.state.emr.reviews import (
+    REVIEW_SCAN_MAX,
+    ReviewPage,
+    ReviewState,
+    ReviewStatus,
+    list_reviews,
+    open_review_count,
+    read_review_state,
+    review_event,
+)
 from emrchain.state.emr.tables import (
     member_of_key,
     read_grant,
@@ -176,11 +193,18 @@ def break_glass_reviews(view: StateView, limit: int = DEFAULT_TRAIL_LIMIT) -> Ac
 __all__ = [
     "DEFAULT_TRAIL_LIMIT",
     "MAX_TRAIL_LIMIT",
+    "REVIEW_SCAN_MAX",
+    "AmendmentRef",
     "ConsentEntry",
     "Decision",
     "IndexedRecord",
     "MemberView",
     "Page",
+    "RecordAmendments",
+    "RecordHistory",
+    "ReviewPage",
+    "ReviewState",
+    "ReviewStatus",
     "access_events_for",
     "break_glass_reviews",
     "consents_of",
@@ -188,11 +212,17 @@ __all__ = [
     "is_erased",
     "key_history",
     "list_decision",
+    "list_reviews",
     "member",
+    "open_review_count",
     "organisation",
     "patient_records_decision",
     "read_decision",
+    "read_review_state",
     "record",
+    "record_amendments",
+    "record_history",
     "recorded_access",
     "records_of",
+    "review_event",
 ]

@@ -54,9 +54,11 @@ from tests.state.emr.world import (
 
 ANCHOR = TxKind.ANCHOR_RECORD
 
-EXPECTED_APP_HASH = "9303245e17ff783a85d50a2e57bae888d77659fae5ef43c68ed312336b2b42d0"
+# Changed by the history logs (0x33 record index, 0x43/0x44 consent history, trails as logs)
+# and the review queue's open/closed state (0x68, 0x69): every break-glass writes both.
+EXPECTED_APP_HASH = "b7a98b6f66e65d4f7660a48e9584b35cb4293bb85152cb0bbae7473b4fbfc605"
 """App hash after the last block of `run_workload`."""
-EXPECTED_RESULTS_DIGEST = "6d2fbafa2e5f11c65f2ad028f8e2e9bc53240c87bcbb7d49e93f7670695f7b93"
+EXPECTED_RESULTS_DIGEST = "681bd01817f3a7e8b09f5d20c345ed0cf91d49a4a0121ad885bd2e5c1cc335de"
 """SHA-256 over every block's app hash and every (code, message) of `run_workload`."""
 
 
@@ -212,6 +214,12 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
     organization = {"organization_id": "hospital-c", "name": "C", "encryption_key": digest("c")}
     newcomer = signer("golden/validator").public_key
     node = node_fields(signer("golden/node"), HOSPITAL_A, "10.0.0.9:26656")
+    amendment = world.anchor_fields(_record("5/amendment"))
+    amendment.update(supersedes=_record("1/4"), reason=1, note="")
+    amend = world.tx(A_CLINICIAN, TxKind.AMEND_RECORD, amendment)  # nonces in block order
+    glass = world.tx(A_CLINICIAN, TxKind.BREAK_GLASS, break_glass_fields())
+    review_id = transaction_id(codec.decode_transaction(glass, CHAIN_ID, 65_000))
+    closing = {"review_id": review_id, "outcome": 1, "note": ""}
     world.block(
         [
             world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization),
@@ -221,6 +229,8 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
         + [validator_update_tx(signer(index), 1, newcomer, 1, 1) for index in range(3)]
         # Hospital A, the custodian of a record the workload erased, confirms its erasure.
         + [world.tx(A_ADMIN, TxKind.ERASURE_RECEIPT, {"record_id": _record("1/2")})]
+        # A correction of a live record, and a break-glass closed by an auditor.
+        + [amend, glass, world.tx(A_AUDITOR, TxKind.CLOSE_REVIEW, closing)]
     )
     applied = {
         codec.decode_transaction(raw, CHAIN_ID, 65_000).kind
