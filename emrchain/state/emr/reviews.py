@@ -21,7 +21,6 @@ from emrchain.state.codes import ResultCode
 from emrchain.state.emr.audit import REVIEW_TRAIL, AccessEvent, append_event
 from emrchain.state.emr.context import emr_handler, require_role, require_sender, short
 from emrchain.state.emr.entities import NO_KEY, read_ident, read_text
-from emrchain.state.emr.limits import REVIEW_QUEUE_CAPACITY
 from emrchain.state.emr.tables import TransactionRefusedError
 from emrchain.state.result import TxResult
 from emrchain.state.validators import StateCorruptionError
@@ -145,11 +144,18 @@ def _add_open(state: OverlayStateView, delta: int) -> None:
     state.put(keys.OPEN_REVIEW_COUNT, count.to_bytes(8, "big"))
 
 
+def _queue_capacity() -> int:
+    """The review queue is the one trail still kept as a ring (the access trails are logs)."""
+    capacity = REVIEW_TRAIL.capacity
+    assert capacity is not None, "the review queue is a ring buffer"
+    return capacity
+
+
 def open_review(state: OverlayStateView, event: AccessEvent) -> None:
     """Append `event` (a break-glass declaration or a re-enrolment) to the review queue, open.
     When the ring is full, the review it overwrites leaves the queue with its state."""
     sequence = review_count(state)
-    if sequence >= REVIEW_QUEUE_CAPACITY:
+    if sequence >= _queue_capacity():
         overwritten = state.get(REVIEW_TRAIL.slot_key(sequence))
         if overwritten is None:
             raise StateCorruptionError(f"review queue slot {sequence} is missing")
@@ -225,7 +231,7 @@ def list_reviews(
     if limit < 1:
         raise ValueError("limit must be >= 1")
     total = review_count(view)
-    start = max(0 if after is None else after + 1, total - REVIEW_QUEUE_CAPACITY, 0)
+    start = max(0 if after is None else after + 1, total - _queue_capacity(), 0)
     stop = min(total, start + REVIEW_SCAN_MAX)
     found: list[tuple[ReviewState, AccessEvent]] = []
     sequence = start - 1
