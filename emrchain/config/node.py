@@ -663,7 +663,7 @@ class StateSyncSection:
         Boolean(),
     )
     snapshot_interval_blocks: int = setting(
-        1_000,
+        0,
         "Take a state snapshot (in the background, from a consistent database snapshot) at "
         "every height that is a multiple of this, serve it to joining nodes and, as a "
         "validator, vouch for its digest; 0 takes none.",
@@ -1372,14 +1372,16 @@ STATESYNC_FRAME_SLACK_BYTES = 4_096
 
 
 def _check_statesync(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:
-    """A chunk fits in one P2P frame; the trust options come as a pair."""
+    """With state sync in use, a chunk fits in one P2P frame; the trust options come as a
+    pair."""
     statesync = config.statesync
     # A chunk closes before the entry that would take it over chunk_size_bytes, so it holds at
     # most the larger of chunk_size_bytes and one entry (the largest state key and value).
     largest_entry = 6 + MAX_STATE_KEY_BYTES + MAX_STATE_VALUE_BYTES
     largest_chunk = max(statesync.chunk_size_bytes, largest_entry)
     require(
-        largest_chunk + STATESYNC_FRAME_SLACK_BYTES <= config.p2p.max_frame_bytes,
+        not (statesync.enable or statesync.snapshot_interval_blocks)
+        or largest_chunk + STATESYNC_FRAME_SLACK_BYTES <= config.p2p.max_frame_bytes,
         "[statesync] chunk_size_bytes",
         f"a chunk of up to {largest_chunk} bytes (chunk_size_bytes or one largest state entry) "
         f"plus {STATESYNC_FRAME_SLACK_BYTES} bytes must fit in [p2p] max_frame_bytes "

@@ -108,6 +108,12 @@ class SnapshotService:
         )
 
     def on_message(self, peer_id: str, message: StateSyncMessage) -> None:
+        try:
+            self._answer(peer_id, message)
+        except ValueError as error:  # a chunk over this node's frame: its config's mistake
+            logger.error("state sync: cannot answer %s: %s", type(message).__name__, error)
+
+    def _answer(self, peer_id: str, message: StateSyncMessage) -> None:
         if isinstance(message, OffersRequest):
             for height in self.snapshots.heights():
                 manifest = self.snapshots.manifest(height)
