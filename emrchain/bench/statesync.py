@@ -90,7 +90,7 @@ def one_chain(root: Path, txs: int, options: StateSyncBenchOptions) -> dict[str,
                 workers=options.workers,
             ),
         )
-        settings = {
+        settings: dict[str, dict[str, Any]] = {
             "consensus": {"create_empty_blocks": True},
             "statesync": {"snapshot_interval_blocks": options.interval_blocks},
         }

@@ -20,10 +20,6 @@ from enum import IntEnum
 
 from emrchain.statesync.messages import (
     STATESYNC_CHANNEL,
-    ChunkRequest,
-    ChunkResponse,
-    Offer,
-    OffersRequest,
     StateSyncMessage,
     decode_statesync,
     encode_statesync,
@@ -119,7 +115,7 @@ _TAGS: dict[type, tuple[Channel, int]] = {
 
 def encode(message: Message) -> tuple[Channel, bytes]:
     """The channel and payload bytes of `message`."""
-    if isinstance(message, OffersRequest | Offer | ChunkRequest | ChunkResponse):
+    if isinstance(message, StateSyncMessage):
         return Channel.STATESYNC, encode_statesync(message)
     channel, tag = _TAGS[type(message)]
     writer = Writer().u8(tag)

@@ -56,7 +56,7 @@ from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
 from emrchain.state.result import TxResult
 from emrchain.statesync.join import JoinSettings, StateSyncError, StateSyncJoin
-from emrchain.statesync.messages import ChunkRequest, ChunkResponse, Offer, OffersRequest
+from emrchain.statesync.messages import StateSyncMessage
 from emrchain.statesync.service import SnapshotService, SnapshotSettings
 from emrchain.statesync.snapshots import SNAPSHOTS_DIRECTORY, SnapshotStore
 from emrchain.store import (
@@ -248,7 +248,7 @@ class Node:
                 config.statesync.snapshot_keep,
                 limits,
             ),
-            database,
+            self.store,
             self.chain_id,
             self.validator_key,
             self._send_to,
@@ -570,7 +570,7 @@ class Node:
             self.blocksync.on_request(peer_id, message)
         elif isinstance(message, messages.BlockResponse):
             self.blocksync.on_response(peer_id, message)
-        elif isinstance(message, OffersRequest | ChunkRequest | Offer | ChunkResponse):
+        elif isinstance(message, StateSyncMessage):
             self.snapshots.on_message(peer_id, message)
 
     async def _gossip_admission_loop(self) -> None:

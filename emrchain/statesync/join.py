@@ -25,16 +25,22 @@ from emrchain.statesync.messages import (
     ChunkResponse,
     Offer,
     OffersRequest,
+    SetChanges,
+    SetChangesRequest,
     StateSyncMessage,
     decode_statesync,
     encode_statesync,
 )
 from emrchain.store import BlockStore, RestoredHead
 from emrchain.types.codec import DecodeError
+from emrchain.types.commit import CommitError, verify_commit
 from emrchain.types.validator import ValidatorSet
 
 logger = logging.getLogger(__name__)
 
+MAX_WAITING_OFFERS = 1_000
+"""Offers held until the proofs of validator-set changes arrive (a peer sends one per
+snapshot it keeps)."""
 REPORT_FILE = "statesync.json"
 """Written into the data directory once a join finished: what it fetched, refused and struck."""
 
@@ -69,6 +75,8 @@ class JoinReport:
     vouched_power: int = 0
     total_power: int = 0
     refetched_chunks: int = 0
+    validator_set_changes: int = 0
+    """Validator-set changes since genesis verified to trust the vouching set."""
     refused_offers: list[str] = field(default_factory=list)
     refused_vouches: list[str] = field(default_factory=list)
     strikes: dict[str, int] = field(default_factory=dict)
@@ -99,6 +107,11 @@ class StateSyncJoin:
         self._candidates: dict[bytes, _Candidate] = {}
         self._tallies: dict[tuple[int, bytes], Tally] = {}
         self._asked: set[str] = set()
+        # The trust root: the genesis set from height 1, then each set whose change was proven
+        # by the header and commit (signed by more than 2/3 of the set before) naming it.
+        self._trusted: list[tuple[int, ValidatorSet]] = [(1, genesis_validators)]
+        self._waiting: list[tuple[str, Offer]] = []
+        self._changes_asked: set[tuple[str, int]] = set()
         self._chunks: asyncio.Queue[tuple[str, ChunkResponse]] = asyncio.Queue()
         self.report = JoinReport()
 
@@ -107,11 +120,15 @@ class StateSyncJoin:
     def _receive(self, peer_id: str, message: StateSyncMessage) -> None:
         if isinstance(message, Offer):
             self._on_offer(peer_id, message)
+        elif isinstance(message, SetChanges):
+            self._on_set_changes(peer_id, message)
         elif isinstance(message, ChunkResponse):
             self._chunks.put_nowait((peer_id, message))
 
-    def _trusted_set(self, manifest: Manifest) -> ValidatorSet | None:
-        """The vouching set of `manifest` if this node trusts it, else None (reason noted)."""
+    def _trusted_set(self, manifest: Manifest, peer_id: str = "") -> ValidatorSet | None:
+        """The vouching set of `manifest` if this node trusts it, else None (reason noted;
+        with `peer_id`, the proofs of the validator-set changes since our trust root are asked
+        of that peer and the offer is looked at again when they arrive)."""
         settings = self._settings
         if settings.trust_height:
             if (
@@ -121,13 +138,55 @@ class StateSyncJoin:
                 return manifest.validators
             self._refuse_offer(manifest, "not the trusted height and block id")
             return None
-        if manifest.validators == self._genesis_validators:
+        last_change = self._trusted[-1][0]
+        if manifest.validators == self._set_at(manifest.height):
             return manifest.validators
-        self._refuse_offer(
-            manifest,
-            "its validator set is not the genesis set (set [statesync] trust_height/trust_hash)",
-        )
+        if peer_id and (peer_id, last_change) not in self._changes_asked:
+            self._changes_asked.add((peer_id, last_change))
+            self._send(peer_id, SetChangesRequest(last_change))
         return None
+
+    def _set_at(self, height: int) -> ValidatorSet:
+        """The set in force at `height` as far as the verified changes go."""
+        return next(validators for start, validators in reversed(self._trusted) if start <= height)
+
+    def _on_set_changes(self, peer_id: str, message: SetChanges) -> None:
+        """Advance the trust root over each proven change, in order; a change that does not
+        verify ends it (and counts against the peer)."""
+        for change in message.changes:
+            last_change, trusted = self._trusted[-1]
+            height = change.header.height + 1
+            if height <= last_change:
+                continue
+            try:
+                verify_commit(
+                    change.commit,
+                    trusted,
+                    self._chain_id,
+                    height=change.header.height,
+                    block_id=change.header.block_id,
+                )
+            except CommitError as error:
+                self._bad_change(peer_id, height, str(error))
+                return
+            if change.header.chain_id != self._chain_id:
+                self._bad_change(peer_id, height, "a header of another chain")
+                return
+            if change.header.next_validators_hash != change.validators.hash:
+                self._bad_change(peer_id, height, "the header does not name that set")
+                return
+            self._trusted.append((height, change.validators))
+            self.report.validator_set_changes += 1
+            logger.info("state sync: validator set change at height %d verified", height)
+        waiting, self._waiting = self._waiting, []
+        for waiting_peer, offer in waiting:
+            self._on_offer(waiting_peer, offer)
+
+    def _bad_change(self, peer_id: str, height: int, reason: str) -> None:
+        line = f"set change at height {height} from {peer_id[:16]}: {reason}"
+        self.report.refused_offers.append(line)
+        logger.warning("state sync: %s", line)
+        self._p2p.report_misbehaviour(peer_id, Misbehaviour.BAD_SYNC_RESPONSE)
 
     def _refuse_offer(self, manifest: Manifest, reason: str) -> None:
         line = f"height {manifest.height} digest {manifest.digest.hex()[:16]}: {reason}"
@@ -140,8 +199,10 @@ class StateSyncJoin:
         if manifest.chain_id != self._chain_id:
             self._refuse_offer(manifest, "another chain")
             return
-        validators = self._trusted_set(manifest)
+        validators = self._trusted_set(manifest, peer_id)
         if validators is None:
+            if not self._settings.trust_height and len(self._waiting) < MAX_WAITING_OFFERS:
+                self._waiting.append((peer_id, offer))  # until set-change proofs arrive
             return
         key = (manifest.height, validators.hash)
         tally = self._tallies.get(key)
@@ -167,6 +228,11 @@ class StateSyncJoin:
             manifest = candidate.manifest
             trusted = self._trusted_set(manifest)
             if trusted is None:
+                self._refuse_offer(
+                    manifest,
+                    "its validator set is not one this node trusts (not the genesis set nor "
+                    "one reached from it by proven changes, nor [statesync] trust_hash)",
+                )
                 continue
             tally = self._tallies[(manifest.height, trusted.hash)]
             if tally.has_quorum(digest):

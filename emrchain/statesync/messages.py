@@ -4,6 +4,8 @@ STATESYNC 1 offers request = (empty)                 (send me your snapshots)
           2 offer          = manifest bytes32 | vouches (u16 count | (validator 32 | sig 64)*)
           3 chunk request  = height u64 | index u32
           4 chunk response = height u64 | index u32 | found u8 | chunk bytes32
+          5 set changes request = after_height u64
+          6 set changes    = count u16 | (header bytes2 | commit bytes4 | validator set bytes4)*
 """
 
 from __future__ import annotations
@@ -18,13 +20,19 @@ from emrchain.statesync.manifest import (
     encode_vouches,
     read_vouches,
 )
+from emrchain.types.block import BlockHeader
 from emrchain.types.codec import DecodeError, Reader, Writer
+from emrchain.types.commit import CommitCertificate
 from emrchain.types.limits import Limits
+from emrchain.types.validator import ValidatorSet
 
 STATESYNC_CHANNEL = 4
 MAX_CHUNK_SIZE_SETTING_BYTES = 16 * 1024 * 1024
 """The largest `[statesync] chunk_size_bytes` (a peer's may differ from ours)."""
 MAX_MANIFEST_BYTES = 300_000 + 32 * MAX_CHUNKS
+MAX_SET_CHANGES = 64
+"""Validator-set changes in one answer; a joining node asks again from the last one."""
+MAX_PROOF_PART_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +60,31 @@ class ChunkResponse:
     """None: the peer does not have it (any more)."""
 
 
-StateSyncMessage = OffersRequest | Offer | ChunkRequest | ChunkResponse
+@dataclass(frozen=True, slots=True)
+class SetChangesRequest:
+    """The validator-set changes above `after_height`, each with its proof."""
+
+    after_height: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetChange:
+    """The set in force from `header.height + 1` on, proven by block `header.height`'s header
+    (whose next_validators_hash names it) and the certificate that committed that block."""
+
+    header: BlockHeader
+    commit: CommitCertificate
+    validators: ValidatorSet
+
+
+@dataclass(frozen=True, slots=True)
+class SetChanges:
+    changes: tuple[SetChange, ...]
+
+
+StateSyncMessage = (
+    OffersRequest | Offer | ChunkRequest | ChunkResponse | SetChangesRequest | SetChanges
+)
 
 
 def encode_statesync(message: StateSyncMessage) -> bytes:
@@ -63,6 +95,14 @@ def encode_statesync(message: StateSyncMessage) -> bytes:
         return writer.raw(encode_vouches(message.vouches)).bytes()
     if isinstance(message, ChunkRequest):
         return Writer().u8(3).u64(message.height).u32(message.index).bytes()
+    if isinstance(message, SetChangesRequest):
+        return Writer().u8(5).u64(message.after_height).bytes()
+    if isinstance(message, SetChanges):
+        writer = Writer().u8(6).u16(len(message.changes))
+        for change in message.changes:
+            writer.var_bytes(change.header.encode(), 2).var_bytes(change.commit.encode(), 4)
+            writer.var_bytes(change.validators.encode(), 4)
+        return writer.bytes()
     writer = Writer().u8(4).u64(message.height).u32(message.index)
     writer.u8(0 if message.chunk is None else 1).var_bytes(message.chunk or b"", 4)
     return writer.bytes()
@@ -88,7 +128,19 @@ def decode_statesync(payload: bytes, limits: Limits) -> StateSyncMessage:
         if found not in (0, 1) or (not found and chunk):
             raise DecodeError("chunk response: bad found flag")
         message = ChunkResponse(height, index, chunk if found else None)
+    elif tag == 5:
+        message = SetChangesRequest(reader.u64("after_height"))
+    elif tag == 6:
+        count = reader.count(2, MAX_SET_CHANGES, "count")
+        message = SetChanges(tuple(_read_change(reader, limits) for _ in range(count)))
     else:
         raise DecodeError(f"unknown message: channel {STATESYNC_CHANNEL} tag {tag}")
     reader.finish()
     return message
+
+
+def _read_change(reader: Reader, limits: Limits) -> SetChange:
+    header = BlockHeader.decode(reader.var_bytes(2, MAX_PROOF_PART_BYTES, "header"))
+    commit = CommitCertificate.decode(reader.var_bytes(4, MAX_PROOF_PART_BYTES, "commit"), limits)
+    validators = ValidatorSet.decode(reader.var_bytes(4, MAX_PROOF_PART_BYTES, "set"), limits)
+    return SetChange(header, commit, validators)

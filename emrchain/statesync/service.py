@@ -18,14 +18,18 @@ from dataclasses import dataclass
 from emrchain.crypto.keys import Signer
 from emrchain.statesync.manifest import Manifest, sign_vouch
 from emrchain.statesync.messages import (
+    MAX_SET_CHANGES,
     ChunkRequest,
     ChunkResponse,
     Offer,
     OffersRequest,
+    SetChange,
+    SetChanges,
+    SetChangesRequest,
     StateSyncMessage,
 )
 from emrchain.statesync.snapshots import SnapshotSkippedError, SnapshotStore, open_database_snapshot
-from emrchain.store.database import ChainDatabase
+from emrchain.store import BlockStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +48,14 @@ class SnapshotService:
         self,
         settings: SnapshotSettings,
         snapshots: SnapshotStore,
-        database: ChainDatabase,
+        store: BlockStore,
         chain_id: bytes,
         signer: Signer,
         send: Callable[[str, StateSyncMessage], bool],
     ) -> None:
         self._settings = settings
         self.snapshots = snapshots
-        self._database = database
+        self._store = store
         self._chain_id = chain_id
         self._signer = signer
         self._send = send
@@ -73,7 +77,7 @@ class SnapshotService:
             self.skipped += 1
             logger.warning("snapshot %d skipped: the previous one is still being built", height)
             return
-        snapshot = open_database_snapshot(self._database.db)
+        snapshot = open_database_snapshot(self._store.database.db)
         started = time.monotonic()
         loop = asyncio.get_running_loop()
         self._building = self._executor.submit(
@@ -122,6 +126,20 @@ class SnapshotService:
         elif isinstance(message, ChunkRequest):
             chunk = self.snapshots.chunk(message.height, message.index)
             self._send(peer_id, ChunkResponse(message.height, message.index, chunk))
+        elif isinstance(message, SetChangesRequest):
+            self._send(peer_id, SetChanges(self._set_changes(message.after_height)))
+
+    def _set_changes(self, after_height: int) -> tuple[SetChange, ...]:
+        """The validator-set changes above `after_height`, each with the header and commit of
+        the block before it (whose next_validators_hash names the new set), while kept."""
+        proven: list[SetChange] = []
+        for height, validators in self._store.validator_set_changes(after_height, MAX_SET_CHANGES):
+            block = self._store.block(height - 1)
+            commit = self._store.commit(height - 1)
+            if block is None or commit is None:
+                break  # below our base height, or not committed yet (the set of head + 2)
+            proven.append(SetChange(block.header, commit, validators))
+        return tuple(proven)
         # Offers and chunks are for a joining node; a running node has no use for them.
 
     def close(self) -> None:

@@ -564,6 +564,25 @@ class BlockStore:
             raise StoreCorruptionError(f"tx index entry for {tx_id.hex()[:16]} is wrong")
         return TxProof(height, index, len(ids), _core.merkle_proof(ids, index))
 
+    def validator_set_changes(self, after: int, limit: int) -> list[tuple[int, ValidatorSet]]:
+        """Up to `limit` (height, set) where a new validator set takes effect, above `after`,
+        in height order (the genesis set, at height 1, is not a change)."""
+        start = layout.validator_set_key(max(after, 1) + 1)
+        changes: list[tuple[int, ValidatorSet]] = []
+        try:
+            stop = bytes((layout.VALIDATOR_SET[0] + 1,))
+            with self._database.db.iterator(start=start, stop=stop) as entries:
+                for key, value in entries:
+                    height = layout.read_u64(key[len(layout.VALIDATOR_SET) :])
+                    changes.append((height, ValidatorSet.decode(value, self._limits)))
+                    if len(changes) == limit:
+                        break
+        except plyvel.Error as error:
+            raise translate_error(error, self._database.path) from None
+        except DecodeError as error:
+            raise StoreCorruptionError(f"stored validator set is undecodable: {error}") from None
+        return changes
+
     def validator_set(self, height: int) -> ValidatorSet | None:
         """The validator set of `height` (known up to last height + 2), or None."""
         if self._head is None or not 1 <= height <= self._head.height + 2:

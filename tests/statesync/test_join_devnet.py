@@ -27,7 +27,7 @@ from emrchain.statesync.manifest import Manifest, Vouch, sign_vouch
 from emrchain.statesync.messages import ChunkRequest, ChunkResponse, Offer, OffersRequest
 from emrchain.statesync.snapshots import SNAPSHOTS_DIRECTORY
 from emrchain.store.database import database_path
-from tests.membership.test_live_membership import emrchain, join
+from tests.membership.test_live_membership import emrchain, join, node_key_of, validator_key_of
 
 pytestmark = pytest.mark.slow
 
@@ -278,3 +278,64 @@ def test_corrupted_chunks_under_vouched_and_forged_vouches_are_refused(network: 
             TIMEOUT_S,
             "the second joiner to follow the chain",
         )
+
+
+def test_a_joiner_trusts_a_changed_validator_set_through_its_proven_changes(
+    network: Devnet,
+) -> None:
+    """Validator 0's power changes (10 -> 20, approved by 30 of 40): the snapshots after it
+    are vouched for by a set that is not the genesis set. The joiner reaches it from genesis
+    with the header and commit of the change and then trusts the new set's vouches."""
+    if not network.is_running(3):
+        network.start(3)
+    network.wait_for_height(network.height(0), [3], timeout_s=TIMEOUT_S)
+    validator_0 = validator_key_of(network.homes[0])
+    address = str(load_node_config(network.homes[0]).p2p.listen_address)
+    for index in range(3):
+        emrchain(
+            "approve-validator",
+            f"--home={network.homes[index]}",
+            f"--validator-key={validator_0}",
+            f"--node-key={node_key_of(network.homes[0])}",
+            f"--address={address}",
+            "--power=20",
+            "--epoch=1",
+        )
+
+    def changed_at() -> int | None:
+        top = network.height(0)
+        powers = network.rpc(0, f"/validators/{top + 2}")["validators"]
+        if not any(item["public_key"] == validator_0 and item["power"] == 20 for item in powers):
+            return None
+        return top + 2
+
+    network.wait_for(lambda: changed_at() is not None, TIMEOUT_S, "the validator-set change")
+    change_height = network.height(0) + 2
+
+    def vouched_after_change() -> bool:
+        for index in range(4):
+            heights = [
+                height for height in snapshot_heights(network, index) if height > change_height
+            ]
+            directory = database_path(network.homes[index]).parent / SNAPSHOTS_DIRECTORY
+            if not heights or not (directory / f"{heights[-1]:020d}" / "vouches").exists():
+                return False
+        return True
+
+    network.wait_for(vouched_after_change, TIMEOUT_S, "snapshots vouched by the changed set")
+    joiner = add_joiner(network, "joiner-after-change")
+    network.start(joiner)
+    network.wait_for(lambda: join_report(network, joiner) is not None, TIMEOUT_S, "state sync")
+    report = join_report(network, joiner)
+    assert report is not None
+    assert report["height"] > change_height, report
+    assert report["validator_set_changes"] >= 1, report
+    assert report["total_power"] == 50  # the changed set vouched: 20 + 10 + 10 + 10
+    assert 3 * report["vouched_power"] > 2 * report["total_power"]
+    manifest = manifest_at(network, 0, report["height"])
+    assert manifest is not None and manifest.digest.hex() == report["digest"]
+    network.wait_for(
+        lambda: network.height(joiner) >= network.height(0) - 2,
+        TIMEOUT_S,
+        "the joiner to follow the chain",
+    )

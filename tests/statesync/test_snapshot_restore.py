@@ -8,6 +8,13 @@ from pathlib import Path
 
 from emrchain.state.progress import executed_height
 from emrchain.statesync.chunks import read_chunk
+from emrchain.statesync.messages import (
+    SetChange,
+    SetChanges,
+    SetChangesRequest,
+    decode_statesync,
+    encode_statesync,
+)
 from emrchain.statesync.snapshots import SnapshotStore, open_database_snapshot
 from emrchain.store import BlockStore, RestoredHead, layout, reconcile
 from tests.state.chain import ALICE, BOB, CHAIN_ID, ChainBuilder, register_tx
@@ -80,3 +87,17 @@ def test_only_the_newest_complete_snapshots_are_kept(tmp_path: Path) -> None:
     assert reopened.heights() == [3, 4] and reopened.latest_snapshot_height() == 4
     assert not list((tmp_path / "snapshots").glob("*.building"))
     assert reopened.chunk(1, 0) is None and reopened.manifest(2) is None
+
+
+def test_set_change_proofs_round_trip_and_the_store_lists_the_changes(tmp_path: Path) -> None:
+    chain = ChainBuilder()
+    store = initialized_store(tmp_path / "source", chain)
+    built = chain.add_block([register_tx(ALICE, 1, label=1)])
+    store.commit_block(built.block, built.commit, built.result)
+    assert store.validator_set_changes(0, 10) == []  # the genesis set is no change
+    change = SetChange(built.block.header, built.commit, chain.genesis_validators)
+    message = SetChanges((change, change))
+    assert decode_statesync(encode_statesync(message), store.limits) == message
+    assert decode_statesync(encode_statesync(SetChangesRequest(7)), store.limits) == (
+        SetChangesRequest(7)
+    )
