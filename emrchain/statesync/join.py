@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 MAX_WAITING_OFFERS = 1_000
 """Offers held until the proofs of validator-set changes arrive (a peer sends one per
 snapshot it keeps)."""
+MAX_CANDIDATES = 1_000
+"""Different manifests remembered while choosing (honest peers offer `snapshot_keep` each)."""
+MAX_REPORTED_REFUSALS = 100
+"""Refusal lines kept for the report (and logged); the rest are counted by the P2P scores."""
 REPORT_FILE = "statesync.json"
 """Written into the data directory once a join finished: what it fetched, refused and struck."""
 
@@ -112,7 +116,10 @@ class StateSyncJoin:
         self._trusted: list[tuple[int, ValidatorSet]] = [(1, genesis_validators)]
         self._waiting: list[tuple[str, Offer]] = []
         self._changes_asked: set[tuple[str, int]] = set()
-        self._chunks: asyncio.Queue[tuple[str, ChunkResponse]] = asyncio.Queue()
+        # Answers to our chunk requests (never more than are in flight; more is a flood).
+        self._chunks: asyncio.Queue[tuple[str, ChunkResponse]] = asyncio.Queue(
+            maxsize=settings.max_chunk_requests_in_flight
+        )
         self.report = JoinReport()
 
     # ------------------------------------------------------------------ offers
@@ -123,7 +130,10 @@ class StateSyncJoin:
         elif isinstance(message, SetChanges):
             self._on_set_changes(peer_id, message)
         elif isinstance(message, ChunkResponse):
-            self._chunks.put_nowait((peer_id, message))
+            try:
+                self._chunks.put_nowait((peer_id, message))
+            except asyncio.QueueFull:
+                self._p2p.report_misbehaviour(peer_id, Misbehaviour.FLOOD)
 
     def _trusted_set(self, manifest: Manifest, peer_id: str = "") -> ValidatorSet | None:
         """The vouching set of `manifest` if this node trusts it, else None (reason noted;
@@ -184,13 +194,15 @@ class StateSyncJoin:
 
     def _bad_change(self, peer_id: str, height: int, reason: str) -> None:
         line = f"set change at height {height} from {peer_id[:16]}: {reason}"
-        self.report.refused_offers.append(line)
+        if len(self.report.refused_offers) < MAX_REPORTED_REFUSALS:
+            self.report.refused_offers.append(line)
         logger.warning("state sync: %s", line)
         self._p2p.report_misbehaviour(peer_id, Misbehaviour.BAD_SYNC_RESPONSE)
 
     def _refuse_offer(self, manifest: Manifest, reason: str) -> None:
         line = f"height {manifest.height} digest {manifest.digest.hex()[:16]}: {reason}"
-        if line not in self.report.refused_offers:
+        refused = self.report.refused_offers
+        if line not in refused and len(refused) < MAX_REPORTED_REFUSALS:
             self.report.refused_offers.append(line)
             logger.warning("state sync: offer refused, %s", line)
 
@@ -204,6 +216,12 @@ class StateSyncJoin:
             if not self._settings.trust_height and len(self._waiting) < MAX_WAITING_OFFERS:
                 self._waiting.append((peer_id, offer))  # until set-change proofs arrive
             return
+        candidate = self._candidates.get(manifest.digest)
+        if candidate is None:
+            if len(self._candidates) >= MAX_CANDIDATES:
+                return  # a peer inventing manifests: the vouched ones came first or come again
+            candidate = self._candidates[manifest.digest] = _Candidate(manifest)
+        candidate.peers.add(peer_id)
         key = (manifest.height, validators.hash)
         tally = self._tallies.get(key)
         if tally is None:
@@ -213,13 +231,12 @@ class StateSyncJoin:
             if reason is None:
                 continue
             line = f"{vouch.validator.hex()[:16]} at height {manifest.height}: {reason}"
-            if line not in self.report.refused_vouches:
+            refused = self.report.refused_vouches
+            if line not in refused and len(refused) < MAX_REPORTED_REFUSALS:
                 self.report.refused_vouches.append(line)
                 logger.warning("state sync: vouch from %s refused: %s", peer_id[:16], line)
             if reason == "forged signature":
                 self._p2p.report_misbehaviour(peer_id, Misbehaviour.INVALID_SIGNATURE)
-        candidate = self._candidates.setdefault(manifest.digest, _Candidate(manifest))
-        candidate.peers.add(peer_id)
 
     def _vouched(self) -> list[tuple[_Candidate, Tally]]:
         """Candidates more than 2/3 of their trusted set vouched for, newest first."""
