@@ -116,9 +116,10 @@ class StateSyncJoin:
         self._trusted: list[tuple[int, ValidatorSet]] = [(1, genesis_validators)]
         self._waiting: list[tuple[str, Offer]] = []
         self._changes_asked: set[tuple[str, int]] = set()
-        # Answers to our chunk requests (never more than are in flight; more is a flood).
+        # Answers to our chunk requests: those in flight, and as many late ones (asked again
+        # elsewhere after a timeout) at most; more is a flood.
         self._chunks: asyncio.Queue[tuple[str, ChunkResponse]] = asyncio.Queue(
-            maxsize=settings.max_chunk_requests_in_flight
+            maxsize=2 * settings.max_chunk_requests_in_flight
         )
         self.report = JoinReport()
 
