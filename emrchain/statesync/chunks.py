@@ -49,25 +49,27 @@ def cut_chunks(
 
 def read_chunk(chunk: bytes, after: bytes) -> list[tuple[bytes, bytes]]:
     """The entries of `chunk`; DecodeError unless every key is valid and above the one before
-    (the first above `after`, the last key of the previous chunk; b"" before the first)."""
+    (the first above `after`, the last key of the previous chunk; b"" before the first).
+    One tight loop: restoring a snapshot parses every entry of the state here."""
     entries: list[tuple[bytes, bytes]] = []
+    append = entries.append
+    key_length_at, value_length_at = _KEY_LENGTH.unpack_from, _VALUE_LENGTH.unpack_from
     position, end, previous = 0, len(chunk), after
     while position < end:
         if position + ENTRY_OVERHEAD_BYTES > end:
             raise DecodeError("chunk: truncated entry")
-        (key_length,) = _KEY_LENGTH.unpack_from(chunk, position)
-        position += _KEY_LENGTH.size
-        if not 1 <= key_length <= MAX_STATE_KEY_BYTES or position + key_length + 4 > end:
+        (key_length,) = key_length_at(chunk, position)
+        key_end = position + 2 + key_length
+        if not 1 <= key_length <= MAX_STATE_KEY_BYTES or key_end + 4 > end:
             raise DecodeError("chunk: bad key length")
-        key = chunk[position : position + key_length]
-        position += key_length
-        (value_length,) = _VALUE_LENGTH.unpack_from(chunk, position)
-        position += _VALUE_LENGTH.size
-        if value_length > MAX_STATE_VALUE_BYTES or position + value_length > end:
+        key = chunk[position + 2 : key_end]
+        (value_length,) = value_length_at(chunk, key_end)
+        value_start = key_end + 4
+        position = value_start + value_length
+        if value_length > MAX_STATE_VALUE_BYTES or position > end:
             raise DecodeError("chunk: bad value length")
         if key <= previous:
             raise DecodeError("chunk: keys are not in strictly increasing order")
-        entries.append((key, chunk[position : position + value_length]))
-        position += value_length
+        append((key, chunk[value_start:position]))
         previous = key
     return entries

@@ -111,6 +111,7 @@ class StateSyncJoin:
         self._candidates: dict[bytes, _Candidate] = {}
         self._tallies: dict[tuple[int, bytes], Tally] = {}
         self._asked: set[str] = set()
+        self._offered: set[str] = set()
         # The trust root: the genesis set from height 1, then each set whose change was proven
         # by the header and commit (signed by more than 2/3 of the set before) naming it.
         self._trusted: list[tuple[int, ValidatorSet]] = [(1, genesis_validators)]
@@ -127,6 +128,7 @@ class StateSyncJoin:
 
     def _receive(self, peer_id: str, message: StateSyncMessage) -> None:
         if isinstance(message, Offer):
+            self._offered.add(peer_id)
             self._on_offer(peer_id, message)
         elif isinstance(message, SetChanges):
             self._on_set_changes(peer_id, message)
@@ -239,6 +241,17 @@ class StateSyncJoin:
             if reason == "forged signature":
                 self._p2p.report_misbehaviour(peer_id, Misbehaviour.INVALID_SIGNATURE)
 
+    def _everyone_offered(self) -> bool:
+        """Discovery may end early: every peer asked has offered, and a snapshot has a quorum."""
+        if not self._asked or not self._asked <= self._offered:
+            return False
+        return any(
+            tally.has_quorum(digest)
+            for digest, candidate in self._candidates.items()
+            for (height, _), tally in self._tallies.items()
+            if height == candidate.manifest.height
+        )
+
     def _vouched(self) -> list[tuple[_Candidate, Tally]]:
         """Candidates more than 2/3 of their trusted set vouched for, newest first."""
         found = []
@@ -310,10 +323,11 @@ class StateSyncJoin:
         discovery_s = self._settings.discovery_time_ms / 1000
         while True:
             deadline = time.monotonic() + discovery_s
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._everyone_offered():
                 self._ask_offers()
                 await asyncio.sleep(0.05)
-            self._asked.clear()  # ask again next round: snapshots are made as the chain grows
+            self._asked.clear()
+            self._offered.clear()  # ask again next round: snapshots are made as the chain grows
             for candidate, tally in self._vouched():
                 self.report.discovery_s = round(time.monotonic() - started, 3)
                 if await self._restore(candidate, tally):
