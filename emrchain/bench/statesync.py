@@ -10,8 +10,10 @@ the last validator starts from its untouched home with `[statesync] enable = tru
 
 Measured from its process start: the seconds until the snapshot is restored (its
 `data/statesync.json`), and until its height reaches the others' (restored, then block-synced
-and following). Also the restored height, entries, chunk bytes, and how long the serving
-validators took to build the snapshot. Progress on stderr; the last stdout line is JSON.
+and following). For comparison, the same node from its untouched home with state sync off,
+until block sync reaches the others' height. Also the restored height, entries, chunk bytes,
+and how long the serving validators took to build the snapshot. Progress on stderr; the last
+stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -80,6 +83,9 @@ def one_chain(root: Path, txs: int, options: StateSyncBenchOptions) -> dict[str,
     with Devnet(root, options.validators, consensus=consensus) as devnet:
         joiner = options.validators - 1
         producers = list(range(joiner))
+        pristine = root.parent / f"{root.name}-node{joiner}-pristine"
+        shutil.rmtree(pristine, ignore_errors=True)
+        shutil.copytree(devnet.homes[joiner], pristine)
         chain = build_chain(
             devnet,
             replace(
@@ -119,6 +125,7 @@ def one_chain(root: Path, txs: int, options: StateSyncBenchOptions) -> dict[str,
         devnet.wait_for(following, options.timeout_s, "the joiner to follow", poll_s=POLL_S)
         joined_s = time.monotonic() - started
         report = json.loads(report_path.read_text())
+        block_sync_s = _block_sync(devnet, joiner, producers, pristine, options.timeout_s)
         figures = {
             "history_txs": chain["txs"],
             "history_blocks": chain["height"],
@@ -132,9 +139,28 @@ def one_chain(root: Path, txs: int, options: StateSyncBenchOptions) -> dict[str,
             "joined_and_following_s": round(joined_s, 2),
             "snapshot_build_s": _build_seconds(devnet, 0),
             "chunks_by_peer": sorted(report["served"].values(), reverse=True),
+            "block_sync_s": round(block_sync_s, 2),
         }
         _log(json.dumps(figures))
         return figures
+
+
+def _block_sync(
+    devnet: Devnet, joiner: int, producers: list[int], pristine: Path, timeout_s: float
+) -> float:
+    """For comparison: the same node from its untouched home, state sync off, catching up
+    by block sync to the producers' height at its start."""
+    devnet.stop(joiner)
+    home = devnet.homes[joiner]
+    shutil.rmtree(home)
+    shutil.copytree(pristine, home)
+    target = max(devnet.height(index) for index in producers)
+    started = time.monotonic()
+    devnet.start(joiner)
+    devnet.wait_for(lambda: devnet.height(joiner) >= target, timeout_s, "block sync", POLL_S)
+    seconds = time.monotonic() - started
+    devnet.stop(joiner)
+    return seconds
 
 
 def run_statesync_bench(options: StateSyncBenchOptions) -> dict[str, Any]:

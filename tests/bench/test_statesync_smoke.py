@@ -29,3 +29,4 @@ def test_a_validator_joins_a_short_chain_by_state_sync(tmp_path: Path) -> None:
     assert run["entries"] > 600 and run["chunks"] >= 1 and run["chunk_bytes"] > 0
     assert 0 < run["restore_s"] <= run["joined_and_following_s"]
     assert sum(run["chunks_by_peer"]) == run["chunks"]
+    assert run["block_sync_s"] > 0
