@@ -23,6 +23,8 @@ from emrchain.statesync.messages import (
     STATESYNC_CHANNEL,
     ChunkRequest,
     ChunkResponse,
+    CommitRequest,
+    CommitResponse,
     Offer,
     OffersRequest,
     SetChanges,
@@ -33,7 +35,7 @@ from emrchain.statesync.messages import (
 )
 from emrchain.store import BlockStore, RestoredHead
 from emrchain.types.codec import DecodeError
-from emrchain.types.commit import CommitError, verify_commit
+from emrchain.types.commit import CommitCertificate, CommitError, verify_commit
 from emrchain.types.validator import ValidatorSet
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class JoinReport:
     vouched_power: int = 0
     total_power: int = 0
     refetched_chunks: int = 0
+    commit_restored: bool = False
+    """The certificate of the snapshot's block was fetched and verified (needed to propose)."""
     validator_set_changes: int = 0
     """Validator-set changes since genesis verified to trust the vouching set."""
     refused_offers: list[str] = field(default_factory=list)
@@ -112,6 +116,7 @@ class StateSyncJoin:
         self._tallies: dict[tuple[int, bytes], Tally] = {}
         self._asked: set[str] = set()
         self._offered: set[str] = set()
+        self._commit_wanted: tuple[Manifest, asyncio.Future[CommitCertificate]] | None = None
         # The trust root: the genesis set from height 1, then each set whose change was proven
         # by the header and commit (signed by more than 2/3 of the set before) naming it.
         self._trusted: list[tuple[int, ValidatorSet]] = [(1, genesis_validators)]
@@ -132,6 +137,8 @@ class StateSyncJoin:
             self._on_offer(peer_id, message)
         elif isinstance(message, SetChanges):
             self._on_set_changes(peer_id, message)
+        elif isinstance(message, CommitResponse) and self._commit_wanted is not None:
+            self._on_commit(peer_id, message, *self._commit_wanted)
         elif isinstance(message, ChunkResponse):
             try:
                 self._chunks.put_nowait((peer_id, message))
@@ -345,6 +352,7 @@ class StateSyncJoin:
         fetched = await _ChunkFetch(self, candidate).run()
         if fetched is None:
             return False
+        commit = await self._fetch_commit(candidate, manifest)
         self._store.finish_restore(
             RestoredHead(
                 self._chain_id,
@@ -352,6 +360,7 @@ class StateSyncJoin:
                 manifest.block_id,
                 manifest.app_hash,
                 (manifest.validators, manifest.next_validators, manifest.after_next_validators),
+                commit,
             )
         )
         report = self.report
@@ -361,11 +370,53 @@ class StateSyncJoin:
         report.entries = manifest.entry_count
         report.chunk_bytes = fetched
         report.vouched_power = tally.power(manifest.digest)
+        report.commit_restored = commit is not None
         report.total_power = tally.validators.total_power
         logger.info(
             "state sync: restored height %d, %d entries", manifest.height, manifest.entry_count
         )
         return True
+
+    async def _fetch_commit(
+        self, candidate: _Candidate, manifest: Manifest
+    ) -> CommitCertificate | None:
+        """The certificate committing the snapshot's block, from the offering peers, verified
+        against the set of that height; None (the node then cannot propose height h + 1, and
+        says so) if none answers one within a chunk request's timeout."""
+        future: asyncio.Future[CommitCertificate] = asyncio.get_running_loop().create_future()
+        self._commit_wanted = (manifest, future)
+        for peer_id in candidate.peers:
+            self._send(peer_id, CommitRequest(manifest.height))
+        try:
+            return await asyncio.wait_for(future, self._settings.chunk_request_timeout_ms / 1000)
+        except TimeoutError:
+            logger.warning("state sync: no commit certificate of height %d", manifest.height)
+            return None
+        finally:
+            self._commit_wanted = None
+
+    def _on_commit(
+        self,
+        peer_id: str,
+        message: CommitResponse,
+        manifest: Manifest,
+        future: asyncio.Future[CommitCertificate],
+    ) -> None:
+        if message.commit is None or message.height != manifest.height or future.done():
+            return
+        try:
+            verify_commit(
+                message.commit,
+                manifest.validators,
+                self._chain_id,
+                height=manifest.height,
+                block_id=manifest.block_id,
+            )
+        except CommitError as error:
+            logger.warning("state sync: commit from %s refused: %s", peer_id[:16], error)
+            self._p2p.report_misbehaviour(peer_id, Misbehaviour.BAD_SYNC_RESPONSE)
+            return
+        future.set_result(message.commit)
 
 
 class _ChunkFetch:

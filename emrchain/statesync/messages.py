@@ -6,6 +6,8 @@ STATESYNC 1 offers request = (empty)                 (send me your snapshots)
           4 chunk response = height u64 | index u32 | found u8 | chunk bytes32
           5 set changes request = after_height u64
           6 set changes    = count u16 | (header bytes2 | commit bytes4 | validator set bytes4)*
+          7 commit request = height u64
+          8 commit         = height u64 | found u8 | CommitCertificate (if found)
 """
 
 from __future__ import annotations
@@ -82,8 +84,26 @@ class SetChanges:
     changes: tuple[SetChange, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class CommitRequest:
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResponse:
+    height: int
+    commit: CommitCertificate | None
+
+
 StateSyncMessage = (
-    OffersRequest | Offer | ChunkRequest | ChunkResponse | SetChangesRequest | SetChanges
+    OffersRequest
+    | Offer
+    | ChunkRequest
+    | ChunkResponse
+    | SetChangesRequest
+    | SetChanges
+    | CommitRequest
+    | CommitResponse
 )
 
 
@@ -97,6 +117,11 @@ def encode_statesync(message: StateSyncMessage) -> bytes:
         return Writer().u8(3).u64(message.height).u32(message.index).bytes()
     if isinstance(message, SetChangesRequest):
         return Writer().u8(5).u64(message.after_height).bytes()
+    if isinstance(message, CommitRequest):
+        return Writer().u8(7).u64(message.height).bytes()
+    if isinstance(message, CommitResponse):
+        writer = Writer().u8(8).u64(message.height).u8(0 if message.commit is None else 1)
+        return writer.raw(message.commit.encode() if message.commit else b"").bytes()
     if isinstance(message, SetChanges):
         writer = Writer().u8(6).u16(len(message.changes))
         for change in message.changes:
@@ -133,6 +158,13 @@ def decode_statesync(payload: bytes, limits: Limits) -> StateSyncMessage:
     elif tag == 6:
         count = reader.count(2, MAX_SET_CHANGES, "count")
         message = SetChanges(tuple(_read_change(reader, limits) for _ in range(count)))
+    elif tag == 7:
+        message = CommitRequest(reader.u64("height"))
+    elif tag == 8:
+        height, found = reader.u64("height"), reader.u8("found")
+        if found not in (0, 1):
+            raise DecodeError("commit response: bad found flag")
+        message = CommitResponse(height, CommitCertificate.read(reader, limits) if found else None)
     else:
         raise DecodeError(f"unknown message: channel {STATESYNC_CHANNEL} tag {tag}")
     reader.finish()

@@ -21,6 +21,8 @@ from emrchain.statesync.messages import (
     MAX_SET_CHANGES,
     ChunkRequest,
     ChunkResponse,
+    CommitRequest,
+    CommitResponse,
     Offer,
     OffersRequest,
     SetChange,
@@ -126,6 +128,8 @@ class SnapshotService:
         elif isinstance(message, ChunkRequest):
             chunk = self.snapshots.chunk(message.height, message.index)
             self._send(peer_id, ChunkResponse(message.height, message.index, chunk))
+        elif isinstance(message, CommitRequest):
+            self._send(peer_id, CommitResponse(message.height, self._store.commit(message.height)))
         elif isinstance(message, SetChangesRequest):
             self._send(peer_id, SetChanges(self._set_changes(message.after_height)))
 

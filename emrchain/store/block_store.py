@@ -59,7 +59,7 @@ class Head(NamedTuple):
 
 
 class RestoredHead(NamedTuple):
-    """What `restore_snapshot` records besides the state: a verified manifest's head."""
+    """What `finish_restore` records besides the state: a verified manifest's head."""
 
     chain_id: bytes
     height: int
@@ -67,6 +67,9 @@ class RestoredHead(NamedTuple):
     app_hash: bytes
     validators: tuple[ValidatorSet, ValidatorSet, ValidatorSet]
     """The sets of height, height + 1 and height + 2."""
+    commit: CommitCertificate | None = None
+    """The certificate that committed block `height` (verified), if the joiner got it: the
+    node needs it to propose block height + 1 (its last commit)."""
 
 
 class PreparedCommit(NamedTuple):
@@ -280,6 +283,10 @@ class BlockStore:
                     layout.validator_set_key(height + offset), snapshot.validators[offset].encode()
                 )
         batch.put(layout.app_hash_key(height), snapshot.app_hash)
+        if snapshot.commit is not None:
+            if snapshot.commit.height != height or snapshot.commit.block_id != snapshot.block_id:
+                raise StoreError("the restored commit certificate is for another block")
+            batch.put(layout.commit_key(height), snapshot.commit.encode())
         batch.put(layout.META_BASE, layout.u64(height + 1))
         batch.put(layout.META_HEAD, layout.HEAD.pack(*head))
         batch.put(

@@ -134,6 +134,7 @@ def test_a_full_node_joins_by_state_sync_with_the_validators_state_and_follows(
     assert report["height"] % INTERVAL_BLOCKS == 0 and report["chunks"] > 4
     assert 3 * report["vouched_power"] > 2 * report["total_power"]
     assert report["strikes"] == {} and report["refused_offers"] == []
+    assert report["commit_restored"]  # block h's certificate, verified: it can propose h + 1
     assert len(report["served"]) >= 2  # chunks came from several peers
     # No block below the snapshot: /blocks/{h} answers 410 with the base height.
     network.wait_for(lambda: network.try_status(full) is not None, TIMEOUT_S, "its RPC")

@@ -9,6 +9,8 @@ from pathlib import Path
 from emrchain.state.progress import executed_height
 from emrchain.statesync.chunks import read_chunk
 from emrchain.statesync.messages import (
+    CommitRequest,
+    CommitResponse,
     SetChange,
     SetChanges,
     SetChangesRequest,
@@ -34,6 +36,8 @@ def test_a_snapshot_restores_into_an_empty_store_that_then_commits_the_next_bloc
         built = chain.add_block([register_tx(sender, 1 + label // 3, label=label)])
         source.commit_block(built.block, built.commit, built.result)
     height = source.last_height()
+    last_commit = source.commit(height)
+    assert last_commit is not None
     snapshots = SnapshotStore(tmp_path / "snapshots", 2, source.limits)
     manifest = snapshots.build(open_database_snapshot(source.database.db), CHAIN_ID, height, 256)
     assert snapshots.heights() == [height] and len(manifest.chunk_hashes) > 1
@@ -57,9 +61,11 @@ def test_a_snapshot_restores_into_an_empty_store_that_then_commits_the_next_bloc
             manifest.block_id,
             manifest.app_hash,
             (manifest.validators, manifest.next_validators, manifest.after_next_validators),
+            last_commit,
         )
     )
     assert state_entries(target) == state_entries(source)
+    assert target.commit(height) == last_commit  # the last commit of a block it proposes
     assert (source.base_height(), target.base_height()) == (1, height + 1)
     assert target.block(height) is None
     assert reconcile(target, application_height=executed_height).consistent
@@ -98,6 +104,10 @@ def test_set_change_proofs_round_trip_and_the_store_lists_the_changes(tmp_path: 
     change = SetChange(built.block.header, built.commit, chain.genesis_validators)
     message = SetChanges((change, change))
     assert decode_statesync(encode_statesync(message), store.limits) == message
-    assert decode_statesync(encode_statesync(SetChangesRequest(7)), store.limits) == (
-        SetChangesRequest(7)
-    )
+    for other in (
+        SetChangesRequest(7),
+        CommitRequest(1),
+        CommitResponse(1, built.commit),
+        CommitResponse(2, None),
+    ):
+        assert decode_statesync(encode_statesync(other), store.limits) == other
