@@ -45,6 +45,9 @@ class StateSyncBenchOptions:
     txs: tuple[int, ...] = (10_000, 100_000)
     validators: int = 4
     interval_blocks: int = 5
+    extra_blocks: int = 0
+    """Empty blocks the producers add after the load before the snapshot the joiner takes: a
+    longer chain (in blocks) with the same state."""
     devnet_dir: Path | None = None
     cache_dir: Path | None = None
     workers: int = max(1, os.cpu_count() or 1)
@@ -104,8 +107,10 @@ def one_chain(root: Path, txs: int, options: StateSyncBenchOptions) -> dict[str,
             devnet.stop(index)
             devnet.configure(index, settings)
             devnet.start(index)
+        longer = chain["height"] + options.extra_blocks
+        devnet.wait_for_height(longer, producers, timeout_s=options.timeout_s)
         devnet.wait_for(
-            lambda: all(_vouched_height(devnet, index) for index in producers),
+            lambda: all((_vouched_height(devnet, index) or 0) >= longer for index in producers),
             options.timeout_s,
             "a vouched snapshot on every producer",
             poll_s=POLL_S,
@@ -127,6 +132,7 @@ def one_chain(root: Path, txs: int, options: StateSyncBenchOptions) -> dict[str,
         report = json.loads(report_path.read_text())
         block_sync_s = _block_sync(devnet, joiner, producers, pristine, options.timeout_s)
         figures = {
+            "extra_blocks": options.extra_blocks,
             "history_txs": chain["txs"],
             "history_blocks": chain["height"],
             "restored_height": report["height"],
@@ -175,6 +181,7 @@ def run_statesync_bench(options: StateSyncBenchOptions) -> dict[str, Any]:
         "runs": runs,
         "validators": options.validators,
         "interval_blocks": options.interval_blocks,
+        "extra_blocks": options.extra_blocks,
         "core": _core.IMPLEMENTATION,
         "cores": os.cpu_count(),
         "load_average": [round(value, 2) for value in os.getloadavg()],
@@ -187,6 +194,12 @@ def main(arguments: list[str] | None = None) -> int:
     parser.add_argument("--txs", type=int, nargs="+", default=list(StateSyncBenchOptions.txs))
     parser.add_argument("--validators", type=int, default=StateSyncBenchOptions.validators)
     parser.add_argument("--interval", type=int, default=StateSyncBenchOptions.interval_blocks)
+    parser.add_argument(
+        "--extra-blocks",
+        type=int,
+        default=0,
+        help="empty blocks added after the load, before the snapshot (a longer chain)",
+    )
     parser.add_argument("--devnet-dir", type=Path, help="keep the devnets here (logs, data)")
     parser.add_argument("--cache-dir", type=Path, help="cache the signed transactions here")
     parser.add_argument("--timeout", type=float, default=StateSyncBenchOptions.timeout_s)
@@ -198,6 +211,7 @@ def main(arguments: list[str] | None = None) -> int:
         txs=tuple(parsed.txs),
         validators=parsed.validators,
         interval_blocks=parsed.interval,
+        extra_blocks=parsed.extra_blocks,
         devnet_dir=parsed.devnet_dir,
         cache_dir=parsed.cache_dir,
         timeout_s=parsed.timeout,
