@@ -39,6 +39,7 @@ from emrchain.config.settings import (
     setting,
     settings_of,
 )
+from emrchain.types.execution import MAX_STATE_KEY_BYTES, MAX_STATE_VALUE_BYTES
 from emrchain.types.limits import (
     MAX_BLOCK_BYTES_CEILING,
     MAX_BLOCK_TXS_CEILING,
@@ -665,6 +666,80 @@ class StorageSection:
 
 
 @dataclass(frozen=True)
+class StateSyncSection:
+    enable: bool = setting(
+        False,
+        "A node started on an empty store joins by state sync: it fetches the newest snapshot "
+        "more than 2/3 of the validators' voting power vouched for from its peers, checks every "
+        "chunk, writes that state and then block-syncs the rest (docs/spec/statesync.md). "
+        "Ignored once the store holds a chain.",
+        Boolean(),
+    )
+    snapshot_interval_blocks: int = setting(
+        0,
+        "Take a state snapshot (in the background, from a consistent database snapshot) at "
+        "every height that is a multiple of this, serve it to joining nodes and, as a "
+        "validator, vouch for its digest; 0 takes none.",
+        Integer(0, 1_000_000_000, "blocks"),
+    )
+    snapshot_keep: int = setting(
+        2,
+        "Newest complete snapshots kept on disk; older ones are deleted.",
+        Integer(1, 100, "snapshots"),
+    )
+    chunk_size_bytes: int = setting(
+        4 * MIB,
+        "Most bytes of state entries in one snapshot chunk (one entry larger than this makes a "
+        "chunk of its own); must fit a P2P frame with room to spare.",
+        Integer(1_024, 16 * MIB, "bytes"),
+    )
+    max_chunk_requests_in_flight: int = setting(
+        8,
+        "Most chunk requests a joining node has outstanding at once, over all peers.",
+        Integer(1, 1_024, "requests"),
+    )
+    max_chunk_requests_per_peer: int = setting(
+        4,
+        "Most chunk requests a joining node has outstanding at one peer.",
+        Integer(1, 1_024, "requests"),
+    )
+    chunk_request_timeout_ms: int = setting(
+        10_000,
+        "A chunk request unanswered this long is a strike on the peer and asked of another.",
+        Integer(100, 600_000, "milliseconds"),
+    )
+    discovery_time_ms: int = setting(
+        3_000,
+        "How long a joining node collects snapshot offers from its peers before choosing one.",
+        Integer(100, 600_000, "milliseconds"),
+    )
+    join_timeout_ms: int = setting(
+        600_000,
+        "A joining node that has not restored a snapshot by then stops with an error (nothing "
+        "is written to its store).",
+        Integer(1_000, 86_400_000, "milliseconds"),
+    )
+    max_chunk_strikes: int = setting(
+        3,
+        "Bad or late chunks after which a joining node stops asking that peer.",
+        Integer(1, 1_000, "strikes"),
+    )
+    trust_height: int = setting(
+        0,
+        "With trust_hash: restore only the snapshot of this height, whose block id must be "
+        "trust_hash, vouched for by the validator set that block names (instead of trusting the "
+        "genesis validator set); 0 trusts the genesis set.",
+        Integer(0, (1 << 63) - 1, "height"),
+    )
+    trust_hash: str = setting(
+        "",
+        "The block id (64 hex characters) of trust_height, from a source the operator trusts; "
+        "empty when trust_height is 0.",
+        Name(r"(|[0-9a-f]{64})", "empty or 64 lowercase hex characters"),
+    )
+
+
+@dataclass(frozen=True)
 class KeysSection:
     backend: str = setting(
         "file",
@@ -1067,6 +1142,12 @@ SECTIONS: tuple[Section, ...] = (
         LIMITS_SETTINGS,
     ),
     Section("storage", "Persistent storage.", StorageSection, settings_of(StorageSection)),
+    Section(
+        "statesync",
+        "Snapshots of the state, vouched for by the validators, from which a new node joins.",
+        StateSyncSection,
+        settings_of(StateSyncSection),
+    ),
     Section("keys", "Signing keys.", KeysSection, settings_of(KeysSection)),
     Section(
         "records",
@@ -1109,6 +1190,7 @@ class NodeConfig:
     mempool: MempoolSection = field(default_factory=MempoolSection)
     limits: Limits = field(default_factory=Limits)
     storage: StorageSection = field(default_factory=StorageSection)
+    statesync: StateSyncSection = field(default_factory=StateSyncSection)
     keys: KeysSection = field(default_factory=KeysSection)
     records: RecordsSection = field(default_factory=RecordsSection)
     log: LogSection = field(default_factory=LogSection)
@@ -1271,6 +1353,7 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         f"must be at least [limits] max_tx_bytes ({limits.max_tx_bytes}), got {rpc.max_body_bytes}",
     )
     _check_rpc_limits(config, require)
+    _check_statesync(config, require)
     require(
         rpc.listen_address != p2p.listen_address,
         "[rpc] listen_address",
@@ -1391,6 +1474,39 @@ def _check_gossip(config: NodeConfig, require: Callable[[bool, str, str], None])
         f"a gossip message of max_gossip_bytes ({mempool.max_gossip_bytes}) plus 4 bytes for "
         f"each of max_gossip_txs ({mempool.max_gossip_txs}) and {GOSSIP_FRAME_SLACK_BYTES} "
         f"bytes of headers must fit in [p2p] max_frame_bytes ({config.p2p.max_frame_bytes})",
+    )
+
+
+STATESYNC_FRAME_SLACK_BYTES = 4_096
+"""Room in a P2P frame around one snapshot chunk (message tag, height, index, length)."""
+
+
+def _check_statesync(config: NodeConfig, require: Callable[[bool, str, str], None]) -> None:
+    """With state sync in use, a chunk fits in one P2P frame; the trust options come as a
+    pair."""
+    statesync = config.statesync
+    # A chunk closes before the entry that would take it over chunk_size_bytes, so it holds at
+    # most the larger of chunk_size_bytes and one entry (the largest state key and value).
+    largest_entry = 6 + MAX_STATE_KEY_BYTES + MAX_STATE_VALUE_BYTES
+    largest_chunk = max(statesync.chunk_size_bytes, largest_entry)
+    require(
+        not (statesync.enable or statesync.snapshot_interval_blocks)
+        or largest_chunk + STATESYNC_FRAME_SLACK_BYTES <= config.p2p.max_frame_bytes,
+        "[statesync] chunk_size_bytes",
+        f"a chunk of up to {largest_chunk} bytes (chunk_size_bytes or one largest state entry) "
+        f"plus {STATESYNC_FRAME_SLACK_BYTES} bytes must fit in [p2p] max_frame_bytes "
+        f"({config.p2p.max_frame_bytes})",
+    )
+    require(
+        (statesync.trust_height == 0) == (statesync.trust_hash == ""),
+        "[statesync] trust_hash",
+        "trust_height and trust_hash are set together or not at all",
+    )
+    require(
+        statesync.max_chunk_requests_per_peer <= statesync.max_chunk_requests_in_flight,
+        "[statesync] max_chunk_requests_per_peer",
+        f"must be at most max_chunk_requests_in_flight "
+        f"({statesync.max_chunk_requests_in_flight})",
     )
 
 

@@ -10,6 +10,7 @@ MEMPOOL    1 txs       = list32(bytes32(tx, max_tx_bytes), max_gossip_txs)
 BLOCKSYNC  1 status    = height u64 | block_id 32     (our latest committed block)
            2 request   = height u64
            3 response  = Block | CommitCertificate (for that block)
+STATESYNC  snapshot offers and chunks (`emrchain/statesync/messages.py`)
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from emrchain.statesync.messages import (
+    STATESYNC_CHANNEL,
+    StateSyncMessage,
+    decode_statesync,
+    encode_statesync,
+)
 from emrchain.types import (
     Block,
     CommitCertificate,
@@ -35,6 +42,7 @@ class Channel(IntEnum):
     CONSENSUS = 1
     MEMPOOL = 2
     BLOCKSYNC = 3
+    STATESYNC = STATESYNC_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +99,7 @@ Message = (
     | StatusMessage
     | BlockRequest
     | BlockResponse
+    | StateSyncMessage
 )
 
 _TAGS: dict[type, tuple[Channel, int]] = {
@@ -106,6 +115,8 @@ _TAGS: dict[type, tuple[Channel, int]] = {
 
 def encode(message: Message) -> tuple[Channel, bytes]:
     """The channel and payload bytes of `message`."""
+    if isinstance(message, StateSyncMessage):
+        return Channel.STATESYNC, encode_statesync(message)
     channel, tag = _TAGS[type(message)]
     writer = Writer().u8(tag)
     if isinstance(message, ProposalMessage):
@@ -134,6 +145,8 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
     if not payload:
         raise DecodeError("empty payload")
     tag, body = payload[0], payload[1:]
+    if channel == Channel.STATESYNC:
+        return decode_statesync(payload, limits)
     if channel == Channel.CONSENSUS and tag == 1:
         if len(body) < PROPOSAL_BYTES:
             raise DecodeError("proposal message: too short")

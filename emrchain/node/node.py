@@ -57,6 +57,10 @@ from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
 from emrchain.state.result import TxResult
+from emrchain.statesync.join import JoinSettings, StateSyncError, StateSyncJoin
+from emrchain.statesync.messages import StateSyncMessage
+from emrchain.statesync.service import SnapshotService, SnapshotSettings
+from emrchain.statesync.snapshots import SNAPSHOTS_DIRECTORY, SnapshotStore
 from emrchain.storage.vault import LevelDbKeyVault
 from emrchain.store import (
     BlockStore,
@@ -258,6 +262,22 @@ class Node:
             CommitMetrics(self.store.commit, self.chain.validator_set, time.monotonic).on_commit
         )
         self.driver: ConsensusDriver | None = None
+        # Snapshots for joining nodes, built in the background (docs/spec/statesync.md).
+        self.snapshots = SnapshotService(
+            build(SnapshotSettings, config),
+            SnapshotStore(
+                database_path(config.home).parent / SNAPSHOTS_DIRECTORY,
+                config.statesync.snapshot_keep,
+                limits,
+            ),
+            self.store,
+            self.chain_id,
+            self.validator_key,
+            self._send_to,
+        )
+        self.chain.commit_listeners.append(
+            lambda block, _ids, _results: self.snapshots.on_commit(block.height)
+        )
         self.blocksync = BlockSync(
             self.chain,
             self._send_to,
@@ -456,6 +476,7 @@ class Node:
         await self.records.close()
         await self.admission.stop()
         await self.p2p.close()
+        self.snapshots.close()
         self.chain.close()
         self._database.close()
         logger.info("node stopped")
@@ -576,6 +597,8 @@ class Node:
             self.blocksync.on_request(peer_id, message)
         elif isinstance(message, messages.BlockResponse):
             self.blocksync.on_response(peer_id, message)
+        elif isinstance(message, StateSyncMessage):
+            self.snapshots.on_message(peer_id, message)
 
     async def _gossip_admission_loop(self) -> None:
         """Admit peers' gossip batches in arrival order, through the admission pipeline."""
@@ -652,10 +675,57 @@ async def _listening(key: str, address: object, start: Awaitable[None]) -> None:
         raise NodeStartError(f"{key} {address}: cannot listen ({reason})") from None
 
 
+async def join_by_state_sync(home: Path | str) -> None:
+    """With `[statesync] enable` and an empty store: restore the newest vouched snapshot from
+    the genesis validators (our persistent peers) before the node opens; it then block-syncs
+    from the snapshot's height + 1 (docs/spec/statesync.md §3). NodeStartError if it cannot."""
+    config, genesis = load_config_and_genesis(Path(home))
+    if not config.statesync.enable:
+        return
+    try:
+        database = ChainDatabase.open(config.home, build(DatabaseOptions, config))
+    except StoreError as error:
+        raise NodeStartError(str(error)) from None
+    try:
+        store = BlockStore(database, config.limits)
+        if store.is_initialized():
+            return
+        p2p = PeerManager(
+            p2p_config(config),
+            load_key_file(config.node_key_path),
+            genesis.chain_id_bytes,
+            [validator.node_key for validator in genesis.validators],
+        )
+        await _listening("[p2p] listen_address", config.p2p.listen_address, p2p.start())
+        try:
+            join = StateSyncJoin(
+                build(JoinSettings, config),
+                p2p,
+                store,
+                genesis.chain_id_bytes,
+                genesis.validator_set(),
+            )
+            report = await join.run(database_path(config.home).parent)
+        except StateSyncError as error:
+            raise NodeStartError(f"state sync: {error}") from None
+        finally:
+            await p2p.close()
+        logger.info(
+            "state sync: joined at height %d in %.2f s (%d chunks, %d entries)",
+            report.height,
+            report.seconds,
+            report.chunks,
+            report.entries,
+        )
+    finally:
+        database.close()
+
+
 async def run_node(home: Path | str) -> Node:
     """Open and run a node until it is asked to stop (used by `emrchain start`)."""
     import signal
 
+    await join_by_state_sync(home)
     node = Node.open(home)
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):

@@ -17,6 +17,8 @@ from emrchain.node.admission import AdmissionLimits
 from emrchain.node.blocksync import SyncLimits
 from emrchain.node.consensus_driver import DriverLimits
 from emrchain.p2p.config import P2P_SETTINGS, P2PConfig
+from emrchain.statesync.join import JoinSettings
+from emrchain.statesync.service import SnapshotSettings
 from emrchain.store.database import DatabaseOptions
 
 Built = TypeVar("Built")
@@ -58,6 +60,8 @@ SECTIONS_OF: dict[type, tuple[str, ...]] = {
     MempoolConfig: ("mempool", "limits"),
     AdmissionLimits: ("mempool",),
     DatabaseOptions: ("storage",),
+    SnapshotSettings: ("statesync",),
+    JoinSettings: ("statesync",),
 }
 """Each config the node builds by field name, and the sections (in order) its fields come from."""
 

@@ -47,6 +47,10 @@ class ChainReader(Protocol):
 
     def validator_set(self, height: int) -> ValidatorSet | None: ...
 
+    def base_height(self) -> int:
+        """The lowest height whose block is kept (above a state-sync snapshot, or pruning)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class EvidenceReport:

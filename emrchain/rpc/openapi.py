@@ -63,7 +63,8 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         403: "not allowed by role, or consent changed while a read's access event was committed",
         404: "unknown, or not the caller's to see (one answer for both)",
         409: "conflict, or the wrong node for this record",
-        410: "erased",
+        410: "erased (a record), or height_pruned (a block below the node's base height, "
+        "named in the message)",
         413: "body over this route's cap (the connection is closed, the body left unread)",
         429: "rate limited: the client address's or the member's budget, or its share of the "
         "connections, stream slots or replay cache",
@@ -230,7 +231,10 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                             "height", {"type": "integer", "minimum": 1, "maximum": MAX_HEIGHT}
                         )
                     ],
-                    "responses": {**_ok(replies.BLOCK), **_error_responses(400, 404, 503)},
+                    "responses": {
+                        **_ok(replies.BLOCK),
+                        **_error_responses(400, 404, 410, 503),
+                    },
                 }
             },
             "/evidence": {

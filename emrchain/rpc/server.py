@@ -547,6 +547,14 @@ class RpcServer:
         )
 
     def _block_response(self, height: int) -> web.Response:
+        base = self._node.chain.base_height()
+        if 1 <= height < base:
+            # The contract with clients (and the pruning of issue 20): 410 names the base.
+            raise RpcError(
+                410,
+                "height_pruned",
+                f"blocks below height {base} are not kept by this node; base_height={base}",
+            )
         block = self._node.chain.block(height) if height >= 1 else None
         if block is None:
             raise RpcError(404, "unknown_block", f"no block at height {height}")

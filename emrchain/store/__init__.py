@@ -3,7 +3,7 @@ state and the consensus signing state, in one database per node home (`docs/spec
 the consensus WAL in files beside it (`consensus_wal.py`).
 """
 
-from emrchain.store.block_store import BlockStore, Head, PreparedCommit, TxProof
+from emrchain.store.block_store import BlockStore, Head, PreparedCommit, RestoredHead, TxProof
 from emrchain.store.committed_view import CommittedStateView
 from emrchain.store.consensus_wal import ConsensusWal
 from emrchain.store.database import ChainDatabase, DatabaseOptions, database_path
@@ -29,6 +29,7 @@ __all__ = [
     "Head",
     "NotInitializedError",
     "PreparedCommit",
+    "RestoredHead",
     "SigningStateStore",
     "StartupAction",
     "StoreCorruptionError",

@@ -58,6 +58,20 @@ class Head(NamedTuple):
     app_hash: bytes
 
 
+class RestoredHead(NamedTuple):
+    """What `finish_restore` records besides the state: a verified manifest's head."""
+
+    chain_id: bytes
+    height: int
+    block_id: bytes
+    app_hash: bytes
+    validators: tuple[ValidatorSet, ValidatorSet, ValidatorSet]
+    """The sets of height, height + 1 and height + 2."""
+    commit: CommitCertificate | None = None
+    """The certificate that committed block `height` (verified), if the joiner got it: the
+    node needs it to propose block height + 1 (its last commit)."""
+
+
 class PreparedCommit(NamedTuple):
     """A checked block commit (`BlockStore.prepare_commit`): its write batch and the head it
     makes current once written."""
@@ -172,6 +186,23 @@ class BlockStore:
     def last_app_hash(self) -> bytes:
         return self._require_head().app_hash
 
+    def base_height(self) -> int:
+        """The lowest height whose block, commit and results are stored (1 when none is
+        missing; the snapshot height + 1 on a state-synced store)."""
+        raw = self._database.get(layout.META_BASE)
+        return 1 if raw is None else layout.read_u64(raw)
+
+    def set_base_height(self, height: int, batch: plyvel.WriteBatch | None = None) -> None:
+        """Record the base height, in `batch` (written with the data it describes) or alone."""
+        if not 1 <= height <= self._require_head().height + 1:
+            raise StoreError(f"base height {height} outside 1..{self._require_head().height + 1}")
+        if batch is not None:
+            batch.put(layout.META_BASE, layout.u64(height))
+            return
+        own = self._database.db.write_batch(sync=True)
+        own.put(layout.META_BASE, layout.u64(height))
+        self._write(own)
+
     def state_view(self) -> CommittedStateView:
         """A `CommittedState` over the application state as of the last commit."""
         return CommittedStateView(
@@ -213,6 +244,62 @@ class BlockStore:
         self._head = head
         if self._absence is not None:
             self._absence.add_all(self._filtered(genesis))
+
+    def begin_restore(self) -> None:
+        """Start restoring a snapshot into this empty store: remove any state entry a restore
+        cut short by a crash left (its chain metadata was never written)."""
+        if self._chain_id is not None:
+            raise StoreError("a snapshot is restored only into an empty store")
+        batch = self._database.db.write_batch()
+        with self._database.db.iterator(prefix=layout.STATE, include_value=False) as keys:
+            for key in keys:
+                batch.delete(key)
+        self._write(batch)
+
+    def put_restored_entries(self, entries: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write verified state entries of the snapshot being restored (not yet a chain)."""
+        if self._chain_id is not None:
+            raise StoreError("a snapshot is restored only into an empty store")
+        batch = self._database.db.write_batch()
+        for key, value in entries:
+            batch.put(layout.state_key(key), value)
+        self._write(batch)
+
+    def finish_restore(self, snapshot: RestoredHead) -> None:
+        """After every entry: in one batch the validator sets of heights h..h+2, the app hash of
+        h, base height h+1, the head and, last, the chain metadata; from then on the store
+        holds the chain at height h (docs/spec/statesync.md §4)."""
+        if self._chain_id is not None:
+            raise StoreError("a snapshot is restored only into an empty store")
+        if not 1 <= len(snapshot.chain_id) <= 50 or snapshot.height < 1:
+            raise StoreError("the snapshot's chain id or height is invalid")
+        height = snapshot.height
+        head = Head(height, snapshot.block_id, snapshot.app_hash)
+        batch = self._database.db.write_batch(sync=True)
+        batch.put(layout.validator_set_key(height), snapshot.validators[0].encode())
+        for offset in (1, 2):
+            if snapshot.validators[offset] != snapshot.validators[offset - 1]:
+                batch.put(
+                    layout.validator_set_key(height + offset), snapshot.validators[offset].encode()
+                )
+        batch.put(layout.app_hash_key(height), snapshot.app_hash)
+        if snapshot.commit is not None:
+            if snapshot.commit.height != height or snapshot.commit.block_id != snapshot.block_id:
+                raise StoreError("the restored commit certificate is for another block")
+            batch.put(layout.commit_key(height), snapshot.commit.encode())
+        batch.put(layout.META_BASE, layout.u64(height + 1))
+        batch.put(layout.META_HEAD, layout.HEAD.pack(*head))
+        batch.put(
+            layout.META_CHAIN,
+            Writer().u8(layout.STORE_FORMAT).var_bytes(snapshot.chain_id, 1).bytes(),
+        )
+        self._write(batch)
+        self._chain_id = snapshot.chain_id
+        self._head = head
+        if self._cache is not None:
+            self._cache.clear()
+        if self._absence is not None:
+            self._fill_absence_filter(self._absence)
 
     def commit_block(
         self, block: Block, commit: CommitCertificate, result: ExecutionResult
@@ -483,6 +570,25 @@ class BlockStore:
         if index >= len(ids) or ids[index] != tx_id:
             raise StoreCorruptionError(f"tx index entry for {tx_id.hex()[:16]} is wrong")
         return TxProof(height, index, len(ids), _core.merkle_proof(ids, index))
+
+    def validator_set_changes(self, after: int, limit: int) -> list[tuple[int, ValidatorSet]]:
+        """Up to `limit` (height, set) where a new validator set takes effect, above `after`,
+        in height order (the genesis set, at height 1, is not a change)."""
+        start = layout.validator_set_key(max(after, 1) + 1)
+        changes: list[tuple[int, ValidatorSet]] = []
+        try:
+            stop = bytes((layout.VALIDATOR_SET[0] + 1,))
+            with self._database.db.iterator(start=start, stop=stop) as entries:
+                for key, value in entries:
+                    height = layout.read_u64(key[len(layout.VALIDATOR_SET) :])
+                    changes.append((height, ValidatorSet.decode(value, self._limits)))
+                    if len(changes) == limit:
+                        break
+        except plyvel.Error as error:
+            raise translate_error(error, self._database.path) from None
+        except DecodeError as error:
+            raise StoreCorruptionError(f"stored validator set is undecodable: {error}") from None
+        return changes
 
     def validator_set(self, height: int) -> ValidatorSet | None:
         """The validator set of `height` (known up to last height + 2), or None."""

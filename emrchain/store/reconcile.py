@@ -88,7 +88,9 @@ def reconcile(
     for missing in range(height + 1, height + 3):
         if store.validator_set(missing) is None:
             problems.append(f"no validator set for height {missing}")
-    heights = range(1, height + 1) if full else (height,)
+    # Below the base height (a state-synced store) no blocks are kept to check.
+    base = store.base_height()
+    heights = range(max(1, base), height + 1) if full else (height,) if height >= base else ()
     for checked in heights:
         _check_height(store, checked, problems)
     beyond_head = (

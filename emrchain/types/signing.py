@@ -18,6 +18,7 @@ class Domain(IntEnum):
     KEY_ROTATION = 5
     P2P_HANDSHAKE = 6
     NODE_REGISTRATION = 7
+    SNAPSHOT_VOUCH = 8
 
 
 def signed_message(domain: Domain, chain_id: bytes, body: bytes) -> bytes:
