@@ -382,6 +382,13 @@ class RpcSection:
         "(mutual TLS); empty: no client certificate is asked for. Needs tls_certificate_file.",
         OptionalHomePath(),
     )
+    fhir_max_count: int = setting(
+        100,
+        "Most resources one /fhir search returns (its _count is 1..this; the default when "
+        "absent). A search maps at most the patient's in-state trail (4,096 events) whatever "
+        "this is.",
+        Integer(1, 1_000, "resources"),
+    )
 
 
 @dataclass(frozen=True)
