@@ -208,11 +208,13 @@ class FhirRoutes:
 
     def _search_of(self, resource_type: str) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
+            # Authenticated first, as every signed route: an unsigned caller learns nothing,
+            # not even which of its parameters the node would refuse.
+            caller = await self._auth.authenticate(request)
             try:
                 search = parse_search(resource_type, request.query.items(), self._max_count)
             except SearchError as error:
                 raise RpcError(400, "bad_search", str(error)) from None
-            caller = await self._auth.authenticate(request)
             found = self._found(request, caller, search)
             matching = [resource for resource in found if search.matches(resource)]
             page = matching[: search.count]
