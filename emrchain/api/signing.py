@@ -24,6 +24,8 @@ HEADER_NONCE = "X-Emrchain-Nonce"
 HEADER_SIGNATURE = "X-Emrchain-Signature"
 HEADER_CONTENT_SHA256 = "X-Emrchain-Content-Sha256"
 HEADER_ACCESS_EVENT = "X-Emrchain-Access-Event"
+HEADER_RECORD_STATUS = "X-Emrchain-Record-Status"
+"""On a served read: current, superseded or entered-in-error (`records.md` §11)."""
 HEADER_PREFIX = "x-emrchain-"
 NONCE_BYTES = 16
 NODE_ID_BYTES = 32

@@ -35,6 +35,7 @@ from emrchain.config.settings import (
     OrganizationUrls,
     PeerList,
     Setting,
+    UrlList,
     setting,
     settings_of,
 )
@@ -877,6 +878,45 @@ class RecordsSection:
     )
 
 
+MAX_WEBHOOKS = 16
+
+
+@dataclass(frozen=True)
+class NotificationsSection:
+    webhook_urls: tuple[str, ...] = setting(
+        (),
+        "Where the node POSTs a signed JSON event for each break-glass and re-enrolment review "
+        "opened and each review closed (records.md §12); empty: no notifications.",
+        UrlList(MAX_WEBHOOKS),
+    )
+    secret_file: str = setting(
+        "config/notifications.secret",
+        "The HMAC-SHA256 key the events are signed with (the whole file's bytes, at least 16); "
+        "needed when webhook_urls is set. Give the receivers the same file.",
+        HomePath(),
+    )
+    queue_max_events: int = setting(
+        1_000,
+        "Events read ahead from committed blocks per destination, awaiting delivery (a block "
+        "with more is taken whole).",
+        Integer(1, 100_000, "events"),
+    )
+    timeout_ms: int = setting(
+        5_000, "Deadline of one POST, answer included.", Integer(100, 60_000, "milliseconds")
+    )
+    retry_initial_ms: int = setting(
+        500,
+        "Wait before the first retry of an undelivered event; doubles per attempt.",
+        Integer(10, 600_000, "milliseconds"),
+    )
+    retry_max_ms: int = setting(
+        30_000,
+        "Longest wait between retries (a receiver that stays down is retried at this pace, "
+        "never given up on); at least retry_initial_ms.",
+        Integer(10, 3_600_000, "milliseconds"),
+    )
+
+
 @dataclass(frozen=True)
 class InstrumentationSection:
     enabled: bool = setting(
@@ -1005,6 +1045,12 @@ SECTIONS: tuple[Section, ...] = (
         InstrumentationSection,
         settings_of(InstrumentationSection),
     ),
+    Section(
+        "notifications",
+        "Webhooks told of break-glass reviews opened and closed.",
+        NotificationsSection,
+        settings_of(NotificationsSection),
+    ),
 )
 SECTIONS_BY_NAME = {section.name: section for section in SECTIONS}
 
@@ -1025,6 +1071,7 @@ class NodeConfig:
     records: RecordsSection = field(default_factory=RecordsSection)
     log: LogSection = field(default_factory=LogSection)
     instrumentation: InstrumentationSection = field(default_factory=InstrumentationSection)
+    notifications: NotificationsSection = field(default_factory=NotificationsSection)
 
     def resolve(self, relative: str) -> Path:
         """An absolute-or-cwd-relative path for a home-relative config path."""
@@ -1205,6 +1252,13 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         "is only used with a rediss:// redis_url (TLS); empty it or use rediss://",
     )
     _check_instrumentation(config, require)
+    notifications = config.notifications
+    require(
+        notifications.retry_initial_ms <= notifications.retry_max_ms,
+        "[notifications] retry_max_ms",
+        f"must be at least retry_initial_ms ({notifications.retry_initial_ms}), "
+        f"got {notifications.retry_max_ms}",
+    )
     absence_filter_bytes = config.storage.absence_filter_bytes
     require(
         absence_filter_bytes == 0 or absence_filter_bytes >= 1024,

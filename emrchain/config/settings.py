@@ -212,6 +212,37 @@ class PeerList:
 
 
 @dataclass(frozen=True)
+class UrlList:
+    """http(s) URLs, each at most 400 characters of printable ASCII, none listed twice."""
+
+    maximum_count: int
+
+    def parse(self, raw: object) -> tuple[str, ...]:
+        if type(raw) is not list:
+            raise ValueError(
+                f'must be an array of "http(s)://..." strings, got {toml_type_name(raw)}'
+            )
+        if len(raw) > self.maximum_count:
+            raise ValueError(f"must hold at most {self.maximum_count} URLs, got {len(raw)}")
+        for index, entry in enumerate(raw):
+            if type(entry) is not str or not re.fullmatch(
+                r"https?://[A-Za-z0-9.\[\]:_-]{1,200}(/[!-~]{0,200})?", entry
+            ):
+                raise ValueError(
+                    f"entry {index} must be an http(s)://host:port/path URL, got {entry!r}"
+                )
+            if raw.index(entry) != index:
+                raise ValueError(f"entry {index}: {entry} is listed twice")
+        return tuple(raw)
+
+    def to_toml(self, value: tuple[str, ...]) -> list[str]:
+        return list(value)
+
+    def describe(self) -> str:
+        return f"array of at most {self.maximum_count} http(s) URLs"
+
+
+@dataclass(frozen=True)
 class OrganizationUrls:
     """"<organization_id>=<http(s) URL>" strings: where other organisations' nodes answer."""
 

@@ -44,6 +44,7 @@ from emrchain.node.wiring import (
 from emrchain.p2p import Misbehaviour, PeerManager
 from emrchain.records import open_record_service
 from emrchain.records.erasure import open_erasure_worker
+from emrchain.records.notifications import NotificationSetupError, open_notifier
 from emrchain.records.replication import open_replicator
 from emrchain.records.rotation import RotationProgress
 from emrchain.rpc.commit_waits import CommitWaits
@@ -215,6 +216,20 @@ class Node:
         )
         if self.replicator is not None:
             self.chain.commit_listeners.append(self.replicator.on_commit)
+        # Review events (break-glass opened, review closed) to the configured webhooks, from
+        # each destination's cursor in the vault (records.md §12).
+        try:
+            self.notifier = open_notifier(
+                config,
+                self.records.vault,
+                self.store.state_view,
+                self._block_and_results,
+                lambda: self.chain.height,
+            )
+        except NotificationSetupError as error:
+            raise NodeStartError(str(error)) from None
+        if self.notifier is not None:
+            self.chain.commit_listeners.append(self.notifier.on_commit)
         # Reads wait here for their access event's commit (served implies recorded).
         self.commit_waits = CommitWaits(config.records.max_reads_waiting)
         self.chain.commit_listeners.append(self.commit_waits.on_commit)
@@ -363,6 +378,8 @@ class Node:
             asyncio.create_task(self._finish_unfinished_rotation()),
             asyncio.create_task(self.erasure.run()),
         ]
+        if self.notifier is not None:
+            self._tasks.append(asyncio.create_task(self.notifier.run()))
         if self.replicator is not None:
             self.replicator.start()  # reconciles pins with the chain now and periodically
         try:

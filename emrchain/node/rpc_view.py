@@ -26,6 +26,7 @@ from emrchain.rpc.node_view import (
     NodeStatus,
     OperationsSnapshot,
 )
+from emrchain.state.emr.reviews import open_review_count
 from emrchain.storage.failover import FailoverBlobStore
 from emrchain.storage.ipfs import IpfsBlobStore
 from emrchain.storage.redis_cache import RedisCache
@@ -139,6 +140,7 @@ class NodeRpcView:
         node = self._node
         validators = len(node.chain.validator_set(node.chain.height + 1).validators)
         replicator = node.replicator
+        notifier = node.notifier
         disk = shutil.disk_usage(node.config.data_path)
         return OperationsSnapshot(
             validators=validators,
@@ -152,6 +154,9 @@ class NodeRpcView:
             if replicator is not None
             else {},
             erasures_in_flight=node.erasures_in_flight,
+            reviews_open=open_review_count(node.store.state_view()),
+            notifications_delivered=notifier.counters.delivered if notifier else 0,
+            notifications_failed=notifier.counters.failed if notifier else 0,
             data_bytes=directory_bytes(node.config.data_path),
             disk_free_bytes=disk.free,
             disk_total_bytes=disk.total,

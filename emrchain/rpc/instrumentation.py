@@ -274,6 +274,21 @@ class NodeCollector(Collector):
             "Committed erasures still in this node's erasure queue (deletion or receipt pending).",
             operations.erasures_in_flight,
         )
+        yield _gauge(
+            "reviews_open",
+            "Break-glass and re-enrolment reviews in the chain's queue not yet closed.",
+            operations.reviews_open,
+        )
+        yield _counter(
+            "notifications_delivered",
+            "Review events a webhook accepted (2xx).",
+            operations.notifications_delivered,
+        )
+        yield _counter(
+            "notifications_failed",
+            "Webhook attempts that did not deliver (retried) or were refused for good (4xx).",
+            operations.notifications_failed,
+        )
 
 
 REFUSED_STATUSES = frozenset({401, 403, 429})

@@ -156,6 +156,12 @@ class OperationsSnapshot:
     """Blob reads served by the local store, or by a peer's after the local one failed."""
     blob_repairs: dict[str, int] = field(default_factory=lambda: {"repaired": 0, "failed": 0})
     """Corrupt local blobs replaced from a replica, and attempts that failed."""
+    reviews_open: int = 0
+    """Break-glass and re-enrolment reviews in the chain's queue no auditor closed yet."""
+    notifications_delivered: int = 0
+    """Review events a webhook answered 2xx, since start."""
+    notifications_failed: int = 0
+    """Webhook attempts that did not deliver (retried) or were refused for good, since start."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -412,6 +412,58 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.GRANTS), **listing_errors},
                 }
             },
+            "/records/{record_id}/history": {
+                "get": {
+                    "operationId": "recordHistory",
+                    "security": SIGNED,
+                    "description": "The record's amendment history: what it supersedes, back "
+                    "to the original, and what amends it (records.md §11).",
+                    "parameters": [record_id],
+                    "responses": {**_ok(replies.HISTORY), **listing_errors},
+                }
+            },
+            "/reviews": {
+                "get": {
+                    "operationId": "listReviews",
+                    "security": SIGNED,
+                    "description": "The break-glass review queue, oldest first (auditors).",
+                    "parameters": [
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"enum": ["open", "closed"]},
+                        },
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": {**replies.INT, "maximum": MAX_HEIGHT},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 1_000},
+                        },
+                    ],
+                    "responses": {
+                        **_ok(replies.REVIEWS),
+                        **_error_responses(400, 401, 403, 503),
+                    },
+                }
+            },
+            "/reviews/{review_id}": {
+                "get": {
+                    "operationId": "review",
+                    "security": SIGNED,
+                    "parameters": [_path_parameter("review_id", HEX32)],
+                    "responses": {
+                        **_ok(replies.REVIEW),
+                        **_error_responses(400, 401, 403, 404, 503),
+                    },
+                }
+            },
             "/records/{record_id}/access-events": {
                 "get": {
                     "operationId": "recordAccessEvents",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+AMENDMENT_REASONS = ("correction", "entered_in_error", "addendum")
+
 HEX = {"type": "string", "pattern": "^([0-9a-f]{2})*$"}
 HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 INT = {"type": "integer", "minimum": 0}
@@ -238,6 +240,11 @@ READ = strict(
     via=STR,
     access_event_tx_id=HEX32,
     access_event_height=INT,
+    status={"enum": ["current", "superseded", "entered-in-error"]},
+    superseded_by={
+        "type": "array",
+        "items": strict(record_id=HEX32, reason={"enum": list(AMENDMENT_REASONS)}),
+    },
 )
 GRANT = strict(
     grant_id=HEX32,
@@ -270,4 +277,40 @@ EVENT = strict(
     time_ms=INT,
 )
 EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT)
+AMENDMENT_LINK = strict(
+    record_id=HEX32,
+    reason={"enum": list(AMENDMENT_REASONS)},
+    note=nullable(STR),
+    height=INT,
+)
+HISTORY = strict(
+    record_id=HEX32,
+    status={"enum": ["current", "superseded", "entered-in-error"]},
+    supersedes={"type": "array", "items": AMENDMENT_LINK},
+    superseded_by={"type": "array", "items": AMENDMENT_LINK},
+)
+REVIEW = strict(
+    review_id=HEX32,
+    sequence=INT,
+    status={"enum": ["open", "closed"]},
+    kind={"enum": ["break_glass", "reenrolment"]},
+    patient_id=HEX32,
+    patient_organization=nullable(STR),
+    record_id=nullable(HEX32),
+    actor=HEX32,
+    actor_organization=STR,
+    reason=STR,
+    expires_at_ms=INT,
+    opened_height=INT,
+    opened_time_ms=INT,
+    outcome=nullable({"enum": ["justified", "unjustified", "needs_follow_up"]}),
+    note=nullable(STR),
+    closed_by=nullable(HEX32),
+    closed_by_organization=nullable(STR),
+    closed_height=nullable(INT),
+    closed_time_ms=nullable(INT),
+)
+REVIEWS = strict(
+    reviews={"type": "array", "items": REVIEW}, next_after=nullable(INT), total=INT, open=INT
+)
 ERROR = strict(error=strict(code=STR, message=STR))

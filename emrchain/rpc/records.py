@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from emrchain.api.parse import decimal, lower_hex
-from emrchain.api.signing import HEADER_ACCESS_EVENT
+from emrchain.api.signing import HEADER_ACCESS_EVENT, HEADER_RECORD_STATUS
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError, WaitsClosedError
@@ -24,6 +24,7 @@ from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
 from emrchain.schema import AccessAction, GrantScope, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision
+from emrchain.state.emr.amendments import AmendmentDetail
 from emrchain.state.emr.audit import AccessEvent
 from emrchain.state.emr.custody import read_record_custody
 from emrchain.state.emr.entities import Member, MemberStatus
@@ -117,6 +118,7 @@ class RecordRoutes:
         return [
             web.get("/records/{record_id}", self.read),
             web.get("/records/{record_id}/grants", self.record_grants),
+            web.get("/records/{record_id}/history", self.record_history),
             web.get("/records/{record_id}/access-events", self.record_events),
             web.get("/patients/{patient_id}/grants", self.patient_grants),
             web.get("/patients/{patient_id}/access-events", self.patient_events),
@@ -146,8 +148,15 @@ class RecordRoutes:
         ciphertext = await self._ciphertext(record)
         committed = await self._commit_access_event(access_event)
         self._check_recorded_read(caller, record_id, grant_id, committed, decision)
+        # Served, never refused, for being amended: the reply says what superseded it.
+        amendments = queries.record_amendments(self._view(), record_id)
         return web.json_response(
             {
+                "status": amendments.status,
+                "superseded_by": [
+                    {"record_id": item.record_id.hex(), "reason": item.reason}
+                    for item in amendments.superseded_by
+                ],
                 "record_id": record_id.hex(),
                 "patient_id": record.patient_id.hex(),
                 "record_type": int(record.record_type),
@@ -157,7 +166,8 @@ class RecordRoutes:
                 "via": decision.via,
                 "access_event_tx_id": committed.tx_id.hex(),
                 "access_event_height": committed.height,
-            }
+            },
+            headers={HEADER_RECORD_STATUS: amendments.status},
         )
 
     def _consent_time_ms(self, view: StateView) -> int:
@@ -369,6 +379,23 @@ class RecordRoutes:
         grants = queries.grants_for(self._view(), record_id=record_id)
         return web.json_response({"grants": [grant_json(grant) for grant in grants]})
 
+    async def record_history(self, request: web.Request) -> web.Response:
+        """The record's amendment history (`records.md` §11), for whoever may list its grants."""
+        record_id = hex_argument(request.match_info["record_id"], 32, "record id")
+        await self._listing(request, record_id=record_id)
+        view = self._view()
+        if queries.record(view, record_id) is None:  # an auditor may list any id
+            raise RpcError(404, "not_found", "nothing here that you may list")
+        history = queries.record_history(view, record_id)
+        return web.json_response(
+            {
+                "record_id": record_id.hex(),
+                "status": history.status,
+                "supersedes": [_link_json(item) for item in history.supersedes],
+                "superseded_by": [_link_json(item) for item in history.superseded_by],
+            }
+        )
+
     async def patient_grants(self, request: web.Request) -> web.Response:
         patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
         await self._listing(request, patient_id=patient_id)
@@ -423,6 +450,15 @@ class RecordRoutes:
                 "next_nonce": (pending[1] if pending else committed) + 1,
             }
         )
+
+
+def _link_json(item: AmendmentDetail) -> dict[str, Any]:
+    return {
+        "record_id": item.record_id.hex(),
+        "reason": item.reason,
+        "note": item.note or None,
+        "height": item.height,
+    }
 
 
 def may_see_account(caller: Caller, member: Member) -> bool:

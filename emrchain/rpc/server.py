@@ -54,6 +54,7 @@ from emrchain.rpc.openapi import MAX_HEIGHT, DocumentLimits
 from emrchain.rpc.openapi import document as openapi_document
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
+from emrchain.rpc.reviews import ReviewRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.schema import Role
 from emrchain.state.emr import queries
@@ -302,6 +303,7 @@ class RpcServer:
                 web.get("/records/replication", self.replication),
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 *CustodyRoutes(node, self.authenticator).routes(),
+                *ReviewRoutes(node, self.authenticator).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
                 *FhirRoutes(node, self.authenticator, wall_clock_ms).routes(),
             ]

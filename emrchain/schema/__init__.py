@@ -66,6 +66,8 @@ class TxKind(IntEnum):
     REGISTER_NODE = 12
     REMOVE_NODE = 13
     ERASURE_RECEIPT = 14
+    AMEND_RECORD = 16
+    CLOSE_REVIEW = 17
 
 
 class Role(IntEnum):
@@ -105,6 +107,22 @@ class ErasureReason(IntEnum):
     PATIENT_REQUEST = 1
     LEGAL_ORDER = 2
     ENTERED_IN_ERROR = 3
+
+
+class AmendmentReason(IntEnum):
+    """Why AMEND_RECORD supersedes an earlier record (`docs/spec/records.md` §11)."""
+
+    CORRECTION = 1
+    ENTERED_IN_ERROR = 2
+    ADDENDUM = 3
+
+
+class ReviewOutcome(IntEnum):
+    """An auditor's verdict when closing a break-glass or re-enrolment review."""
+
+    JUSTIFIED = 1
+    UNJUSTIFIED = 2
+    NEEDS_FOLLOW_UP = 3
 
 
 # Field types. The meaning of (arg, minimum, maximum, allowed) per type:
@@ -148,6 +166,11 @@ CUSTODY_ENTRY_MAX_BYTES = 1 + 64 + 32
 CUSTODY_MIN_BYTES = 1 + 1 + 1 + 32
 CUSTODY_MAX_BYTES = 1 + MAX_CUSTODIANS * CUSTODY_ENTRY_MAX_BYTES
 """ANCHOR_RECORD `custody`: count u8 (1..16), then that many entries, in set order."""
+AMENDMENT_NOTE_MAX_BYTES = 256
+"""AMEND_RECORD's optional free-text note (UTF-8): a short pointer, not clinical content (the
+content is in the new record's ciphertext)."""
+REVIEW_NOTE_MAX_BYTES = 512
+"""CLOSE_REVIEW's note (UTF-8), the auditor's short justification of the outcome."""
 
 
 class FieldSpec(NamedTuple):
@@ -180,6 +203,18 @@ def _ident(name: str, minimum: int = 1, maximum: int = 64) -> FieldSpec:
     return FieldSpec(name, FIELD_IDENT, 1, minimum, maximum)
 
 
+PAYLOAD_SCHEMAS_ANCHOR: tuple[FieldSpec, ...] = (
+    _key("record_id"),
+    _key("patient_id"),
+    _key("ciphertext_sha256"),
+    FieldSpec("cid", FIELD_BYTES, 1, 2, 64),
+    FieldSpec("record_type", FIELD_ENUM, 1, allowed=_mask(RecordType)),
+    FieldSpec("size_bytes", FIELD_UINT, 8, 1, MAX_RECORD_BYTES),
+    _key("patient_wrap_sha256"),
+    FieldSpec("custody", FIELD_BYTES, 2, CUSTODY_MIN_BYTES, CUSTODY_MAX_BYTES),
+)
+"""The fields of a new record: ANCHOR_RECORD's payload, and the head of AMEND_RECORD's."""
+
 PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
     TxKind.REGISTER_ORGANIZATION: (
         _ident("organization_id"),
@@ -202,16 +237,7 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         _key("new_encryption_key"),
         FieldSpec("proof", FIELD_FIXED, 64, 1),
     ),
-    TxKind.ANCHOR_RECORD: (
-        _key("record_id"),
-        _key("patient_id"),
-        _key("ciphertext_sha256"),
-        FieldSpec("cid", FIELD_BYTES, 1, 2, 64),
-        FieldSpec("record_type", FIELD_ENUM, 1, allowed=_mask(RecordType)),
-        FieldSpec("size_bytes", FIELD_UINT, 8, 1, MAX_RECORD_BYTES),
-        _key("patient_wrap_sha256"),
-        FieldSpec("custody", FIELD_BYTES, 2, CUSTODY_MIN_BYTES, CUSTODY_MAX_BYTES),
-    ),
+    TxKind.ANCHOR_RECORD: PAYLOAD_SCHEMAS_ANCHOR,
     TxKind.GRANT_ACCESS: (
         FieldSpec("scope", FIELD_ENUM, 1, allowed=_mask(GrantScope)),
         _key("target"),
@@ -255,6 +281,21 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
     ),
     TxKind.REMOVE_NODE: (_key("node_key"),),
     TxKind.ERASURE_RECEIPT: (_key("record_id"),),
+    # A new record exactly as ANCHOR_RECORD anchors it, then the link to the record it
+    # supersedes (`docs/spec/records.md` §11).
+    TxKind.AMEND_RECORD: (
+        *PAYLOAD_SCHEMAS_ANCHOR,
+        _key("supersedes"),
+        FieldSpec("reason", FIELD_ENUM, 1, allowed=_mask(AmendmentReason)),
+        FieldSpec("note", FIELD_TEXT, 1, 0, AMENDMENT_NOTE_MAX_BYTES),
+    ),
+    # `review_id` is the id of the transaction that opened the review (a BREAK_GLASS, or the
+    # REGISTER_MEMBER of a re-enrolment).
+    TxKind.CLOSE_REVIEW: (
+        _key("review_id"),
+        FieldSpec("outcome", FIELD_ENUM, 1, allowed=_mask(ReviewOutcome)),
+        FieldSpec("note", FIELD_TEXT, 2, 0, REVIEW_NOTE_MAX_BYTES),
+    ),
 }
 
 MAX_KIND = max(PAYLOAD_SCHEMAS)

@@ -77,6 +77,12 @@ class ResultCode(IntEnum):
     NOT_A_CUSTODIAN = 92
     RECORD_NOT_ERASED = 93
     DUPLICATE_RECEIPT = 94
+    # Amendments and break-glass reviews (`docs/spec/access-control.md` §3.13, §3.14), 110..119.
+    NOT_AUTHOR_ORGANIZATION = 110
+    RECORD_ALREADY_SUPERSEDED = 111
+    TOO_MANY_AMENDMENTS = 112
+    REVIEW_NOT_FOUND = 113
+    REVIEW_ALREADY_CLOSED = 114
 
 
 def code_name(code: int) -> str:

@@ -66,6 +66,12 @@ RECORD_CUSTODY_PREFIX = b"\x31"
 """0x31 | record id (32) -> RecordCustody (custodians and wrap digests fixed at anchoring)."""
 ERASURE_RECEIPTS_PREFIX = b"\x32"
 """0x32 | record id (32) -> the custodians that posted an erasure receipt, in custody order."""
+AMENDMENT_LINK_PREFIX = b"\x34"
+"""0x34 | record id (32) -> AmendmentLink: the record an AMEND_RECORD anchored supersedes,
+why, and at which height (`records.md` §11)."""
+AMENDMENT_STATE_PREFIX = b"\x35"
+"""0x35 | record id (32) -> AmendmentState: the record's status and the records that amend
+it, oldest first (absent: current, never amended)."""
 GRANT_PREFIX = b"\x40"
 """0x40 | grant id (32) -> Grant, while the grant is in force (deleted when revoked, expired
 and pruned, or its record erased)."""
@@ -87,6 +93,11 @@ REVIEW_COUNT = b"\x64"
 """-> break-glass events ever appended to the review queue u64."""
 REVIEW_PREFIX = b"\x65"
 """0x65 | slot u32 -> AccessEvent of kind break-glass, for auditors' review."""
+REVIEW_STATE_PREFIX = b"\x68"
+"""0x68 | review id (32) -> ReviewState: the review's queue position, open or closed, and the
+closing auditor's outcome; deleted when the review leaves the queue's ring."""
+OPEN_REVIEW_COUNT = b"\x69"
+"""-> reviews in the queue not yet closed u64."""
 NODE_REGISTRY = b"\x70"
 """-> the registered full nodes: node key, organisation, advertised address (`peers.py`)."""
 
@@ -143,3 +154,15 @@ def record_grants_key(record_id: bytes) -> bytes:
 
 def break_glass_key(patient_id: bytes) -> bytes:
     return BREAK_GLASS_PREFIX + patient_id
+
+
+def amendment_link_key(record_id: bytes) -> bytes:
+    return AMENDMENT_LINK_PREFIX + record_id
+
+
+def amendment_state_key(record_id: bytes) -> bytes:
+    return AMENDMENT_STATE_PREFIX + record_id
+
+
+def review_state_key(review_id: bytes) -> bytes:
+    return REVIEW_STATE_PREFIX + review_id

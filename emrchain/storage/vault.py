@@ -37,6 +37,9 @@ from emrchain.storage.interfaces import (
 LAYOUT_KEY = b"\x00layout"
 LAYOUT_VERSION = 1
 ERASURE_CURSOR_KEY = b"\x00erasures-through"
+NOTIFICATION_CURSOR_PREFIX = b"\x00notified-through/"
+"""| destination name (ASCII, 1..64 bytes) -> the height through which the node's webhook
+delivered (or was refused for good) every review event (`records/notifications.py`)."""
 _HEIGHT = struct.Struct(">Q")
 WRAP_KEYSPACE = b"\x01"
 _AFTER_WRAP_KEYSPACE = b"\x02"
@@ -220,6 +223,23 @@ class LevelDbKeyVault:
             raise ValueError("a height is 0..2**64-1")
         self._handle().put(ERASURE_CURSOR_KEY, _HEIGHT.pack(height))
 
+    def notification_cursor(self, destination: str) -> int | None:
+        """The height through which `destination` was sent every event; None if never set."""
+        value = self._handle().get(_notification_key(destination))
+        if value is None:
+            return None
+        if len(value) != _HEIGHT.size:
+            raise VaultCorruptedError(f"notification cursor: {len(value)} bytes")
+        height: int = _HEIGHT.unpack(value)[0]
+        return height
+
+    def set_notification_cursor(self, destination: str, height: int) -> None:
+        """Not synced (as the erasure cursor): a cursor lost in an OS crash is an older one,
+        and an older cursor only sends some events again (delivery is at-least-once)."""
+        if not 0 <= height < 2**64:
+            raise ValueError("a height is 0..2**64-1")
+        self._handle().put(_notification_key(destination), _HEIGHT.pack(height))
+
     def close(self) -> None:
         if not self._db.closed:
             self._db.close()
@@ -251,3 +271,10 @@ def _check_record_id(record_id: object) -> None:
 def _message(error: Exception) -> str:
     message = error.args[0] if error.args else str(error)
     return message.decode("utf-8", "replace") if isinstance(message, bytes) else str(message)
+
+
+def _notification_key(destination: str) -> bytes:
+    raw = destination.encode("ascii")
+    if not 1 <= len(raw) <= 64:
+        raise ValueError("a destination name is 1..64 ASCII bytes")
+    return NOTIFICATION_CURSOR_PREFIX + raw

@@ -494,7 +494,11 @@ MUTATIONS = [
     ("| height | 2^63 − 1 |", "| height | 2^63 |", check_fixed_limits),
     ("| block overhead | 1,048,576 |", "| block overhead | 1,000,000 |", check_fixed_limits),
     ("| `max_gossip_txs` | 5,000 |", "| `max_gossip_txs` | 500 |", check_fixed_limits),
-    ("`size_bytes u64[1..2^40]`", "`size_bytes u64[1..2^41]`", check_payload_table),
+    (  # kind 5's row (kind 16's repeats the field without the comment after the next one)
+        "`size_bytes u64[1..2^40]`, `patient_wrap_sha256 hash` (",
+        "`size_bytes u64[1..2^41]`, `patient_wrap_sha256 hash` (",
+        check_payload_table,
+    ),
     ("`reason text16[8..512]`", "`reason text8[8..512]`", check_payload_table),
     ("`patient_id key?` |", "`patient_id key` |", check_payload_table),
     ("3 patient, 4 auditor}", "3 patient}", check_payload_table),

@@ -129,6 +129,24 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
         },
         TxKind.REMOVE_NODE: {"node_key": key(22).public_key},
         TxKind.ERASURE_RECEIPT: {"record_id": digest("record-1")},
+        TxKind.AMEND_RECORD: {
+            "record_id": digest("record-2"),
+            "patient_id": digest("patient-1"),
+            "ciphertext_sha256": digest("ciphertext-2"),
+            "cid": bytes.fromhex("01551220") + digest("ciphertext-2"),
+            "record_type": schema.RecordType.LAB_RESULT,
+            "size_bytes": 4096,
+            "patient_wrap_sha256": digest("patient-wrap-2"),
+            "custody": b"\x01\x0bcity-clinic" + digest("custody-wrap-2"),
+            "supersedes": digest("record-1"),
+            "reason": schema.AmendmentReason.CORRECTION,
+            "note": "potassium 4.1, not 41",
+        },
+        TxKind.CLOSE_REVIEW: {
+            "review_id": digest("break-glass-1"),
+            "outcome": schema.ReviewOutcome.JUSTIFIED,
+            "note": "cardiac arrest on arrival; access matched the emergency",
+        },
     }
 
 

@@ -17,7 +17,6 @@ from emrchain.state.application import BlockContext, writes_only_when_accepted
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.access import decide_access, member_status
 from emrchain.state.emr.audit import (
-    REVIEW_TRAIL,
     AccessBasis,
     AccessEvent,
     EventKind,
@@ -50,6 +49,7 @@ from emrchain.state.emr.limits import MAX_BREAK_GLASS_SESSIONS_PER_PATIENT
 # Re-exported: the application gives the accept path the limit this module's rule reads.
 from emrchain.state.emr.limits import MAX_RECORDS_PER_PATIENT as MAX_RECORDS_PER_PATIENT
 from emrchain.state.emr.records import BreakGlassSession, EmrRecord, encode_record
+from emrchain.state.emr.reviews import open_review
 from emrchain.state.emr.tables import (
     TransactionRefusedError,
     read_grant,
@@ -83,7 +83,18 @@ def anchor_record(
     # values.
     sender = require_sender(state, tx)
     require_role(sender, _ANCHOR_ROLES, "anchor records")
-    fields = tx.fields
+    record_id = tx.fields["record_id"]
+    anchor_new_record(state, tx.fields, sender, context)
+    # The message is short, so TxResult.make would not cut it.
+    return TxResult(_OK, anchored_message(record_id))
+
+
+def anchor_new_record(
+    state: OverlayStateView, fields: dict[str, Any], sender: Member, context: BlockContext
+) -> None:
+    """Check and write the new record an ANCHOR_RECORD or AMEND_RECORD carries (the payload's
+    record fields, `schema.PAYLOAD_SCHEMAS_ANCHOR`) for a sender already checked to be an active
+    clinician or admin. Every refusal comes before the first write."""
     record_id = fields["record_id"]
     if read_record(state, record_id) is not None:
         raise TransactionRefusedError(
@@ -119,8 +130,6 @@ def anchor_record(
     )
     write_record_custody(state, record_id, custody)
     write_patient_fields(state, patient_id, holder, record_count + 1)
-    # The message is short, so TxResult.make would not cut it.
-    return TxResult(_OK, anchored_message(record_id))
 
 
 def _checked_custody(
@@ -160,7 +169,7 @@ def anchor_author(view: StateView, sender: bytes) -> tuple[bytes, bytes] | None:
     return status.member_id, organization
 
 
-def _live_record(state: OverlayStateView, record_id: bytes) -> EmrRecord:
+def live_record(state: StateView, record_id: bytes) -> EmrRecord:
     """The record, which must exist and not be erased."""
     record = read_record(state, record_id)
     if record is None:
@@ -209,7 +218,7 @@ def erase_record(
 ) -> TxResult:
     sender = require_sender(state, tx)
     require_role(sender, {Role.PATIENT, Role.ADMIN}, "erase records")
-    record = _live_record(state, tx.fields["record_id"])
+    record = live_record(state, tx.fields["record_id"])
     reason = ErasureReason(tx.fields["reason"])
     _check_eraser(sender, record, reason)
     write_record(state, record.erased(reason, sender.member_id, context.height, context.time_ms))
@@ -240,7 +249,7 @@ def access_event(
     """The reader records a read (or export) it was served. Only a read the rules allow at
     block time is recorded; a named grant must be one that authorises this reader."""
     reader = require_sender(state, tx)
-    record = _live_record(state, tx.fields["record_id"])
+    record = live_record(state, tx.fields["record_id"])
     grant_id = tx.fields["grant_id"]
     decision = decide_access(state, record, reader, grant_id, context.time_ms)
     if decision.reason_code == ResultCode.GRANT_NOT_APPLICABLE.name:
@@ -287,7 +296,7 @@ def break_glass(tx: DecodedTransaction, state: OverlayStateView, context: BlockC
         )
     record_id = tx.fields["record_id"]
     if record_id != NO_KEY:
-        record = _live_record(state, record_id)
+        record = live_record(state, record_id)
         if record.patient_id != patient_id:
             raise TransactionRefusedError(
                 ResultCode.RECORD_PATIENT_MISMATCH,
@@ -320,7 +329,7 @@ def break_glass(tx: DecodedTransaction, state: OverlayStateView, context: BlockC
         reason=tx.fields["reason"],
     )
     _append(state, event)
-    append_event(state, REVIEW_TRAIL, event)
+    open_review(state, event)
     return TxResult.make(
         ResultCode.OK, f"break-glass open until {expires_at_ms} ms, flagged for review"
     )

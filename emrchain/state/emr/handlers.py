@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from emrchain.schema import TxKind
 from emrchain.state.application import Handler
+from emrchain.state.emr.amendments import amend_record
 from emrchain.state.emr.clinical import (
     access_event,
     anchor_record,
@@ -26,6 +27,7 @@ from emrchain.state.emr.membership import (
     rotate_key,
 )
 from emrchain.state.emr.nodes import register_node, remove_node
+from emrchain.state.emr.reviews import close_review
 from emrchain.state.validator_updates import validator_update
 
 EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
@@ -44,6 +46,8 @@ EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
         TxKind.REGISTER_NODE: register_node,
         TxKind.REMOVE_NODE: remove_node,
         TxKind.ERASURE_RECEIPT: erasure_receipt,
+        TxKind.AMEND_RECORD: amend_record,
+        TxKind.CLOSE_REVIEW: close_review,
     }
 )
 """Every kind's handler under the EMR rules (`docs/spec/access-control.md`)."""

@@ -19,7 +19,6 @@ from emrchain.schema.codec import DecodedTransaction
 from emrchain.state.application import BlockContext
 from emrchain.state.codes import ResultCode
 from emrchain.state.emr.audit import (
-    REVIEW_TRAIL,
     AccessBasis,
     EventKind,
     append_event,
@@ -47,6 +46,7 @@ from emrchain.state.emr.limits import (
     MAX_MEMBERS_PER_ORGANIZATION,
     MAX_ORGANIZATIONS,
 )
+from emrchain.state.emr.reviews import open_review
 from emrchain.state.emr.tables import (
     TransactionRefusedError,
     member_id_of_key,
@@ -229,7 +229,7 @@ def _record_reenrolment(
         (context.height, context.time_ms),
     )
     append_event(state, patient_trail(patient_id), event)
-    append_event(state, REVIEW_TRAIL, event)
+    open_review(state, event)
 
 
 @emr_handler

@@ -10,6 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emrchain.state.emr.access import Decision, list_decision, read_decision
+from emrchain.state.emr.amendments import (
+    AmendmentRef,
+    RecordAmendments,
+    RecordHistory,
+    record_amendments,
+    record_history,
+)
 from emrchain.state.emr.audit import (
     REVIEW_TRAIL,
     AccessEvent,
@@ -21,6 +28,16 @@ from emrchain.state.emr.audit import (
 )
 from emrchain.state.emr.entities import KeyHistoryEntry, Member, Organization
 from emrchain.state.emr.records import EmrRecord, Grant
+from emrchain.state.emr.reviews import (
+    REVIEW_SCAN_MAX,
+    ReviewPage,
+    ReviewState,
+    ReviewStatus,
+    list_reviews,
+    open_review_count,
+    read_review_state,
+    review_event,
+)
 from emrchain.state.emr.tables import (
     member_of_key,
     read_grant,
@@ -140,17 +157,30 @@ def break_glass_reviews(view: StateView, limit: int = DEFAULT_TRAIL_LIMIT) -> Ac
 __all__ = [
     "DEFAULT_TRAIL_LIMIT",
     "MAX_TRAIL_LIMIT",
+    "REVIEW_SCAN_MAX",
+    "AmendmentRef",
     "Decision",
     "MemberView",
+    "RecordAmendments",
+    "RecordHistory",
+    "ReviewPage",
+    "ReviewState",
+    "ReviewStatus",
     "access_events_for",
     "break_glass_reviews",
     "grants_for",
     "is_erased",
     "key_history",
     "list_decision",
+    "list_reviews",
     "member",
+    "open_review_count",
     "organisation",
     "read_decision",
+    "read_review_state",
     "record",
+    "record_amendments",
+    "record_history",
     "recorded_access",
+    "review_event",
 ]

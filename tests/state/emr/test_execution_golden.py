@@ -54,9 +54,10 @@ from tests.state.emr.world import (
 
 ANCHOR = TxKind.ANCHOR_RECORD
 
-EXPECTED_APP_HASH = "c58de9e6255571286e61b8f0211c34496d0557869ed0a8c358d69b5d6188f26d"
+# Changed by the review queue's open/closed state (0x68, 0x69): every break-glass writes both.
+EXPECTED_APP_HASH = "d1351fd480dc92040cbc359c32ba3f53efb9252b05f4fc8753f7679222064d25"
 """App hash after the last block of `run_workload`."""
-EXPECTED_RESULTS_DIGEST = "d7b40949dd17eb324d8708afe68c7803dbbe058c60fcec380a52cf2856a6a9b1"
+EXPECTED_RESULTS_DIGEST = "9cc453c808024ab1fed7d20c2692b347778e86eb193108406c55a0af39e4ba92"
 """SHA-256 over every block's app hash and every (code, message) of `run_workload`."""
 
 
@@ -212,6 +213,12 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
     organization = {"organization_id": "hospital-c", "name": "C", "encryption_key": digest("c")}
     newcomer = signer("golden/validator").public_key
     node = node_fields(signer("golden/node"), HOSPITAL_A, "10.0.0.9:26656")
+    amendment = world.anchor_fields(_record("5/amendment"))
+    amendment.update(supersedes=_record("1/4"), reason=1, note="")
+    amend = world.tx(A_CLINICIAN, TxKind.AMEND_RECORD, amendment)  # nonces in block order
+    glass = world.tx(A_CLINICIAN, TxKind.BREAK_GLASS, break_glass_fields())
+    review_id = transaction_id(codec.decode_transaction(glass, CHAIN_ID, 65_000))
+    closing = {"review_id": review_id, "outcome": 1, "note": ""}
     world.block(
         [
             world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization),
@@ -221,6 +228,8 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
         + [validator_update_tx(signer(index), 1, newcomer, 1, 1) for index in range(3)]
         # Hospital A, the custodian of a record the workload erased, confirms its erasure.
         + [world.tx(A_ADMIN, TxKind.ERASURE_RECEIPT, {"record_id": _record("1/2")})]
+        # A correction of a live record, and a break-glass closed by an auditor.
+        + [amend, glass, world.tx(A_AUDITOR, TxKind.CLOSE_REVIEW, closing)]
     )
     applied = {
         codec.decode_transaction(raw, CHAIN_ID, 65_000).kind
