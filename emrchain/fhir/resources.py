@@ -211,13 +211,19 @@ def document_reference(
     if erased:
         reason = anchor.get("erasure_reason") or "erased"
         resource["description"] = f"erased ({reason}); only the anchored hash remains"
-    relations = [
-        {"code": "replaces", "target": reference("DocumentReference", item["record_id"])}
-        for item in anchor.get("supersedes", ())
-    ]
-    if relations:
-        resource["relatesTo"] = relations
+    replaced = replaced_record(anchor)
+    if replaced is not None:
+        resource["relatesTo"] = [
+            {"code": "replaces", "target": reference("DocumentReference", replaced)}
+        ]
     return resource
+
+
+def replaced_record(anchor: Mapping[str, Any]) -> str | None:
+    """The record this one directly amends: the first of the history's `supersedes` (which
+    goes on back through the older ones; each of those is reached through its successor)."""
+    supersedes = anchor.get("supersedes") or ()
+    return str(supersedes[0]["record_id"]) if supersedes else None
 
 
 def provenance(anchor: Mapping[str, Any]) -> dict[str, Any]:
@@ -239,12 +245,11 @@ def provenance(anchor: Mapping[str, Any]) -> dict[str, Any]:
             }
         ],
     }
-    revised = [
-        {"role": "revision", "what": reference("DocumentReference", item["record_id"])}
-        for item in anchor.get("supersedes", ())
-    ]
-    if revised:
-        resource["entity"] = revised
+    replaced = replaced_record(anchor)
+    if replaced is not None:
+        resource["entity"] = [
+            {"role": "revision", "what": reference("DocumentReference", replaced)}
+        ]
     return resource
 
 

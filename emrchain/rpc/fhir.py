@@ -47,10 +47,14 @@ def fhir_response(resource: dict[str, Any], status: int = 200) -> web.Response:
     )
 
 
-def anchor_json(record: EmrRecord) -> dict[str, Any]:
+def anchor_json(view: StateView, record: EmrRecord) -> dict[str, Any]:
     """A record's anchor as the patient record index answers it (field names of
-    `GET /patients/{id}/records`), for the mapping."""
+    `GET /patients/{id}/records`) with its amendment status and the records it supersedes
+    (as `GET /records/{id}/history`), for the mapping."""
+    history = queries.record_history(view, record.record_id)
     return {
+        "status": history.status,
+        "supersedes": [{"record_id": item.record_id.hex()} for item in history.supersedes],
         "record_id": record.record_id.hex(),
         "patient_id": record.patient_id.hex(),
         "author": record.author.hex(),
@@ -125,21 +129,23 @@ class FhirRoutes:
             raise _not_found("DocumentReference")
         return record
 
-    def _document(self, request: web.Request, record: EmrRecord) -> dict[str, Any]:
+    def _document(self, request: web.Request, view: StateView, record: EmrRecord) -> dict[str, Any]:
         url = f"{request.url.origin()}/records/{record.record_id.hex()}"
-        return resources.document_reference(anchor_json(record), url)
+        return resources.document_reference(anchor_json(view, record), url)
 
     async def document_reference(self, request: web.Request) -> web.Response:
         record_id = _hex_id(request.match_info["id"], "DocumentReference")
         caller = await self._auth.authenticate(request)
-        record = self._visible_record(self._view(), caller, record_id)
-        return fhir_response(self._document(request, record))
+        view = self._view()
+        record = self._visible_record(view, caller, record_id)
+        return fhir_response(self._document(request, view, record))
 
     async def provenance(self, request: web.Request) -> web.Response:
         record_id = _hex_id(request.match_info["id"], "Provenance")
         caller = await self._auth.authenticate(request)
-        record = self._visible_record(self._view(), caller, record_id)
-        return fhir_response(resources.provenance(anchor_json(record)))
+        view = self._view()
+        record = self._visible_record(view, caller, record_id)
+        return fhir_response(resources.provenance(anchor_json(view, record)))
 
     async def consent(self, request: web.Request) -> web.Response:
         grant_id = _hex_id(request.match_info["id"], "Consent")
@@ -231,8 +237,8 @@ class FhirRoutes:
             return self._events(view, caller, search)
         records = self._records(view, caller, search)
         if search.resource_type == "Provenance":
-            return [resources.provenance(anchor_json(record)) for record in records]
-        return [self._document(request, record) for record in records]
+            return [resources.provenance(anchor_json(view, record)) for record in records]
+        return [self._document(request, view, record) for record in records]
 
     def _patient_listed(self, view: StateView, caller: Caller, patient_id: str) -> bytes:
         """The patient id, if the caller may list the patient's grants and trail."""

@@ -126,7 +126,9 @@ def test_document_reference_of_an_erased_record_keeps_only_the_hash() -> None:
     ],
 )
 def test_amended_records_relate_to_what_they_replace(status: str, expected: str) -> None:
-    amended = {**ANCHOR, "status": status, "supersedes": [{"record_id": "bc" * 32}]}
+    # The history lists the whole chain back; the record replaces the first, directly.
+    chain = [{"record_id": "bc" * 32}, {"record_id": "de" * 32}]
+    amended = {**ANCHOR, "status": status, "supersedes": chain}
     document = resources.document_reference(amended, None)
     validated(document)
     assert document["status"] == expected
@@ -135,7 +137,9 @@ def test_amended_records_relate_to_what_they_replace(status: str, expected: str)
     ]
     provenance = resources.provenance(amended)
     validated(provenance)
-    assert provenance["entity"][0]["role"] == "revision"
+    assert provenance["entity"] == [
+        {"role": "revision", "what": {"reference": f"DocumentReference/{'bc' * 32}"}}
+    ]
 
 
 def test_the_read_routes_numeric_record_type_is_named() -> None:
