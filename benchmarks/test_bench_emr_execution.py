@@ -39,7 +39,7 @@ TX_COUNT = 2_000
 SENDERS = 64
 ROUNDS = 5
 ORGANIZATION = "hospital-0"
-EXPECTED_APP_HASH = "5ebc80ad967d8fffbfd506568f97062bc4a68d6600eedb67a8eb729e87b41bfa"
+EXPECTED_APP_HASH = "e61959ab0cfd0d7517484488d117f4aeb652e470a29a5180bdeecd4f3f729cbc"
 """App hash of the measured block. Re-pinned when anchors gained their custody set (issue 24):
 the same with the accept path on and off and under the pure twin."""
 

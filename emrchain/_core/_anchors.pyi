@@ -17,6 +17,7 @@ class AnchorPath:
         record_prefix: bytes,
         patient_prefix: bytes,
         custody_prefix: bytes,
+        index_prefix: bytes,
         max_records_per_patient: int,
         result_type: Callable[[int, str], Any],
     ) -> None: ...

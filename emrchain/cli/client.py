@@ -29,7 +29,7 @@ from emrchain.client.identity import (
     save_identity,
 )
 from emrchain.client.replies import EmrClientError
-from emrchain.client.rpc import TlsOptions, check_base_url
+from emrchain.client.rpc import DEFAULT_TRAIL_LIMIT, MAX_TRAIL_LIMIT, TlsOptions, check_base_url
 from emrchain.client.sync import SyncEmrClient
 from emrchain.schema import BREAK_GLASS_MAX_DURATION_MS, U64_MAX, ErasureReason, RecordType
 
@@ -317,12 +317,86 @@ def grants(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("audit", "list the access trail of a patient or a record", arguments=_listing_arguments)
+def _page_arguments(parser: argparse.ArgumentParser, cursor: str, order: str) -> None:
+    pages = parser.add_mutually_exclusive_group()
+    pages.add_argument(
+        f"--{cursor}",
+        metavar="CURSOR",
+        help=f"continue {order} from a previous page's next cursor",
+    )
+    pages.add_argument("--all", action="store_true", help="every page, back to the first item")
+    parser.add_argument(
+        "--limit",
+        type=bounded_integer(1, MAX_TRAIL_LIMIT),
+        default=DEFAULT_TRAIL_LIMIT,
+        metavar="N",
+        help=f"items per page (default {DEFAULT_TRAIL_LIMIT})",
+    )
+
+
+def _audit_arguments(parser: argparse.ArgumentParser) -> None:
+    _listing_arguments(parser)
+    _page_arguments(parser, "before", "newest first")
+
+
+@command(
+    "audit",
+    "list the access trail of a patient or a record, newest first (one page, or --all)",
+    arguments=_audit_arguments,
+)
 def audit(args: argparse.Namespace) -> int:
+    target = {"patient_id": args.patient, "record_id": args.record}
+    if args.all:
+        events = _with_client(args, lambda client: client.all_access_events(**target))
+        _print_json({"events": events, "next": None})
+        return 0
     trail = _with_client(
-        args, lambda client: client.access_events(patient_id=args.patient, record_id=args.record)
+        args,
+        lambda client: client.access_events(**target, limit=args.limit, before=args.before),
     )
     _print_json(trail)
+    return 0
+
+
+def _patient_listing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
+    _connection_arguments(parser)
+    _page_arguments(parser, "after", "oldest first")
+
+
+@command(
+    "records",
+    "list a patient's records (anchors, not content), oldest first (one page, or --all)",
+    arguments=_patient_listing_arguments,
+)
+def records(args: argparse.Namespace) -> int:
+    if args.all:
+        found = _with_client(args, lambda client: client.all_patient_records(args.patient))
+        _print_json({"patient_id": args.patient.hex(), "records": found, "next": None})
+        return 0
+    page = _with_client(
+        args,
+        lambda client: client.patient_records(args.patient, after=args.after, limit=args.limit),
+    )
+    _print_json(page)
+    return 0
+
+
+@command(
+    "consents",
+    "list a patient's consent history with each grant's status, oldest first (one page, or --all)",
+    arguments=_patient_listing_arguments,
+)
+def consents(args: argparse.Namespace) -> int:
+    if args.all:
+        found = _with_client(args, lambda client: client.all_patient_consents(args.patient))
+        _print_json({"patient_id": args.patient.hex(), "consents": found, "next": None})
+        return 0
+    page = _with_client(
+        args,
+        lambda client: client.patient_consents(args.patient, after=args.after, limit=args.limit),
+    )
+    _print_json(page)
     return 0
 
 

@@ -796,15 +796,103 @@ class EmrClient:
         patient_id: bytes | None = None,
         record_id: bytes | None = None,
         limit: int = DEFAULT_TRAIL_LIMIT,
+        before: str | None = None,
     ) -> dict[str, Any]:
-        """The newest `limit` (1..1000) events of the access trail of a patient or a record,
-        newest first: `{"events": [...], "total": n, "dropped": n}`."""
+        """One page of the access trail of a patient or a record, newest first: the newest
+        `limit` (1..1000, at most the node's `[rpc] page_limit_max`) events, or those just
+        before the cursor `before` (a previous page's `next`). `{"events": [...], "total": n,
+        "dropped": 0, "next": cursor or None}`; `next` is None once the first event is in."""
+        path = _listing_path(patient_id, record_id, "access-events")
+        return await self._page(path, "events", limit, before=before)
+
+    async def all_access_events(
+        self,
+        *,
+        patient_id: bytes | None = None,
+        record_id: bytes | None = None,
+        page_limit: int = MAX_TRAIL_LIMIT,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every event of the trail, newest first back to the first ever, page by page."""
+        before: str | None = None
+        while True:
+            page = await self.access_events(
+                patient_id=patient_id, record_id=record_id, limit=page_limit, before=before
+            )
+            for event in page["events"]:
+                yield event
+            before = _next_cursor(page)
+            if before is None:
+                return
+
+    async def patient_records(
+        self, patient_id: bytes, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+    ) -> dict[str, Any]:
+        """One page of a patient's records, oldest first, after the cursor `after`:
+        `{"patient_id": hex, "records": [...], "next": cursor or None}`. Each record is its
+        anchor (id, author and organisation, height and time, type, content hash, CID, erased
+        or not), never its content. Listed for the patient, auditors, admins (their
+        organisation's records only: a page may then hold fewer than `limit` and still have a
+        `next`) and clinicians the patient let read all its records."""
+        path = f"/patients/{patient_id.hex()}/records"
+        return await self._page(path, "records", limit, after=after)
+
+    async def all_patient_records(
+        self, patient_id: bytes, *, page_limit: int = MAX_TRAIL_LIMIT
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every record of the patient the caller may list, oldest first, page by page."""
+        after: str | None = None
+        while True:
+            page = await self.patient_records(patient_id, after=after, limit=page_limit)
+            for record in page["records"]:
+                yield record
+            after = _next_cursor(page)
+            if after is None:
+                return
+
+    async def patient_consents(
+        self, patient_id: bytes, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+    ) -> dict[str, Any]:
+        """One page of a patient's consent history, oldest first, after the cursor `after`:
+        every grant ever made naming the patient, with `status` "active", "revoked" or
+        "expired" and, once revoked, `revoked_height` and `revoked_time_ms`. Listed for the
+        patient and auditors."""
+        path = f"/patients/{patient_id.hex()}/consents"
+        return await self._page(path, "consents", limit, after=after)
+
+    async def all_patient_consents(
+        self, patient_id: bytes, *, page_limit: int = MAX_TRAIL_LIMIT
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The patient's whole consent history, oldest first, page by page."""
+        after: str | None = None
+        while True:
+            page = await self.patient_consents(patient_id, after=after, limit=page_limit)
+            for consent in page["consents"]:
+                yield consent
+            after = _next_cursor(page)
+            if after is None:
+                return
+
+    async def _page(
+        self,
+        path: str,
+        items: str,
+        limit: int,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+    ) -> dict[str, Any]:
         if not 1 <= limit <= MAX_TRAIL_LIMIT:
             raise ValueError(f"limit must be within 1..{MAX_TRAIL_LIMIT}")
-        path = f"{_listing_path(patient_id, record_id, 'access-events')}?limit={limit}"
+        query = {"limit": str(limit)}
+        for name, value in (("after", after), ("before", before)):
+            if value is not None:
+                query[name] = value
+        path = str(yarl.URL(path).with_query(query))
         reply = json_object(await self._request("GET", path, signed=True), f"GET {path}")
-        if not isinstance(reply.get("events"), list):
-            raise BadReplyError(f"GET {path}: events is missing or not a list")
+        if not isinstance(reply.get(items), list):
+            raise BadReplyError(f"GET {path}: {items} is missing or not a list")
+        if not isinstance(reply.get("next"), str | None):
+            raise BadReplyError(f"GET {path}: next is not a cursor")
         return reply
 
     # ------------------------------------------------------------------------ FHIR
@@ -930,6 +1018,11 @@ def check_base_url(base_url: str) -> str:
     if url.path not in ("", "/") or url.query_string or url.fragment:
         raise ValueError(f"the RPC URL must have no path, query or fragment, got {base_url!r}")
     return str(url.origin())
+
+
+def _next_cursor(page: dict[str, Any]) -> str | None:
+    cursor = page.get("next")
+    return cursor if isinstance(cursor, str) else None
 
 
 def _listing_path(patient_id: bytes | None, record_id: bytes | None, listing: str) -> str:

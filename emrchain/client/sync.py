@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,9 +141,12 @@ class SyncEmrClient:
         patient_id: bytes | None = None,
         record_id: bytes | None = None,
         limit: int = DEFAULT_TRAIL_LIMIT,
+        before: str | None = None,
     ) -> dict[str, Any]:
         return self._run(
-            self._client.access_events(patient_id=patient_id, record_id=record_id, limit=limit)
+            self._client.access_events(
+                patient_id=patient_id, record_id=record_id, limit=limit, before=before
+            )
         )
 
     def fhir_read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
@@ -168,3 +171,30 @@ class SyncEmrClient:
 
     def export_patient(self, patient_id: bytes, out_dir: Path) -> ExportSummary:
         return self._run(self._client.export_patient(patient_id, out_dir))
+    def all_access_events(
+        self, *, patient_id: bytes | None = None, record_id: bytes | None = None
+    ) -> list[dict[str, Any]]:
+        """The whole trail, newest first (every page, fetched before this returns)."""
+        return self._run(
+            _gathered(self._client.all_access_events(patient_id=patient_id, record_id=record_id))
+        )
+
+    def patient_records(
+        self, patient_id: bytes, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+    ) -> dict[str, Any]:
+        return self._run(self._client.patient_records(patient_id, after=after, limit=limit))
+
+    def all_patient_records(self, patient_id: bytes) -> list[dict[str, Any]]:
+        return self._run(_gathered(self._client.all_patient_records(patient_id)))
+
+    def patient_consents(
+        self, patient_id: bytes, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+    ) -> dict[str, Any]:
+        return self._run(self._client.patient_consents(patient_id, after=after, limit=limit))
+
+    def all_patient_consents(self, patient_id: bytes) -> list[dict[str, Any]]:
+        return self._run(_gathered(self._client.all_patient_consents(patient_id)))
+
+
+async def _gathered(items: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item async for item in items]

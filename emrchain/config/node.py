@@ -312,6 +312,18 @@ class RpcSection:
         "max_stream_subscribers.",
         Integer(1, 10_000, "subscribers"),
     )
+    page_limit_default: int = setting(
+        100,
+        "Items one page of a listing returns when the request names no ?limit= (a patient's "
+        "records, consents, access events); at most page_limit_max.",
+        Integer(1, 4_096, "items"),
+    )
+    page_limit_max: int = setting(
+        1_000,
+        "Most items one page of a listing returns (?limit= above it: 400 bad_limit); older "
+        "pages are reached with the reply's next cursor, back to the first item ever.",
+        Integer(1, 4_096, "items"),
+    )
     max_connections: int = setting(
         1_024,
         "Most open client connections, HTTP and WebSocket; one more is answered 503 and "
@@ -1360,6 +1372,12 @@ def _check_rpc_limits(config: NodeConfig, require: Callable[[bool, str, str], No
         "[rpc] max_connections_per_address",
         f"must be at most [rpc] max_connections ({rpc.max_connections}), "
         f"got {rpc.max_connections_per_address}",
+    )
+    require(
+        rpc.page_limit_default <= rpc.page_limit_max,
+        "[rpc] page_limit_default",
+        f"must be at most [rpc] page_limit_max ({rpc.page_limit_max}), "
+        f"got {rpc.page_limit_default}",
     )
     for key in ("max_stream_subscribers_per_address", "max_stream_subscribers_per_member"):
         require(

@@ -21,8 +21,8 @@ SIGNED: list[dict[str, list[str]]] = [
 ]
 MAX_HEIGHT = (1 << 63) - 1
 """Largest height `GET /blocks/{height}` parses (heights are u64 on the wire, < 2^63 here)."""
-MAX_EVENTS_LIMIT = 1_000
-"""Most access events one listing returns (`?limit=`)."""
+CURSOR = {"type": "string", "pattern": "^[0-9]{1,20}\\.[0-9a-f]{16}$"}
+"""A listing's position (`pagination.py`): what a reply's `next` gave."""
 ACCESS_EVENT_HEADER_SLACK = 190
 """Room left in the header line beside the access event's hex: its name, ": ", and margin."""
 
@@ -38,6 +38,8 @@ class DocumentLimits:
     text/plain) before any route runs."""
     fhir_max_count: int = 100
     """`[rpc] fhir_max_count`: the largest `_count` of a /fhir search."""
+    page_limit_max: int = 1_000
+    """`[rpc] page_limit_max`: most items one page of a listing returns (`?limit=`)."""
 
     @property
     def max_access_event_hex(self) -> int:
@@ -119,8 +121,18 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
         "name": "limit",
         "in": "query",
         "required": False,
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_EVENTS_LIMIT},
+        "schema": {"type": "integer", "minimum": 1, "maximum": limits.page_limit_max},
     }
+    after, before = (
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": CURSOR,
+            "description": f"the `next` of the previous page ({order})",
+        }
+        for name, order in (("after", "oldest first"), ("before", "newest first"))
+    )
     listing_errors = _error_responses(400, 401, 403, 404, 503)
     return {
         "openapi": "3.1.0",
@@ -468,7 +480,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                 "get": {
                     "operationId": "recordAccessEvents",
                     "security": SIGNED,
-                    "parameters": [record_id, limit],
+                    "parameters": [record_id, limit, before],
                     "responses": {**_ok(replies.EVENTS), **listing_errors},
                 }
             },
@@ -484,11 +496,27 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                 "get": {
                     "operationId": "patientAccessEvents",
                     "security": SIGNED,
-                    "parameters": [patient_id, limit],
+                    "parameters": [patient_id, limit, before],
                     "responses": {**_ok(replies.EVENTS), **listing_errors},
                 }
             },
             **fhir_paths(SIGNED, limits.fhir_max_count),
+            "/patients/{patient_id}/records": {
+                "get": {
+                    "operationId": "patientRecords",
+                    "security": SIGNED,
+                    "parameters": [patient_id, limit, after],
+                    "responses": {**_ok(replies.PATIENT_RECORDS), **listing_errors},
+                }
+            },
+            "/patients/{patient_id}/consents": {
+                "get": {
+                    "operationId": "patientConsents",
+                    "security": SIGNED,
+                    "parameters": [patient_id, limit, after],
+                    "responses": {**_ok(replies.CONSENTS), **listing_errors},
+                }
+            },
         },
         "components": {
             "schemas": {"Error": replies.ERROR, "OperationOutcome": OPERATION_OUTCOME_SCHEMA},

@@ -276,7 +276,6 @@ EVENT = strict(
     height=INT,
     time_ms=INT,
 )
-EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT)
 AMENDMENT_LINK = strict(
     record_id=HEX32,
     reason={"enum": list(AMENDMENT_REASONS)},
@@ -313,4 +312,45 @@ REVIEW = strict(
 REVIEWS = strict(
     reviews={"type": "array", "items": REVIEW}, next_after=nullable(INT), total=INT, open=INT
 )
+CURSOR = nullable({"type": "string", "pattern": "^[0-9]{1,20}\\.[0-9a-f]{16}$"})
+EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT, next=CURSOR)
+INDEXED_RECORD = strict(
+    record_id=HEX32,
+    patient_id=HEX32,
+    author=HEX32,
+    author_organization=STR,
+    anchored_height=INT,
+    anchored_time_ms=INT,
+    record_type=STR,
+    content_sha256=HEX32,
+    cid=nullable(STR),
+    size_bytes=INT,
+    erased=BOOL,
+    erasure_reason=nullable(STR),
+    erased_by=nullable(HEX32),
+    erased_height=nullable(INT),
+    erased_time_ms=nullable(INT),
+)
+PATIENT_RECORDS = strict(
+    patient_id=HEX32, records={"type": "array", "items": INDEXED_RECORD}, next=CURSOR
+)
+CONSENT = strict(
+    grant_id=HEX32,
+    scope={"enum": ["patient", "record"]},
+    record_id=nullable(HEX32),
+    grantee=STR,
+    grantee_kind={"enum": ["member", "organization"]},
+    grantor=HEX32,
+    granted_height=INT,
+    granted_time_ms=INT,
+    expires_time_ms=nullable(INT),
+    status={"enum": ["active", "revoked", "expired"]},
+    revoked_height=nullable(INT),
+    revoked_time_ms=nullable(INT),
+    revoked_by=nullable(HEX32),
+    ended=nullable({"enum": ["revoked", "expired", "record_erased"]}),
+    ended_height=nullable(INT),
+    ended_time_ms=nullable(INT),
+)
+CONSENTS = strict(patient_id=HEX32, consents={"type": "array", "items": CONSENT}, next=CURSOR)
 ERROR = strict(error=strict(code=STR, message=STR))

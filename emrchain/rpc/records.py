@@ -1,5 +1,6 @@
 """Record routes (`docs/spec/rpc.md`): upload ciphertext, consented reads that leave an on-chain
-access event, grant and access-trail listings, member accounts."""
+access event, grant and access-trail listings, a patient's records and consent history (paged
+with cursors, `pagination.py`), member accounts."""
 
 from __future__ import annotations
 
@@ -13,22 +14,24 @@ from typing import Any
 
 from aiohttp import web
 
-from emrchain.api.parse import decimal, lower_hex
+from emrchain.api.parse import lower_hex
 from emrchain.api.signing import HEADER_ACCESS_EVENT, HEADER_RECORD_STATUS
 from emrchain.records.service import CustodyError
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.commit_waits import TxDropped, WaitLimitError, WaitsClosedError
 from emrchain.rpc.errors import RpcError, hex_argument
 from emrchain.rpc.node_view import NodeView
-from emrchain.rpc.openapi import MAX_EVENTS_LIMIT, DocumentLimits
-from emrchain.schema import AccessAction, GrantScope, Role, TxKind
+from emrchain.rpc.openapi import DocumentLimits
+from emrchain.rpc.pagination import cursor, cursor_sequence, out_of_range, page_limit
+from emrchain.schema import AccessAction, ErasureReason, GranteeKind, GrantScope, Role, TxKind
 from emrchain.state.codes import code_name
 from emrchain.state.emr import Decision, list_decision, queries, read_decision
 from emrchain.state.emr.amendments import AmendmentDetail
-from emrchain.state.emr.audit import AccessEvent
+from emrchain.state.emr.audit import AccessBasis, AccessEvent
 from emrchain.state.emr.custody import read_record_custody
 from emrchain.state.emr.entities import Member, MemberStatus
-from emrchain.state.emr.records import EmrRecord, Grant
+from emrchain.state.emr.history import ConsentEntry
+from emrchain.state.emr.records import EmrRecord, Grant, GrantEnd
 from emrchain.state.keys import nonce_key
 from emrchain.state.progress import read_progress
 from emrchain.state.view import StateView
@@ -77,6 +80,73 @@ def event_json(event: AccessEvent) -> dict[str, Any]:
     }
 
 
+def indexed_record_json(record: EmrRecord) -> dict[str, Any]:
+    """A record of a patient's record index: its anchor, never its ciphertext or key."""
+    erased = record.is_erased
+    return {
+        "record_id": record.record_id.hex(),
+        "patient_id": record.patient_id.hex(),
+        "author": record.author.hex(),
+        "author_organization": record.author_organization,
+        "anchored_height": record.height,
+        "anchored_time_ms": record.time_ms,
+        "record_type": record.record_type.name,
+        "content_sha256": record.ciphertext_sha256.hex(),
+        "cid": None if erased else cid_bytes_to_text(record.cid),
+        "size_bytes": record.size_bytes,
+        "erased": erased,
+        "erasure_reason": ErasureReason(record.erasure_reason).name.lower() if erased else None,
+        "erased_by": record.erased_by.hex() if erased else None,
+        "erased_height": record.erased_height if erased else None,
+        "erased_time_ms": record.erased_time_ms if erased else None,
+    }
+
+
+_ENDED_STATUS = {
+    GrantEnd.REVOKED: "revoked",
+    GrantEnd.RECORD_ERASED: "revoked",
+    GrantEnd.EXPIRED: "expired",
+}
+
+
+def consent_json(entry: ConsentEntry, time_ms: int) -> dict[str, Any]:
+    """A grant of a consent history with its status at consent time `time_ms`: `revoked`
+    (by its grantor or patient, or with its record's erasure: `ended` says which), `expired`
+    (pruned, or over at `time_ms` and not yet pruned), else `active`."""
+    grant, ended = entry.grant, entry.ended
+    if ended is not None:
+        status = _ENDED_STATUS[ended.end]
+    else:
+        status = "active" if grant.in_force(time_ms) else "expired"
+    revoked = ended is not None and status == "revoked"
+    is_member = grant.grantee_kind == GranteeKind.MEMBER
+    return {
+        "grant_id": grant.grant_id.hex(),
+        "scope": grant.scope.name.lower(),
+        "record_id": grant.target.hex() if grant.scope == GrantScope.RECORD else None,
+        "grantee": grant.grantee_member.hex() if is_member else grant.grantee_organization,
+        "grantee_kind": grant.grantee_kind.name.lower(),
+        "grantor": grant.grantor.hex(),
+        "granted_height": grant.height,
+        "granted_time_ms": grant.time_ms,
+        "expires_time_ms": grant.expires_at_ms or None,
+        "status": status,
+        "revoked_height": ended.height if revoked and ended else None,
+        "revoked_time_ms": ended.time_ms if revoked and ended else None,
+        "revoked_by": ended.ended_by.hex() if revoked and ended else None,
+        "ended": ended.end.name.lower() if ended else None,
+        "ended_height": ended.height if ended else None,
+        "ended_time_ms": ended.time_ms if ended else None,
+    }
+
+
+PATIENT_RECORDS = "patient-records"
+PATIENT_CONSENTS = "patient-consents"
+PATIENT_EVENTS = "patient-access-events"
+RECORD_EVENTS = "record-access-events"
+"""The listings' names in their cursors' tags: a cursor of one is refused by the others."""
+
+
 @dataclass(frozen=True, slots=True)
 class _CommittedEvent:
     tx_id: bytes
@@ -113,6 +183,7 @@ class RecordRoutes:
         self._max_access_event_hex = DocumentLimits(
             max_tx_bytes=self._max_tx_bytes, max_header_bytes=node.config.rpc.max_header_bytes
         ).max_access_event_hex
+        self._page_limits = (node.config.rpc.page_limit_default, node.config.rpc.page_limit_max)
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -122,6 +193,8 @@ class RecordRoutes:
             web.get("/records/{record_id}/access-events", self.record_events),
             web.get("/patients/{patient_id}/grants", self.patient_grants),
             web.get("/patients/{patient_id}/access-events", self.patient_events),
+            web.get("/patients/{patient_id}/records", self.patient_records),
+            web.get("/patients/{patient_id}/consents", self.patient_consents),
             web.get("/accounts/{member_key}", self.account),
         ]
 
@@ -402,28 +475,89 @@ class RecordRoutes:
         grants = queries.grants_for(self._view(), patient_id=patient_id)
         return web.json_response({"grants": [grant_json(grant) for grant in grants]})
 
-    async def _events(self, request: web.Request, **target: bytes) -> web.Response:
-        limit = decimal(request.query.get("limit", "100"), MAX_EVENTS_LIMIT)
-        if not limit:
-            raise RpcError(400, "bad_limit", f"limit must be 1..{MAX_EVENTS_LIMIT}")
+    def _limit(self, request: web.Request) -> int:
+        return page_limit(request, *self._page_limits)
+
+    async def _events(
+        self, request: web.Request, listing: str, target_id: bytes, **target: bytes
+    ) -> web.Response:
+        """A page of an access trail, newest first, from just before the `before` cursor back
+        towards the first event ever; `next` continues it (null: the first event is in it)."""
+        limit = self._limit(request)
+        before = cursor_sequence(request.query.get("before"), listing, target_id)
         await self._listing(request, **target)
-        trail = queries.access_events_for(self._view(), limit=limit, **target)
+        try:
+            trail = queries.access_events_for(self._view(), limit=limit, before=before, **target)
+        except ValueError as error:
+            raise out_of_range(error) from None
+        oldest = trail.oldest_sequence
         return web.json_response(
             {
                 "events": [event_json(event) for event in trail.events],
                 "total": trail.total,
                 "dropped": trail.dropped,
+                "next": cursor(listing, target_id, oldest) if oldest else None,
             }
         )
 
     async def record_events(self, request: web.Request) -> web.Response:
-        return await self._events(
-            request, record_id=hex_argument(request.match_info["record_id"], 32, "record id")
-        )
+        record_id = hex_argument(request.match_info["record_id"], 32, "record id")
+        return await self._events(request, RECORD_EVENTS, record_id, record_id=record_id)
 
     async def patient_events(self, request: web.Request) -> web.Response:
-        return await self._events(
-            request, patient_id=hex_argument(request.match_info["patient_id"], 32, "patient id")
+        patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
+        return await self._events(request, PATIENT_EVENTS, patient_id, patient_id=patient_id)
+
+    async def patient_consents(self, request: web.Request) -> web.Response:
+        """The patient's consent history, oldest first: every grant ever made naming the
+        patient with its status; listed by whom may list its grants (`list_decision`)."""
+        patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
+        limit = self._limit(request)
+        after = cursor_sequence(request.query.get("after"), PATIENT_CONSENTS, patient_id)
+        await self._listing(request, patient_id=patient_id)
+        view = self._view()
+        try:
+            page = queries.consents_of(view, patient_id, after, limit)
+        except ValueError as error:
+            raise out_of_range(error) from None
+        time_ms = self._consent_time_ms(view)
+        last = page.items[-1].sequence if page.items else None
+        return web.json_response(
+            {
+                "patient_id": patient_id.hex(),
+                "consents": [consent_json(entry, time_ms) for entry in page.items],
+                "next": _next_after(PATIENT_CONSENTS, patient_id, last, page.total),
+            }
+        )
+
+    async def patient_records(self, request: web.Request) -> web.Response:
+        """The patient's records, oldest first (`patient_records_decision`). An admin's pages
+        hold only its organisation's records: a page scans `limit` index entries, so it may
+        hold fewer, or none, and still have a `next`."""
+        patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
+        caller = await self._auth.authenticate(request)
+        limit = self._limit(request)
+        after = cursor_sequence(request.query.get("after"), PATIENT_RECORDS, patient_id)
+        view = self._view()
+        time_ms = self._consent_time_ms(view)
+        decision = queries.patient_records_decision(view, caller.key, patient_id, time_ms)
+        if not decision.allowed:
+            raise RpcError(404, "not_found", "nothing here that you may list")
+        try:
+            page = queries.records_of(view, patient_id, after, limit)
+        except ValueError as error:
+            raise out_of_range(error) from None
+        records = [item.record for item in page.items]
+        if decision.via == AccessBasis.AUTHOR_ORGANIZATION.label:
+            organization = caller.member.organization_id
+            records = [item for item in records if item.author_organization == organization]
+        last = page.items[-1].sequence if page.items else None
+        return web.json_response(
+            {
+                "patient_id": patient_id.hex(),
+                "records": [indexed_record_json(record) for record in records],
+                "next": _next_after(PATIENT_RECORDS, patient_id, last, page.total),
+            }
         )
 
     # ----------------------------------------------------------------- account
@@ -459,6 +593,13 @@ def _link_json(item: AmendmentDetail) -> dict[str, Any]:
         "note": item.note or None,
         "height": item.height,
     }
+
+
+def _next_after(listing: str, target: bytes, last: int | None, total: int) -> str | None:
+    """The cursor after a page, oldest first, whose last item is `last`; None at the end."""
+    if last is None or last + 1 >= total:
+        return None
+    return cursor(listing, target, last)
 
 
 def may_see_account(caller: Caller, member: Member) -> bool:

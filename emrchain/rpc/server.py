@@ -271,6 +271,7 @@ class RpcServer:
                 max_tx_bytes=node.config.limits.max_tx_bytes,
                 max_header_bytes=section.max_header_bytes,
                 fhir_max_count=section.fhir_max_count,
+                page_limit_max=section.page_limit_max,
             )
         )
         self.authenticator = _authenticator(node)

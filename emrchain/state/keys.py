@@ -72,23 +72,32 @@ why, and at which height (`records.md` §11)."""
 AMENDMENT_STATE_PREFIX = b"\x35"
 """0x35 | record id (32) -> AmendmentState: the record's status and the records that amend
 it, oldest first (absent: current, never amended)."""
+PATIENT_RECORDS_PREFIX = b"\x33"
+"""0x33 | patient id (32) | sequence u32 -> record id (32): the patient's records in anchoring
+order; the sequence is the patient entry's record count before the anchor."""
 GRANT_PREFIX = b"\x40"
-"""0x40 | grant id (32) -> Grant, while the grant is in force (deleted when revoked, expired
-and pruned, or its record erased)."""
+"""0x40 | grant id (32) -> Grant, while the grant is in force (moved to 0x44 when revoked,
+expired and pruned, or its record erased)."""
 PATIENT_GRANTS_PREFIX = b"\x41"
 """0x41 | patient id (32) -> list of grant ids naming this patient (both scopes)."""
 RECORD_GRANTS_PREFIX = b"\x42"
 """0x42 | record id (32) -> list of grant ids of record scope for this record."""
+CONSENT_HISTORY_PREFIX = b"\x43"
+"""0x43 | patient id (32) | sequence u64 -> grant id (32): every grant ever made naming the
+patient, in grant order; sequence 2^64-1 holds the history's length u64 instead."""
+ENDED_GRANT_PREFIX = b"\x44"
+"""0x44 | grant id (32) -> EndedGrant: a grant no longer in force (revoked, expired and pruned,
+or its record erased), with how, when and by whom it ended."""
 BREAK_GLASS_PREFIX = b"\x50"
 """0x50 | patient id (32) -> the patient's break-glass sessions not yet pruned."""
 PATIENT_TRAIL_COUNT_PREFIX = b"\x60"
 """0x60 | patient id (32) -> events ever appended to the patient's access trail u64."""
 PATIENT_TRAIL_PREFIX = b"\x61"
-"""0x61 | patient id (32) | slot u32 -> AccessEvent (ring buffer slot = sequence mod cap)."""
+"""0x61 | patient id (32) | sequence u64 -> AccessEvent: the patient's trail, append-only."""
 RECORD_TRAIL_COUNT_PREFIX = b"\x62"
 """0x62 | record id (32) -> events ever appended to the record's access trail u64."""
 RECORD_TRAIL_PREFIX = b"\x63"
-"""0x63 | record id (32) | slot u32 -> AccessEvent."""
+"""0x63 | record id (32) | sequence u64 -> AccessEvent: the record's trail, append-only."""
 REVIEW_COUNT = b"\x64"
 """-> break-glass events ever appended to the review queue u64."""
 REVIEW_PREFIX = b"\x65"
@@ -150,6 +159,22 @@ def patient_grants_key(patient_id: bytes) -> bytes:
 
 def record_grants_key(record_id: bytes) -> bytes:
     return RECORD_GRANTS_PREFIX + record_id
+
+
+def patient_record_key(patient_id: bytes, sequence: int) -> bytes:
+    return PATIENT_RECORDS_PREFIX + patient_id + sequence.to_bytes(4, "big")
+
+
+CONSENT_HISTORY_LENGTH_SEQUENCE = (1 << 64) - 1
+"""The sequence under which a consent history keeps its length (no grant ever gets it)."""
+
+
+def consent_history_key(patient_id: bytes, sequence: int) -> bytes:
+    return CONSENT_HISTORY_PREFIX + patient_id + sequence.to_bytes(8, "big")
+
+
+def ended_grant_key(grant_id: bytes) -> bytes:
+    return ENDED_GRANT_PREFIX + grant_id
 
 
 def break_glass_key(patient_id: bytes) -> bytes:

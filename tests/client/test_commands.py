@@ -355,3 +355,65 @@ def test_break_glass_through_the_commands(real_node: RealNode, tmp_path: Path) -
     ]
     assert events[1]["reason"] == reason
     assert all(event["flagged_for_review"] for event in events)
+
+
+def test_records_consents_and_paged_audit_through_the_commands(
+    real_node: RealNode, tmp_path: Path
+) -> None:
+    cast = real_node.cast()
+    keys = Keys(real_node, cast, tmp_path)
+    record_ids = [store(real_node, cast, b"visit %d" % number).hex() for number in range(2)]
+    patient = ["--patient", cast.patient_id.hex()]
+
+    status, out, err = emrchain("records", *patient, "--limit", "1", *keys("patient"), cwd=tmp_path)
+    assert status == 0, err
+    first = json.loads(out)
+    assert [record["record_id"] for record in first["records"]] == record_ids[:1]
+    status, out, err = emrchain(
+        "records", *patient, "--after", first["next"], *keys("patient"), cwd=tmp_path
+    )
+    assert status == 0, err
+    second = json.loads(out)
+    assert [record["record_id"] for record in second["records"]] == record_ids[1:]
+    assert second["next"] is None
+    status, out, err = emrchain("records", *patient, "--all", *keys("auditor"), cwd=tmp_path)
+    assert status == 0, err
+    assert [record["record_id"] for record in json.loads(out)["records"]] == record_ids
+    # Another organisation's clinician, without the patient's consent, lists nothing.
+    status, _, err = emrchain("records", *patient, *keys("outsider"), cwd=tmp_path)
+    assert status == 1 and "HTTP 404 not_found" in err
+    assert_one_line(err, "records")
+    # A cursor edited by hand.
+    status, _, err = emrchain(
+        "records", *patient, "--after", "5" + first["next"], *keys("patient"), cwd=tmp_path
+    )
+    assert status == 1 and "HTTP 400 bad_cursor" in err
+
+    status, out, err = emrchain(
+        "grant", *patient, "--to-member", cast.outsider.member_key.hex(), *keys("patient"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    grant_id = out.split()[1]
+    status, out, err = emrchain("records", *patient, *keys("outsider"), cwd=tmp_path)
+    assert status == 0 and len(json.loads(out)["records"]) == 2, err
+    status, out, err = emrchain("revoke", grant_id, *keys("patient"), cwd=tmp_path)
+    assert status == 0, err
+    status, out, err = emrchain("consents", *patient, "--all", *keys("patient"), cwd=tmp_path)
+    assert status == 0, err
+    [consent] = json.loads(out)["consents"]
+    assert (consent["grant_id"], consent["status"]) == (grant_id, "revoked")
+    assert consent["revoked_height"] > consent["granted_height"]
+
+    with SyncEmrClient(real_node.url, cast.patient) as owner:
+        for record_id in record_ids:
+            owner.get_record(bytes.fromhex(record_id))
+    status, out, err = emrchain("audit", *patient, "--limit", "1", *keys("patient"), cwd=tmp_path)
+    assert status == 0, err
+    newest = json.loads(out)
+    assert len(newest["events"]) == 1 and newest["next"] is not None
+    status, out, err = emrchain("audit", *patient, "--all", *keys("patient"), cwd=tmp_path)
+    assert status == 0, err
+    every = json.loads(out)["events"]
+    assert every[0] == newest["events"][0]
+    assert [event["record_id"] for event in every] == list(reversed(record_ids))

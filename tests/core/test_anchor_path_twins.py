@@ -25,7 +25,7 @@ from emrchain._core.reference import anchors as pure
 from tests.core.conftest import import_twin_module
 
 ANCHOR_KIND = 5
-NONCE, RECORD, PATIENT, CUSTODY = b"\x10", b"\x30", b"\x25", b"\x31"
+NONCE, RECORD, PATIENT, CUSTODY, INDEX = b"\x10", b"\x30", b"\x25", b"\x31", b"\x33"
 MAX_RECORDS = 5
 CHAIN = b"emrchain-test"
 NONCE_END = 2 + len(CHAIN) + 1 + 32 + 8
@@ -236,7 +236,7 @@ def compiled_class() -> Any:
 def run(path_class: Any, scenario: Scenario) -> tuple[Any, ...]:
     """Everything observable of one `deliver_block` call: its return value or exception, the
     pending writes in order, the results, and every call it made back."""
-    path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, MAX_RECORDS, Result)
+    path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, INDEX, MAX_RECORDS, Result)
     txs = scenario.txs
     eligible = (scenario.eligible + b"\x01" * len(txs))[: len(txs)]
     pending = dict(scenario.pending)
@@ -296,19 +296,21 @@ def test_twins_agree_on_everything_observable(compiled_class: Any, scenario: Sce
 
 
 def test_the_accept_path_is_taken_and_writes_what_the_rule_writes(compiled_class: Any) -> None:
-    """A plain case, spelled out: the record, its custody, the patient entry and the nonce, in
-    that order (`encode_record`, `RecordCustody.encode` and `PatientEntry.pack` give these bytes:
+    """A plain case, spelled out: the record, its custody, the patient's record index entry
+    (sequence = the record count before), the patient entry and the nonce, in that order
+    (`encode_record`, `RecordCustody.encode` and `PatientEntry.pack` give these bytes:
     tests/state/emr compares them through the application)."""
     patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
     cid = b"\x01\x70" + b"c" * 34
     raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], cid)
-    scenario = Scenario([raw], b"\x01", {PATIENT + PATIENTS[0]: patient_entry}, {}, 4, True)
+    scenario = Scenario([raw], b"\x01", {PATIENT + PATIENTS[0]: patient_entry}, {}, 5, True)
     for path_class in (compiled_class, pure.AnchorPath):
         outcome, writes, results, calls = run(path_class, scenario)
         assert outcome == 1
         assert [key for key, _ in writes] == [
             RECORD + RECORDS[0],
             CUSTODY + RECORDS[0],
+            INDEX + PATIENTS[0] + struct.pack(">I", 1),
             PATIENT + PATIENTS[0],
             NONCE + SENDERS[0],
         ]
@@ -327,6 +329,7 @@ def test_the_accept_path_is_taken_and_writes_what_the_rule_writes(compiled_class
             + struct.pack(">QQ", 123, 1_700_000_000_000)
             + bytes(49)
         )
+        assert dict(writes)[INDEX + PATIENTS[0] + struct.pack(">I", 1)] == RECORDS[0]
         assert dict(writes)[PATIENT + PATIENTS[0]] == b"\x0b" * 32 + struct.pack(">I", 2)
         assert dict(writes)[NONCE + SENDERS[0]] == struct.pack(">Q", 1)
         assert results == [Result(0, f"record {RECORDS[0][:8].hex()} anchored")]
@@ -360,7 +363,7 @@ def test_anything_but_the_authors_organisation_alone_goes_the_general_way(
 def test_a_full_overlay_sends_the_transaction_the_general_way(compiled_class: Any) -> None:
     patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
     raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], b"ab")
-    for slack, delivered in ((3, True), (4, False)):
+    for slack, delivered in ((4, True), (5, False)):
         committed = {PATIENT + PATIENTS[0]: patient_entry}
         scenario = Scenario([raw], b"\x01", committed, {}, slack, True)
         for path_class in (compiled_class, pure.AnchorPath):
@@ -372,15 +375,17 @@ def test_a_full_overlay_sends_the_transaction_the_general_way(compiled_class: An
 @pytest.mark.parametrize(
     "arguments, error",
     [
-        ((256, NONCE, RECORD, PATIENT, CUSTODY, 5), "anchor_kind"),
-        ((5, b"", RECORD, PATIENT, CUSTODY, 5), "nonce_prefix"),
-        ((5, NONCE, b"\x30\x31", PATIENT, CUSTODY, 5), "record_prefix"),
-        ((5, NONCE, RECORD, "%", CUSTODY, 5), "patient_prefix"),
-        ((5, NONCE, RECORD, PATIENT, None, 5), "custody_prefix"),
-        ((5, NONCE, NONCE, PATIENT, CUSTODY, 5), "differ"),
-        ((5, NONCE, RECORD, PATIENT, RECORD, 5), "differ"),
-        ((5, NONCE, RECORD, PATIENT, CUSTODY, 0), "max_records_per_patient"),
-        ((5, NONCE, RECORD, PATIENT, CUSTODY, True), "max_records_per_patient"),
+        ((256, NONCE, RECORD, PATIENT, CUSTODY, INDEX, 5), "anchor_kind"),
+        ((5, b"", RECORD, PATIENT, CUSTODY, INDEX, 5), "nonce_prefix"),
+        ((5, NONCE, b"\x30\x31", PATIENT, CUSTODY, INDEX, 5), "record_prefix"),
+        ((5, NONCE, RECORD, "%", CUSTODY, INDEX, 5), "patient_prefix"),
+        ((5, NONCE, RECORD, PATIENT, None, INDEX, 5), "custody_prefix"),
+        ((5, NONCE, RECORD, PATIENT, CUSTODY, b"", 5), "index_prefix"),
+        ((5, NONCE, NONCE, PATIENT, CUSTODY, INDEX, 5), "differ"),
+        ((5, NONCE, RECORD, PATIENT, RECORD, INDEX, 5), "differ"),
+        ((5, NONCE, RECORD, PATIENT, CUSTODY, PATIENT, 5), "differ"),
+        ((5, NONCE, RECORD, PATIENT, CUSTODY, INDEX, 0), "max_records_per_patient"),
+        ((5, NONCE, RECORD, PATIENT, CUSTODY, INDEX, True), "max_records_per_patient"),
     ],
 )
 def test_twins_refuse_the_same_constructor_arguments(
@@ -425,7 +430,7 @@ def test_twins_refuse_the_same_block_arguments(
             "sole_custodian": True,
         }
         arguments.update(change)
-        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, MAX_RECORDS, Result)
+        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, INDEX, MAX_RECORDS, Result)
         with pytest.raises(error_type, match=error):
             path.deliver_block(**arguments)
 
@@ -437,7 +442,7 @@ def test_twins_refuse_a_malformed_author(compiled_class: Any, author: Any) -> No
     patient_entry = b"\x0b" * 32 + struct.pack(">I", 1)
     raw = anchor_bytes(SENDERS[0], 1, RECORDS[0], PATIENTS[0], b"ab")
     for path_class in (compiled_class, pure.AnchorPath):
-        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, MAX_RECORDS, Result)
+        path = path_class(ANCHOR_KIND, NONCE, RECORD, PATIENT, CUSTODY, INDEX, MAX_RECORDS, Result)
         pending: dict[bytes, bytes | None] = {PATIENT + PATIENTS[0]: patient_entry}
         with pytest.raises(ValueError, match="author_of"):
             path.deliver_block(

@@ -18,17 +18,18 @@ nonce (the stored value absent or 8 bytes), an author the caller's `author_of` v
 sender is an active member signing with its current key, in a role that may anchor, of an
 organisation a custody entry may name), a custody list of exactly one entry naming the
 author's organisation with a 32-byte digest, no stored record under the record id, a patient
-entry of the normal 36 bytes below the record limit, room in the overlay for its four writes.
+entry of the normal 36 bytes below the record limit, room in the overlay for its five writes.
 Anything else — k above 1, a different kind, any refusal, another custody list, an entry in
 another form, bytes whose layout does not add up — is handed to the caller's `deliver(index)`
 before anything is written for it, and the caller runs the general pipeline, which gives the
-exact result (and raises where it raises). The writes (record, record custody, patient entry,
-nonce, in the rule's order) and the result message are byte for byte those of the general rule
-(`tests/state/emr/test_anchor_path.py` runs blocks both ways and compares everything).
+exact result (and raises where it raises). The writes (record, record custody, the patient's
+record index entry, patient entry, nonce, in the rule's order) and the result message are byte
+for byte those of the general rule (`tests/state/emr/test_anchor_path.py` runs blocks both ways
+and compares everything).
 
 Authors are remembered per sender within one `deliver_block` call, and forgotten whenever a
 transaction goes the general way: only such a transaction can change a member (the accept path
-writes record, record custody, patient and nonce entries only).
+writes record, record custody, record index, patient and nonce entries only).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ def check_arguments(
     record_prefix: bytes,
     patient_prefix: bytes,
     custody_prefix: bytes,
+    index_prefix: bytes,
     max_records_per_patient: int,
 ) -> None:
     """The constructor's checks, shared by both twins (same messages, same order)."""
@@ -94,11 +96,12 @@ def check_arguments(
         ("record_prefix", record_prefix),
         ("patient_prefix", patient_prefix),
         ("custody_prefix", custody_prefix),
+        ("index_prefix", index_prefix),
     ):
         if type(prefix) is not bytes or len(prefix) != 1:
             raise ValueError(f"{name} must be one byte")
-    if len({nonce_prefix, record_prefix, patient_prefix, custody_prefix}) != 4:
-        raise ValueError("the four prefixes must differ")
+    if len({nonce_prefix, record_prefix, patient_prefix, custody_prefix, index_prefix}) != 5:
+        raise ValueError("the five prefixes must differ")
     if type(max_records_per_patient) is not int or not 1 <= max_records_per_patient <= _U32_MAX:
         raise ValueError("max_records_per_patient must be an int within 1..4294967295")
 
@@ -155,6 +158,7 @@ class AnchorPath:
     __slots__ = (
         "_anchor_kind",
         "_custody_prefix",
+        "_index_prefix",
         "_max_records",
         "_nonce_prefix",
         "_patient_prefix",
@@ -169,6 +173,7 @@ class AnchorPath:
         record_prefix: bytes,
         patient_prefix: bytes,
         custody_prefix: bytes,
+        index_prefix: bytes,
         max_records_per_patient: int,
         result_type: Callable[[int, str], Any],
     ) -> None:
@@ -178,6 +183,7 @@ class AnchorPath:
             record_prefix,
             patient_prefix,
             custody_prefix,
+            index_prefix,
             max_records_per_patient,
         )
         self._anchor_kind = anchor_kind
@@ -185,6 +191,7 @@ class AnchorPath:
         self._record_prefix = record_prefix
         self._patient_prefix = patient_prefix
         self._custody_prefix = custody_prefix
+        self._index_prefix = index_prefix
         self._max_records = max_records_per_patient
         self._result_type = result_type
 
@@ -209,10 +216,10 @@ class AnchorPath:
         the block overlay's writes (None = deleted) over `read`, the committed state.
         `sole_custodian` says that the custody set size k is 1 in the block's state; when it is
         False every eligible transaction goes to `deliver`. For each accepted anchor this writes
-        the record, its custody, the patient entry and the nonce into `pending` and puts
-        `result_type(0, message)` in `results[i]`; every other eligible transaction is passed to
-        `deliver(i)`, which must deliver it the general way. The transactions are taken as they
-        were when the call began."""
+        the record, its custody, the patient's record index entry, the patient entry and the
+        nonce into `pending` and puts `result_type(0, message)` in `results[i]`; every other
+        eligible transaction is passed to `deliver(i)`, which must deliver it the general way.
+        The transactions are taken as they were when the call began."""
         check_block_arguments(
             txs, pending, eligible, results, max_pending_writes, height, time_ms, sole_custodian
         )
@@ -317,17 +324,20 @@ class AnchorPath:
         if record_count >= self._max_records:
             return False
         custody_key = self._custody_prefix + record_id
+        # The patient's record index entry: its sequence is the record count before the anchor.
+        index_key = self._index_prefix + patient_id + entry[PATIENT_COUNT_OFFSET:count_end]
         new_keys = (
             (record_key not in pending)
             + (custody_key not in pending)
+            + (index_key not in pending)
             + (patient_key not in pending)
             + (nonce_key not in pending)
         )
         if len(pending) + new_keys > max_pending_writes:
             return False
 
-        # The rule's writes, in its order: record, record custody, patient entry; then the
-        # pipeline's nonce.
+        # The rule's writes, in its order: record, record custody, record index entry, patient
+        # entry; then the pipeline's nonce.
         pending[record_key] = b"".join(
             (
                 raw[record_at:head_end],  # patient id to size: the record's head
@@ -345,6 +355,7 @@ class AnchorPath:
             raw[head_end : head_end + PAYLOAD_WRAP_BYTES]
             + raw[custody_at : custody_at + custody_length]
         )
+        pending[index_key] = record_id
         pending[patient_key] = entry[:PATIENT_COUNT_OFFSET] + (record_count + 1).to_bytes(
             PATIENT_COUNT_BYTES, "big"
         )

@@ -175,6 +175,50 @@ def read_decision(
     return decide_access(view, record, reader, grant_id, time_ms)
 
 
+def patient_records_decision(
+    view: StateView, requester_key: bytes, patient_id: bytes, time_ms: int
+) -> Decision:
+    """May the holder of `requester_key` list the records of patient `patient_id` (its record
+    index) at `time_ms`, and which of them?
+
+    Auditors all of them (`auditor`); the patient holding the id all of its own (`patient`);
+    an admin those its organisation authored (`author_organization`: the caller filters by
+    author organisation); a clinician all of them when it may read every record of the
+    patient: a patient-scope grant in force for it (`grant`) or an open break-glass session
+    over all the patient's records (`break_glass`). A clinician whose reads rest on
+    authorship or record grants alone knows those record ids already and lists nothing here
+    (`ACCESS_DENIED`); anyone else `NOT_AUTHORIZED`. Listing never lets anyone read a record."""
+    requester = member_status(view, requester_key)
+    if isinstance(requester, ResultCode):
+        return Decision.refused(requester)
+    if requester.role == Role.AUDITOR:
+        return Decision.granted(VIA_AUDITOR)
+    if requester.role == Role.PATIENT:
+        if requester.patient_id == patient_id:
+            return Decision.granted(AccessBasis.PATIENT.label)
+        return Decision.refused(ResultCode.NOT_AUTHORIZED)
+    if requester.role == Role.ADMIN:
+        return Decision.granted(AccessBasis.AUTHOR_ORGANIZATION.label)
+    if requester.role != Role.CLINICIAN:
+        return Decision.refused(ResultCode.NOT_AUTHORIZED)
+    for grant_id in read_patient_grant_ids(view, patient_id):
+        grant = _existing_grant(view, grant_id)
+        if (
+            grant.scope == GrantScope.PATIENT
+            and grant.in_force(time_ms)
+            and grantee_matches(grant, requester)
+        ):
+            return Decision.granted(AccessBasis.GRANT.label, grant.grant_id)
+    for session in read_sessions(view, patient_id):
+        if (
+            session.member_id == requester.member_id
+            and session.in_force(time_ms)
+            and session.record_id == NO_KEY
+        ):
+            return Decision.granted(AccessBasis.BREAK_GLASS.label, session.event_id)
+    return Decision.refused(ResultCode.ACCESS_DENIED)
+
+
 def list_decision(
     view: StateView,
     requester_key: bytes,

@@ -58,6 +58,7 @@ class EmrApplication(BlockPipeline):
                     keys.EMR_RECORD_PREFIX,
                     keys.PATIENT_PREFIX,
                     keys.RECORD_CUSTODY_PREFIX,
+                    keys.PATIENT_RECORDS_PREFIX,
                     clinical.MAX_RECORDS_PER_PATIENT,  # the limit the rule reads
                     TxResult,
                 ),

@@ -1,10 +1,14 @@
-"""Access events and the bounded trails that hold them in state.
+"""Access events and the trails that hold them in state.
 
-A trail is a ring buffer: a count of events ever appended (u64) and `capacity` slots, event
-number n in slot n mod capacity. Once full, each new event replaces the oldest one in state and
-the trail reports how many were dropped; a dropped event is still in its block (blocks are kept
-forever and indexed by transaction id), so the audit history is complete, only the in-state
-window is bounded. Layouts: `docs/spec/state.md` §3.1.
+A patient's or a record's trail is an append-only log: a count of events ever appended (u64)
+and one entry per event under its sequence number (u64), never overwritten. Old blocks may be
+pruned, so the state is the only complete copy of the trail that every node keeps (and that
+state-sync snapshots and backups carry); its size is one entry per committed ACCESS_EVENT,
+BREAK_GLASS or REENROLMENT, so it grows only with the chain's own transactions.
+
+The auditors' review queue alone is still a ring buffer (`capacity` slots, event n in slot
+n mod capacity, the oldest replaced once full): it is a work queue, and every event in it is
+also in its patient's trail. Layouts: `docs/spec/state.md` §3.1.
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ from emrchain.state import keys
 from emrchain.state.emr.entities import Member, read_ident, read_text
 from emrchain.state.emr.limits import (
     BREAK_GLASS_REASON_MAX_BYTES,
-    PATIENT_TRAIL_CAPACITY,
-    RECORD_TRAIL_CAPACITY,
     REVIEW_QUEUE_CAPACITY,
 )
 from emrchain.state.validators import StateCorruptionError
@@ -167,29 +169,31 @@ def declaration(
 
 @dataclass(frozen=True, slots=True)
 class Trail:
-    """Where one ring buffer lives in state."""
+    """Where one trail lives in state: a log (`capacity` None) or a ring buffer."""
 
     count_key: bytes
     slot_prefix: bytes
-    capacity: int
+    capacity: int | None
 
     def slot_key(self, sequence: int) -> bytes:
+        if self.capacity is None:
+            return self.slot_prefix + sequence.to_bytes(8, "big")
         return self.slot_prefix + (sequence % self.capacity).to_bytes(4, "big")
+
+    def kept(self, total: int) -> int:
+        """How many of the `total` events ever appended are still in state."""
+        return total if self.capacity is None else min(total, self.capacity)
 
 
 def patient_trail(patient_id: bytes) -> Trail:
     return Trail(
-        keys.PATIENT_TRAIL_COUNT_PREFIX + patient_id,
-        keys.PATIENT_TRAIL_PREFIX + patient_id,
-        PATIENT_TRAIL_CAPACITY,
+        keys.PATIENT_TRAIL_COUNT_PREFIX + patient_id, keys.PATIENT_TRAIL_PREFIX + patient_id, None
     )
 
 
 def record_trail(record_id: bytes) -> Trail:
     return Trail(
-        keys.RECORD_TRAIL_COUNT_PREFIX + record_id,
-        keys.RECORD_TRAIL_PREFIX + record_id,
-        RECORD_TRAIL_CAPACITY,
+        keys.RECORD_TRAIL_COUNT_PREFIX + record_id, keys.RECORD_TRAIL_PREFIX + record_id, None
     )
 
 
@@ -199,11 +203,14 @@ REVIEW_TRAIL = Trail(keys.REVIEW_COUNT, keys.REVIEW_PREFIX, REVIEW_QUEUE_CAPACIT
 @dataclass(frozen=True, slots=True)
 class AccessTrail:
     """A page of a trail: `events` newest first; `total` events were ever appended, of which
-    `dropped` are no longer in state (the oldest ones, still in their blocks)."""
+    `dropped` are no longer in state (only the review queue drops any). `oldest_sequence` is
+    the sequence number of the page's last (oldest) event, None for an empty page: the next
+    page is the one before it."""
 
     events: tuple[AccessEvent, ...]
     total: int
     dropped: int
+    oldest_sequence: int | None = None
 
 
 def _count(view: StateView, trail: Trail) -> int:
@@ -212,39 +219,50 @@ def _count(view: StateView, trail: Trail) -> int:
 
 
 def append_event(state: OverlayStateView, trail: Trail, event: AccessEvent) -> None:
-    """Add `event` as the trail's newest; when full, it overwrites the oldest slot."""
+    """Add `event` as the trail's newest (in a ring, over the oldest slot once full)."""
     sequence = _count(state, trail)
     state.put(trail.slot_key(sequence), event.encode())
     state.put(trail.count_key, (sequence + 1).to_bytes(8, "big"))
 
 
-def read_trail(view: StateView, trail: Trail, limit: int) -> AccessTrail:
-    """Up to `limit` of the newest events still in state, newest first."""
+def read_trail(view: StateView, trail: Trail, limit: int, before: int | None = None) -> AccessTrail:
+    """Up to `limit` events still in state, newest first, starting with the one just before
+    sequence number `before` (None: the newest). `before` beyond the trail is a ValueError."""
     if limit < 0:
         raise ValueError("limit must be >= 0")
     total = _count(view, trail)
-    kept = min(total, trail.capacity)
+    oldest_kept = total - trail.kept(total)
+    start = total if before is None else before
+    if not oldest_kept <= start <= total:
+        raise ValueError(f"sequence {start} is not within the trail's {oldest_kept}..{total}")
+    sequences = range(start - 1, max(oldest_kept, start - limit) - 1, -1)
     events = []
-    for sequence in range(total - 1, total - 1 - min(kept, limit), -1):
+    for sequence in sequences:
         raw = view.get(trail.slot_key(sequence))
         if raw is None:
-            raise StateCorruptionError(f"access trail slot {sequence} is missing")
+            raise StateCorruptionError(f"access trail entry {sequence} is missing")
         events.append(AccessEvent.decode(raw))
-    return AccessTrail(tuple(events), total, total - kept)
+    oldest = sequences[-1] if events else None
+    return AccessTrail(tuple(events), total, oldest_kept, oldest)
 
+
+FIND_EVENT_WINDOW = 1_024
+"""How far back `find_event` looks: the read route asks for the event of the block it just
+waited for, so the newest events are enough, and a lookup never scans a whole log."""
 
 _EVENT_ID = slice(1, 33)
 """Where an encoded AccessEvent holds its event id (after the one-byte kind)."""
 
 
 def find_event(view: StateView, trail: Trail, event_id: bytes) -> AccessEvent | None:
-    """The event recorded by transaction `event_id`, if still in `trail`; searched newest
-    first, so an event of the last block is found at once."""
+    """The event recorded by transaction `event_id` among the trail's newest
+    FIND_EVENT_WINDOW; searched newest first, so an event of the last block is found at once."""
     total = _count(view, trail)
-    for sequence in range(total - 1, total - 1 - min(total, trail.capacity), -1):
+    window = min(trail.kept(total), FIND_EVENT_WINDOW)
+    for sequence in range(total - 1, total - 1 - window, -1):
         raw = view.get(trail.slot_key(sequence))
         if raw is None:
-            raise StateCorruptionError(f"access trail slot {sequence} is missing")
+            raise StateCorruptionError(f"access trail entry {sequence} is missing")
         if raw[_EVENT_ID] == event_id:
             return AccessEvent.decode(raw)
     return None

@@ -48,7 +48,7 @@ from emrchain.state.emr.limits import MAX_BREAK_GLASS_SESSIONS_PER_PATIENT
 
 # Re-exported: the application gives the accept path the limit this module's rule reads.
 from emrchain.state.emr.limits import MAX_RECORDS_PER_PATIENT as MAX_RECORDS_PER_PATIENT
-from emrchain.state.emr.records import BreakGlassSession, EmrRecord, encode_record
+from emrchain.state.emr.records import BreakGlassSession, EmrRecord, GrantEnd, encode_record
 from emrchain.state.emr.reviews import open_review
 from emrchain.state.emr.tables import (
     TransactionRefusedError,
@@ -71,7 +71,7 @@ _ANCHOR_ROLES = frozenset((Role.CLINICIAN, Role.ADMIN))
 _OK = int(ResultCode.OK)
 
 
-@writes_only_when_accepted  # every refusal below comes before the two writes at the end
+@writes_only_when_accepted  # every refusal below comes before the writes at the end
 @emr_handler
 def anchor_record(
     tx: DecodedTransaction, state: OverlayStateView, context: BlockContext
@@ -129,6 +129,8 @@ def anchor_new_record(
         ),
     )
     write_record_custody(state, record_id, custody)
+    # The patient's record index: the record count before this anchor is its sequence.
+    state.put(keys.patient_record_key(patient_id, record_count), record_id)
     write_patient_fields(state, patient_id, holder, record_count + 1)
 
 
@@ -228,7 +230,8 @@ def erase_record(
         grant = read_grant(state, grant_id)
         if grant is None:
             raise StateCorruptionError("a record grant list names a grant that is not stored")
-        remove_grant(state, grant)
+        at = (context.height, context.time_ms)
+        remove_grant(state, grant, GrantEnd.RECORD_ERASED, sender.member_id, at)
     return TxResult.make(
         ResultCode.OK,
         f"record {short(record.record_id)} erased ({reason.name.lower()}); its anchor hash "

@@ -1,10 +1,12 @@
 """Consent: GRANT_ACCESS and REVOKE_ACCESS, and the grant indexes they maintain.
 
-A grant lives in state only while it may still be in force: it is deleted when revoked, when
-its record is erased, and when it has expired and its patient's grant list is next written (at
-block time, so every node prunes identically). Each patient's list holds every grant naming the
-patient (both scopes, at most MAX_GRANTS_PER_PATIENT); each record's list its record-scope
-grants (at most MAX_GRANTS_PER_RECORD). Rules: `docs/spec/access-control.md` §3.6–3.7.
+A grant stays under its id (0x40) only while it may still be in force: it leaves when revoked,
+when its record is erased, and when it has expired and its patient's grant list is next written
+(at block time, so every node prunes identically); it is then kept as an ended grant for the
+patient's consent history (`history.py`), which names every grant ever made. Each patient's
+list holds every grant in force naming the patient (both scopes, at most
+MAX_GRANTS_PER_PATIENT); each record's list its record-scope grants in force (at most
+MAX_GRANTS_PER_RECORD). Rules: `docs/spec/access-control.md` §3.6–3.7.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from emrchain.state.emr.context import (
     transaction_id,
 )
 from emrchain.state.emr.entities import NO_KEY, Member
+from emrchain.state.emr.history import append_consent, end_grant
 from emrchain.state.emr.limits import MAX_GRANTS_PER_PATIENT, MAX_GRANTS_PER_RECORD
-from emrchain.state.emr.records import Grant
+from emrchain.state.emr.records import Grant, GrantEnd
 from emrchain.state.emr.tables import (
     TransactionRefusedError,
     member_of_key,
@@ -39,9 +42,13 @@ from emrchain.state.validators import StateCorruptionError
 from emrchain.state.view import OverlayStateView
 
 
-def remove_grant(state: OverlayStateView, grant: Grant) -> None:
-    """Delete a grant and take it out of the lists that name it."""
+def remove_grant(
+    state: OverlayStateView, grant: Grant, end: GrantEnd, ended_by: bytes, at: tuple[int, int]
+) -> None:
+    """Take a grant out of force and out of the lists that name it; keep it, with how it
+    ended (`end`, by member `ended_by`, at block (height, time_ms) `at`), for the history."""
     state.delete(keys.grant_key(grant.grant_id))
+    end_grant(state, grant, end, ended_by, at)
     patient_ids = read_patient_grant_ids(state, grant.patient_id)
     write_ids(
         state,
@@ -57,14 +64,15 @@ def remove_grant(state: OverlayStateView, grant: Grant) -> None:
         )
 
 
-def prune_expired_grants(state: OverlayStateView, patient_id: bytes, time_ms: int) -> None:
-    """Remove the patient's grants that are over at block time `time_ms`."""
+def prune_expired_grants(state: OverlayStateView, patient_id: bytes, at: tuple[int, int]) -> None:
+    """Remove the patient's grants that are over at block (height, time_ms) `at`."""
+    _, time_ms = at
     for grant_id in read_patient_grant_ids(state, patient_id):
         grant = read_grant(state, grant_id)
         if grant is None:
             raise StateCorruptionError("a patient grant list names a grant that is not stored")
         if not grant.in_force(time_ms):
-            remove_grant(state, grant)
+            remove_grant(state, grant, GrantEnd.EXPIRED, NO_KEY, at)
 
 
 def _grant_target(
@@ -153,7 +161,7 @@ def grant_access(
             "a record grant names the SHA-256 of the grantee's wrap; a patient grant names none "
             "(zeros)",
         )
-    prune_expired_grants(state, patient_id, context.time_ms)
+    prune_expired_grants(state, patient_id, (context.height, context.time_ms))
     patient_ids = read_patient_grant_ids(state, patient_id)
     if len(patient_ids) >= MAX_GRANTS_PER_PATIENT:
         raise TransactionRefusedError(
@@ -185,6 +193,7 @@ def grant_access(
         time_ms=context.time_ms,
     )
     state.put(keys.grant_key(grant_id), grant.encode())
+    append_consent(state, patient_id, grant_id)
     return TxResult.make(ResultCode.OK, f"grant {grant_id.hex()} in force")
 
 
@@ -207,5 +216,7 @@ def revoke_access(
         raise TransactionRefusedError(
             ResultCode.NOT_AUTHORIZED, "only the grantor or the patient may revoke a grant"
         )
-    remove_grant(state, grant)
+    remove_grant(
+        state, grant, GrantEnd.REVOKED, sender.member_id, (context.height, context.time_ms)
+    )
     return TxResult.make(ResultCode.OK, f"grant {short(grant_id)} revoked")

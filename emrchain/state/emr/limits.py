@@ -2,8 +2,10 @@
 
 These are consensus rules: every node of a chain must use the same numbers, so they are
 constants, not configuration. A transaction that would exceed one is refused with a specific
-code; the bounded audit trails instead drop their oldest entry from state and count it (the
-event itself stays in its block forever).
+code; the auditors' review queue instead drops its oldest entry and counts it (the event
+itself stays in its patient's trail). The patients' and records' access trails, the consent
+histories and the patient record index are append-only logs with one entry per transaction
+that adds to them (§5 of the spec says which).
 """
 
 from __future__ import annotations
@@ -24,10 +26,6 @@ MAX_GRANTS_PER_RECORD = 64
 """Record-scope grants in force for one record."""
 MAX_BREAK_GLASS_SESSIONS_PER_PATIENT = 32
 """Unexpired break-glass sessions on one patient."""
-PATIENT_TRAIL_CAPACITY = 4_096
-"""Most recent access events kept in state per patient."""
-RECORD_TRAIL_CAPACITY = 1_024
-"""Most recent access events kept in state per record."""
 REVIEW_QUEUE_CAPACITY = 65_536
 """Most recent break-glass events kept in state for auditors' review."""
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emrchain.state.emr.access import Decision, list_decision, read_decision
+from emrchain.state.emr.access import (
+    Decision,
+    list_decision,
+    patient_records_decision,
+    read_decision,
+)
 from emrchain.state.emr.amendments import (
     AmendmentRef,
     RecordAmendments,
@@ -27,6 +32,13 @@ from emrchain.state.emr.audit import (
     record_trail,
 )
 from emrchain.state.emr.entities import KeyHistoryEntry, Member, Organization
+from emrchain.state.emr.history import (
+    ConsentEntry,
+    IndexedRecord,
+    Page,
+    consent_history,
+    patient_records,
+)
 from emrchain.state.emr.records import EmrRecord, Grant
 from emrchain.state.emr.reviews import (
     REVIEW_SCAN_MAX,
@@ -128,22 +140,46 @@ def access_events_for(
     patient_id: bytes | None = None,
     record_id: bytes | None = None,
     limit: int = DEFAULT_TRAIL_LIMIT,
+    before: int | None = None,
 ) -> AccessTrail:
-    """The newest `limit` (at most MAX_TRAIL_LIMIT) events of a patient's or a record's access
-    trail, newest first, with how many were ever recorded and how many left state."""
+    """Up to `limit` (at most MAX_TRAIL_LIMIT) events of a patient's or a record's access
+    trail, newest first, from the one just before sequence `before` (None: the newest), with
+    how many were ever recorded. The whole trail is in state: walking back with
+    `before=page.oldest_sequence` reaches the first event ever (ValueError past the trail)."""
     _check_one_of(patient_id, record_id)
     if not 0 <= limit <= MAX_TRAIL_LIMIT:
         raise ValueError(f"limit must be within 0..{MAX_TRAIL_LIMIT}")
     if patient_id is not None:
-        return read_trail(view, patient_trail(patient_id), limit)
+        return read_trail(view, patient_trail(patient_id), limit, before)
     if record_id is not None:
-        return read_trail(view, record_trail(record_id), limit)
+        return read_trail(view, record_trail(record_id), limit, before)
     raise ValueError("give exactly one of patient_id and record_id")
 
 
+def consents_of(
+    view: StateView, patient_id: bytes, after: int | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+) -> Page[ConsentEntry]:
+    """The patient's consent history, oldest first: every grant ever made naming the patient
+    (both scopes), in force or ended (revoked, expired and pruned, record erased), after
+    sequence `after` (None: from the first; ValueError past the history)."""
+    if not 0 <= limit <= MAX_TRAIL_LIMIT:
+        raise ValueError(f"limit must be within 0..{MAX_TRAIL_LIMIT}")
+    return consent_history(view, patient_id, after, limit)
+
+
+def records_of(
+    view: StateView, patient_id: bytes, after: int | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+) -> Page[IndexedRecord]:
+    """The patient's records in anchoring order (erased ones as tombstones), after sequence
+    `after` (None: from the first; ValueError past the index)."""
+    if not 0 <= limit <= MAX_TRAIL_LIMIT:
+        raise ValueError(f"limit must be within 0..{MAX_TRAIL_LIMIT}")
+    return patient_records(view, patient_id, after, limit)
+
+
 def recorded_access(view: StateView, record_id: bytes, event_id: bytes) -> AccessEvent | None:
-    """The access event transaction `event_id` recorded on `record_id`, if it is still in the
-    record's trail (the newest RECORD_TRAIL_CAPACITY events are)."""
+    """The access event transaction `event_id` recorded on `record_id`, if it is among the
+    record trail's newest FIND_EVENT_WINDOW events."""
     return find_event(view, record_trail(record_id), event_id)
 
 
@@ -159,8 +195,11 @@ __all__ = [
     "MAX_TRAIL_LIMIT",
     "REVIEW_SCAN_MAX",
     "AmendmentRef",
+    "ConsentEntry",
     "Decision",
+    "IndexedRecord",
     "MemberView",
+    "Page",
     "RecordAmendments",
     "RecordHistory",
     "ReviewPage",
@@ -168,6 +207,7 @@ __all__ = [
     "ReviewStatus",
     "access_events_for",
     "break_glass_reviews",
+    "consents_of",
     "grants_for",
     "is_erased",
     "key_history",
@@ -176,11 +216,13 @@ __all__ = [
     "member",
     "open_review_count",
     "organisation",
+    "patient_records_decision",
     "read_decision",
     "read_review_state",
     "record",
     "record_amendments",
     "record_history",
     "recorded_access",
+    "records_of",
     "review_event",
 ]

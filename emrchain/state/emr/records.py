@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from enum import IntEnum
 from typing import Any
 
 from emrchain.schema import ErasureReason, GranteeKind, GrantScope, RecordType
@@ -232,6 +233,54 @@ class Grant:
         )
         reader.finish()
         return grant
+
+
+class GrantEnd(IntEnum):
+    """How a grant stopped being in force."""
+
+    REVOKED = 1
+    """REVOKE_ACCESS by its grantor or its patient."""
+    EXPIRED = 2
+    """Over at block time, and pruned when the patient's grant list was next written."""
+    RECORD_ERASED = 3
+    """A record-scope grant whose record was erased."""
+
+
+_GRANT_END_BYTES = 1 + 32 + 8 + 8
+
+
+@dataclass(frozen=True, slots=True)
+class EndedGrant:
+    """A grant kept after it left force, for the patient's consent history: how it ended, the
+    member who ended it (zeros for an expiry) and the block it ended in."""
+
+    grant: Grant
+    end: GrantEnd
+    ended_by: bytes
+    height: int
+    time_ms: int
+
+    def encode(self) -> bytes:
+        writer = Writer().u8(self.end).fixed(self.ended_by, 32)
+        head = writer.u64(self.height).u64(self.time_ms).bytes()
+        return head + self.grant.encode()
+
+    @classmethod
+    def decode(cls, grant_id: bytes, data: bytes) -> EndedGrant:
+        reader = Reader(data[:_GRANT_END_BYTES], "EndedGrant")
+        try:
+            end = GrantEnd(reader.u8("end"))
+        except ValueError:
+            raise DecodeError("EndedGrant.end: unknown end") from None
+        ended = cls(
+            grant=Grant.decode(grant_id, data[_GRANT_END_BYTES:]),
+            end=end,
+            ended_by=reader.fixed(32, "ended_by"),
+            height=reader.u64("height"),
+            time_ms=reader.u64("time_ms"),
+        )
+        reader.finish()
+        return ended
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,5 @@ def test_bounds_table_matches_limits() -> None:
         limits.MAX_GRANTS_PER_PATIENT,
         limits.MAX_GRANTS_PER_RECORD,
         limits.MAX_BREAK_GLASS_SESSIONS_PER_PATIENT,
-        limits.PATIENT_TRAIL_CAPACITY,
-        limits.RECORD_TRAIL_CAPACITY,
         limits.REVIEW_QUEUE_CAPACITY,
     ]
