@@ -214,7 +214,7 @@ def test_keys_new_then_registered_and_used(real_node: RealNode, tmp_path: Path) 
         cwd=tmp_path, passphrase=PASS,
     )  # fmt: skip
     assert status == 0, err
-    assert json.loads(out) == {"events": [], "total": 0, "dropped": 0}
+    assert json.loads(out) == {"events": [], "total": 0, "dropped": 0, "next": None}
 
 
 def test_keys_plain_and_encrypt(tmp_path: Path) -> None:
