@@ -31,12 +31,6 @@ if TYPE_CHECKING:
 
 RECORDS_DIRECTORY = "records"
 BUNDLE_FILE = "bundle.json"
-PAGE_LIMIT = 100
-EVENT_PAGE_LIMIT = 1_000
-MOST_RECORDS = 100_000
-"""The chain's bound on a patient's records (`docs/spec/access-control.md` §5)."""
-MOST_CONSENTS = 1_000_000
-MOST_EVENTS = 10_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,8 +73,7 @@ async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) ->
     records_dir = out_dir / RECORDS_DIRECTORY
     records_dir.mkdir(mode=0o700)
     patient_hex = patient_id.hex()
-    base = f"/patients/{patient_hex}"
-    anchors = await client.pages(f"{base}/records", "records", "after", PAGE_LIMIT, MOST_RECORDS)
+    anchors = [item async for item in client.all_patient_records(patient_id)]
     entries: list[dict[str, Any]] = []
     files: list[Path] = []
     failures: dict[str, str] = {}
@@ -104,13 +97,9 @@ async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) ->
         document = resources.document_reference(anchor, attachment, patient_id=patient_hex)
         entries.append(document)
         entries.append(resources.provenance({**anchor, "patient_id": patient_hex}))
-    consents = await client.pages(
-        f"{base}/consents", "consents", "after", PAGE_LIMIT, MOST_CONSENTS
-    )
+    consents = [item async for item in client.all_patient_consents(patient_id)]
     # Listed after the reads: the trail holds the export's own reads.
-    events = await client.pages(
-        f"{base}/access-events", "events", "before", EVENT_PAGE_LIMIT, MOST_EVENTS
-    )
+    events = [item async for item in client.all_access_events(patient_id=patient_id)]
     now_ms = time.time_ns() // 1_000_000
     account = await client.account()
     member = account.get("member") or {}

@@ -948,29 +948,6 @@ class EmrClient:
         (`emrchain.client.export.export_patient`)."""
         return await export_patient(self, patient_id, out_dir)
 
-    async def pages(
-        self, path: str, items: str, cursor: str, limit: int, most: int
-    ) -> list[dict[str, Any]]:
-        """Every item of a paged listing (`?<cursor>=<next>&limit=`), following `next` until it
-        is null, at most `most` items (a node that never ends its pages stops here)."""
-        collected: list[dict[str, Any]] = []
-        position: str | None = None
-        while True:
-            query = f"limit={limit}" + (f"&{cursor}={quote(position, safe='')}" if position else "")
-            reply = json_object(
-                await self._request("GET", f"{path}?{query}", signed=True), f"GET {path}"
-            )
-            page = reply.get(items)
-            if not isinstance(page, list) or not all(isinstance(item, dict) for item in page):
-                raise BadReplyError(f"GET {path}: {items} is missing or not a list of objects")
-            collected.extend(page)
-            following = reply.get("next")
-            if following is None or not page:
-                return collected
-            if not isinstance(following, str | int) or len(collected) >= most:
-                raise BadReplyError(f"GET {path}: more than {most} {items}, or a bad next")
-            position = str(following)
-
 
 def attachment_record_id(document_reference: dict[str, Any]) -> bytes:
     """The record id a DocumentReference's attachment url names (`.../records/<id>`)."""

@@ -171,6 +171,7 @@ class SyncEmrClient:
 
     def export_patient(self, patient_id: bytes, out_dir: Path) -> ExportSummary:
         return self._run(self._client.export_patient(patient_id, out_dir))
+
     def all_access_events(
         self, *, patient_id: bytes | None = None, record_id: bytes | None = None
     ) -> list[dict[str, Any]]:

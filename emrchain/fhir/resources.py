@@ -92,7 +92,7 @@ def record_type_name(value: Any) -> str:
     name the listings answer."""
     if isinstance(value, int) and not isinstance(value, bool):
         return RecordType(value).name.lower()
-    return str(value)
+    return str(value).lower()
 
 
 def member_reference(member_id: str, patient_id: str | None = None) -> dict[str, Any]:
@@ -307,7 +307,7 @@ def consent(
         provision["data"] = [
             {"meaning": "instance", "reference": reference("DocumentReference", record_id)}
         ]
-    revoked_ms = grant.get("revoked_time_ms")
+    revoked_ms = grant.get("revoked_time_ms") or grant.get("ended_time_ms")
     status = grant_status(grant, now_ms)
     tags = [str(grant["status"])] if grant.get("status") in ("revoked", "expired") else []
     return {
@@ -406,12 +406,15 @@ def operation_outcome(issue_code: str, code: str, message: str) -> dict[str, Any
     }
 
 
-def searchset(resources: Sequence[Mapping[str, Any]], base_url: str, total: int) -> dict[str, Any]:
-    """A search's page: `total` is how many matched, `resources` the ones returned."""
-    return {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": total,
+def searchset(
+    resources: Sequence[Mapping[str, Any]], base_url: str, total: int | None
+) -> dict[str, Any]:
+    """A search's page: `total` is how many matched (None: not counted, left out),
+    `resources` the ones returned."""
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total is not None:
+        bundle["total"] = total
+    return bundle | {
         "entry": [
             {
                 "fullUrl": f"{base_url}/fhir/{resource['resourceType']}/{resource['id']}",

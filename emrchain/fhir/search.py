@@ -93,6 +93,11 @@ class Search:
     dates: tuple[DateBound, ...] = ()
     last_updated: tuple[DateBound, ...] = ()
 
+    @property
+    def filters(self) -> bool:
+        """Whether matching needs the mapped resource (else every listed item matches)."""
+        return bool(self.status or self.dates or self.last_updated or self.resource_id)
+
     def matches(self, resource: Mapping[str, Any]) -> bool:
         """Whether a mapped resource passes the filters the mapping decides (status and
         dates); ids and the patient select what is mapped in the first place."""

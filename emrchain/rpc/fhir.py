@@ -12,10 +12,11 @@ no content leaves the node through `/fhir`. Errors are OperationOutcomes (`error
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -25,15 +26,18 @@ from emrchain.fhir.search import Search, SearchError, parse_search
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.node_view import NodeView
-from emrchain.rpc.records import event_json, grant_json, may_see_account
+from emrchain.rpc.records import consent_json, event_json, may_see_account
 from emrchain.schema import ErasureReason, Role
 from emrchain.state.emr import list_decision, queries, read_decision
+from emrchain.state.emr.audit import AccessBasis, AccessEvent
+from emrchain.state.emr.history import ConsentEntry, read_ended_grant
 from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import patient_member, read_grant
 from emrchain.state.progress import read_progress
 from emrchain.state.view import StateView
 from emrchain.storage.cid import cid_bytes_to_text
 
+T = TypeVar("T")
 FHIR_PREFIX = "/fhir"
 ORGANIZATION_ID = re.compile(r"^[a-z0-9._-]{1,64}$")
 SEARCHABLE = ("DocumentReference", "Consent", "AuditEvent", "Provenance")
@@ -91,6 +95,7 @@ class FhirRoutes:
         self._auth = authenticator
         self._clock_ms = clock_ms
         self._max_count = node.config.rpc.fhir_max_count
+        self._max_scan = node.config.rpc.fhir_max_scan
 
     def routes(self) -> list[web.RouteDef]:
         read = {
@@ -150,14 +155,10 @@ class FhirRoutes:
     async def consent(self, request: web.Request) -> web.Response:
         grant_id = _hex_id(request.match_info["id"], "Consent")
         caller = await self._auth.authenticate(request)
-        view = self._view()
-        grant = read_grant(view, grant_id)
-        if (
-            grant is None
-            or not list_decision(view, caller.key, patient_id=grant.patient_id).allowed
-        ):
+        found = self._consent_by_id(self._view(), caller, grant_id)
+        if found is None:
             raise _not_found("Consent")
-        return fhir_response(resources.consent(grant_json(grant), self._now_ms(view)))
+        return fhir_response(found)
 
     async def patient(self, request: web.Request) -> web.Response:
         patient_id = _hex_id(request.match_info["id"], "Patient")
@@ -221,24 +222,75 @@ class FhirRoutes:
                 search = parse_search(resource_type, request.query.items(), self._max_count)
             except SearchError as error:
                 raise RpcError(400, "bad_search", str(error)) from None
-            found = self._found(request, caller, search)
-            matching = [resource for resource in found if search.matches(resource)]
-            page = matching[: search.count]
+            page, total = self._found(request, caller, search)
             origin = str(request.url.origin())
-            return fhir_response(resources.searchset(page, origin, len(matching)))
+            return fhir_response(resources.searchset(page, origin, total))
 
         return handler
 
-    def _found(self, request: web.Request, caller: Caller, search: Search) -> list[dict[str, Any]]:
+    def _found(
+        self, request: web.Request, caller: Caller, search: Search
+    ) -> tuple[list[dict[str, Any]], int | None]:
         view = self._view()
         if search.resource_type == "Consent":
             return self._consents(view, caller, search)
         if search.resource_type == "AuditEvent":
             return self._events(view, caller, search)
-        records = self._records(view, caller, search)
         if search.resource_type == "Provenance":
-            return [resources.provenance(anchor_json(view, record)) for record in records]
-        return [self._document(request, view, record) for record in records]
+
+            def mapped(record: EmrRecord) -> dict[str, Any]:
+                return resources.provenance(anchor_json(view, record))
+
+        else:
+
+            def mapped(record: EmrRecord) -> dict[str, Any]:
+                return self._document(request, view, record)
+
+        wanted = {item for item in (search.resource_id, search.target_id) if item is not None}
+        if wanted or search.patient_id is None:
+            by_id = self._records_by_id(view, caller, search, wanted)
+            return self._collect(search, iter(by_id), len(by_id), mapped)
+        patient_id = bytes.fromhex(search.patient_id)
+        decision = queries.patient_records_decision(
+            view, caller.key, patient_id, self._now_ms(view)
+        )
+        if not decision.allowed:
+            raise _not_found("Patient")
+        total = queries.records_of(view, patient_id, None, 0).total
+        records = _patient_records(view, patient_id)
+        if decision.via == AccessBasis.AUTHOR_ORGANIZATION.label:
+            # As GET /patients/{id}/records: an admin lists its organisation's records only.
+            organization = caller.member.organization_id
+            records = (item for item in records if item.author_organization == organization)
+            return self._collect(search, records, None, mapped, filtered=True)
+        return self._collect(search, records, total, mapped)
+
+    def _collect(
+        self,
+        search: Search,
+        items: Iterator[T],
+        total: int | None,
+        mapped: Callable[[T], dict[str, Any]],
+        *,
+        filtered: bool = False,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The first `_count` matches and how many matched. Without filters only the page is
+        mapped and the total is the listing's; with filters at most `[rpc] fhir_max_scan`
+        entries are read, and a search that stops there answers what it found, without a
+        total (`docs/spec/fhir.md` §2)."""
+        if not (search.filters or filtered):
+            return [mapped(item) for item in itertools.islice(items, search.count)], total
+        page: list[dict[str, Any]] = []
+        matched = 0
+        for scanned, item in enumerate(items):
+            if scanned >= self._max_scan:
+                return page, None
+            resource = mapped(item)
+            if search.matches(resource):
+                matched += 1
+                if len(page) < search.count:
+                    page.append(resource)
+        return page, matched
 
     def _patient_listed(self, view: StateView, caller: Caller, patient_id: str) -> bytes:
         """The patient id, if the caller may list the patient's grants and trail."""
@@ -247,62 +299,105 @@ class FhirRoutes:
             raise _not_found("Patient")
         return raw
 
-    def _records(self, view: StateView, caller: Caller, search: Search) -> list[EmrRecord]:
-        wanted = {item for item in (search.resource_id, search.target_id) if item is not None}
-        if len(wanted) > 1:
+    def _records_by_id(
+        self, view: StateView, caller: Caller, search: Search, wanted: set[str]
+    ) -> list[EmrRecord]:
+        """The one record `_id` or `target` names, if the caller may see it (and it is the
+        patient's, when a patient is named too)."""
+        if len(wanted) != 1:
             return []
-        if wanted:
-            record = queries.record(view, bytes.fromhex(wanted.pop()))
-            if record is None:
-                return []
-            visible = self._visible_or_none(view, caller, record)
-            if visible is None or (
-                search.patient_id is not None and visible.patient_id.hex() != search.patient_id
-            ):
-                return []
-            return [visible]
-        assert search.patient_id is not None
-        patient_id = self._patient_listed(view, caller, search.patient_id)
-        return list(self._patient_records(view, patient_id))
-
-    def _visible_or_none(
-        self, view: StateView, caller: Caller, record: EmrRecord
-    ) -> EmrRecord | None:
+        record = queries.record(view, bytes.fromhex(wanted.pop()))
+        if record is None:
+            return []
         try:
-            return self._visible_record(view, caller, record.record_id)
+            visible = self._visible_record(view, caller, record.record_id)
         except RpcError:
-            return None
+            return []
+        if search.patient_id is not None and visible.patient_id.hex() != search.patient_id:
+            return []
+        return [visible]
 
-    def _patient_records(self, view: StateView, patient_id: bytes) -> Iterable[EmrRecord]:
-        """Every record of the patient, from the patient record index."""
-        raise RpcError(
-            400,
-            "bad_search",
-            "searching a patient's records needs the patient record index "
-            "(GET /patients/{id}/records), which this node does not have",
-        )
-
-    def _consents(self, view: StateView, caller: Caller, search: Search) -> list[dict[str, Any]]:
+    def _consents(
+        self, view: StateView, caller: Caller, search: Search
+    ) -> tuple[list[dict[str, Any]], int | None]:
         now_ms = self._now_ms(view)
         if search.patient_id is None:
             assert search.resource_id is not None
-            grant = read_grant(view, bytes.fromhex(search.resource_id))
-            if (
-                grant is None
-                or not list_decision(view, caller.key, patient_id=grant.patient_id).allowed
-            ):
-                return []
-            return [resources.consent(grant_json(grant), now_ms)]
+            found = self._consent_by_id(view, caller, bytes.fromhex(search.resource_id))
+            return self._collect(search, iter([found] if found else []), None, dict, filtered=True)
         patient_id = self._patient_listed(view, caller, search.patient_id)
-        return [
-            resources.consent(grant_json(grant), now_ms)
-            for grant in queries.grants_for(view, patient_id=patient_id)
-        ]
+        total = queries.consents_of(view, patient_id, None, 0).total
+        patient_hex = patient_id.hex()
 
-    def _events(self, view: StateView, caller: Caller, search: Search) -> list[dict[str, Any]]:
+        def mapped(entry: ConsentEntry) -> dict[str, Any]:
+            return resources.consent(consent_json(entry, now_ms), now_ms, patient_id=patient_hex)
+
+        return self._collect(search, _consent_history(view, patient_id), total, mapped)
+
+    def _consent_by_id(
+        self, view: StateView, caller: Caller, grant_id: bytes
+    ) -> dict[str, Any] | None:
+        """A grant in force or ended (the consent history keeps it), for who may list the
+        patient's grants."""
+        grant = read_grant(view, grant_id)
+        ended = None if grant is not None else read_ended_grant(view, grant_id)
+        if ended is not None:
+            grant = ended.grant
+        if (
+            grant is None
+            or not list_decision(view, caller.key, patient_id=grant.patient_id).allowed
+        ):
+            return None
+        now_ms = self._now_ms(view)
+        entry = ConsentEntry(0, grant, ended)
+        return resources.consent(
+            consent_json(entry, now_ms), now_ms, patient_id=grant.patient_id.hex()
+        )
+
+    def _events(
+        self, view: StateView, caller: Caller, search: Search
+    ) -> tuple[list[dict[str, Any]], int | None]:
         assert search.patient_id is not None
         patient_id = self._patient_listed(view, caller, search.patient_id)
-        trail = queries.access_events_for(
-            view, patient_id=patient_id, limit=queries.MAX_TRAIL_LIMIT
+        total = queries.access_events_for(view, patient_id=patient_id, limit=0).total
+
+        def mapped(event: AccessEvent) -> dict[str, Any]:
+            return resources.audit_event(event_json(event))
+
+        return self._collect(search, _trail(view, patient_id), total, mapped)
+
+
+def _patient_records(view: StateView, patient_id: bytes) -> Iterator[EmrRecord]:
+    """The patient's records from its index, oldest first, a page of state reads at a time."""
+    after: int | None = None
+    while True:
+        page = queries.records_of(view, patient_id, after, queries.MAX_TRAIL_LIMIT)
+        for item in page.items:
+            yield item.record
+        if not page.items or page.items[-1].sequence + 1 >= page.total:
+            return
+        after = page.items[-1].sequence
+
+
+def _consent_history(view: StateView, patient_id: bytes) -> Iterator[ConsentEntry]:
+    """Every grant ever made for the patient, oldest first, in force or ended."""
+    after: int | None = None
+    while True:
+        page = queries.consents_of(view, patient_id, after, queries.MAX_TRAIL_LIMIT)
+        yield from page.items
+        if not page.items or page.items[-1].sequence + 1 >= page.total:
+            return
+        after = page.items[-1].sequence
+
+
+def _trail(view: StateView, patient_id: bytes) -> Iterator[AccessEvent]:
+    """The patient's whole access trail, newest first."""
+    before: int | None = None
+    while True:
+        page = queries.access_events_for(
+            view, patient_id=patient_id, limit=queries.MAX_TRAIL_LIMIT, before=before
         )
-        return [resources.audit_event(event_json(event)) for event in trail.events]
+        yield from page.events
+        if not page.events or not page.oldest_sequence:
+            return
+        before = page.oldest_sequence

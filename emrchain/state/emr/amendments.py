@@ -252,7 +252,7 @@ def record_history(view: StateView, record_id: bytes) -> RecordHistory:
         if link is None:
             raise StateCorruptionError(f"record {amending_id.hex()} amends without a link")
         superseded_by.append(_detail(amending_id, link))
-    supersedes = []
+    supersedes: list[AmendmentDetail] = []
     current = read_amendment_link(view, record_id)
     while current is not None and len(supersedes) < MAX_HISTORY_DEPTH:
         supersedes.append(_detail(current.supersedes, current))
