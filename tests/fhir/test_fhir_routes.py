@@ -239,3 +239,68 @@ def test_unsigned_and_unknown_are_operation_outcomes(real_node: RealNode) -> Non
                 await auditor.fhir_read("Organization", "no-such-organisation")
 
     run(unknown_id())
+
+
+def test_patient_wide_searches_follow_the_listing_rules(real_node: RealNode) -> None:
+    cast = real_node.cast()
+    patient_hex = cast.patient_id.hex()
+
+    async def scenario() -> None:
+        async with EmrClient(real_node.url, cast.clinician) as clinician:
+            first = await clinician.store_fhir_resource(OBSERVATION, cast.patient_id)
+            second = await clinician.put_record(
+                b"a note", cast.patient_id, RecordType.CLINICAL_NOTE
+            )
+        ids = [first.record_id.hex(), second.record_id.hex()]
+        async with EmrClient(real_node.url, cast.patient) as patient:
+            bundle = await patient.fhir_search("DocumentReference", patient=patient_hex)
+            assert [item["id"] for item in entries(bundle)] == ids and bundle["total"] == 2
+            page = await patient.fhir_search("DocumentReference", subject=patient_hex, _count="1")
+            assert [item["id"] for item in entries(page)] == ids[:1] and page["total"] == 2
+            typed = await patient.fhir_search("Provenance", patient=patient_hex, _count="5")
+            assert [item["id"] for item in entries(typed)] == ids
+            none = await patient.fhir_search(
+                "DocumentReference", patient=patient_hex, date="lt2000-01-01"
+            )
+            assert entries(none) == [] and none["total"] == 0
+            today = await patient.fhir_search(
+                "DocumentReference", patient=patient_hex, status="current", date="ge2000-01-01"
+            )
+            assert [item["id"] for item in entries(today)] == ids
+            grant = await patient.grant(
+                record_id=first.record_id, grantee_member=cast.outsider.member_key
+            )
+            await patient.revoke(grant.tx_id)
+            organisation = await patient.grant(
+                patient_id=cast.patient_id, grantee_organization=real_node.clinic_b.organization_id
+            )
+            revoked = entries(
+                await patient.fhir_search("Consent", patient=patient_hex, status="inactive")
+            )
+            assert [item["id"] for item in revoked] == [grant.tx_id.hex()]
+            assert revoked[0]["meta"]["tag"][0]["code"] == "revoked"
+            validated(await patient.fhir_read("Consent", grant.tx_id.hex()))  # ended, still read
+            active = entries(
+                await patient.fhir_search("Consent", patient=patient_hex, status="active")
+            )
+            assert [item["id"] for item in active] == [organisation.tx_id.hex()]
+        async with EmrClient(real_node.url, cast.outsider) as outsider:
+            # A patient-scope grant to its organisation lets clinic-b's clinician list the
+            # records (GET /patients/{id}/records agrees), not the grants or the trail.
+            listed = entries(await outsider.fhir_search("DocumentReference", patient=patient_hex))
+            assert [item["id"] for item in listed] == ids
+            assert len((await outsider.patient_records(cast.patient_id))["records"]) == 2
+            with pytest.raises(NotFound):
+                await outsider.fhir_search("Consent", patient=patient_hex)
+        async with EmrClient(real_node.url, cast.clinician) as author:
+            # The author reads its records, but lists nothing of the patient without a grant.
+            with pytest.raises(NotFound):
+                await author.fhir_search("DocumentReference", patient=patient_hex)
+            with pytest.raises(NotFound):
+                await author.patient_records(cast.patient_id)
+        async with EmrClient(real_node.url, real_node.clinic_b.admin) as other_admin:
+            # An admin lists its own organisation's records of the patient only: none here.
+            bundle = await other_admin.fhir_search("DocumentReference", patient=patient_hex)
+            assert entries(bundle) == []
+
+    run(scenario())
