@@ -31,13 +31,24 @@ from emrchain.client.identity import (
 from emrchain.client.replies import EmrClientError
 from emrchain.client.rpc import DEFAULT_TRAIL_LIMIT, MAX_TRAIL_LIMIT, TlsOptions, check_base_url
 from emrchain.client.sync import SyncEmrClient
-from emrchain.schema import BREAK_GLASS_MAX_DURATION_MS, U64_MAX, ErasureReason, RecordType
+from emrchain.schema import (
+    AMENDMENT_NOTE_MAX_BYTES,
+    BREAK_GLASS_MAX_DURATION_MS,
+    REVIEW_NOTE_MAX_BYTES,
+    U64_MAX,
+    AmendmentReason,
+    ErasureReason,
+    RecordType,
+    ReviewOutcome,
+)
 
 DEFAULT_RPC_URL = "http://127.0.0.1:26657"
 BREAK_GLASS_REASON_BYTES = (8, 512)
 ORGANIZATION_ID_PATTERN = re.compile(r"[a-z0-9._-]{1,64}")
 RECORD_TYPES = {kind.name.lower(): kind for kind in RecordType}
 ERASURE_REASONS = {reason.name.lower(): reason for reason in ErasureReason}
+AMENDMENT_REASONS = {reason.name.lower().replace("_", "-"): reason for reason in AmendmentReason}
+REVIEW_OUTCOMES = {outcome.name.lower().replace("_", "-"): outcome for outcome in ReviewOutcome}
 
 
 # ---- argument types (their errors are usage errors: one line, exit 2) ----------------------
@@ -68,6 +79,21 @@ def organization_id(text: str) -> str:
     if not ORGANIZATION_ID_PATTERN.fullmatch(text):
         raise argparse.ArgumentTypeError(f"must be 1..64 characters of a-z 0-9 . _ -, got {text!r}")
     return text
+
+
+def bounded_text(maximum_bytes: int) -> Callable[[str], str]:
+    """UTF-8 text of at most `maximum_bytes` bytes (an amendment's or a review's note)."""
+
+    def parse(text: str) -> str:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise argparse.ArgumentTypeError("must be valid text (UTF-8)") from None
+        if size > maximum_bytes:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum_bytes} bytes, got {size}")
+        return text
+
+    return parse
 
 
 def break_glass_reason(text: str) -> str:
@@ -220,18 +246,48 @@ def _record_arguments(parser: argparse.ArgumentParser) -> None:
     get.add_argument("--out", type=home_path, required=True, metavar="FILE", help="new file")
     _connection_arguments(get)
     get.set_defaults(_parser=get)
+    amend = actions.add_parser(
+        "amend", help="store a new record that supersedes an earlier one (records.md §11)"
+    )
+    amend.add_argument("file", type=home_path, metavar="FILE", help="the new record (plaintext)")
+    amend.add_argument("--supersedes", type=hex_id("record id"), required=True, metavar="ID")
+    amend.add_argument("--reason", choices=sorted(AMENDMENT_REASONS), required=True)
+    amend.add_argument("--note", type=bounded_text(AMENDMENT_NOTE_MAX_BYTES), default="")
+    amend.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
+    amend.add_argument("--type", choices=sorted(RECORD_TYPES), required=True, dest="record_type")
+    _connection_arguments(amend)
+    amend.set_defaults(_parser=amend)
+    history = actions.add_parser("history", help="a record's amendment history")
+    history.add_argument("record_id", type=hex_id("record id"), metavar="ID")
+    _connection_arguments(history)
+    history.set_defaults(_parser=history)
 
 
 @command("record", "store or read an encrypted medical record", arguments=_record_arguments)
 def record(args: argparse.Namespace) -> int:
-    if args.record_action == "put":
+    if args.record_action == "history":
+        _print_json(_with_client(args, lambda client: client.record_history(args.record_id)))
+        return 0
+    if args.record_action in ("put", "amend"):
         plaintext = _read_bounded_file(args.file, DEFAULT_MAX_PLAINTEXT_BYTES)
-        stored = _with_client(
-            args,
-            lambda client: client.put_record(
-                plaintext, args.patient, RECORD_TYPES[args.record_type]
-            ),
-        )
+        record_type = RECORD_TYPES[args.record_type]
+        if args.record_action == "put":
+            stored = _with_client(
+                args, lambda client: client.put_record(plaintext, args.patient, record_type)
+            )
+        else:
+            stored = _with_client(
+                args,
+                lambda client: client.amend_record(
+                    plaintext,
+                    args.patient,
+                    record_type,
+                    args.supersedes,
+                    AMENDMENT_REASONS[args.reason],
+                    args.note,
+                ),
+            )
+            print(f"{args.reason} of {args.supersedes.hex()}")
         print(f"record {stored.record_id.hex()}")
         print(f"  anchored at height {stored.height} by tx {stored.anchor_tx_id.hex()}")
         print(f"  cid {stored.cid_text}, {stored.size_bytes} bytes of ciphertext")
@@ -245,6 +301,10 @@ def record(args: argparse.Namespace) -> int:
     _write_new_private_file(args.out, read.plaintext)
     print(f"wrote {len(read.plaintext)} bytes to {args.out}")
     print(f"  read recorded on chain by tx {read.access_event_tx_id.hex()}")
+    if read.status != "current" or read.superseded_by:
+        print(f"  status {read.status}; amended by:")
+        for record_id, reason in read.superseded_by:
+            print(f"    {record_id.hex()} ({reason})")
     return 0
 
 
@@ -427,6 +487,47 @@ def break_glass(args: argparse.Namespace) -> int:
         lambda client: client.break_glass(args.patient, args.reason, args.duration_ms, args.record),
     )
     print(f"break-glass {committed.tx_id.hex()} open for {args.duration_ms} ms, flagged")
+    return 0
+
+
+def _reviews_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="review_action", metavar="<action>", required=True)
+    listing = actions.add_parser("list", help="reviews, oldest first")
+    listing.add_argument("--status", choices=("open", "closed"))
+    listing.add_argument("--after", type=bounded_integer(0, U64_MAX), metavar="SEQUENCE")
+    listing.add_argument("--limit", type=bounded_integer(1, 1_000), default=100, metavar="N")
+    show = actions.add_parser("show", help="one review")
+    show.add_argument("review_id", type=hex_id("review id"), metavar="ID")
+    close = actions.add_parser("close", help="close an open review with an outcome")
+    close.add_argument("review_id", type=hex_id("review id"), metavar="ID")
+    close.add_argument("--outcome", choices=sorted(REVIEW_OUTCOMES), required=True)
+    close.add_argument("--note", type=bounded_text(REVIEW_NOTE_MAX_BYTES), default="")
+    for action in (listing, show, close):
+        _connection_arguments(action)
+        action.set_defaults(_parser=action)
+
+
+@command(
+    "reviews",
+    "auditors: list, show and close break-glass and re-enrolment reviews",
+    arguments=_reviews_arguments,
+)
+def reviews(args: argparse.Namespace) -> int:
+    if args.review_action == "list":
+        _print_json(
+            _with_client(args, lambda client: client.reviews(args.status, args.after, args.limit))
+        )
+        return 0
+    if args.review_action == "show":
+        _print_json(_with_client(args, lambda client: client.review(args.review_id)))
+        return 0
+    committed = _with_client(
+        args,
+        lambda client: client.close_review(
+            args.review_id, REVIEW_OUTCOMES[args.outcome], args.note
+        ),
+    )
+    print(f"review {args.review_id.hex()} closed ({args.outcome}) at height {committed.height}")
     return 0
 
 

@@ -171,6 +171,11 @@ class RecordRead:
     plaintext: bytes = b""
     access_event_tx_id: bytes = bytes(32)
     access_event_height: int = 0
+    status: str = "current"
+    """current, superseded or entered-in-error (`records.md` §11): a superseded record is
+    still served; `superseded_by` names what replaced or amended it."""
+    superseded_by: tuple[tuple[bytes, str], ...] = ()
+    """(record id, reason) of each record amending this one, oldest first."""
 
 
 def one_line(text: object) -> str:
@@ -333,6 +338,25 @@ class ServedRecord:
     ciphertext: bytes
     wrapped_key: bytes
     access_event_height: int
+    status: str = "current"
+    superseded_by: tuple[tuple[bytes, str], ...] = ()
+
+
+_STATUSES = frozenset(("current", "superseded", "entered-in-error"))
+
+
+def _amendment_fields(document: Any, what: str) -> tuple[str, tuple[tuple[bytes, str], ...]]:
+    """The read's amendment status; a node from before amendments sends none: current."""
+    status = document.get("status", "current")
+    if status not in _STATUSES:
+        raise BadReplyError(f"{what}: unknown record status {one_line(status)}")
+    items = document.get("superseded_by", [])
+    if not isinstance(items, list):
+        raise BadReplyError(f"{what}: superseded_by is not a list")
+    links = tuple(
+        (hex_field(item, "record_id", what, 32), text_field(item, "reason", what)) for item in items
+    )
+    return status, links
 
 
 def parse_served_record(document: Any, access_event_tx_id: bytes) -> ServedRecord:
@@ -351,7 +375,9 @@ def parse_served_record(document: Any, access_event_tx_id: bytes) -> ServedRecor
         raise BadReplyError(f"{what}: ciphertext is not base64") from None
     if hashlib.sha256(ciphertext).digest() != hex_field(document, "ciphertext_sha256", what, 32):
         raise BadReplyError(f"{what}: the ciphertext does not match its anchored hash")
-    return ServedRecord(patient_id, ciphertext, wrapped_key, height)
+    return ServedRecord(
+        patient_id, ciphertext, wrapped_key, height, *_amendment_fields(document, what)
+    )
 
 
 async def read_bounded_reply(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:

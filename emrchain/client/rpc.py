@@ -90,7 +90,7 @@ from emrchain.client.replies import (
     read_bounded_reply,
     text_field,
 )
-from emrchain.schema import ErasureReason, RecordType
+from emrchain.schema import AmendmentReason, ErasureReason, RecordType, ReviewOutcome
 from emrchain.types.transaction import Transaction
 
 DEFAULT_TIMEOUT_S = 30.0
@@ -500,7 +500,12 @@ class EmrClient:
     # ------------------------------------------------------------------ records
 
     async def put_record(
-        self, plaintext: bytes, patient_id: bytes, record_type: RecordType
+        self,
+        plaintext: bytes,
+        patient_id: bytes,
+        record_type: RecordType,
+        *,
+        amendment: dict[str, Any] | None = None,
     ) -> StoredRecord:
         """Seal the record for its custody set and its patient, anchor it with the digest of
         every wrap, wait for the commit, then hand each custodian its wrap (with the ciphertext
@@ -537,6 +542,7 @@ class EmrClient:
             sealed=sealed,
             record_type=record_type,
             custodians=[custodian.organization_id for custodian in plan.custodians],
+            amendment=amendment,
         )
         committed = await self.submit_and_wait(tx)
         stored: list[str] = []
@@ -560,6 +566,61 @@ class EmrClient:
             height=committed.height,
             custodians=tuple(stored),
             custody_failures=failures,
+        )
+
+    async def amend_record(
+        self,
+        plaintext: bytes,
+        patient_id: bytes,
+        record_type: RecordType,
+        supersedes: bytes,
+        reason: AmendmentReason,
+        note: str = "",
+    ) -> StoredRecord:
+        """Store a new record of the same patient that supersedes `supersedes` (records.md
+        §11): sealed and handed to its custodians as by `put_record`, anchored by AMEND_RECORD
+        with the link, its reason and a short note (at most 256 bytes)."""
+        amendment = {"supersedes": supersedes, "reason": reason, "note": note}
+        return await self.put_record(plaintext, patient_id, record_type, amendment=amendment)
+
+    async def record_history(self, record_id: bytes) -> dict[str, Any]:
+        """`GET /records/{id}/history`: the record's status, what it supersedes (back to the
+        original) and what amends it. Listed for the patient, auditors and admins of the
+        author organisation."""
+        path = f"/records/{record_id.hex()}/history"
+        reply = json_object(await self._request("GET", path, signed=True), f"GET {path}")
+        for name in ("supersedes", "superseded_by"):
+            if not isinstance(reply.get(name), list):
+                raise BadReplyError(f"GET {path}: {name} is missing or not a list")
+        return reply
+
+    async def reviews(
+        self, status: str | None = None, after: int | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        """`GET /reviews` (auditors): break-glass and re-enrolment reviews, oldest first,
+        `{"reviews": [...], "next_after": n|null, "total": n, "open": n}`."""
+        query = [f"limit={limit}"]
+        if status is not None:
+            query.append(f"status={status}")
+        if after is not None:
+            query.append(f"after={after}")
+        path = "/reviews?" + "&".join(query)
+        reply = json_object(await self._request("GET", path, signed=True), "GET /reviews")
+        if not isinstance(reply.get("reviews"), list):
+            raise BadReplyError("GET /reviews: reviews is missing or not a list")
+        return reply
+
+    async def review(self, review_id: bytes) -> dict[str, Any]:
+        """`GET /reviews/{id}` (auditors)."""
+        path = f"/reviews/{review_id.hex()}"
+        return json_object(await self._request("GET", path, signed=True), f"GET {path}")
+
+    async def close_review(
+        self, review_id: bytes, outcome: ReviewOutcome, note: str = ""
+    ) -> Committed:
+        """Close an open review with an outcome (an auditor's CLOSE_REVIEW)."""
+        return await self._send(
+            transactions.close_review, review_id=review_id, outcome=outcome, note=note
         )
 
     async def hand_custody(
@@ -631,7 +692,13 @@ class EmrClient:
         except EnvelopeError as error:
             raise BadReplyError(f"GET /records/{{id}}: the record does not open: {error}") from None
         read = RecordRead(
-            record_id, served.patient_id, plaintext, event.tx_id, served.access_event_height
+            record_id,
+            served.patient_id,
+            plaintext,
+            event.tx_id,
+            served.access_event_height,
+            served.status,
+            served.superseded_by,
         )
         return read, served.wrapped_key
 

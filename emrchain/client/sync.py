@@ -23,7 +23,7 @@ from emrchain.client.export import ExportSummary
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import Committed, RecordRead, StoredRecord, Verdict
 from emrchain.client.rpc import DEFAULT_COMMIT_TIMEOUT_S, DEFAULT_TRAIL_LIMIT, EmrClient
-from emrchain.schema import ErasureReason, RecordType
+from emrchain.schema import AmendmentReason, ErasureReason, RecordType, ReviewOutcome
 from emrchain.types.transaction import Transaction
 
 Result = TypeVar("Result")
@@ -129,6 +129,33 @@ class SyncEmrClient:
 
     def erase(self, record_id: bytes, reason: ErasureReason) -> Committed:
         return self._run(self._client.erase(record_id, reason))
+
+    def amend_record(
+        self,
+        plaintext: bytes,
+        patient_id: bytes,
+        record_type: RecordType,
+        supersedes: bytes,
+        reason: AmendmentReason,
+        note: str = "",
+    ) -> StoredRecord:
+        return self._run(
+            self._client.amend_record(plaintext, patient_id, record_type, supersedes, reason, note)
+        )
+
+    def record_history(self, record_id: bytes) -> dict[str, Any]:
+        return self._run(self._client.record_history(record_id))
+
+    def reviews(
+        self, status: str | None = None, after: int | None = None, limit: int = 100
+    ) -> dict[str, Any]:
+        return self._run(self._client.reviews(status, after, limit))
+
+    def review(self, review_id: bytes) -> dict[str, Any]:
+        return self._run(self._client.review(review_id))
+
+    def close_review(self, review_id: bytes, outcome: ReviewOutcome, note: str = "") -> Committed:
+        return self._run(self._client.close_review(review_id, outcome, note))
 
     def grants(
         self, *, patient_id: bytes | None = None, record_id: bytes | None = None

@@ -10,16 +10,20 @@ the node never sees a data key in clear.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 from emrchain.client.envelope import SealedRecord, rewrap
 from emrchain.client.identity import MemberIdentity
 from emrchain.crypto.keys import Signer
 from emrchain.schema import (
     AccessAction,
+    AmendmentReason,
     ErasureReason,
     GranteeKind,
     GrantScope,
     RecordType,
+    ReviewOutcome,
     Role,
     TxKind,
 )
@@ -125,10 +129,14 @@ def anchor_record(
     record_type: RecordType,
     custodians: list[str],
     patient_recipient: str = "<patient>",
+    amendment: Mapping[str, Any] | None = None,
 ) -> Transaction:
     """Anchor a sealed record: its id, patient, ciphertext hash, binary CID, type and size,
     and the SHA-256 of the patient's wrap and of each custodian's, in custody-set order
-    (`sealed.wraps` names them by organisation id, the patient's by `patient_recipient`)."""
+    (`sealed.wraps` names them by organisation id, the patient's by `patient_recipient`).
+
+    With `amendment` ({"supersedes": record id, "reason": AmendmentReason, "note": str}), the
+    same record is anchored by AMEND_RECORD as superseding that record (`records.md` §11)."""
     entries = tuple(
         CustodyEntry(organization_id, hashlib.sha256(sealed.wraps[organization_id]).digest())
         for organization_id in custodians
@@ -143,7 +151,29 @@ def anchor_record(
         "patient_wrap_sha256": hashlib.sha256(sealed.wraps[patient_recipient]).digest(),
         "custody": encode_custody_entries(entries),
     }
-    return Transaction.create(author.signer, chain_id, TxKind.ANCHOR_RECORD, nonce, fields)
+    if amendment is None:
+        return Transaction.create(author.signer, chain_id, TxKind.ANCHOR_RECORD, nonce, fields)
+    fields.update(
+        supersedes=amendment["supersedes"],
+        reason=int(AmendmentReason(amendment["reason"])),
+        note=amendment.get("note", ""),
+    )
+    return Transaction.create(author.signer, chain_id, TxKind.AMEND_RECORD, nonce, fields)
+
+
+def close_review(
+    auditor: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    review_id: bytes,
+    outcome: ReviewOutcome,
+    note: str = "",
+) -> Transaction:
+    """An auditor closes the review opened by transaction `review_id` (a BREAK_GLASS, or a
+    re-enrolling REGISTER_MEMBER) with an outcome and a short note."""
+    fields = {"review_id": review_id, "outcome": int(ReviewOutcome(outcome)), "note": note}
+    return Transaction.create(auditor.signer, chain_id, TxKind.CLOSE_REVIEW, nonce, fields)
 
 
 def _grant(

@@ -304,9 +304,11 @@ def anchored_cid(
     block keeps what the erasure's tombstone dropped: the CID names ciphertext only, which
     the erasure deletes. Applied transactions were decoded when their block was validated."""
     for raw, result in zip(txs, results, strict=True):
-        if result.code != 0 or envelope.kind(raw) != TxKind.ANCHOR_RECORD:
+        kind = envelope.kind(raw)
+        # An AMEND_RECORD anchors its new record with the same fields (records.md §11).
+        if result.code != 0 or kind not in (TxKind.ANCHOR_RECORD, TxKind.AMEND_RECORD):
             continue
-        fields = decode_payload(TxKind.ANCHOR_RECORD, envelope.payload(raw))
+        fields = decode_payload(TxKind(kind), envelope.payload(raw))
         if fields["record_id"] == record_id:
             return cid_bytes_to_text(fields["cid"])
     return None

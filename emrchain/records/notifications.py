@@ -19,7 +19,6 @@ as failed and skipped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -45,6 +44,7 @@ from emrchain.state.emr.entities import NO_KEY
 from emrchain.state.emr.reviews import ReviewState, read_review_state, review_event
 from emrchain.state.emr.tables import patient_member
 from emrchain.state.result import TxResult
+from emrchain.state.validators import StateCorruptionError
 from emrchain.state.view import StateView
 from emrchain.storage.interfaces import StorageError
 from emrchain.types import envelope
@@ -187,7 +187,18 @@ class NotificationWorker:
         timeout = aiohttp.ClientTimeout(total=self._section.timeout_ms / 1000)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             self._session = session
-            await asyncio.gather(*(self._serve(item) for item in self.destinations))
+            await asyncio.gather(*(self._keep_serving(item) for item in self.destinations))
+
+    async def _keep_serving(self, destination: Destination) -> None:
+        """`_serve`, started again from the vault's cursor after an unexpected error (a vault
+        or block store that failed): the node keeps running, the events are sent later."""
+        while True:
+            try:
+                await self._serve(destination)
+            except (StorageError, StateCorruptionError, OSError) as error:
+                logger.error("notifications: %s stopped: %s; restarting", destination.url, error)
+                destination.queue.clear()
+                await asyncio.sleep(self._section.retry_max_ms / 1000)
 
     async def _serve(self, destination: Destination) -> None:
         cursor = self._start_cursor(destination)
@@ -312,9 +323,3 @@ def open_notifier(
     return NotificationWorker(
         config, read_secret(config), vault, state_view, block_at, chain_height
     )
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -54,6 +54,8 @@ from emrchain.types import Block, envelope
 from emrchain.types.transaction import Transaction
 
 logger = logging.getLogger(__name__)
+_NEW_RECORD_KINDS = (TxKind.ANCHOR_RECORD, TxKind.AMEND_RECORD)
+"""Transactions that anchor a new record (an amendment is a record too, records.md §11)."""
 
 AUTHORED = "authored"
 AUTHORED_AND_GRANTED = "authored_and_granted"
@@ -211,7 +213,7 @@ class Replicator:
             if result.code != 0:
                 continue
             kind = envelope.kind(raw)
-            if kind == TxKind.ANCHOR_RECORD:
+            if kind in _NEW_RECORD_KINDS:
                 record_id = Transaction.decode(raw, self._chain_id, self._max_tx_bytes).fields[
                     "record_id"
                 ]

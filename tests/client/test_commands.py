@@ -28,6 +28,10 @@ from emrchain.schema import RecordType, Role
 from tests.client.conftest import Cast, RealNode
 
 ID = "ab" * 32
+AMEND = ["record", "amend", "f", "--supersedes", ID, "--patient", ID, "--type", "lab_result"]
+"""A `record amend` command line without its reason: `[*AMEND[:5], <reason...>, *AMEND[5:]]`."""
+PASS = "a member key passphrase"
+FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast tests
 PASS = "a member key passphrase"
 FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast tests
 
@@ -104,6 +108,19 @@ def assert_one_line(err: str, command: str) -> None:
             "1..86400000",
         ),
         (["erase", ID, "--reason", "because"], "erase", "invalid choice"),
+        (
+            [*AMEND[:5], "--reason", "typo", *AMEND[5:]],
+            "record amend",
+            "invalid choice",
+        ),
+        (
+            [*AMEND[:5], "--reason", "addendum", "--note", "x" * 257, *AMEND[5:]],
+            "record amend",
+            "at most 256 bytes, got 257",
+        ),
+        (["reviews", "close", ID, "--outcome", "fine"], "reviews close", "invalid choice"),
+        (["reviews", "list", "--status", "pending"], "reviews list", "invalid choice"),
+        (["reviews", "list", "--limit", "0"], "reviews list", "1..1000"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -417,3 +434,56 @@ def test_records_consents_and_paged_audit_through_the_commands(
     every = json.loads(out)["events"]
     assert every[0] == newest["events"][0]
     assert [event["record_id"] for event in every] == list(reversed(record_ids))
+
+
+def test_amend_history_and_review_closing_through_the_commands(
+    real_node: RealNode, tmp_path: Path
+) -> None:
+    cast = real_node.cast()
+    keys = Keys(real_node, cast, tmp_path)
+    record_id = store(real_node, cast, b"haemoglobin 139 g/dL")
+    corrected = tmp_path / "corrected.txt"
+    corrected.write_bytes(b"haemoglobin 13.9 g/dL")
+    status, out, err = emrchain(
+        "record", "amend", str(corrected), "--supersedes", record_id.hex(),
+        "--reason", "correction", "--note", "unit", "--patient", cast.patient_id.hex(),
+        "--type", "lab_result", *keys("clinician"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    assert out.startswith(f"correction of {record_id.hex()}\nrecord "), out
+    new_id = out.splitlines()[1].split()[1]
+    status, out, err = emrchain(
+        "record", "history", record_id.hex(), *keys("patient"), cwd=tmp_path
+    )
+    assert status == 0, err
+    history = json.loads(out)
+    assert history["status"] == "superseded"
+    assert [(item["record_id"], item["note"]) for item in history["superseded_by"]] == [
+        (new_id, "unit")
+    ]
+    # The patient cannot list the review queue; the auditor lists, closes, sees it closed.
+    status, out, err = emrchain(
+        "break-glass", "--patient", cast.patient_id.hex(), "--reason", "found unconscious",
+        "--duration-ms", "60000", *keys("outsider"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    review_id = out.split()[1]
+    status, _, err = emrchain("reviews", "list", *keys("patient"), cwd=tmp_path)
+    assert status == 1 and "role_not_permitted" in err
+    status, out, err = emrchain(
+        "reviews", "list", "--status", "open", *keys("auditor"), cwd=tmp_path
+    )
+    assert status == 0 and review_id in [r["review_id"] for r in json.loads(out)["reviews"]], err
+    status, out, err = emrchain(
+        "reviews", "close", review_id, "--outcome", "needs-follow-up", "--note", "ask the ward",
+        *keys("auditor"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0 and "closed (needs-follow-up)" in out, err
+    status, out, err = emrchain("reviews", "show", review_id, *keys("auditor"), cwd=tmp_path)
+    assert status == 0, err
+    shown = json.loads(out)
+    assert (shown["status"], shown["outcome"], shown["note"]) == (
+        "closed",
+        "needs_follow_up",
+        "ask the ward",
+    )

@@ -13,7 +13,15 @@ from emrchain.client.envelope import new_record_id, open_record, seal_record, un
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import PATIENT_RECIPIENT
 from emrchain.crypto.keys import verify_signature
-from emrchain.schema import TX_MAX_BYTES_LIMIT, ErasureReason, RecordType, Role, TxKind
+from emrchain.schema import (
+    TX_MAX_BYTES_LIMIT,
+    AmendmentReason,
+    ErasureReason,
+    RecordType,
+    ReviewOutcome,
+    Role,
+    TxKind,
+)
 from emrchain.state import ResultCode
 from emrchain.state.emr import EMR_HANDLERS, GenesisAdmin, GenesisOrganization, rotation_message
 from emrchain.types.signing import node_registration_message
@@ -88,6 +96,27 @@ def one_of_each() -> dict[TxKind, Transaction]:
             ADMIN, chain, 6, node_key=signer(7).public_key
         ),
         TxKind.ERASURE_RECEIPT: transactions.erasure_receipt(ADMIN, chain, 4, record_id=RECORD_ID),
+        TxKind.AMEND_RECORD: transactions.anchor_record(
+            CLINICIAN,
+            chain,
+            5,
+            sealed=sealed,
+            record_type=RecordType.LAB_RESULT,
+            custodians=["a"],
+            amendment={
+                "supersedes": hashlib.sha256(b"earlier").digest(),
+                "reason": AmendmentReason.ADDENDUM,
+                "note": "repeat sample",
+            },
+        ),
+        TxKind.CLOSE_REVIEW: transactions.close_review(
+            identity("auditor"),
+            chain,
+            1,
+            review_id=RECORD_ID,
+            outcome=ReviewOutcome.NEEDS_FOLLOW_UP,
+            note="ask the ward",
+        ),
     }
 
 

@@ -177,8 +177,14 @@ def alertmanager_config(webhook_port: int, smtp_port: int) -> dict[str, Any]:
 
 
 def prometheus_config(
-    directory: Path, targets: list[str], alertmanager_port: int
+    directory: Path,
+    targets: list[str],
+    alertmanager_port: int,
+    shortened: tuple[str, str] = ('expr: up{job="emrchain"} == 0\n        for: 1m', "1m"),
 ) -> dict[str, Any]:
+    """The shipped Prometheus config for this test's ports and intervals, with one rule's `for`
+    (`shortened`: the rule's expression and `for` line as shipped, and the duration in it) cut
+    to 2 s."""
     config = yaml.safe_load((PROMETHEUS_CONFIGS / "prometheus-devnet.yml").read_text())
     config["global"].update(scrape_interval="1s", scrape_timeout="900ms", evaluation_interval="1s")
     config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [
@@ -186,10 +192,10 @@ def prometheus_config(
     ]
     config["scrape_configs"][0]["static_configs"][0]["targets"] = targets
     rules = (PROMETHEUS_CONFIGS / "emrchain-alerts.yml").read_text()
-    node_down = 'expr: up{job="emrchain"} == 0\n        for: 1m'
-    assert rules.count(node_down) == 1
+    rule, duration = shortened
+    assert rules.count(rule) == 1
     (directory / "emrchain-alerts.yml").write_text(
-        rules.replace(node_down, node_down.replace("1m", "2s"))
+        rules.replace(rule, rule.replace(f"for: {duration}", "for: 2s"))
     )
     config["rule_files"] = [str(directory / "emrchain-alerts.yml")]
     return config
@@ -235,20 +241,6 @@ def test_node_down_is_delivered_to_webhook_and_email_then_resolved(tmp_path: Pat
     (tmp_path / "prometheus.yml").write_text(
         yaml.safe_dump(prometheus_config(tmp_path, targets, alertmanager_port))
     )
-    alertmanager_command = [
-        "prometheus-alertmanager",
-        f"--config.file={tmp_path / 'alertmanager.yml'}",
-        f"--storage.path={tmp_path / 'alertmanager-data'}",
-        f"--web.listen-address={HOST}:{alertmanager_port}",
-        f"--cluster.listen-address={HOST}:{cluster_port}",
-        "--cluster.advertise-address=127.0.0.1:1",
-    ]
-    prometheus_command = [
-        "prometheus",
-        f"--config.file={tmp_path / 'prometheus.yml'}",
-        f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-        f"--web.listen-address={HOST}:{prometheus_port}",
-    ]
     webhook.start()
     mail.start()
     try:
@@ -256,12 +248,12 @@ def test_node_down_is_delivered_to_webhook_and_email_then_resolved(tmp_path: Pat
         devnet.wait_for_height(1, [0, 1, 2, 3], timeout_s=60)
         with (
             running(
-                alertmanager_command,
+                alertmanager_command(tmp_path, alertmanager_port, cluster_port),
                 tmp_path / "alertmanager.log",
                 f"http://{HOST}:{alertmanager_port}/-/ready",
             ),
             running(
-                prometheus_command,
+                prometheus_command(tmp_path, prometheus_port),
                 tmp_path / "prometheus.log",
                 f"http://{HOST}:{prometheus_port}/-/ready",
             ),
@@ -295,3 +287,125 @@ def test_node_down_is_delivered_to_webhook_and_email_then_resolved(tmp_path: Pat
         devnet.stop_all()
         mail.stop()
         webhook.stop()
+
+
+def test_an_open_break_glass_review_alerts_until_an_auditor_closes_it(tmp_path: Path) -> None:
+    """EmrchainBreakGlassReviewsOpen (its `for` cut from 24 h to 2 s) reaches the webhook once
+    a clinician breaks the glass, one alert for the chain (not per node), and resolves once an
+    auditor closed the review (CLOSE_REVIEW)."""
+    from emrchain.client.rpc import EmrClient
+    from emrchain.client.transactions import NO_KEY
+    from emrchain.devnet.story import Hospital, _register
+    from emrchain.keystore.member import MemberIdentity
+    from emrchain.schema import ReviewOutcome, Role
+
+    require_service("prometheus")
+    require_service("alertmanager")
+    inbox = Inbox()
+    webhook_port, smtp_port, alertmanager_port, prometheus_port, cluster_port = choose_free_ports(
+        HOST, 5
+    )
+    webhook = WebhookReceiver(inbox, webhook_port)
+    mail = Controller(MailSink(inbox), hostname=HOST, port=smtp_port)
+    devnet = Devnet(tmp_path / "net", 4)
+    targets = [devnet.instrumentation_url(index).removeprefix("http://") for index in range(4)]
+    (tmp_path / "alertmanager.yml").write_text(
+        yaml.safe_dump(alertmanager_config(webhook_port, smtp_port))
+    )
+    rule = "expr: max without (instance) (emrchain_reviews_open) > 0\n        for: 24h"
+    (tmp_path / "prometheus.yml").write_text(
+        yaml.safe_dump(
+            prometheus_config(tmp_path, targets, alertmanager_port, shortened=(rule, "24h"))
+        )
+    )
+
+    def delivered(status: str) -> list[dict[str, Any]]:
+        with inbox.lock:
+            return [
+                alert
+                for payload in inbox.webhooks
+                for alert in payload["alerts"]
+                if alert["status"] == status
+                and alert["labels"].get("alertname") == "EmrchainBreakGlassReviewsOpen"
+            ]
+
+    webhook.start()
+    mail.start()
+    try:
+        devnet.start_all()
+        devnet.wait_for_height(1, [0, 1, 2, 3], timeout_s=60)
+        hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
+        clinician, auditor = MemberIdentity.generate(), MemberIdentity.generate()
+        patient, patient_id = MemberIdentity.generate(), bytes(range(32))
+
+        async def register_and_break_glass() -> bytes:
+            await _register(
+                hospital,
+                [
+                    (clinician, Role.CLINICIAN, NO_KEY),
+                    (auditor, Role.AUDITOR, NO_KEY),
+                    (patient, Role.PATIENT, patient_id),
+                ],
+            )
+            async with EmrClient(hospital.rpc_url, clinician) as client:
+                opened = await client.break_glass(
+                    patient_id, "collapsed in the waiting room", 60_000
+                )
+            return opened.tx_id
+
+        async def close(review_id: bytes) -> None:
+            async with EmrClient(hospital.rpc_url, auditor) as client:
+                await client.close_review(review_id, ReviewOutcome.JUSTIFIED)
+
+        with (
+            running(
+                alertmanager_command(tmp_path, alertmanager_port, cluster_port),
+                tmp_path / "alertmanager.log",
+                f"http://{HOST}:{alertmanager_port}/-/ready",
+            ),
+            running(
+                prometheus_command(tmp_path, prometheus_port),
+                tmp_path / "prometheus.log",
+                f"http://{HOST}:{prometheus_port}/-/ready",
+            ),
+        ):
+            wait_until(
+                lambda: prometheus_targets_up(prometheus_port, 4), 30, "all 4 targets scraped up"
+            )
+            review_id = asyncio.run(register_and_break_glass())
+            opened_at = time.monotonic()
+            wait_until(lambda: delivered("firing"), FIRING_BOUND_S, "the review alert firing")
+            fired_s = time.monotonic() - opened_at
+            firing = delivered("firing")
+            assert {alert["labels"].get("instance") for alert in firing} == {None}
+            assert firing[0]["labels"]["severity"] == "warning"
+            asyncio.run(close(review_id))
+            closed_at = time.monotonic()
+            wait_until(lambda: delivered("resolved"), RESOLVED_BOUND_S, "the alert resolved")
+            resolved_s = time.monotonic() - closed_at
+            print(f"review alert delivered {fired_s:.1f} s after the break-glass committed,")
+            print(f"resolved {resolved_s:.1f} s after the review was closed")
+    finally:
+        devnet.stop_all()
+        mail.stop()
+        webhook.stop()
+
+
+def alertmanager_command(directory: Path, port: int, cluster_port: int) -> list[str]:
+    return [
+        "prometheus-alertmanager",
+        f"--config.file={directory / 'alertmanager.yml'}",
+        f"--storage.path={directory / 'alertmanager-data'}",
+        f"--web.listen-address={HOST}:{port}",
+        f"--cluster.listen-address={HOST}:{cluster_port}",
+        "--cluster.advertise-address=127.0.0.1:1",
+    ]
+
+
+def prometheus_command(directory: Path, port: int) -> list[str]:
+    return [
+        "prometheus",
+        f"--config.file={directory / 'prometheus.yml'}",
+        f"--storage.tsdb.path={directory / 'prometheus-data'}",
+        f"--web.listen-address={HOST}:{port}",
+    ]

@@ -28,6 +28,7 @@ from emrchain.state.emr.queries import (
     member,
     organisation,
     record,
+    record_amendments,
 )
 from emrchain.state.emr.records import BreakGlassSession, EmrRecord, Grant
 
@@ -60,5 +61,6 @@ __all__ = [
     "organisation",
     "read_decision",
     "record",
+    "record_amendments",
     "rotation_message",
 ]

@@ -23,6 +23,7 @@ from emrchain.state.codes import ResultCode
 from emrchain.state.emr.clinical import anchor_new_record, live_record
 from emrchain.state.emr.context import emr_handler, require_role, require_sender, short
 from emrchain.state.emr.entities import read_text
+from emrchain.state.emr.limits import MAX_AMENDMENTS_PER_RECORD
 from emrchain.state.emr.records import EmrRecord
 from emrchain.state.emr.tables import TransactionRefusedError
 from emrchain.state.result import TxResult
@@ -30,9 +31,6 @@ from emrchain.state.validators import StateCorruptionError
 from emrchain.state.view import OverlayStateView, StateView
 from emrchain.types.codec import DecodeError, Reader, Writer
 
-MAX_AMENDMENTS_PER_RECORD = 64
-"""Records that may amend one record (its addenda, then at most one correction or
-entered-in-error): bounds the AmendmentState list."""
 MAX_HISTORY_DEPTH = 256
 """Links `record_amendments` follows back from a record (a longer chain is cut there)."""
 
@@ -100,7 +98,18 @@ class AmendmentState:
     status: RecordStatus
     amended_by: tuple[bytes, ...]
 
+    def validate_basic(self) -> None:
+        """At most MAX_AMENDMENTS_PER_RECORD distinct amenders; a record no longer current was
+        made so by one of them."""
+        if len(self.amended_by) > MAX_AMENDMENTS_PER_RECORD:
+            raise DecodeError("AmendmentState: too many amendments")
+        if len(set(self.amended_by)) != len(self.amended_by):
+            raise DecodeError("AmendmentState: an amender is listed twice")
+        if self.status != RecordStatus.CURRENT and not self.amended_by:
+            raise DecodeError("AmendmentState: superseded without an amender")
+
     def encode(self) -> bytes:
+        self.validate_basic()
         writer = Writer().u8(self.status).u16(len(self.amended_by))
         for record_id in self.amended_by:
             writer.fixed(record_id, 32)
@@ -116,7 +125,9 @@ class AmendmentState:
         count = reader.count(2, MAX_AMENDMENTS_PER_RECORD, "count")
         amended_by = tuple(reader.fixed(32, "record_id") for _ in range(count))
         reader.finish()
-        return cls(status, amended_by)
+        state = cls(status, amended_by)
+        state.validate_basic()
+        return state
 
 
 _NEVER_AMENDED = AmendmentState(RecordStatus.CURRENT, ())
@@ -246,7 +257,7 @@ def _detail(record_id: bytes, link: AmendmentLink) -> AmendmentDetail:
 def record_history(view: StateView, record_id: bytes) -> RecordHistory:
     """`record_amendments` with each link's note and height."""
     state = read_amendment_state(view, record_id)
-    superseded_by = []
+    superseded_by: list[AmendmentDetail] = []
     for amending_id in state.amended_by:
         link = read_amendment_link(view, amending_id)
         if link is None:

@@ -28,6 +28,9 @@ MAX_BREAK_GLASS_SESSIONS_PER_PATIENT = 32
 """Unexpired break-glass sessions on one patient."""
 REVIEW_QUEUE_CAPACITY = 65_536
 """Most recent break-glass events kept in state for auditors' review."""
+MAX_AMENDMENTS_PER_RECORD = 64
+"""Records that amend one record (its addenda, then at most one correction or entered-in-error),
+`records.md` §11."""
 
 WRAPPED_KEY_BYTES = 80
 """A record data key (32 bytes) sealed to the grantee's X25519 key: ephemeral public key (32)

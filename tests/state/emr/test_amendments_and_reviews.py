@@ -273,3 +273,34 @@ def test_listing_pages_with_after_and_the_ring_drops_the_oldest_state(monkeypatc
     assert [s.review_id for s, _ in rest.reviews] == [ids[3]] and rest.next_after is None
     assert (rest.total, rest.open) == (4, 2)
     assert REVIEW_TRAIL.capacity == 65_536
+
+
+def test_stored_forms_validate_and_round_trip() -> None:
+    from emrchain.state.emr.amendments import AmendmentLink, AmendmentState, RecordStatus
+    from emrchain.state.emr.reviews import ReviewState
+    from emrchain.types.codec import DecodeError
+
+    review_id, record_id = digest("review"), digest("record")
+    closed = ReviewState(
+        review_id, 7, ReviewStatus.CLOSED, 3, A_AUDITOR.public_key, "hospital-a", "ok", 9, 10
+    )
+    assert ReviewState.decode(review_id, closed.encode()) == closed
+    for broken in (
+        ReviewState(review_id, 0, ReviewStatus.OPEN, outcome=1),
+        ReviewState(review_id, 0, ReviewStatus.OPEN, note="x"),
+        ReviewState(review_id, 0, ReviewStatus.CLOSED),  # no outcome, no auditor
+    ):
+        with pytest.raises(DecodeError):
+            broken.encode()
+    amended = AmendmentState(RecordStatus.SUPERSEDED, (record_id,))
+    assert AmendmentState.decode(amended.encode()) == amended
+    for wrong in (
+        AmendmentState(RecordStatus.SUPERSEDED, ()),
+        AmendmentState(RecordStatus.CURRENT, (record_id, record_id)),
+    ):
+        with pytest.raises(DecodeError):
+            wrong.encode()
+    link = AmendmentLink(record_id, RECORD, AmendmentReason.ADDENDUM, "note", 5)
+    assert AmendmentLink.decode(record_id, link.encode()) == link
+    with pytest.raises(DecodeError):
+        AmendmentLink.decode(record_id, link.encode()[:32] + b"\x09" + link.encode()[33:])

@@ -31,4 +31,5 @@ def test_bounds_table_matches_limits() -> None:
         limits.MAX_GRANTS_PER_RECORD,
         limits.MAX_BREAK_GLASS_SESSIONS_PER_PATIENT,
         limits.REVIEW_QUEUE_CAPACITY,
+        limits.MAX_AMENDMENTS_PER_RECORD,
     ]
