@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema_rs
 import pytest
 
 from emrchain.client import transactions
@@ -22,6 +23,10 @@ from emrchain.client.rpc import EmrClient
 from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity
+from emrchain.rpc import openapi_schemas as replies
+from emrchain.rpc.errors import RpcError
+from emrchain.rpc.pagination import cursor, cursor_sequence
+from emrchain.rpc.records import PATIENT_CONSENTS, PATIENT_RECORDS
 from emrchain.schema import ErasureReason, RecordType, Role
 from tests.rpc.bounded import run
 
@@ -38,6 +43,8 @@ class Cast:
     clinician: MemberIdentity
     colleague: MemberIdentity
     auditor: MemberIdentity
+    admin: MemberIdentity
+    organization_id: str
     records: list[StoredRecord]
 
 
@@ -61,7 +68,18 @@ async def _cast(devnet: Devnet) -> Cast:
             await author.put_record(b"visit %d" % number, patient_id, RecordType.CLINICAL_NOTE)
             for number in range(3)
         ]
-    return Cast(url, patient, patient_id, other, clinician, colleague, auditor, records)
+    return Cast(
+        url,
+        patient,
+        patient_id,
+        other,
+        clinician,
+        colleague,
+        auditor,
+        hospital.admin,
+        hospital.organization_id,
+        records,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +101,7 @@ def test_the_patient_lists_its_records_page_by_page_oldest_first(cast: Cast) -> 
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         async with _as(cast, cast.patient) as owner:
             first = await owner.patient_records(cast.patient_id, limit=2)
+            jsonschema_rs.validate(replies.PATIENT_RECORDS, first)  # the OpenAPI document's
             assert first["next"] is not None
             second = await owner.patient_records(cast.patient_id, after=first["next"], limit=2)
             assert second["next"] is None
@@ -101,6 +120,36 @@ def test_the_patient_lists_its_records_page_by_page_oldest_first(cast: Cast) -> 
     assert first["anchored_height"] == cast.records[0].height
     assert first["size_bytes"] == cast.records[0].size_bytes
     assert first["author_organization"] and first["anchored_time_ms"] > 0
+
+
+def test_an_admin_lists_the_records_its_organisation_authored(cast: Cast) -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        async with _as(cast, cast.admin) as admin:
+            return [item async for item in admin.all_patient_records(cast.patient_id)]
+
+    listed = run(scenario())
+    assert [item["record_id"] for item in listed] == [r.record_id.hex() for r in cast.records]
+    assert {item["author_organization"] for item in listed} == {cast.organization_id}
+
+
+def test_cursors_are_bound_to_their_listing_target_and_sequence() -> None:
+    target, other = bytes(32), b"\x01" * 32
+    made = cursor(PATIENT_RECORDS, target, 41)
+    assert cursor_sequence(made, PATIENT_RECORDS, target) == 41
+    assert cursor_sequence(None, PATIENT_RECORDS, target) is None
+    tag = made.split(".")[1]
+    for forged, listing, on in (
+        (made, PATIENT_CONSENTS, target),  # another listing
+        (made, PATIENT_RECORDS, other),  # another patient
+        (f"42.{tag}", PATIENT_RECORDS, target),  # another position
+        (made.upper(), PATIENT_RECORDS, target),
+        (f"{'9' * 21}.{tag}", PATIENT_RECORDS, target),
+        ("41", PATIENT_RECORDS, target),
+        ("", PATIENT_RECORDS, target),
+    ):
+        with pytest.raises(RpcError) as refused:
+            cursor_sequence(forged, listing, on)
+        assert (refused.value.status, refused.value.code) == (400, "bad_cursor")
 
 
 def test_another_patient_and_a_clinician_without_consent_are_refused(cast: Cast) -> None:
@@ -170,6 +219,7 @@ def test_the_access_trail_pages_back_to_the_first_event(cast: Cast) -> None:
                 )
             ]
             first_page = await auditor.access_events(patient_id=cast.patient_id, limit=3)
+            jsonschema_rs.validate(replies.EVENTS, first_page)
         return walked, first_page, [tx.tx_id for tx in txs]
 
     walked, first_page, sent = run(scenario())
@@ -209,6 +259,8 @@ def test_the_consent_history_shows_active_revoked_and_expired_grants(cast: Cast)
                     item async for item in owner.all_patient_consents(cast.patient_id, page_limit=1)
                 ]
                 if history[0]["status"] == "expired" or time.monotonic() > deadline:
+                    page = await owner.patient_consents(cast.patient_id)
+                    jsonschema_rs.validate(replies.CONSENTS, page)
                     break
                 await asyncio.sleep(0.2)
             ids = {"expiring": expiring.tx_id, "revoked": revoked.tx_id, "active": active.tx_id}
@@ -239,7 +291,9 @@ def test_an_erased_record_stays_listed_as_erased(cast: Cast) -> None:
         async with _as(cast, cast.patient) as owner:
             await owner.erase(cast.records[2].record_id, ErasureReason.PATIENT_REQUEST)
         async with _as(cast, cast.auditor) as auditor:
-            return await auditor.patient_records(cast.patient_id)
+            reply = await auditor.patient_records(cast.patient_id)
+            jsonschema_rs.validate(replies.PATIENT_RECORDS, reply)  # an erased one's nulls too
+            return reply
 
     listed = run(scenario())["records"]
     assert [item["erased"] for item in listed] == [False, False, True]
