@@ -30,11 +30,14 @@ from emrchain.types.codec import DecodeError, Reader, Writer
 _EVENT_ID = slice(1, 33)
 """Where an encoded AccessEvent holds its event id (after the one-byte kind)."""
 
-_RING_CAPACITY = REVIEW_TRAIL.capacity
-if _RING_CAPACITY is None:
-    raise RuntimeError("the review queue must be a ring buffer")
-REVIEW_CAPACITY: int = _RING_CAPACITY
-"""The review queue is a ring (the access trails became logs, `capacity` None)."""
+
+def _ring_capacity() -> int:
+    """The review queue's ring size (read at each use: the access trails are logs with
+    `capacity` None, the review queue alone is a ring)."""
+    capacity = REVIEW_TRAIL.capacity
+    if capacity is None:
+        raise StateCorruptionError("the review queue must be a ring buffer")
+    return capacity
 
 
 class ReviewStatus(IntEnum):
@@ -154,7 +157,7 @@ def open_review(state: OverlayStateView, event: AccessEvent) -> None:
     """Append `event` (a break-glass declaration or a re-enrolment) to the review queue, open.
     When the ring is full, the review it overwrites leaves the queue with its state."""
     sequence = review_count(state)
-    if sequence >= REVIEW_CAPACITY:
+    if sequence >= _ring_capacity():
         overwritten = state.get(REVIEW_TRAIL.slot_key(sequence))
         if overwritten is None:
             raise StateCorruptionError(f"review queue slot {sequence} is missing")
@@ -230,7 +233,7 @@ def list_reviews(
     if limit < 1:
         raise ValueError("limit must be >= 1")
     total = review_count(view)
-    start = max(0 if after is None else after + 1, total - REVIEW_CAPACITY, 0)
+    start = max(0 if after is None else after + 1, total - _ring_capacity(), 0)
     stop = min(total, start + REVIEW_SCAN_MAX)
     found: list[tuple[ReviewState, AccessEvent]] = []
     sequence = start - 1
