@@ -12,9 +12,10 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 
+from emrchain.client.fhir_content import encode_resource
 from emrchain.client.replies import BadRequest, NotFound
 from emrchain.client.rpc import EmrClient
-from emrchain.schema import RecordType
+from emrchain.schema import AmendmentReason, RecordType
 from tests.client.conftest import RealNode
 from tests.fhir.validate import validated
 
@@ -302,5 +303,46 @@ def test_patient_wide_searches_follow_the_listing_rules(real_node: RealNode) -> 
             # An admin lists its own organisation's records of the patient only: none here.
             bundle = await other_admin.fhir_search("DocumentReference", patient=patient_hex)
             assert entries(bundle) == []
+
+    run(scenario())
+
+
+def test_an_amended_observation_through_fhir(real_node: RealNode) -> None:
+    cast = real_node.cast()
+    corrected = {**OBSERVATION, "valueQuantity": {**OBSERVATION["valueQuantity"], "value": 6.3}}
+
+    async def scenario() -> None:
+        async with EmrClient(real_node.url, cast.clinician) as clinician:
+            first = await clinician.store_fhir_resource(OBSERVATION, cast.patient_id)
+            second = await clinician.amend_record(
+                encode_resource(corrected),
+                cast.patient_id,
+                RecordType.LAB_RESULT,
+                first.record_id,
+                AmendmentReason.CORRECTION,
+                "wrong calibration",
+            )
+        old, new = first.record_id.hex(), second.record_id.hex()
+        async with EmrClient(real_node.url, cast.patient) as patient:
+            replaced = await patient.fhir_read("DocumentReference", old)
+            validated(replaced)
+            assert replaced["status"] == "superseded" and "relatesTo" not in replaced
+            current = await patient.fhir_read("DocumentReference", new)
+            validated(current)
+            assert current["status"] == "current"
+            assert current["relatesTo"] == [
+                {"code": "replaces", "target": {"reference": f"DocumentReference/{old}"}}
+            ]
+            provenance = await patient.fhir_read("Provenance", new)
+            assert provenance["entity"][0]["what"] == {"reference": f"DocumentReference/{old}"}
+            superseded = entries(
+                await patient.fhir_search(
+                    "DocumentReference", patient=cast.patient_id.hex(), status="superseded"
+                )
+            )
+            assert [item["id"] for item in superseded] == [old]
+            # Both versions stay readable; each comes back as it was stored.
+            assert await patient.read_attachment(replaced) == OBSERVATION
+            assert await patient.read_attachment(current) == corrected
 
     run(scenario())
