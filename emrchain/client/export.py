@@ -68,6 +68,16 @@ def _write_new(path: Path, data: bytes) -> None:
         file.write(data)
 
 
+async def _amendments(client: EmrClient, record_hex: str) -> dict[str, Any]:
+    """The record's amendment status and what it supersedes (`GET /records/{id}/history`),
+    for its DocumentReference; nothing when the node cannot say."""
+    try:
+        history = await client.record_history(bytes.fromhex(record_hex))
+    except EmrClientError:
+        return {}
+    return {"status": history.get("status"), "supersedes": history.get("supersedes", [])}
+
+
 async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) -> ExportSummary:
     _private_directory(out_dir)
     records_dir = out_dir / RECORDS_DIRECTORY
@@ -94,9 +104,9 @@ async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) ->
                 attachment = f"{RECORDS_DIRECTORY}/{name}"
                 if resource is not None:
                     stored.append({"record_id": record_hex, "resource": resource})
-        document = resources.document_reference(anchor, attachment, patient_id=patient_hex)
-        entries.append(document)
-        entries.append(resources.provenance({**anchor, "patient_id": patient_hex}))
+        described = {**anchor, **await _amendments(client, record_hex)}
+        entries.append(resources.document_reference(described, attachment, patient_id=patient_hex))
+        entries.append(resources.provenance(described))
     consents = [item async for item in client.all_patient_consents(patient_id)]
     # Listed after the reads: the trail holds the export's own reads.
     events = [item async for item in client.all_access_events(patient_id=patient_id)]

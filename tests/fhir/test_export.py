@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from emrchain import cli
+from emrchain.client.fhir_content import encode_resource
 from emrchain.client.identity import PASSPHRASE_VARIABLE
 from emrchain.client.rpc import EmrClient
-from emrchain.schema import ErasureReason, RecordType
+from emrchain.schema import AmendmentReason, ErasureReason, RecordType
 from tests.client.conftest import Cast, RealNode
 from tests.client.test_commands import PASS, Keys
 from tests.fhir.test_fhir_routes import OBSERVATION, run
@@ -26,14 +27,23 @@ BREAK_GLASS_REASON = "unconscious patient in the emergency room"
 
 
 async def history_of(node: RealNode, cast: Cast, marker: str) -> dict[str, Any]:
-    """Three records (a FHIR Observation, a binary file, one the patient erases), a record
-    grant revoked, an organisation grant in force, a read under it and a break-glass."""
+    """Four records (a FHIR Observation and its correction, a binary file, one the patient
+    erases), a record grant revoked, an organisation grant in force, a read under it and a
+    break-glass."""
     observation = {**OBSERVATION, "note": [{"text": marker}]}
     scan = marker.encode() + b"\x00\x01\x02 not JSON, not FHIR"
     async with EmrClient(node.url, cast.clinician) as clinician:
         fhir_record = await clinician.store_fhir_resource(observation, cast.patient_id)
         binary = await clinician.put_record(scan, cast.patient_id, RecordType.IMAGING)
         doomed = await clinician.put_record(b"wrong patient", cast.patient_id, RecordType.OTHER)
+        corrected = {**observation, "status": "corrected"}
+        amended = await clinician.amend_record(
+            encode_resource(corrected),
+            cast.patient_id,
+            RecordType.LAB_RESULT,
+            fhir_record.record_id,
+            AmendmentReason.CORRECTION,
+        )
     async with EmrClient(node.url, cast.patient) as patient:
         revoked = await patient.grant(
             record_id=fhir_record.record_id, grantee_member=cast.outsider.member_key
@@ -48,6 +58,8 @@ async def history_of(node: RealNode, cast: Cast, marker: str) -> dict[str, Any]:
         await outsider.break_glass(cast.patient_id, BREAK_GLASS_REASON, 60_000)
     return {
         "observation": observation,
+        "corrected": corrected,
+        "amended": amended.record_id.hex(),
         "scan": scan,
         "fhir_record": fhir_record.record_id.hex(),
         "binary": binary.record_id.hex(),
@@ -88,7 +100,7 @@ def test_the_patients_export_holds_every_record_and_every_access_event(
     status = cli.main(["export", "--patient", patient_hex, "--out", str(out), *keys("patient")])
     printed = capsys.readouterr()
     assert status == 0, printed.err
-    assert "exported 2 of 3 records" in printed.out
+    assert "exported 3 of 4 records" in printed.out
 
     bundle = json.loads((out / "bundle.json").read_text())
     validated(bundle)  # the Bundle and every entry, with the R4B models
@@ -106,14 +118,18 @@ def test_the_patients_export_holds_every_record_and_every_access_event(
     assert (
         set(documents)
         == {item["record_id"] for item in records}
-        == {made["fhir_record"], made["binary"], made["erased"]}
+        == {made["fhir_record"], made["binary"], made["erased"], made["amended"]}
     )
+    assert documents[made["fhir_record"]]["status"] == "superseded"
+    assert documents[made["amended"]]["relatesTo"] == [
+        {"code": "replaces", "target": {"reference": f"DocumentReference/{made['fhir_record']}"}}
+    ]
     assert set(by_type(bundle, "Provenance")) == set(documents)
-    # Every access event of the trail, the export's own two reads included.
+    # Every access event of the trail, the export's own three reads included.
     assert set(by_type(bundle, "AuditEvent")) == {event["event_id"] for event in after}
     own_reads = [event for event in after if event not in before]
     assert sorted(event["record_id"] for event in own_reads) == sorted(
-        [made["fhir_record"], made["binary"]]
+        [made["fhir_record"], made["binary"], made["amended"]]
     )
     assert all(event["basis"] == "patient" for event in own_reads)
     flagged = [
@@ -134,6 +150,12 @@ def test_the_patients_export_holds_every_record_and_every_access_event(
         if entry["fullUrl"] == f"urn:emrchain:record:{made['fhir_record']}"
     ]
     assert stored == [made["observation"]]
+    corrected = [
+        entry["resource"]
+        for entry in bundle["entry"]
+        if entry["fullUrl"] == f"urn:emrchain:record:{made['amended']}"
+    ]
+    assert corrected == [made["corrected"]]
     fhir_file = out / "records" / f"{made['fhir_record']}.json"
     assert json.loads(fhir_file.read_bytes()) == made["observation"]
     assert (out / "records" / f"{made['binary']}.bin").read_bytes() == made["scan"]
@@ -144,7 +166,7 @@ def test_the_patients_export_holds_every_record_and_every_access_event(
         erased["status"] == "entered-in-error" and "url" not in erased["content"][0]["attachment"]
     )
     assert sorted(path.name for path in (out / "records").iterdir()) == sorted(
-        [fhir_file.name, f"{made['binary']}.bin"]
+        [fhir_file.name, f"{made['binary']}.bin", f"{made['amended']}.json"]
     )
     # Private files only in the output directory; the plaintext nowhere else.
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
