@@ -22,7 +22,7 @@ from aiohttp import web
 
 from emrchain.fhir import resources
 from emrchain.fhir.capability import capability_statement
-from emrchain.fhir.search import Search, SearchError, parse_search
+from emrchain.fhir.search import SEARCH_PARAMETERS, Search, SearchError, parse_search
 from emrchain.rpc.auth import Authenticator, Caller
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.node_view import NodeView
@@ -40,7 +40,6 @@ from emrchain.storage.cid import cid_bytes_to_text
 T = TypeVar("T")
 FHIR_PREFIX = "/fhir"
 ORGANIZATION_ID = re.compile(r"^[a-z0-9._-]{1,64}$")
-SEARCHABLE = ("DocumentReference", "Consent", "AuditEvent", "Provenance")
 
 
 def fhir_response(resource: dict[str, Any], status: int = 200) -> web.Response:
@@ -98,6 +97,7 @@ class FhirRoutes:
         self._max_scan = node.config.rpc.fhir_max_scan
 
     def routes(self) -> list[web.RouteDef]:
+        # The types of `capability.READABLE`, each with its handler.
         read = {
             "DocumentReference": self.document_reference,
             "Consent": self.consent,
@@ -108,7 +108,10 @@ class FhirRoutes:
         }
         return [
             web.get(f"{FHIR_PREFIX}/metadata", self.metadata),
-            *(web.get(f"{FHIR_PREFIX}/{name}", self._search_of(name)) for name in SEARCHABLE),
+            *(
+                web.get(f"{FHIR_PREFIX}/{name}", self._search_of(name))
+                for name in SEARCH_PARAMETERS
+            ),
             *(web.get(f"{FHIR_PREFIX}/{name}/{{id}}", handler) for name, handler in read.items()),
         ]
 
