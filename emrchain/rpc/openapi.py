@@ -411,7 +411,16 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                         },
                     ],
                     "responses": {
-                        **_ok(replies.READ),
+                        "200": {
+                            **_ok(replies.READ)["200"],
+                            "headers": {
+                                "X-Emrchain-Record-Status": {
+                                    "description": "the record's amendment status "
+                                    "(records.md §11); a superseded record is served",
+                                    "schema": replies.READ["properties"]["status"],
+                                }
+                            },
+                        },
                         **_error_responses(400, 401, 403, 404, 409, 410, 503, 504),
                     },
                 }

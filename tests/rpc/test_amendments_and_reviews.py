@@ -31,7 +31,7 @@ from emrchain.api.signing import HEADER_ACCESS_EVENT, HEADER_RECORD_STATUS, sign
 from emrchain.api.webhooks import webhook_signature
 from emrchain.client import transactions
 from emrchain.client.envelope import new_record_id, seal_record
-from emrchain.client.replies import TransactionRefusedError
+from emrchain.client.replies import AccessDenied, NotFound, TransactionRefusedError
 from emrchain.client.rpc import EmrClient
 from emrchain.client.webhooks import (
     HEADER_WEBHOOK_EVENT_ID,
@@ -276,6 +276,20 @@ def test_a_correction_shows_its_history_and_the_superseded_read_says_so(
             ],
         }
         assert new["status"] == "current" and new["superseded_by"] == []
+        # Listed as the grants are: not for a clinician (404, like an unknown record), for an
+        # auditor, but an unknown id is 404 for the auditor too.
+        async with EmrClient(url, cast.clinician) as clinician:
+            with pytest.raises(NotFound):
+                await clinician.record_history(original.record_id)
+        async with EmrClient(url, cast.auditor) as auditor:
+            assert (await auditor.record_history(original.record_id))["status"] == "superseded"
+            with pytest.raises(NotFound):
+                await auditor.record_history(secrets.token_bytes(32))
+            with pytest.raises(NotFound):
+                await auditor.review(secrets.token_bytes(32))
+        async with EmrClient(url, cast.patient) as patient:
+            with pytest.raises(AccessDenied):
+                await patient.reviews("open")
         assert [item["record_id"] for item in new["supersedes"]] == [original.record_id.hex()]
         # The superseded record is still served, and says what superseded it.
         assert read.plaintext == b"potassium 41 mmol/L"
@@ -371,9 +385,12 @@ def test_break_glass_is_notified_listed_closed_everywhere_and_notified_again(
     # An auditor lists it open (on another node than the clinician's), then closes it.
     assert review_id.hex() in _reviews_on(network, cast.auditor, 2, "open")
 
+    closed_at: list[float] = []
+
     async def close() -> None:
         async with EmrClient(network.devnet.rpc_urls[2], cast.auditor) as auditor:
             await auditor.close_review(review_id, ReviewOutcome.JUSTIFIED, "allergy check needed")
+            closed_at.append(time.monotonic())
             with pytest.raises(TransactionRefusedError) as twice:
                 await auditor.close_review(review_id, ReviewOutcome.UNJUSTIFIED)
             assert twice.value.code == ResultCode.REVIEW_ALREADY_CLOSED
@@ -393,7 +410,13 @@ def test_break_glass_is_notified_listed_closed_everywhere_and_notified_again(
             f"the review closed on node {index}",
         )
         assert review_id.hex() not in _reviews_on(network, cast.auditor, index, "open")
+    wait_until(lambda: receiver.copies("review_closed", review_id), "a closing")
+    first_s = time.monotonic() - closed_at[0]
     wait_until(lambda: len(receiver.copies("review_closed", review_id)) == 4, "4 closings")
+    print(
+        f"closing notified {first_s:.2f} s after its commit (first node), all 4 by "
+        f"{time.monotonic() - closed_at[0]:.2f} s"
+    )
     closing = receiver.copies("review_closed", review_id)[0]
     assert (closing["outcome"], closing["note"]) == ("justified", "allergy check needed")
     assert closing["closed_by"] == cast.auditor.member_key.hex()
