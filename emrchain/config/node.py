@@ -985,6 +985,37 @@ class LogSection:
     )
 
 
+_ABSOLUTE_PATH_OR_EMPTY = Name(r"(/[A-Za-z0-9._/-]{1,300})?", "empty, or an absolute path")
+
+
+@dataclass(frozen=True)
+class BackupSection:
+    interval_ms: int = setting(
+        0,
+        "How often the node writes a backup archive on its own (docs/spec/backup.md); 0: never "
+        "(`emrchain backup create` still works). Needs directory and recipient.",
+        Integer(0, 30 * 86_400_000, "milliseconds"),
+    )
+    directory: str = setting(
+        "",
+        "Where scheduled backups are written: an absolute path, best on another disk than the "
+        "home (a backup inside the home is lost with it).",
+        _ABSOLUTE_PATH_OR_EMPTY,
+    )
+    recipient: str = setting(
+        "",
+        "The operator's recovery public key (age X25519, age1...; `emrchain backup keygen` "
+        "makes one): archives are encrypted to it; its identity file stays off the node.",
+        Name(r"(age1[02-9ac-hj-np-z]{58})?", "empty, or an age X25519 recipient (age1...)"),
+    )
+    keep: int = setting(
+        7,
+        "Scheduled backups kept in directory (of this chain); older ones are deleted after "
+        "each new one.",
+        Integer(1, 10_000, "archives"),
+    )
+
+
 LIMITS_SETTINGS: dict[str, Setting] = {
     "max_tx_bytes": Setting(
         "Largest transaction, envelope included.",
@@ -1063,6 +1094,12 @@ SECTIONS: tuple[Section, ...] = (
         settings_of(InstrumentationSection),
     ),
     Section(
+        "backup",
+        "Encrypted backups the node writes on a schedule.",
+        BackupSection,
+        settings_of(BackupSection),
+    ),
+    Section(
         "notifications",
         "Webhooks told of break-glass reviews opened and closed.",
         NotificationsSection,
@@ -1088,6 +1125,7 @@ class NodeConfig:
     records: RecordsSection = field(default_factory=RecordsSection)
     log: LogSection = field(default_factory=LogSection)
     instrumentation: InstrumentationSection = field(default_factory=InstrumentationSection)
+    backup: BackupSection = field(default_factory=BackupSection)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
 
     def resolve(self, relative: str) -> Path:
@@ -1269,6 +1307,12 @@ def check_consistency(config: NodeConfig, source: str) -> None:
         "is only used with a rediss:// redis_url (TLS); empty it or use rediss://",
     )
     _check_instrumentation(config, require)
+    require(
+        config.backup.interval_ms == 0
+        or bool(config.backup.directory and config.backup.recipient),
+        "[backup] interval_ms",
+        "scheduled backups need [backup] directory and recipient; set both, or interval_ms = 0",
+    )
     notifications = config.notifications
     require(
         notifications.retry_initial_ms <= notifications.retry_max_ms,

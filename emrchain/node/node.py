@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from emrchain import _core
+from emrchain.backup.service import BackupService, admin_socket_path
 from emrchain.config.genesis import Genesis, load_config_and_genesis
 from emrchain.config.node import NodeConfig, StorageSection
 from emrchain.consensus.config import ConsensusConfig
@@ -56,6 +57,7 @@ from emrchain.state.emr.sender_admission import SenderAdmission
 from emrchain.state.peers import PeerDirectory, peer_directory
 from emrchain.state.progress import executed_height
 from emrchain.state.result import TxResult
+from emrchain.storage.vault import LevelDbKeyVault
 from emrchain.store import (
     BlockStore,
     ChainDatabase,
@@ -193,6 +195,11 @@ class Node:
         )
         self.chain.commit_listeners.append(lambda _block, _ids, _results: self._follow_peers())
         self.records = open_record_service(config)
+        # Backups over the admin socket and on the [backup] schedule (docs/spec/backup.md).
+        vault = self.records.vault
+        self.backups = BackupService(
+            config, database, vault.snapshot if isinstance(vault, LevelDbKeyVault) else None
+        )
         # Committed erasures go to a durable queue worked until every copy here is gone and
         # this custodian's receipt is on chain (records.md §9).
         self.erasure = open_erasure_worker(
@@ -377,6 +384,7 @@ class Node:
             # A KEK rotation left unfinished (begun offline, or cut short) ends here, online.
             asyncio.create_task(self._finish_unfinished_rotation()),
             asyncio.create_task(self.erasure.run()),
+            asyncio.create_task(self.backups.run_schedule()),
         ]
         if self.notifier is not None:
             self._tasks.append(asyncio.create_task(self.notifier.run()))
@@ -395,6 +403,7 @@ class Node:
         self._follow_peers()
         self.admission.start()
         await _listening("[rpc] listen_address", config.rpc.listen_address, self.rpc.start())
+        await _listening("admin socket", admin_socket_path(config), self.backups.start())
         if self.instrumentation is not None:
             await _listening(
                 "[instrumentation] listen_address",
@@ -439,6 +448,7 @@ class Node:
         self.commit_waits.close()
         self.submit_waits.close()
         await self.rpc.close()
+        await self.backups.close()
         if self.instrumentation is not None:
             await self.instrumentation.close()
         if self.replicator is not None:

@@ -276,42 +276,6 @@ EVENT = strict(
     height=INT,
     time_ms=INT,
 )
-AMENDMENT_LINK = strict(
-    record_id=HEX32,
-    reason={"enum": list(AMENDMENT_REASONS)},
-    note=nullable(STR),
-    height=INT,
-)
-HISTORY = strict(
-    record_id=HEX32,
-    status={"enum": ["current", "superseded", "entered-in-error"]},
-    supersedes={"type": "array", "items": AMENDMENT_LINK},
-    superseded_by={"type": "array", "items": AMENDMENT_LINK},
-)
-REVIEW = strict(
-    review_id=HEX32,
-    sequence=INT,
-    status={"enum": ["open", "closed"]},
-    kind={"enum": ["break_glass", "reenrolment"]},
-    patient_id=HEX32,
-    patient_organization=nullable(STR),
-    record_id=nullable(HEX32),
-    actor=HEX32,
-    actor_organization=STR,
-    reason=STR,
-    expires_at_ms=INT,
-    opened_height=INT,
-    opened_time_ms=INT,
-    outcome=nullable({"enum": ["justified", "unjustified", "needs_follow_up"]}),
-    note=nullable(STR),
-    closed_by=nullable(HEX32),
-    closed_by_organization=nullable(STR),
-    closed_height=nullable(INT),
-    closed_time_ms=nullable(INT),
-)
-REVIEWS = strict(
-    reviews={"type": "array", "items": REVIEW}, next_after=nullable(INT), total=INT, open=INT
-)
 CURSOR = nullable({"type": "string", "pattern": "^[0-9]{1,20}\\.[0-9a-f]{16}$"})
 EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT, next=CURSOR)
 INDEXED_RECORD = strict(
@@ -353,4 +317,41 @@ CONSENT = strict(
     ended_time_ms=nullable(INT),
 )
 CONSENTS = strict(patient_id=HEX32, consents={"type": "array", "items": CONSENT}, next=CURSOR)
+EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT)
+AMENDMENT_LINK = strict(
+    record_id=HEX32,
+    reason={"enum": list(AMENDMENT_REASONS)},
+    note=nullable(STR),
+    height=INT,
+)
+HISTORY = strict(
+    record_id=HEX32,
+    status={"enum": ["current", "superseded", "entered-in-error"]},
+    supersedes={"type": "array", "items": AMENDMENT_LINK},
+    superseded_by={"type": "array", "items": AMENDMENT_LINK},
+)
+REVIEW = strict(
+    review_id=HEX32,
+    sequence=INT,
+    status={"enum": ["open", "closed"]},
+    kind={"enum": ["break_glass", "reenrolment"]},
+    patient_id=HEX32,
+    patient_organization=nullable(STR),
+    record_id=nullable(HEX32),
+    actor=HEX32,
+    actor_organization=STR,
+    reason=STR,
+    expires_at_ms=INT,
+    opened_height=INT,
+    opened_time_ms=INT,
+    outcome=nullable({"enum": ["justified", "unjustified", "needs_follow_up"]}),
+    note=nullable(STR),
+    closed_by=nullable(HEX32),
+    closed_by_organization=nullable(STR),
+    closed_height=nullable(INT),
+    closed_time_ms=nullable(INT),
+)
+REVIEWS = strict(
+    reviews={"type": "array", "items": REVIEW}, next_after=nullable(INT), total=INT, open=INT
+)
 ERROR = strict(error=strict(code=STR, message=STR))

@@ -586,6 +586,13 @@ class RecordRoutes:
         )
 
 
+def _next_after(listing: str, target: bytes, last: int | None, total: int) -> str | None:
+    """The cursor after a page, oldest first, whose last item is `last`; None at the end."""
+    if last is None or last + 1 >= total:
+        return None
+    return cursor(listing, target, last)
+
+
 def _link_json(item: AmendmentDetail) -> dict[str, Any]:
     return {
         "record_id": item.record_id.hex(),
@@ -593,13 +600,6 @@ def _link_json(item: AmendmentDetail) -> dict[str, Any]:
         "note": item.note or None,
         "height": item.height,
     }
-
-
-def _next_after(listing: str, target: bytes, last: int | None, total: int) -> str | None:
-    """The cursor after a page, oldest first, whose last item is `last`; None at the end."""
-    if last is None or last + 1 >= total:
-        return None
-    return cursor(listing, target, last)
 
 
 def may_see_account(caller: Caller, member: Member) -> bool:

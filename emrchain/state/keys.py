@@ -66,15 +66,15 @@ RECORD_CUSTODY_PREFIX = b"\x31"
 """0x31 | record id (32) -> RecordCustody (custodians and wrap digests fixed at anchoring)."""
 ERASURE_RECEIPTS_PREFIX = b"\x32"
 """0x32 | record id (32) -> the custodians that posted an erasure receipt, in custody order."""
+PATIENT_RECORDS_PREFIX = b"\x33"
+"""0x33 | patient id (32) | sequence u32 -> record id (32): the patient's records in anchoring
+order; the sequence is the patient entry's record count before the anchor."""
 AMENDMENT_LINK_PREFIX = b"\x34"
 """0x34 | record id (32) -> AmendmentLink: the record an AMEND_RECORD anchored supersedes,
 why, and at which height (`records.md` §11)."""
 AMENDMENT_STATE_PREFIX = b"\x35"
 """0x35 | record id (32) -> AmendmentState: the record's status and the records that amend
 it, oldest first (absent: current, never amended)."""
-PATIENT_RECORDS_PREFIX = b"\x33"
-"""0x33 | patient id (32) | sequence u32 -> record id (32): the patient's records in anchoring
-order; the sequence is the patient entry's record count before the anchor."""
 GRANT_PREFIX = b"\x40"
 """0x40 | grant id (32) -> Grant, while the grant is in force (moved to 0x44 when revoked,
 expired and pruned, or its record erased)."""

@@ -223,6 +223,10 @@ class LevelDbKeyVault:
             raise ValueError("a height is 0..2**64-1")
         self._handle().put(ERASURE_CURSOR_KEY, _HEIGHT.pack(height))
 
+    def snapshot(self) -> plyvel.Snapshot:
+        """A consistent read-only view of the whole vault as it is now (for backups)."""
+        return self._handle().snapshot()
+
     def notification_cursor(self, destination: str) -> int | None:
         """The height through which `destination` was sent every event; None if never set."""
         value = self._handle().get(_notification_key(destination))

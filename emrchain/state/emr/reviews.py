@@ -31,15 +31,6 @@ _EVENT_ID = slice(1, 33)
 """Where an encoded AccessEvent holds its event id (after the one-byte kind)."""
 
 
-def _ring_capacity() -> int:
-    """The review queue's ring size (read at each use: the access trails are logs with
-    `capacity` None, the review queue alone is a ring)."""
-    capacity = REVIEW_TRAIL.capacity
-    if capacity is None:
-        raise StateCorruptionError("the review queue must be a ring buffer")
-    return capacity
-
-
 class ReviewStatus(IntEnum):
     OPEN = 1
     CLOSED = 2
@@ -153,11 +144,18 @@ def _add_open(state: OverlayStateView, delta: int) -> None:
     state.put(keys.OPEN_REVIEW_COUNT, count.to_bytes(8, "big"))
 
 
+def _queue_capacity() -> int:
+    """The review queue is the one trail still kept as a ring (the access trails are logs)."""
+    capacity = REVIEW_TRAIL.capacity
+    assert capacity is not None, "the review queue is a ring buffer"
+    return capacity
+
+
 def open_review(state: OverlayStateView, event: AccessEvent) -> None:
     """Append `event` (a break-glass declaration or a re-enrolment) to the review queue, open.
     When the ring is full, the review it overwrites leaves the queue with its state."""
     sequence = review_count(state)
-    if sequence >= _ring_capacity():
+    if sequence >= _queue_capacity():
         overwritten = state.get(REVIEW_TRAIL.slot_key(sequence))
         if overwritten is None:
             raise StateCorruptionError(f"review queue slot {sequence} is missing")
@@ -233,7 +231,7 @@ def list_reviews(
     if limit < 1:
         raise ValueError("limit must be >= 1")
     total = review_count(view)
-    start = max(0 if after is None else after + 1, total - _ring_capacity(), 0)
+    start = max(0 if after is None else after + 1, total - _queue_capacity(), 0)
     stop = min(total, start + REVIEW_SCAN_MAX)
     found: list[tuple[ReviewState, AccessEvent]] = []
     sequence = start - 1

@@ -54,9 +54,8 @@ from tests.state.emr.world import (
 
 ANCHOR = TxKind.ANCHOR_RECORD
 
-# Changed by the review queue's open/closed state (0x68, 0x69): every break-glass writes both;
-# and by the consent history, append-only trails and patient record index (0x33, 0x43, 0x44,
-# 0x61, 0x63). Both together (issue21-amend merged with issue21-history):
+# Changed by the history logs (0x33 record index, 0x43/0x44 consent history, trails as logs)
+# and the review queue's open/closed state (0x68, 0x69): every break-glass writes both.
 EXPECTED_APP_HASH = "b7a98b6f66e65d4f7660a48e9584b35cb4293bb85152cb0bbae7473b4fbfc605"
 """App hash after the last block of `run_workload`."""
 EXPECTED_RESULTS_DIGEST = "681bd01817f3a7e8b09f5d20c345ed0cf91d49a4a0121ad885bd2e5c1cc335de"
