@@ -317,7 +317,6 @@ CONSENT = strict(
     ended_time_ms=nullable(INT),
 )
 CONSENTS = strict(patient_id=HEX32, consents={"type": "array", "items": CONSENT}, next=CURSOR)
-EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT)
 AMENDMENT_LINK = strict(
     record_id=HEX32,
     reason={"enum": list(AMENDMENT_REASONS)},
