@@ -32,8 +32,6 @@ AMEND = ["record", "amend", "f", "--supersedes", ID, "--patient", ID, "--type", 
 """A `record amend` command line without its reason: `[*AMEND[:5], <reason...>, *AMEND[5:]]`."""
 PASS = "a member key passphrase"
 FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast tests
-PASS = "a member key passphrase"
-FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast tests
 
 
 @pytest.fixture(autouse=True)
