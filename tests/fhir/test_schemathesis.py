@@ -1,7 +1,7 @@
 """Schemathesis over the /fhir operations of the node's OpenAPI document, signed by a member:
 every generated request (valid and invalid parameters) is answered without a server error,
 with a status, content type (application/fhir+json), headers and body that the document
-declares. The unsigned run over the whole document, /fhir included, is
+declares, and the body validates with the R4B models. The unsigned run over the whole document, /fhir included, is
 tests/rpc/test_openapi.py."""
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from schemathesis.checks import (
 from emrchain.api.signing import sign_request
 from emrchain.client.identity import MemberIdentity
 from tests.client.conftest import RealNode
+from tests.fhir.validate import validated
 
 CHECKS = [
     not_a_server_error,
@@ -84,6 +85,7 @@ def test_fhir_operations_conform_to_the_document_when_signed(real_node: RealNode
         def check(case: Any) -> None:
             response = case.call_and_validate(session=session, checks=CHECKS)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            validated(response.json())  # every reply, resource or OperationOutcome, is FHIR
 
         check()
         exercised.append(operation.path)
