@@ -1,8 +1,8 @@
 """Schemathesis over the /fhir operations of the node's OpenAPI document, signed by a member:
 every generated request (valid and invalid parameters) is answered without a server error,
 with a status, content type (application/fhir+json), headers and body that the document
-declares, and the body validates with the R4B models. The unsigned run over the whole document, /fhir included, is
-tests/rpc/test_openapi.py."""
+declares, and the body validates with the R4B models. The unsigned run over the whole
+document, /fhir included, is tests/rpc/test_openapi.py."""
 
 from __future__ import annotations
 
