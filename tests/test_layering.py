@@ -39,7 +39,7 @@ LAYERS = (
     _layer("cryptography", "crypto"),
     _layer("data types", "types"),
     _layer("keys and settings", "keystore", "config"),
-    _layer("protocols", "consensus", "api", "mempool", "p2p"),
+    _layer("protocols", "consensus", "api", "fhir", "mempool", "p2p"),
     _layer("persistence", "store", "storage"),
     _layer("application", "state"),
     _layer("services", "hsm", "records", "client", "backup", "statesync"),

@@ -1,5 +1,5 @@
 """Client commands: `keys new`, `record put|get`, `grant`, `revoke`, `grants`, `audit`,
-`break-glass`, `erase`.
+`break-glass`, `erase`, `fhir read|search|put|get`, `export`.
 
 Each talks to one node (`--rpc URL`) as one member (`--key FILE`, a member identity file). All
 encryption happens here, in the client process; the node receives ciphertext and signed
@@ -544,3 +544,100 @@ def erase(args: argparse.Namespace) -> int:
     )
     print(f"record {args.record_id.hex()} erased at height {committed.height}")
     return 0
+
+
+# ---- FHIR and the patient's export ---------------------------------------------------------
+
+FHIR_TYPE_PATTERN = re.compile(r"[A-Z][A-Za-z]{1,63}")
+MAX_FHIR_FILE_BYTES = 16 * 1024 * 1024
+
+
+def fhir_type(text: str) -> str:
+    if not FHIR_TYPE_PATTERN.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a FHIR resource type: {text!r}")
+    return text
+
+
+def search_parameter(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not name:
+        raise argparse.ArgumentTypeError(f"a search parameter is NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def _fhir_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="fhir_action", metavar="<action>", required=True)
+    read = actions.add_parser("read", help="GET /fhir/TYPE/ID (JSON on stdout)")
+    read.add_argument("resource_type", type=fhir_type, metavar="TYPE")
+    read.add_argument("resource_id", metavar="ID")
+    search = actions.add_parser("search", help="GET /fhir/TYPE?NAME=VALUE... (a Bundle)")
+    search.add_argument("resource_type", type=fhir_type, metavar="TYPE")
+    search.add_argument("parameters", type=search_parameter, nargs="*", metavar="NAME=VALUE")
+    put = actions.add_parser("put", help="store a FHIR resource (JSON file) as a sealed record")
+    put.add_argument("file", type=home_path, metavar="FILE", help="the resource, JSON")
+    put.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
+    put.add_argument("--type", choices=sorted(RECORD_TYPES), dest="record_type")
+    get = actions.add_parser("get", help="read a record holding a FHIR resource (audited)")
+    get.add_argument("record_id", type=hex_id("record id"), metavar="ID")
+    for action in (read, search, put, get):
+        _connection_arguments(action)
+        action.set_defaults(_parser=action)
+
+
+@command(
+    "fhir", "the node's FHIR R4 facade, and FHIR resources as records", arguments=_fhir_arguments
+)
+def fhir(args: argparse.Namespace) -> int:
+    if args.fhir_action == "read":
+        _print_json(
+            _with_client(
+                args, lambda client: client.fhir_read(args.resource_type, args.resource_id)
+            )
+        )
+    elif args.fhir_action == "search":
+        parameters = dict(args.parameters)
+        _print_json(
+            _with_client(args, lambda client: client.fhir_search(args.resource_type, **parameters))
+        )
+    elif args.fhir_action == "put":
+        try:
+            resource = json.loads(_read_bounded_file(args.file, MAX_FHIR_FILE_BYTES))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise CommandError(f"{args.file}: not JSON") from None
+        record_type = RECORD_TYPES[args.record_type] if args.record_type else None
+        # A value that is no FHIR resource is a NotFhirError (a ValueError): one line, exit 1.
+        stored = _with_client(
+            args, lambda client: client.store_fhir_resource(resource, args.patient, record_type)
+        )
+        print(f"record {stored.record_id.hex()} anchored at height {stored.height}")
+    else:
+        _print_json(_with_client(args, lambda client: client.read_fhir_resource(args.record_id)))
+    return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--patient", type=hex_id("patient id"), required=True, metavar="HEX")
+    parser.add_argument(
+        "--out", type=home_path, required=True, metavar="DIR", help="a new or empty directory"
+    )
+    _connection_arguments(parser)
+
+
+@command(
+    "export",
+    "a patient's records decrypted, with a FHIR Bundle of them and their access trail",
+    arguments=_export_arguments,
+)
+def export(args: argparse.Namespace) -> int:
+    try:
+        summary = _with_client(args, lambda client: client.export_patient(args.patient, args.out))
+    except FileExistsError as error:
+        raise CommandError(str(error)) from None
+    print(f"exported {len(summary.files)} of {summary.records} records to {summary.out_dir}")
+    print(
+        f"  {summary.fhir_resources} FHIR resources, {summary.consents} consents, "
+        f"{summary.access_events} access events in {summary.bundle_path}"
+    )
+    for record_id, reason in summary.failures.items():
+        print(f"  NOT exported {record_id}: {reason}")
+    return 0 if not summary.failures else 1

@@ -191,9 +191,24 @@ def json_object(document: Any, what: str) -> dict[str, Any]:
     return document
 
 
+def _outcome_error(outcome: dict[str, Any]) -> dict[str, Any] | None:
+    """The node's code and message of a /fhir OperationOutcome (`docs/spec/fhir.md`)."""
+    issues = outcome.get("issue")
+    issue = issues[0] if isinstance(issues, list) and issues else None
+    if not isinstance(issue, dict):
+        return None
+    details = issue.get("details")
+    codings = details.get("coding") if isinstance(details, dict) else None
+    coding = codings[0] if isinstance(codings, list) and codings else None
+    code = coding.get("code") if isinstance(coding, dict) else issue.get("code")
+    return {"code": code, "message": issue.get("diagnostics")}
+
+
 def error_from_reply(status: int, document: Any, what: str) -> RequestFailedError:
     """The exception an error reply stands for (its class chosen by the HTTP status)."""
     error = document.get("error") if isinstance(document, dict) else None
+    if isinstance(document, dict) and document.get("resourceType") == "OperationOutcome":
+        error = _outcome_error(document)
     code = error.get("code") if isinstance(error, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
     if not isinstance(code, str) or not isinstance(message, str):

@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import yarl
@@ -49,6 +50,13 @@ from emrchain.client.envelope import (
     new_record_id,
     open_record,
     seal_record,
+)
+from emrchain.client.export import ExportSummary, export_patient
+from emrchain.client.fhir_content import (
+    NotFhirError,
+    encode_resource,
+    fhir_resource_of,
+    record_type_of,
 )
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import (
@@ -953,6 +961,79 @@ class EmrClient:
         if not isinstance(reply.get("next"), str | None):
             raise BadReplyError(f"GET {path}: next is not a cursor")
         return reply
+
+    # ------------------------------------------------------------------------ FHIR
+
+    async def fhir_read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        """`GET /fhir/<type>/<id>`, signed: one resource (`docs/spec/fhir.md`)."""
+        path = f"/fhir/{quote(resource_type, safe='')}/{quote(resource_id, safe='')}"
+        return _fhir_resource(await self._request("GET", path, signed=True), path, resource_type)
+
+    async def fhir_search(self, resource_type: str, **parameters: str) -> dict[str, Any]:
+        """`GET /fhir/<type>?...`, signed: a searchset Bundle. Parameters by name (`patient`,
+        `_id`, `date`, `status`, `_lastUpdated`, `_count`, ...), as FHIR spells them."""
+        query = urlencode(sorted(parameters.items()), quote_via=quote, safe="")
+        path = f"/fhir/{quote(resource_type, safe='')}" + (f"?{query}" if query else "")
+        return _fhir_resource(await self._request("GET", path, signed=True), path, "Bundle")
+
+    async def fhir_metadata(self) -> dict[str, Any]:
+        """`GET /fhir/metadata`: the CapabilityStatement (unsigned)."""
+        reply = await self._request("GET", "/fhir/metadata")
+        return _fhir_resource(reply, "/fhir/metadata", "CapabilityStatement")
+
+    async def store_fhir_resource(
+        self,
+        resource: dict[str, Any],
+        patient_id: bytes,
+        record_type: RecordType | None = None,
+    ) -> StoredRecord:
+        """Store a FHIR resource as a record's plaintext (its canonical JSON), sealed and
+        anchored as `put_record` does; the record type defaults to the resource's category
+        (`emrchain.client.fhir_content.RECORD_TYPES`)."""
+        plaintext = encode_resource(resource)
+        chosen = record_type if record_type is not None else record_type_of(resource)
+        return await self.put_record(plaintext, patient_id, chosen)
+
+    async def read_fhir_resource(self, record_id: bytes) -> dict[str, Any]:
+        """Read a record (an audited read, as `get_record`) and return the FHIR resource its
+        plaintext holds; NotFhirError when it holds something else."""
+        read = await self.get_record(record_id)
+        resource = fhir_resource_of(read.plaintext)
+        if resource is None:
+            raise NotFhirError(f"record {record_id.hex()[:16]} does not hold a FHIR resource")
+        return resource
+
+    async def read_attachment(self, document_reference: dict[str, Any]) -> dict[str, Any]:
+        """The FHIR resource behind a DocumentReference the node's /fhir served: its
+        attachment names the read route of the record, which this client reads (recording the
+        access event) and decrypts."""
+        record_id = attachment_record_id(document_reference)
+        return await self.read_fhir_resource(record_id)
+
+    async def export_patient(self, patient_id: bytes, out_dir: Path) -> ExportSummary:
+        """Every record of the patient decrypted into `out_dir`, with `bundle.json`
+        (`emrchain.client.export.export_patient`)."""
+        return await export_patient(self, patient_id, out_dir)
+
+
+def attachment_record_id(document_reference: dict[str, Any]) -> bytes:
+    """The record id a DocumentReference's attachment url names (`.../records/<id>`)."""
+    try:
+        url = document_reference["content"][0]["attachment"]["url"]
+        record_hex = str(url).rstrip("/").rsplit("/records/", 1)[1]
+        record_id = bytes.fromhex(record_hex)
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise BadReplyError("the DocumentReference has no record attachment url") from None
+    if len(record_id) != 32 or record_hex != record_id.hex():
+        raise BadReplyError("the DocumentReference's attachment url names no record id")
+    return record_id
+
+
+def _fhir_resource(reply: Any, path: str, resource_type: str) -> dict[str, Any]:
+    resource = json_object(reply, f"GET {path.split('?')[0]}")
+    if resource.get("resourceType") != resource_type:
+        raise BadReplyError(f"GET {path.split('?')[0]}: not a {resource_type}")
+    return resource
 
 
 class _Borrowed:

@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
+from emrchain.client.export import ExportSummary
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import Committed, RecordRead, StoredRecord, Verdict
 from emrchain.client.rpc import DEFAULT_COMMIT_TIMEOUT_S, DEFAULT_TRAIL_LIMIT, EmrClient
@@ -173,6 +175,29 @@ class SyncEmrClient:
                 patient_id=patient_id, record_id=record_id, limit=limit, before=before
             )
         )
+
+    def fhir_read(self, resource_type: str, resource_id: str) -> dict[str, Any]:
+        return self._run(self._client.fhir_read(resource_type, resource_id))
+
+    def fhir_search(self, resource_type: str, **parameters: str) -> dict[str, Any]:
+        return self._run(self._client.fhir_search(resource_type, **parameters))
+
+    def fhir_metadata(self) -> dict[str, Any]:
+        return self._run(self._client.fhir_metadata())
+
+    def store_fhir_resource(
+        self, resource: dict[str, Any], patient_id: bytes, record_type: RecordType | None = None
+    ) -> StoredRecord:
+        return self._run(self._client.store_fhir_resource(resource, patient_id, record_type))
+
+    def read_fhir_resource(self, record_id: bytes) -> dict[str, Any]:
+        return self._run(self._client.read_fhir_resource(record_id))
+
+    def read_attachment(self, document_reference: dict[str, Any]) -> dict[str, Any]:
+        return self._run(self._client.read_attachment(document_reference))
+
+    def export_patient(self, patient_id: bytes, out_dir: Path) -> ExportSummary:
+        return self._run(self._client.export_patient(patient_id, out_dir))
 
     def all_access_events(
         self, *, patient_id: bytes | None = None, record_id: bytes | None = None

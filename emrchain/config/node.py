@@ -396,6 +396,18 @@ class RpcSection:
         "(mutual TLS); empty: no client certificate is asked for. Needs tls_certificate_file.",
         OptionalHomePath(),
     )
+    fhir_max_count: int = setting(
+        100,
+        "Most resources one /fhir search returns (its _count is 1..this; the default when "
+        "absent).",
+        Integer(1, 1_000, "resources"),
+    )
+    fhir_max_scan: int = setting(
+        10_000,
+        "Most entries (records, grants, access events) one filtered /fhir search reads from "
+        "state; a search that reaches it answers the matches found so far, without a total.",
+        Integer(100, 1_000_000, "entries"),
+    )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 
 from emrchain.api.parse import lower_hex
+from emrchain.fhir.resources import FHIR_JSON, operation_outcome
 from emrchain.throttled_log import ThrottledLog
 
 logger = logging.getLogger(__name__)
@@ -20,8 +22,41 @@ UNHANDLED_ERRORS_LOG = web.AppKey("unhandled_errors_log", ThrottledLog)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
+FHIR_PATH_PREFIX = "/fhir/"
+FHIR_ISSUE_CODES = {
+    400: "invalid",
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    409: "conflict",
+    410: "deleted",
+    413: "too-costly",
+    429: "throttled",
+    503: "transient",
+    504: "timeout",
+}
+"""The FHIR issue type of each status a `/fhir` route can answer (else `exception`)."""
+
+
+def error_response(
+    status: int, code: str, message: str, *, fhir: bool = False
+) -> web.Response:
+    """The error body: `{"error": {...}}`, or under `/fhir/` an OperationOutcome
+    (`docs/spec/fhir.md`), with the same code and message."""
+    if fhir:
+        issue = FHIR_ISSUE_CODES.get(status, "exception")
+        outcome = operation_outcome(issue, code, message)
+        return web.Response(
+            body=json.dumps(outcome, separators=(",", ":")).encode(),
+            status=status,
+            content_type=FHIR_JSON,
+        )
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+def is_fhir(request: web.Request) -> bool:
+    return request.path.startswith(FHIR_PATH_PREFIX)
 
 
 class RpcError(Exception):
@@ -47,8 +82,8 @@ class RpcError(Exception):
         self.retry_after_s = retry_after_s
         self.close = close
 
-    def response(self) -> web.Response:
-        response = error_response(self.status, self.code, self.message)
+    def response(self, *, fhir: bool = False) -> web.Response:
+        response = error_response(self.status, self.code, self.message, fhir=fhir)
         if self.retry_after_s is not None:
             response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(self.retry_after_s)))
         if self.close:
@@ -62,12 +97,15 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except RpcError as error:
-        return error.response()
+        return error.response(fhir=is_fhir(request))
     except web.HTTPException as error:
         if error.status < 400:
             raise
         response = error_response(
-            error.status, error.reason.lower().replace(" ", "_"), error.text or error.reason
+            error.status,
+            error.reason.lower().replace(" ", "_"),
+            error.text or error.reason,
+            fhir=is_fhir(request),
         )
         # A 405 must say which methods the resource has (RFC 9110 §15.5.6); the JSON body
         # replaces aiohttp's, its headers must not be lost with it.
@@ -87,7 +125,9 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             throttle.warning(
                 "unhandled error in %s %s", request.method, request.path, exc_info=True
             )
-        return error_response(500, "internal_error", "internal error; the node logged it")
+        return error_response(
+            500, "internal_error", "internal error; the node logged it", fhir=is_fhir(request)
+        )
 
 
 def request_timeout(timeout_ms: int) -> Middleware:

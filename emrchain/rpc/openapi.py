@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emrchain.rpc import openapi_schemas as replies
+from emrchain.rpc.openapi_fhir import OPERATION_OUTCOME_SCHEMA, fhir_paths
 
 HEX32 = replies.HEX32
 HEX = replies.HEX
@@ -35,6 +36,8 @@ class DocumentLimits:
     max_header_bytes: int = 8_190
     """`[rpc] max_header_bytes`: the HTTP parser refuses a longer header line (400,
     text/plain) before any route runs."""
+    fhir_max_count: int = 100
+    """`[rpc] fhir_max_count`: the largest `_count` of a /fhir search."""
     page_limit_max: int = 1_000
     """`[rpc] page_limit_max`: most items one page of a listing returns (`?limit=`)."""
 
@@ -510,6 +513,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.EVENTS), **listing_errors},
                 }
             },
+            **fhir_paths(SIGNED, limits.fhir_max_count),
             "/patients/{patient_id}/records": {
                 "get": {
                     "operationId": "patientRecords",
@@ -528,7 +532,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
             },
         },
         "components": {
-            "schemas": {"Error": replies.ERROR},
+            "schemas": {"Error": replies.ERROR, "OperationOutcome": OPERATION_OUTCOME_SCHEMA},
             "securitySchemes": {
                 name: {"type": "apiKey", "in": "header", "name": header}
                 for name, header in (

@@ -571,7 +571,7 @@ class RecordRoutes:
         caller = await self._auth.authenticate(request)
         view = self._view()
         found = queries.member(view, key)
-        if found is None or not _may_see_account(caller, found.member):
+        if found is None or not may_see_account(caller, found.member):
             return web.json_response(_public_account(key, found))
         raw = view.get(nonce_key(key))
         committed = struct.unpack(">Q", raw)[0] if raw else 0
@@ -602,7 +602,7 @@ def _link_json(item: AmendmentDetail) -> dict[str, Any]:
     }
 
 
-def _may_see_account(caller: Caller, member: Member) -> bool:
+def may_see_account(caller: Caller, member: Member) -> bool:
     own = caller.member
     return (
         own.member_id == member.member_id

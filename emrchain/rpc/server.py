@@ -38,6 +38,7 @@ from emrchain.rpc.errors import (
     json_errors,
     request_timeout,
 )
+from emrchain.rpc.fhir import FhirRoutes
 from emrchain.rpc.guard import (
     BODY_BUDGET,
     BodyBudget,
@@ -269,6 +270,7 @@ class RpcServer:
                 max_batch_txs=section.max_batch_txs,
                 max_tx_bytes=node.config.limits.max_tx_bytes,
                 max_header_bytes=section.max_header_bytes,
+                fhir_max_count=section.fhir_max_count,
                 page_limit_max=section.page_limit_max,
             )
         )
@@ -304,6 +306,7 @@ class RpcServer:
                 *CustodyRoutes(node, self.authenticator).routes(),
                 *ReviewRoutes(node, self.authenticator).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
+                *FhirRoutes(node, self.authenticator, wall_clock_ms).routes(),
             ]
         )
         policies.update(_route_policies(self.app, self._document, node.config))
