@@ -483,9 +483,10 @@ class RecordRoutes:
     ) -> web.Response:
         """A page of an access trail, newest first, from just before the `before` cursor back
         towards the first event ever; `next` continues it (null: the first event is in it)."""
+        # Authenticated first: an unsigned request is a 401 whatever its parameters.
+        await self._listing(request, **target)
         limit = self._limit(request)
         before = cursor_sequence(request.query.get("before"), listing, target_id)
-        await self._listing(request, **target)
         try:
             trail = queries.access_events_for(self._view(), limit=limit, before=before, **target)
         except ValueError as error:
@@ -512,9 +513,9 @@ class RecordRoutes:
         """The patient's consent history, oldest first: every grant ever made naming the
         patient with its status; listed by whom may list its grants (`list_decision`)."""
         patient_id = hex_argument(request.match_info["patient_id"], 32, "patient id")
+        await self._listing(request, patient_id=patient_id)
         limit = self._limit(request)
         after = cursor_sequence(request.query.get("after"), PATIENT_CONSENTS, patient_id)
-        await self._listing(request, patient_id=patient_id)
         view = self._view()
         try:
             page = queries.consents_of(view, patient_id, after, limit)

@@ -192,6 +192,24 @@ def test_only_the_documented_digits_and_hex(node: Node, path: str, code: str) ->
     serve(node, test)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/patients/{ZERO32}/access-events?before=junk",
+        f"/records/{ZERO32}/access-events?before=junk",
+        f"/patients/{ZERO32}/consents?after=junk",
+        f"/patients/{ZERO32}/records?after=junk&limit=0",
+    ],
+)
+def test_a_paged_listing_authenticates_before_it_reads_its_cursor(node: Node, path: str) -> None:
+    async def test(client: TestClient) -> None:
+        # Found by schemathesis: an unsigned request with a bad cursor was a 400 bad_cursor,
+        # where every signed route answers an unsigned request with 401.
+        assert await error_of(await client.get(path), 401) == "unsigned_request"
+
+    serve(node, test)
+
+
 @pytest.mark.parametrize("timestamp", ["²", "١٢٣", "9223372036854775808"])
 def test_signature_timestamp_must_be_ascii_milliseconds(node: Node, timestamp: str) -> None:
     async def test(client: TestClient) -> None:
