@@ -9,7 +9,7 @@ import pytest
 
 from emrchain.devnet.harness import Devnet
 
-pytest_plugins = ["tests.services.fixtures"]
+pytest_plugins = ["tests.services.fixtures", "tests.browser.chromium"]
 
 
 @pytest.fixture

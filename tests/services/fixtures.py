@@ -62,7 +62,7 @@ def require_service(name: str) -> None:
     """Skip (locally) or fail (CI=true) the current test when service `name` is not installed.
 
     Names: "redis", "softhsm", "ipfs", "prometheus" (with promtool), "alertmanager" (with
-    amtool).
+    amtool), "chromium".
     """
     missing = _missing_reason(name)
     if missing is None:
@@ -83,6 +83,8 @@ def _missing_reason(name: str) -> str | None:
     if name == "ipfs":
         binary = kubo_binary()
         return None if binary.exists() else f"Kubo missing at {binary}"
+    if name == "chromium":
+        return None if shutil.which("chromium") else "no chromium binary"
     if name in MONITORING_BINARIES:
         missing = [binary for binary in MONITORING_BINARIES[name] if not shutil.which(binary)]
         return f"no {', '.join(missing)} binary" if missing else None
