@@ -1,10 +1,11 @@
 """Ciphertext and custody keys of the records this node serves (`docs/spec/rpc.md`).
 
 The node never holds plaintext at rest (the one in-memory exception is the study worker's,
-`custody_plaintext`, `docs/spec/analytics.md` §4). At upload it receives the ciphertext and the record's data key
-sealed to its organisation's X25519 key; it opens that seal in memory, wraps the key with its
-key-encryption key (KEK) and keeps only that custody copy. An authorised read gets the data key
-sealed to the reader's published X25519 key, made in memory from the custody copy.
+`custody_plaintext`, `docs/spec/analytics.md` §4). At upload it receives the ciphertext and
+the record's data key sealed to its organisation's X25519 key; it opens that seal in memory,
+wraps the key with its key-encryption key (KEK) and keeps only that custody copy. An authorised
+read gets the data key sealed to the reader's published X25519 key, made in memory from the
+custody copy.
 """
 
 from __future__ import annotations
