@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -105,8 +104,9 @@ class StudyWorker:
         self._waiting: asyncio.Queue[tuple[bytes, bytes]] = asyncio.Queue(
             settings.max_queries_waiting
         )
-        self._kept: OrderedDict[tuple[bytes, bytes], Contribution] = OrderedDict()
         self.failed = 0
+        self._held = records.vault.contribution_count()
+        """Contributions in the vault whose query has no anchored result yet."""
 
     @property
     def organization_id(self) -> str | None:
@@ -118,9 +118,13 @@ class StudyWorker:
         if own is None:
             return
         for raw, result in zip(block.txs, results, strict=True):
-            if result.code != 0 or envelope.kind(raw) != TxKind.STUDY_QUERY:
+            kind = envelope.kind(raw)
+            if result.code != 0 or kind not in (TxKind.STUDY_QUERY, TxKind.STUDY_RESULT):
                 continue
-            fields = decode_payload(TxKind.STUDY_QUERY, envelope.payload(raw))
+            fields = decode_payload(TxKind(kind), envelope.payload(raw))
+            if kind == TxKind.STUDY_RESULT:
+                self._released(fields["study_id"], fields["query_id"])
+                continue
             study = read_study(self.state_view(), fields["study_id"])
             if study is None or own not in study.participants:
                 continue
@@ -141,14 +145,31 @@ class StudyWorker:
                 logger.exception("study worker: query %s failed", query_id.hex()[:16])
 
     def contribution(self, study_id: bytes, query_id: bytes) -> Contribution | None:
-        return self._kept.get((study_id, query_id))
+        own = self.organization_id
+        kept = self.records.vault.contribution(study_id, query_id)
+        if kept is None or own is None:
+            return None
+        masked, vector = kept
+        if not masked:  # the noisy aggregate itself: signed
+            vector = [value - 2**64 if value >= 2**63 else value for value in vector]
+        return Contribution(study_id, query_id, own, vector, masked)
+
+    def _released(self, study_id: bytes, query_id: bytes) -> None:
+        """The sponsor anchored the query's result: it fetched what it needed."""
+        if self.records.vault.contribution(study_id, query_id) is not None:
+            self.records.vault.delete_contribution(study_id, query_id)
+            self._held -= 1
 
     async def compute(self, study_id: bytes, query_id: bytes) -> Contribution:
         """Compute once: a second noisy draw of the same query would let the sponsor average
         the noise away, spending more than the chain recorded."""
-        kept = self._kept.get((study_id, query_id))
+        kept = self.contribution(study_id, query_id)
         if kept is not None:
             return kept
+        if self._held >= self.settings.max_contributions_kept:
+            raise ValueError(
+                f"{self._held} contributions wait for their results to be anchored; none more"
+            )
         view = self.state_view()
         study = read_study(view, study_id)
         query = find_query(view, study_id, query_id)
@@ -161,7 +182,10 @@ class StudyWorker:
         # OpenDP's calibration and sampling are CPU work: off the event loop.
         noisy = await asyncio.to_thread(lambda: add_noise(exact, noise_scales(spec, participants)))
         contribution = self._masked(view, study, query_id, noisy)
-        self._keep(contribution)
+        self.records.vault.put_contribution(
+            study_id, query_id, contribution.masked, contribution.vector
+        )
+        self._held += 1
         logger.info(
             "study %s query %s: contribution ready", study_id.hex()[:16], query_id.hex()[:16]
         )
@@ -185,11 +209,6 @@ class StudyWorker:
             mask_context(self.chain_id, study.study_id, query_id),
         )
         return Contribution(study.study_id, query_id, own, masked, masked=True)
-
-    def _keep(self, contribution: Contribution) -> None:
-        self._kept[(contribution.study_id, contribution.query_id)] = contribution
-        while len(self._kept) > self.settings.max_contributions_kept:
-            self._kept.popitem(last=False)
 
     async def local_values(
         self, view: StateView, query: QuerySpec, query_height: int

@@ -1125,7 +1125,8 @@ class AnalyticsSection:
     )
     max_contributions_kept: int = setting(
         1_024,
-        "Contributions kept for the sponsor to fetch (the oldest is dropped past it).",
+        "Contributions kept in the vault for the sponsor to fetch, each until the query's "
+        "result is anchored; past it, new queries are not computed (logged).",
         Integer(1, 1_000_000, "contributions"),
     )
     max_queries_waiting: int = setting(

@@ -137,6 +137,19 @@ class KeyVault(Protocol):
 
     def set_notification_cursor(self, destination: str, height: int) -> None: ...
 
+    def put_contribution(
+        self, study_id: bytes, query_id: bytes, masked: bool, vector: list[int]
+    ) -> None:
+        """Keep this organisation's computed contribution to a study query, synced."""
+        ...
+
+    def contribution(self, study_id: bytes, query_id: bytes) -> tuple[bool, list[int]] | None:
+        ...
+
+    def delete_contribution(self, study_id: bytes, query_id: bytes) -> None: ...
+
+    def contribution_count(self) -> int: ...
+
     def close(self) -> None: ...
 
 

@@ -14,6 +14,9 @@ Key layout (fixed; every key starts with a one-byte keyspace tag):
                                 or a grantee, whose digest the chain holds (`records.md` §9)
     0x03 record_id (32 B)    -> CID text (ASCII), the erasure queue: records erased on chain
                                 whose copies here are not yet all deleted
+    0x04 study_id | query_id (32 B each) -> masked u8 | count u16 BE | count × u64 BE: this
+                                organisation's contribution to a study query, kept until the
+                                sponsor anchors the query's result (`analytics.md` §4)
     0xff                     -> empty: keeps erased wraps compactable (`_place_sentinel`)
 
 Record ids are fixed-width, so LevelDB's byte order is record-id order and `iterate` can page
@@ -47,6 +50,10 @@ MEMBER_WRAP_KEYSPACE = b"\x02"
 SENTINEL_KEY = b"\xff"
 """The last key of the vault, empty (see `_place_sentinel`)."""
 ERASURE_QUEUE_KEYSPACE = b"\x03"
+CONTRIBUTION_KEYSPACE = b"\x04"
+MAX_CONTRIBUTION_LENGTH = 64
+"""Coordinates of one contribution (a histogram has at most 64 bins)."""
+_CONTRIBUTION_HEADER = struct.Struct(">BH")
 SEALED_WRAP_BYTES = 80
 DIGEST_BYTES = 32
 MAX_CID_TEXT_BYTES = 128
@@ -222,6 +229,39 @@ class LevelDbKeyVault:
         if not 0 <= height < 2**64:
             raise ValueError("a height is 0..2**64-1")
         self._handle().put(ERASURE_CURSOR_KEY, _HEIGHT.pack(height))
+
+    def put_contribution(
+        self, study_id: bytes, query_id: bytes, masked: bool, vector: list[int]
+    ) -> None:
+        """Keep a computed contribution (integers modulo 2^64), synced: computed once, it must
+        survive a restart (a second noisy draw of the query is never made)."""
+        _check_record_id(study_id)
+        _check_record_id(query_id)
+        if not 1 <= len(vector) <= MAX_CONTRIBUTION_LENGTH:
+            raise ValueError(f"a contribution has 1..{MAX_CONTRIBUTION_LENGTH} coordinates")
+        value = _CONTRIBUTION_HEADER.pack(int(masked), len(vector))
+        value += struct.pack(f">{len(vector)}Q", *(item % 2**64 for item in vector))
+        self._handle().put(CONTRIBUTION_KEYSPACE + study_id + query_id, value, sync=True)
+
+    def contribution(self, study_id: bytes, query_id: bytes) -> tuple[bool, list[int]] | None:
+        """(masked, vector modulo 2^64) of a kept contribution, or None."""
+        value = self._handle().get(CONTRIBUTION_KEYSPACE + study_id + query_id)
+        if value is None:
+            return None
+        if len(value) < _CONTRIBUTION_HEADER.size:
+            raise VaultCorruptedError("contribution: value too short")
+        masked, count = _CONTRIBUTION_HEADER.unpack_from(value)
+        if masked > 1 or len(value) != _CONTRIBUTION_HEADER.size + 8 * count:
+            raise VaultCorruptedError("contribution: bad header or length")
+        return bool(masked), list(struct.unpack_from(f">{count}Q", value, 3))
+
+    def delete_contribution(self, study_id: bytes, query_id: bytes) -> None:
+        self._handle().delete(CONTRIBUTION_KEYSPACE + study_id + query_id, sync=True)
+
+    def contribution_count(self) -> int:
+        """Contributions kept (bounded by the worker's `max_contributions_kept`)."""
+        with self._handle().iterator(prefix=CONTRIBUTION_KEYSPACE, include_value=False) as keys:
+            return sum(1 for _ in keys)
 
     def snapshot(self) -> plyvel.Snapshot:
         """A consistent read-only view of the whole vault as it is now (for backups)."""

@@ -163,8 +163,23 @@ def test_compute_masks_the_noisy_contribution(tmp_path: Path) -> None:
     contribution = asyncio.run(hospital.worker.compute(study_id, query_id))
     assert contribution.masked and len(contribution.vector) == 5
     assert hospital.worker.contribution(study_id, query_id) == contribution
-    # Computed once: asking again gives the same draw, never fresh noise.
+    # Computed once: asking again gives the same draw, never fresh noise; kept in the vault,
+    # so a restarted node (a new worker over the same vault) still serves it.
     assert asyncio.run(hospital.worker.compute(study_id, query_id)) == contribution
+    restarted = StudyWorker(
+        hospital.records, lambda: world.state, b"test-chain", AnalyticsSection()
+    )
+    assert restarted.contribution(study_id, query_id) == contribution
+    # Once the sponsor anchors the result, the contribution is let go.
+    world.send_ok(
+        A_CLINICIAN,
+        TxKind.STUDY_RESULT,
+        {"study_id": study_id, "query_id": query_id, "result_sha256": digest("released")},
+    )
+    built = world.chain.built[-1]
+    restarted.on_commit(built.block, [], list(built.result.tx_results))
+    assert restarted.contribution(study_id, query_id) is None
+    assert hospital.records.vault.contribution_count() == 0
     # Masked words are spread over the whole ring, far from the small noisy counts.
     assert any(word > 1 << 32 for word in contribution.vector)
     scales = noise_scales(

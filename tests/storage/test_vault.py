@@ -251,3 +251,29 @@ def test_the_erasure_cursor_survives_a_reopen_apart_from_wraps_and_queue(tmp_pat
             vault.erasure_cursor()
     finally:
         vault.close()
+
+
+def test_contributions_round_trip_survive_reopening_and_refuse_bad_input(tmp_path: Path) -> None:
+    study, query = record_id("study"), record_id("query")
+    first = LevelDbKeyVault(tmp_path / "vault")
+    first.put_contribution(study, query, False, [5, -3, 2**64 - 1])
+    with pytest.raises(ValueError, match=r"1\.\.64 coordinates"):
+        first.put_contribution(study, record_id("other"), True, [])
+    with pytest.raises(ValueError):
+        first.put_contribution(b"short", query, True, [1])
+    first.close()
+    reopened = LevelDbKeyVault(tmp_path / "vault")
+    # Stored modulo 2^64: the worker turns an unmasked vector back into signed integers.
+    assert reopened.contribution(study, query) == (False, [5, 2**64 - 3, 2**64 - 1])
+    assert reopened.contribution_count() == 1
+    assert reopened.get(study) is None  # its own keyspace: no custody wrap appears
+    reopened.delete_contribution(study, query)
+    assert reopened.contribution(study, query) is None and reopened.contribution_count() == 0
+    reopened.close()
+    raw = plyvel.DB(str(tmp_path / "vault"))
+    raw.put(b"\x04" + study + query, b"\x02\x00\x01" + bytes(8))
+    raw.close()
+    damaged = LevelDbKeyVault(tmp_path / "vault")
+    with pytest.raises(VaultCorruptedError):
+        damaged.contribution(study, query)
+    damaged.close()
