@@ -22,8 +22,8 @@ from sklearn.preprocessing import StandardScaler
 
 from emrchain.analytics.federated import (
     FederatedModel,
-    Hospital,
     Matrix,
+    Participant,
     TrainingPlan,
     Vector,
     seeded_noise,
@@ -90,9 +90,9 @@ def _split(features: Matrix, target: npt.NDArray[np.generic], skewed: bool) -> S
     return Split(train_x, train_y, test_x, test_y, parts)
 
 
-def hospitals_of(split: Split) -> list[Hospital]:
+def hospitals_of(split: Split) -> list[Participant]:
     return [
-        Hospital(name, organization_key(name), features, labels)
+        Participant(name, organization_key(name), features, labels)
         for name, (features, labels) in zip(HOSPITAL_IDS, split.parts, strict=True)
     ]
 

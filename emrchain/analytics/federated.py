@@ -55,8 +55,8 @@ DEFAULT_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
-class Hospital:
-    """One participant: its organisation id, organisation key and its own rows (never sent)."""
+class Participant:
+    """One hospital: its organisation id, organisation key and its own rows (never sent)."""
 
     organization_id: str
     private_key: X25519PrivateKey = field(repr=False)
@@ -76,6 +76,16 @@ class TrainingPlan:
     learning_rate: float = 4.0
     l2_penalty: float = 1e-3
     minimum_survivors: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0 or not 0 < self.delta < 1:
+            raise ValueError(
+                f"need epsilon > 0 and 0 < delta < 1, got {self.epsilon}, {self.delta}"
+            )
+        if self.rounds < 1 or not self.clip_norm > 0 or not self.learning_rate > 0:
+            raise ValueError("rounds, clip_norm and learning_rate must be positive")
+        if self.minimum_survivors < 2:
+            raise ValueError("minimum_survivors below 2 would unmask one hospital's update")
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,7 @@ class Aggregator:
 
     def secure_sum(
         self,
-        hospitals: Sequence[Hospital],
+        hospitals: Sequence[Participant],
         vectors: Mapping[str, Vector],
         query_id: str,
         dropped: frozenset[str] = frozenset(),
@@ -202,7 +212,7 @@ class Aggregator:
 
 
 def train(
-    hospitals: Sequence[Hospital],
+    hospitals: Sequence[Participant],
     plan: TrainingPlan,
     noise: NoiseSampler,
     chain_id: str = "emrchain-federated",
@@ -246,7 +256,7 @@ def train(
 
 
 def _pooled_standardisation(
-    hospitals: Sequence[Hospital], aggregator: Aggregator
+    hospitals: Sequence[Participant], aggregator: Aggregator
 ) -> tuple[Vector, Vector]:
     vectors = {
         hospital.organization_id: np.concatenate(
@@ -267,7 +277,7 @@ def _pooled_standardisation(
 
 
 def _clipped_gradient_sum(
-    hospital: Hospital, mean: Vector, scale: Vector, weights: Vector, clip_norm: float
+    hospital: Participant, mean: Vector, scale: Vector, weights: Vector, clip_norm: float
 ) -> Vector:
     rows = _with_intercept((hospital.features - mean) / scale)
     residuals = _sigmoid(rows @ weights) - hospital.labels

@@ -128,3 +128,17 @@ def test_the_benchmark_prints_the_table_and_writes_the_plot(
     ]
     assert sum(line.startswith("| diabetes | skewed |") for line in lines) == 7
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"epsilon": 0.0},
+        {"epsilon": 8.0, "delta": 0.0},
+        {"epsilon": 8.0, "rounds": 0},
+        {"epsilon": 8.0, "minimum_survivors": 1},
+    ],
+)
+def test_a_bad_plan_is_refused_up_front(arguments: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        TrainingPlan(**arguments)  # type: ignore[arg-type]

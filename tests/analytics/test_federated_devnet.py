@@ -20,8 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sklearn.datasets import load_breast_cancer
 
 from emrchain.analytics.experiment import breast_cancer_split, score
-from emrchain.analytics.federated import FederatedModel, TrainingPlan, seeded_noise, train
-from emrchain.analytics.federated import Hospital as Participant
+from emrchain.analytics.federated import (
+    FederatedModel,
+    Participant,
+    TrainingPlan,
+    seeded_noise,
+    train,
+)
 from emrchain.client.replies import TransactionRefusedError
 from emrchain.client.rpc import EmrClient
 from emrchain.config.genesis import load_genesis
