@@ -152,7 +152,9 @@ class StudyWorker:
         spec = query_spec(query)
         values = await self.local_values(view, spec, query.height)
         exact = local_aggregate(spec, values.values())
-        noisy = add_noise(exact, noise_scales(spec, len(study.participants)))
+        participants = len(study.participants)
+        # OpenDP's calibration and sampling are CPU work: off the event loop.
+        noisy = await asyncio.to_thread(lambda: add_noise(exact, noise_scales(spec, participants)))
         contribution = self._masked(view, study, query_id, noisy)
         self._keep(contribution)
         logger.info(

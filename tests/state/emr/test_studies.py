@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from emrchain.schema import QueryType, ResearchChoice, TxKind
 from emrchain.state import ResultCode, keys
+from emrchain.state.emr import studies as studies_module
 from emrchain.state.emr.entities import NO_KEY
 from emrchain.state.emr.studies import (
     StudyStatus,
@@ -234,3 +237,48 @@ def test_research_consent_history_and_opt_in_at_a_height() -> None:
     world.send_ok(OTHER_PATIENT, TxKind.RESEARCH_CONSENT, opt_in)
     assert world.state.get(keys.research_consent_key(OTHER_PATIENT_ID)) == (1).to_bytes(4, "big")
     assert NO_KEY != OTHER_PATIENT_ID
+
+
+def test_every_bound_refuses_with_its_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bounds of limits.py, lowered so a test reaches them (the check is the same)."""
+    monkeypatch.setattr(studies_module, "MAX_STUDIES", 1)
+    monkeypatch.setattr(studies_module, "MAX_QUERIES_PER_STUDY", 2)
+    monkeypatch.setattr(studies_module, "MAX_RESEARCH_CONSENT_CHANGES", 2)
+    world = World()
+    active_study(world)
+    other = study_fields(world, study_id=digest("study/2"))
+    assert world.send(A_CLINICIAN, TxKind.PROPOSE_STUDY, other).code == (
+        ResultCode.STUDY_LIMIT_REACHED
+    )
+    small = {"epsilon": 1, "delta": 1}
+    world.send_ok(B_CLINICIAN, TxKind.STUDY_QUERY, query_fields("q1", **small))
+    world.send_ok(B_CLINICIAN, TxKind.STUDY_QUERY, query_fields("q2", **small))
+    assert world.send(B_CLINICIAN, TxKind.STUDY_QUERY, query_fields("q3", **small)).code == (
+        ResultCode.QUERY_LIMIT_REACHED
+    )
+    world.send_ok(PATIENT, TxKind.RESEARCH_CONSENT, {"choice": ResearchChoice.OPT_IN})
+    world.send_ok(PATIENT, TxKind.RESEARCH_CONSENT, {"choice": ResearchChoice.OPT_OUT})
+    assert world.send(PATIENT, TxKind.RESEARCH_CONSENT, {"choice": ResearchChoice.OPT_IN}).code == (
+        ResultCode.RESEARCH_CONSENT_LIMIT_REACHED
+    )
+
+
+def test_only_the_sponsor_anchors_and_an_expired_study_answers_no_query() -> None:
+    world = World()
+    interval = world.chain.block_time_ms(1) - world.chain.block_time_ms(0)
+    world.send_ok(
+        B_CLINICIAN,
+        TxKind.PROPOSE_STUDY,
+        study_fields(world, expires_at_ms=world.time_ms + 5 * interval),
+    )
+    world.send_ok(A_ADMIN, TxKind.APPROVE_STUDY, {"study_id": STUDY})
+    world.send_ok(B_ADMIN, TxKind.APPROVE_STUDY, {"study_id": STUDY})
+    world.send_ok(B_CLINICIAN, TxKind.STUDY_QUERY, query_fields("q1"))
+    anchor = {"study_id": STUDY, "query_id": digest("query/q1"), "result_sha256": digest("r")}
+    assert world.send(A_CLINICIAN, TxKind.STUDY_RESULT, anchor).code == ResultCode.NOT_STUDY_SPONSOR
+    world.idle(2)
+    assert world.send(B_CLINICIAN, TxKind.STUDY_QUERY, query_fields("q2")).code == (
+        ResultCode.STUDY_EXPIRED
+    )
+    # A released result is still anchored after expiry: it records what was released.
+    world.send_ok(B_CLINICIAN, TxKind.STUDY_RESULT, anchor)
