@@ -161,24 +161,20 @@ class Aggregator:
     public_keys: Mapping[str, bytes]
     chain_id: str
     study_id: str
+    query_id: str
     minimum_survivors: int
-    rounds_run: int = 0
-
-    def context(self, query_id: str, round_number: int) -> MaskContext:
-        return MaskContext(self.chain_id, self.study_id, query_id, round_number)
 
     def secure_sum(
         self,
         hospitals: Sequence[Participant],
         vectors: Mapping[str, Vector],
-        query_id: str,
+        round_number: int,
         dropped: frozenset[str] = frozenset(),
     ) -> Vector:
         """Each hospital commits to its pair seeds and masks its vector; the ones in `dropped`
         never send theirs, the survivors reveal their seeds with them (docs/spec/analytics.md,
         "A participant that drops out"), and only the survivors' sum is unmasked."""
-        context = self.context(query_id, self.rounds_run)
-        self.rounds_run += 1
+        context = MaskContext(self.chain_id, self.study_id, self.query_id, round_number)
         ids = self.participants
         commitments = agreed_commitments(
             {
@@ -215,12 +211,16 @@ def train(
     hospitals: Sequence[Participant],
     plan: TrainingPlan,
     noise: NoiseSampler,
+    *,
     chain_id: str = "emrchain-federated",
     study_id: str = "study",
+    query_id: str = "training",
     dropouts: Mapping[int, frozenset[str]] | None = None,
 ) -> FederatedModel:
     """Federated DP logistic regression over `hospitals` (see the module docstring);
-    `dropouts[round]` are the hospitals that send nothing in that gradient round."""
+    the masks are bound to (chain_id, study_id, query_id) and a round number: 0 for the
+    standardisation, i + 1 for gradient round i. `dropouts[i]` are the hospitals that send
+    nothing in gradient round i (0-based)."""
     public_keys = {
         hospital.organization_id: hospital.private_key.public_key().public_bytes_raw()
         for hospital in hospitals
@@ -230,6 +230,7 @@ def train(
         public_keys,
         chain_id,
         study_id,
+        query_id,
         plan.minimum_survivors,
     )
     mean, scale = _pooled_standardisation(hospitals, aggregator)
@@ -249,7 +250,7 @@ def train(
             for hospital in hospitals
         }
         dropped = (dropouts or {}).get(round_number, frozenset())
-        total = aggregator.secure_sum(hospitals, updates, f"gradient-{round_number}", dropped)
+        total = aggregator.secure_sum(hospitals, updates, round_number + 1, dropped)
         gradient = total[:-1] / total[-1]
         weights = weights - plan.learning_rate * (gradient + plan.l2_penalty * weights)
     return FederatedModel(mean, scale, weights, sigma)
@@ -268,7 +269,7 @@ def _pooled_standardisation(
         )
         for hospital in hospitals
     }
-    total = aggregator.secure_sum(hospitals, vectors, "standardisation")
+    total = aggregator.secure_sum(hospitals, vectors, 0)
     width = hospitals[0].features.shape[1]
     count = total[0]
     mean = total[1 : 1 + width] / count
