@@ -144,6 +144,11 @@ class StudyWorker:
         return self._kept.get((study_id, query_id))
 
     async def compute(self, study_id: bytes, query_id: bytes) -> Contribution:
+        """Compute once: a second noisy draw of the same query would let the sponsor average
+        the noise away, spending more than the chain recorded."""
+        kept = self._kept.get((study_id, query_id))
+        if kept is not None:
+            return kept
         view = self.state_view()
         study = read_study(view, study_id)
         query = find_query(view, study_id, query_id)

@@ -110,6 +110,7 @@ async def run_study(
             )
             releases[name] = release
             output(f"{name}: {release.figures} (anchored {release.result_sha256.hex()[:16]})")
+        output(f"exact, for comparison (known to the demo, never released): {_exact()}")
         try:
             await run_query(client, urls, study_id, QueryType.COUNT, MEASURE, **common)
         except TransactionRefusedError as refusal:
@@ -122,6 +123,24 @@ async def run_study(
             values = OPTED_IN_VALUES[0] + OPTED_IN_VALUES[1]
             return StudyOutcome(study_id, releases, refusal, values, sponsor)
     raise AssertionError("the overspending query was accepted")
+
+
+def _exact() -> dict[str, Any]:
+    """The figures without noise over the opted-in patients' values."""
+    values = [min(round(value * 1000), UPPER_MILLI) for value in OPTED_IN_VALUES[0]]
+    values += [min(round(value * 1000), UPPER_MILLI) for value in OPTED_IN_VALUES[1]]
+    width = (HISTOGRAM["upper_milli"] - HISTOGRAM["lower_milli"]) // HISTOGRAM["bins"]
+    bins = [0] * HISTOGRAM["bins"]
+    for value in values:
+        index = (max(value, HISTOGRAM["lower_milli"]) - HISTOGRAM["lower_milli"]) // width
+        bins[min(index, HISTOGRAM["bins"] - 1)] += 1
+    total = sum(values) / 1000
+    return {
+        "count": len(values),
+        "sum": total,
+        "mean": round(total / len(values), 3),
+        "histogram": bins,
+    }
 
 
 def main(nodes: Sequence[tuple[str, Path]]) -> StudyOutcome:

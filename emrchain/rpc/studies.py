@@ -104,7 +104,9 @@ class StudyRoutes:
         return study
 
     async def list_studies(self, request: web.Request) -> web.Response:
-        """`?after=<sequence>&limit=1..100`, in proposal order; members only (signed)."""
+        """`?after=<sequence>&limit=1..100`, in proposal order; members only (signed, checked
+        first: an unsigned request is a 401 whatever its query)."""
+        await self._auth.authenticate(request)
         after = None
         if "after" in request.query:
             after = decimal(request.query["after"], MAX_SEQUENCE)
@@ -113,7 +115,6 @@ class StudyRoutes:
         limit = decimal(request.query.get("limit", str(MAX_STUDIES_LIMIT)), MAX_STUDIES_LIMIT)
         if not limit:
             raise RpcError(400, "bad_limit", f"limit must be 1..{MAX_STUDIES_LIMIT}")
-        await self._auth.authenticate(request)
         studies, next_after = list_studies(self._node.chain.state_view(), after, limit)
         return web.json_response(
             {"studies": [study_json(study) for study in studies], "next_after": next_after}

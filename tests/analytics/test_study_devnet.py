@@ -105,6 +105,15 @@ def test_a_study_end_to_end(devnet: Devnet) -> None:
         assert {query["query_id"]: query["result_sha256"] for query in study["queries"]} == anchored
     # A contribution goes to the sponsor only: hospital-b's admin is refused at its own node.
     asyncio.run(_contribution_refused(devnet, study_id, releases["count"].query_id))
+    # A node that takes no part lists the study too.
+    listed = asyncio.run(_listed(devnet, 3))
+    assert study_id.hex() in [item["study_id"] for item in listed["studies"]]
+
+
+async def _listed(devnet: Devnet, index: int) -> dict[str, Any]:
+    hospital = Hospital.from_home(devnet.rpc_urls[index], devnet.homes[index])
+    async with EmrClient(hospital.rpc_url, hospital.admin) as admin:
+        return await admin.studies()
 
 
 async def _contribution_refused(devnet: Devnet, study_id: bytes, query_id: bytes) -> None:

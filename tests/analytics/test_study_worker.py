@@ -163,6 +163,8 @@ def test_compute_masks_the_noisy_contribution(tmp_path: Path) -> None:
     contribution = asyncio.run(hospital.worker.compute(study_id, query_id))
     assert contribution.masked and len(contribution.vector) == 5
     assert hospital.worker.contribution(study_id, query_id) == contribution
+    # Computed once: asking again gives the same draw, never fresh noise.
+    assert asyncio.run(hospital.worker.compute(study_id, query_id)) == contribution
     # Masked words are spread over the whole ring, far from the small noisy counts.
     assert any(word > 1 << 32 for word in contribution.vector)
     scales = noise_scales(
