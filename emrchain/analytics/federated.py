@@ -55,8 +55,8 @@ DEFAULT_DELTA = 1e-5
 
 
 @dataclass(frozen=True)
-class Hospital:
-    """One participant: its organisation id, organisation key and its own rows (never sent)."""
+class Participant:
+    """One hospital: its organisation id, organisation key and its own rows (never sent)."""
 
     organization_id: str
     private_key: X25519PrivateKey = field(repr=False)
@@ -76,6 +76,16 @@ class TrainingPlan:
     learning_rate: float = 4.0
     l2_penalty: float = 1e-3
     minimum_survivors: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0 or not 0 < self.delta < 1:
+            raise ValueError(
+                f"need epsilon > 0 and 0 < delta < 1, got {self.epsilon}, {self.delta}"
+            )
+        if self.rounds < 1 or not self.clip_norm > 0 or not self.learning_rate > 0:
+            raise ValueError("rounds, clip_norm and learning_rate must be positive")
+        if self.minimum_survivors < 2:
+            raise ValueError("minimum_survivors below 2 would unmask one hospital's update")
 
 
 @dataclass(frozen=True)
@@ -151,24 +161,20 @@ class Aggregator:
     public_keys: Mapping[str, bytes]
     chain_id: str
     study_id: str
+    query_id: str
     minimum_survivors: int
-    rounds_run: int = 0
-
-    def context(self, query_id: str, round_number: int) -> MaskContext:
-        return MaskContext(self.chain_id, self.study_id, query_id, round_number)
 
     def secure_sum(
         self,
-        hospitals: Sequence[Hospital],
+        hospitals: Sequence[Participant],
         vectors: Mapping[str, Vector],
-        query_id: str,
+        round_number: int,
         dropped: frozenset[str] = frozenset(),
     ) -> Vector:
         """Each hospital commits to its pair seeds and masks its vector; the ones in `dropped`
         never send theirs, the survivors reveal their seeds with them (docs/spec/analytics.md,
         "A participant that drops out"), and only the survivors' sum is unmasked."""
-        context = self.context(query_id, self.rounds_run)
-        self.rounds_run += 1
+        context = MaskContext(self.chain_id, self.study_id, self.query_id, round_number)
         ids = self.participants
         commitments = agreed_commitments(
             {
@@ -202,15 +208,19 @@ class Aggregator:
 
 
 def train(
-    hospitals: Sequence[Hospital],
+    hospitals: Sequence[Participant],
     plan: TrainingPlan,
     noise: NoiseSampler,
+    *,
     chain_id: str = "emrchain-federated",
     study_id: str = "study",
+    query_id: str = "training",
     dropouts: Mapping[int, frozenset[str]] | None = None,
 ) -> FederatedModel:
     """Federated DP logistic regression over `hospitals` (see the module docstring);
-    `dropouts[round]` are the hospitals that send nothing in that gradient round."""
+    the masks are bound to (chain_id, study_id, query_id) and a round number: 0 for the
+    standardisation, i + 1 for gradient round i. `dropouts[i]` are the hospitals that send
+    nothing in gradient round i (0-based)."""
     public_keys = {
         hospital.organization_id: hospital.private_key.public_key().public_bytes_raw()
         for hospital in hospitals
@@ -220,6 +230,7 @@ def train(
         public_keys,
         chain_id,
         study_id,
+        query_id,
         plan.minimum_survivors,
     )
     mean, scale = _pooled_standardisation(hospitals, aggregator)
@@ -239,14 +250,14 @@ def train(
             for hospital in hospitals
         }
         dropped = (dropouts or {}).get(round_number, frozenset())
-        total = aggregator.secure_sum(hospitals, updates, f"gradient-{round_number}", dropped)
+        total = aggregator.secure_sum(hospitals, updates, round_number + 1, dropped)
         gradient = total[:-1] / total[-1]
         weights = weights - plan.learning_rate * (gradient + plan.l2_penalty * weights)
     return FederatedModel(mean, scale, weights, sigma)
 
 
 def _pooled_standardisation(
-    hospitals: Sequence[Hospital], aggregator: Aggregator
+    hospitals: Sequence[Participant], aggregator: Aggregator
 ) -> tuple[Vector, Vector]:
     vectors = {
         hospital.organization_id: np.concatenate(
@@ -258,7 +269,7 @@ def _pooled_standardisation(
         )
         for hospital in hospitals
     }
-    total = aggregator.secure_sum(hospitals, vectors, "standardisation")
+    total = aggregator.secure_sum(hospitals, vectors, 0)
     width = hospitals[0].features.shape[1]
     count = total[0]
     mean = total[1 : 1 + width] / count
@@ -267,7 +278,7 @@ def _pooled_standardisation(
 
 
 def _clipped_gradient_sum(
-    hospital: Hospital, mean: Vector, scale: Vector, weights: Vector, clip_norm: float
+    hospital: Participant, mean: Vector, scale: Vector, weights: Vector, clip_norm: float
 ) -> Vector:
     rows = _with_intercept((hospital.features - mean) / scale)
     residuals = _sigmoid(rows @ weights) - hospital.labels

@@ -198,6 +198,8 @@ def reveal_pair_seeds(
 ) -> dict[str, bytes]:
     """A survivor's seeds with the dropped participants, by dropped id."""
     _check_participants(participants, own)
+    if unknown := set(dropped) - set(participants):
+        raise SecureAggregationError(f"{sorted(unknown)} are not participants")
     if own in dropped:
         raise SecureAggregationError(f"{own!r} is declared dropped and must not reveal")
     return {peer: pair_seed(own, peer, private_key, public_keys, context) for peer in dropped}

@@ -1,6 +1,7 @@
 """The federated model against epsilon (issue #22 part 5): `scripts/bench-federated`.
 
-For the IID and the label-skewed split of scikit-learn's breast-cancer data across 4 hospitals,
+For the IID and the label-skewed split of scikit-learn's breast-cancer and diabetes data (each
+across 4 hospitals),
 trains the federated DP logistic regression at each epsilon of `EPSILONS` (delta 1e-5; the mean
 over `--seeds` noise seeds) and the centralised non-private logistic regression on the same
 train/test split. Prints a Markdown table, writes the plot (default
@@ -13,12 +14,15 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from emrchain.analytics.experiment import (
+    DATASETS,
     EPSILONS,
     Score,
-    breast_cancer_split,
+    Split,
     centralised_score,
     mean_federated_score,
 )
@@ -28,11 +32,20 @@ DEFAULT_PLOT = Path("docs/benchmarks/federated-epsilon.png")
 SPLITS = {"iid": False, "skewed": True}
 
 
-def run(seeds: int) -> dict[str, object]:
+def run(seeds: int) -> dict[str, Any]:
     rounds = TrainingPlan(math.inf).rounds
-    results: dict[str, object] = {"delta": DEFAULT_DELTA, "rounds": rounds, "seeds": seeds}
+    results: dict[str, Any] = {"delta": DEFAULT_DELTA, "rounds": rounds, "seeds": seeds}
+    for dataset, make_split in DATASETS.items():
+        results[dataset] = _dataset_results(make_split, seeds, rounds)
+    return results
+
+
+def _dataset_results(
+    make_split: Callable[[bool], Split], seeds: int, rounds: int
+) -> dict[str, object]:
+    results: dict[str, object] = {}
     for name, skewed in SPLITS.items():
-        split = breast_cancer_split(skewed)
+        split = make_split(skewed)
         central = centralised_score(split)
         rows = []
         for epsilon in EPSILONS:
@@ -50,51 +63,47 @@ def run(seeds: int) -> dict[str, object]:
     return results
 
 
-def table(results: dict[str, object]) -> str:
+def table(results: dict[str, Any]) -> str:
     lines = [
-        "| split | ε | σ (× C) | accuracy | AUC | centralised accuracy | AUC | gap (points) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| data | split | ε | σ (× C) | accuracy | AUC | centralised accuracy | AUC | gap |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in SPLITS:
-        part = results[name]
-        assert isinstance(part, dict)
-        central = part["centralised"]
-        for row in part["federated"]:
-            lines.append(
-                f"| {name} | {row['epsilon']} | {row['sigma']} | {row['accuracy']:.4f} | "
-                f"{row['auc']:.4f} | {central['accuracy']:.4f} | {central['auc']:.4f} | "
-                f"{row['gap_points']:+.2f} |"
-            )
+    for dataset in DATASETS:
+        for name in SPLITS:
+            part = results[dataset][name]
+            central = part["centralised"]
+            for row in part["federated"]:
+                lines.append(
+                    f"| {dataset} | {name} | {row['epsilon']} | {row['sigma']} | "
+                    f"{row['accuracy']:.4f} | {row['auc']:.4f} | {central['accuracy']:.4f} | "
+                    f"{central['auc']:.4f} | {row['gap_points']:+.2f} |"
+                )
     return "\n".join(lines)
 
 
-def plot(results: dict[str, object], path: Path) -> None:
+def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never a display
     from matplotlib import pyplot
 
-    figure, axes = pyplot.subplots(1, 2, figsize=(10, 4))
+    figure, axes = pyplot.subplots(len(DATASETS), 2, figsize=(10, 4 * len(DATASETS)))
     finite = [epsilon for epsilon in EPSILONS if not math.isinf(epsilon)]
-    for axis, metric in zip(axes, ("accuracy", "auc"), strict=True):
-        for name, style in zip(SPLITS, ("o-", "s--"), strict=True):
-            part = results[name]
-            assert isinstance(part, dict)
-            rows = part["federated"]
-            axis.plot(
-                finite,
-                [row[metric] for row in rows[: len(finite)]],
-                style,
-                label=f"federated, {name} split",
-            )
-            axis.axhline(rows[-1][metric], linestyle=":", color="grey")
-            axis.axhline(part["centralised"][metric], color="black", linewidth=0.8)
-        axis.set_xscale("log", base=2)
-        axis.set_xlabel("ε (δ = 1e-5)")
-        axis.set_ylabel(f"test {metric}")
-        axis.set_title(f"{metric}: black = centralised, dotted = federated ε = ∞")
-        axis.legend(loc="lower right", fontsize=8)
-    figure.suptitle("Federated DP logistic regression, breast cancer (sklearn), 4 hospitals")
+    for row_axes, dataset in zip(axes, DATASETS, strict=True):
+        for axis, metric in zip(row_axes, ("accuracy", "auc"), strict=True):
+            for name, style in zip(SPLITS, ("o-", "s--"), strict=True):
+                part = results[dataset][name]
+                rows = part["federated"]
+                values = [row[metric] for row in rows[: len(finite)]]
+                axis.plot(finite, values, style, label=f"federated, {name} split")
+                axis.axhline(rows[-1][metric], linestyle=":", color="grey")
+                axis.axhline(part["centralised"][metric], color="black", linewidth=0.8)
+            axis.set_xscale("log", base=2)
+            axis.set_xlabel("ε (δ = 1e-5)")
+            axis.set_ylabel(f"test {metric}")
+            axis.set_title(f"{dataset}: black = centralised, dotted = federated ε = ∞", fontsize=9)
+            axis.legend(loc="lower right", fontsize=8)
+    figure.suptitle("Federated DP logistic regression across 4 hospitals (scikit-learn data)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

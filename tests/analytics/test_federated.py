@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from emrchain.analytics.experiment import (
     breast_cancer_split,
     centralised_score,
+    diabetes_split,
     federated_score,
     hospitals_of,
     mean_federated_score,
@@ -24,6 +27,7 @@ from emrchain.analytics.federated import (
     train,
 )
 from emrchain.analytics.secure_aggregation import TooFewSurvivorsError
+from emrchain.bench import federated as bench_federated
 
 SEEDS = range(5)
 ACCEPTED_GAP_POINTS = 3.0
@@ -35,6 +39,16 @@ def test_epsilon_8_is_within_3_points_of_centralised_accuracy(skewed: bool) -> N
     central = centralised_score(split)
     federated = mean_federated_score(split, 8.0, SEEDS)
     assert central.accuracy > 0.93  # the baseline itself is sound
+    assert 100 * (central.accuracy - federated.accuracy) <= ACCEPTED_GAP_POINTS
+    # A privacy budget far too small does cost accuracy: the comparison can fail.
+    assert mean_federated_score(split, 0.05, SEEDS).accuracy < central.accuracy - 0.03
+
+
+def test_on_the_diabetes_data_epsilon_8_is_within_3_points_too() -> None:
+    split = diabetes_split(skewed=False)
+    central = centralised_score(split)
+    federated = mean_federated_score(split, 8.0, SEEDS)
+    assert central.accuracy > 0.7
     assert 100 * (central.accuracy - federated.accuracy) <= ACCEPTED_GAP_POINTS
     # A privacy budget far too small does cost accuracy: the comparison can fail.
     assert mean_federated_score(split, 0.05, SEEDS).accuracy < central.accuracy - 0.03
@@ -94,3 +108,37 @@ def test_the_model_hash_is_reproducible_and_opendp_noise_trains_too() -> None:
         np.mean((model.probabilities(split.test_features) >= 0.5) == (split.test_labels == 1.0))
     )
     assert accuracy > 0.85
+
+
+def test_the_benchmark_prints_the_table_and_writes_the_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "federated-epsilon.png"
+    assert bench_federated.main(["--seeds", "1", "--plot", str(plot)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert [row["epsilon"] for row in summary["breast-cancer"]["iid"]["federated"]] == [
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        16.0,
+        "inf",
+    ]
+    assert sum(line.startswith("| diabetes | skewed |") for line in lines) == 7
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"epsilon": 0.0},
+        {"epsilon": 8.0, "delta": 0.0},
+        {"epsilon": 8.0, "rounds": 0},
+        {"epsilon": 8.0, "minimum_survivors": 1},
+    ],
+)
+def test_a_bad_plan_is_refused_up_front(arguments: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        TrainingPlan(**arguments)  # type: ignore[arg-type]

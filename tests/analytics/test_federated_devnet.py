@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,8 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from sklearn.datasets import load_breast_cancer
 
 from emrchain.analytics.experiment import breast_cancer_split, score
-from emrchain.analytics.federated import FederatedModel, TrainingPlan, seeded_noise, train
-from emrchain.analytics.federated import Hospital as Participant
+from emrchain.analytics.federated import (
+    FederatedModel,
+    Participant,
+    TrainingPlan,
+    seeded_noise,
+    train,
+)
 from emrchain.client.replies import TransactionRefusedError
 from emrchain.client.rpc import EmrClient
 from emrchain.config.genesis import load_genesis
@@ -29,10 +36,8 @@ from emrchain.config.node import load_node_config
 from emrchain.devnet.harness import Devnet
 from emrchain.devnet.story import Hospital, _register
 from emrchain.keystore.member import MemberIdentity, load_organization_key
-from emrchain.schema import QueryType, Role, TxKind
+from emrchain.schema import QueryType, Role
 from emrchain.state.codes import ResultCode
-from emrchain.state.emr.studies import encode_participants
-from emrchain.types.transaction import Transaction
 from tests.services.fixtures import run
 
 pytestmark = pytest.mark.slow
@@ -177,97 +182,81 @@ def test_hospitals_train_from_their_encrypted_records_and_anchor_the_model(
 
     study_id, query_id = secrets.token_bytes(32), secrets.token_bytes(32)
     run(open_study(sites, study_id, query_id), deadline_s=TIMEOUT_S)
-    chain_id, study = genesis.chain_id, study_id.hex()
     plan = TrainingPlan(8.0)
-    # Hospital C sends nothing in round 5: the survivors reveal their seeds with it.
-    dropouts = {5: frozenset({participants[2].organization_id})}
-    model = train(
-        participants, plan, seeded_noise(np.random.default_rng(7)), chain_id, study, dropouts
-    )
+    # Hospital C sends nothing in gradient round 5: the survivors reveal their seeds with it.
+    binding = {
+        "chain_id": genesis.chain_id,
+        "study_id": study_id.hex(),
+        "query_id": query_id.hex(),
+        "dropouts": {5: frozenset({participants[2].organization_id})},
+    }
+    model = train(participants, plan, seeded_noise(np.random.default_rng(7)), **binding)
     # The same rows trained offline give the very same model: nothing was lost on the way.
     offline = [
         Participant(p.organization_id, p.private_key, *site.rows)
         for p, site in zip(participants, sites, strict=True)
     ]
-    again = train(offline, plan, seeded_noise(np.random.default_rng(7)), chain_id, study, dropouts)
+    again = train(offline, plan, seeded_noise(np.random.default_rng(7)), **binding)
     assert model.sha256() == again.sha256()
     assert score(model.probabilities(split.test_features), split.test_labels).accuracy > 0.85
-    anchor_model(devnet, sites[0], study_id, query_id, model)
-
-
-async def submit(url: str, member: MemberIdentity, kind: TxKind, fields: dict[str, object]) -> int:
-    """`kind` signed by `member`, committed; its height."""
-    async with EmrClient(url, member) as client:
-        tx = Transaction.create(
-            member.signer, await client.chain_id(), kind, await client.next_nonce(), fields
-        )
-        return (await client.submit_and_wait(tx)).height
+    anchor_model(sites, study_id, query_id, model)
 
 
 async def open_study(sites: list[Site], study_id: bytes, query_id: bytes) -> None:
     """Hospital A's clinician proposes the study, every participant's admin approves it, and
     the training is registered as its one query, spending (8, 1e-5) of its budget on chain."""
     sponsor = sites[0]
-    await submit(
-        sponsor.hospital.rpc_url,
-        sponsor.clinician,
-        TxKind.PROPOSE_STUDY,
-        {
-            "study_id": study_id,
-            "purpose": "federated logistic regression, breast-cancer aspirates (issue #22)",
-            "query_types": 1 << int(QueryType.MEAN),
-            "epsilon_total": EPSILON_MILLIONTHS,
-            "delta_total": DELTA_UNITS,
-            "participants": encode_participants(
-                sorted(site.hospital.organization_id for site in sites)
-            ),
-            "expires_at_ms": FAR_FUTURE_MS,
-        },
-    )
-    for site in sites:
-        await submit(
-            site.hospital.rpc_url, site.hospital.admin, TxKind.APPROVE_STUDY, {"study_id": study_id}
+    async with EmrClient(sponsor.hospital.rpc_url, sponsor.clinician) as client:
+        await client.propose_study(
+            study_id=study_id,
+            purpose="federated logistic regression, breast-cancer aspirates (issue #22)",
+            query_types=[QueryType.MEAN],
+            epsilon_total=EPSILON_MILLIONTHS,
+            delta_total=DELTA_UNITS,
+            participants=[site.hospital.organization_id for site in sites],
+            expires_at_ms=FAR_FUTURE_MS,
         )
+    for site in sites:
+        async with EmrClient(site.hospital.rpc_url, site.hospital.admin) as admin:
+            await admin.approve_study(study_id)
     # No query type names a model yet: MEAN (of the model's weights) carries its budget.
-    await submit(
-        sponsor.hospital.rpc_url,
-        sponsor.clinician,
-        TxKind.STUDY_QUERY,
-        {
-            "study_id": study_id,
-            "query_id": query_id,
-            "query_type": int(QueryType.MEAN),
-            "measure": "federated-logistic-regression",
-            "lower_milli": 0,
-            "upper_milli": 1000,
-            "bins": 0,
-            "epsilon": EPSILON_MILLIONTHS,
-            "delta": DELTA_UNITS,
-        },
-    )
+    async with EmrClient(sponsor.hospital.rpc_url, sponsor.clinician) as client:
+        await client.submit_study_query(
+            study_id=study_id,
+            query_id=query_id,
+            query_type=QueryType.MEAN,
+            measure="federated-logistic-regression",
+            lower_milli=0,
+            upper_milli=1000,
+            epsilon=EPSILON_MILLIONTHS,
+            delta=DELTA_UNITS,
+        )
 
 
 def anchor_model(
-    devnet: Devnet, sponsor: Site, study_id: bytes, query_id: bytes, model: FederatedModel
+    sites: list[Site], study_id: bytes, query_id: bytes, model: FederatedModel
 ) -> None:
-    """STUDY_RESULT with the model's SHA-256: committed, in every node's block, and once only."""
-    fields = {"study_id": study_id, "query_id": query_id, "result_sha256": model.sha256()}
+    """STUDY_RESULT with the model's SHA-256: every node's study shows it, and only once."""
+    sponsor = sites[0]
 
-    async def anchor() -> tuple[bytes, int]:
+    async def anchor() -> int:
         async with EmrClient(sponsor.hospital.rpc_url, sponsor.clinician) as client:
-            tx = Transaction.create(
-                sponsor.clinician.signer,
-                await client.chain_id(),
-                TxKind.STUDY_RESULT,
-                await client.next_nonce(),
-                fields,
-            )
-            return tx.tx_id, (await client.submit_and_wait(tx)).height
+            return (await client.anchor_study_result(study_id, query_id, model.sha256())).height
 
-    tx_id, height = run(anchor(), deadline_s=TIMEOUT_S)
-    devnet.wait_for_height(height, list(range(NODES)), timeout_s=TIMEOUT_S)
-    for index in range(NODES):
-        assert tx_id.hex() in devnet.rpc(index, f"/blocks/{height}")["tx_ids"]
+    async def study_at(site: Site) -> dict[str, Any]:
+        async with EmrClient(site.hospital.rpc_url, site.hospital.admin) as admin:
+            return await admin.study(study_id)
+
+    height = run(anchor(), deadline_s=TIMEOUT_S)
+    for site in sites:
+        deadline = time.monotonic() + TIMEOUT_S
+        while (study := run(study_at(site)))["result_count"] < 1:
+            assert time.monotonic() < deadline, f"{site.hospital.organization_id} lags"
+            time.sleep(0.2)
+        [query] = study["queries"]
+        assert query["result_sha256"] == model.sha256().hex()
+        assert query["result_height"] == height
+        assert study["epsilon_spent"] == EPSILON_MILLIONTHS
     with pytest.raises(TransactionRefusedError) as refused:
-        run(submit(sponsor.hospital.rpc_url, sponsor.clinician, TxKind.STUDY_RESULT, fields))
+        run(anchor())
     assert refused.value.code == ResultCode.RESULT_ALREADY_ANCHORED

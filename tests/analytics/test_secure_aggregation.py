@@ -164,6 +164,15 @@ def test_a_missing_or_wrong_reveal_is_detected() -> None:
     wrong["hospital-a"] = {"hospital-d": reveals["hospital-b"]["hospital-d"]}
     with pytest.raises(WrongRevealError):
         unmask_sum(masked, HOSPITALS, wrong, commitments, context(), minimum_survivors=3)
+    # A participant never reveals for an unknown or for itself.
+    with pytest.raises(SecureAggregationError, match="not participants"):
+        reveal_pair_seeds(
+            "hospital-a", ["hospital-x"], HOSPITALS, keys["hospital-a"], publics, context()
+        )
+    with pytest.raises(SecureAggregationError, match="must not reveal"):
+        reveal_pair_seeds(
+            "hospital-a", ["hospital-a"], HOSPITALS, keys["hospital-a"], publics, context()
+        )
 
 
 def test_a_lying_commitment_and_too_few_survivors_abandon_the_round() -> None:
