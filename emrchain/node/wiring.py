@@ -18,6 +18,7 @@ from emrchain.node.blocksync import SyncLimits
 from emrchain.node.consensus_driver import DriverLimits
 from emrchain.p2p.config import P2P_SETTINGS, P2PConfig
 from emrchain.store.database import DatabaseOptions
+from emrchain.store.pruning import PruneSettings
 
 Built = TypeVar("Built")
 
@@ -58,6 +59,7 @@ SECTIONS_OF: dict[type, tuple[str, ...]] = {
     MempoolConfig: ("mempool", "limits"),
     AdmissionLimits: ("mempool",),
     DatabaseOptions: ("storage",),
+    PruneSettings: ("storage",),
 }
 """Each config the node builds by field name, and the sections (in order) its fields come from."""
 

@@ -20,8 +20,15 @@ UNHANDLED_ERRORS_LOG = web.AppKey("unhandled_errors_log", ThrottledLog)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> web.Response:
+    """`details`: fields of the error beside code and message (`height_pruned`'s
+    `base_height`)."""
+    body: dict[str, object] = {"code": code, "message": message}
+    if details:
+        body.update(details)
+    return web.json_response({"error": body}, status=status)
 
 
 class RpcError(Exception):
@@ -39,8 +46,10 @@ class RpcError(Exception):
         *,
         retry_after_s: float | None = None,
         close: bool = False,
+        details: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = details
         self.status = status
         self.code = code
         self.message = message
@@ -48,7 +57,7 @@ class RpcError(Exception):
         self.close = close
 
     def response(self) -> web.Response:
-        response = error_response(self.status, self.code, self.message)
+        response = error_response(self.status, self.code, self.message, self.details)
         if self.retry_after_s is not None:
             response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(self.retry_after_s)))
         if self.close:

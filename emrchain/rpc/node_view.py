@@ -47,6 +47,8 @@ class ChainReader(Protocol):
 
     def validator_set(self, height: int) -> ValidatorSet | None: ...
 
+    def base_height(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class EvidenceReport:

@@ -270,4 +270,11 @@ EVENT = strict(
     time_ms=INT,
 )
 EVENTS = strict(events={"type": "array", "items": EVENT}, total=INT, dropped=INT)
-ERROR = strict(error=strict(code=STR, message=STR))
+ERROR = strict(
+    error={
+        **strict(code=STR, message=STR),
+        # Beside code and message: `height_pruned` (410) and a 404 `unknown_tx` of a node
+        # that pruned say from which height the node keeps blocks.
+        "properties": {"code": STR, "message": STR, "base_height": INT},
+    }
+)

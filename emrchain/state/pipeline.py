@@ -180,7 +180,8 @@ class BlockPipeline:
                 "next_validators_hash does not match the state's next validator set"
             )
         # The committed state does not change until this block is committed, after we return.
-        block_state = OverlayStateView(ReadOnceView(view))
+        reads = ReadOnceView(view)
+        block_state = OverlayStateView(reads)
         # Begin block: record progress; the set fixed for height + 1 moves up one slot, and
         # the after-next slot becomes the working copy this block's approved updates change.
         block_state.put(keys.PROGRESS, encode_progress(header.height, header.time_ms))
@@ -203,7 +204,9 @@ class BlockPipeline:
             after_next = after_next if updates else None
         writes = block_state.writes()
         app_hash = compute_app_hash(header.app_hash, header.height, writes)
-        return ExecutionResult(writes, app_hash, tx_results, updates, after_next)
+        return ExecutionResult(
+            writes, app_hash, tx_results, updates, after_next, previous_values=reads.values_read
+        )
 
     def _deliver_all(
         self,

@@ -7,6 +7,7 @@ so a transaction that fails is dropped by discarding its overlay, and nothing it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 # The state key and value limits are data every layer shares (the store checks the writes it
@@ -72,6 +73,11 @@ class ReadOnceView:
             return values[key]
         value = values[key] = self._base.get(key)
         return value
+
+    @property
+    def values_read(self) -> Mapping[bytes, bytes | None]:
+        """Every key read so far with the base's value (None: absent)."""
+        return self._values
 
 
 class OverlayStateView:
