@@ -137,6 +137,7 @@ class BlockSync:
             buffered_bytes=self.buffer.size_bytes,
             timeouts=peers.timeouts,
             responses_refused=self.responses_refused,
+            pruned_answers=self.blocks_pruned_answers,
         )
 
     def status(self) -> StatusMessage:

@@ -37,6 +37,7 @@ STATUS = strict(
     validator=HEX32,
     core_implementation=STR,
     latest_height=INT,
+    base_height=INT,
     latest_block_id=nullable(HEX32),
     latest_app_hash=HEX32,
     consensus=strict(height=nullable(INT), round=nullable(INT), step=nullable(STR)),
@@ -62,6 +63,7 @@ STATUS = strict(
         buffered_bytes=INT,
         timeouts=INT,
         responses_refused=INT,
+        pruned_answers=INT,
     ),
     counters=strict(
         admitted_txs=INT,

@@ -87,6 +87,8 @@ def status_json(node: NodeView) -> dict[str, Any]:
         "validator": status.validator.hex(),
         "core_implementation": _core.IMPLEMENTATION,
         "latest_height": node.height,
+        # The lowest height whose block this node keeps (docs/spec/pruning.md).
+        "base_height": node.chain.base_height(),
         "latest_block_id": status.latest_block_id.hex() if status.latest_block_id else None,
         "latest_app_hash": status.latest_app_hash.hex(),
         "consensus": {
