@@ -19,9 +19,17 @@ from pathlib import Path
 
 from emrchain.devnet.background_load import BackgroundLoad, anchor_stream
 from emrchain.devnet.harness import Devnet
-from emrchain.store.database import database_path
+from emrchain.store import layout
+from emrchain.store.database import ChainDatabase, database_path
 
 SENDERS = 50
+KEYSPACES = {
+    "blocks, commits, results (B C R)": (layout.BLOCK, layout.COMMIT, layout.TX_RESULTS),
+    "tx and block id index (T H)": (layout.TX_LOCATION, layout.BLOCK_HEIGHT),
+    "undo records, app hashes (U A)": (layout.UNDO, layout.APP_HASH),
+    "application state (S)": (layout.STATE,),
+}
+"""The store's keyspaces (`docs/spec/state.md` §5) the end-of-run breakdown reports."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +86,14 @@ def run(
     retain_blocks: int,
     rate_txs_per_s: int,
     prune_interval_ms: int,
-) -> dict[str, list[Sample]]:
-    """Both nodes under the same load for `duration_s`; their samples by label."""
+) -> tuple[dict[str, list[Sample]], dict[str, dict[str, int]]]:
+    """Both nodes under the same load for `duration_s`: their samples by label, and each
+    store's bytes by keyspace at the end."""
     labels = {"no pruning": 0, f"retain_blocks={retain_blocks}": retain_blocks}
     networks: dict[str, Devnet] = {}
     loads: list[BackgroundLoad] = []
     samples: dict[str, list[Sample]] = {label: [] for label in labels}
+    breakdown: dict[str, dict[str, int]] = {}
     interval_s = 0.2
     batch_txs = max(1, round(rate_txs_per_s * interval_s))
     try:
@@ -110,9 +120,23 @@ def run(
     finally:
         for load in loads:
             load.stop()
-        for network in networks.values():
+        for label, network in networks.items():
             network.stop_all()
-    return samples
+            breakdown[label] = keyspace_bytes(network.homes[0])
+    return samples, breakdown
+
+
+def keyspace_bytes(home: Path) -> dict[str, int]:
+    """LevelDB's estimate of the table bytes of each keyspace group of a stopped node (opening
+    replays its log into a table first, so everything written is counted)."""
+    with ChainDatabase.open(home) as database:
+        database.db.compact_range()  # tombstones and overwritten values gone: live bytes
+        return {
+            name: sum(
+                database.db.approximate_size(prefix, bytes([prefix[0] + 1])) for prefix in prefixes
+            )
+            for name, prefixes in KEYSPACES.items()
+        }
 
 
 def table(samples: dict[str, list[Sample]]) -> str:
@@ -161,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG of bytes on disk over time")
     arguments = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="emrchain-bench-pruning-") as temporary:
-        samples = run(
+        samples, breakdown = run(
             arguments.root or Path(temporary),
             duration_s=arguments.duration_s,
             sample_s=arguments.sample_s,
@@ -170,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             prune_interval_ms=arguments.prune_interval_ms,
         )
     print(table(samples))
+    print("\nat the end, live bytes by keyspace (MB, after a full compaction):")
+    for label, sizes in breakdown.items():
+        cells = ", ".join(f"{name} {size / 1e6:.2f}" for name, size in sizes.items())
+        print(f"  {label}: {cells}")
     if arguments.plot:
         plot(
             samples,
@@ -179,8 +207,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         json.dumps(
             {
-                label: [[s.elapsed_s, s.height, s.base_height, s.chain_db_bytes] for s in series]
-                for label, series in samples.items()
+                "samples": {
+                    label: [
+                        [s.elapsed_s, s.height, s.base_height, s.chain_db_bytes] for s in series
+                    ]
+                    for label, series in samples.items()
+                },
+                "keyspace_bytes": breakdown,
             }
         )
     )

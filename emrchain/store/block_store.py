@@ -388,15 +388,19 @@ class BlockStore:
         result = prepared.undo
         if result is None:
             return
-        database = self._database
+        # The raw handle's bound get: ChainDatabase.get costs ~4 µs more per call (measured:
+        # 11.3 against 2.7 ms for a block of 2,000 anchors), and a block reads ~2,000 keys.
+        get = self._database.db.get
+        state = layout.STATE
 
         def committed(key: bytes) -> bytes | None:
-            return database.get(layout.STATE + key)
+            return get(state + key)
 
-        prepared.batch.put(
-            layout.undo_key(prepared.head.height),
-            encode_undo(result.writes, result.previous_values, committed),
-        )
+        try:
+            record = encode_undo(result.writes, result.previous_values, committed)
+        except plyvel.Error as error:
+            raise translate_error(error, self._database.path) from None
+        prepared.batch.put(layout.undo_key(prepared.head.height), record)
 
     def _filtered(self, result: ExecutionResult) -> tuple[bytes, ...]:
         absence = self._absence
