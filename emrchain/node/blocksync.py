@@ -166,15 +166,17 @@ class BlockSync:
     def on_request(self, peer_id: str, message: BlockRequest) -> None:
         if not 1 <= message.height <= self._chain.height:
             return
-        base = self._chain.store.base_height()
-        if message.height < base:
-            # Pruned: say so, so the peer asks another at once instead of timing us out.
-            self._send(peer_id, BlockPruned(message.height, base))
-            return
-        block = self._chain.store.block(message.height)
-        commit = self._chain.store.commit(message.height)
+        store = self._chain.store
+        block = store.block(message.height)
+        commit = store.commit(message.height)
         if block is not None and commit is not None:
             self._send(peer_id, BlockResponse(block, commit))
+            return
+        base = store.base_height()
+        if message.height < base:
+            # Pruned (perhaps just now): say so, so the peer asks another at once instead of
+            # timing us out.
+            self._send(peer_id, BlockPruned(message.height, base))
 
     def on_pruned(self, peer_id: str, message: BlockPruned) -> None:
         """`peer_id` pruned a height we asked it for: ask the others (a refusal we did not ask

@@ -54,8 +54,12 @@ def test_a_late_node_syncs_from_the_archive_peer_while_pruned_peers_refuse(
             nodes=[0, 1, 2],
         )
         network.wait_committed(2, accepted, timeout_s=120)
+        first_height = network.rpc(2, f"/txs/{accepted[0]}")["height"]
         network.wait_for(
-            lambda: min(base_height(network, 0), base_height(network, 1)) > 3 * RETAIN_BLOCKS,
+            lambda: (
+                min(base_height(network, 0), base_height(network, 1))
+                > max(3 * RETAIN_BLOCKS, first_height)
+            ),
             timeout_s=180,
             what="nodes 0 and 1 to prune",
         )
@@ -64,9 +68,11 @@ def test_a_late_node_syncs_from_the_archive_peer_while_pruned_peers_refuse(
         assert reply["http_status"] == 410 and reply["error"]["code"] == "height_pruned"
         assert reply["error"]["base_height"] > 3 * RETAIN_BLOCKS
         assert network.rpc(2, "/blocks/1")["header"]["height"] == 1
+        # Its block was pruned with its index entry: 404, saying from where blocks are kept.
         missing = network.rpc(0, f"/txs/{accepted[0]}")
-        if missing.get("http_status") == 404:  # its block was pruned with its index entry
-            assert missing["error"]["base_height"] > 1
+        assert missing["http_status"] == 404 and missing["error"]["code"] == "unknown_tx"
+        assert missing["error"]["base_height"] > first_height
+        assert network.rpc(2, f"/txs/{accepted[0]}")["status"] == "committed"
         pruned_below = min(base_height(network, 0), base_height(network, 1))
         network.start(3)
         target = network.height(2)

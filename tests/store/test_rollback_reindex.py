@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from emrchain.state.progress import executed_height
-from emrchain.store import BlockStore, ChainDatabase, layout, reconcile
+from emrchain.store import BlockStore, ChainDatabase, SigningStateStore, layout, reconcile
 from emrchain.store.pruning import Pruner, PruneSettings
 from emrchain.store.reindex import reindex
 from emrchain.store.rollback import RollbackRefusedError, rollback
@@ -68,8 +68,11 @@ def test_rollback_restores_the_state_and_the_same_block_applies_again(
     third_ids = commit_one(undo_store, chain)
     assert undo_store.tx_location(third_ids[0]) is not None
 
+    signing_state = SigningStateStore(undo_store.database)
+    signing_state.save(b"guard: signed height 3")
     result = rollback(undo_store)
     assert (result.removed_height, result.head_height) == (3, 2)
+    assert signing_state.load() == b"guard: signed height 3"  # never rolled back
     assert state_of(undo_store) == after_two and consistent(undo_store)
     assert undo_store.block(3) is None and undo_store.tx_location(third_ids[0]) is None
     # The same decided block applies again and reaches the same app hash.
