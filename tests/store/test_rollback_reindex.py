@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from emrchain.devnet.workload import (
+    WORKLOAD_ORGANIZATION,
+    anchor_transactions,
+    registration_transactions,
+)
+from emrchain.state import keys
 from emrchain.state.progress import executed_height
 from emrchain.store import BlockStore, ChainDatabase, SigningStateStore, layout, reconcile
 from emrchain.store.pruning import Pruner, PruneSettings
 from emrchain.store.reindex import reindex
 from emrchain.store.rollback import RollbackRefusedError, rollback
 from emrchain.store.undo import decode_undo
-from tests.state.chain import ALICE, CHAIN_ID, ChainBuilder, register_tx
+from tests.state.chain import ALICE, CHAIN_ID, ChainBuilder, clients_organization, register_tx
 
 
 @pytest.fixture
@@ -149,3 +156,35 @@ def test_reindex_rebuilds_the_tx_index_from_the_blocks(
     report = reindex(store)
     assert (report.from_height, report.entries_deleted, report.entries_written) == (5, 1, 2)
     assert store.tx_location(ids[4]) == (5, 0) and store.tx_location(ids[1]) == (6, 0)
+
+
+def test_anchors_undo_without_reading_their_new_custody_entries(home: Path) -> None:
+    """The custody entries anchors create are written blind; the application's rule (no record
+    entry before, so no custody entry) answers them without a read, and the record is exact."""
+    organization = dataclasses.replace(
+        clients_organization(), organization_id=WORKLOAD_ORGANIZATION
+    )
+    chain = ChainBuilder(organizations=[organization])
+    store = BlockStore(ChainDatabase.open(home), undo_heights=1)
+    try:
+        store.initialize(CHAIN_ID, chain.genesis_validators, chain.genesis)
+        registration = chain.add_block(
+            registration_transactions(ALICE, WORKLOAD_ORGANIZATION, chain_id=CHAIN_ID, senders=5)
+        )
+        store.commit_block(registration.block, registration.commit, registration.result)
+        before = state_of(store)
+        anchors = chain.add_block(anchor_transactions(20, chain_id=CHAIN_ID, senders=5))
+        assert [code for code, _ in anchors.result.tx_results] == [0] * 20
+        custody = [key for key in anchors.result.writes if key[:1] == keys.RECORD_CUSTODY_PREFIX]
+        assert len(custody) == 20
+        assert all(key in anchors.result.previous_values for key in custody)  # no read needed
+        assert all(anchors.result.previous_values[key] is None for key in custody)
+        store.commit_block(anchors.block, anchors.commit, anchors.result)
+        undo = dict(
+            decode_undo(store.database.get(layout.undo_key(registration.block.height + 1)) or b"")
+        )
+        assert undo == {key: before.get(layout.STATE + key) for key in anchors.result.writes}
+        rollback(store)
+        assert state_of(store) == before and consistent(store)
+    finally:
+        store.database.close()
