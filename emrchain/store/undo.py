@@ -7,9 +7,10 @@ h writes (absent keys included): `U | h -> count u32 | per key: key bytes16 | pr
 (value bytes32 if present)`. Only the last `[storage] undo_heights` heights keep theirs: the
 commit of h deletes the record of h - undo_heights, and pruning deletes those below the base.
 
-The previous values are read through the committed state view, so its cache and absence filter
-answer most of them: execution read the same keys a moment before (nonces, member and patient
-entries), and the keys it creates (new record ids) are proven absent without a search.
+Most previous values come with the execution result (`ExecutionResult.previous_values`): the
+keys execution read a moment before (nonces, member, patient and record entries), and the keys
+the application proves were absent without a read (a new record's custody entry). The store
+reads the rest from the database on its writer thread, before the block's batch is written.
 """
 
 from __future__ import annotations
