@@ -675,6 +675,39 @@ class StorageSection:
         "About 200 bytes per entry.",
         Integer(0, 100_000_000, "entries"),
     )
+    retain_blocks: int = setting(
+        0,
+        "Blocks to keep: blocks, their commits, results, undo records and tx index entries "
+        "below head - retain_blocks + 1 are deleted in the background, unless a reader still "
+        "needs them (a state-sync snapshot, a lagging peer, the erasure worker: "
+        "docs/spec/pruning.md). RPC answers 410 height_pruned below the kept range. 0 keeps "
+        "every block.",
+        Integer(0, 1 << 40, "blocks"),
+    )
+    prune_interval_ms: int = setting(
+        10_000,
+        "How often the pruner computes the retain height and deletes what lies below it.",
+        Integer(100, 86_400_000, "milliseconds"),
+    )
+    prune_batch_heights: int = setting(
+        500,
+        "Most heights deleted in one write batch (each batch moves the base atomically, so a "
+        "crash leaves the store consistent; smaller batches hold the tx index lock shorter).",
+        Integer(1, 100_000, "heights"),
+    )
+    prune_peer_lag_max_blocks: int = setting(
+        10_000,
+        "A connected peer syncing from height h keeps blocks from h on, unless it is more than "
+        "this far behind the head: one slow or lying peer cannot stop pruning for ever.",
+        Integer(0, 1 << 40, "blocks"),
+    )
+    undo_heights: int = setting(
+        4,
+        "Heights whose undo record (the state values the block overwrote, written with the "
+        "block) is kept, so that `emrchain rollback` can take the node back that many heights "
+        "one at a time. 0 writes none (rollback is then refused).",
+        Integer(0, 100_000, "heights"),
+    )
 
 
 @dataclass(frozen=True)
