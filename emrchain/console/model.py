@@ -19,9 +19,12 @@ from typing import Any
 from emrchain.types import CommitCertificate, ValidatorSet
 
 BUCKET_MS = 10_000
-"""Width of one chart bar: the blocks whose time falls in 10 s of block time."""
+"""Widest chart bar: the blocks whose time falls in 10 s of block time."""
+MIN_BUCKET_MS = 1_000
 CHART_BUCKETS = 30
-"""Bars in the chart: the last 5 minutes of block time."""
+"""Bars in the chart: at most the last 5 minutes of block time. A shorter history (a node that
+just started) gets narrower bars, whole seconds, at least MIN_BUCKET_MS, so it still shows a
+shape."""
 KEY_PREFIX_CHARACTERS = 16
 """Validators and peers are named by the first 16 hex characters of their public key."""
 MAX_ALERTS_SHOWN = 50
@@ -53,9 +56,10 @@ class RecentBlocks:
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """The blocks whose time falls in (end_ms - BUCKET_MS, end_ms]."""
+    """The blocks whose time falls in (end_ms - width_ms, end_ms]."""
 
     end_ms: int
+    width_ms: int
     blocks: int
     txs: int
     mean_interval_ms: int | None
@@ -63,7 +67,7 @@ class Bucket:
 
     @property
     def txs_per_s(self) -> float:
-        return round(self.txs * 1000 / BUCKET_MS, 1)
+        return round(self.txs * 1000 / self.width_ms, 1)
 
 
 def buckets(samples: Sequence[BlockSample]) -> list[Bucket]:
@@ -74,13 +78,14 @@ def buckets(samples: Sequence[BlockSample]) -> list[Bucket]:
         return []
     newest_ms = samples[-1].time_ms
     span = newest_ms - samples[0].time_ms
-    count = min(CHART_BUCKETS, span // BUCKET_MS + 1)
+    width_ms = bucket_width_ms(span)
+    count = min(CHART_BUCKETS, span // width_ms + 1)
     time_by_height = {sample.height: sample.time_ms for sample in samples}
     blocks = [0] * count
     txs = [0] * count
     intervals: list[list[int]] = [[] for _ in range(count)]
     for sample in samples:
-        back = (newest_ms - sample.time_ms) // BUCKET_MS
+        back = (newest_ms - sample.time_ms) // width_ms
         if back >= count:
             continue
         index = count - 1 - back
@@ -91,7 +96,8 @@ def buckets(samples: Sequence[BlockSample]) -> list[Bucket]:
             intervals[index].append(sample.time_ms - previous_ms)
     return [
         Bucket(
-            end_ms=newest_ms - (count - 1 - index) * BUCKET_MS,
+            end_ms=newest_ms - (count - 1 - index) * width_ms,
+            width_ms=width_ms,
             blocks=blocks[index],
             txs=txs[index],
             mean_interval_ms=sum(intervals[index]) // len(intervals[index])
@@ -100,6 +106,13 @@ def buckets(samples: Sequence[BlockSample]) -> list[Bucket]:
         )
         for index in range(count)
     ]
+
+
+def bucket_width_ms(span_ms: int) -> int:
+    """The bar width that spreads `span_ms` of history over CHART_BUCKETS bars: whole seconds,
+    MIN_BUCKET_MS..BUCKET_MS."""
+    seconds = -(-span_ms // (CHART_BUCKETS * 1000))
+    return min(BUCKET_MS, max(MIN_BUCKET_MS, seconds * 1000))
 
 
 def clock_time(time_ms: int) -> str:
@@ -142,7 +155,8 @@ def throughput_table(bars: Sequence[Bucket]) -> dict[str, Any]:
     ]
     return table(
         "throughput",
-        f"Blocks per {BUCKET_MS // 1000} s of block time (the chart's figures), newest first",
+        f"Blocks per {bars[0].width_ms // 1000 if bars else BUCKET_MS // 1000} s of block time "
+        "(the chart's figures), newest first",
         ("Ending at (UTC)", "Blocks", "Mean block interval (ms)", "Transactions", "Txs/s"),
         rows,
         "No block committed since the node started.",
@@ -151,7 +165,7 @@ def throughput_table(bars: Sequence[Bucket]) -> dict[str, Any]:
 
 def chart(bars: Sequence[Bucket]) -> dict[str, Any]:
     return {
-        "bucket_ms": BUCKET_MS,
+        "bucket_ms": bars[0].width_ms if bars else BUCKET_MS,
         "bars": [
             {
                 "end": clock_time(bar.end_ms),

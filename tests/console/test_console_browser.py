@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from emrchain.devnet.harness import Devnet
+from emrchain.devnet.workload import anchor_transactions
 
 pytestmark = pytest.mark.slow
 
@@ -23,6 +24,15 @@ KILLED = 3
 DOWN_BOUND_S = 45.0
 """Seconds from the kill until the console shows the validator down: the signing window (10
 commits) at the devnet's pace with one proposer in four missing, and two console polls."""
+TX_SENDERS = 10
+TXS = 600
+CHAIN_ID = b"emrchain-devnet"
+TABLE_TXS_AT_LEAST = """minimum => [
+    ...document.querySelectorAll('#throughput-table tbody tr[data-key]')
+].reduce((total, row) => total + Number(row.cells[3].textContent), 0) >= minimum"""
+"""The throughput table (the chart's figures) counts at least `minimum` transactions."""
+SOME_BAR_DRAWN = """chart => [...document.querySelectorAll('#' + chart + ' rect.bar')]
+    .some(bar => Number(bar.getAttribute('height')) > 0)"""
 LIVE = re.compile("^(signing|missed)$")
 """A live validator's state: a certificate holds the first 2/3+ precommits, so a live one can
 miss some; "down" means it is in none of the window."""
@@ -67,6 +77,10 @@ def test_console_shows_validators_signing_then_one_down(
     base = network.instrumentation_url(0)
     keys = [network.try_status(index)["validator"] for index in range(4)]  # type: ignore[index]
     page.goto(base + "/console")
+    page.keyboard.press("Tab")  # the first stop is the skip link, and it leads to the figures
+    expect(page.get_by_role("link", name="Skip to the figures")).to_be_focused()
+    page.keyboard.press("Enter")
+    assert page.url.endswith("/console#main")
     validators = page.locator("#validators-table tbody tr")
     expect(validators).to_have_count(4)
     expect(page.locator(f'#validators-table tr[data-key="{keys[0]}"] th')).to_contain_text(
@@ -79,8 +93,16 @@ def test_console_shows_validators_signing_then_one_down(
         )
     first = height_shown(page)
     wait_for_height_above(page, first, 30)
-    expect(page.locator("#throughput-chart rect.bar").first).to_be_attached(timeout=15_000)
-    expect(page.locator("#throughput-table tbody tr[data-key]").first).to_be_attached()
+    # Load, so the throughput chart and its table have something to show.
+    network.register_workload_members(senders=TX_SENDERS, seed=3)
+    accepted = network.submit(
+        anchor_transactions(TXS, chain_id=CHAIN_ID, senders=TX_SENDERS, seed=3), nodes=[0]
+    )
+    assert len(accepted) == TXS
+    network.wait_committed(0, accepted[-1:], timeout_s=60)
+    page.wait_for_function(TABLE_TXS_AT_LEAST, arg=TXS, timeout=15_000)
+    page.wait_for_function(SOME_BAR_DRAWN, arg="throughput-chart", timeout=15_000)
+    page.wait_for_function(SOME_BAR_DRAWN, arg="interval-chart", timeout=15_000)
     screenshot(page, tmp_path, "console.png")
 
     network.kill(KILLED)

@@ -24,19 +24,31 @@ def certificate(height: int, signers: list[int]) -> CommitCertificate:
 
 def test_buckets_end_at_the_newest_block_and_keep_empty_ones_within() -> None:
     samples = [
-        model.BlockSample(1, 100_000, 5),
-        model.BlockSample(2, 101_000, 15),
-        # 20 s without a block, then two
-        model.BlockSample(3, 125_000, 0),
-        model.BlockSample(4, 125_500, 40),
+        model.BlockSample(1, 700_000, 5),  # older than the 30 bars: left out
+        model.BlockSample(2, 705_000, 15),
+        # almost 5 minutes without a block, then two
+        model.BlockSample(3, 995_000, 0),
+        model.BlockSample(4, 1_000_000, 40),
     ]
     bars = model.buckets(samples)
-    assert [bar.end_ms for bar in bars] == [105_500, 115_500, 125_500]
-    assert [bar.blocks for bar in bars] == [2, 0, 2]
-    assert [bar.txs for bar in bars] == [20, 0, 40]
-    assert [bar.txs_per_s for bar in bars] == [2.0, 0.0, 4.0]
-    # Block 1's predecessor is unknown; 3 follows 2 by 24 s, 4 follows 3 by 0.5 s.
-    assert [bar.mean_interval_ms for bar in bars] == [1_000, None, 12_250]
+    assert len(bars) == model.CHART_BUCKETS
+    assert {bar.width_ms for bar in bars} == {model.BUCKET_MS}
+    assert bars[-1].end_ms == 1_000_000 and bars[0].end_ms == 710_000
+    assert [bar.blocks for bar in bars] == [1] + [0] * 28 + [2]
+    assert (bars[0].txs, bars[-1].txs, bars[-1].txs_per_s) == (15, 40, 4.0)
+    # 2 follows 1 by 5 s; 3 follows 2 by 290 s and 4 follows 3 by 5 s.
+    assert bars[0].mean_interval_ms == 5_000 and bars[-1].mean_interval_ms == 147_500
+    assert bars[1].mean_interval_ms is None
+
+
+def test_a_short_history_gets_narrower_bars() -> None:
+    samples = [model.BlockSample(h, h * 250, 2) for h in range(1, 41)]  # 10 s, 4 blocks a second
+    bars = model.buckets(samples)
+    assert {bar.width_ms for bar in bars} == {model.MIN_BUCKET_MS}
+    assert len(bars) == 10 and bars[-1].blocks == 4 and bars[-1].txs_per_s == 8.0
+    assert model.bucket_width_ms(0) == model.MIN_BUCKET_MS
+    assert model.bucket_width_ms(61_000) == 3_000
+    assert model.bucket_width_ms(3_600_000) == model.BUCKET_MS
 
 
 def test_buckets_cover_at_most_the_chart_span() -> None:
