@@ -30,6 +30,9 @@ ALERTS_PATH = "/api/v2/alerts?active=true&silenced=false&inhibited=false"
 ALERTS_REUSE_S = 2.0
 """A reply of Alertmanager serves every console request for 2 s (many open pages, one fetch)."""
 MAX_ALERTS_REPLY_BYTES = 1 << 20
+STATE_REUSE_S = 1.0
+"""One gathering of the figures (dependency probes, the data directory's size, Alertmanager)
+answers every console request for 1 s, so open pages cannot multiply the node's work."""
 SECURITY_HEADERS = {
     # Everything the page loads comes from this listener; no inline script, no framing.
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -94,6 +97,7 @@ class Console:
         self._readiness = readiness
         self.recent = model.RecentBlocks(section.console_history_blocks)
         self.alerts = AlertsReader(section.alertmanager_url, section.dependency_timeout_ms / 1000)
+        self._last_state: tuple[float, dict[str, Any]] | None = None
         node.add_commit_listener(self._on_commit)
 
     def routes(self) -> list[web.RouteDef]:
@@ -123,6 +127,12 @@ class Console:
         await self.alerts.close()
 
     async def state(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._last_state is None or now - self._last_state[0] >= STATE_REUSE_S:
+            self._last_state = (now, await self._gather())
+        return self._last_state[1]
+
+    async def _gather(self) -> dict[str, Any]:
         node = self._node
         status, operations = node.status(), node.operations()
         readiness, (alerts, problem) = await asyncio.gather(self._readiness(), self.alerts.firing())
