@@ -245,3 +245,31 @@ def test_graphics_and_links_meet_wcag_aa() -> None:
     assert contrast(colour(rule("#updated.bad"), "color"), white) >= 4.5
     assert contrast(colour(rule(":root"), "color"), colour(rule("thead th"), "background")) >= 4.5
     assert contrast(re.search(r"#767676", CSS.read_text()).group(0), white) >= 3  # type: ignore[union-attr]
+
+
+def test_a_node_with_nothing_yet_renders_every_panel_saying_so() -> None:
+    state = {
+        "node": "abcdef0123456789",
+        "generated": "2026-12-04 19:00:00",
+        "height": 0,
+        "tables": [
+            model.validators_table(ValidatorSet(()), [], KEYS[0]),
+            model.consensus_table(model.Position("devnet", 0, None, None, None, None), []),
+            model.throughput_table([]),
+            model.alerts_table(None, "Alerts are not configured."),
+            model.peers_table([], 2),
+            model.resources_table(model.Resources(0, 10, 0, 1_000, 0, 0, 0)),
+            model.health_table({}),
+        ],
+        "chart": model.chart([]),
+    }
+    html = page.render_page(state)
+    for sentence in (
+        "No validator set is known yet.",
+        "No block committed since the node started.",
+        "No peer connected.",
+        "Alerts are not configured.",
+        "not started",
+    ):
+        assert sentence in html
+    assert 'class="bar"' not in html
