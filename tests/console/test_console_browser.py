@@ -1,6 +1,7 @@
 """The operator console in Debian's Chromium against a real 4-validator devnet: it shows the
 validators signing, the height rising and the chart drawn; then one validator is killed and the
-console shows it down while the other three keep committing (issue #23, part 2 and 4)."""
+console shows it down while the other three keep committing, and live again once restarted
+(issue #23, parts 2 and 4)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,9 @@ def test_console_shows_validators_signing_then_one_down(
         )
     screenshot(page, tmp_path, "console-validator-down.png")
     print(f"validator {KILLED} shown down {down_after_s:.1f} s after kill -9")
+    # Restarted, it catches up and signs again: the console shows it live.
+    network.start(KILLED)
+    expect(row.locator("td").nth(1)).to_have_text(LIVE, timeout=DOWN_BOUND_S * 1000)
 
 
 def test_console_is_read_only_and_confined_to_its_origin(network: Devnet) -> None:
