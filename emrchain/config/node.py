@@ -824,6 +824,11 @@ _IPFS_URL = Name(
     "an http:// or https:// URL of the IPFS node's RPC API, host[:port][/path], without a "
     "user or password (redis:// URLs belong in redis_url)",
 )
+_ALERTMANAGER_URL = Name(
+    rf"(https?://{_HOST_AND_PORT}(/[A-Za-z0-9._/-]{{0,200}})?)?",
+    "empty, or an http:// or https:// URL of an Alertmanager, host[:port][/path], without a "
+    "user or password",
+)
 _REDIS_URL = Name(
     rf"rediss?://{_HOST_AND_PORT}(/[0-9]{{1,2}})?|unix:///[A-Za-z0-9._/-]{{1,200}}",
     "a redis://host[:port][/db], rediss://host[:port][/db] (TLS) or unix:///path URL, without "
@@ -1077,6 +1082,25 @@ class InstrumentationSection:
         1_000,
         "Deadline of one readiness probe of a configured dependency (Redis, IPFS, HSM).",
         Integer(10, 60_000, "milliseconds"),
+    )
+    alertmanager_url: str = setting(
+        "",
+        "Base URL of the Alertmanager whose firing alerts the operator console (/console) shows, "
+        "read from its /api/v2/alerts within dependency_timeout_ms; empty: the console says "
+        "alerts are not configured (docs/console.md).",
+        _ALERTMANAGER_URL,
+    )
+    console_history_blocks: int = setting(
+        600,
+        "Recent blocks (height, time, transaction count) the node keeps in memory for the "
+        "console's block interval and throughput chart; the oldest is dropped first.",
+        Integer(10, 100_000, "blocks"),
+    )
+    console_signing_window: int = setting(
+        10,
+        "How many of the latest commit certificates the console reads to show which validators "
+        "signed; a validator absent from all of them is shown as down.",
+        Integer(1, 1_000, "commits"),
     )
 
 
