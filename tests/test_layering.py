@@ -42,7 +42,7 @@ LAYERS = (
     _layer("protocols", "consensus", "api", "fhir", "mempool", "p2p"),
     _layer("persistence", "store", "storage"),
     _layer("application", "state"),
-    _layer("services", "hsm", "records", "client", "backup", "statesync", "console"),
+    _layer("services", "hsm", "records", "client", "backup", "statesync", "console", "analytics"),
     _layer("RPC", "rpc"),
     _layer("node", "node"),
     _layer("tooling", "sim", "devnet", "bench", "cli"),
@@ -55,6 +55,8 @@ SAME_LAYER_EDGES = frozenset(
         ("records", "hsm"),  # the record service holds its KEK ring in the HSM worker
         ("records", "client"),  # a custodian checks a handed wrap against the envelope format
         ("backup", "records"),  # no backup while a KEK rotation moves wraps (its state file)
+        ("analytics", "records"),  # the study worker decrypts its custody records in memory
+        ("analytics", "client"),  # the aggregator fetches contributions as the study's sponsor
         ("bench", "devnet"),  # benchmarks drive the devnet harness
         ("cli", "bench"),  # `emrchain bench ...`
         ("cli", "devnet"),  # `emrchain devnet ...`

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "membership",
     "bench",
     "client",
+    "studies",
     "node",
     "records",
     "backup",

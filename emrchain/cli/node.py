@@ -68,6 +68,12 @@ def _devnet_arguments(parser: argparse.ArgumentParser) -> None:
         help="play the demo story (two hospitals, consent, revocation, audit), then stop",
     )
     parser.add_argument(
+        "--study",
+        action="store_true",
+        help="run a differentially private study across two hospitals (docs/spec/analytics.md), "
+        "print its figures, then stop",
+    )
+    parser.add_argument(
         "--demo-txs",
         type=bounded_integer(0, 1_000_000),
         default=0,
@@ -96,10 +102,15 @@ def devnet(args: argparse.Namespace) -> int:
 
             print("\n== the story: consent-controlled sharing of one record between hospitals")
             run_story(network)
+        if args.study:
+            from emrchain.devnet.study_demo import main as run_study
+
+            print("\n== a study: noisy statistics over opted-in patients of two hospitals")
+            run_study(list(zip(network.rpc_urls, network.homes, strict=True)))
         if args.demo_txs:
             print(f"\n== throughput: {args.demo_txs} anchor transactions")
             return _demo_workload(network, args.demo_txs)
-        if args.story:
+        if args.story or args.study:
             return 0
         print("devnet running; Ctrl-C to stop")
         while True:

@@ -623,6 +623,61 @@ class EmrClient:
             transactions.close_review, review_id=review_id, outcome=outcome, note=note
         )
 
+    # ------------------------------------------------------------------ studies
+
+    async def propose_study(self, **fields: Any) -> Committed:
+        """PROPOSE_STUDY (`transactions.propose_study`'s fields); this member is the sponsor."""
+        return await self._send(transactions.propose_study, **fields)
+
+    async def approve_study(self, study_id: bytes) -> Committed:
+        """An admin of a participating organisation approves the study."""
+        return await self._send(transactions.approve_study, study_id=study_id)
+
+    async def submit_study_query(self, **fields: Any) -> Committed:
+        """STUDY_QUERY, waited for until committed (TransactionRefusedError with the chain's
+        code, e.g. PRIVACY_BUDGET_EXCEEDED, when execution refuses it)."""
+        return await self._send(transactions.study_query, **fields)
+
+    async def anchor_study_result(
+        self, study_id: bytes, query_id: bytes, result_sha256: bytes
+    ) -> Committed:
+        return await self._send(
+            transactions.study_result,
+            study_id=study_id,
+            query_id=query_id,
+            result_sha256=result_sha256,
+        )
+
+    async def close_study(self, study_id: bytes) -> Committed:
+        return await self._send(transactions.close_study, study_id=study_id)
+
+    async def research_consent(self, opt_in: bool) -> Committed:
+        """The patient's research consent (RESEARCH_CONSENT)."""
+        return await self._send(transactions.research_consent, opt_in=opt_in)
+
+    async def studies(self, after: int | None = None, limit: int = 100) -> dict[str, Any]:
+        """`GET /studies`: `{"studies": [...], "next_after": n|null}`."""
+        path = f"/studies?limit={limit}" + ("" if after is None else f"&after={after}")
+        reply = json_object(await self._request("GET", path, signed=True), "GET /studies")
+        if not isinstance(reply.get("studies"), list):
+            raise BadReplyError("GET /studies: studies is missing or not a list")
+        return reply
+
+    async def study(self, study_id: bytes) -> dict[str, Any]:
+        """`GET /studies/{id}`: terms, approvals, budget spent and left, queries, results."""
+        path = f"/studies/{study_id.hex()}"
+        return json_object(await self._request("GET", path, signed=True), f"GET {path}")
+
+    async def study_contribution(self, study_id: bytes, query_id: bytes) -> dict[str, Any]:
+        """This node's organisation's contribution to a query (the sponsor only); NotFound
+        until it is computed."""
+        path = f"/studies/{study_id.hex()}/queries/{query_id.hex()}/contribution"
+        reply = json_object(await self._request("GET", path, signed=True), f"GET {path}")
+        vector = reply.get("vector")
+        if not isinstance(vector, list) or not all(isinstance(item, str) for item in vector):
+            raise BadReplyError(f"GET {path}: vector is missing or not a list of strings")
+        return reply
+
     async def hand_custody(
         self, sealed: SealedRecord, organization_id: str, node_address: str | None
     ) -> None:

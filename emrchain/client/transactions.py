@@ -22,12 +22,15 @@ from emrchain.schema import (
     ErasureReason,
     GranteeKind,
     GrantScope,
+    QueryType,
     RecordType,
+    ResearchChoice,
     ReviewOutcome,
     Role,
     TxKind,
 )
 from emrchain.state.emr.custody import CustodyEntry, encode_custody_entries
+from emrchain.types.codec import Writer
 from emrchain.types.signing import Domain, node_registration_message, signed_message
 from emrchain.types.transaction import Transaction
 
@@ -373,3 +376,99 @@ def remove_node(
     """An admin removes a full node its organisation registered."""
     fields = {"node_key": node_key}
     return Transaction.create(admin.signer, chain_id, TxKind.REMOVE_NODE, nonce, fields)
+
+
+def propose_study(
+    sponsor: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    study_id: bytes,
+    purpose: str,
+    query_types: list[QueryType],
+    epsilon_total: int,
+    delta_total: int,
+    participants: list[str],
+    expires_at_ms: int,
+) -> Transaction:
+    """Propose a study (`docs/spec/analytics.md` §1): epsilon in millionths, delta in 10^-12
+    units; `participants` in any order (sent ascending)."""
+    writer = Writer().u8(len(participants))
+    for organization_id in sorted(participants):
+        writer.var_bytes(organization_id.encode("ascii"), 1)
+    fields = {
+        "study_id": study_id,
+        "purpose": purpose,
+        "query_types": sum(1 << int(QueryType(kind)) for kind in set(query_types)),
+        "epsilon_total": epsilon_total,
+        "delta_total": delta_total,
+        "participants": writer.bytes(),
+        "expires_at_ms": expires_at_ms,
+    }
+    return Transaction.create(sponsor.signer, chain_id, TxKind.PROPOSE_STUDY, nonce, fields)
+
+
+def approve_study(
+    admin: MemberIdentity, chain_id: bytes, nonce: int, *, study_id: bytes
+) -> Transaction:
+    fields = {"study_id": study_id}
+    return Transaction.create(admin.signer, chain_id, TxKind.APPROVE_STUDY, nonce, fields)
+
+
+def study_query(
+    sponsor: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    study_id: bytes,
+    query_id: bytes,
+    query_type: QueryType,
+    measure: str,
+    lower_milli: int = 0,
+    upper_milli: int = 0,
+    bins: int = 0,
+    epsilon: int,
+    delta: int,
+) -> Transaction:
+    """Run a query (clamping bounds in thousandths; `bins` for a histogram only)."""
+    fields = {
+        "study_id": study_id,
+        "query_id": query_id,
+        "query_type": int(QueryType(query_type)),
+        "measure": measure,
+        "lower_milli": lower_milli,
+        "upper_milli": upper_milli,
+        "bins": bins,
+        "epsilon": epsilon,
+        "delta": delta,
+    }
+    return Transaction.create(sponsor.signer, chain_id, TxKind.STUDY_QUERY, nonce, fields)
+
+
+def study_result(
+    sponsor: MemberIdentity,
+    chain_id: bytes,
+    nonce: int,
+    *,
+    study_id: bytes,
+    query_id: bytes,
+    result_sha256: bytes,
+) -> Transaction:
+    fields = {"study_id": study_id, "query_id": query_id, "result_sha256": result_sha256}
+    return Transaction.create(sponsor.signer, chain_id, TxKind.STUDY_RESULT, nonce, fields)
+
+
+def close_study(
+    member: MemberIdentity, chain_id: bytes, nonce: int, *, study_id: bytes
+) -> Transaction:
+    fields = {"study_id": study_id}
+    return Transaction.create(member.signer, chain_id, TxKind.CLOSE_STUDY, nonce, fields)
+
+
+def research_consent(
+    patient: MemberIdentity, chain_id: bytes, nonce: int, *, opt_in: bool
+) -> Transaction:
+    """The patient opts in to (or out of) research use of their records."""
+    choice = ResearchChoice.OPT_IN if opt_in else ResearchChoice.OPT_OUT
+    fields = {"choice": int(choice)}
+    return Transaction.create(patient.signer, chain_id, TxKind.RESEARCH_CONSENT, nonce, fields)

@@ -1172,6 +1172,33 @@ LIMITS_SETTINGS: dict[str, Setting] = {
 
 
 @dataclass(frozen=True)
+class AnalyticsSection:
+    enabled: bool = setting(
+        True,
+        "Run the study worker (docs/spec/analytics.md §4): after a committed STUDY_QUERY naming "
+        "this node's organisation, compute its local noisy contribution over the opted-in "
+        "records it holds in custody and serve it to the study's sponsor.",
+        Boolean(),
+    )
+    max_contributions_kept: int = setting(
+        1_024,
+        "Contributions kept for the sponsor to fetch (the oldest is dropped past it).",
+        Integer(1, 1_000_000, "contributions"),
+    )
+    max_queries_waiting: int = setting(
+        256,
+        "Committed queries waiting for their computation (more are refused and logged; the "
+        "sponsor sees no contribution from this organisation).",
+        Integer(1, 100_000, "queries"),
+    )
+    max_records_per_query: int = setting(
+        100_000,
+        "Custody records one computation decrypts at most (the rest are left out and logged).",
+        Integer(1, 100_000_000, "records"),
+    )
+
+
+@dataclass(frozen=True)
 class Section:
     """One `[name]` table: the class it builds and the settings it accepts."""
 
@@ -1243,6 +1270,12 @@ SECTIONS: tuple[Section, ...] = (
         NotificationsSection,
         settings_of(NotificationsSection),
     ),
+    Section(
+        "analytics",
+        "The study worker: local differentially private contributions to studies.",
+        AnalyticsSection,
+        settings_of(AnalyticsSection),
+    ),
 )
 SECTIONS_BY_NAME = {section.name: section for section in SECTIONS}
 
@@ -1266,6 +1299,7 @@ class NodeConfig:
     instrumentation: InstrumentationSection = field(default_factory=InstrumentationSection)
     backup: BackupSection = field(default_factory=BackupSection)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
+    analytics: AnalyticsSection = field(default_factory=AnalyticsSection)
 
     def resolve(self, relative: str) -> Path:
         """An absolute-or-cwd-relative path for a home-relative config path."""

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 
 from emrchain import _core
+from emrchain.analytics.worker import StudyWorker
 from emrchain.backup.service import BackupService, admin_socket_path
 from emrchain.config.genesis import Genesis, load_config_and_genesis
 from emrchain.config.node import NodeConfig, StorageSection
@@ -246,6 +247,14 @@ class Node:
             raise NodeStartError(str(error)) from None
         if self.notifier is not None:
             self.chain.commit_listeners.append(self.notifier.on_commit)
+        # Local noisy contributions to the studies this organisation takes part in
+        # (docs/spec/analytics.md §4); only a node serving an organisation has records to read.
+        self.study_worker: StudyWorker | None = None
+        if config.analytics.enabled and self.records.organization_key is not None:
+            self.study_worker = StudyWorker(
+                self.records, self.store.state_view, self.chain_id, config.analytics
+            )
+            self.chain.commit_listeners.append(self.study_worker.on_commit)
         # Reads wait here for their access event's commit (served implies recorded).
         self.commit_waits = CommitWaits(config.records.max_reads_waiting)
         self.chain.commit_listeners.append(self.commit_waits.on_commit)
@@ -417,6 +426,8 @@ class Node:
             self._tasks.append(asyncio.create_task(self.notifier.run()))
         if self.config.storage.retain_blocks:
             self._tasks.append(asyncio.create_task(self.pruner.run()))
+        if self.study_worker is not None:
+            self._tasks.append(asyncio.create_task(self.study_worker.run()))
         if self.replicator is not None:
             self.replicator.start()  # reconciles pins with the chain now and periodically
         try:

@@ -32,6 +32,7 @@ from emrchain.storage.ipfs import IpfsBlobStore
 from emrchain.storage.redis_cache import RedisCache
 
 if TYPE_CHECKING:
+    from emrchain.analytics.worker import Contribution
     from emrchain.config.node import NodeConfig
     from emrchain.mempool import Admission
     from emrchain.node.node import Node
@@ -135,6 +136,10 @@ class NodeRpcView:
     def replication(self) -> dict[str, Any]:
         node = self._node
         return replication_json(node.config, node.replicator, node.records.blob_store)
+
+    def study_contribution(self, study_id: bytes, query_id: bytes) -> Contribution | None:
+        worker = self._node.study_worker
+        return None if worker is None else worker.contribution(study_id, query_id)
 
     def operations(self) -> OperationsSnapshot:
         node = self._node

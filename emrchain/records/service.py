@@ -18,7 +18,7 @@ from pathlib import Path
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from emrchain.client.envelope import data_key_commits_to
+from emrchain.client.envelope import data_key_commits_to, decrypt_with_data_key
 from emrchain.config.node import NodeConfig, RecordsSection
 from emrchain.keystore.member import OrganizationKey
 from emrchain.records.key_rings import CustodyKeyRing, open_key_ring
@@ -197,6 +197,21 @@ class RecordService:
                 raise
             data_key = self.key_ring.unwrap(fresh)
         return SealedBox(PublicKey(reader_encryption_key)).encrypt(data_key)
+
+    async def custody_plaintext(
+        self, record_id: bytes, patient_id: bytes, cid: str, ciphertext_sha256: bytes
+    ) -> bytes | None:
+        """The record decrypted in memory with this organisation's custody copy of its data
+        key, for the study worker's local computation (`docs/spec/analytics.md` §4); None
+        without a custody copy. The plaintext never leaves the caller."""
+        wrap = self.vault.get(record_id)
+        if wrap is None:
+            return None
+        data_key = self.key_ring.unwrap(wrap)
+        ciphertext = await self.ciphertext(cid, ciphertext_sha256)
+        return decrypt_with_data_key(
+            ciphertext, data_key, record_id, patient_id, max_plaintext_bytes=self.max_record_bytes
+        )
 
     def reseal_with_organization_key(self, wrapped_key: bytes, reader_key: bytes) -> bytes:
         """Open a grant's wrap made for our organisation and seal it to a member of it."""

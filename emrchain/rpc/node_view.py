@@ -18,6 +18,7 @@ from emrchain.state.result import TxResult
 from emrchain.types import Block
 
 if TYPE_CHECKING:
+    from emrchain.analytics.worker import Contribution
     from emrchain.config.node import NodeConfig
     from emrchain.mempool import Admission, MempoolStats
     from emrchain.p2p.stats import P2PStats, PeerStanding
@@ -248,4 +249,8 @@ class NodeView(Protocol):
 
     def replication(self) -> dict[str, Any]:
         """The `GET /records/replication` reply (docs/spec/records.md §10)."""
+        ...
+
+    def study_contribution(self, study_id: bytes, query_id: bytes) -> Contribution | None:
+        """This organisation's computed contribution to a study query (analytics.md §4)."""
         ...

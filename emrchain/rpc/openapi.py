@@ -490,6 +490,60 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     },
                 }
             },
+            "/studies": {
+                "get": {
+                    "operationId": "listStudies",
+                    "security": SIGNED,
+                    "description": "Studies in proposal order (analytics.md §5).",
+                    "parameters": [
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": {**replies.INT, "maximum": (1 << 32) - 1},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                        },
+                    ],
+                    "responses": {
+                        **_ok(replies.STUDIES),
+                        **_error_responses(400, 401, 403, 503),
+                    },
+                }
+            },
+            "/studies/{study_id}": {
+                "get": {
+                    "operationId": "study",
+                    "security": SIGNED,
+                    "description": "A study's terms, approvals, budget spent and left, queries "
+                    "and anchored results.",
+                    "parameters": [_path_parameter("study_id", HEX32)],
+                    "responses": {
+                        **_ok(replies.STUDY),
+                        **_error_responses(400, 401, 403, 404, 503),
+                    },
+                }
+            },
+            "/studies/{study_id}/queries/{query_id}/contribution": {
+                "get": {
+                    "operationId": "studyContribution",
+                    "security": SIGNED,
+                    "description": "This node's organisation's masked noisy contribution to a "
+                    "committed query: the study's sponsor only; 404 until computed.",
+                    "parameters": [
+                        _path_parameter("study_id", HEX32),
+                        _path_parameter("query_id", HEX32),
+                    ],
+                    "responses": {
+                        **_ok(replies.CONTRIBUTION),
+                        **_error_responses(400, 401, 403, 404, 503),
+                    },
+                }
+            },
             "/records/{record_id}/access-events": {
                 "get": {
                     "operationId": "recordAccessEvents",

@@ -351,6 +351,54 @@ REVIEW = strict(
 REVIEWS = strict(
     reviews={"type": "array", "items": REVIEW}, next_after=nullable(INT), total=INT, open=INT
 )
+_QUERY_TYPE = {"enum": ["count", "sum", "mean", "histogram"]}
+STUDY_QUERY = strict(
+    query_id=HEX32,
+    sequence=INT,
+    query_type=_QUERY_TYPE,
+    measure=STR,
+    lower_milli=INT,
+    upper_milli=INT,
+    bins=INT,
+    epsilon=INT,
+    delta=INT,
+    height=INT,
+    time_ms=INT,
+    result_sha256=nullable(HEX32),
+    result_height=nullable(INT),
+)
+_STUDY_FIELDS: dict[str, dict[str, Any]] = {
+    "study_id": HEX32,
+    "sequence": INT,
+    "status": {"enum": ["proposed", "active", "closed"]},
+    "sponsor": HEX32,
+    "sponsor_organization": STR,
+    "purpose": STR,
+    "query_types": {"type": "array", "items": _QUERY_TYPE},
+    "participants": {"type": "array", "items": STR},
+    "approved_by": {"type": "array", "items": STR},
+    "expires_at_ms": INT,
+    "epsilon_total": INT,
+    "epsilon_spent": INT,
+    "epsilon_left": INT,
+    "delta_total": INT,
+    "delta_spent": INT,
+    "delta_left": INT,
+    "query_count": INT,
+    "result_count": INT,
+    "height": INT,
+    "closed_height": nullable(INT),
+}
+STUDY_SUMMARY = strict(**_STUDY_FIELDS)
+STUDY = strict(**_STUDY_FIELDS, queries={"type": "array", "items": STUDY_QUERY})
+STUDIES = strict(studies={"type": "array", "items": STUDY_SUMMARY}, next_after=nullable(INT))
+CONTRIBUTION = strict(
+    study_id=HEX32,
+    query_id=HEX32,
+    organization_id=STR,
+    masked=BOOL,
+    vector={"type": "array", "items": {"type": "string", "pattern": "^-?[0-9]{1,20}$"}},
+)
 ERROR = strict(
     error={
         **strict(code=STR, message=STR),

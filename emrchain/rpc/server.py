@@ -56,6 +56,7 @@ from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.reviews import ReviewRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
+from emrchain.rpc.studies import StudyRoutes
 from emrchain.schema import Role
 from emrchain.state.emr import queries
 from emrchain.state.keys import nonce_key
@@ -308,6 +309,7 @@ class RpcServer:
                 *RecordRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 *CustodyRoutes(node, self.authenticator).routes(),
                 *ReviewRoutes(node, self.authenticator).routes(),
+                *StudyRoutes(node, self.authenticator).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
                 *FhirRoutes(node, self.authenticator, wall_clock_ms).routes(),
             ]

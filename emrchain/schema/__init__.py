@@ -68,6 +68,13 @@ class TxKind(IntEnum):
     ERASURE_RECEIPT = 14
     AMEND_RECORD = 16
     CLOSE_REVIEW = 17
+    # Research studies under differential privacy (`docs/spec/analytics.md`).
+    PROPOSE_STUDY = 18
+    APPROVE_STUDY = 19
+    STUDY_QUERY = 20
+    STUDY_RESULT = 21
+    CLOSE_STUDY = 22
+    RESEARCH_CONSENT = 23
 
 
 class Role(IntEnum):
@@ -125,6 +132,23 @@ class ReviewOutcome(IntEnum):
     NEEDS_FOLLOW_UP = 3
 
 
+class QueryType(IntEnum):
+    """A study query's statistic (`docs/spec/analytics.md` §2); a study allows a set of them
+    (bit v of its `query_types` for QueryType v)."""
+
+    COUNT = 1
+    SUM = 2
+    MEAN = 3
+    HISTOGRAM = 4
+
+
+class ResearchChoice(IntEnum):
+    """A patient's research consent: records are used only while the patient is opted in."""
+
+    OPT_IN = 1
+    OPT_OUT = 2
+
+
 # Field types. The meaning of (arg, minimum, maximum, allowed) per type:
 FIELD_FIXED = 1
 """`arg` raw bytes. `minimum` = 1 means the value must not be all zero bytes."""
@@ -171,6 +195,26 @@ AMENDMENT_NOTE_MAX_BYTES = 256
 content is in the new record's ciphertext)."""
 REVIEW_NOTE_MAX_BYTES = 512
 """CLOSE_REVIEW's note (UTF-8), the auditor's short justification of the outcome."""
+MAX_STUDY_PARTICIPANTS = 16
+"""Most organisations taking part in one study (`docs/spec/analytics.md` §1)."""
+PARTICIPANT_ENTRY_MAX_BYTES = 1 + 64
+PARTICIPANTS_MIN_BYTES = 1 + 1 + 1
+PARTICIPANTS_MAX_BYTES = 1 + MAX_STUDY_PARTICIPANTS * PARTICIPANT_ENTRY_MAX_BYTES
+"""PROPOSE_STUDY `participants`: count u8 (1..16), then that many organisation ids (u8 length +
+1..64 bytes), strictly ascending, no repeats."""
+STUDY_PURPOSE_MAX_BYTES = 1024
+EPSILON_UNITS_PER_ONE = 1_000_000
+"""Privacy budgets are integers: epsilon in millionths (`docs/spec/analytics.md` §3)."""
+DELTA_UNITS_PER_ONE = 1_000_000_000_000
+"""Delta in units of 10^-12."""
+MAX_STUDY_EPSILON = 100 * EPSILON_UNITS_PER_ONE
+MAX_STUDY_DELTA = DELTA_UNITS_PER_ONE // 100
+"""A study's total delta is below 0.01 (a delta near 1 would be no privacy at all)."""
+MEASURE_CODE_MAX_BYTES = 64
+"""A query's measure: the FHIR Observation code (e.g. a LOINC code) its values come from."""
+VALUE_BOUND_MAX = 1 << 50
+"""Clamping bounds are fixed point in thousandths, unsigned (values below zero clamp to 0)."""
+MAX_HISTOGRAM_BINS = 64
 
 
 class FieldSpec(NamedTuple):
@@ -295,6 +339,34 @@ PAYLOAD_SCHEMAS: dict[TxKind, tuple[FieldSpec, ...]] = {
         _key("review_id"),
         FieldSpec("outcome", FIELD_ENUM, 1, allowed=_mask(ReviewOutcome)),
         FieldSpec("note", FIELD_TEXT, 2, 0, REVIEW_NOTE_MAX_BYTES),
+    ),
+    # Studies (`docs/spec/analytics.md`). `query_types` is a bit set over QueryType values;
+    # epsilon in millionths, delta in 10^-12 units (integers: execution has no floats).
+    TxKind.PROPOSE_STUDY: (
+        _key("study_id"),
+        FieldSpec("purpose", FIELD_TEXT, 2, 1, STUDY_PURPOSE_MAX_BYTES),
+        FieldSpec("query_types", FIELD_UINT, 1, 1 << 1, _mask(QueryType)),
+        FieldSpec("epsilon_total", FIELD_UINT, 8, 1, MAX_STUDY_EPSILON),
+        FieldSpec("delta_total", FIELD_UINT, 8, 0, MAX_STUDY_DELTA),
+        FieldSpec("participants", FIELD_BYTES, 2, PARTICIPANTS_MIN_BYTES, PARTICIPANTS_MAX_BYTES),
+        FieldSpec("expires_at_ms", FIELD_UINT, 8, 1, U64_MAX),
+    ),
+    TxKind.APPROVE_STUDY: (_key("study_id"),),
+    TxKind.STUDY_QUERY: (
+        _key("study_id"),
+        _key("query_id"),
+        FieldSpec("query_type", FIELD_ENUM, 1, allowed=_mask(QueryType)),
+        FieldSpec("measure", FIELD_TEXT, 1, 1, MEASURE_CODE_MAX_BYTES),
+        FieldSpec("lower_milli", FIELD_UINT, 8, 0, VALUE_BOUND_MAX),
+        FieldSpec("upper_milli", FIELD_UINT, 8, 0, VALUE_BOUND_MAX),
+        FieldSpec("bins", FIELD_UINT, 1, 0, MAX_HISTOGRAM_BINS),
+        FieldSpec("epsilon", FIELD_UINT, 8, 1, MAX_STUDY_EPSILON),
+        FieldSpec("delta", FIELD_UINT, 8, 0, MAX_STUDY_DELTA),
+    ),
+    TxKind.STUDY_RESULT: (_key("study_id"), _key("query_id"), _key("result_sha256")),
+    TxKind.CLOSE_STUDY: (_key("study_id"),),
+    TxKind.RESEARCH_CONSENT: (
+        FieldSpec("choice", FIELD_ENUM, 1, allowed=_mask(ResearchChoice)),
     ),
 }
 

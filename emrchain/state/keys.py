@@ -110,6 +110,23 @@ OPEN_REVIEW_COUNT = b"\x69"
 NODE_REGISTRY = b"\x70"
 """-> the registered full nodes: node key, organisation, advertised address (`peers.py`)."""
 
+# --- Studies under differential privacy (`docs/spec/analytics.md`), namespaces 0x80..0x8F ------
+
+STUDY_PREFIX = b"\x80"
+"""0x80 | study id (32) -> Study: its terms, approvals, status and the budget spent."""
+STUDY_COUNT = b"\x81"
+"""-> studies ever proposed u32 (bounds the study table; closed ones still count)."""
+STUDY_LIST_PREFIX = b"\x82"
+"""0x82 | sequence u32 -> study id (32): the studies in proposal order."""
+STUDY_QUERY_PREFIX = b"\x83"
+"""0x83 | study id (32) | sequence u32 -> StudyQuery: the study's queries in commit order."""
+STUDY_QUERY_INDEX_PREFIX = b"\x84"
+"""0x84 | study id (32) | query id (32) -> the query's sequence u32."""
+RESEARCH_CONSENT_PREFIX = b"\x85"
+"""0x85 | patient id (32) -> the number of research-consent changes u32."""
+RESEARCH_CONSENT_HISTORY_PREFIX = b"\x86"
+"""0x86 | patient id (32) | sequence u32 -> choice u8 | height u64: each change, in order."""
+
 ORGANIZATION_ID_FIELD_BYTES = 64
 
 
@@ -191,3 +208,27 @@ def amendment_state_key(record_id: bytes) -> bytes:
 
 def review_state_key(review_id: bytes) -> bytes:
     return REVIEW_STATE_PREFIX + review_id
+
+
+def study_key(study_id: bytes) -> bytes:
+    return STUDY_PREFIX + study_id
+
+
+def study_list_key(sequence: int) -> bytes:
+    return STUDY_LIST_PREFIX + sequence.to_bytes(4, "big")
+
+
+def study_query_key(study_id: bytes, sequence: int) -> bytes:
+    return STUDY_QUERY_PREFIX + study_id + sequence.to_bytes(4, "big")
+
+
+def study_query_index_key(study_id: bytes, query_id: bytes) -> bytes:
+    return STUDY_QUERY_INDEX_PREFIX + study_id + query_id
+
+
+def research_consent_key(patient_id: bytes) -> bytes:
+    return RESEARCH_CONSENT_PREFIX + patient_id
+
+
+def research_consent_history_key(patient_id: bytes, sequence: int) -> bytes:
+    return RESEARCH_CONSENT_HISTORY_PREFIX + patient_id + sequence.to_bytes(4, "big")

@@ -30,6 +30,7 @@ from tests.client.conftest import Cast, RealNode
 ID = "ab" * 32
 AMEND = ["record", "amend", "f", "--supersedes", ID, "--patient", ID, "--type", "lab_result"]
 """A `record amend` command line without its reason: `[*AMEND[:5], <reason...>, *AMEND[5:]]`."""
+PROPOSE = ["study", "propose", "--purpose", "p", "--participant", "a", "--query-types", "count"]
 PASS = "a member key passphrase"
 FAST = {"scrypt_log2_n": MIN_LOG2_N}  # the lowest cost the format accepts: fast tests
 
@@ -119,6 +120,9 @@ def assert_one_line(err: str, command: str) -> None:
         (["reviews", "close", ID, "--outcome", "fine"], "reviews close", "invalid choice"),
         (["reviews", "list", "--status", "pending"], "reviews list", "invalid choice"),
         (["reviews", "list", "--limit", "0"], "reviews list", "1..1000"),
+        ([*PROPOSE, "--epsilon", "x", "--delta", "0"], "study propose", "must be a number"),
+        (["study", "query", ID, "--type", "median"], "study query", "invalid choice"),
+        (["research-consent", "--opt-in", "--opt-out"], "research-consent", "not allowed"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(
@@ -485,3 +489,57 @@ def test_amend_history_and_review_closing_through_the_commands(
         "needs_follow_up",
         "ask the ward",
     )
+
+
+def test_a_study_through_the_commands(real_node: RealNode, tmp_path: Path) -> None:
+    """A one-hospital study (its contribution is not masked: nothing to hide it among), from
+    the patient's opt-in to the refused overspending query."""
+    cast = real_node.cast()
+    keys = Keys(real_node, cast, tmp_path)
+    write_member_identity(tmp_path / "admin.json", real_node.hospital.admin, PASS, **FAST)
+    admin = ["--rpc", real_node.url, "--key", str(tmp_path / "admin.json")]
+    organization = real_node.hospital.organization_id
+    status, out, err = emrchain("research-consent", "--opt-in", *keys("patient"), cwd=tmp_path)
+    assert status == 0 and "opted in" in out, err
+    with SyncEmrClient(real_node.url, cast.clinician) as client:
+        client.store_fhir_resource(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+                "valueQuantity": {"value": 6.8, "unit": "%"},
+            },
+            cast.patient_id,
+        )
+    status, out, err = emrchain(
+        "study", "propose", "--purpose", "HbA1c", "--participant", organization,
+        "--query-types", "count", "mean", "--epsilon", "2", "--delta", "1e-6",
+        *keys("clinician"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    study_id = out.split()[1]
+    status, _, err = emrchain("study", "approve", study_id, *keys("clinician"), cwd=tmp_path)
+    assert status == 1 and "ROLE_NOT_PERMITTED" in err, err
+    status, out, err = emrchain("study", "approve", study_id, *admin, cwd=tmp_path)
+    assert status == 0, err
+    query = ["--node", f"{organization}={real_node.url}", "--delta", "1e-7"]
+    status, out, err = emrchain(
+        "study", "query", study_id, "--type", "mean", "--measure", "4548-4", "--upper", "15",
+        "--epsilon", "1.5", *query, *keys("clinician"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, err
+    released = json.loads(out)
+    assert set(released["figures"]) == {"sum", "count", "mean"}
+    status, _, err = emrchain(
+        "study", "query", study_id, "--type", "count", "--measure", "4548-4",
+        "--epsilon", "0.6", *query, *keys("clinician"), cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 1 and "PRIVACY_BUDGET_EXCEEDED" in err, err
+    assert_one_line(err, "study")
+    status, out, err = emrchain("study", "status", study_id, *keys("auditor"), cwd=tmp_path)
+    assert status == 0, err
+    shown = json.loads(out)
+    assert shown["epsilon_spent"] == 1_500_000 and shown["epsilon_left"] == 500_000
+    assert [query["result_sha256"] for query in shown["queries"]] == [released["result_sha256"]]
+    status, out, err = emrchain("study", "close", study_id, *admin, cwd=tmp_path)
+    assert status == 0, err

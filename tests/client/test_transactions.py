@@ -17,6 +17,7 @@ from emrchain.schema import (
     TX_MAX_BYTES_LIMIT,
     AmendmentReason,
     ErasureReason,
+    QueryType,
     RecordType,
     ReviewOutcome,
     Role,
@@ -117,6 +118,36 @@ def one_of_each() -> dict[TxKind, Transaction]:
             outcome=ReviewOutcome.NEEDS_FOLLOW_UP,
             note="ask the ward",
         ),
+        TxKind.PROPOSE_STUDY: transactions.propose_study(
+            CLINICIAN,
+            chain,
+            6,
+            study_id=RECORD_ID,
+            purpose="HbA1c",
+            query_types=[QueryType.COUNT, QueryType.MEAN],
+            epsilon_total=1_000_000,
+            delta_total=1_000,
+            participants=["b", "a"],
+            expires_at_ms=1 << 50,
+        ),
+        TxKind.APPROVE_STUDY: transactions.approve_study(ADMIN, chain, 7, study_id=RECORD_ID),
+        TxKind.STUDY_QUERY: transactions.study_query(
+            CLINICIAN,
+            chain,
+            7,
+            study_id=RECORD_ID,
+            query_id=PATIENT_ID,
+            query_type=QueryType.MEAN,
+            measure="4548-4",
+            upper_milli=15_000,
+            epsilon=100_000,
+            delta=10,
+        ),
+        TxKind.STUDY_RESULT: transactions.study_result(
+            CLINICIAN, chain, 8, study_id=RECORD_ID, query_id=PATIENT_ID, result_sha256=RECORD_ID
+        ),
+        TxKind.CLOSE_STUDY: transactions.close_study(CLINICIAN, chain, 9, study_id=RECORD_ID),
+        TxKind.RESEARCH_CONSENT: transactions.research_consent(PATIENT, chain, 3, opt_in=True),
     }
 
 

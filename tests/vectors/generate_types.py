@@ -147,6 +147,34 @@ def sample_fields() -> dict[TxKind, dict[str, Any]]:
             "outcome": schema.ReviewOutcome.JUSTIFIED,
             "note": "cardiac arrest on arrival; access matched the emergency",
         },
+        TxKind.PROPOSE_STUDY: {
+            "study_id": digest("study-1"),
+            "purpose": "HbA1c in type 2 diabetes across the consortium",
+            "query_types": 0b11110,
+            "epsilon_total": 2_000_000,
+            "delta_total": 1_000_000,
+            "participants": b"\x02\x0bcity-clinic\x10st-mary.hospital",
+            "expires_at_ms": 1_900_000_000_000,
+        },
+        TxKind.APPROVE_STUDY: {"study_id": digest("study-1")},
+        TxKind.STUDY_QUERY: {
+            "study_id": digest("study-1"),
+            "query_id": digest("query-1"),
+            "query_type": schema.QueryType.HISTOGRAM,
+            "measure": "4548-4",
+            "lower_milli": 4_000,
+            "upper_milli": 14_000,
+            "bins": 10,
+            "epsilon": 500_000,
+            "delta": 100_000,
+        },
+        TxKind.STUDY_RESULT: {
+            "study_id": digest("study-1"),
+            "query_id": digest("query-1"),
+            "result_sha256": digest("result-1"),
+        },
+        TxKind.CLOSE_STUDY: {"study_id": digest("study-1")},
+        TxKind.RESEARCH_CONSENT: {"choice": schema.ResearchChoice.OPT_IN},
     }
 
 

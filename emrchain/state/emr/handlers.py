@@ -28,6 +28,14 @@ from emrchain.state.emr.membership import (
 )
 from emrchain.state.emr.nodes import register_node, remove_node
 from emrchain.state.emr.reviews import close_review
+from emrchain.state.emr.studies import (
+    approve_study,
+    close_study,
+    propose_study,
+    research_consent,
+    study_query,
+    study_result,
+)
 from emrchain.state.validator_updates import validator_update
 
 EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
@@ -48,6 +56,12 @@ EMR_HANDLERS: Mapping[TxKind, Handler] = MappingProxyType(
         TxKind.ERASURE_RECEIPT: erasure_receipt,
         TxKind.AMEND_RECORD: amend_record,
         TxKind.CLOSE_REVIEW: close_review,
+        TxKind.PROPOSE_STUDY: propose_study,
+        TxKind.APPROVE_STUDY: approve_study,
+        TxKind.STUDY_QUERY: study_query,
+        TxKind.STUDY_RESULT: study_result,
+        TxKind.CLOSE_STUDY: close_study,
+        TxKind.RESEARCH_CONSENT: research_consent,
     }
 )
 """Every kind's handler under the EMR rules (`docs/spec/access-control.md`)."""

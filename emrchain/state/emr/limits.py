@@ -31,6 +31,13 @@ REVIEW_QUEUE_CAPACITY = 65_536
 MAX_AMENDMENTS_PER_RECORD = 64
 """Records that amend one record (its addenda, then at most one correction or entered-in-error),
 `records.md` §11."""
+MAX_STUDIES = 65_536
+"""Studies ever proposed on a chain (closed ones keep their record and count)."""
+MAX_QUERIES_PER_STUDY = 1_024
+"""Queries one study may run (the privacy budget usually ends it much sooner)."""
+MAX_RESEARCH_CONSENT_CHANGES = 1_024
+"""Opt-in/opt-out changes one patient may make (each is kept: workers look up the choice in
+force at a query's height)."""
 
 WRAPPED_KEY_BYTES = 80
 """A record data key (32 bytes) sealed to the grantee's X25519 key: ephemeral public key (32)

@@ -220,6 +220,29 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
     glass = world.tx(A_CLINICIAN, TxKind.BREAK_GLASS, break_glass_fields())
     review_id = transaction_id(codec.decode_transaction(glass, CHAIN_ID, 65_000))
     closing = {"review_id": review_id, "outcome": 1, "note": ""}
+    study_id = digest("golden/study")
+    study = {
+        "study_id": study_id,
+        "purpose": "golden",
+        "query_types": 1 << 1,
+        "epsilon_total": 1_000_000,
+        "delta_total": 1_000,
+        "participants": b"\x01" + bytes([len(HOSPITAL_A)]) + HOSPITAL_A.encode(),
+        "expires_at_ms": 1 << 62,
+    }
+    query = {
+        "study_id": study_id,
+        "query_id": digest("golden/query"),
+        "query_type": 1,
+        "measure": "4548-4",
+        "lower_milli": 0,
+        "upper_milli": 0,
+        "bins": 0,
+        "epsilon": 1_000,
+        "delta": 1,
+    }
+    result = {**{name: query[name] for name in ("study_id", "query_id")}}
+    result["result_sha256"] = digest("golden/result")
     world.block(
         [
             world.tx(A_ADMIN, TxKind.REGISTER_ORGANIZATION, organization),
@@ -231,6 +254,15 @@ def test_every_kind_writes_only_declared_keyspaces_and_never_the_retired_0x12() 
         + [world.tx(A_ADMIN, TxKind.ERASURE_RECEIPT, {"record_id": _record("1/2")})]
         # A correction of a live record, and a break-glass closed by an auditor.
         + [amend, glass, world.tx(A_AUDITOR, TxKind.CLOSE_REVIEW, closing)]
+        # A study from proposal to closure, and a patient's research consent.
+        + [
+            world.tx(A_CLINICIAN, TxKind.PROPOSE_STUDY, study),
+            world.tx(A_ADMIN, TxKind.APPROVE_STUDY, {"study_id": study_id}),
+            world.tx(A_CLINICIAN, TxKind.STUDY_QUERY, query),
+            world.tx(A_CLINICIAN, TxKind.STUDY_RESULT, result),
+            world.tx(A_CLINICIAN, TxKind.CLOSE_STUDY, {"study_id": study_id}),
+            world.tx(PATIENT, TxKind.RESEARCH_CONSENT, {"choice": 1}),
+        ]
     )
     applied = {
         codec.decode_transaction(raw, CHAIN_ID, 65_000).kind
