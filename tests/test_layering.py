@@ -42,7 +42,7 @@ LAYERS = (
     _layer("protocols", "consensus", "api", "fhir", "mempool", "p2p"),
     _layer("persistence", "store", "storage"),
     _layer("application", "state"),
-    _layer("services", "hsm", "records", "client", "backup", "statesync", "analytics"),
+    _layer("services", "hsm", "records", "client", "backup", "statesync", "console", "analytics"),
     _layer("RPC", "rpc"),
     _layer("node", "node"),
     _layer("tooling", "sim", "devnet", "bench", "cli"),

@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "node",
     "records",
     "backup",
+    "maintenance",
 )
 """The modules of this package that register commands, in the order `--help` lists them."""
 

@@ -675,6 +675,39 @@ class StorageSection:
         "About 200 bytes per entry.",
         Integer(0, 100_000_000, "entries"),
     )
+    retain_blocks: int = setting(
+        0,
+        "Blocks to keep: blocks, their commits, results, undo records and tx index entries "
+        "below head - retain_blocks + 1 are deleted in the background, unless a reader still "
+        "needs them (a state-sync snapshot, a lagging peer, the erasure worker: "
+        "docs/spec/pruning.md). RPC answers 410 height_pruned below the kept range. 0 keeps "
+        "every block.",
+        Integer(0, 1 << 40, "blocks"),
+    )
+    prune_interval_ms: int = setting(
+        10_000,
+        "How often the pruner computes the retain height and deletes what lies below it.",
+        Integer(100, 86_400_000, "milliseconds"),
+    )
+    prune_batch_heights: int = setting(
+        500,
+        "Most heights deleted in one write batch (each batch moves the base atomically, so a "
+        "crash leaves the store consistent; smaller batches hold the tx index lock shorter).",
+        Integer(1, 100_000, "heights"),
+    )
+    prune_peer_lag_max_blocks: int = setting(
+        10_000,
+        "A connected peer syncing from height h keeps blocks from h on, unless it is more than "
+        "this far behind the head: one slow or lying peer cannot stop pruning for ever.",
+        Integer(0, 1 << 40, "blocks"),
+    )
+    undo_heights: int = setting(
+        4,
+        "Heights whose undo record (the state values the block overwrote, written with the "
+        "block) is kept, so that `emrchain rollback` can take the node back that many heights "
+        "one at a time. 0 writes none (rollback is then refused).",
+        Integer(0, 100_000, "heights"),
+    )
 
 
 @dataclass(frozen=True)
@@ -790,6 +823,11 @@ _IPFS_URL = Name(
     rf"https?://{_HOST_AND_PORT}(/[A-Za-z0-9._/-]{{0,200}})?",
     "an http:// or https:// URL of the IPFS node's RPC API, host[:port][/path], without a "
     "user or password (redis:// URLs belong in redis_url)",
+)
+_ALERTMANAGER_URL = Name(
+    rf"(https?://{_HOST_AND_PORT}(/[A-Za-z0-9._/-]{{0,200}})?)?",
+    "empty, or an http:// or https:// URL of an Alertmanager, host[:port][/path], without a "
+    "user or password",
 )
 _REDIS_URL = Name(
     rf"rediss?://{_HOST_AND_PORT}(/[0-9]{{1,2}})?|unix:///[A-Za-z0-9._/-]{{1,200}}",
@@ -1044,6 +1082,25 @@ class InstrumentationSection:
         1_000,
         "Deadline of one readiness probe of a configured dependency (Redis, IPFS, HSM).",
         Integer(10, 60_000, "milliseconds"),
+    )
+    alertmanager_url: str = setting(
+        "",
+        "Base URL of the Alertmanager whose firing alerts the operator console (/console) shows, "
+        "read from its /api/v2/alerts within dependency_timeout_ms; empty: the console says "
+        "alerts are not configured (docs/console.md).",
+        _ALERTMANAGER_URL,
+    )
+    console_history_blocks: int = setting(
+        600,
+        "Recent blocks (height, time, transaction count) the node keeps in memory for the "
+        "console's block interval and throughput chart; the oldest is dropped first.",
+        Integer(10, 100_000, "blocks"),
+    )
+    console_signing_window: int = setting(
+        10,
+        "How many of the latest commit certificates the console reads to show which validators "
+        "signed; a validator absent from all of them is shown as down.",
+        Integer(1, 1_000, "commits"),
     )
 
 

@@ -66,6 +66,9 @@ class SyncPeers(Generic[Peer]):
         self.window_blocks = window_blocks
         self._max_requests_per_peer = max_requests_per_peer
         self._claims: dict[Peer, int] = {}
+        # The lowest height each peer still stores, from its refusals (`unavailable`): it is
+        # not asked for heights below that again.
+        self._bases: dict[Peer, int] = {}
         self._demoted_until: dict[Peer, int] = {}
         # Heights asked of each peer and not answered: its answer for one of them is solicited,
         # even after the timeout (a slow honest peer is not reported for being late). At most
@@ -105,6 +108,15 @@ class SyncPeers(Generic[Peer]):
         claims = sorted(self._claims.values(), reverse=True)
         return claims[liars] if 0 <= liars < len(claims) else 0
 
+    def lowest_claim(self) -> int | None:
+        """The lowest height a peer in good standing claims (None without claims): the
+        pruning protection for lagging peers."""
+        return min(self._claims.values()) if self._claims else None
+
+    def base_of(self, peer: Peer) -> int:
+        """The lowest height `peer` said it stores (1 until it refused a request)."""
+        return self._bases.get(peer, 1)
+
     def is_demoted(self, peer: Peer) -> bool:
         return self._demoted_until.get(peer, -1) > self._now_tick
 
@@ -126,6 +138,7 @@ class SyncPeers(Generic[Peer]):
         self._claims.pop(peer, None)
         self._asked.pop(peer, None)
         self._demoted_until.pop(peer, None)
+        self._bases.pop(peer, None)
         self._release(peer)
 
     def plan(
@@ -148,7 +161,9 @@ class SyncPeers(Generic[Peer]):
             candidates = [
                 peer
                 for peer, claimed in self._claims.items()
-                if claimed >= height + extra and load[peer] < self._max_requests_per_peer
+                if claimed >= height + extra
+                and load[peer] < self._max_requests_per_peer
+                and height >= self._bases.get(peer, 1)
             ]
             if not candidates:
                 continue
@@ -187,6 +202,14 @@ class SyncPeers(Generic[Peer]):
         request = self._in_flight.get(height)
         if request is not None and request.peer == peer:
             del self._in_flight[height]
+
+    def unavailable(self, peer: Peer, height: int, base_height: int) -> None:
+        """`peer` answered our request for `height` that it pruned it (it keeps blocks from
+        `base_height` on): not a fault; the height is asked of another peer."""
+        self.answered(peer, height)
+        if peer in self._bases or len(self._bases) < self._max_peers:
+            self._bases[peer] = max(base_height, height + 1)
+        self.retry(height)
 
     def retry(self, height: int) -> None:
         """`height` is wanted again (its block was refused or did not fit the buffer): it is no

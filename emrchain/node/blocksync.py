@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from emrchain.consensus.sync_peers import Buffered, SyncBuffer, SyncPeers
 from emrchain.node.chain import BlockVerdict, Chain, ChainHaltError
 from emrchain.node.messages import (
+    BlockPruned,
     BlockRequest,
     BlockResponse,
     Message,
@@ -121,6 +122,8 @@ class BlockSync:
         self._apply_scheduled = False
         self.blocks_synced = 0
         self.responses_refused = 0
+        self.blocks_pruned_answers = 0
+        """Requests peers answered with `BlockPruned`."""
         self.blocks_synced_by_peer: dict[str, int] = {}
         """Blocks applied from each peer's responses (/status, /metrics)."""
 
@@ -134,6 +137,7 @@ class BlockSync:
             buffered_bytes=self.buffer.size_bytes,
             timeouts=peers.timeouts,
             responses_refused=self.responses_refused,
+            pruned_answers=self.blocks_pruned_answers,
         )
 
     def status(self) -> StatusMessage:
@@ -162,10 +166,35 @@ class BlockSync:
     def on_request(self, peer_id: str, message: BlockRequest) -> None:
         if not 1 <= message.height <= self._chain.height:
             return
-        block = self._chain.store.block(message.height)
-        commit = self._chain.store.commit(message.height)
+        store = self._chain.store
+        block = store.block(message.height)
+        commit = store.commit(message.height)
         if block is not None and commit is not None:
             self._send(peer_id, BlockResponse(block, commit))
+            return
+        base = store.base_height()
+        if message.height < base:
+            # Pruned (perhaps just now): say so, so the peer asks another at once instead of
+            # timing us out.
+            self._send(peer_id, BlockPruned(message.height, base))
+
+    def on_pruned(self, peer_id: str, message: BlockPruned) -> None:
+        """`peer_id` pruned a height we asked it for: ask the others (a refusal we did not ask
+        for is reported like any unsolicited response)."""
+        height = message.height
+        if not self.peers.solicited(peer_id, height) or message.base_height <= height:
+            self.peers.answered(peer_id, height)
+            self._refuse(peer_id, height, "a pruned-block answer to no request of ours")
+            return
+        self.peers.unavailable(peer_id, height, message.base_height)
+        self.blocks_pruned_answers += 1
+        logger.info(
+            "peer %s pruned height %d (keeps from %d); asking another peer",
+            peer_id[:16],
+            height,
+            message.base_height,
+        )
+        self._request(stalled=False)
 
     def on_response(self, peer_id: str, message: BlockResponse) -> None:
         block, commit = message.block, message.commit

@@ -10,6 +10,7 @@ MEMPOOL    1 txs       = list32(bytes32(tx, max_tx_bytes), max_gossip_txs)
 BLOCKSYNC  1 status    = height u64 | block_id 32     (our latest committed block)
            2 request   = height u64
            3 response  = Block | CommitCertificate (for that block)
+           4 pruned    = height u64 | base_height u64 (the asked height is below our base)
 STATESYNC  snapshot offers and chunks (`emrchain/statesync/messages.py`)
 """
 
@@ -91,6 +92,14 @@ class BlockResponse:
     """The received payload's length (0 for one we send): what block sync's buffer counts."""
 
 
+@dataclass(frozen=True, slots=True)
+class BlockPruned:
+    """Our answer to a `BlockRequest` below our base: we pruned that block, ask another peer."""
+
+    height: int
+    base_height: int
+
+
 Message = (
     ProposalMessage
     | VoteMessage
@@ -100,6 +109,7 @@ Message = (
     | BlockRequest
     | BlockResponse
     | StateSyncMessage
+    | BlockPruned
 )
 
 _TAGS: dict[type, tuple[Channel, int]] = {
@@ -110,6 +120,7 @@ _TAGS: dict[type, tuple[Channel, int]] = {
     StatusMessage: (Channel.BLOCKSYNC, 1),
     BlockRequest: (Channel.BLOCKSYNC, 2),
     BlockResponse: (Channel.BLOCKSYNC, 3),
+    BlockPruned: (Channel.BLOCKSYNC, 4),
 }
 
 
@@ -134,6 +145,8 @@ def encode(message: Message) -> tuple[Channel, bytes]:
         writer.u64(message.height).fixed(message.block_id, 32)
     elif isinstance(message, BlockRequest):
         writer.u64(message.height)
+    elif isinstance(message, BlockPruned):
+        writer.u64(message.height).u64(message.base_height)
     else:
         block = message.block.encode()
         writer.var_bytes(block, 4).raw(message.commit.encode())
@@ -168,6 +181,8 @@ def decode(channel: int, payload: bytes, limits: Limits, max_gossip_txs: int) ->
         message: Message = StatusMessage(reader.u64("height"), reader.fixed(32, "block_id"))
     elif channel == Channel.BLOCKSYNC and tag == 2:
         message = BlockRequest(reader.u64("height"))
+    elif channel == Channel.BLOCKSYNC and tag == 4:
+        message = BlockPruned(reader.u64("height"), reader.u64("base_height"))
     elif channel == Channel.BLOCKSYNC and tag == 3:
         block = Block.decode(
             reader.var_bytes(4, limits.max_block_bytes + 1024 * 1024, "block"), limits

@@ -75,6 +75,7 @@ from emrchain.store import (
 )
 from emrchain.store.absence import AbsenceFilter
 from emrchain.store.database import database_path
+from emrchain.store.pruning import Pruner, PruneSettings, lagging_peer_floor
 from emrchain.store.state_cache import StateCache
 from emrchain.throttled_log import ThrottledLog
 from emrchain.types import DecodeError, Evidence
@@ -143,7 +144,11 @@ class Node:
         self.node_key = load_key_file(config.node_key_path)
         limits = config.limits
         self.store = BlockStore(
-            database, limits, _absence_filter(config.storage), _state_cache(config.storage)
+            database,
+            limits,
+            _absence_filter(config.storage),
+            _state_cache(config.storage),
+            undo_heights=config.storage.undo_heights,
         )
         self.application = EmrApplication(self.chain_id, self.store.state_view(), limits=limits)
         self._initialize_store_if_new()
@@ -301,6 +306,8 @@ class Node:
                 else asyncio.get_running_loop().call_soon(self._guarded, step)
             ),
         )
+        self.pruner = self._open_pruner()
+        self.pruner.protect_snapshots(self.snapshots.latest_snapshot_height)
         self._gossip_cursors: dict[str, int] = {}
         self._gossip_snapshots: dict[str, int] = {}
         """Per peer connected since, the pool's latest sequence at its connection: everything
@@ -417,6 +424,8 @@ class Node:
         ]
         if self.notifier is not None:
             self._tasks.append(asyncio.create_task(self.notifier.run()))
+        if self.config.storage.retain_blocks:
+            self._tasks.append(asyncio.create_task(self.pruner.run()))
         if self.study_worker is not None:
             self._tasks.append(asyncio.create_task(self.study_worker.run()))
         if self.replicator is not None:
@@ -446,6 +455,28 @@ class Node:
         final = await self.records.finish_unfinished_rotation()
         if final is not None:
             self.rotation_finished = final
+
+    def _open_pruner(self) -> Pruner:
+        """The background pruner of `[storage] retain_blocks`, with every reader of old blocks
+        as a protection (docs/spec/pruning.md). The state-sync snapshot protection is added
+        by `Pruner.protect_snapshots` where the snapshot service is wired."""
+        settings = build(PruneSettings, self.config)
+        pruner = Pruner(self.store, settings)
+        pruner.protect(
+            "lagging_peer",
+            lambda: lagging_peer_floor(
+                self.store.last_height(),
+                self.blocksync.peers.lowest_claim(),
+                settings.prune_peer_lag_max_blocks,
+            ),
+        )
+        pruner.protect("erasure_cursor", self._erasure_cursor_floor)
+        return pruner
+
+    def _erasure_cursor_floor(self) -> int | None:
+        """The erasure worker scans the blocks above its cursor at the next start."""
+        cursor = self.records.vault.erasure_cursor()
+        return None if cursor is None else cursor + 1
 
     def _block_and_results(self, height: int) -> tuple[Sequence[bytes], list[TxResult]] | None:
         block = self.store.block(height)
@@ -489,6 +520,7 @@ class Node:
         await self.p2p.close()
         self.snapshots.close()
         self.chain.close()
+        self.pruner.close()  # a batch in progress ends before the database closes
         self._database.close()
         logger.info("node stopped")
 
@@ -610,6 +642,8 @@ class Node:
             self.blocksync.on_response(peer_id, message)
         elif isinstance(message, StateSyncMessage):
             self.snapshots.on_message(peer_id, message)
+        elif isinstance(message, messages.BlockPruned):
+            self.blocksync.on_pruned(peer_id, message)
 
     async def _gossip_admission_loop(self) -> None:
         """Admit peers' gossip batches in arrival order, through the admission pipeline."""

@@ -20,6 +20,7 @@ from emrchain.p2p.config import P2P_SETTINGS, P2PConfig
 from emrchain.statesync.join import JoinSettings
 from emrchain.statesync.service import SnapshotSettings
 from emrchain.store.database import DatabaseOptions
+from emrchain.store.pruning import PruneSettings
 
 Built = TypeVar("Built")
 
@@ -62,6 +63,7 @@ SECTIONS_OF: dict[type, tuple[str, ...]] = {
     DatabaseOptions: ("storage",),
     SnapshotSettings: ("statesync",),
     JoinSettings: ("statesync",),
+    PruneSettings: ("storage",),
 }
 """Each config the node builds by field name, and the sections (in order) its fields come from."""
 

@@ -40,10 +40,16 @@ FHIR_ISSUE_CODES = {
 
 
 def error_response(
-    status: int, code: str, message: str, *, fhir: bool = False
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, object] | None = None,
+    *,
+    fhir: bool = False,
 ) -> web.Response:
     """The error body: `{"error": {...}}`, or under `/fhir/` an OperationOutcome
-    (`docs/spec/fhir.md`), with the same code and message."""
+    (`docs/spec/fhir.md`), with the same code and message. `details`: fields of the JSON error
+    beside code and message (`height_pruned`'s `base_height`)."""
     if fhir:
         issue = FHIR_ISSUE_CODES.get(status, "exception")
         outcome = operation_outcome(issue, code, message)
@@ -52,7 +58,10 @@ def error_response(
             status=status,
             content_type=FHIR_JSON,
         )
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    body: dict[str, object] = {"code": code, "message": message}
+    if details:
+        body.update(details)
+    return web.json_response({"error": body}, status=status)
 
 
 def is_fhir(request: web.Request) -> bool:
@@ -74,8 +83,10 @@ class RpcError(Exception):
         *,
         retry_after_s: float | None = None,
         close: bool = False,
+        details: dict[str, object] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = details
         self.status = status
         self.code = code
         self.message = message
@@ -83,7 +94,7 @@ class RpcError(Exception):
         self.close = close
 
     def response(self, *, fhir: bool = False) -> web.Response:
-        response = error_response(self.status, self.code, self.message, fhir=fhir)
+        response = error_response(self.status, self.code, self.message, self.details, fhir=fhir)
         if self.retry_after_s is not None:
             response.headers[hdrs.RETRY_AFTER] = str(max(1, math.ceil(self.retry_after_s)))
         if self.close:

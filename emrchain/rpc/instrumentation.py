@@ -1,4 +1,5 @@
-"""The operations endpoints on `[instrumentation] listen_address`: /metrics, /health, /ready.
+"""The operations endpoints on `[instrumentation] listen_address`: /metrics, /health, /ready,
+and the read-only operator console /console (`emrchain/rpc/console.py`, docs/console.md).
 
 `/metrics` is rendered by `prometheus_client` from one registry per node: the event metrics of
 `emrchain/metrics.py`, the library's process collector, and `NodeCollector`, which reads the
@@ -25,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from emrchain import metrics
 from emrchain.api.signing import HEADER_KEY
+from emrchain.rpc.console import Console
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.node_view import NodeView
 from emrchain.throttled_log import ThrottledLog
@@ -405,6 +407,8 @@ class InstrumentationServer:
                 web.get("/ready", self.ready),
             ]
         )
+        self.console = Console(node, section, lambda: readiness(node, section))
+        self.app.add_routes(self.console.routes())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -417,10 +421,11 @@ class InstrumentationServer:
         await site.start()
         bound = self._runner.addresses
         self.port = bound[0][1] if bound else address.port
-        logger.info("instrumentation (/metrics, /health, /ready) on %s", address)
+        logger.info("instrumentation (/metrics, /health, /ready, /console) on %s", address)
 
     async def close(self) -> None:
         await self.heartbeat.stop()
+        await self.console.close()
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -97,6 +97,8 @@ class SyncCounters:
     buffered_bytes: int
     timeouts: int
     responses_refused: int
+    pruned_answers: int = 0
+    """Requests peers answered `BlockPruned` (below their base; asked of another peer)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,8 +66,9 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         403: "not allowed by role, or consent changed while a read's access event was committed",
         404: "unknown, or not the caller's to see (one answer for both)",
         409: "conflict, or the wrong node for this record",
-        410: "erased (a record), or height_pruned (a block below the node's base height, "
-        "named in the message)",
+        410: "erased; or, for a block or transaction, `height_pruned`: this node deleted "
+        "that height's block ([storage] retain_blocks), `base_height` in the error says from "
+        "which height it keeps blocks",
         413: "body over this route's cap (the connection is closed, the body left unread)",
         429: "rate limited: the client address's or the member's budget, or its share of the "
         "connections, stream slots or replay cache",
@@ -216,7 +217,7 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "parameters": [_path_parameter("tx_id", HEX32)],
                     "responses": {
                         **_ok(replies.TX_STATUS),
-                        **_error_responses(400, 401, 404, 503),
+                        **_error_responses(400, 401, 404, 410, 503),
                     },
                 }
             },

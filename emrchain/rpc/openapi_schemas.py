@@ -39,6 +39,7 @@ STATUS = strict(
     validator=HEX32,
     core_implementation=STR,
     latest_height=INT,
+    base_height=INT,
     latest_block_id=nullable(HEX32),
     latest_app_hash=HEX32,
     consensus=strict(height=nullable(INT), round=nullable(INT), step=nullable(STR)),
@@ -64,6 +65,7 @@ STATUS = strict(
         buffered_bytes=INT,
         timeouts=INT,
         responses_refused=INT,
+        pruned_answers=INT,
     ),
     counters=strict(
         admitted_txs=INT,
@@ -209,12 +211,8 @@ ACCOUNT = strict(
     committed_nonce=nullable(INT),
     next_nonce=nullable(INT),
 )
-UPLOAD = strict(
-    record_id=HEX32, organization_id=STR, cid=STR, ciphertext_sha256=HEX32, size=INT
-)
-_CUSTODIAN = strict(
-    organization_id=STR, custody_key=nullable(STR), node_address=nullable(STR)
-)
+UPLOAD = strict(record_id=HEX32, organization_id=STR, cid=STR, ciphertext_sha256=HEX32, size=INT)
+_CUSTODIAN = strict(organization_id=STR, custody_key=nullable(STR), node_address=nullable(STR))
 GRANTEE_WRAP = strict(record_id=HEX32, grant_id=HEX32, kept=BOOL)
 CUSTODY_SET = strict(
     record_id=HEX32,
@@ -401,4 +399,11 @@ CONTRIBUTION = strict(
     masked=BOOL,
     vector={"type": "array", "items": {"type": "string", "pattern": "^-?[0-9]{1,20}$"}},
 )
-ERROR = strict(error=strict(code=STR, message=STR))
+ERROR = strict(
+    error={
+        **strict(code=STR, message=STR),
+        # Beside code and message: `height_pruned` (410) and a 404 `unknown_tx` of a node
+        # that pruned say from which height the node keeps blocks.
+        "properties": {"code": STR, "message": STR, "base_height": INT},
+    }
+)

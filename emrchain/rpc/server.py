@@ -60,6 +60,7 @@ from emrchain.rpc.studies import StudyRoutes
 from emrchain.schema import Role
 from emrchain.state.emr import queries
 from emrchain.state.keys import nonce_key
+from emrchain.store.errors import HeightPrunedError
 from emrchain.throttled_log import ThrottledLog, ThrottleFilter
 from emrchain.types import Block, ConflictingProposalEvidence, Evidence, envelope
 
@@ -89,6 +90,8 @@ def status_json(node: NodeView) -> dict[str, Any]:
         "validator": status.validator.hex(),
         "core_implementation": _core.IMPLEMENTATION,
         "latest_height": node.height,
+        # The lowest height whose block this node keeps (docs/spec/pruning.md).
+        "base_height": node.chain.base_height(),
         "latest_block_id": status.latest_block_id.hex() if status.latest_block_id else None,
         "latest_app_hash": status.latest_app_hash.hex(),
         "consensus": {
@@ -423,19 +426,36 @@ class RpcServer:
     async def tx_status(self, request: web.Request) -> web.Response:
         tx_id = hex_argument(request.match_info["tx_id"], 32, "tx id")
         node = self._node
-        proof = node.chain.tx_proof(tx_id)
+        try:
+            proof = node.chain.tx_proof(tx_id)
+        except HeightPrunedError as error:
+            raise pruned_error(error.height, error.base_height) from None
         if proof is None:
             if node.is_pending(tx_id):
                 return web.json_response({"tx_id": tx_id.hex(), "status": "pending"})
+            base = node.chain.base_height()
+            if base > 1:
+                # Pruning deleted the index entries of the blocks below the base too.
+                raise RpcError(
+                    404,
+                    "unknown_tx",
+                    f"no such transaction in the mempool or in blocks {base}.. (this node "
+                    f"pruned the blocks below {base})",
+                    details={"base_height": base},
+                )
             raise RpcError(404, "unknown_tx", "no such transaction in the chain or mempool")
         block = node.chain.block(proof.height)
+        if block is None:
+            raise pruned_error(proof.height, node.chain.base_height())
         results = node.chain.tx_results(proof.height) or []
         result = results[proof.index] if proof.index < len(results) else None
         # The result message can say what the transaction did (a break-glass opened, why a
         # read was refused): only the sender's member and auditors read it; others see the code.
         message = None
-        if result is not None and block is not None and await self._may_read_result(
-            request, block.txs[proof.index]
+        if (
+            result is not None
+            and block is not None
+            and await self._may_read_result(request, block.txs[proof.index])
         ):
             message = result.message
         return web.json_response(
@@ -554,13 +574,10 @@ class RpcServer:
     def _block_response(self, height: int) -> web.Response:
         base = self._node.chain.base_height()
         if 1 <= height < base:
-            # The contract with clients (and the pruning of issue 20): 410 names the base.
-            raise RpcError(
-                410,
-                "height_pruned",
-                f"blocks below height {base} are not kept by this node; base_height={base}",
-            )
+            raise pruned_error(height, base)
         block = self._node.chain.block(height) if height >= 1 else None
+        if block is None and 1 <= height < self._node.chain.base_height():
+            raise pruned_error(height, self._node.chain.base_height())  # pruned just now
         if block is None:
             raise RpcError(404, "unknown_block", f"no block at height {height}")
         commit = self._node.chain.commit(height)
@@ -576,3 +593,14 @@ class RpcServer:
                 else None,
             }
         )
+
+
+def pruned_error(height: int, base_height: int) -> RpcError:
+    """410 `height_pruned`: the block existed but this node deleted it (`[storage]
+    retain_blocks`); `base_height` says from where it keeps blocks."""
+    return RpcError(
+        410,
+        "height_pruned",
+        f"height {height} is pruned on this node: it keeps blocks from height {base_height} on",
+        details={"base_height": base_height},
+    )

@@ -46,7 +46,9 @@ from emrchain.state.result import (
 from emrchain.state.validators import StateCorruptionError, validator_set_changes
 from emrchain.state.view import (
     CommittedState,
+    ImpliedAbsent,
     OverlayStateView,
+    PreviousValues,
     ReadOnceView,
     StateView,
     read_u64,
@@ -76,10 +78,13 @@ class BlockPipeline:
         handlers: Mapping[TxKind, Handler],
         signature_threads: int = 0,
         accept_path: AcceptPath | None = None,
+        implied_absent: ImpliedAbsent | None = None,
     ) -> None:
         """`handlers`: the rule of every transaction kind. `accept_path`: a compiled path for
         the commonest kind's accepted case (the EMR application passes one for ANCHOR_RECORD);
-        without it every transaction goes through `_deliver`."""
+        without it every transaction goes through `_deliver`. `implied_absent`: the
+        application's rule for keys a block writes without reading that were certainly absent
+        before it (`PreviousValues`; it spares the store a read per such key)."""
         limits.validate_basic()
         codec.check_arguments(chain_id, limits.max_tx_bytes)
         rules = rules or ApplicationRules()
@@ -97,6 +102,7 @@ class BlockPipeline:
         self._signature_threads = signature_threads
         self._validator_cache: dict[bytes, ValidatorSet] = {}
         self._accept_path = accept_path
+        self._implied_absent = implied_absent
         self.accept_path_hits = 0
         """Transactions delivered by the accept path since this object was made (tests and
         benchmarks read it; it is not state)."""
@@ -180,7 +186,8 @@ class BlockPipeline:
                 "next_validators_hash does not match the state's next validator set"
             )
         # The committed state does not change until this block is committed, after we return.
-        block_state = OverlayStateView(ReadOnceView(view))
+        reads = ReadOnceView(view)
+        block_state = OverlayStateView(reads)
         # Begin block: record progress; the set fixed for height + 1 moves up one slot, and
         # the after-next slot becomes the working copy this block's approved updates change.
         block_state.put(keys.PROGRESS, encode_progress(header.height, header.time_ms))
@@ -203,7 +210,14 @@ class BlockPipeline:
             after_next = after_next if updates else None
         writes = block_state.writes()
         app_hash = compute_app_hash(header.app_hash, header.height, writes)
-        return ExecutionResult(writes, app_hash, tx_results, updates, after_next)
+        return ExecutionResult(
+            writes,
+            app_hash,
+            tx_results,
+            updates,
+            after_next,
+            previous_values=PreviousValues(reads.values_read, self._implied_absent),
+        )
 
     def _deliver_all(
         self,

@@ -7,7 +7,8 @@ so a transaction that fails is dropped by discarding its overlay, and nothing it
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 # The state key and value limits are data every layer shares (the store checks the writes it
 # persists against them): defined with the execution result, re-exported here.
@@ -72,6 +73,58 @@ class ReadOnceView:
             return values[key]
         value = values[key] = self._base.get(key)
         return value
+
+    @property
+    def values_read(self) -> Mapping[bytes, bytes | None]:
+        """Every key read so far with the base's value (None: absent)."""
+        return self._values
+
+
+ImpliedAbsent = Callable[[bytes, Mapping[bytes, bytes | None]], bool]
+"""(a key a block wrote without reading it, the block's reads) -> True when an application
+invariant proves the key was absent before the block."""
+
+
+class PreviousValues(Mapping[bytes, bytes | None]):
+    """The committed values before a block, as far as its execution knows them without another
+    read: every key it read, and the keys the application's `implied_absent` rule proves were
+    absent (answered, not listed: iteration and len cover the reads). Asked lazily, by the
+    store's writer thread, for the block's undo record (`emrchain/store/undo.py`)."""
+
+    __slots__ = ("_implied_absent", "_reads")
+
+    def __init__(
+        self, reads: Mapping[bytes, bytes | None], implied_absent: ImpliedAbsent | None
+    ) -> None:
+        self._reads = reads
+        self._implied_absent = implied_absent
+
+    def __getitem__(self, key: bytes) -> bytes | None:
+        reads = self._reads
+        if key in reads:
+            return reads[key]
+        implied = self._implied_absent
+        if implied is not None and implied(key, reads):
+            return None
+        raise KeyError(key)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, bytes) and self.get(key, _UNKNOWN) is not _UNKNOWN
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._reads)
+
+    def __len__(self) -> int:
+        return len(self._reads)
+
+
+_UNKNOWN: Any = object()
 
 
 class OverlayStateView:

@@ -22,3 +22,15 @@ class BlockRefusedError(StoreError):
 
 class NotInitializedError(StoreError):
     """The store has no genesis yet."""
+
+
+class HeightPrunedError(StoreError):
+    """The height asked for lies below the store's base: its block, commit and results were
+    pruned (`[storage] retain_blocks`) or never stored (a state-synced node)."""
+
+    def __init__(self, height: int, base_height: int) -> None:
+        super().__init__(
+            f"height {height} is pruned: this node keeps blocks from height {base_height} on"
+        )
+        self.height = height
+        self.base_height = base_height

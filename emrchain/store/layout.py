@@ -28,8 +28,12 @@ META_CHAIN = b"Mchain"
 META_HEAD = b"Mhead"
 """-> last height u64 | last block id 32 | last app hash 32."""
 META_BASE = b"Mbase"
-"""-> base height u64: the lowest height whose block, commit and results are stored (absent: 1).
-A state-synced store starts above its snapshot's height (docs/spec/statesync.md §4)."""
+"""-> base height u64: the lowest height whose block, commit and results are stored (absent:
+1, nothing was pruned). Written in the same batch as the deletions below it; a state-synced
+store starts above its snapshot's height (docs/spec/statesync.md §4)."""
+UNDO = b"U"
+"""U | height u64 -> the undo record of that height: the state values its block overwrote
+(`store/undo.py`), kept for the last `[storage] undo_heights` heights for `emrchain rollback`."""
 SIGNING_STATE = b"G"
 """-> the consensus signing guard's state (opaque bytes)."""
 PENDING_EVIDENCE = b"E"
@@ -85,3 +89,7 @@ def state_key(app_key: bytes) -> bytes:
 
 def pending_evidence_key(evidence_hash: bytes) -> bytes:
     return PENDING_EVIDENCE + evidence_hash
+
+
+def undo_key(height: int) -> bytes:
+    return UNDO + _U64.pack(height)

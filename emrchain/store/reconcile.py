@@ -88,11 +88,14 @@ def reconcile(
     for missing in range(height + 1, height + 3):
         if store.validator_set(missing) is None:
             problems.append(f"no validator set for height {missing}")
-    # Below the base height (a state-synced store) no blocks are kept to check.
     base = store.base_height()
-    heights = range(max(1, base), height + 1) if full else (height,) if height >= base else ()
+    if base > height + 1:
+        problems.append(f"the base height {base} is above the head {height} + 1")
+    heights = range(base, height + 1) if full else (height,) if height >= base else ()
     for checked in heights:
-        _check_height(store, checked, problems)
+        _check_height(store, checked, problems, base)
+    if full:
+        _check_pruned_below(store, base, problems)
     beyond_head = (
         layout.block_key(height + 1),
         layout.commit_key(height + 1),
@@ -126,8 +129,29 @@ def _check_application(
     return executed
 
 
-def _check_height(store: BlockStore, height: int, problems: list[str]) -> None:
-    """Block, certificate, results and app hash of `height` are present and agree."""
+def _check_pruned_below(store: BlockStore, base: int, problems: list[str]) -> None:
+    """Pruning deletes a height's block, commit and results in one batch with the base: none
+    may remain below the base. One commit may: a state-synced store keeps the certificate of
+    its snapshot's block, base − 1, as the last commit of the block it proposes next
+    (`docs/spec/statesync.md` §3)."""
+    for prefix, name, first_kept in (
+        (layout.BLOCK, "block", base),
+        (layout.COMMIT, "commit", base - 1),
+    ):
+        keys = store.database.db.iterator(
+            start=prefix, stop=prefix + layout.u64(first_kept), include_value=False
+        )
+        with keys:
+            stray = next(keys, None)
+        if stray is not None:
+            problems.append(
+                f"a {name} below the base {base} is stored (height {layout.read_u64(stray[1:])})"
+            )
+
+
+def _check_height(store: BlockStore, height: int, problems: list[str], base: int = 1) -> None:
+    """Block, certificate, results and app hash of `height` are present and agree (the block
+    before the base is pruned: the base block's link to it is not checked)."""
     if height == 0:
         if store.last_block_id() != ZERO_ID:
             problems.append("at genesis the last block id must be all zeros")
@@ -155,6 +179,8 @@ def _check_height(store: BlockStore, height: int, problems: list[str]) -> None:
         problems.append(f"no app hash recorded for height {height}")
     if block.header.app_hash != store.app_hash(height - 1):
         problems.append(f"block {height} does not carry the app hash after height {height - 1}")
+    if height == base and height > 1:
+        return
     previous = store.block(height - 1) if height > 1 else None
     previous_id = previous.block_id if previous is not None else ZERO_ID
     if block.header.previous_block_id != previous_id:

@@ -104,6 +104,12 @@ class ExecutionResult:
     tx_results: list[TxResult] = field(default_factory=list)
     validator_updates: list[Validator] = field(default_factory=list)
     validators_after_next: ValidatorSet | None = None
+    previous_values: Mapping[bytes, bytes | None] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    """Committed values execution read (None: absent), for any subset of keys: the store's
+    undo record takes the values the block overwrites from here before reading the store
+    (`emrchain/store/undo.py`). Not part of the result's meaning: never hashed or compared."""
 
 
 def encode_writes(writes: Mapping[bytes, bytes | None]) -> bytes:

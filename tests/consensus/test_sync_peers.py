@@ -220,3 +220,25 @@ def test_busy_ticks_count_towards_no_timeout_and_late_answers_stay_solicited() -
     assert peers.solicited("a", 1) and peers.solicited("a", 2)
     peers.tick(10)  # our height passed both: a's late answers are still not held against it
     assert peers.solicited("a", 1)
+
+
+def test_a_peer_that_pruned_a_height_is_asked_for_nothing_below_its_base_again() -> None:
+    peers: SyncPeers[str] = SyncPeers(request_timeout_ticks=2, demotion_ticks=10, max_peers=8)
+    peers.claim("a-pruned", 100)
+    assert peers.choose(0, stalled=False) == "a-pruned"
+    peers.requested("a-pruned", 1)
+    assert peers.choose(0, stalled=False) is None  # in flight
+    peers.unavailable("a-pruned", 1, base_height=40)
+    assert not peers.solicited("a-pruned", 1) and peers.base_of("a-pruned") == 40
+    assert peers.choose(0, stalled=False) is None  # nobody else has height 1
+    peers.claim("b-archive", 100)
+    assert peers.choose(0, stalled=False) == "b-archive"
+    assert peers.plan(38, stalled=False) == [("b-archive", 39)]
+    peers.forget("b-archive")
+    assert peers.plan(38, stalled=False) == []
+    assert peers.plan(45, stalled=False) == [("a-pruned", 46)]  # above its base: asked again
+    # Not a fault: no timeout, no demotion; the lowest claim is still the pruned peer's.
+    assert peers.tick(0) == [] and not peers.is_demoted("a-pruned")
+    assert peers.lowest_claim() == 100
+    peers.forget("a-pruned")
+    assert peers.base_of("a-pruned") == 1

@@ -84,3 +84,34 @@ def test_responses_carry_their_size_for_the_buffer(tmp_path: Path) -> None:
             response = SyncRun(source, node, PEERS).response(2)
             _, payload = messages.encode(response)
             assert response.size_bytes == len(payload) > 10 * 100
+
+
+def test_a_pruned_answer_sends_the_height_to_another_peer_and_a_stray_one_is_reported(
+    tmp_path: Path,
+) -> None:
+    with source_and_fresh_home(tmp_path) as (source, home):
+        fill(source, blocks=4, txs_per_block=10)
+        with follower(home, sync_window_blocks=4, sync_max_requests_per_peer=4) as node:
+            run = SyncRun(source, node, PEERS[:2])
+            run.sync.on_status("peer-a", messages.StatusMessage(source.chain.height, bytes(32)))
+            asked = [height for peer, height in run.requests if peer == "peer-a"]
+            assert asked[:2] == [1, 2] and 5 not in asked
+            run.requests.clear()
+            # Through the wire encoding, as a pruned peer answers.
+            channel, payload = messages.encode(messages.BlockPruned(1, base_height=3))
+            pruned = messages.decode(channel, payload, node.config.limits, 1)
+            assert pruned == messages.BlockPruned(1, 3)
+            assert isinstance(pruned, messages.BlockPruned)
+            run.sync.on_pruned("peer-a", pruned)
+            assert run.reports == [] and run.sync.blocks_pruned_answers == 1
+            assert run.requests == []  # nobody else claims height 1 yet
+            run.sync.on_status("peer-b", messages.StatusMessage(source.chain.height, bytes(32)))
+            assert ("peer-b", 1) in run.requests
+            # A pruned answer nobody asked for, or one whose base does not exclude the height.
+            run.sync.on_pruned("peer-b", messages.BlockPruned(4, 9))
+            run.sync.on_pruned("peer-a", messages.BlockPruned(2, 2))
+            assert run.reports == [
+                ("peer-b", Misbehaviour.BAD_SYNC_RESPONSE),
+                ("peer-a", Misbehaviour.BAD_SYNC_RESPONSE),
+            ]
+            assert run.sync.counters().pruned_answers == 1

@@ -1,6 +1,7 @@
 """Measure execute + commit throughput on a real LevelDB: blocks of anchor transactions.
 
-    .venv/bin/python -m tests.store.bench_commit [--blocks 10] [--txs 2000]
+    .venv/bin/python -m tests.store.bench_commit [--blocks 10] [--txs 2000] [--undo-heights N]
+        [--node-caches]
 
 Transactions are signed and certificates made before the clock starts; each block is executed
 on the store's committed view (stateless decode, batched signature verification, nonce, anchor)
@@ -10,6 +11,7 @@ and committed in one synced write batch. Prints a table and one JSON line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -17,23 +19,52 @@ import time
 from pathlib import Path
 
 from emrchain import _core
-from emrchain.devnet.workload import anchor_transactions
+from emrchain.devnet.workload import (
+    WORKLOAD_ORGANIZATION,
+    anchor_transactions,
+    registration_transactions,
+)
 from emrchain.state.emr import EmrApplication
 from emrchain.store import BlockStore, ChainDatabase
-from tests.state.chain import CHAIN_ID, ChainBuilder
+from emrchain.store.absence import AbsenceFilter
+from emrchain.store.state_cache import StateCache
+from tests.state.chain import ALICE, CHAIN_ID, ChainBuilder, clients_organization
 
 
-def run(blocks: int, txs_per_block: int, home: Path, preverified: bool) -> dict[str, object]:
+def run(
+    blocks: int,
+    txs_per_block: int,
+    home: Path,
+    preverified: bool,
+    undo_heights: int = 0,
+    node_caches: bool = False,
+) -> dict[str, object]:
+    """`undo_heights`: the store writes undo records (`store/undo.py`); `node_caches`: the
+    absence filter and state cache a node runs with by default."""
     txs = anchor_transactions(blocks * txs_per_block, chain_id=CHAIN_ID, senders=500)
     # The builder proposes and certifies (its own in-memory execution gives the next header's
     # app hash); only the store-side execute and commit below are timed.
-    chain = ChainBuilder()
-    registration = chain.register_workload(senders=500)  # so that the anchors apply
+    # The workload's anchors name its organisation as their custody set: the genesis
+    # organisation takes that id, and registers the workload's senders in it.
+    organization = dataclasses.replace(
+        clients_organization(), organization_id=WORKLOAD_ORGANIZATION
+    )
+    chain = ChainBuilder(organizations=[organization])
+    registration = chain.add_block(
+        registration_transactions(ALICE, WORKLOAD_ORGANIZATION, chain_id=CHAIN_ID, senders=500)
+    )
     built = [
         chain.add_block(txs[height * txs_per_block : (height + 1) * txs_per_block])
         for height in range(blocks)
     ]
-    store = BlockStore(ChainDatabase.open(home))
+    store = BlockStore(
+        ChainDatabase.open(home),
+        absence=AbsenceFilter(1 << 24, EmrApplication.ABSENCE_FILTERED_PREFIXES)
+        if node_caches
+        else None,
+        cache=StateCache(65_536) if node_caches else None,
+        undo_heights=undo_heights,
+    )
     store.initialize(CHAIN_ID, chain.genesis_validators, chain.genesis)
     app = EmrApplication(CHAIN_ID, store.state_view())
     store.commit_block(registration.block, registration.commit, registration.result)
@@ -57,6 +88,8 @@ def run(blocks: int, txs_per_block: int, home: Path, preverified: bool) -> dict[
     return {
         "core": _core.IMPLEMENTATION,
         "signatures_verified_in_execution": not preverified,
+        "undo_heights": undo_heights,
+        "node_caches": node_caches,
         "blocks": blocks,
         "txs_per_block": txs_per_block,
         "execute_ms_per_block_median": 1000 * statistics.median(execute_seconds),
@@ -76,9 +109,20 @@ def main() -> None:
         action="store_true",
         help="pass signature verdicts computed before timing (as after proposal validation)",
     )
+    parser.add_argument("--undo-heights", type=int, default=0, help="keep undo records")
+    parser.add_argument(
+        "--node-caches", action="store_true", help="the absence filter and state cache"
+    )
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
-        report = run(arguments.blocks, arguments.txs, Path(directory), arguments.preverified)
+        report = run(
+            arguments.blocks,
+            arguments.txs,
+            Path(directory),
+            arguments.preverified,
+            arguments.undo_heights,
+            arguments.node_caches,
+        )
     for name, value in report.items():
         shown = f"{value:.1f}" if isinstance(value, float) else value
         print(f"{name:36} {shown}")
