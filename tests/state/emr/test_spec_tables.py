@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from emrchain.schema import MAX_STUDY_PARTICIPANTS
 from emrchain.state import ResultCode
 from emrchain.state.emr import limits
 
@@ -32,4 +33,8 @@ def test_bounds_table_matches_limits() -> None:
         limits.MAX_BREAK_GLASS_SESSIONS_PER_PATIENT,
         limits.REVIEW_QUEUE_CAPACITY,
         limits.MAX_AMENDMENTS_PER_RECORD,
+        limits.MAX_STUDIES,
+        MAX_STUDY_PARTICIPANTS,
+        limits.MAX_QUERIES_PER_STUDY,
+        limits.MAX_RESEARCH_CONSENT_CHANGES,
     ]
