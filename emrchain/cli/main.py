@@ -28,7 +28,7 @@ EXIT_RUNTIME_ERROR = 1
 EXIT_USAGE_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-COMMAND_MODULES = ("home", "membership", "bench", "client", "node", "records", "backup")
+COMMAND_MODULES = ("home", "membership", "bench", "client", "node", "records", "backup", "portal")
 """The modules of this package that register commands, in the order `--help` lists them."""
 
 USER_ERRORS: tuple[type[Exception], ...] = (
