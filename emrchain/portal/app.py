@@ -234,7 +234,24 @@ async def open_record(request: web.Request) -> web.StreamResponse:
         f' machine. <a href="/records/{h(record_hex)}/download">Download</a></p>'
         f'<pre class="plaintext" id="plaintext">{h(shown_plaintext(plaintext))}</pre>'
     )
+    if portal.need("patient"):
+        body += await record_trail(portal, record_hex)
     return portal.page("Record", body)
+
+
+async def record_trail(portal: Portal, record_hex: str) -> str:
+    """Who read this record and when (the patient's view of one record's trail)."""
+    try:
+        page = await portal.emr.access_events(record_id=bytes.fromhex(record_hex), limit=TRAIL_PAGE)
+    except EmrClientError as error:
+        return error_box(explain(error))
+    rows = event_rows(portal, page["events"], await granted_members(portal))
+    return "<h2>Who read this record</h2>" + table("Reads, newest first", EVENT_HEADERS, rows)
+
+
+async def granted_members(portal: Portal) -> frozenset[str]:
+    consents = [c async for c in portal.emr.all_patient_consents(portal.patient_id)]
+    return frozenset(str(c["grantee"]) for c in consents if c.get("grantee_kind") == "member")
 
 
 async def download_record(request: web.Request) -> web.StreamResponse:
@@ -262,11 +279,16 @@ def _status_of(error: Exception) -> int:
     return 502
 
 
-def event_rows(portal: Portal, events: list[dict[str, Any]]) -> list[list[str]]:
+def event_rows(
+    portal: Portal, events: list[dict[str, Any]], grantees: frozenset[str] = frozenset()
+) -> list[list[str]]:
+    """`grantees`: member ids the patient granted at some time, named as such."""
     rows = []
     for event in events:
         actor = str(event.get("actor", ""))
         who = "you" if actor == portal.member_id else short(actor)
+        if actor in grantees:
+            who += " (a member you granted)"
         flagged = (
             '<span class="flag">flagged for review</span>'
             if event.get("flagged_for_review")
@@ -301,12 +323,13 @@ async def timeline(request: web.Request) -> web.StreamResponse:
         return portal.refused_role("Timeline")
     try:
         page = await portal.emr.access_events(patient_id=portal.patient_id, limit=TRAIL_PAGE)
+        grantees = await granted_members(portal)
     except EmrClientError as error:
         return portal.failed("Who read my records", error)
     body = (
         f"<p>Every read and break-glass of your records, newest first ({h(page.get('total'))}"
         " in total), from the chain's access trail.</p>"
-        + table("Access trail", EVENT_HEADERS, event_rows(portal, page["events"]))
+        + table("Access trail", EVENT_HEADERS, event_rows(portal, page["events"], grantees))
     )
     return portal.page("Who read my records", body)
 

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from emrchain.client.identity import PASSPHRASE_VARIABLE, save_identity
 from tests.portal.conftest import Member, World, signed_in
 
 pytestmark = pytest.mark.slow
@@ -133,6 +138,7 @@ def test_the_patient_story_clicked_through(browser: Browser, world: World) -> No
     )
     expect(reader_row.first).to_contain_text("grant")
     expect(reader_row.first).to_contain_text(world.reader.portal.organization_id)
+    expect(reader_row.first).to_contain_text("a member you granted")
     patient.screenshot(path=str(SCREENSHOTS / "portal-timeline.png"), full_page=True)
 
     # 6. The patient revokes; the clinician's next read is refused, clearly.
@@ -295,3 +301,48 @@ def test_no_member_key_or_plaintext_reaches_a_node(browser: Browser, world: Worl
     for text in (marker, STORY_MARKER, GLASS_MARKER):
         for form in _forms_of(text.encode()):
             assert form not in received, f"record plaintext reached a node: {text}"
+
+
+def test_the_portal_command_serves_its_start_url(world: World, tmp_path: Path) -> None:
+    """`emrchain portal --key FILE --node URL`, a real process: it loads an encrypted key
+    file, prints a start URL on 127.0.0.1 whose token opens a session, and serves the
+    member's account; Ctrl-C (SIGINT) stops it."""
+    key_file = tmp_path / "me.json"
+    save_identity(key_file, world.auditor.identity, "correct horse")
+    environment = {
+        **os.environ,
+        PASSPHRASE_VARIABLE: "correct horse",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    command = [sys.executable, "-m", "emrchain.cli", "portal", "--key", str(key_file)]
+    process = subprocess.Popen(
+        [*command, "--node", world.proxies[0].url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("portal of auditor of "), lines
+        start_url = lines[1].removeprefix("open ").strip()
+        match = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/login\?token=([\w-]{40,})", start_url)
+        assert match, start_url
+        port = int(match.group(1))
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", start_url.split(str(port), 1)[1])
+        login = connection.getresponse()
+        login.read()
+        assert login.status == 303
+        cookie = login.getheader("Set-Cookie") or ""
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        connection.request("GET", "/", headers={"Cookie": cookie.split(";", 1)[0]})
+        home = connection.getresponse()
+        assert home.status == 200
+        assert world.auditor.identity.member_key.hex() in home.read().decode()
+        connection.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    assert process.returncode == 130  # the front end's "interrupted"
