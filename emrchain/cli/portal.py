@@ -14,6 +14,7 @@ from emrchain.cli.client import DEFAULT_RPC_URL, _passphrase_prompt, rpc_url
 from emrchain.cli.registry import CommandError, command
 from emrchain.client.identity import load_identity
 from emrchain.client.replies import EmrClientError
+from emrchain.client.rpc import TlsOptions
 from emrchain.portal.app import Portal, start_portal
 
 MAX_PORT = 65_535
@@ -27,6 +28,16 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--node", type=rpc_url, default=DEFAULT_RPC_URL, help=f"node RPC URL ({DEFAULT_RPC_URL})"
     )
     parser.add_argument(
+        "--ca-file", type=home_path, metavar="FILE", help="PEM CAs of an https:// node"
+    )
+    parser.add_argument(
+        "--client-certificate",
+        type=home_path,
+        metavar="FILE",
+        help="PEM certificate (and key) for a node that asks for one",
+    )
+    parser.add_argument("--client-key", type=home_path, metavar="FILE", help="its PEM key")
+    parser.add_argument(
         "--port",
         type=bounded_integer(0, MAX_PORT),
         default=0,
@@ -38,8 +49,9 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 def portal(args: argparse.Namespace) -> int:
     identity = load_identity(args.key, _passphrase_prompt(f"passphrase of {args.key}"))
     try:
-        asyncio.run(_serve(Portal(identity, args.node), args.port))
-    except EmrClientError as error:
+        tls = TlsOptions(args.ca_file, args.client_certificate, args.client_key)
+        asyncio.run(_serve(Portal(identity, args.node, tls), args.port))
+    except (EmrClientError, ValueError) as error:
         raise CommandError(f"the node at {args.node}: {error}") from None
     return 0
 

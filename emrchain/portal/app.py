@@ -26,7 +26,7 @@ from emrchain.client.export import collect_export
 from emrchain.client.fhir_content import fhir_resource_of
 from emrchain.client.identity import MemberIdentity
 from emrchain.client.replies import EmrClientError, NotFound, RequestFailedError
-from emrchain.client.rpc import EmrClient
+from emrchain.client.rpc import EmrClient, TlsOptions
 from emrchain.portal import pages
 from emrchain.portal.pages import error_box, field, form, h, notice_box, select, short, table, utc
 from emrchain.portal.security import LocalGuard
@@ -51,6 +51,8 @@ class Portal:
 
     identity: MemberIdentity
     node_url: str
+    tls: TlsOptions = dataclasses.field(default_factory=TlsOptions)
+    """How to check an https:// node (as the client commands' --ca-file and client certificate)."""
     guard: LocalGuard = dataclasses.field(default_factory=LocalGuard)
     client: EmrClient | None = None
     role: str = ""
@@ -61,8 +63,12 @@ class Portal:
     """(record id, patient id, type) of the records stored through this portal since start."""
 
     async def start_client(self) -> None:
-        self.client = EmrClient(self.node_url, self.identity)
-        member = (await self.client.account()).get("member") or {}
+        self.client = EmrClient(self.node_url, self.identity, tls=self.tls)
+        try:
+            member = (await self.client.account()).get("member") or {}
+        except BaseException:
+            await self.client.close()  # the app's cleanup does not run when startup fails
+            raise
         self.role = str(member.get("role") or "")
         self.organization_id = str(member.get("organization_id") or "")
         self.member_id = str(member.get("member_id") or "")
