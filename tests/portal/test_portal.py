@@ -110,6 +110,10 @@ def test_the_patient_story_clicked_through(browser: Browser, world: World, tmp_p
     patient.get_by_role("link", name="My records", exact=True).click()
     expect(patient.locator(".record-id", has_text=record_hex)).to_be_visible()
     patient.screenshot(path=str(screenshots / "portal-records.png"), full_page=True)
+    with patient.expect_download() as download:
+        patient.locator("tr", has_text=record_hex).get_by_role("link", name="Download").click()
+    assert Path(download.value.path()).read_bytes() == STORY_MARKER.encode()
+    assert download.value.suggested_filename == f"record-{record_hex[:16]}.bin"
 
     # Before any grant, the other hospital's clinician is refused.
     _open_shared(reader, world.reader, record_hex)
@@ -273,45 +277,6 @@ def test_other_sites_and_foreign_hosts_cannot_drive_a_portal(
     assert "access-control-allow-origin" not in response.headers
 
 
-def _forms_of(secret: bytes) -> list[bytes]:
-    return [
-        secret,
-        secret.hex().encode(),
-        secret.hex().upper().encode(),
-        base64.b64encode(secret),
-        base64.urlsafe_b64encode(secret).rstrip(b"="),
-    ]
-
-
-def test_no_member_key_or_plaintext_reaches_a_node(browser: Browser, world: World) -> None:
-    marker = f"PORTAL-LEAK-PLAINTEXT-{time.monotonic_ns()}"
-    author = signed_in(browser, world.author)
-    patient = signed_in(browser, world.patient)
-    record_hex = _store(author, world.author, world.patient_id, marker)
-    patient.goto(world.patient.base_url + f"/records/{record_hex}")
-    expect(patient.locator("#plaintext")).to_have_text(marker)
-    with patient.expect_download() as download:
-        patient.goto(world.patient.base_url + "/export")
-        patient.get_by_role("button", name="Download my export").click()
-    assert download.value.suggested_filename.endswith(".zip")
-    with zipfile.ZipFile(download.value.path()) as export:
-        bundle = json.loads(export.read("bundle.json"))
-        assert bundle["resourceType"] == "Bundle"
-        assert export.read(f"records/{record_hex}.bin") == marker.encode()
-
-    received = world.received_by_nodes()
-    assert len(received) > 20_000, "the proxies saw the portals' traffic"
-    assert f"/records/{record_hex}".encode() in received, "the record's reads went through them"
-    members = (world.patient, world.author, world.reader, world.auditor)
-    for member in members:
-        for secret in member.secrets:
-            for form in _forms_of(secret):
-                assert form not in received, "a member's private key reached a node"
-    for text in (marker, STORY_MARKER, GLASS_MARKER):
-        for form in _forms_of(text.encode()):
-            assert form not in received, f"record plaintext reached a node: {text}"
-
-
 def test_the_portal_command_serves_its_start_url(world: World, tmp_path: Path) -> None:
     """`emrchain portal --key FILE --node URL`, a real process: it loads an encrypted key
     file, prints a start URL on 127.0.0.1 whose token opens a session, and serves the
@@ -355,3 +320,95 @@ def test_the_portal_command_serves_its_start_url(world: World, tmp_path: Path) -
         process.send_signal(signal.SIGINT)
         process.wait(30)
     assert process.returncode == 130  # the front end's "interrupted"
+
+
+def test_a_grant_of_every_record_lists_them_to_the_clinician(
+    browser: Browser, world: World
+) -> None:
+    """The patient shares all its records (no record id): the clinician lists them under
+    "Shared with me"; a bad key in the form is refused clearly and grants nothing; the
+    auditor finds the clinician's reads in the patient's trail; the patient revokes."""
+    patient = signed_in(browser, world.patient)
+    reader = signed_in(browser, world.reader)
+    auditor = signed_in(browser, world.auditor)
+    patient.get_by_role("link", name="Grants", exact=True).click()
+    active_before = patient.locator(".consent-status", has_text="active").count()
+
+    patient.get_by_label("Clinician's member key").fill("not-a-key")
+    patient.get_by_role("button", name="Grant access").click()
+    expect(patient.get_by_role("alert")).to_contain_text("must be 64 hexadecimal characters")
+    assert patient.locator(".consent-status", has_text="active").count() == active_before
+
+    patient.get_by_label("Clinician's member key").fill(world.reader.identity.member_key.hex())
+    patient.get_by_label("Expires after (hours)").fill("1")
+    patient.get_by_role("button", name="Grant access").click()
+    expect(patient.get_by_role("status")).to_contain_text("Access granted")
+    expect(patient.locator("tbody tr").first).to_contain_text("all my records")
+
+    reader.goto(world.reader.base_url + "/shared")
+    reader.get_by_label("Patient id").fill(world.patient_id.hex())
+    reader.get_by_role("button", name="List records").click()
+    listed = reader.locator(".record-id")
+    expect(listed.first).to_be_visible()
+    assert listed.count() >= 2  # the story's record and the break-glass test's
+    record_hex = str(listed.first.text_content()).strip()
+    reader.locator("tr", has_text=record_hex).get_by_role("link", name="Open").click()
+    expect(reader.locator("#plaintext")).to_have_text(STORY_MARKER)
+
+    auditor.get_by_role("link", name="Access trails", exact=True).click()
+    auditor.get_by_label("Patient id").fill(world.patient_id.hex())
+    auditor.get_by_role("button", name="Show trail").click()
+    reads = auditor.locator(
+        "tbody tr", has=auditor.locator(f'[title="{world.reader.portal.member_id}"]')
+    )
+    expect(reads.first).to_be_visible()
+    assert reads.count() >= 3  # the story's read, the break-glass read, this one
+
+    patient.locator("tbody tr").first.get_by_role("button", name="Revoke").click()
+    expect(patient.get_by_role("status")).to_contain_text("Grant revoked")
+    reader.goto(world.reader.base_url + f"/shared?patient={world.patient_id.hex()}")
+    expect(reader.get_by_role("alert")).to_contain_text("Refused")
+
+
+def _forms_of(secret: bytes) -> list[bytes]:
+    return [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        base64.b64encode(secret),
+        base64.urlsafe_b64encode(secret).rstrip(b"="),
+    ]
+
+
+def test_no_member_key_or_plaintext_reaches_a_node(browser: Browser, world: World) -> None:
+    """Last in the module: the recordings then hold the traffic of every test before it too
+    (stores, grants, reads, break-glass, a review closed, revocations), and of this one's
+    store, open and export."""
+    marker = f"PORTAL-LEAK-PLAINTEXT-{time.monotonic_ns()}"
+    author = signed_in(browser, world.author)
+    patient = signed_in(browser, world.patient)
+    record_hex = _store(author, world.author, world.patient_id, marker)
+    patient.goto(world.patient.base_url + f"/records/{record_hex}")
+    expect(patient.locator("#plaintext")).to_have_text(marker)
+    with patient.expect_download() as download:
+        patient.goto(world.patient.base_url + "/export")
+        patient.get_by_role("button", name="Download my export").click()
+    assert download.value.suggested_filename.endswith(".zip")
+    with zipfile.ZipFile(download.value.path()) as export:
+        bundle = json.loads(export.read("bundle.json"))
+        assert bundle["resourceType"] == "Bundle"
+        assert export.read(f"records/{record_hex}.bin") == marker.encode()
+
+    received = world.received_by_nodes()
+    connections = sum(proxy.connections for proxy in world.proxies)
+    print(f"the nodes received {len(received)} bytes over {connections} connections")
+    assert len(received) > 20_000, "the proxies saw the portals' traffic"
+    assert f"/records/{record_hex}".encode() in received, "the record's reads went through them"
+    members = (world.patient, world.author, world.reader, world.auditor)
+    for member in members:
+        for secret in member.secrets:
+            for form in _forms_of(secret):
+                assert form not in received, "a member's private key reached a node"
+    for text in (marker, STORY_MARKER, GLASS_MARKER):
+        for form in _forms_of(text.encode()):
+            assert form not in received, f"record plaintext reached a node: {text}"
