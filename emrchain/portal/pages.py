@@ -47,6 +47,7 @@ def layout(title: str, body: str, *, role: str, who: str, message: str = "") -> 
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{h(title)} — emrchain portal</title>"
         '<link rel="stylesheet" href="/static/portal.css"></head><body>'
+        '<a class="skip" href="#main">Skip to the content</a>'
         f'<header><a href="/"><strong>emrchain portal</strong></a>'
         f' <span class="who">{h(who)}</span>'
         f'<nav aria-label="Main"><ul>{links}</ul></nav></header>'

@@ -122,6 +122,8 @@ def test_the_patient_story_clicked_through(browser: Browser, world: World, tmp_p
     # 3. The patient grants that clinician this record for 2 hours, with the keyboard only.
     patient.locator("tr", has_text=record_hex).get_by_role("link", name="Grant", exact=True).click()
     assert _every_field_labelled(patient) == 3
+    patient.keyboard.press("Tab")
+    expect(patient.locator(":focus")).to_have_text("Skip to the content")
     patient.get_by_label("Clinician's member key").focus()
     patient.keyboard.type(world.reader.identity.member_key.hex())
     patient.keyboard.press("Tab")  # the record id, filled from the link
