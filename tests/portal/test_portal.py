@@ -21,6 +21,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -178,6 +179,7 @@ def test_the_patient_story_clicked_through(browser: Browser, world: World, tmp_p
     ratios["hints"] = _contrast(patient, "p.muted", "body")
     reader.goto(world.reader.base_url + f"/records/{record_hex}")
     ratios["errors"] = _contrast(reader, ".error p", ".error")
+    print("contrast ratios:", {name: round(ratio, 1) for name, ratio in ratios.items()})
     assert all(ratio >= WCAG_AA_RATIO for ratio in ratios.values()), ratios
     assert time.monotonic() - started < 120
 
@@ -281,8 +283,8 @@ def test_other_sites_and_foreign_hosts_cannot_drive_a_portal(
 
 def test_the_portal_command_serves_its_start_url(world: World, tmp_path: Path) -> None:
     """`emrchain portal --key FILE --node URL`, a real process: it loads an encrypted key
-    file, prints a start URL on 127.0.0.1 whose token opens a session, and serves the
-    member's account; Ctrl-C (SIGINT) stops it."""
+    file, prints a start URL on 127.0.0.1 whose token opens a session, serves the member's
+    account, listens on no other address; Ctrl-C (SIGINT) stops it."""
     key_file = tmp_path / "me.json"
     save_identity(key_file, world.auditor.identity, "correct horse")
     environment = {
@@ -318,6 +320,10 @@ def test_the_portal_command_serves_its_start_url(world: World, tmp_path: Path) -
         assert home.status == 200
         assert world.auditor.identity.member_key.hex() in home.read().decode()
         connection.close()
+        # Bound to 127.0.0.1 only, not to every address: another loopback address of this
+        # host (Linux routes all of 127/8 to lo) finds nothing listening on the port.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(30)
