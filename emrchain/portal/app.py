@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from emrchain.client.envelope import EnvelopeError
+from emrchain.client.envelope import DEFAULT_MAX_PLAINTEXT_BYTES, EnvelopeError
 from emrchain.client.export import collect_export
 from emrchain.client.fhir_content import fhir_resource_of
 from emrchain.client.identity import MemberIdentity
@@ -34,8 +34,9 @@ from emrchain.schema import AccessAction, RecordType, ReviewOutcome
 
 HOST = "127.0.0.1"
 """The only address the portal binds: it serves the member's own browser, nobody else."""
-MAX_FORM_BYTES = 1 << 20
-"""The largest form the portal reads (a record typed or pasted into the store form)."""
+MAX_FORM_BYTES = DEFAULT_MAX_PLAINTEXT_BYTES + (1 << 20)
+"""The largest form the portal reads: a record file of the client's largest plaintext, and
+the form's other fields."""
 MAX_GRANT_HOURS = 24 * 365
 MAX_BREAK_GLASS_MINUTES = 24 * 60
 TRAIL_PAGE = 200
@@ -571,15 +572,30 @@ async def new_record_page(
     fields = (
         field("patient", "Patient id", hint="64 hexadecimal characters.")
         + select("record_type", "Record type", RECORD_TYPE_OPTIONS, "CLINICAL_NOTE")
-        + pages.textarea("content", "Content")
-    )
+        + pages.textarea("content", "Content", required=False)
+        + field("file", "Or a file", kind="file", required=False,
+                hint="A file is stored as it is; without one, the text above is stored.")
+    )  # fmt: skip
     body = (
         "<p>The record is sealed here, for the patient and the custodians, before anything"
         " leaves this machine.</p><fieldset><legend>New record</legend>"
-        + form("/records", portal.csrf(request), fields, "Store record")
+        + form("/records", portal.csrf(request), fields, "Store record", multipart=True)
         + "</fieldset>"
     )
     return portal.page("Store a record", body, message=message, status=status)
+
+
+def submitted_content(form_data: Any) -> bytes:
+    """The uploaded file's bytes, else the typed text (UTF-8); neither is refused."""
+    upload = form_data.get("file")
+    if isinstance(upload, web.FileField):
+        content = upload.file.read()
+        if content:
+            return bytes(content)
+    content = str(form_data.get("content") or "").encode("utf-8")
+    if not content:
+        raise ValueError("the record is empty: type its content or choose a file")
+    return content
 
 
 async def store_record(request: web.Request) -> web.StreamResponse:
@@ -590,9 +606,7 @@ async def store_record(request: web.Request) -> web.StreamResponse:
     try:
         patient_id = hex_bytes(form_data.get("patient"), 32, "the patient id")
         record_type = RecordType[str(form_data.get("record_type") or "")]
-        content = str(form_data.get("content") or "").encode("utf-8")
-        if not content:
-            raise ValueError("the content is empty")
+        content = submitted_content(form_data)
         stored = await portal.emr.put_record(content, patient_id, record_type)
     except KeyError:
         return await new_record_page(request, error_box("Unknown record type."), 400)

@@ -75,11 +75,15 @@ def table(caption: str, headers: Sequence[str], rows: Iterable[Sequence[str]]) -
     )
 
 
-def form(action: str, csrf: str, fields: str, button: str, *, css_class: str = "") -> str:
-    """A POST form carrying the session's CSRF token."""
+def form(
+    action: str, csrf: str, fields: str, button: str, *, css_class: str = "",
+    multipart: bool = False,
+) -> str:  # fmt: skip
+    """A POST form carrying the session's CSRF token (`multipart`: it sends a file)."""
     klass = f' class="{h(css_class)}"' if css_class else ""
+    encoding = ' enctype="multipart/form-data"' if multipart else ""
     return (
-        f'<form method="post" action="{h(action)}"{klass}>'
+        f'<form method="post" action="{h(action)}"{klass}{encoding}>'
         f'<input type="hidden" name="{CSRF_FIELD}" value="{h(csrf)}">{fields}'
         f'<button type="submit">{h(button)}</button></form>'
     )

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from emrchain.client.identity import PASSPHRASE_VARIABLE, save_identity
 from tests.portal.conftest import Member, World, signed_in
@@ -47,12 +47,18 @@ WCAG_AA_RATIO = 4.5
 expect.set_options(timeout=60_000)  # a store or a read waits for a commit
 
 
-def _store(page: Page, member: Member, patient_id: bytes, content: str) -> str:
+def _store(
+    page: Page, member: Member, patient_id: bytes, content: str, *, as_file: bool = False
+) -> str:
     page.goto(member.base_url + "/")
     page.get_by_role("link", name="Store a record", exact=True).click()
     page.get_by_label("Patient id").fill(patient_id.hex())
     page.get_by_label("Record type").select_option("LAB_RESULT")
-    page.get_by_label("Content").fill(content)
+    if as_file:
+        upload = FilePayload(name="result.txt", mimeType="text/plain", buffer=content.encode())
+        page.get_by_label("Or a file").set_input_files(upload)
+    else:
+        page.get_by_label("Content").fill(content)
     page.get_by_role("button", name="Store record").click()
     stored = page.locator("#stored-record-id")
     expect(stored).to_be_visible()
@@ -395,7 +401,7 @@ def test_no_member_key_or_plaintext_reaches_a_node(browser: Browser, world: Worl
     marker = f"PORTAL-LEAK-PLAINTEXT-{time.monotonic_ns()}"
     author = signed_in(browser, world.author)
     patient = signed_in(browser, world.patient)
-    record_hex = _store(author, world.author, world.patient_id, marker)
+    record_hex = _store(author, world.author, world.patient_id, marker, as_file=True)
     patient.goto(world.patient.base_url + f"/records/{record_hex}")
     expect(patient.locator("#plaintext")).to_have_text(marker)
     with patient.expect_download() as download:
