@@ -13,11 +13,13 @@ import io
 import json
 import time
 import zipfile
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -39,6 +41,8 @@ MAX_FORM_BYTES = DEFAULT_MAX_PLAINTEXT_BYTES + (1 << 20)
 the form's other fields."""
 MAX_GRANT_HOURS = 24 * 365
 MAX_BREAK_GLASS_MINUTES = 24 * 60
+MAX_STORED_SHOWN = 100
+"""Records stored through this portal that "Shared with me" lists (the latest)."""
 TRAIL_PAGE = 200
 """Access events shown per trail page (newest first)."""
 CLIENT_KEY: web.AppKey[Portal] = web.AppKey("portal")
@@ -55,13 +59,17 @@ class Portal:
     tls: TlsOptions = dataclasses.field(default_factory=TlsOptions)
     """How to check an https:// node (as the client commands' --ca-file and client certificate)."""
     guard: LocalGuard = dataclasses.field(default_factory=LocalGuard)
+    trail_page_size: int = TRAIL_PAGE
     client: EmrClient | None = None
     role: str = ""
     organization_id: str = ""
     member_id: str = ""
     patient_id: bytes = b""
-    stored: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
-    """(record id, patient id, type) of the records stored through this portal since start."""
+    stored: deque[tuple[str, str, str]] = dataclasses.field(
+        default_factory=lambda: deque(maxlen=MAX_STORED_SHOWN)
+    )
+    """(record id, patient id, type) of the latest records stored through this portal since
+    start (in memory only)."""
 
     async def start_client(self) -> None:
         self.client = EmrClient(self.node_url, self.identity, tls=self.tls)
@@ -249,7 +257,9 @@ async def open_record(request: web.Request) -> web.StreamResponse:
 async def record_trail(portal: Portal, record_hex: str) -> str:
     """Who read this record and when (the patient's view of one record's trail)."""
     try:
-        page = await portal.emr.access_events(record_id=bytes.fromhex(record_hex), limit=TRAIL_PAGE)
+        page = await portal.emr.access_events(
+            record_id=bytes.fromhex(record_hex), limit=portal.trail_page_size
+        )
     except EmrClientError as error:
         return error_box(explain(error))
     rows = event_rows(portal, page["events"], await granted_members(portal))
@@ -329,16 +339,30 @@ async def timeline(request: web.Request) -> web.StreamResponse:
     if not portal.need("patient"):
         return portal.refused_role("Timeline")
     try:
-        page = await portal.emr.access_events(patient_id=portal.patient_id, limit=TRAIL_PAGE)
+        page = await portal.emr.access_events(
+            patient_id=portal.patient_id,
+            limit=portal.trail_page_size,
+            before=request.query.get("before"),
+        )
         grantees = await granted_members(portal)
     except EmrClientError as error:
-        return portal.failed("Who read my records", error)
+        return portal.failed("Who read my records", error, status=_status_of(error))
     body = (
         f"<p>Every read and break-glass of your records, newest first ({h(page.get('total'))}"
         " in total), from the chain's access trail.</p>"
         + table("Access trail", EVENT_HEADERS, event_rows(portal, page["events"], grantees))
+        + older_link("/timeline", {}, page)
     )
     return portal.page("Who read my records", body)
+
+
+def older_link(path: str, query: dict[str, str], page: dict[str, Any]) -> str:
+    """A link to the page of older events, when there is one (the node's opaque cursor)."""
+    cursor = page.get("next")
+    if not isinstance(cursor, str):
+        return ""
+    target = path + "?" + urlencode({**query, "before": cursor})
+    return f'<p><a href="{h(target)}">Older events</a></p>'
 
 
 async def emergencies(request: web.Request) -> web.StreamResponse:
@@ -736,18 +760,24 @@ async def trail_page(request: web.Request) -> web.StreamResponse:
         return portal.refused_role("Access trails")
     patient_text = request.query.get("patient", "").strip()
     record_text = request.query.get("record", "").strip()
+    before = request.query.get("before")
     listing, message = "", ""
     if patient_text or record_text:
         try:
             if record_text:
                 record_id = hex_bytes(record_text, 32, "the record id")
-                page = await portal.emr.access_events(record_id=record_id, limit=TRAIL_PAGE)
+                page = await portal.emr.access_events(
+                    record_id=record_id, limit=portal.trail_page_size, before=before
+                )
             else:
                 patient_id = hex_bytes(patient_text, 32, "the patient id")
-                page = await portal.emr.access_events(patient_id=patient_id, limit=TRAIL_PAGE)
+                page = await portal.emr.access_events(
+                    patient_id=patient_id, limit=portal.trail_page_size, before=before
+                )
+            shown = {"patient": patient_text} if not record_text else {"record": record_text}
             listing = table(
                 "Access trail, newest first", EVENT_HEADERS, event_rows(portal, page["events"])
-            )
+            ) + older_link("/trail", shown, page)
         except (EmrClientError, ValueError) as error:
             message = error_box(explain(error))
     body = (

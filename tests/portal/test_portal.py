@@ -33,6 +33,7 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from emrchain.client.identity import PASSPHRASE_VARIABLE, save_identity
+from emrchain.portal.app import TRAIL_PAGE
 from tests.portal.conftest import Member, World, signed_in
 
 pytestmark = pytest.mark.slow
@@ -377,6 +378,17 @@ def test_a_grant_of_every_record_lists_them_to_the_clinician(
     )
     expect(reads.first).to_be_visible()
     assert reads.count() >= 3  # the story's read, the break-glass read, this one
+    # Paged by the node's cursor: two events a page, "Older events" goes back.
+    world.auditor.portal.trail_page_size = 2
+    try:
+        auditor.reload()
+        expect(auditor.locator("tbody tr")).to_have_count(2)
+        newest = auditor.locator("tbody tr").first.inner_text()
+        auditor.get_by_role("link", name="Older events").click()
+        expect(auditor.locator("tbody tr")).to_have_count(2)
+        assert auditor.locator("tbody tr").first.inner_text() != newest
+    finally:
+        world.auditor.portal.trail_page_size = TRAIL_PAGE
 
     patient.locator("tbody tr").first.get_by_role("button", name="Revoke").click()
     expect(patient.get_by_role("status")).to_contain_text("Grant revoked")
