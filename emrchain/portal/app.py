@@ -441,7 +441,9 @@ async def grants_page(
                 extra=f'min="1" max="{MAX_GRANT_HOURS}"')
     )  # fmt: skip
     body = (
-        "<h2>Give access</h2><fieldset><legend>New grant</legend>"
+        "<h2>Give access</h2><p>Granting one record reads it once here, to seal its key for"
+        " the grantee: that read is in your timeline.</p>"
+        "<fieldset><legend>New grant</legend>"
         + form("/grants", portal.csrf(request), fields, "Grant access")
         + "</fieldset><h2>Your grants</h2>"
         + table("Grants, newest first", ("Grantee", "Scope", "Granted", "Expires", "Status", ""),
