@@ -314,7 +314,8 @@ def event_rows(
         reason = h(event.get("reason") or "")
         rows.append([
             h(utc(event.get("time_ms"))),
-            h(event_what(event)),
+            f'<span class="event" title="event {h(event.get("event_id", ""))}">'
+            f"{h(event_what(event))}</span>",
             f"{who} <span class=muted>{h(event.get('actor_organization', ''))}</span>",
             h(event.get("basis", "")),
             short(event.get("record_id")),

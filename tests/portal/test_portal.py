@@ -43,6 +43,7 @@ SCREENSHOTS_VARIABLE = "EMRCHAIN_SCREENSHOTS"
 unset, the test's own temporary directory (a test run leaves the tree as it was)."""
 STORY_MARKER = "PORTAL-STORY-PLAINTEXT-7f3a: potassium 4.1 mmol/L"
 GLASS_MARKER = "PORTAL-GLASS-PLAINTEXT-c41e: allergy to penicillin"
+SHARED_MARKER = "PORTAL-SHARED-PLAINTEXT-19bd: chest x-ray clear"
 GLASS_REASON = "unconscious in the emergency department"
 WCAG_AA_RATIO = 4.5
 expect.set_options(timeout=60_000)  # a store or a read waits for a commit
@@ -337,15 +338,22 @@ def test_the_portal_command_serves_its_start_url(world: World, tmp_path: Path) -
     assert process.returncode == 130  # the front end's "interrupted"
 
 
+def _event_ids(page: Page) -> set[str]:
+    events = page.locator("tbody .event")
+    return {str(events.nth(index).get_attribute("title")) for index in range(events.count())}
+
+
 def test_a_grant_of_every_record_lists_them_to_the_clinician(
     browser: Browser, world: World
 ) -> None:
     """The patient shares all its records (no record id): the clinician lists them under
     "Shared with me"; a bad key in the form is refused clearly and grants nothing; the
     auditor finds the clinician's reads in the patient's trail; the patient revokes."""
+    author = signed_in(browser, world.author)
     patient = signed_in(browser, world.patient)
     reader = signed_in(browser, world.reader)
     auditor = signed_in(browser, world.auditor)
+    record_hex = _store(author, world.author, world.patient_id, SHARED_MARKER)
     patient.get_by_role("link", name="Grants", exact=True).click()
     active_before = patient.locator(".consent-status", has_text="active").count()
 
@@ -363,12 +371,12 @@ def test_a_grant_of_every_record_lists_them_to_the_clinician(
     reader.goto(world.reader.base_url + "/shared")
     reader.get_by_label("Patient id").fill(world.patient_id.hex())
     reader.get_by_role("button", name="List records").click()
-    listed = reader.locator(".record-id")
-    expect(listed.first).to_be_visible()
-    assert listed.count() >= 2  # the story's record and the break-glass test's
-    record_hex = str(listed.first.text_content()).strip()
-    reader.locator("tr", has_text=record_hex).get_by_role("link", name="Open").click()
-    expect(reader.locator("#plaintext")).to_have_text(STORY_MARKER)
+    listed = reader.locator("tr", has=reader.locator(".record-id", has_text=record_hex))
+    listed.get_by_role("link", name="Open").click()
+    expect(reader.locator("#plaintext")).to_have_text(SHARED_MARKER)
+    for _ in range(2):  # two reads more: three in the trail at least, for the paging below
+        reader.reload()
+        expect(reader.locator("#plaintext")).to_have_text(SHARED_MARKER)
 
     auditor.get_by_role("link", name="Access trails", exact=True).click()
     auditor.get_by_label("Patient id").fill(world.patient_id.hex())
@@ -377,16 +385,17 @@ def test_a_grant_of_every_record_lists_them_to_the_clinician(
         "tbody tr", has=auditor.locator(f'[title="{world.reader.portal.member_id}"]')
     )
     expect(reads.first).to_be_visible()
-    assert reads.count() >= 3  # the story's read, the break-glass read, this one
+    assert reads.count() >= 3
     # Paged by the node's cursor: two events a page, "Older events" goes back.
     world.auditor.portal.trail_page_size = 2
     try:
         auditor.reload()
         expect(auditor.locator("tbody tr")).to_have_count(2)
-        newest = auditor.locator("tbody tr").first.inner_text()
+        newest = _event_ids(auditor)
         auditor.get_by_role("link", name="Older events").click()
-        expect(auditor.locator("tbody tr")).to_have_count(2)
-        assert auditor.locator("tbody tr").first.inner_text() != newest
+        expect(auditor.locator("tbody tr").first).to_be_visible()
+        older = _event_ids(auditor)
+        assert 1 <= len(older) <= 2 and not older & newest
     finally:
         world.auditor.portal.trail_page_size = TRAIL_PAGE
 
@@ -428,13 +437,13 @@ def test_no_member_key_or_plaintext_reaches_a_node(browser: Browser, world: Worl
     received = world.received_by_nodes()
     connections = sum(proxy.connections for proxy in world.proxies)
     print(f"the nodes received {len(received)} bytes over {connections} connections")
-    assert len(received) > 20_000, "the proxies saw the portals' traffic"
+    assert len(received) > 10_000, "the proxies saw the portals' traffic"
     assert f"/records/{record_hex}".encode() in received, "the record's reads went through them"
     members = (world.patient, world.author, world.reader, world.auditor)
     for member in members:
         for secret in member.secrets:
             for form in _forms_of(secret):
                 assert form not in received, "a member's private key reached a node"
-    for text in (marker, STORY_MARKER, GLASS_MARKER):
+    for text in (marker, STORY_MARKER, GLASS_MARKER, SHARED_MARKER):
         for form in _forms_of(text.encode()):
             assert form not in received, f"record plaintext reached a node: {text}"
