@@ -45,7 +45,7 @@ LAYERS = (
     _layer("services", "hsm", "records", "client", "backup", "statesync", "console", "analytics"),
     _layer("RPC", "rpc"),
     _layer("node", "node"),
-    _layer("tooling", "sim", "devnet", "bench", "cli"),
+    _layer("tooling", "sim", "devnet", "bench", "portal", "cli"),
 )
 """Lowest first: a package may import the packages of every layer before its own."""
 
@@ -60,6 +60,7 @@ SAME_LAYER_EDGES = frozenset(
         ("bench", "devnet"),  # benchmarks drive the devnet harness
         ("cli", "bench"),  # `emrchain bench ...`
         ("cli", "devnet"),  # `emrchain devnet ...`
+        ("cli", "portal"),  # `emrchain portal`
     }
 )
 """(importer, imported) pairs allowed within one layer; they must stay acyclic."""

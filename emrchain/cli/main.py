@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "records",
     "backup",
     "maintenance",
+    "portal",
 )
 """The modules of this package that register commands, in the order `--help` lists them."""
 

@@ -11,6 +11,7 @@ and writes `<out>/bundle.json`: a collection Bundle with the Patient, a Document
 (attachment: the exported file) and a Provenance per record, each stored FHIR resource as
 itself, a Consent per grant and an AuditEvent per access event (`emrchain/fhir`). Nothing is
 written outside `out_dir`; every file is created new, mode 0600, in a directory of mode 0700.
+`collect_export` builds the same files in memory: the portal serves them as one download.
 """
 
 from __future__ import annotations
@@ -78,14 +79,43 @@ async def _amendments(client: EmrClient, record_hex: str) -> dict[str, Any]:
     return {"status": history.get("status"), "supersedes": history.get("supersedes", [])}
 
 
+@dataclass(frozen=True, slots=True)
+class ExportContents:
+    """The export in memory (the portal serves it as a download without touching the disk)."""
+
+    files: dict[str, bytes]
+    """Path inside the export (`records/<id>.json|.bin`, `bundle.json`) → content."""
+    records: int
+    fhir_resources: int
+    consents: int
+    access_events: int
+    failures: dict[str, str] = field(default_factory=dict)
+
+
 async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) -> ExportSummary:
     _private_directory(out_dir)
-    records_dir = out_dir / RECORDS_DIRECTORY
-    records_dir.mkdir(mode=0o700)
+    (out_dir / RECORDS_DIRECTORY).mkdir(mode=0o700)
+    contents = await collect_export(client, patient_id)
+    for name, data in contents.files.items():
+        _write_new(out_dir / name, data)
+    return ExportSummary(
+        out_dir=out_dir,
+        bundle_path=out_dir / BUNDLE_FILE,
+        records=contents.records,
+        files=tuple(out_dir / name for name in contents.files if name != BUNDLE_FILE),
+        fhir_resources=contents.fhir_resources,
+        consents=contents.consents,
+        access_events=contents.access_events,
+        failures=contents.failures,
+    )
+
+
+async def collect_export(client: EmrClient, patient_id: bytes) -> ExportContents:
+    """Read and decrypt every record of the patient and build the Bundle, in memory."""
     patient_hex = patient_id.hex()
     anchors = [item async for item in client.all_patient_records(patient_id)]
     entries: list[dict[str, Any]] = []
-    files: list[Path] = []
+    files: dict[str, bytes] = {}
     failures: dict[str, str] = {}
     stored: list[dict[str, Any]] = []
     for anchor in anchors:
@@ -99,9 +129,8 @@ async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) ->
             else:
                 resource = fhir_resource_of(read.plaintext)
                 name = f"{record_hex}.json" if resource is not None else f"{record_hex}.bin"
-                _write_new(records_dir / name, read.plaintext)
-                files.append(records_dir / name)
                 attachment = f"{RECORDS_DIRECTORY}/{name}"
+                files[attachment] = read.plaintext
                 if resource is not None:
                     stored.append({"record_id": record_hex, "resource": resource})
         described = {**anchor, **await _amendments(client, record_hex)}
@@ -132,13 +161,10 @@ async def export_patient(client: EmrClient, patient_id: bytes, out_dir: Path) ->
         ),
     ]
     bundle = resources.collection(bundle_entries, f"export-{patient_hex[:16]}-{now_ms}", now_ms)
-    bundle_path = out_dir / BUNDLE_FILE
-    _write_new(bundle_path, json.dumps(bundle, indent=1, ensure_ascii=False).encode("utf-8"))
-    return ExportSummary(
-        out_dir=out_dir,
-        bundle_path=bundle_path,
+    files[BUNDLE_FILE] = json.dumps(bundle, indent=1, ensure_ascii=False).encode("utf-8")
+    return ExportContents(
+        files=files,
         records=len(anchors),
-        files=tuple(files),
         fhir_resources=len(stored),
         consents=len(consents),
         access_events=len(events),
