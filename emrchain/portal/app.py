@@ -376,16 +376,44 @@ async def emergencies(request: web.Request) -> web.StreamResponse:
             async for event in portal.emr.all_access_events(patient_id=portal.patient_id)
             if event.get("kind") == "break_glass" or event.get("basis") == "break_glass"
         ]
+        declarations = [event for event in events if event.get("kind") == "break_glass"]
+        reviews = await reviews_of(portal, declarations[:REVIEWS_SHOWN_MAX])
     except EmrClientError as error:
         return portal.failed("Break-glass events", error)
     body = (
         "<p>Emergency access to your records (break-glass), with the reason the clinician gave."
-        " Each declaration opens a review by the consortium's auditors; the node shows review"
-        " outcomes to auditors only (<code>GET /reviews</code>), so this page lists the"
-        " declarations and the reads under them.</p>"
+        " Each declaration opens a review by the consortium's auditors; below the events, how"
+        f" they judged each (the newest {REVIEWS_SHOWN_MAX} declarations).</p>"
         + table("Break-glass", EVENT_HEADERS, event_rows(portal, events))
+        + table("Auditors' reviews of these declarations", REVIEW_HEADERS, reviews)
     )
     return portal.page("Break-glass events", body)
+
+
+REVIEWS_SHOWN_MAX = 50
+"""Declarations whose review the break-glass page asks the node for (one request each)."""
+REVIEW_HEADERS = ("Declared", "Reason", "Review", "Outcome", "Auditor's note", "Closed")
+
+
+async def reviews_of(portal: Portal, declarations: list[dict[str, Any]]) -> list[list[str]]:
+    """A row per declaration: its review as the node tells the patient it concerns (a review
+    overwritten in the auditors' queue, or never opened, says so)."""
+    rows = []
+    for event in declarations:
+        try:
+            review = await portal.emr.review(bytes.fromhex(str(event["event_id"])))
+        except NotFound:
+            review = {"status": "no longer in the auditors' queue"}
+        outcome = str(review.get("outcome") or "").replace("_", " ")
+        rows.append([
+            h(utc(event.get("time_ms"))),
+            h(event.get("reason") or ""),
+            h(review.get("status", "")),
+            h(outcome or "not yet judged"),
+            h(review.get("note") or ""),
+            h(utc(review["closed_time_ms"])) if review.get("closed_time_ms") else "",
+        ])  # fmt: skip
+    return rows
 
 
 def consent_rows(

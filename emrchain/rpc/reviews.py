@@ -102,10 +102,26 @@ class ReviewRoutes:
         )
 
     async def review(self, request: web.Request) -> web.Response:
+        """One review, for auditors, and for the patient it concerns: a patient is told how the
+        auditors judged an emergency access to its records (issue #23: its outcome belongs in
+        the patient's own view). Anyone else: 403, whether or not the review exists."""
         review_id = hex_argument(request.match_info["review_id"], 32, "review id")
-        await self._auditor(request)
+        caller = await self._auth.authenticate(request)
         view = self._node.chain.state_view()
         state = queries.read_review_state(view, review_id)
-        if state is None:
+        event = None if state is None else queries.review_event(view, state)
+        if caller.member.role != Role.AUDITOR and not _concerns(caller, event):
+            raise RpcError(
+                403, "role_not_permitted", "a review is for auditors and the patient it concerns"
+            )
+        if state is None or event is None:
             raise RpcError(404, "not_found", "no review with this id in the queue")
-        return web.json_response(review_json(view, state, queries.review_event(view, state)))
+        return web.json_response(review_json(view, state, event))
+
+
+def _concerns(caller: Caller, event: AccessEvent | None) -> bool:
+    """The caller is the patient member whose patient id the review names."""
+    member = caller.member
+    return (
+        event is not None and member.role == Role.PATIENT and member.patient_id == event.patient_id
+    )

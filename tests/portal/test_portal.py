@@ -211,8 +211,11 @@ def test_break_glass_opens_a_review_the_auditor_closes(browser: Browser, world: 
     expect(reader.locator("#plaintext")).to_have_text(GLASS_MARKER)
 
     patient.get_by_role("link", name="Break-glass events", exact=True).click()
-    expect(patient.locator("main table")).to_contain_text(GLASS_REASON)
-    expect(patient.locator("main table")).to_contain_text("flagged for review")
+    declared = patient.get_by_role("table", name="Break-glass", exact=True)
+    expect(declared).to_contain_text(GLASS_REASON)
+    expect(declared).to_contain_text("flagged for review")
+    reviews = patient.get_by_role("table", name="Auditors' reviews of these declarations")
+    expect(reviews.locator("tbody tr", has_text=GLASS_REASON)).to_contain_text("not yet judged")
 
     auditor.get_by_role("link", name="Open reviews", exact=True).click()
     row = auditor.locator("tbody tr", has_text=review_hex)
@@ -222,6 +225,15 @@ def test_break_glass_opens_a_review_the_auditor_closes(browser: Browser, world: 
     row.get_by_role("button", name="Close review").click()
     expect(auditor.get_by_role("status")).to_contain_text("Review closed")
     expect(auditor.locator("tbody tr", has_text=review_hex)).to_have_count(0)
+
+    # The patient is told how the auditors judged it.
+    patient.get_by_role("link", name="Break-glass events", exact=True).click()
+    reviews = patient.get_by_role("table", name="Auditors' reviews of these declarations")
+    judged = reviews.locator("tbody tr", has_text=GLASS_REASON)
+    expect(judged).to_contain_text("closed")
+    expect(judged).to_contain_text("justified")
+    expect(judged).not_to_contain_text("unjustified")
+    expect(judged).to_contain_text("resuscitation, checked with the ward")
 
 
 def _raw(member: Member, method: str, path: str, headers: dict[str, str], body: str = "") -> int:

@@ -400,6 +400,14 @@ def test_break_glass_is_notified_listed_closed_everywhere_and_notified_again(
             with pytest.raises(TransactionRefusedError) as not_auditor:
                 await clinician.close_review(review_id, ReviewOutcome.JUSTIFIED)
             assert not_auditor.value.code == ResultCode.ROLE_NOT_PERMITTED
+            # Neither the review's reader nor any member but auditors and the patient sees it.
+            with pytest.raises(AccessDenied):
+                await clinician.review(review_id)
+        # The patient it concerns is told the outcome.
+        async with EmrClient(network.a.rpc_url, cast.patient) as patient:
+            told = await patient.review(review_id)
+            assert (told["status"], told["outcome"]) == ("closed", "justified")
+            assert told["patient_id"] == cast.patient_id.hex()
 
     asyncio.run(close())
     for index in range(4):
