@@ -121,8 +121,13 @@ def test_an_organisation_grant_is_listed_for_its_clinicians_only(cast: Cast) -> 
             grant = await owner.grant(
                 patient_id=cast.patient_id, grantee_organization=cast.organization_id
             )
+            own = await owner.grant(
+                record_id=cast.records[1].record_id, grantee_member=cast.clinician.member_key
+            )
         async with _as(cast, cast.clinician) as clinician:
-            listed = [item async for item in clinician.all_shared_with_me()]
+            # One a page: the walk crosses from the member's index to its organisation's.
+            listed = [item async for item in clinician.all_shared_with_me(page_limit=1)]
+            assert own.tx_id.hex() in {item["grant_id"] for item in listed}
         async with _as(cast, cast.auditor) as auditor:
             not_for_auditors = [item async for item in auditor.all_shared_with_me()]
         return grant.tx_id, listed, not_for_auditors
