@@ -994,6 +994,29 @@ class EmrClient:
             if after is None:
                 return
 
+    async def shared_with_me(
+        self, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+    ) -> dict[str, Any]:
+        """One page of the grants in force naming this client's member, or (for a clinician)
+        its organisation, after the cursor `after`: `{"member_key", "shared": [{"grant_id",
+        "scope", "record_id" (null for patient scope), "patient_id", "grantee_kind",
+        "expires_time_ms", "granted_height"}], "next"}`."""
+        path = f"/members/{self.identity.member_key.hex()}/shared"
+        return await self._page(path, "shared", limit, after=after)
+
+    async def all_shared_with_me(
+        self, *, page_limit: int = MAX_TRAIL_LIMIT
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every grant in force shared with this client's member, page by page."""
+        after: str | None = None
+        while True:
+            page = await self.shared_with_me(after=after, limit=page_limit)
+            for grant in page["shared"]:
+                yield grant
+            after = _next_cursor(page)
+            if after is None:
+                return
+
     async def _page(
         self,
         path: str,

@@ -223,6 +223,14 @@ class SyncEmrClient:
     def all_patient_consents(self, patient_id: bytes) -> list[dict[str, Any]]:
         return self._run(_gathered(self._client.all_patient_consents(patient_id)))
 
+    def shared_with_me(
+        self, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
+    ) -> dict[str, Any]:
+        return self._run(self._client.shared_with_me(after=after, limit=limit))
+
+    def all_shared_with_me(self) -> list[dict[str, Any]]:
+        return self._run(_gathered(self._client.all_shared_with_me()))
+
 
 async def _gathered(items: AsyncIterator[dict[str, Any]]) -> list[dict[str, Any]]:
     return [item async for item in items]

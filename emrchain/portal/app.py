@@ -563,6 +563,32 @@ async def export_download(request: web.Request) -> web.StreamResponse:
 # ---------------------------------------------------------------------- clinicians
 
 
+def shared_grant_rows(grants: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per grant in force naming this member (or its organisation): a record grant
+    opens the record, a patient grant lists the patient's records."""
+    rows = []
+    for grant in grants:
+        patient_hex = str(grant["patient_id"])
+        record_hex = grant.get("record_id")
+        if record_hex:
+            what = f'<code class="id shared-record">{h(record_hex)}</code>'
+            action = f'<a href="/records/{h(record_hex)}">Open</a>'
+        else:
+            what = "every record of the patient"
+            action = f'<a href="/shared?patient={h(patient_hex)}">List records</a>'
+        rows.append([
+            what,
+            short(patient_hex),
+            "your organisation" if grant.get("grantee_kind") == "organization" else "you",
+            h(utc(grant.get("expires_time_ms")) or "no expiry"),
+            action,
+        ])  # fmt: skip
+    return rows
+
+
+SHARED_HEADERS = ("Shared", "Patient", "With", "Expires", "")
+
+
 async def shared(request: web.Request) -> web.StreamResponse:
     portal = portal_of(request)
     if not portal.need("clinician", "admin", "auditor"):
@@ -570,6 +596,11 @@ async def shared(request: web.Request) -> web.StreamResponse:
     patient_text = request.query.get("patient", "").strip()
     listing = ""
     message = ""
+    try:
+        grants = [grant async for grant in portal.emr.all_shared_with_me()]
+        in_force = table("Shared with you now", SHARED_HEADERS, shared_grant_rows(grants))
+    except EmrClientError as error:
+        in_force = error_box(explain(error))
     if patient_text:
         try:
             patient_id = hex_bytes(patient_text, 32, "the patient id")
@@ -588,9 +619,10 @@ async def shared(request: web.Request) -> web.StreamResponse:
         stored_rows,
     )
     body = (
-        "<p>A patient shares one record or all of them. The node lists a patient's records to"
-        " you while the patient shares all of them; a single shared record you open by its id.</p>"
-        '<fieldset><legend>Open a record</legend><form method="get" action="/open">'
+        "<p>A patient shares one record or all of them, with you or (for a clinician) your"
+        " organisation. Opening a record is a read: it appears in the patient's trail.</p>"
+        + in_force
+        + '<fieldset><legend>Open a record</legend><form method="get" action="/open">'
         + field("record", "Record id")
         + '<button type="submit">Open record</button></form></fieldset>'
         '<fieldset><legend>A patient\'s records</legend><form method="get" action="/shared">'

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from emrchain.rpc.commit_waits import CommitWaits
     from emrchain.state.view import CommittedState
     from emrchain.store.block_store import TxProof
+    from emrchain.store.database import ChainDatabase
     from emrchain.types import CommitCertificate, Evidence, ValidatorSet
 
 CommitListener = Callable[[Block, Sequence[bytes], list[TxResult]], None]
@@ -47,6 +48,11 @@ class ChainReader(Protocol):
     def tx_proof(self, tx_id: bytes) -> TxProof | None: ...
 
     def validator_set(self, height: int) -> ValidatorSet | None: ...
+
+    @property
+    def database(self) -> ChainDatabase:
+        """The database under the committed state, for bounded prefix scans (`state_scan.py`)."""
+        ...
 
     def base_height(self) -> int:
         """The lowest height whose block is kept (above a state-sync snapshot, or pruning)."""

@@ -585,6 +585,26 @@ def document(limits: DocumentLimits | None = None) -> dict[str, Any]:
                     "responses": {**_ok(replies.CONSENTS), **listing_errors},
                 }
             },
+            "/members/{member_key}/shared": {
+                "get": {
+                    "operationId": "sharedWithMember",
+                    "security": SIGNED,
+                    "description": "The grants in force naming the member, or (for a "
+                    "clinician) its organisation: the member itself only, else 404.",
+                    "parameters": [
+                        _path_parameter("member_key", HEX32),
+                        limit,
+                        {
+                            "name": "after",
+                            "in": "query",
+                            "required": False,
+                            "schema": replies.SHARED_CURSOR,
+                            "description": "the `next` of the previous page",
+                        },
+                    ],
+                    "responses": {**_ok(replies.SHARED), **listing_errors},
+                }
+            },
         },
         "components": {
             "schemas": {"Error": replies.ERROR, "OperationOutcome": OPERATION_OUTCOME_SCHEMA},

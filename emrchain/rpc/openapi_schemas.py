@@ -315,6 +315,23 @@ CONSENT = strict(
     ended_time_ms=nullable(INT),
 )
 CONSENTS = strict(patient_id=HEX32, consents={"type": "array", "items": CONSENT}, next=CURSOR)
+SHARED_CURSOR_HEX = 2 * (1 + 1 + 64 + 32)
+"""The hex of a grantee index key (state key 0x45): the cursor of `/members/{key}/shared`."""
+SHARED_CURSOR = {"type": "string", "pattern": f"^[0-9a-f]{{{SHARED_CURSOR_HEX}}}$"}
+SHARED_GRANT = strict(
+    grant_id=HEX32,
+    scope={"enum": ["patient", "record"]},
+    record_id=nullable(HEX32),
+    patient_id=HEX32,
+    grantee_kind={"enum": ["member", "organization"]},
+    expires_time_ms=nullable(INT),
+    granted_height=INT,
+)
+SHARED = strict(
+    member_key=HEX32,
+    shared={"type": "array", "items": SHARED_GRANT},
+    next=nullable(SHARED_CURSOR),
+)
 AMENDMENT_LINK = strict(
     record_id=HEX32,
     reason={"enum": list(AMENDMENT_REASONS)},

@@ -55,6 +55,7 @@ from emrchain.rpc.openapi import document as openapi_document
 from emrchain.rpc.patient_stream import PatientEventStream
 from emrchain.rpc.records import RecordRoutes
 from emrchain.rpc.reviews import ReviewRoutes
+from emrchain.rpc.shared import SharedRoutes
 from emrchain.rpc.stream import BlockStream, StreamLimits
 from emrchain.rpc.studies import StudyRoutes
 from emrchain.schema import Role
@@ -310,6 +311,7 @@ class RpcServer:
                 *CustodyRoutes(node, self.authenticator).routes(),
                 *ReviewRoutes(node, self.authenticator).routes(),
                 *StudyRoutes(node, self.authenticator).routes(),
+                *SharedRoutes(node, self.authenticator, wall_clock_ms).routes(),
                 web.get("/ws/patients/{patient_id}", self.patient_stream.handle),
                 *FhirRoutes(node, self.authenticator, wall_clock_ms).routes(),
             ]

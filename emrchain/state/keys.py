@@ -88,6 +88,10 @@ patient, in grant order; sequence 2^64-1 holds the history's length u64 instead.
 ENDED_GRANT_PREFIX = b"\x44"
 """0x44 | grant id (32) -> EndedGrant: a grant no longer in force (revoked, expired and pruned,
 or its record erased), with how, when and by whom it ended."""
+GRANTEE_GRANTS_PREFIX = b"\x45"
+"""0x45 | grantee kind u8 | grantee (64: member id padded with 0x00, or organisation id padded
+as in 0x20) | grant id (32) -> patient id (32): the grants in force naming each grantee, so a
+member can list what was shared with it; written and deleted with 0x40."""
 BREAK_GLASS_PREFIX = b"\x50"
 """0x50 | patient id (32) -> the patient's break-glass sessions not yet pruned."""
 PATIENT_TRAIL_COUNT_PREFIX = b"\x60"
@@ -168,6 +172,27 @@ def erasure_receipts_key(record_id: bytes) -> bytes:
 
 def grant_key(grant_id: bytes) -> bytes:
     return GRANT_PREFIX + grant_id
+
+
+GRANTEE_FIELD_BYTES = 64
+"""The grantee field of 0x45: wide enough for an organisation id; a member id is padded."""
+
+
+def grantee_grants_prefix(grantee_kind: int, grantee: bytes) -> bytes:
+    """0x45 | kind | grantee padded: every key of the grants naming this grantee. The kind byte
+    keeps a member id and an organisation id that share bytes apart; the fixed width keeps one
+    grantee's keys from being a prefix of another's."""
+    if not 1 <= len(grantee) <= GRANTEE_FIELD_BYTES:
+        raise ValueError("a grantee is 1..64 bytes")
+    return (
+        GRANTEE_GRANTS_PREFIX
+        + grantee_kind.to_bytes(1, "big")
+        + grantee.ljust(GRANTEE_FIELD_BYTES, b"\x00")
+    )
+
+
+def grantee_grant_key(grantee_kind: int, grantee: bytes, grant_id: bytes) -> bytes:
+    return grantee_grants_prefix(grantee_kind, grantee) + grant_id
 
 
 def patient_grants_key(patient_id: bytes) -> bytes:

@@ -3,8 +3,9 @@ portals of a real 4-validator devnet (`conftest.py`).
 
 - the patient story, clicked: a clinician stores a record for the patient; the patient sees
   it, grants a clinician of another hospital (with an expiry, by keyboard only); that
-  clinician reads the plaintext; the read is in the patient's timeline; the patient revokes;
-  the clinician's read is refused with a clear message; the pages are accessible (every
+  clinician finds it under "Shared with me" and reads the plaintext; the read is in the
+  patient's timeline; the patient revokes; the clinician's read is refused with a clear
+  message and the record is gone from "Shared with me"; the pages are accessible (every
   field labelled, text contrast WCAG AA); screenshots for the README;
 - break-glass with a reason, and the auditor sees the open review and closes it;
 - other websites cannot drive a portal: a cross-site form, a POST without the CSRF token, a
@@ -147,8 +148,14 @@ def test_the_patient_story_clicked_through(browser: Browser, world: World, tmp_p
     expires = grant_row.locator("td").nth(3).text_content() or ""
     assert "UTC" in expires, f"the grant shows its expiry: {expires!r}"
 
-    # 4. The clinician reads it: the plaintext, decrypted in its portal.
-    _open_shared(reader, world.reader, record_hex)
+    # 4. The clinician finds it under "Shared with me" (the node's grantee index) and reads
+    # it: the plaintext, decrypted in its portal.
+    reader.goto(world.reader.base_url + "/shared")
+    shared_row = reader.locator("tr", has=reader.locator(".shared-record", has_text=record_hex))
+    expect(shared_row).to_have_count(1)
+    expect(shared_row).to_contain_text("UTC")  # the grant's expiry
+    shared_row.get_by_role("link", name="Open").click()
+    reader.wait_for_url(re.compile(f"/records/{record_hex}$"))
     expect(reader.locator("#plaintext")).to_have_text(STORY_MARKER)
 
     # 5. The read is in the patient's timeline: the reader, its hospital, basis grant.
@@ -171,6 +178,8 @@ def test_the_patient_story_clicked_through(browser: Browser, world: World, tmp_p
     expect(alert).to_contain_text("Refused")
     expect(alert).to_contain_text("no grant in force")
     assert reader.locator("#plaintext").count() == 0
+    reader.goto(world.reader.base_url + "/shared")
+    expect(reader.locator(".shared-record", has_text=record_hex)).to_have_count(0)
 
     # Accessibility: labelled fields on the forms, AA contrast of text, links, buttons, errors.
     for page, path in ((author, "/records/new"), (reader, "/break-glass"), (reader, "/shared")):
@@ -380,9 +389,13 @@ def test_a_grant_of_every_record_lists_them_to_the_clinician(
     expect(patient.get_by_role("status")).to_contain_text("Access granted")
     expect(patient.locator("tbody tr").first).to_contain_text("all my records")
 
+    # The patient grant is listed under "Shared with me"; its link lists the patient's records.
     reader.goto(world.reader.base_url + "/shared")
-    reader.get_by_label("Patient id").fill(world.patient_id.hex())
-    reader.get_by_role("button", name="List records").click()
+    patient_row = reader.locator(
+        "tr", has=reader.locator(f'[title="{world.patient_id.hex()}"]'), has_text="every record"
+    )
+    patient_row.get_by_role("link", name="List records").click()
+    reader.wait_for_url(re.compile(f"/shared\\?patient={world.patient_id.hex()}$"))
     listed = reader.locator("tr", has=reader.locator(".record-id", has_text=record_hex))
     listed.get_by_role("link", name="Open").click()
     expect(reader.locator("#plaintext")).to_have_text(SHARED_MARKER)

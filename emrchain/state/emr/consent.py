@@ -42,12 +42,22 @@ from emrchain.state.validators import StateCorruptionError
 from emrchain.state.view import OverlayStateView
 
 
+def grantee_grant_key(grant: Grant) -> bytes:
+    """The grant's entry in its grantee's index (0x45), present exactly while 0x40 is."""
+    if grant.grantee_kind == GranteeKind.MEMBER:
+        grantee = grant.grantee_member
+    else:
+        grantee = grant.grantee_organization.encode("ascii")
+    return keys.grantee_grant_key(grant.grantee_kind, grantee, grant.grant_id)
+
+
 def remove_grant(
     state: OverlayStateView, grant: Grant, end: GrantEnd, ended_by: bytes, at: tuple[int, int]
 ) -> None:
     """Take a grant out of force and out of the lists that name it; keep it, with how it
     ended (`end`, by member `ended_by`, at block (height, time_ms) `at`), for the history."""
     state.delete(keys.grant_key(grant.grant_id))
+    state.delete(grantee_grant_key(grant))
     end_grant(state, grant, end, ended_by, at)
     patient_ids = read_patient_grant_ids(state, grant.patient_id)
     write_ids(
@@ -193,6 +203,7 @@ def grant_access(
         time_ms=context.time_ms,
     )
     state.put(keys.grant_key(grant_id), grant.encode())
+    state.put(grantee_grant_key(grant), patient_id)
     append_consent(state, patient_id, grant_id)
     return TxResult.make(ResultCode.OK, f"grant {grant_id.hex()} in force")
 

@@ -56,9 +56,11 @@ ANCHOR = TxKind.ANCHOR_RECORD
 
 # Changed by the history logs (0x33 record index, 0x43/0x44 consent history, trails as logs)
 # and the review queue's open/closed state (0x68, 0x69): every break-glass writes both.
-EXPECTED_APP_HASH = "b7a98b6f66e65d4f7660a48e9584b35cb4293bb85152cb0bbae7473b4fbfc605"
+# Changed again by the grantee index (0x45): every grant in force has an entry under its grantee
+# (issue #23, "shared with me"); anchor path and generic path agree.
+EXPECTED_APP_HASH = "a1060231b0082b5848bb889b3409436bf73be36bb4c037bd2e9daa33aad0f249"
 """App hash after the last block of `run_workload`."""
-EXPECTED_RESULTS_DIGEST = "681bd01817f3a7e8b09f5d20c345ed0cf91d49a4a0121ad885bd2e5c1cc335de"
+EXPECTED_RESULTS_DIGEST = "2f4ef0774251aa1bf70e81e91f4351ae4cda1c13fc87b311248bd78eca9f744b"
 """SHA-256 over every block's app hash and every (code, message) of `run_workload`."""
 
 
