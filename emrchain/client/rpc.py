@@ -32,7 +32,7 @@ import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -935,16 +935,14 @@ class EmrClient:
         page_limit: int = MAX_TRAIL_LIMIT,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every event of the trail, newest first back to the first ever, page by page."""
-        before: str | None = None
-        while True:
-            page = await self.access_events(
-                patient_id=patient_id, record_id=record_id, limit=page_limit, before=before
+
+        async def page_before(cursor: str | None) -> dict[str, Any]:
+            return await self.access_events(
+                patient_id=patient_id, record_id=record_id, limit=page_limit, before=cursor
             )
-            for event in page["events"]:
-                yield event
-            before = _next_cursor(page)
-            if before is None:
-                return
+
+        async for event in _every_item(page_before, "events"):
+            yield event
 
     async def patient_records(
         self, patient_id: bytes, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
@@ -962,14 +960,12 @@ class EmrClient:
         self, patient_id: bytes, *, page_limit: int = MAX_TRAIL_LIMIT
     ) -> AsyncIterator[dict[str, Any]]:
         """Every record of the patient the caller may list, oldest first, page by page."""
-        after: str | None = None
-        while True:
-            page = await self.patient_records(patient_id, after=after, limit=page_limit)
-            for record in page["records"]:
-                yield record
-            after = _next_cursor(page)
-            if after is None:
-                return
+
+        async def page_after(cursor: str | None) -> dict[str, Any]:
+            return await self.patient_records(patient_id, after=cursor, limit=page_limit)
+
+        async for record in _every_item(page_after, "records"):
+            yield record
 
     async def patient_consents(
         self, patient_id: bytes, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
@@ -985,14 +981,12 @@ class EmrClient:
         self, patient_id: bytes, *, page_limit: int = MAX_TRAIL_LIMIT
     ) -> AsyncIterator[dict[str, Any]]:
         """The patient's whole consent history, oldest first, page by page."""
-        after: str | None = None
-        while True:
-            page = await self.patient_consents(patient_id, after=after, limit=page_limit)
-            for consent in page["consents"]:
-                yield consent
-            after = _next_cursor(page)
-            if after is None:
-                return
+
+        async def page_after(cursor: str | None) -> dict[str, Any]:
+            return await self.patient_consents(patient_id, after=cursor, limit=page_limit)
+
+        async for consent in _every_item(page_after, "consents"):
+            yield consent
 
     async def shared_with_me(
         self, *, after: str | None = None, limit: int = DEFAULT_TRAIL_LIMIT
@@ -1008,14 +1002,12 @@ class EmrClient:
         self, *, page_limit: int = MAX_TRAIL_LIMIT
     ) -> AsyncIterator[dict[str, Any]]:
         """Every grant in force shared with this client's member, page by page."""
-        after: str | None = None
-        while True:
-            page = await self.shared_with_me(after=after, limit=page_limit)
-            for grant in page["shared"]:
-                yield grant
-            after = _next_cursor(page)
-            if after is None:
-                return
+
+        async def page_after(cursor: str | None) -> dict[str, Any]:
+            return await self.shared_with_me(after=cursor, limit=page_limit)
+
+        async for grant in _every_item(page_after, "shared"):
+            yield grant
 
     async def _page(
         self,
@@ -1145,6 +1137,21 @@ def check_base_url(base_url: str) -> str:
 def _next_cursor(page: dict[str, Any]) -> str | None:
     cursor = page.get("next")
     return cursor if isinstance(cursor, str) else None
+
+
+async def _every_item(
+    fetch_page: Callable[[str | None], Awaitable[dict[str, Any]]], items_key: str
+) -> AsyncIterator[dict[str, Any]]:
+    """Every item of a paged listing: `fetch_page(cursor)` from the first page (None) on,
+    following the node's `next` cursor until a page has none."""
+    cursor: str | None = None
+    while True:
+        page = await fetch_page(cursor)
+        for item in page[items_key]:
+            yield item
+        cursor = _next_cursor(page)
+        if cursor is None:
+            return
 
 
 def _listing_path(patient_id: bytes | None, record_id: bytes | None, listing: str) -> str:
