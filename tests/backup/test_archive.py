@@ -284,87 +284,39 @@ def test_only_the_deep_check_finds_a_reencrypted_forgery(
 
 def test_restore_refuses_what_it_must_and_changes_nothing(backed: Backed, tmp_path: Path) -> None:
     archive = backed.stopped_backup["path"]
+
+    def refused(home: Path, *options: str) -> str:
+        """The one-line error of a restore of the backup into `home` that must be refused."""
+        return error_line(
+            emrchain(
+                "restore", archive, "--identity", backed.identity_file, "--home", home, *options
+            )
+        )
+
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
-    line = error_line(
-        emrchain(
-            "restore",
-            archive,
-            "--identity",
-            backed.identity_file,
-            "--home",
-            occupied,
-            "--signing-hold-height",
-            "5",
-        )
-    )
+    line = refused(occupied, "--signing-hold-height", "5")
     assert "is not empty; restore never overwrites a home unless --force" in line
-    line = error_line(
-        emrchain(
-            "restore",
-            archive,
-            "--identity",
-            backed.identity_file,
-            "--home",
-            occupied,
-            "--signing-hold-height",
-            "5",
-            "--force",
-        )
-    )
+    line = refused(occupied, "--signing-hold-height", "5", "--force")
     assert "not an emrchain home" in line
     assert [path.name for path in occupied.iterdir()] == ["notes.txt"]
     # A home of another chain is not replaced, even with --force.
     other = Devnet(tmp_path / "other", 1, chain_id="emrchain-other")
-    line = error_line(
-        emrchain(
-            "restore",
-            archive,
-            "--identity",
-            backed.identity_file,
-            "--home",
-            other.homes[0],
-            "--signing-hold-height",
-            "5",
-            "--force",
-        )
-    )
+    line = refused(other.homes[0], "--signing-hold-height", "5", "--force")
     assert "holds a different genesis than the backup" in line
     # A peer of another chain: this is not the network the backup belongs to.
     try:
         other.start_all()
         other.wait_for_height(1, [0], timeout_s=60)
-        line = error_line(
-            emrchain(
-                "restore",
-                archive,
-                "--identity",
-                backed.identity_file,
-                "--home",
-                tmp_path / "elsewhere",
-                "--peer-rpc",
-                other.rpc_urls[0],
-            )
-        )
+        line = refused(tmp_path / "elsewhere", "--peer-rpc", other.rpc_urls[0])
     finally:
         other.stop_all()
     assert "is on chain 'emrchain-other', the backup is of chain 'emrchain-devnet'" in line
     assert not (tmp_path / "elsewhere").exists()
     # Without peers to ask and without a height: refused, nothing written.
     fresh = tmp_path / "fresh"
-    line = error_line(
-        emrchain(
-            "restore",
-            archive,
-            "--identity",
-            backed.identity_file,
-            "--home",
-            fresh,
-            "--peer-rpc",
-            "http://127.0.0.1:9",
-        )
-    )
+    line = refused(fresh, "--peer-rpc", "http://127.0.0.1:9")
     assert "no peer answered /status" in line
     assert not fresh.exists()
 
