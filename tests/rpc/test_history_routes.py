@@ -8,98 +8,35 @@ per listing, paged one or a few at a time, so every page and cursor passes the r
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
 from emrchain.client import transactions
-from emrchain.client.replies import BadRequest, NotFound, StoredRecord
-from emrchain.client.rpc import EmrClient
-from emrchain.devnet.harness import Devnet
-from emrchain.devnet.story import Hospital, _register
+from emrchain.client.replies import BadRequest, NotFound
 from emrchain.keystore.member import MemberIdentity
 from emrchain.rpc import openapi_schemas as replies
 from emrchain.rpc.errors import RpcError
 from emrchain.rpc.pagination import cursor, cursor_sequence
 from emrchain.rpc.records import PATIENT_CONSENTS, PATIENT_RECORDS
-from emrchain.schema import ErasureReason, RecordType, Role
+from emrchain.schema import ErasureReason
 from tests.rpc.bounded import run
+from tests.rpc.listing_cast import Cast, as_member, running_cast
 
-NO_PATIENT = transactions.NO_KEY
 READS = 7
-
-
-@dataclass(frozen=True, slots=True)
-class Cast:
-    url: str
-    patient: MemberIdentity
-    patient_id: bytes
-    other_patient: MemberIdentity
-    clinician: MemberIdentity
-    colleague: MemberIdentity
-    auditor: MemberIdentity
-    admin: MemberIdentity
-    organization_id: str
-    records: list[StoredRecord]
-
-
-async def _cast(devnet: Devnet) -> Cast:
-    hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
-    patient, other, clinician, colleague, auditor = (MemberIdentity.generate() for _ in range(5))
-    patient_id = secrets.token_bytes(32)
-    await _register(
-        hospital,
-        [
-            (patient, Role.PATIENT, patient_id),
-            (other, Role.PATIENT, secrets.token_bytes(32)),
-            (clinician, Role.CLINICIAN, NO_PATIENT),
-            (colleague, Role.CLINICIAN, NO_PATIENT),
-            (auditor, Role.AUDITOR, NO_PATIENT),
-        ],
-    )
-    url = devnet.rpc_urls[0]
-    async with EmrClient(url, clinician) as author:
-        records = [
-            await author.put_record(b"visit %d" % number, patient_id, RecordType.CLINICAL_NOTE)
-            for number in range(3)
-        ]
-    return Cast(
-        url,
-        patient,
-        patient_id,
-        other,
-        clinician,
-        colleague,
-        auditor,
-        hospital.admin,
-        hospital.organization_id,
-        records,
-    )
 
 
 @pytest.fixture(scope="module")
 def cast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cast]:
-    devnet = Devnet(tmp_path_factory.mktemp("history") / "net", 1)
-    try:
-        devnet.start_all()
-        devnet.wait_for_height(1, [0], timeout_s=60)
-        yield run(_cast(devnet))
-    finally:
-        devnet.stop_all()
-
-
-def _as(cast: Cast, member: MemberIdentity) -> EmrClient:
-    return EmrClient(cast.url, member)
+    yield from running_cast(tmp_path_factory, "history")
 
 
 def test_the_patient_lists_its_records_page_by_page_oldest_first(cast: Cast) -> None:
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             first = await owner.patient_records(cast.patient_id, limit=2)
             jsonschema_rs.validate(replies.PATIENT_RECORDS, first)  # the OpenAPI document's
             assert first["next"] is not None
@@ -124,7 +61,7 @@ def test_the_patient_lists_its_records_page_by_page_oldest_first(cast: Cast) -> 
 
 def test_an_admin_lists_the_records_its_organisation_authored(cast: Cast) -> None:
     async def scenario() -> list[dict[str, Any]]:
-        async with _as(cast, cast.admin) as admin:
+        async with as_member(cast, cast.admin) as admin:
             return [item async for item in admin.all_patient_records(cast.patient_id)]
 
     listed = run(scenario())
@@ -154,7 +91,7 @@ def test_cursors_are_bound_to_their_listing_target_and_sequence() -> None:
 
 def test_another_patient_and_a_clinician_without_consent_are_refused(cast: Cast) -> None:
     async def refused(member: MemberIdentity) -> NotFound:
-        async with _as(cast, member) as client:
+        async with as_member(cast, member) as client:
             with pytest.raises(NotFound) as caught:
                 await client.patient_records(cast.patient_id)
             return caught.value
@@ -163,7 +100,7 @@ def test_another_patient_and_a_clinician_without_consent_are_refused(cast: Cast)
         assert run(refused(member)).code == "not_found"
 
     async def other_patient_consents() -> None:
-        async with _as(cast, cast.other_patient) as client:
+        async with as_member(cast, cast.other_patient) as client:
             with pytest.raises(NotFound):
                 await client.patient_consents(cast.patient_id)
 
@@ -173,7 +110,7 @@ def test_another_patient_and_a_clinician_without_consent_are_refused(cast: Cast)
 def test_forged_and_foreign_cursors_and_bad_limits_are_refused(cast: Cast) -> None:
     async def scenario() -> list[str]:
         codes = []
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             page = await owner.patient_records(cast.patient_id, limit=1)
             sequence, tag = page["next"].split(".")
             attempts: list[Any] = [
@@ -197,7 +134,7 @@ def test_forged_and_foreign_cursors_and_bad_limits_are_refused(cast: Cast) -> No
 
 def test_the_access_trail_pages_back_to_the_first_event(cast: Cast) -> None:
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, Any], list[bytes]]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             chain_id = await owner.chain_id()
             txs = [
                 transactions.access_event(
@@ -211,7 +148,7 @@ def test_the_access_trail_pages_back_to_the_first_event(cast: Cast) -> None:
             await owner.submit_batch(txs)
             for tx in txs:
                 await owner.wait_committed(tx.tx_id)
-        async with _as(cast, cast.auditor) as auditor:
+        async with as_member(cast, cast.auditor) as auditor:
             walked = [
                 event
                 async for event in auditor.all_access_events(
@@ -232,7 +169,7 @@ def test_the_access_trail_pages_back_to_the_first_event(cast: Cast) -> None:
 
 def test_the_consent_history_shows_active_revoked_and_expired_grants(cast: Cast) -> None:
     async def scenario() -> tuple[list[dict[str, Any]], dict[str, bytes], int, int]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             expires_at_ms = int(time.time() * 1000) + 6_000
             expiring = await owner.grant(
                 patient_id=cast.patient_id,
@@ -242,7 +179,7 @@ def test_the_consent_history_shows_active_revoked_and_expired_grants(cast: Cast)
             revoked = await owner.grant(
                 patient_id=cast.patient_id, grantee_member=cast.clinician.member_key
             )
-            async with _as(cast, cast.clinician) as clinician:
+            async with as_member(cast, cast.clinician) as clinician:
                 # A patient-scope grant in force lets the clinician list the records.
                 listed = await clinician.patient_records(cast.patient_id)
                 assert len(listed["records"]) == 3
@@ -288,9 +225,9 @@ def test_the_consent_history_shows_active_revoked_and_expired_grants(cast: Cast)
 
 def test_an_erased_record_stays_listed_as_erased(cast: Cast) -> None:
     async def scenario() -> dict[str, Any]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             await owner.erase(cast.records[2].record_id, ErasureReason.PATIENT_REQUEST)
-        async with _as(cast, cast.auditor) as auditor:
+        async with as_member(cast, cast.auditor) as auditor:
             reply = await auditor.patient_records(cast.patient_id)
             jsonschema_rs.validate(replies.PATIENT_RECORDS, reply)  # an erased one's nulls too
             return reply

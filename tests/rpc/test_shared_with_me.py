@@ -5,87 +5,27 @@ only the member itself may list them; forged cursors are refused."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import jsonschema_rs
 import pytest
 
-from emrchain.client import transactions
-from emrchain.client.replies import BadRequest, NotFound, StoredRecord
-from emrchain.client.rpc import EmrClient
-from emrchain.devnet.harness import Devnet
-from emrchain.devnet.story import Hospital, _register
-from emrchain.keystore.member import MemberIdentity
+from emrchain.client.replies import BadRequest, NotFound
 from emrchain.rpc import openapi_schemas as replies
-from emrchain.schema import RecordType, Role
 from tests.rpc.bounded import run
-
-
-@dataclass(frozen=True, slots=True)
-class Cast:
-    url: str
-    patient: MemberIdentity
-    patient_id: bytes
-    clinician: MemberIdentity
-    colleague: MemberIdentity
-    auditor: MemberIdentity
-    organization_id: str
-    records: list[StoredRecord]
-
-
-async def _cast(devnet: Devnet) -> Cast:
-    hospital = Hospital.from_home(devnet.rpc_urls[0], devnet.homes[0])
-    patient, clinician, colleague, auditor = (MemberIdentity.generate() for _ in range(4))
-    patient_id = secrets.token_bytes(32)
-    await _register(
-        hospital,
-        [
-            (patient, Role.PATIENT, patient_id),
-            (clinician, Role.CLINICIAN, transactions.NO_KEY),
-            (colleague, Role.CLINICIAN, transactions.NO_KEY),
-            (auditor, Role.AUDITOR, transactions.NO_KEY),
-        ],
-    )
-    url = devnet.rpc_urls[0]
-    async with EmrClient(url, clinician) as author:
-        records = [
-            await author.put_record(b"note %d" % number, patient_id, RecordType.CLINICAL_NOTE)
-            for number in range(3)
-        ]
-    return Cast(
-        url,
-        patient,
-        patient_id,
-        clinician,
-        colleague,
-        auditor,
-        hospital.organization_id,
-        records,
-    )
+from tests.rpc.listing_cast import Cast, as_member, running_cast
 
 
 @pytest.fixture(scope="module")
 def cast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cast]:
-    devnet = Devnet(tmp_path_factory.mktemp("shared") / "net", 1)
-    try:
-        devnet.start_all()
-        devnet.wait_for_height(1, [0], timeout_s=60)
-        yield run(_cast(devnet))
-    finally:
-        devnet.stop_all()
-
-
-def _as(cast: Cast, member: MemberIdentity) -> EmrClient:
-    return EmrClient(cast.url, member)
+    yield from running_cast(tmp_path_factory, "shared")
 
 
 def test_record_grants_are_listed_page_by_page_until_revoked(cast: Cast) -> None:
     async def scenario() -> tuple[list[bytes], list[dict[str, Any]], dict[str, Any], list[str]]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             grants = [
                 (
                     await owner.grant(
@@ -94,7 +34,7 @@ def test_record_grants_are_listed_page_by_page_until_revoked(cast: Cast) -> None
                 ).tx_id
                 for record in cast.records
             ]
-            async with _as(cast, cast.colleague) as colleague:
+            async with as_member(cast, cast.colleague) as colleague:
                 first = await colleague.shared_with_me(limit=2)
                 jsonschema_rs.validate(replies.SHARED, first)  # the OpenAPI document's
                 walked = [item async for item in colleague.all_shared_with_me(page_limit=1)]
@@ -117,18 +57,18 @@ def test_record_grants_are_listed_page_by_page_until_revoked(cast: Cast) -> None
 
 def test_an_organisation_grant_is_listed_for_its_clinicians_only(cast: Cast) -> None:
     async def scenario() -> tuple[bytes, list[dict[str, Any]], list[dict[str, Any]]]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             grant = await owner.grant(
                 patient_id=cast.patient_id, grantee_organization=cast.organization_id
             )
             own = await owner.grant(
                 record_id=cast.records[1].record_id, grantee_member=cast.clinician.member_key
             )
-        async with _as(cast, cast.clinician) as clinician:
+        async with as_member(cast, cast.clinician) as clinician:
             # One a page: the walk crosses from the member's index to its organisation's.
             listed = [item async for item in clinician.all_shared_with_me(page_limit=1)]
             assert own.tx_id.hex() in {item["grant_id"] for item in listed}
-        async with _as(cast, cast.auditor) as auditor:
+        async with as_member(cast, cast.auditor) as auditor:
             not_for_auditors = [item async for item in auditor.all_shared_with_me()]
         return grant.tx_id, listed, not_for_auditors
 
@@ -147,7 +87,7 @@ def test_another_member_cannot_list_someone_elses(cast: Cast) -> None:
     async def scenario() -> list[str]:
         codes = []
         for member in (cast.clinician, cast.patient, cast.auditor):
-            async with _as(cast, member) as client:
+            async with as_member(cast, member) as client:
                 path = f"/members/{cast.colleague.member_key.hex()}/shared"
                 with pytest.raises(NotFound) as caught:
                     await client._request("GET", path, signed=True)
@@ -159,19 +99,19 @@ def test_another_member_cannot_list_someone_elses(cast: Cast) -> None:
 
 def test_forged_and_foreign_cursors_are_refused(cast: Cast) -> None:
     async def scenario() -> tuple[list[str], str | None]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             for record in cast.records[:2]:
                 await owner.grant(
                     record_id=record.record_id, grantee_member=cast.auditor.member_key
                 )
-        async with _as(cast, cast.auditor) as auditor:
+        async with as_member(cast, cast.auditor) as auditor:
             page = await auditor.shared_with_me(limit=1)
             own = page["next"]
         assert own is not None
         flipped = own[:-1] + ("0" if own[-1] != "0" else "1")  # still under the prefix: fine
         foreign = "45" + "01" + cast.colleague.member_key.hex() + "00" * 32 + "11" * 32
         codes = []
-        async with _as(cast, cast.auditor) as auditor:
+        async with as_member(cast, cast.auditor) as auditor:
             await auditor.shared_with_me(after=flipped)
             for forged in (foreign, own[:-2], "zz" * 98, own.upper(), "0" * 196):
                 with pytest.raises(BadRequest) as caught:
@@ -188,13 +128,13 @@ def test_an_expired_grant_not_yet_pruned_is_not_listed(cast: Cast) -> None:
     grant leaves the listing at its expiry while it is still in state, not yet pruned."""
 
     async def scenario() -> tuple[bytes, list[str], list[str], list[str]]:
-        async with _as(cast, cast.patient) as owner:
+        async with as_member(cast, cast.patient) as owner:
             expiring = await owner.grant(
                 patient_id=cast.patient_id,
                 grantee_member=cast.colleague.member_key,
                 expires_at_ms=int(time.time() * 1000) + 8_000,
             )
-            async with _as(cast, cast.colleague) as colleague:
+            async with as_member(cast, cast.colleague) as colleague:
                 before = [item["grant_id"] async for item in colleague.all_shared_with_me()]
                 deadline = time.monotonic() + 60
                 listed = before
